@@ -1,0 +1,1 @@
+//! The pure models of refeng's lifecycles: no I/O, no clocks, only states and the operations that move them.

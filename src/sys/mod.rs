@@ -1,0 +1,4 @@
+//! The only module allowed to use `unsafe`: thin, documented wrappers over the syscalls that
+//! neither `nix` nor `libc`'s safe surface covers (raw clone, openat2, bpf, ...). Every unsafe
+//! block states why it is sound in a `// SAFETY:` line.
+#![allow(unsafe_code)]
