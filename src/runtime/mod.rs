@@ -3,4 +3,17 @@
 //! command line that drives it.
 
 pub mod cgroups;
+pub mod channel;
+pub mod cli;
+pub mod container;
+pub mod create;
+pub mod delete;
+pub mod hooks;
+pub mod init;
+pub mod kill;
+pub mod process;
 pub mod rootfs;
+pub mod run;
+pub mod spec_cmd;
+pub mod start;
+pub mod state;

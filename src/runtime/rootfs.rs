@@ -56,3 +56,6 @@ pub fn finalize(_spec: &Spec, _ctx: &RootfsContext) -> Result<(), RootfsError> {
 
 #[allow(dead_code)]
 fn _keep(_: &Path) {}
+
+/// Mount options the rootfs setup understands (reported by `features`).
+pub const MOUNT_OPTIONS: &[&str] = &["bind", "rbind", "ro", "rw"];

@@ -84,3 +84,21 @@ impl Cgroup {
         Err(CgroupError::Unimplemented)
     }
 }
+
+impl Cgroup {
+    /// Freezes or thaws the cgroup.
+    ///
+    /// # Errors
+    /// If the freezer cannot be written.
+    pub fn freeze(&self, _frozen: bool) -> Result<(), CgroupError> {
+        Err(CgroupError::Unimplemented)
+    }
+
+    /// Whether the cgroup is frozen.
+    ///
+    /// # Errors
+    /// If the freezer cannot be read.
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        Err(CgroupError::Unimplemented)
+    }
+}

@@ -1,0 +1,447 @@
+//! The runc-compatible command line of refeng-runc: flags as runc spells them (`--flag value` and
+//! `--flag=value`, before or after the container id), runc's output formats, and errors written
+//! both to stderr and, as logrus-style JSON lines when asked, to `--log` where containerd reads them.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+
+use crate::runtime::container::{self, AnyContainer, Operation};
+use crate::runtime::create::{create, CreateOptions};
+use crate::runtime::state::{StateReport, StateRoot};
+
+/// refeng-runc: an OCI runtime with runc's command line.
+#[derive(Debug, Parser)]
+#[command(name = "refeng-runc", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = "/run/refeng-runc")]
+    pub root: PathBuf,
+    /// Log file (stderr when absent).
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Use systemd for cgroups (refused: refeng-runc drives cgroupfs only).
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// runc's rootless switch; only `false` and `auto` (meaning not rootless as root) are accepted.
+    #[arg(long, global = true)]
+    pub rootless: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `time=... level=... msg=...`
+    Text,
+    /// One JSON object per line: `{"level","msg","time"}`.
+    Json,
+}
+
+/// Output format of `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// A JSON array of states.
+    Json,
+}
+
+/// Flags shared by `create` and `run`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    #[arg(long, short = 'b', default_value = ".")]
+    pub bundle: PathBuf,
+    /// File to write the container's pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Use chroot instead of pivot_root.
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not use a new session keyring (accepted; refeng-runc never creates one).
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N extra descriptors (3..3+N) into the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Create and start a container; in the foreground, wait for it and return its exit code.
+    Run {
+        /// create's flags.
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once the container runs.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Keep the container after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the state of a container.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal to a container.
+    Kill {
+        /// Container id.
+        id: String,
+        /// Signal name (KILL, SIGKILL) or number; SIGTERM by default.
+        signal: Option<String>,
+        /// Signal every process of the container.
+        #[arg(long, short = 'a')]
+        all: bool,
+    },
+    /// Delete a container.
+    Delete {
+        /// Container id.
+        id: String,
+        /// Kill it first if it is alive.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Print only ids.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Write a default config.json.
+    Spec {
+        /// Bundle directory to write config.json into.
+        #[arg(long, short = 'b')]
+        bundle: Option<PathBuf>,
+        /// A config for a rootless container.
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Print the runtime-spec features document.
+    Features,
+}
+
+/// A failure of a command, already worded for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(String);
+
+fn chain(err: &dyn std::error::Error) -> CliError {
+    CliError(crate::runtime::init::error_chain(err))
+}
+
+/// Parses a signal like runc: `9`, `KILL`, `SIGKILL`, `kill`.
+///
+/// # Errors
+/// An unknown name or number.
+pub fn parse_signal(text: &str) -> Result<Signal, CliError> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| CliError(format!("unknown signal {text:?}")));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| CliError(format!("unknown signal {text:?}")))
+}
+
+/// Runs the parsed command; returns the process exit code.
+///
+/// # Errors
+/// The failure, worded for the user.
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    if cli.systemd_cgroup {
+        return Err(CliError(
+            "--systemd-cgroup is not supported: refeng-runc manages cgroups through cgroupfs only"
+                .into(),
+        ));
+    }
+    if let Some(r) = &cli.rootless {
+        if r != "false" && r != "auto" {
+            return Err(CliError(format!(
+                "--rootless={r} is not supported: refeng-runc runs as root"
+            )));
+        }
+    }
+    let root = StateRoot::new(&cli.root);
+    match cli.command {
+        Command::Create(args) => {
+            create(&root, &create_options(&args)).map_err(|e| chain(&e))?;
+            Ok(0)
+        }
+        Command::Start { id } => {
+            start(&root, &id)?;
+            Ok(0)
+        }
+        Command::Run {
+            create: args,
+            detach,
+            keep,
+        } => crate::runtime::run::run(&root, &create_options(&args), detach, keep)
+            .map_err(|e| chain(&e)),
+        Command::State { id } => {
+            let report = container::report(&root, &id).map_err(|e| chain(&e))?;
+            print_json(&report)?;
+            Ok(0)
+        }
+        Command::Kill { id, signal, all } => {
+            let signal = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
+            kill(&root, &id, signal, all)?;
+            Ok(0)
+        }
+        Command::Delete { id, force } => {
+            delete(&root, &id, force)?;
+            Ok(0)
+        }
+        Command::List { format, quiet } => {
+            list(&root, format, quiet)?;
+            Ok(0)
+        }
+        Command::Spec { bundle, rootless } => {
+            crate::runtime::spec_cmd::write_default_spec(
+                &bundle.unwrap_or_else(|| PathBuf::from(".")),
+                rootless,
+            )
+            .map_err(|e| chain(&e))?;
+            Ok(0)
+        }
+        Command::Features => {
+            print_json(&crate::runtime::spec_cmd::features())?;
+            Ok(0)
+        }
+    }
+}
+
+fn create_options(args: &CreateArgs) -> CreateOptions {
+    CreateOptions {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid_file: args.pid_file.clone(),
+        console_socket: args.console_socket.clone(),
+        no_pivot: args.no_pivot,
+        preserve_fds: args.preserve_fds,
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| chain(&e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|e| chain(&e))
+}
+
+/// `start ID`.
+///
+/// # Errors
+/// Unknown id, wrong state, or a failed start.
+pub fn start(root: &StateRoot, id: &str) -> Result<(), CliError> {
+    match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
+        AnyContainer::Created(c) => c.start().map(drop).map_err(|(_, e)| chain(&e)),
+        other => Err(chain(&other.wrong_state(Operation::Start))),
+    }
+}
+
+/// `kill ID SIGNAL`: allowed while the container's processes exist (created, running, paused).
+///
+/// # Errors
+/// Unknown id, stopped container, or a failed signal.
+pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), CliError> {
+    let result = match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
+        AnyContainer::Created(c) => c.kill(signal, all),
+        AnyContainer::Running(c) => c.kill(signal, all),
+        AnyContainer::Paused(c) => c.kill(signal, all),
+        stopped @ AnyContainer::Stopped(_) => {
+            return Err(chain(&stopped.wrong_state(Operation::Kill)))
+        }
+    };
+    result.map_err(|e| chain(&e))
+}
+
+/// `delete ID [--force]`: a container that is not stopped is refused without `--force`
+/// (runtime-spec "delete").
+///
+/// # Errors
+/// Unknown id, a live container without force, or a failed teardown.
+pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
+    let loaded = match AnyContainer::load(root, id) {
+        Ok(c) => c,
+        // A create that died half way leaves a directory without state: force removes it.
+        Err(crate::runtime::state::StateError::NotFound(_)) if force => {
+            if let Ok(dir) = root.open(id) {
+                dir.remove().map_err(|e| chain(&e))?;
+                return Ok(());
+            }
+            return Err(CliError(format!("container {id} does not exist")));
+        }
+        Err(e) => return Err(chain(&e)),
+    };
+    let stopped = match loaded {
+        AnyContainer::Stopped(c) => c,
+        other if !force => return Err(chain(&other.wrong_state(Operation::Delete))),
+        AnyContainer::Created(c) => c.stop_forcibly().map_err(|(_, e)| chain(&e))?,
+        AnyContainer::Running(c) => c.stop_forcibly().map_err(|(_, e)| chain(&e))?,
+        AnyContainer::Paused(c) => c.stop_forcibly().map_err(|(_, e)| chain(&e))?,
+    };
+    stopped.delete().map_err(|e| chain(&e))
+}
+
+fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliError> {
+    let mut reports: Vec<StateReport> = Vec::new();
+    for id in root.ids().map_err(|e| chain(&e))? {
+        // A container being created or deleted right now has no readable state: skip it.
+        if let Ok(report) = container::report(root, &id) {
+            reports.push(report);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let write_err = |e: std::io::Error| chain(&e);
+    if quiet {
+        for r in &reports {
+            writeln!(out, "{}", r.id).map_err(write_err)?;
+        }
+        return Ok(());
+    }
+    match format {
+        ListFormat::Json => {
+            let text = serde_json::to_string(&reports).map_err(|e| chain(&e))?;
+            writeln!(out, "{text}").map_err(write_err)
+        }
+        ListFormat::Table => {
+            let rows: Vec<[String; 6]> = reports
+                .iter()
+                .map(|r| {
+                    [
+                        r.id.clone(),
+                        r.pid.unwrap_or(0).to_string(),
+                        r.status.to_string(),
+                        r.bundle.display().to_string(),
+                        r.created
+                            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                        r.owner.clone(),
+                    ]
+                })
+                .collect();
+            let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+            let mut widths = [0usize; 6];
+            for row in std::iter::once(&header).chain(rows.iter()) {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            for row in std::iter::once(&header).chain(rows.iter()) {
+                let mut line = String::new();
+                for (i, cell) in row.iter().enumerate() {
+                    if i + 1 == row.len() {
+                        line.push_str(cell);
+                    } else {
+                        line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+                    }
+                }
+                writeln!(out, "{}", line.trim_end()).map_err(write_err)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes one log line for an error in the configured format: logrus style, which is what
+/// containerd's runc shim parses out of the log file.
+pub fn log_error(log: Option<&PathBuf>, format: LogFormat, msg: &str) {
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let line = match format {
+        LogFormat::Json => {
+            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+        }
+        LogFormat::Text => format!("time={time:?} level=error msg={msg:?}"),
+    };
+    if let Some(path) = log {
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_runc() {
+        for (text, sig) in [
+            ("9", Signal::SIGKILL),
+            ("KILL", Signal::SIGKILL),
+            ("SIGKILL", Signal::SIGKILL),
+            ("term", Signal::SIGTERM),
+            ("SIGUSR1", Signal::SIGUSR1),
+        ] {
+            assert_eq!(parse_signal(text).unwrap(), sig, "{text}");
+        }
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn flags_go_before_or_after_the_id_and_take_equals() {
+        let a = Cli::try_parse_from([
+            "refeng-runc",
+            "--root=/tmp/r",
+            "create",
+            "--bundle",
+            "/b",
+            "c1",
+            "--pid-file=/p",
+        ])
+        .unwrap();
+        let Command::Create(args) = a.command else {
+            panic!("not create")
+        };
+        assert_eq!(args.id, "c1");
+        assert_eq!(args.bundle, PathBuf::from("/b"));
+        assert_eq!(args.pid_file, Some(PathBuf::from("/p")));
+        let b = Cli::try_parse_from([
+            "refeng-runc",
+            "kill",
+            "--all",
+            "c1",
+            "9",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(b.log_format, LogFormat::Json);
+        assert!(matches!(b.command, Command::Kill { all: true, .. }));
+    }
+}

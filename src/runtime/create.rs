@@ -1,0 +1,552 @@
+//! `create`: builds the container and leaves its init process blocked on the exec fifo
+//! (runtime-spec "Lifecycle" steps 1-4 and "create").
+//!
+//! Process layout: `create` forks an intermediate process that joins the namespaces given by
+//! path and then clones init straight into the new ones (so init is pid 1 of a new pid
+//! namespace); the intermediate reports init's pid and exits, leaving init to the caller's
+//! subreaper. `create` writes the id maps, puts init in the cgroup and runs the runtime-namespace
+//! hooks while init waits on the sync channel.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use nix::fcntl::{open, OFlag};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, Spec};
+
+use crate::oci::config::{load_bundle_config, ConfigError};
+use crate::runtime::cgroups::{Cgroup, CgroupError};
+use crate::runtime::channel::{self, ChannelError, Message};
+use crate::runtime::container::{Container, Created};
+use crate::runtime::hooks::{self, HookError, HookPoint};
+use crate::runtime::init::{self, InitContext};
+use crate::runtime::rootfs::RootfsContext;
+use crate::runtime::state::{
+    proc_stat, ContainerDir, PersistedState, StateError, StateReport, StateRoot, Status,
+};
+use crate::sys::process::{clone_fork, Forked};
+
+/// Options of `create` (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Where to write init's host pid.
+    pub pid_file: Option<PathBuf>,
+    /// Where to send the pty master when the process has a terminal.
+    pub console_socket: Option<PathBuf>,
+    /// chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Extra descriptors (3..3+N) passed into the container.
+    pub preserve_fds: u32,
+}
+
+/// Errors of `create`.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// the bundle's config is not usable
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// the state store refused
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// a path of the bundle is not usable
+    #[error("{what} {path}")]
+    Path {
+        /// What the path is.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// the terminal options do not fit together
+    #[error("{0}")]
+    Terminal(&'static str),
+    /// the config asks for something the runtime refuses
+    #[error("{0}")]
+    Invalid(String),
+    /// cgroup setup failed
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// a syscall failed
+    #[error("{op}")]
+    Sys {
+        /// The step.
+        op: String,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// the sync channel failed
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// the init process reported a failure
+    #[error("container init: {0}")]
+    Init(String),
+    /// a prestart or createRuntime hook failed
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// the protocol with init went wrong
+    #[error("unexpected message from container init: {0:?}")]
+    Protocol(Message),
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> CreateError {
+    let op = op.into();
+    move |source| CreateError::Sys { op, source }
+}
+
+fn path_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> CreateError + 'a {
+    move |source| CreateError::Path {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The devices every container gets (runtime-spec config-linux.md "Default Devices") plus the
+/// pty multiplexer and ptys: allowed in the device cgroup after the spec's own rules, as runc does.
+fn default_device_allows(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+    let rule = |typ, major, minor| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some("rwm".to_string()));
+        r
+    };
+    let mut rules = vec![
+        rule(LinuxDeviceType::C, Some(1), Some(3)),
+        rule(LinuxDeviceType::C, Some(1), Some(5)),
+        rule(LinuxDeviceType::C, Some(1), Some(7)),
+        rule(LinuxDeviceType::C, Some(1), Some(8)),
+        rule(LinuxDeviceType::C, Some(1), Some(9)),
+        rule(LinuxDeviceType::C, Some(5), Some(0)),
+        rule(LinuxDeviceType::C, Some(5), Some(1)),
+        rule(LinuxDeviceType::C, Some(5), Some(2)),
+        rule(LinuxDeviceType::C, Some(136), None),
+    ];
+    for dev in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if matches!(
+            dev.typ(),
+            LinuxDeviceType::C | LinuxDeviceType::B | LinuxDeviceType::U
+        ) {
+            let typ = match dev.typ() {
+                LinuxDeviceType::B => LinuxDeviceType::B,
+                _ => LinuxDeviceType::C,
+            };
+            rules.push(rule(typ, Some(dev.major()), Some(dev.minor())));
+        }
+    }
+    rules
+}
+
+fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+/// Namespaces to join (by path, opened now) and to create.
+#[derive(Debug)]
+struct NamespacePlan {
+    join: Vec<(LinuxNamespaceType, OwnedFd)>,
+    /// Flags for the clone of init (everything new except cgroup and time).
+    clone: CloneFlags,
+    new_time: bool,
+}
+
+fn plan_namespaces(spec: &Spec) -> Result<NamespacePlan, CreateError> {
+    let mut plan = NamespacePlan {
+        join: Vec::new(),
+        clone: CloneFlags::empty(),
+        new_time: false,
+    };
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in &namespaces {
+        match ns.path() {
+            Some(path) => {
+                let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+                    sys(format!("open {:?} namespace {}", ns.typ(), path.display())),
+                )?;
+                plan.join.push((ns.typ(), fd));
+            }
+            None => match ns.typ() {
+                // The cgroup namespace is made by init once it is inside its cgroup; the time
+                // namespace by the intermediate, since unshare(CLONE_NEWTIME) applies to children.
+                LinuxNamespaceType::Cgroup => {}
+                LinuxNamespaceType::Time => plan.new_time = true,
+                typ => plan.clone |= clone_flag(typ),
+            },
+        }
+    }
+    // Join the user namespace first (it grants the rights for the others), mount last (paths of
+    // the other namespace files resolve in the runtime's mount namespace).
+    plan.join.sort_by_key(|(typ, _)| match typ {
+        LinuxNamespaceType::User => 0,
+        LinuxNamespaceType::Mount => 2,
+        _ => 1,
+    });
+    Ok(plan)
+}
+
+/// Creates the container.
+///
+/// # Errors
+/// Any step that fails; everything made so far (init process, cgroup, state) is removed.
+#[tracing::instrument(skip_all, fields(id = %opts.id))]
+pub fn create(root: &StateRoot, opts: &CreateOptions) -> Result<Container<Created>, CreateError> {
+    let bundle = fs::canonicalize(&opts.bundle).map_err(path_err("bundle", &opts.bundle))?;
+    let spec = load_bundle_config(&bundle)?;
+    let dir = root.create(&opts.id)?;
+    let mut undo = Undo::default();
+    match build(&dir, &bundle, spec, opts, &mut undo) {
+        Ok(state) => Ok(Container::<Created>::from_parts(dir, state)),
+        Err(e) => {
+            undo.run();
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+/// What to tear down when create fails half way.
+#[derive(Debug, Default)]
+struct Undo {
+    init: Option<Pid>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Undo {
+    fn run(self) {
+        if let Some(pid) = self.init {
+            let _ = kill(pid, Signal::SIGKILL);
+            // init is not our child (the intermediate was its parent): wait until it is gone
+            // so that the cgroup can be removed.
+            for _ in 0..500 {
+                if proc_stat(pid).is_none_or(|(s, _)| s == 'Z') {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        if let Some(cgroup) = self.cgroup {
+            if let Err(e) = cgroup.destroy() {
+                tracing::warn!(error = %e, "cannot remove the cgroup of a failed create");
+            }
+        }
+    }
+}
+
+fn build(
+    dir: &ContainerDir,
+    bundle: &Path,
+    spec: Spec,
+    opts: &CreateOptions,
+    undo: &mut Undo,
+) -> Result<PersistedState, CreateError> {
+    let root_path = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let rootfs_raw = if root_path.is_absolute() {
+        root_path
+    } else {
+        bundle.join(root_path)
+    };
+    let rootfs = fs::canonicalize(&rootfs_raw).map_err(path_err("rootfs", &rootfs_raw))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| CreateError::Invalid("config has no process".into()))?;
+    let terminal = process.terminal() == Some(true);
+    match (terminal, &opts.console_socket) {
+        (true, None) => {
+            return Err(CreateError::Terminal(
+                "process.terminal is true but no --console-socket was given",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(CreateError::Terminal(
+                "--console-socket was given but process.terminal is false",
+            ))
+        }
+        _ => {}
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| CreateError::Invalid("config has no linux section".into()))?;
+    let has_ns = |typ| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|ns| ns.typ() == typ)
+    };
+    let new_ns = |typ| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|ns| ns.typ() == typ && ns.path().is_none())
+    };
+    if (spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        || spec.domainname().as_ref().is_some_and(|h| !h.is_empty()))
+        && !new_ns(LinuxNamespaceType::Uts)
+    {
+        return Err(CreateError::Invalid(
+            "hostname or domainname needs a new uts namespace".into(),
+        ));
+    }
+    if !has_ns(LinuxNamespaceType::Mount) {
+        return Err(CreateError::Invalid(
+            "a mount namespace is required: refeng-runc builds the rootfs in one".into(),
+        ));
+    }
+
+    let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), &opts.id)?;
+    cgroup.create(linux.resources().as_ref(), &default_device_allows(&spec))?;
+    undo.cgroup = Some(cgroup.clone());
+
+    let fifo_path = dir.fifo_path();
+    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
+        .map_err(sys(format!("mkfifo {}", fifo_path.display())))?;
+    fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o622))
+        .map_err(path_err("chmod", &fifo_path))?;
+    let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys("open exec fifo"))?;
+    let console = match &opts.console_socket {
+        Some(path) => {
+            Some(UnixStream::connect(path).map_err(path_err("connect console socket", path))?)
+        }
+        None => None,
+    };
+    let ns = plan_namespaces(&spec)?;
+
+    let owner = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let mut persisted = PersistedState {
+        id: opts.id.clone(),
+        pid: 0,
+        pid_start_time: 0,
+        bundle: bundle.to_path_buf(),
+        rootfs: rootfs.clone(),
+        created: Utc::now(),
+        owner,
+        cgroup: cgroup.clone(),
+        config: spec.clone(),
+    };
+    let ctx = InitContext {
+        spec: &spec,
+        rootfs: RootfsContext {
+            rootfs: rootfs.clone(),
+            bundle: bundle.to_path_buf(),
+            no_pivot: opts.no_pivot,
+            user_namespace: new_ns(LinuxNamespaceType::User),
+            cgroup_namespace: new_ns(LinuxNamespaceType::Cgroup),
+        },
+        fifo,
+        console,
+        preserve_fds: opts.preserve_fds as i32,
+        hook_state: StateReport::new(&persisted, Status::Creating),
+    };
+
+    let (parent, child) = channel::pair()?;
+    let intermediate = match clone_fork(CloneFlags::empty()).map_err(sys("fork"))? {
+        Forked::Child => {
+            drop(parent);
+            intermediate_main(&spec, ns, ctx, child)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child);
+    drop(ctx);
+    let first = parent.recv();
+    let _ = waitpid(intermediate, None);
+    let pid = match first? {
+        Message::InitPid(pid) => Pid::from_raw(pid),
+        Message::Error(e) => return Err(CreateError::Init(e)),
+        other => return Err(CreateError::Protocol(other)),
+    };
+    undo.init = Some(pid);
+
+    if new_ns(LinuxNamespaceType::User) {
+        write_id_map(
+            pid,
+            "uid_map",
+            linux.uid_mappings().as_deref().unwrap_or_default(),
+        )?;
+        write_id_map(
+            pid,
+            "gid_map",
+            linux.gid_mappings().as_deref().unwrap_or_default(),
+        )?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        fs::write(&path, adj.to_string()).map_err(path_err("write", Path::new(&path)))?;
+    }
+    cgroup.add_process(pid)?;
+    parent.send(&Message::Go(pid.as_raw()))?;
+
+    persisted.pid = pid.as_raw();
+    let mut report = StateReport::new(&persisted, Status::Creating);
+    report.pid = Some(pid.as_raw());
+    loop {
+        match parent.recv() {
+            Ok(Message::RunCreateRuntimeHooks) => {
+                // runtime-spec "Lifecycle" step 4: prestart (deprecated) and createRuntime run
+                // in the runtime namespace; a failure stops the container.
+                if let Some(h) = spec.hooks() {
+                    #[allow(deprecated)]
+                    let prestart = h.prestart();
+                    for (point, list) in [
+                        (HookPoint::Prestart, prestart),
+                        (HookPoint::CreateRuntime, h.create_runtime()),
+                    ] {
+                        if let Some(list) = list {
+                            if let Err(e) = hooks::run(point, list, &report) {
+                                let _ = parent.send(&Message::Error(e.to_string()));
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                }
+                parent.send(&Message::HooksDone)?;
+            }
+            Ok(Message::Ready) => break,
+            Ok(Message::Error(e)) => return Err(CreateError::Init(e)),
+            Ok(other) => return Err(CreateError::Protocol(other)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    persisted.pid_start_time = proc_stat(pid)
+        .map(|(_, start)| start)
+        .ok_or_else(|| CreateError::Init("init exited right after setup".into()))?;
+    persisted.created = Utc::now();
+    dir.write(&persisted)?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    Ok(persisted)
+}
+
+/// The intermediate process: joins namespaces by path, makes the time namespace, clones init
+/// into the new namespaces, reports its pid and exits.
+fn intermediate_main(
+    spec: &Spec,
+    ns: NamespacePlan,
+    ctx: InitContext<'_>,
+    channel: channel::Channel,
+) -> ! {
+    let result = (|| -> Result<Pid, String> {
+        for (typ, fd) in &ns.join {
+            setns(fd.as_fd(), clone_flag(*typ))
+                .map_err(|e| format!("join {typ:?} namespace: {e}"))?;
+        }
+        if ns.new_time {
+            unshare(clone_flag(LinuxNamespaceType::Time))
+                .map_err(|e| format!("unshare time namespace: {e}"))?;
+            write_time_offsets(spec)?;
+        }
+        match clone_fork(ns.clone).map_err(|e| format!("clone init: {e}"))? {
+            Forked::Child => init::run(ctx, &channel),
+            Forked::Parent(pid) => Ok(pid),
+        }
+    })();
+    let (msg, code) = match result {
+        Ok(pid) => (Message::InitPid(pid.as_raw()), 0),
+        Err(e) => (Message::Error(e), 1),
+    };
+    let _ = channel.send(&msg);
+    crate::sys::process::exit_now(code)
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<(), String> {
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().clone())
+        .unwrap_or_default();
+    let mut text = String::new();
+    for (clock, off) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(format!("linux.timeOffsets: unknown clock {clock:?}"));
+        }
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    fs::write("/proc/self/timens_offsets", text).map_err(|e| format!("write time offsets: {e}"))
+}
+
+fn write_id_map(
+    pid: Pid,
+    file: &str,
+    maps: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<(), CreateError> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    fs::write(&path, text).map_err(path_err("write", &path))
+}
+
+/// Writes the pid file atomically (temp + rename), as containerd expects to read it whole.
+fn write_pid_file(path: &Path, pid: Pid) -> Result<(), CreateError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    let mut f = File::create(&tmp).map_err(path_err("create", &tmp))?;
+    std::io::Write::write_all(&mut f, pid.to_string().as_bytes())
+        .map_err(path_err("write", &tmp))?;
+    f.sync_all().map_err(path_err("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(path_err("rename to", path))
+}

@@ -1,0 +1,104 @@
+//! `delete`: removes a stopped container's cgroup and state, then runs the poststop hooks
+//! (runtime-spec "delete", Lifecycle steps 11-12). `--force` first kills a live container.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+
+use crate::runtime::cgroups::CgroupError;
+use crate::runtime::container::{Container, Stopped};
+use crate::runtime::hooks::{self, HookPoint};
+use crate::runtime::kill::{Alive, KillError};
+use crate::runtime::state::{StateError, StateReport, Status};
+
+/// Errors of `delete`.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// killing the container failed
+    #[error(transparent)]
+    Kill(#[from] KillError),
+    /// the container did not die after SIGKILL
+    #[error("container {0} is still alive after SIGKILL")]
+    StillAlive(String),
+    /// the cgroup could not be removed
+    #[error("container {id}: cannot remove its cgroup")]
+    Cgroup {
+        /// Container id.
+        id: String,
+        /// The error.
+        #[source]
+        source: CgroupError,
+    },
+    /// the state could not be removed
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl<S: Alive> Container<S> {
+    /// Kills every process of the container and waits until init is gone (`delete --force`).
+    ///
+    /// # Errors
+    /// If the signal fails or init survives; the container is handed back.
+    #[tracing::instrument(skip_all, fields(id = %self.id()))]
+    pub fn stop_forcibly(self) -> Result<Container<Stopped>, (Self, DeleteError)> {
+        if let Err(e) = self.kill(Signal::SIGKILL, true) {
+            // Without a readable cgroup, killing init still stops the container.
+            tracing::debug!(error = %e, "cannot kill the whole cgroup; killing init only");
+            if let Err(e) = self.kill(Signal::SIGKILL, false) {
+                return Err((self, e.into()));
+            }
+        }
+        // A frozen process cannot die until it is thawed.
+        let _ = self.state.cgroup.freeze(false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.init_alive() {
+            if Instant::now() >= deadline {
+                let id = self.id().to_string();
+                return Err((self, DeleteError::StillAlive(id)));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(self.into_state())
+    }
+}
+
+impl Container<Stopped> {
+    /// Deletes the container.
+    ///
+    /// # Errors
+    /// If the cgroup or the state cannot be removed.
+    #[tracing::instrument(skip_all, fields(id = %self.id()))]
+    pub fn delete(self) -> Result<(), DeleteError> {
+        let id = self.id().to_string();
+        // Processes left in the cgroup (a container sharing the host pid namespace can leave
+        // some behind its init) die with the container.
+        if let Ok(procs) = self.state.cgroup.procs() {
+            for pid in procs {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            let _ = self.state.cgroup.freeze(false);
+        }
+        self.state
+            .cgroup
+            .destroy()
+            .map_err(|source| DeleteError::Cgroup {
+                id: id.clone(),
+                source,
+            })?;
+        let report = StateReport::new(&self.state, Status::Stopped);
+        let poststop = self
+            .state
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().clone());
+        self.dir.remove()?;
+        // runtime-spec "Lifecycle" step 12: a failing poststop hook is a warning only.
+        if let Some(list) = poststop {
+            if let Err(e) = hooks::run(HookPoint::Poststop, &list, &report) {
+                tracing::warn!(error = %e, "poststop hook failed");
+            }
+        }
+        Ok(())
+    }
+}

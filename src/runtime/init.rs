@@ -1,0 +1,295 @@
+//! The container's init process: runs inside the new namespaces, builds the container step by
+//! step in the order runtime-spec "Lifecycle" gives, waits on the exec fifo for `start`, then
+//! becomes the user's program. It reports every failure before `Ready` to `create` over the sync
+//! channel; nothing here may return to the caller's code.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::runtime::channel::{Channel, Message};
+use crate::runtime::hooks::{self, HookPoint};
+use crate::runtime::process::{self, CapabilitySets, ExecPlan};
+use crate::runtime::rootfs::{self, RootfsContext};
+use crate::runtime::state::{StateReport, Status};
+
+/// Everything init needs, prepared by `create` before the fork.
+#[derive(Debug)]
+pub struct InitContext<'a> {
+    /// The validated config.
+    pub spec: &'a Spec,
+    /// Rootfs setup parameters.
+    pub rootfs: RootfsContext,
+    /// O_PATH descriptor of the exec fifo.
+    pub fifo: OwnedFd,
+    /// Connected console socket, when the process wants a terminal.
+    pub console: Option<UnixStream>,
+    /// Descriptors 3..3+N stay open into the container.
+    pub preserve_fds: i32,
+    /// State template for the createContainer and startContainer hooks.
+    pub hook_state: StateReport,
+}
+
+/// Why init stopped before exec.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// the sync channel failed
+    #[error(transparent)]
+    Channel(#[from] crate::runtime::channel::ChannelError),
+    /// `create` sent something out of order
+    #[error("unexpected sync message {0:?}")]
+    Protocol(Message),
+    /// a syscall of the setup failed
+    #[error("{op}")]
+    Sys {
+        /// The step.
+        op: String,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// rootfs setup failed
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// a hook failed
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    /// process setup failed
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    /// the console could not be set up
+    #[error("console: {0}")]
+    Console(String),
+}
+
+fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
+    let op = op.into();
+    move |source| InitError::Sys { op, source }
+}
+
+/// Runs init to the end: never returns. Exit code 1 after reporting an error.
+pub fn run(ctx: InitContext<'_>, channel: &Channel) -> ! {
+    let err = match setup(&ctx, channel) {
+        Ok(plan) => match wait_for_start_and_exec(&ctx, plan) {
+            Ok(never) => match never {},
+            Err(e) => {
+                // The channel is closed by now: the container's stderr is the only witness.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("refeng-runc init: {}\n", error_chain(&e)).as_bytes(),
+                );
+                crate::sys::process::exit_now(1);
+            }
+        },
+        Err(e) => e,
+    };
+    let _ = channel.send(&Message::Error(error_chain(&err)));
+    crate::sys::process::exit_now(1)
+}
+
+/// `err: cause: cause` in one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ && ns.path().is_none()))
+}
+
+fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<ExecPlan, InitError> {
+    let spec = ctx.spec;
+    let host_pid = match channel.recv()? {
+        Message::Go(pid) => pid,
+        other => return Err(InitError::Protocol(other)),
+    };
+    let mut hook_state = ctx.hook_state.clone();
+    hook_state.pid = Some(host_pid);
+    hook_state.status = Status::Creating;
+
+    if has_new_ns(spec, LinuxNamespaceType::User) {
+        // We were created by host root, which the new namespace does not map: become its root.
+        let root = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root, root, root).map_err(sys("setresgid in user namespace"))?;
+        let root = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(root, root, root).map_err(sys("setresuid in user namespace"))?;
+    }
+    if has_new_ns(spec, LinuxNamespaceType::Cgroup) {
+        // After create put us in the container's cgroup, so that it becomes the namespace root.
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
+    }
+    nix::unistd::setsid().map_err(sys("setsid"))?;
+    if has_new_ns(spec, LinuxNamespaceType::Uts) {
+        if let Some(name) = spec.hostname() {
+            nix::unistd::sethostname(name).map_err(sys(format!("sethostname {name:?}")))?;
+        }
+        if let Some(name) = spec.domainname() {
+            crate::sys::process::set_domainname(name)
+                .map_err(sys(format!("setdomainname {name:?}")))?;
+        }
+    }
+
+    rootfs::prepare(spec, &ctx.rootfs)?;
+
+    channel.send(&Message::RunCreateRuntimeHooks)?;
+    match channel.recv()? {
+        Message::HooksDone => {}
+        other => return Err(InitError::Protocol(other)),
+    }
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+    {
+        hooks::run(HookPoint::CreateContainer, h, &hook_state)?;
+    }
+
+    rootfs::enter(&ctx.rootfs)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Console("config has no process".into()))?;
+    if let Some(console) = &ctx.console {
+        setup_console(console, process)?;
+    }
+    rootfs::finalize(spec, &ctx.rootfs)?;
+
+    process::apply_rlimits(process)?;
+    let caps = CapabilitySets::from_process(process)?;
+    let env = process::environment(process);
+    let plan = ExecPlan::new(process.args().as_deref().unwrap_or_default(), &env)?;
+    // runtime-spec "Process": cwd is relative to the container's root; enter it while still
+    // root, then make sure it really is below the root (CVE-2024-21626: a leaked fd as cwd).
+    process::enter_cwd(process)?;
+    verify_cwd()?;
+    caps.apply_bounding()?;
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
+    }
+    process::switch_user(process)?;
+    caps.apply_rest()?;
+    process::apply_umask(process);
+
+    channel.send(&Message::Ready)?;
+    Ok(plan)
+}
+
+fn verify_cwd() -> Result<(), InitError> {
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => Ok(()),
+        Ok(path) => Err(InitError::Console(format!(
+            "current working directory {path:?} is outside the container root"
+        ))),
+        Err(e) => Err(sys(
+            "getcwd: working directory is outside the container root",
+        )(e)),
+    }
+}
+
+fn wait_for_start_and_exec(
+    ctx: &InitContext<'_>,
+    plan: ExecPlan,
+) -> Result<std::convert::Infallible, InitError> {
+    // Blocks until `start` opens the fifo for reading (runtime-spec "start").
+    let path = format!("/proc/self/fd/{}", ctx.fifo.as_raw_fd());
+    let fifo = open(
+        Path::new(&path),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open exec fifo"))?;
+    let fifo = File::from(fifo);
+    std::io::Write::write_all(&mut &fifo, b"0").map_err(|e| InitError::Sys {
+        op: "write exec fifo".into(),
+        source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    drop(fifo);
+
+    if let Some(h) = ctx
+        .spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().as_ref())
+    {
+        let mut state = ctx.hook_state.clone();
+        state.status = Status::Created;
+        hooks::run(HookPoint::StartContainer, h, &state)?;
+    }
+    crate::sys::process::cloexec_from(3 + ctx.preserve_fds).map_err(sys("close_range"))?;
+    Err(plan.exec().into())
+}
+
+fn setup_console(
+    socket: &UnixStream,
+    process: &oci_spec::runtime::Process,
+) -> Result<(), InitError> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+    let console = |what: &str, e: nix::errno::Errno| InitError::Console(format!("{what}: {e}"));
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| console("open /dev/ptmx", e))?;
+    grantpt(&master).map_err(|e| console("grantpt", e))?;
+    unlockpt(&master).map_err(|e| console("unlockpt", e))?;
+    let slave_name = ptsname_r(&master).map_err(|e| console("ptsname", e))?;
+    let slave = open(
+        Path::new(&slave_name),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| console(&format!("open {slave_name}"), e))?;
+    if let Some(size) = process.console_size() {
+        crate::sys::tty::set_window_size(slave.as_fd(), size.height() as u16, size.width() as u16)
+            .map_err(|e| console("set window size", e))?;
+    }
+    // /dev/console is the terminal too, as on a real system (runc does the same).
+    let dev_console = Path::new("/dev/console");
+    if !dev_console.exists() {
+        let _ = File::create(dev_console);
+    }
+    nix::mount::mount(
+        Some(Path::new(&slave_name)),
+        dev_console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| console("bind /dev/console", e))?;
+
+    // Send the master to whoever listens on --console-socket (runc's protocol: the pty name as
+    // the payload, the fd as SCM_RIGHTS).
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| console("send pty master to console socket", e))?;
+    drop(master);
+
+    crate::sys::tty::set_controlling_terminal(slave.as_fd())
+        .map_err(|e| console("set controlling terminal", e))?;
+    for target in 0..=2 {
+        crate::sys::process::dup_onto(slave.as_fd(), target)
+            .map_err(|e| console("dup2 pty slave", e))?;
+    }
+    Ok(())
+}

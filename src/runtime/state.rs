@@ -1,0 +1,460 @@
+//! Container state on disk under `--root`: one directory per container holding `state.json`
+//! (written atomically), the exec fifo while the container is created, and a lock file.
+//!
+//! The status is never stored: it is derived each time from the recorded pid, its start time (so
+//! a reused pid is never mistaken for the container), the exec fifo and the cgroup freezer.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::cgroups::Cgroup;
+
+/// Name of the fifo the init process blocks on until `start`.
+pub const EXEC_FIFO: &str = "exec.fifo";
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = ".lock";
+
+/// Container status as the runtime-spec defines it ("State"), plus runc's `paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The container is being created.
+    Creating,
+    /// Created, its process waiting for `start`.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its processes are frozen.
+    Paused,
+    /// Its process has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// the id is not usable as a container id
+    #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.'")]
+    InvalidId(String),
+    /// no container with this id
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    /// a container with this id exists
+    #[error("container {0} already exists")]
+    AlreadyExists(String),
+    /// an I/O error on a state file
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// state.json does not parse
+    #[error("state file {path} is corrupt")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What is persisted about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistedState {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container's init process.
+    pub pid: i32,
+    /// Start time of that pid in clock ticks since boot (/proc/PID/stat field 22).
+    pub pid_start_time: u64,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// When `create` finished.
+    pub created: DateTime<Utc>,
+    /// Owner (user name of the creating uid), as runc reports it.
+    pub owner: String,
+    /// The container's cgroup.
+    pub cgroup: Cgroup,
+    /// The config the container was created from (hooks run on start and delete need it).
+    pub config: Spec,
+}
+
+impl PersistedState {
+    /// Annotations of the config.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.config
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Liveness of a recorded pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The same process (pid and start time match) and not a zombie.
+    Alive,
+    /// Gone, a zombie, or the pid now belongs to another process.
+    Dead,
+}
+
+/// Reads the start time (field 22) and state (field 3) of `pid` from /proc.
+pub fn proc_stat(pid: Pid) -> Option<(char, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the recorded process still lives.
+pub fn liveness(pid: i32, start_time: u64) -> Liveness {
+    if pid <= 0 {
+        return Liveness::Dead;
+    }
+    match proc_stat(Pid::from_raw(pid)) {
+        Some((state, start)) if start == start_time && state != 'Z' && state != 'X' => {
+            Liveness::Alive
+        }
+        _ => Liveness::Dead,
+    }
+}
+
+/// The `--root` directory holding every container's state.
+#[derive(Debug, Clone)]
+pub struct StateRoot {
+    root: PathBuf,
+}
+
+/// An exclusive lock on one container's directory, held for the length of an operation.
+#[derive(Debug)]
+pub struct ContainerDir {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+/// Checks a container id: non-empty, no path separators, not `.` or `..`.
+///
+/// # Errors
+/// [`StateError::InvalidId`].
+pub fn validate_id(id: &str) -> Result<(), StateError> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 1024
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::InvalidId(id.to_string()))
+    }
+}
+
+impl StateRoot {
+    /// A state root at `root` (created on first use, mode 0700).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn ensure(&self) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(io_err("create state root", &self.root))
+    }
+
+    /// Makes a new container directory, locked; fails if the id is taken.
+    ///
+    /// # Errors
+    /// [`StateError::AlreadyExists`], [`StateError::InvalidId`], or I/O.
+    pub fn create(&self, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        self.ensure()?;
+        let path = self.root.join(id);
+        match fs::DirBuilder::new().mode(0o711).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::AlreadyExists(id.to_string()))
+            }
+            Err(e) => return Err(io_err("create", &path)(e)),
+        }
+        ContainerDir::lock(path)
+    }
+
+    /// Locks an existing container directory.
+    ///
+    /// # Errors
+    /// [`StateError::NotFound`] if there is no such container.
+    pub fn open(&self, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        let path = self.root.join(id);
+        if !path.is_dir() {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        let dir = ContainerDir::lock(path)?;
+        // A delete may have removed the directory while we waited for its lock.
+        if !dir.path.is_dir() {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        Ok(dir)
+    }
+
+    /// Reads a container's state without locking (for `state` and `list`); `None` while the
+    /// container is still being created.
+    ///
+    /// # Errors
+    /// [`StateError::NotFound`], or a corrupt state file.
+    pub fn peek(&self, id: &str) -> Result<Option<PersistedState>, StateError> {
+        validate_id(id)?;
+        let dir = self.root.join(id);
+        if !dir.is_dir() {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        read_state(&dir)
+    }
+
+    /// Ids of every container directory, sorted.
+    ///
+    /// # Errors
+    /// I/O errors reading the root (a missing root is an empty list).
+    pub fn ids(&self) -> Result<Vec<String>, StateError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &self.root)(e)),
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| validate_id(id).is_ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+fn read_state(dir: &Path) -> Result<Option<PersistedState>, StateError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", &path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StateError::Corrupt { path, source })
+}
+
+impl ContainerDir {
+    fn lock(path: PathBuf) -> Result<Self, StateError> {
+        let lock_path = path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(io_err("open lock", &lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+            io_err("lock", &lock_path)(std::io::Error::from_raw_os_error(errno as i32))
+        })?;
+        Ok(Self { path, _lock: lock })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Path of the exec fifo.
+    pub fn fifo_path(&self) -> PathBuf {
+        self.path.join(EXEC_FIFO)
+    }
+
+    /// Reads state.json (`None` if not written yet).
+    ///
+    /// # Errors
+    /// I/O or a corrupt file.
+    pub fn read(&self) -> Result<Option<PersistedState>, StateError> {
+        read_state(&self.path)
+    }
+
+    /// Writes state.json atomically: temp file, fsync, rename, fsync of the directory.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self, state: &PersistedState) -> Result<(), StateError> {
+        let tmp = self.path.join(".state.json.tmp");
+        let dest = self.path.join(STATE_FILE);
+        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+            path: dest.clone(),
+            source,
+        })?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        file.write_all(&bytes).map_err(io_err("write", &tmp))?;
+        file.sync_all().map_err(io_err("fsync", &tmp))?;
+        fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))?;
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", &self.path))
+    }
+
+    /// Removes the directory and everything in it (the lock goes with it).
+    ///
+    /// # Errors
+    /// I/O errors other than the directory being gone already.
+    pub fn remove(self) -> Result<(), StateError> {
+        match fs::remove_dir_all(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &self.path)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        for bad in ["", ".", "..", "a/b", "a b", "x\0"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "abc-123_x.y+z", "0123456789abcdef"] {
+            validate_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = nix::unistd::getpid();
+        let (_, start) = proc_stat(me).expect("own stat");
+        assert_eq!(liveness(me.as_raw(), start), Liveness::Alive);
+        assert_eq!(liveness(me.as_raw(), start + 1), Liveness::Dead);
+        assert_eq!(liveness(0, 0), Liveness::Dead);
+    }
+
+    #[test]
+    fn create_is_exclusive_and_open_finds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = StateRoot::new(tmp.path().join("root"));
+        let dir = root.create("c1").unwrap();
+        assert!(matches!(
+            root.create("c1"),
+            Err(StateError::AlreadyExists(_))
+        ));
+        assert!(dir.read().unwrap().is_none());
+        drop(dir);
+        assert_eq!(root.ids().unwrap(), vec!["c1".to_string()]);
+        let dir = root.open("c1").unwrap();
+        dir.remove().unwrap();
+        assert!(matches!(root.open("c1"), Err(StateError::NotFound(_))));
+    }
+}
+
+/// The runtime-spec state document ("State"), with runc's extra fields (`rootfs`, `created`,
+/// `owner`) that containerd and docker read. This is what `state` prints and hooks get on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateReport {
+    /// Runtime-spec version the state follows.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Derived status.
+    pub status: Status,
+    /// Host pid of the container process; absent once stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339.
+    pub created: DateTime<Utc>,
+    /// Owner.
+    pub owner: String,
+    /// Annotations of the config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The runtime-spec version refeng-runc implements.
+pub const OCI_VERSION: &str = "1.2.0";
+
+impl StateReport {
+    /// The report for `state` in `status`. A pid is reported while the process can still be
+    /// addressed (creating, created, running, paused), as the runtime-spec asks.
+    pub fn new(state: &PersistedState, status: Status) -> Self {
+        Self {
+            oci_version: OCI_VERSION.to_string(),
+            id: state.id.clone(),
+            status,
+            pid: (status != Status::Stopped && state.pid > 0).then_some(state.pid),
+            bundle: state.bundle.clone(),
+            rootfs: state.rootfs.clone(),
+            created: state.created,
+            owner: state.owner.clone(),
+            annotations: state.annotations(),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Process creation and process-wide attributes that `nix` does not wrap safely.
+
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+/// Which side of a [`clone_fork`] we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The caller, with the child's pid.
+    Parent(Pid),
+    /// The new process.
+    Child,
+}
+
+/// `clone(2)` with fork semantics (no new stack, child gets SIGCHLD on exit) plus namespace
+/// `flags`: one syscall creates the process directly inside its new namespaces, which is what
+/// makes it pid 1 of a new pid namespace.
+///
+/// Must be called while the process has a single thread: after the call the child runs with a
+/// copy of the parent's memory, and a lock held by another thread would stay locked forever.
+///
+/// # Errors
+/// The errno of `clone(2)`.
+pub fn clone_fork(flags: CloneFlags) -> Result<Forked, Errno> {
+    let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: with a NULL stack the kernel gives the child a copy-on-write copy of the caller's
+    // stack, exactly like fork(2); no pointers are passed. The single-thread requirement is the
+    // caller's, documented above (refeng-runc never starts threads before this point).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec, so that nothing of the runtime's
+/// leaks into the container process (CVE-2024-21626 class).
+///
+/// # Errors
+/// The errno of `close_range(2)`.
+pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
+    // SAFETY: close_range only changes descriptor flags; it reads no memory of ours.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `setdomainname(2)` for the calling process's UTS namespace.
+///
+/// # Errors
+/// The errno of `setdomainname(2)`.
+pub fn set_domainname(name: &str) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call; the
+    // kernel copies at most `len` bytes and needs no terminating NUL.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Ends the calling process at once with `code`, running no exit handlers: what a forked child
+/// that shares the parent's buffers and handlers must use.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes a plain integer and never returns; it touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Duplicates `fd` onto the descriptor number `target` (closing what was there), as needed to
+/// make a terminal the process's stdio.
+///
+/// # Errors
+/// The errno of `dup2(2)`.
+pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 only manipulates the descriptor table; `fd` is a live descriptor borrowed for
+    // the call, and `target` is replaced atomically without us holding any owner of it.
+    let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    Errno::result(ret).map(drop)
+}
