@@ -3,6 +3,7 @@
 //! block states why it is sound in a `// SAFETY:` line.
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod fd;
 pub mod process;
 pub mod tty;

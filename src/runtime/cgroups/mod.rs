@@ -1,20 +1,193 @@
 //! Container cgroups: driver detection (v1 on hybrid hosts, v2 on unified hosts), creation,
-//! resource limits, membership and removal.
+//! resource limits, membership, freezing and removal, with runc's cgroupfs semantics.
 //!
-//! PLACEHOLDER: the interface below is the contract; the implementation lands from the cgroups work.
+//! The [`Cgroup`] value is what the container state persists: a driver and one path below every
+//! hierarchy's root. Everything else (which hierarchies are mounted where) is discovered from
+//! `/proc/self/mountinfo` on each call, so a later `refeng-runc` process acts on the same
+//! directories the creating one made.
 
+mod devices;
+mod devices_bpf;
+mod fs;
+mod path;
+mod v1;
+mod v2;
+
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
+/// Where cgroup hierarchies are mounted on a standard host.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const PROC_SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
+const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
+
 /// Errors of cgroup operations.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    /// cgroup operation is not implemented yet
-    #[error("cgroup operation is not implemented yet")]
-    Unimplemented,
+    /// the cgroup root cannot be inspected
+    #[error("cannot statfs the cgroup root {path}")]
+    Statfs {
+        /// The cgroup root.
+        path: PathBuf,
+        /// What statfs(2) said.
+        #[source]
+        source: nix::Error,
+    },
+    /// a file describing the process or the mounts cannot be read
+    #[error("cannot read {path}")]
+    ReadProc {
+        /// The proc file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// no cgroup v1 controller hierarchy is mounted
+    #[error("no cgroup v1 controller hierarchy is mounted (looked in {mountinfo})")]
+    NoHierarchy {
+        /// The mount table that was searched.
+        mountinfo: PathBuf,
+    },
+    /// the cgroups path or container id cannot name a cgroup
+    #[error("cgroup path {path:?} is not usable: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// the calling process's own cgroup is not listed for a hierarchy
+    #[error("own cgroup for the {controller} hierarchy is not listed in {proc_cgroup}")]
+    OwnCgroupMissing {
+        /// The controller (v1) or `unified` (v2).
+        controller: String,
+        /// The proc file that was read.
+        proc_cgroup: PathBuf,
+    },
+    /// v1 controllers disagree on the calling process's cgroup, so a relative path is ambiguous
+    #[error(
+        "relative cgroups path {path:?} is ambiguous: this process is in {first_path:?} for {first} \
+         but in {second_path:?} for {second}"
+    )]
+    AmbiguousOwnCgroup {
+        /// The relative path as given.
+        path: PathBuf,
+        /// One controller.
+        first: String,
+        /// Its cgroup.
+        first_path: PathBuf,
+        /// Another controller.
+        second: String,
+        /// Its (different) cgroup.
+        second_path: PathBuf,
+    },
+    /// a cgroup directory cannot be created
+    #[error("cannot create cgroup directory {path}")]
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// a cgroup file cannot be written
+    #[error("cannot write {value:?} to {path}")]
+    Write {
+        /// The cgroup file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// a cgroup file cannot be read
+    #[error("cannot read {path}")]
+    Read {
+        /// The cgroup file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// a cgroup file holds something unexpected
+    #[error("unexpected content {content:?} in {path}")]
+    Parse {
+        /// The cgroup file.
+        path: PathBuf,
+        /// The offending content.
+        content: String,
+    },
+    /// a resource is set but the controller it needs is not available
+    #[error("{field} is set but the {controller} controller is not available")]
+    MissingController {
+        /// The runtime-spec field (`linux.resources.memory.limit`).
+        field: String,
+        /// The controller it needs.
+        controller: String,
+    },
+    /// a resource is set but this host or driver cannot apply it
+    #[error("{field} is not supported: {reason}")]
+    Unsupported {
+        /// The runtime-spec field.
+        field: String,
+        /// Why (missing file, wrong driver).
+        reason: String,
+    },
+    /// a resource has a value the kernel interface cannot take
+    #[error("{field} has invalid value {value:?}: {reason}")]
+    InvalidValue {
+        /// The runtime-spec field.
+        field: String,
+        /// The value as given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// a device cgroup rule cannot be expressed
+    #[error("device rule {rule} is invalid: {reason}")]
+    InvalidDeviceRule {
+        /// The rule, rendered like devices.allow.
+        rule: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// the eBPF device filter cannot be loaded or attached
+    #[error("cannot {op} the device filter on {path}")]
+    DeviceFilter {
+        /// `load`, `attach`, `query` or `detach`.
+        op: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The bpf(2) error (with the verifier log on load).
+        #[source]
+        source: io::Error,
+    },
+    /// a cgroup directory cannot be removed
+    #[error("cannot remove cgroup directory {path} (after {attempts} attempts)")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// How many times rmdir was tried.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: io::Error,
+    },
+    /// the freezer did not settle
+    #[error("cgroup {path} did not become {wanted} in time (last state {last:?})")]
+    FreezeTimeout {
+        /// The freezer file watched.
+        path: PathBuf,
+        /// `FROZEN`/`THAWED` (v1) or `frozen 1`/`frozen 0` (v2).
+        wanted: &'static str,
+        /// The last state read.
+        last: String,
+    },
 }
 
 /// Which cgroup hierarchy layout the host uses.
@@ -27,6 +200,26 @@ pub enum Driver {
     V2,
 }
 
+impl Driver {
+    /// Detects the host's driver: v2 when `/sys/fs/cgroup` itself is a cgroup2 mount, else v1
+    /// (hybrid hosts keep an empty cgroup2 at `/sys/fs/cgroup/unified` and count as v1, as in runc).
+    ///
+    /// # Errors
+    /// Fails if `/sys/fs/cgroup` cannot be inspected.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let root = Path::new(CGROUP_ROOT);
+        let stat = nix::sys::statfs::statfs(root).map_err(|source| CgroupError::Statfs {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if stat.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+            Ok(Self::V2)
+        } else {
+            Ok(Self::V1)
+        }
+    }
+}
+
 /// A container's cgroup: where it lives and under which driver. Persisted in the container state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cgroup {
@@ -36,14 +229,56 @@ pub struct Cgroup {
     pub path: PathBuf,
 }
 
+/// The mounted hierarchies a driver acts on, discovered per call.
+#[derive(Debug)]
+enum Backend {
+    V1(v1::Hierarchies),
+    V2(v2::Unified),
+}
+
+impl Backend {
+    fn discover(driver: Driver) -> Result<Self, CgroupError> {
+        match driver {
+            Driver::V1 => Ok(Self::V1(v1::Hierarchies::discover()?)),
+            Driver::V2 => Ok(Self::V2(v2::Unified::new(CGROUP_ROOT))),
+        }
+    }
+}
+
 impl Cgroup {
     /// Resolves the container's cgroup from `linux.cgroupsPath` (absolute: below the hierarchy root;
     /// relative: below the calling process's own cgroup; absent: `/<id>` like runc) and detects the driver.
     ///
     /// # Errors
-    /// Fails if no cgroup hierarchy is mounted or the path is not usable.
-    pub fn resolve(_cgroups_path: Option<&Path>, _id: &str) -> Result<Self, CgroupError> {
-        Err(CgroupError::Unimplemented)
+    /// Fails if no cgroup hierarchy is mounted or the path is not usable: it escapes the
+    /// hierarchy root with `..`, names the root itself, or is relative while the calling process
+    /// sits in different cgroups for different v1 controllers.
+    #[tracing::instrument(level = "debug")]
+    pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<Self, CgroupError> {
+        let driver = Driver::detect()?;
+        let own = match cgroups_path {
+            Some(p) if p.is_relative() => Some(read_proc(PROC_SELF_CGROUP)?),
+            _ => None,
+        };
+        let path = match driver {
+            Driver::V1 => {
+                let hierarchies = v1::Hierarchies::discover()?;
+                path::resolve(
+                    cgroups_path,
+                    id,
+                    own.as_deref(),
+                    &hierarchies.own_cgroup_sources(),
+                )?
+            }
+            Driver::V2 => path::resolve(
+                cgroups_path,
+                id,
+                own.as_deref(),
+                &[path::OwnSource::unified()],
+            )?,
+        };
+        tracing::debug!(?driver, path = %path.display(), "resolved cgroup");
+        Ok(Self { driver, path })
     }
 
     /// Creates the cgroup and applies `resources`; `extra_device_allows` are appended after the
@@ -51,54 +286,105 @@ impl Cgroup {
     /// are refused with an error naming them.
     ///
     /// # Errors
-    /// Fails if a directory cannot be made or a limit cannot be written.
+    /// Fails if a directory cannot be made, a set field needs a controller or file this host
+    /// lacks, a value is out of range, or a limit cannot be written. A leaf directory this call
+    /// made is removed again on failure.
+    #[tracing::instrument(level = "debug", skip(resources, extra_device_allows), fields(path = %self.path.display()))]
     pub fn create(
         &self,
-        _resources: Option<&LinuxResources>,
-        _extra_device_allows: &[LinuxDeviceCgroup],
+        resources: Option<&LinuxResources>,
+        extra_device_allows: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
-        Err(CgroupError::Unimplemented)
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.create(rel, resources, extra_device_allows),
+            Backend::V2(u) => u.create(rel, resources, extra_device_allows),
+        }
+    }
+
+    /// Applies `resources` to the existing cgroup, with the same rules as [`Cgroup::create`];
+    /// fields left unset keep their current value.
+    ///
+    /// # Errors
+    /// As [`Cgroup::create`], and fails if the cgroup does not exist.
+    #[tracing::instrument(level = "debug", skip(resources), fields(path = %self.path.display()))]
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.update(rel, resources),
+            Backend::V2(u) => u.update(rel, resources),
+        }
     }
 
     /// Moves `pid` into the cgroup (every hierarchy under v1).
     ///
     /// # Errors
     /// Fails if cgroup.procs cannot be written.
-    pub fn add_process(&self, _pid: Pid) -> Result<(), CgroupError> {
-        Err(CgroupError::Unimplemented)
+    pub fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.add_process(rel, pid),
+            Backend::V2(u) => u.add_process(rel, pid),
+        }
     }
 
-    /// The pids currently in the cgroup.
+    /// The pids currently in the cgroup (under v1, in any of its hierarchies), sorted.
     ///
     /// # Errors
     /// Fails if cgroup.procs cannot be read.
     pub fn procs(&self) -> Result<Vec<Pid>, CgroupError> {
-        Err(CgroupError::Unimplemented)
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.procs(rel),
+            Backend::V2(u) => u.procs(rel),
+        }
     }
 
-    /// Removes the cgroup directories; a cgroup that is already gone is not an error.
+    /// Freezes (`true`) or thaws (`false`) every process in the cgroup and waits until the
+    /// kernel reports the new state (v1 `freezer.state`, v2 `cgroup.events`).
+    ///
+    /// # Errors
+    /// Fails if the freezer is not available (v1 without the freezer controller), cannot be
+    /// written, or does not settle within a few seconds.
+    #[tracing::instrument(level = "debug", fields(path = %self.path.display()))]
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.freeze(rel, frozen),
+            Backend::V2(u) => u.freeze(rel, frozen),
+        }
+    }
+
+    /// Whether the cgroup is frozen (fully, not merely freezing).
+    ///
+    /// # Errors
+    /// Fails if the freezer state cannot be read.
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.is_frozen(rel),
+            Backend::V2(u) => u.is_frozen(rel),
+        }
+    }
+
+    /// Removes the cgroup directories; a cgroup that is already gone is not an error. Only the
+    /// container's leaf (and sub-cgroups the container made below it) is removed, never parents.
     ///
     /// # Errors
     /// Fails if a directory stays busy after retries.
+    #[tracing::instrument(level = "debug", fields(path = %self.path.display()))]
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        Err(CgroupError::Unimplemented)
+        let rel = path::checked(&self.path)?;
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.destroy(rel),
+            Backend::V2(u) => u.destroy(rel),
+        }
     }
 }
 
-impl Cgroup {
-    /// Freezes or thaws the cgroup.
-    ///
-    /// # Errors
-    /// If the freezer cannot be written.
-    pub fn freeze(&self, _frozen: bool) -> Result<(), CgroupError> {
-        Err(CgroupError::Unimplemented)
-    }
-
-    /// Whether the cgroup is frozen.
-    ///
-    /// # Errors
-    /// If the freezer cannot be read.
-    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
-        Err(CgroupError::Unimplemented)
-    }
+fn read_proc(path: &str) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(|source| CgroupError::ReadProc {
+        path: PathBuf::from(path),
+        source,
+    })
 }

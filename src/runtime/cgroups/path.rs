@@ -1,0 +1,302 @@
+//! Cgroup path resolution: `linux.cgroupsPath` (absolute, relative or absent) to one normalized
+//! absolute path below the hierarchy roots, and the checks every operation repeats on a path
+//! loaded from persisted state.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::{CgroupError, PROC_SELF_CGROUP};
+
+/// How to find the calling process's own cgroup for one hierarchy in `/proc/self/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OwnSource {
+    /// Controllers of a v1 hierarchy (`["cpu", "cpuacct"]`); empty for the v2 `0::` line.
+    pub controllers: Vec<String>,
+    /// The mount's root inside the hierarchy (mountinfo field 4), stripped from the own path so
+    /// that the result is relative to the mount point.
+    pub mount_root: PathBuf,
+}
+
+impl OwnSource {
+    /// The v2 unified hierarchy mounted at its root.
+    pub fn unified() -> Self {
+        Self {
+            controllers: Vec::new(),
+            mount_root: PathBuf::from("/"),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.controllers.is_empty() {
+            "unified".to_owned()
+        } else {
+            self.controllers.join(",")
+        }
+    }
+
+    /// This source's own cgroup from the text of `/proc/self/cgroup`, relative to the mount point.
+    fn own_path(&self, proc_cgroup: &str) -> Option<PathBuf> {
+        let path = proc_cgroup.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (id, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let matches = if self.controllers.is_empty() {
+                id == "0" && list.is_empty()
+            } else {
+                let listed: Vec<&str> = list.split(',').collect();
+                self.controllers
+                    .iter()
+                    .any(|c| listed.contains(&c.as_str()))
+            };
+            matches.then(|| PathBuf::from(path))
+        })?;
+        Some(match path.strip_prefix(&self.mount_root) {
+            Ok(rest) => Path::new("/").join(rest),
+            Err(_) => path,
+        })
+    }
+}
+
+/// Resolves `cgroups_path` to a normalized absolute path: absolute paths as given, relative
+/// ones below the calling process's own cgroup (`proc_cgroup` is the text of
+/// `/proc/self/cgroup`, needed only then), and `/<id>` when absent.
+pub(super) fn resolve(
+    cgroups_path: Option<&Path>,
+    id: &str,
+    proc_cgroup: Option<&str>,
+    sources: &[OwnSource],
+) -> Result<PathBuf, CgroupError> {
+    let joined = match cgroups_path {
+        None => {
+            let id_path = Path::new(id);
+            let single = id_path.components().count() == 1
+                && matches!(id_path.components().next(), Some(Component::Normal(_)));
+            if !single {
+                return Err(CgroupError::InvalidPath {
+                    path: id_path.to_path_buf(),
+                    reason: "a container id used as cgroup name must be one path component",
+                });
+            }
+            Path::new("/").join(id_path)
+        }
+        Some(p) if p.is_absolute() => p.to_path_buf(),
+        Some(p) => {
+            let text = proc_cgroup.unwrap_or_default();
+            let mut own: Option<(&OwnSource, PathBuf)> = None;
+            for source in sources {
+                let path = source
+                    .own_path(text)
+                    .ok_or_else(|| CgroupError::OwnCgroupMissing {
+                        controller: source.label(),
+                        proc_cgroup: PathBuf::from(PROC_SELF_CGROUP),
+                    })?;
+                match &own {
+                    None => own = Some((source, path)),
+                    Some((first, first_path)) if *first_path != path => {
+                        return Err(CgroupError::AmbiguousOwnCgroup {
+                            path: p.to_path_buf(),
+                            first: first.label(),
+                            first_path: first_path.clone(),
+                            second: source.label(),
+                            second_path: path,
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (_, base) = own.ok_or(CgroupError::InvalidPath {
+                path: p.to_path_buf(),
+                reason: "no hierarchy to resolve a relative path against",
+            })?;
+            base.join(p)
+        }
+    };
+    let normalized = normalize(&joined)?;
+    if normalized.parent().is_none() {
+        return Err(CgroupError::InvalidPath {
+            path: joined,
+            reason: "it names the hierarchy root",
+        });
+    }
+    Ok(normalized)
+}
+
+/// Lexically normalizes an absolute path, refusing `..` that climbs above the root.
+fn normalize(path: &Path) -> Result<PathBuf, CgroupError> {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(CgroupError::InvalidPath {
+                        path: path.to_path_buf(),
+                        reason: "`..` escapes the hierarchy root",
+                    });
+                }
+            }
+            Component::Prefix(_) => {
+                return Err(CgroupError::InvalidPath {
+                    path: path.to_path_buf(),
+                    reason: "it has a path prefix",
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a stored cgroup path (absolute, plain components, not the root) and returns it
+/// relative to the hierarchy root, ready to be joined to a mount point.
+pub(super) fn checked(path: &Path) -> Result<&Path, CgroupError> {
+    let invalid = |reason| CgroupError::InvalidPath {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let rel = path
+        .strip_prefix("/")
+        .map_err(|_| invalid("a stored cgroup path must be absolute"))?;
+    if rel.as_os_str().is_empty() {
+        return Err(invalid("it names the hierarchy root"));
+    }
+    // components() silently drops inner `.` and doubled `/`, so compare with the re-joined form.
+    let plain = rel.components().all(|c| matches!(c, Component::Normal(_)))
+        && rel.components().collect::<PathBuf>().as_os_str() == rel.as_os_str();
+    if !plain {
+        return Err(invalid("a stored cgroup path must be normalized"));
+    }
+    Ok(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC_CGROUP: &str = "\
+9:name=systemd:/user.slice
+8:pids:/user.slice
+4:memory:/user.slice
+2:cpu,cpuacct:/user.slice
+0::/user.slice/session-1.scope
+";
+
+    fn v1(controllers: &[&str], root: &str) -> OwnSource {
+        OwnSource {
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
+            mount_root: PathBuf::from(root),
+        }
+    }
+
+    #[test]
+    fn absent_path_is_slash_id() {
+        assert_eq!(resolve(None, "abc", None, &[]).unwrap(), Path::new("/abc"));
+    }
+
+    #[test]
+    fn id_with_slash_or_dots_is_refused() {
+        for id in ["a/b", "..", ".", ""] {
+            assert!(
+                matches!(
+                    resolve(None, id, None, &[]),
+                    Err(CgroupError::InvalidPath { .. })
+                ),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_path_is_normalized_and_kept() {
+        let p = resolve(Some(Path::new("/refeng//x/./y/../z")), "id", None, &[]).unwrap();
+        assert_eq!(p, Path::new("/refeng/x/z"));
+    }
+
+    #[test]
+    fn escaping_or_root_paths_are_refused() {
+        for p in ["/../x", "/a/../../b", "/", "/a/.."] {
+            let err = resolve(Some(Path::new(p)), "id", None, &[]).unwrap_err();
+            assert!(matches!(err, CgroupError::InvalidPath { .. }), "{p}: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_path_goes_below_own_v1_cgroup() {
+        let sources = [
+            v1(&["cpu", "cpuacct"], "/"),
+            v1(&["memory"], "/"),
+            v1(&["pids"], "/"),
+        ];
+        let p = resolve(
+            Some(Path::new("refeng/c1")),
+            "c1",
+            Some(PROC_CGROUP),
+            &sources,
+        )
+        .unwrap();
+        assert_eq!(p, Path::new("/user.slice/refeng/c1"));
+    }
+
+    #[test]
+    fn relative_path_strips_the_mount_root() {
+        let sources = [v1(&["memory"], "/user.slice")];
+        let p = resolve(Some(Path::new("c1")), "c1", Some(PROC_CGROUP), &sources).unwrap();
+        assert_eq!(p, Path::new("/c1"));
+    }
+
+    #[test]
+    fn relative_path_goes_below_own_v2_cgroup() {
+        let p = resolve(
+            Some(Path::new("c1")),
+            "c1",
+            Some(PROC_CGROUP),
+            &[OwnSource::unified()],
+        )
+        .unwrap();
+        assert_eq!(p, Path::new("/user.slice/session-1.scope/c1"));
+    }
+
+    #[test]
+    fn relative_path_may_climb_but_not_above_root() {
+        let src = [OwnSource::unified()];
+        let p = resolve(Some(Path::new("../../c1")), "c1", Some(PROC_CGROUP), &src).unwrap();
+        assert_eq!(p, Path::new("/c1"));
+        let err = resolve(
+            Some(Path::new("../../../c1")),
+            "c1",
+            Some(PROC_CGROUP),
+            &src,
+        )
+        .unwrap_err();
+        assert!(matches!(err, CgroupError::InvalidPath { .. }));
+    }
+
+    #[test]
+    fn disagreeing_v1_own_cgroups_are_refused_for_relative_paths() {
+        let text = "4:memory:/sandbox/x\n1:cpu:/\n";
+        let sources = [v1(&["cpu"], "/"), v1(&["memory"], "/")];
+        let err = resolve(Some(Path::new("c1")), "c1", Some(text), &sources).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::AmbiguousOwnCgroup { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_own_line_is_refused() {
+        let err = resolve(
+            Some(Path::new("c1")),
+            "c1",
+            Some("1:cpu:/\n"),
+            &[v1(&["pids"], "/")],
+        )
+        .unwrap_err();
+        assert!(matches!(err, CgroupError::OwnCgroupMissing { .. }), "{err}");
+    }
+
+    #[test]
+    fn checked_refuses_unnormalized_or_relative_paths() {
+        assert_eq!(checked(Path::new("/a/b")).unwrap(), Path::new("a/b"));
+        for p in ["a/b", "/", "/a/../b", "/a/./b"] {
+            assert!(checked(Path::new(p)).is_err(), "{p}");
+        }
+    }
+}
