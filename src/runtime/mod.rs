@@ -4,3 +4,4 @@
 
 pub mod cgroups;
 pub mod rootfs;
+pub mod seccomp;

@@ -2,3 +2,6 @@
 //! neither `nix` nor `libc`'s safe surface covers (raw clone, openat2, bpf, ...). Every unsafe
 //! block states why it is sound in a `// SAFETY:` line.
 #![allow(unsafe_code)]
+
+pub mod scm_rights;
+pub mod seccomp;
