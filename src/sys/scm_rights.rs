@@ -17,7 +17,7 @@ const MAX_FDS: usize = 8;
 ///
 /// # Errors
 /// Fails with the `recvmsg(2)` errno, or `EMSGSIZE` when the message carried more than
-/// [`MAX_FDS`] descriptors (the kernel closes the ones that did not fit, so the rest would be an
+/// eight descriptors (the kernel closes the ones that did not fit, so the rest would be an
 /// incomplete set; those received are closed too).
 pub fn recv_with_fds(
     socket: BorrowedFd<'_>,
