@@ -32,9 +32,10 @@ pub struct Cli {
     /// Use systemd for cgroups (refused: refeng-runc drives cgroupfs only).
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// runc's rootless switch; only `false` and `auto` (meaning not rootless as root) are accepted.
-    #[arg(long, global = true)]
-    pub rootless: Option<String>,
+    /// runc's rootless switch (before the subcommand); only `false` and `auto` (meaning not
+    /// rootless, as root) are accepted.
+    #[arg(long = "rootless")]
+    pub rootless_mode: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -189,7 +190,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 .into(),
         ));
     }
-    if let Some(r) = &cli.rootless {
+    if let Some(r) = &cli.rootless_mode {
         if r != "false" && r != "auto" {
             return Err(CliError(format!(
                 "--rootless={r} is not supported: refeng-runc runs as root"
@@ -397,6 +398,12 @@ pub fn log_error(log: Option<&PathBuf>, format: LogFormat, msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn signals_parse_like_runc() {

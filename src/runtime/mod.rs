@@ -14,6 +14,7 @@ pub mod kill;
 pub mod process;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod spec_cmd;
 pub mod start;
 pub mod state;

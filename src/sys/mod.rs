@@ -6,4 +6,6 @@
 pub mod bpf;
 pub mod fd;
 pub mod process;
+pub mod scm_rights;
+pub mod seccomp;
 pub mod tty;

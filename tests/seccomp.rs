@@ -1,0 +1,430 @@
+//! Seccomp filters loaded into real child processes: errno rules, argument conditions, Docker's
+//! default profile as dockerd writes it into config.json, and `SCMP_ACT_NOTIFY` handed to an agent.
+//!
+//! A filter cannot be unloaded, so each test re-runs this test binary as a child (the ignored
+//! `seccomp_child` test, selected by `REFENG_SECCOMP_CHILD`); the child loads the filter, makes
+//! the syscalls and writes what it saw as `key=value` lines to `report` in a temporary folder.
+//!
+//! `fixtures/docker-default-seccomp.json` is moby's `profiles/seccomp/default.json` (moby/profiles
+//! at cd3bed8) as dockerd's `setupSeccomp` turns it into `linux.seccomp` on amd64 with Docker's
+//! default capabilities and a kernel of 4.8 or later: `archMap` resolved to `architectures`,
+//! `includes`/`excludes` applied and dropped, fields in runtime-spec Go order. Only whitespace
+//! differs from the compact config.json containerd writes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use oci_spec::runtime::LinuxSeccomp;
+use refeng::runtime::seccomp::{compile, send_listener};
+
+const CHILD_MODE: &str = "REFENG_SECCOMP_CHILD";
+const CHILD_DIR: &str = "REFENG_SECCOMP_DIR";
+const DOCKER_PROFILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/docker-default-seccomp.json"
+);
+const NOTIFY_METADATA: &str = "refeng-test-agent";
+const NOTIFY_CONTAINER_ID: &str = "seccomp-notify-test";
+/// Only to turn a broken child into a failure instead of a hung test run.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+// ---- child side ---------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "child-process entry point: the other tests run it with REFENG_SECCOMP_CHILD set"]
+fn seccomp_child() {
+    let Ok(mode) = std::env::var(CHILD_MODE) else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("REFENG_SECCOMP_DIR is set"));
+    let report = match mode.as_str() {
+        "errno" => child_errno(&dir),
+        "args" => child_args(),
+        "docker" => child_docker(),
+        "notify" => child_notify(&dir),
+        other => panic!("unknown child mode {other}"),
+    };
+    let text: String = report.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    fs::write(dir.join("report"), text).expect("report written");
+    // Leave before the harness does anything else under the filter.
+    std::process::exit(0);
+}
+
+/// Compiles `json`, sets no_new_privs (so the test needs no CAP_SYS_ADMIN) and loads the filter.
+fn load(json: &str) -> Option<OwnedFd> {
+    let spec: LinuxSeccomp = serde_json::from_str(json).expect("seccomp JSON parses");
+    let filter = compile(&spec).expect("filter compiles");
+    nix::sys::prctl::set_no_new_privs().expect("no_new_privs");
+    filter.load().expect("filter loads")
+}
+
+fn outcome<T>(result: Result<T, Errno>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(errno) => (errno as i32).to_string(),
+    }
+}
+
+fn child_errno(dir: &Path) -> Vec<(&'static str, String)> {
+    fs::create_dir(dir.join("existing")).expect("setup dir");
+    let fd = load(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+              {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+              {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO"}
+            ]}"#,
+    );
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o755);
+    vec![
+        ("listener", fd.is_some().to_string()),
+        ("mkdir", outcome(nix::unistd::mkdir(&dir.join("new"), mode))),
+        // std's remove_dir is rmdir(2) on x86_64 (this suite, like the fixture, is amd64's).
+        (
+            "rmdir",
+            outcome(
+                fs::remove_dir(dir.join("existing"))
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+            ),
+        ),
+    ]
+}
+
+fn child_args() -> Vec<(&'static str, String)> {
+    // EAFNOSUPPORT for AF_INET; EOPNOTSUPP for AF_UNIX datagrams whatever flags ride in the type
+    // argument (the mask 0xf keeps only the type bits). SOCK_RAW (3) shares a bit with
+    // SOCK_DGRAM (2) but not the masked value, so it tells mask and datum apart.
+    load(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+              {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
+               "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
+              {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95,
+               "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                        {"index": 1, "value": 15, "valueTwo": 2, "op": "SCMP_CMP_MASKED_EQ"}]}
+            ]}"#,
+    );
+    let unix = |ty, flags| socket(AddressFamily::Unix, ty, flags, None);
+    vec![
+        (
+            "unix_stream",
+            outcome(unix(SockType::Stream, SockFlag::empty())),
+        ),
+        (
+            "unix_seqpacket",
+            outcome(unix(SockType::SeqPacket, SockFlag::SOCK_CLOEXEC)),
+        ),
+        (
+            "unix_dgram",
+            outcome(unix(SockType::Datagram, SockFlag::empty())),
+        ),
+        (
+            "unix_dgram_cloexec",
+            outcome(unix(SockType::Datagram, SockFlag::SOCK_CLOEXEC)),
+        ),
+        // AF_UNIX turns SOCK_RAW into SOCK_DGRAM, so it succeeds unless the rule matches.
+        ("unix_raw", outcome(unix(SockType::Raw, SockFlag::empty()))),
+        (
+            "inet_stream",
+            outcome(socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            )),
+        ),
+    ]
+}
+
+fn child_docker() -> Vec<(&'static str, String)> {
+    let profile = fs::read_to_string(DOCKER_PROFILE).expect("fixture read");
+    let fd = load(&profile);
+    let stream = |family| socket(family, SockType::Stream, SockFlag::empty(), None);
+    vec![
+        ("listener", fd.is_some().to_string()),
+        ("getpid", nix::unistd::getpid().as_raw().to_string()),
+        ("unshare_user", outcome(unshare(CloneFlags::CLONE_NEWUSER))),
+        ("unshare_uts", outcome(unshare(CloneFlags::CLONE_NEWUTS))),
+        ("socket_unix", outcome(stream(AddressFamily::Unix))),
+        // The profile allows every family but AF_ALG (38) and AF_VSOCK (40).
+        (
+            "socket_alg",
+            outcome(socket(
+                AddressFamily::Alg,
+                SockType::SeqPacket,
+                SockFlag::empty(),
+                None,
+            )),
+        ),
+        ("socket_vsock", outcome(stream(AddressFamily::Vsock))),
+        // glibc tries clone3 (ERRNO 38 in the profile), then clone without namespace flags
+        // (allowed by the MASKED_EQ rule).
+        (
+            "thread",
+            match std::thread::spawn(|| 7).join() {
+                Ok(7) => "ok".to_owned(),
+                _ => "failed".to_owned(),
+            },
+        ),
+    ]
+}
+
+fn child_notify(dir: &Path) -> Vec<(&'static str, String)> {
+    let listener = dir.join("agent.sock");
+    let fd = load(&format!(
+        r#"{{"defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": {listener:?}, "listenerMetadata": "{NOTIFY_METADATA}",
+            "syscalls": [{{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}}]}}"#,
+    ))
+    .expect("a NOTIFY filter yields a listener fd");
+    let pid = std::process::id();
+    let state = format!(
+        r#"{{"ociVersion": "1.2.0", "id": "{NOTIFY_CONTAINER_ID}", "status": "creating",
+            "pid": {pid}, "bundle": "/nonexistent"}}"#
+    );
+    send_listener(fd, &listener, state.as_bytes(), NOTIFY_METADATA).expect("fd sent to agent");
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o755);
+    vec![(
+        "mkdir",
+        outcome(nix::unistd::mkdir(&dir.join("notified"), mode)),
+    )]
+}
+
+// ---- parent side --------------------------------------------------------------------------------
+
+/// A running child that is killed and reaped if the test fails before waiting for it.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn spawn(mode: &str, dir: &Path) -> Self {
+        let child = Command::new(std::env::current_exe().expect("test binary path"))
+            .args([
+                "seccomp_child",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CHILD_MODE, mode)
+            .env(CHILD_DIR, dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("child spawned");
+        Self(Some(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child not yet reaped").id()
+    }
+
+    fn exited(&mut self) -> bool {
+        let child = self.0.as_mut().expect("child not yet reaped");
+        child.try_wait().expect("try_wait").is_some()
+    }
+
+    /// Waits for the child (by pid) and returns its report.
+    fn report(mut self, dir: &Path) -> HashMap<String, String> {
+        let output: Output = self
+            .0
+            .take()
+            .expect("child not yet reaped")
+            .wait_with_output()
+            .expect("child reaped");
+        assert!(
+            output.status.success(),
+            "child failed: {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = fs::read_to_string(dir.join("report")).expect("child wrote its report");
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run(mode: &str) -> (tempfile::TempDir, HashMap<String, String>, u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = ChildGuard::spawn(mode, dir.path());
+    let pid = child.pid();
+    let report = child.report(dir.path());
+    (dir, report, pid)
+}
+
+fn get<'a>(report: &'a HashMap<String, String>, key: &str) -> &'a str {
+    report
+        .get(key)
+        .unwrap_or_else(|| panic!("report has {key}: {report:?}"))
+}
+
+#[test]
+fn errno_rules_return_the_configured_errno_and_eperm_by_default() {
+    let (dir, report, _) = run("errno");
+    assert_eq!(get(&report, "listener"), "false");
+    assert_eq!(get(&report, "mkdir"), libc::ENOSYS.to_string());
+    assert_eq!(get(&report, "rmdir"), libc::EPERM.to_string());
+    assert!(!dir.path().join("new").exists(), "mkdir was not executed");
+    assert!(
+        dir.path().join("existing").exists(),
+        "rmdir was not executed"
+    );
+}
+
+#[test]
+fn argument_conditions_select_which_calls_the_rule_matches() {
+    let (_dir, report, _) = run("args");
+    assert_eq!(get(&report, "unix_stream"), "ok");
+    assert_eq!(get(&report, "unix_seqpacket"), "ok");
+    assert_eq!(get(&report, "unix_dgram"), libc::EOPNOTSUPP.to_string());
+    assert_eq!(
+        get(&report, "unix_dgram_cloexec"),
+        libc::EOPNOTSUPP.to_string()
+    );
+    assert_eq!(get(&report, "unix_raw"), "ok");
+    assert_eq!(get(&report, "inet_stream"), libc::EAFNOSUPPORT.to_string());
+}
+
+#[test]
+fn docker_default_profile_fixture_is_what_dockerd_writes_for_amd64() {
+    let spec: LinuxSeccomp =
+        serde_json::from_str(&fs::read_to_string(DOCKER_PROFILE).expect("fixture"))
+            .expect("parses");
+    assert_eq!(spec.default_errno_ret(), Some(1));
+    let arches: Vec<String> = spec
+        .architectures()
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        arches,
+        ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    );
+    let syscalls = spec.syscalls().as_deref().unwrap_or_default();
+    let names: usize = syscalls.iter().map(|rule| rule.names().len()).sum();
+    assert!(names > 350, "the allow list has {names} names");
+    let conditioned = syscalls.iter().filter(|rule| rule.args().is_some()).count();
+    assert!(
+        conditioned >= 9,
+        "socket, personality and clone rules carry args"
+    );
+    // dockerd resolved includes/excludes for the default capabilities: no CAP_SYS_ADMIN rules.
+    assert!(!syscalls
+        .iter()
+        .any(|rule| rule.names().iter().any(|n| n == "mount")));
+    let filter = compile(&spec).expect("Docker's profile compiles");
+    assert!(!filter.uses_notify());
+}
+
+#[test]
+fn docker_default_profile_denies_namespaces_and_allows_the_ordinary() {
+    let (_dir, report, pid) = run("docker");
+    assert_eq!(get(&report, "listener"), "false");
+    assert_eq!(get(&report, "getpid"), pid.to_string());
+    assert_eq!(get(&report, "unshare_user"), libc::EPERM.to_string());
+    assert_eq!(get(&report, "unshare_uts"), libc::EPERM.to_string());
+    assert_eq!(get(&report, "socket_unix"), "ok");
+    assert_eq!(get(&report, "socket_alg"), libc::EPERM.to_string());
+    assert_eq!(get(&report, "socket_vsock"), libc::EPERM.to_string());
+    assert_eq!(get(&report, "thread"), "ok");
+}
+
+/// Waits until `fd` is readable or the child died; false when the child exited first.
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, child: &mut ChildGuard) -> bool {
+    let deadline = Instant::now() + HANG_GUARD;
+    while Instant::now() < deadline {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => panic!("poll: {errno}"),
+        }
+        if child.exited() {
+            return false;
+        }
+    }
+    panic!("nothing arrived within {HANG_GUARD:?}");
+}
+
+#[test]
+fn notify_hands_the_listener_to_the_agent_which_answers_the_syscall() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = UnixListener::bind(dir.path().join("agent.sock")).expect("agent socket");
+    let mut child = ChildGuard::spawn("notify", dir.path());
+    let pid = child.pid();
+
+    assert!(
+        wait_readable(listener.as_fd(), &mut child),
+        "child exited before connecting"
+    );
+    let (mut conn, _) = listener.accept().expect("child connects");
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, mut fds) =
+        refeng::sys::scm_rights::recv_with_fds(conn.as_fd(), &mut buf).expect("recvmsg");
+    let mut message = buf[..n].to_vec();
+    conn.read_to_end(&mut message)
+        .expect("rest of the state; the runtime closes the connection");
+    assert_eq!(fds.len(), 1, "exactly the seccomp fd travels");
+    let notify_fd = fds.remove(0);
+
+    let state: serde_json::Value =
+        serde_json::from_slice(&message).expect("containerProcessState JSON");
+    assert_eq!(state["ociVersion"], "1.2.0");
+    assert_eq!(state["fds"], serde_json::json!(["seccompFd"]));
+    assert_eq!(state["pid"], pid);
+    assert_eq!(state["metadata"], NOTIFY_METADATA);
+    assert_eq!(state["state"]["id"], NOTIFY_CONTAINER_ID);
+    assert_eq!(state["state"]["pid"], pid);
+
+    assert!(
+        wait_readable(notify_fd.as_fd(), &mut child),
+        "child exited before its mkdir"
+    );
+    let request = ScmpNotifReq::receive(notify_fd.as_raw_fd()).expect("notification");
+    // The kernel reports the thread that made the call; it must be one of the child's.
+    let status = fs::read_to_string(format!("/proc/{}/status", request.pid)).expect("task status");
+    assert!(
+        status.lines().any(|l| l == format!("Tgid:\t{pid}")),
+        "request from {}",
+        request.pid
+    );
+    let name = request
+        .data
+        .syscall
+        .get_name_by_arch(request.data.arch)
+        .expect("syscall name");
+    assert!(name == "mkdir" || name == "mkdirat", "notified for {name}");
+    ScmpNotifResp::new_error(request.id, -libc::EROFS, ScmpNotifRespFlags::empty())
+        .respond(notify_fd.as_raw_fd())
+        .expect("response accepted");
+
+    let report = child.report(dir.path());
+    assert_eq!(get(&report, "mkdir"), libc::EROFS.to_string());
+    assert!(
+        !dir.path().join("notified").exists(),
+        "the agent's answer replaced the syscall"
+    );
+}
