@@ -17,6 +17,7 @@ use crate::runtime::channel::{Channel, Message};
 use crate::runtime::hooks::{self, HookPoint};
 use crate::runtime::process::{self, CapabilitySets, ExecPlan};
 use crate::runtime::rootfs::{self, RootfsContext};
+use crate::runtime::seccomp::{self, SeccompFilter};
 use crate::runtime::state::{StateReport, Status};
 
 /// Everything init needs, prepared by `create` before the fork.
@@ -63,6 +64,9 @@ pub enum InitError {
     /// process setup failed
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    /// the seccomp filter could not be built, loaded or handed to its agent
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// the console could not be set up
     #[error("console: {0}")]
     Console(String),
@@ -76,7 +80,7 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
 /// Runs init to the end: never returns. Exit code 1 after reporting an error.
 pub fn run(ctx: InitContext<'_>, channel: &Channel) -> ! {
     let err = match setup(&ctx, channel) {
-        Ok(plan) => match wait_for_start_and_exec(&ctx, plan) {
+        Ok(prepared) => match wait_for_start_and_exec(&ctx, prepared) {
             Ok(never) => match never {},
             Err(e) => {
                 // The channel is closed by now: the container's stderr is the only witness.
@@ -112,7 +116,30 @@ fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ && ns.path().is_none()))
 }
 
-fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<ExecPlan, InitError> {
+/// What is left to do after `Ready`: the filter (when it loads last) and the program.
+struct Prepared {
+    plan: ExecPlan,
+    late_filter: Option<PendingFilter>,
+}
+
+/// A compiled filter and, for SCMP_ACT_NOTIFY, the agent's socket connected before pivot_root.
+struct PendingFilter {
+    filter: SeccompFilter,
+    agent: Option<(UnixStream, std::path::PathBuf, String)>,
+}
+
+impl PendingFilter {
+    fn load(self, state: &StateReport) -> Result<(), InitError> {
+        let listener = self.filter.load()?;
+        if let (Some(fd), Some((stream, path, metadata))) = (listener, self.agent) {
+            let state = serde_json::to_vec(state).unwrap_or_default();
+            seccomp::send_listener_connected(stream, &path, fd, &state, &metadata)?;
+        }
+        Ok(())
+    }
+}
+
+fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError> {
     let spec = ctx.spec;
     let host_pid = match channel.recv()? {
         Message::Go(pid) => pid,
@@ -159,6 +186,21 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<ExecPlan, InitError
         hooks::run(HookPoint::CreateContainer, h, &hook_state)?;
     }
 
+    // The seccomp agent's socket is a host path: connect while the host is still visible.
+    let seccomp_spec = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let agent = match seccomp_spec.and_then(|s| s.listener_path().as_ref()) {
+        Some(path) => Some((
+            UnixStream::connect(path).map_err(|e| {
+                InitError::Console(format!("connect seccomp listener {}: {e}", path.display()))
+            })?,
+            path.clone(),
+            seccomp_spec
+                .and_then(|s| s.listener_metadata().clone())
+                .unwrap_or_default(),
+        )),
+        None => None,
+    };
+
     rootfs::enter(&ctx.rootfs)?;
     let process = spec
         .process()
@@ -177,8 +219,23 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<ExecPlan, InitError
     // root, then make sure it really is below the root (CVE-2024-21626: a leaked fd as cwd).
     process::enter_cwd(process)?;
     verify_cwd()?;
+    let nnp = process.no_new_privileges() == Some(true);
+    let mut filter = match seccomp_spec {
+        Some(s) => Some(PendingFilter {
+            filter: seccomp::compile(s)?,
+            agent,
+        }),
+        None => None,
+    };
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we still have
+    // it, as runc does. With no_new_privs it loads last, so the setup's own syscalls are free.
+    if !nnp {
+        if let Some(f) = filter.take() {
+            f.load(&hook_state)?;
+        }
+    }
     caps.apply_bounding()?;
-    if process.no_new_privileges() == Some(true) {
+    if nnp {
         nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
     }
     process::switch_user(process)?;
@@ -186,7 +243,10 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<ExecPlan, InitError
     process::apply_umask(process);
 
     channel.send(&Message::Ready)?;
-    Ok(plan)
+    Ok(Prepared {
+        plan,
+        late_filter: filter,
+    })
 }
 
 fn verify_cwd() -> Result<(), InitError> {
@@ -203,7 +263,7 @@ fn verify_cwd() -> Result<(), InitError> {
 
 fn wait_for_start_and_exec(
     ctx: &InitContext<'_>,
-    plan: ExecPlan,
+    prepared: Prepared,
 ) -> Result<std::convert::Infallible, InitError> {
     // Blocks until `start` opens the fifo for reading (runtime-spec "start").
     let path = format!("/proc/self/fd/{}", ctx.fifo.as_raw_fd());
@@ -220,18 +280,21 @@ fn wait_for_start_and_exec(
     })?;
     drop(fifo);
 
+    let mut state = ctx.hook_state.clone();
+    state.status = Status::Created;
     if let Some(h) = ctx
         .spec
         .hooks()
         .as_ref()
         .and_then(|h| h.start_container().as_ref())
     {
-        let mut state = ctx.hook_state.clone();
-        state.status = Status::Created;
         hooks::run(HookPoint::StartContainer, h, &state)?;
     }
     crate::sys::process::cloexec_from(3 + ctx.preserve_fds).map_err(sys("close_range"))?;
-    Err(plan.exec().into())
+    if let Some(filter) = prepared.late_filter {
+        filter.load(&state)?;
+    }
+    Err(prepared.plan.exec().into())
 }
 
 fn setup_console(

@@ -503,6 +503,26 @@ pub fn send_listener(
     state_json: &[u8],
     metadata: &str,
 ) -> Result<(), SeccompError> {
+    let stream = UnixStream::connect(listener_path).map_err(|source| SeccompError::Connect {
+        path: listener_path.to_owned(),
+        source,
+    })?;
+    send_listener_connected(stream, listener_path, fd, state_json, metadata)
+}
+
+/// Like [`send_listener`] on a stream connected beforehand: the container's init connects to
+/// `listenerPath` while the host's paths are still visible (before pivot_root) and sends once
+/// the filter is loaded.
+///
+/// # Errors
+/// As [`send_listener`].
+pub fn send_listener_connected(
+    stream: UnixStream,
+    listener_path: &Path,
+    fd: OwnedFd,
+    state_json: &[u8],
+    metadata: &str,
+) -> Result<(), SeccompError> {
     let state: serde_json::Value =
         serde_json::from_slice(state_json).map_err(|source| SeccompError::InvalidState {
             source: Some(source),
@@ -521,21 +541,25 @@ pub fn send_listener(
     .map_err(|source| SeccompError::InvalidState {
         source: Some(source),
     })?;
+    send_listener_on(stream, listener_path, fd, pid, &message)
+}
 
+fn send_listener_on(
+    mut stream: UnixStream,
+    listener_path: &Path,
+    fd: OwnedFd,
+    pid: i64,
+    message: &[u8],
+) -> Result<(), SeccompError> {
     let send_error = |source: std::io::Error| SeccompError::Send {
         path: listener_path.to_owned(),
         source,
     };
-    let mut stream =
-        UnixStream::connect(listener_path).map_err(|source| SeccompError::Connect {
-            path: listener_path.to_owned(),
-            source,
-        })?;
     let fds = [fd.as_raw_fd()];
     let sent = loop {
         match sendmsg::<UnixAddr>(
             stream.as_raw_fd(),
-            &[IoSlice::new(&message)],
+            &[IoSlice::new(message)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
