@@ -2,3 +2,7 @@
 //! neither `nix` nor `libc`'s safe surface covers (raw clone, openat2, bpf, ...). Every unsafe
 //! block states why it is sound in a `// SAFETY:` line.
 #![allow(unsafe_code)]
+
+#[cfg(test)]
+pub mod fork;
+pub mod openat2;
