@@ -11,6 +11,8 @@ mod inroot;
 mod mountinfo;
 mod mounts;
 mod options;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
