@@ -5,6 +5,9 @@
 
 pub mod bpf;
 pub mod fd;
+#[cfg(test)]
+pub mod fork;
+pub mod openat2;
 pub mod process;
 pub mod scm_rights;
 pub mod seccomp;
