@@ -87,6 +87,9 @@ struct AttachAttr {
     attach_type: u32,
     attach_flags: u32,
     replace_bpf_fd: u32,
+    // Explicit so no padding byte goes to the kernel uninitialized: newer kernels read a
+    // `relative_fd` here and refuse a non-zero one without BPF_F_BEFORE/AFTER.
+    relative_fd: u32,
 }
 
 #[repr(C, align(8))]
@@ -98,9 +101,11 @@ struct QueryAttr {
     attach_flags: u32,
     prog_ids: u64,
     prog_cnt: u32,
+    // Explicit padding, zeroed (the kernel checks unused attribute bytes are zero).
+    reserved: u32,
 }
 
-#[repr(C, align(8))]
+#[repr(C)]
 #[derive(Default)]
 struct GetFdByIdAttr {
     prog_id: u32,
@@ -187,7 +192,7 @@ pub fn prog_attach(
         attach_bpf_fd: fd_u32(prog)?,
         attach_type,
         attach_flags: flags,
-        replace_bpf_fd: 0,
+        ..AttachAttr::default()
     };
     bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
 }
@@ -205,8 +210,7 @@ pub fn prog_detach(
         target_fd: fd_u32(target)?,
         attach_bpf_fd: fd_u32(prog)?,
         attach_type,
-        attach_flags: 0,
-        replace_bpf_fd: 0,
+        ..AttachAttr::default()
     };
     bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
 }
@@ -269,6 +273,11 @@ mod tests {
         assert_eq!(std::mem::offset_of!(QueryAttr, prog_ids), 16);
         assert_eq!(std::mem::offset_of!(QueryAttr, prog_cnt), 24);
         assert_eq!(std::mem::size_of::<Insn>(), 8);
+        // No implicit padding: every byte handed to the kernel is an initialized field.
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 72);
+        assert_eq!(std::mem::size_of::<AttachAttr>(), 6 * 4);
+        assert_eq!(std::mem::size_of::<QueryAttr>(), 4 * 4 + 8 + 2 * 4);
+        assert_eq!(std::mem::size_of::<GetFdByIdAttr>(), 3 * 4);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 mod devices;
 mod devices_bpf;
 mod fs;
+#[cfg(test)]
+mod host_tests;
 mod path;
 mod v1;
 mod v2;

@@ -106,7 +106,7 @@ impl Hierarchies {
     }
 
     /// The cgroup directory `rel` in the hierarchy carrying `controller`, if mounted.
-    fn dir(&self, controller: &str, rel: &Path) -> Option<PathBuf> {
+    pub fn dir(&self, controller: &str, rel: &Path) -> Option<PathBuf> {
         self.list
             .iter()
             .find(|h| h.controllers.iter().any(|c| c == controller))
@@ -497,18 +497,18 @@ fn apply_memory(dir: &Path, mem: &oci_spec::runtime::LinuxMemory) -> Result<(), 
         )?;
     }
     if let Some(v) = mem.kernel() {
-        fs::write_setting(
+        write_kmem(
             dir,
             "memory.kmem.limit_in_bytes",
-            &v.to_string(),
+            v,
             "linux.resources.memory.kernel",
         )?;
     }
     if let Some(v) = mem.kernel_tcp() {
-        fs::write_setting(
+        write_kmem(
             dir,
             "memory.kmem.tcp.limit_in_bytes",
-            &v.to_string(),
+            v,
             "linux.resources.memory.kernelTCP",
         )?;
     }
@@ -544,6 +544,28 @@ fn apply_memory(dir: &Path, mem: &oci_spec::runtime::LinuxMemory) -> Result<(), 
         )?;
     }
     Ok(())
+}
+
+/// Writes a kernel memory limit and checks that it took: since Linux 5.16 the file is still
+/// there but the kernel accepts and ignores the write.
+fn write_kmem(dir: &Path, file: &str, value: i64, field: &str) -> Result<(), CgroupError> {
+    fs::write_setting(dir, file, &value.to_string(), field)?;
+    if value == -1 {
+        return Ok(());
+    }
+    let applied = fs::read(&dir.join(file))?;
+    // The kernel rounds down to a page (at most 64KiB on any architecture).
+    let took = applied
+        .parse::<i64>()
+        .is_ok_and(|a| a <= value && value - a < 65_536);
+    if took {
+        Ok(())
+    } else {
+        Err(CgroupError::Unsupported {
+            field: field.to_owned(),
+            reason: format!("the kernel ignored the limit ({file} reads {applied})"),
+        })
+    }
 }
 
 fn apply_cpu(dir: &Path, cpu: &oci_spec::runtime::LinuxCpu) -> Result<(), CgroupError> {
