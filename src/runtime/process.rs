@@ -208,6 +208,13 @@ impl CapabilitySets {
             source,
         })?;
         for cap in &self.ambient {
+            // The kernel keeps an ambient capability only if it is also permitted and
+            // inheritable; runc's default spec asks for ambient caps without inheritable ones,
+            // and runc leaves them out. Do the same, but say so.
+            if !(self.permitted.contains(cap) && self.inheritable.contains(cap)) {
+                tracing::warn!(%cap, "ambient capability is not also permitted and inheritable; not raised");
+                continue;
+            }
             caps::raise(None, CapSet::Ambient, *cap).map_err(|source| {
                 ProcessError::Capabilities {
                     set: "ambient",
