@@ -70,7 +70,9 @@ impl fmt::Display for Status {
 ///
 /// The model's container process is a shell running as pid 1 of its pid namespace with no signal
 /// handlers; the kernel drops every signal to such a process except `SIGKILL` (and `SIGSTOP`),
-/// so only [`Signal::Kill`] changes the status.
+/// so only [`Signal::Kill`] changes the status. The same holds in `created`, where the container
+/// process is still the runtime's stub waiting for `start`: the model requires the stub to keep
+/// default dispositions, as the program it becomes would (runc's Go stub exits on `SIGTERM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Signal {
     /// `SIGKILL`: the container process dies.
