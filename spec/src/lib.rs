@@ -1,1 +1,3 @@
 //! The pure models of refeng's lifecycles: no I/O, no clocks, only states and the operations that move them.
+
+pub mod oci;
