@@ -30,35 +30,8 @@ pub struct Container<S> {
     _status: PhantomData<S>,
 }
 
-/// The operations of the lifecycle, for errors that name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// `create`
-    Create,
-    /// `start`
-    Start,
-    /// `kill`
-    Kill,
-    /// `delete`
-    Delete,
-    /// `pause`
-    Pause,
-    /// `resume`
-    Resume,
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Operation::Create => "create",
-            Operation::Start => "start",
-            Operation::Kill => "kill",
-            Operation::Delete => "delete",
-            Operation::Pause => "pause",
-            Operation::Resume => "resume",
-        })
-    }
-}
+/// The operations of the lifecycle, for errors that name them: the model's type.
+pub use refeng_spec::oci::OpKind as Operation;
 
 /// An operation on a container in a state that does not allow it (runtime-spec "Operations":
 /// such an attempt MUST have no effect and MUST generate an error).

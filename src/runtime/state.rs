@@ -23,33 +23,8 @@ pub const EXEC_FIFO: &str = "exec.fifo";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = ".lock";
 
-/// Container status as the runtime-spec defines it ("State"), plus runc's `paused`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The container is being created.
-    Creating,
-    /// Created, its process waiting for `start`.
-    Created,
-    /// Its process runs.
-    Running,
-    /// Its processes are frozen.
-    Paused,
-    /// Its process has exited.
-    Stopped,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Creating => "creating",
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Paused => "paused",
-            Status::Stopped => "stopped",
-        })
-    }
-}
+/// Container status: the model's type, so the runtime and `spec/` cannot disagree on names.
+pub use refeng_spec::oci::Status;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
