@@ -432,6 +432,107 @@ fn scmp_arch(arch: Arch) -> ScmpArch {
     }
 }
 
+/// The `linux.seccomp` part of the features document, found out from the installed libseccomp:
+/// an architecture or flag is listed only if a real filter context accepts it.
+pub fn features() -> serde_json::Value {
+    use oci_spec::runtime::LinuxSeccompOperator as Op;
+    let name = |v: &dyn erased_name::Named| v.spec_name();
+    let archs: Vec<String> = ALL_ARCHS
+        .iter()
+        .filter(|arch| {
+            ScmpFilterContext::new(ScmpAction::Allow)
+                .and_then(|mut ctx| ctx.add_arch(scmp_arch(**arch)).map(|_| ()))
+                .is_ok()
+        })
+        .map(|a| name(a))
+        .collect();
+    let known_flags: Vec<String> = ALL_FLAGS.iter().map(|f| name(f)).collect();
+    let supported_flags: Vec<String> = ALL_FLAGS
+        .iter()
+        .filter(|flag| {
+            ScmpFilterContext::new(ScmpAction::Allow)
+                .map_err(|_| ())
+                .and_then(|mut ctx| set_flag(&mut ctx, **flag).map_err(|_| ()))
+                .is_ok()
+        })
+        .map(|f| name(f))
+        .collect();
+    let operators: Vec<String> = [
+        Op::ScmpCmpNe,
+        Op::ScmpCmpLt,
+        Op::ScmpCmpLe,
+        Op::ScmpCmpEq,
+        Op::ScmpCmpGe,
+        Op::ScmpCmpGt,
+        Op::ScmpCmpMaskedEq,
+    ]
+    .iter()
+    .map(|o| name(o))
+    .collect();
+    serde_json::json!({
+        "enabled": true,
+        "actions": [
+            "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE",
+            "SCMP_ACT_TRAP"
+        ],
+        "operators": operators,
+        "archs": archs,
+        "knownFlags": known_flags,
+        "supportedFlags": supported_flags,
+    })
+}
+
+/// Every architecture the spec names.
+const ALL_ARCHS: &[Arch] = &[
+    Arch::ScmpArchX86,
+    Arch::ScmpArchX86_64,
+    Arch::ScmpArchX32,
+    Arch::ScmpArchArm,
+    Arch::ScmpArchAarch64,
+    Arch::ScmpArchMips,
+    Arch::ScmpArchMips64,
+    Arch::ScmpArchMips64n32,
+    Arch::ScmpArchMipsel,
+    Arch::ScmpArchMipsel64,
+    Arch::ScmpArchMipsel64n32,
+    Arch::ScmpArchPpc,
+    Arch::ScmpArchPpc64,
+    Arch::ScmpArchPpc64le,
+    Arch::ScmpArchS390,
+    Arch::ScmpArchS390x,
+    Arch::ScmpArchParisc,
+    Arch::ScmpArchParisc64,
+    Arch::ScmpArchRiscv64,
+    Arch::ScmpArchLoongarch64,
+    Arch::ScmpArchM68k,
+    Arch::ScmpArchSh,
+    Arch::ScmpArchSheb,
+];
+
+/// Every filter flag the spec names.
+const ALL_FLAGS: &[LinuxSeccompFilterFlag] = &[
+    LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+    LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+    LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+];
+
+mod erased_name {
+    //! The spec's spelling of an enum value, taken from its serde form.
+    pub trait Named {
+        fn spec_name(&self) -> String;
+    }
+    impl<T: serde::Serialize> Named for T {
+        fn spec_name(&self) -> String {
+            serde_json::to_value(self)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        }
+    }
+}
+
 /// Sets the filter attribute behind a spec flag.
 fn set_flag(ctx: &mut ScmpFilterContext, flag: LinuxSeccompFilterFlag) -> Result<(), SeccompError> {
     let result = match flag {
@@ -503,26 +604,17 @@ pub fn send_listener(
     state_json: &[u8],
     metadata: &str,
 ) -> Result<(), SeccompError> {
+    // Check the state before touching the agent's socket.
+    let (message, pid) = listener_message(state_json, metadata)?;
     let stream = UnixStream::connect(listener_path).map_err(|source| SeccompError::Connect {
         path: listener_path.to_owned(),
         source,
     })?;
-    send_listener_connected(stream, listener_path, fd, state_json, metadata)
+    send_listener_on(stream, listener_path, fd, pid, &message)
 }
 
-/// Like [`send_listener`] on a stream connected beforehand: the container's init connects to
-/// `listenerPath` while the host's paths are still visible (before pivot_root) and sends once
-/// the filter is loaded.
-///
-/// # Errors
-/// As [`send_listener`].
-pub fn send_listener_connected(
-    stream: UnixStream,
-    listener_path: &Path,
-    fd: OwnedFd,
-    state_json: &[u8],
-    metadata: &str,
-) -> Result<(), SeccompError> {
+/// The containerProcessState message for the agent, and the pid it names.
+fn listener_message(state_json: &[u8], metadata: &str) -> Result<(Vec<u8>, i64), SeccompError> {
     let state: serde_json::Value =
         serde_json::from_slice(state_json).map_err(|source| SeccompError::InvalidState {
             source: Some(source),
@@ -541,6 +633,23 @@ pub fn send_listener_connected(
     .map_err(|source| SeccompError::InvalidState {
         source: Some(source),
     })?;
+    Ok((message, pid))
+}
+
+/// Like [`send_listener`] on a stream connected beforehand: the container's init connects to
+/// `listenerPath` while the host's paths are still visible (before pivot_root) and sends once
+/// the filter is loaded.
+///
+/// # Errors
+/// As [`send_listener`].
+pub fn send_listener_connected(
+    stream: UnixStream,
+    listener_path: &Path,
+    fd: OwnedFd,
+    state_json: &[u8],
+    metadata: &str,
+) -> Result<(), SeccompError> {
+    let (message, pid) = listener_message(state_json, metadata)?;
     send_listener_on(stream, listener_path, fd, pid, &message)
 }
 
