@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod init;
 pub mod kill;
 pub mod process;
+pub mod process_setup;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;
