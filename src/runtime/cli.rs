@@ -84,6 +84,64 @@ pub struct CreateArgs {
     pub preserve_fds: u32,
 }
 
+/// Flags of `exec` (runc's).
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// A runtime-spec process JSON file describing the process.
+    #[arg(long, short = 'p')]
+    pub process: Option<PathBuf>,
+    /// Allocate a pseudo-terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Return once the process runs.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Set an environment variable (KEY=value).
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// uid[:gid] to run as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Additional gids.
+    #[arg(long = "additional-gids", short = 'g')]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to the bounding, effective and permitted sets.
+    #[arg(long, short = 'c')]
+    pub cap: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Pass N extra descriptors (3..3+N) into the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Exec into a paused container.
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// AppArmor profile (refused: not supported).
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// SELinux process label (refused: not supported).
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// Sub-cgroup to join (refused: not supported).
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -106,6 +164,8 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Run a new process inside a container.
+    Exec(ExecArgs),
     /// Print the state of a container.
     State {
         /// Container id.
@@ -213,6 +273,35 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             keep,
         } => crate::runtime::run::run(&root, &create_options(&args), detach, keep)
             .map_err(|e| chain(&e)),
+        Command::Exec(args) => {
+            for (set, flag) in [
+                (args.apparmor.is_some(), "--apparmor"),
+                (args.process_label.is_some(), "--process-label"),
+                (!args.cgroup.is_empty(), "--cgroup"),
+            ] {
+                if set {
+                    return Err(CliError(format!("{flag} is not supported by refeng-runc")));
+                }
+            }
+            let opts = crate::runtime::exec::ExecOptions {
+                id: args.id,
+                process_file: args.process,
+                args: args.command,
+                tty: args.tty,
+                console_socket: args.console_socket,
+                detach: args.detach,
+                pid_file: args.pid_file,
+                env: args.env,
+                cwd: args.cwd,
+                user: args.user,
+                additional_gids: args.additional_gids,
+                caps: args.cap,
+                no_new_privs: args.no_new_privs,
+                preserve_fds: args.preserve_fds,
+                ignore_paused: args.ignore_paused,
+            };
+            crate::runtime::exec::exec(&root, &opts).map_err(|e| chain(&e))
+        }
         Command::State { id } => {
             let report = container::report(&root, &id).map_err(|e| chain(&e))?;
             print_json(&report)?;
