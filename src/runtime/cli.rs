@@ -142,6 +142,64 @@ pub struct ExecArgs {
     pub cgroup: Vec<String>,
 }
 
+/// Flags of `update` (runc's).
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Container id.
+    pub id: String,
+    /// A runtime-spec resources JSON file, `-` for stdin.
+    #[arg(long, short = 'r')]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (bytes or with a k/m/g suffix; -1 unlimited).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit.
+    #[arg(long = "memory-swap")]
+    pub memory_swap: Option<String>,
+    /// Kernel memory limit.
+    #[arg(long = "kernel-memory")]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit.
+    #[arg(long = "kernel-memory-tcp")]
+    pub kernel_memory_tcp: Option<String>,
+    /// CPU shares.
+    #[arg(long = "cpu-share")]
+    pub cpu_share: Option<u64>,
+    /// CPU CFS quota in microseconds.
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
+    #[arg(long = "cpu-rt-runtime")]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU realtime period in microseconds.
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPUs to run on.
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to allocate from.
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1 or 0 unlimited).
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
+    /// Intel RDT L3 cache schema (refused: not supported).
+    #[arg(long = "l3-cache-schema")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (refused: not supported).
+    #[arg(long = "mem-bw-schema")]
+    pub mem_bw_schema: Option<String>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -166,6 +224,29 @@ pub enum Command {
     },
     /// Run a new process inside a container.
     Exec(ExecArgs),
+    /// Freeze every process of a running container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// List the processes of a container.
+    Ps {
+        /// Container id.
+        id: String,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Arguments for ps(1) (table format; `-ef` by default).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change the resource limits of a container.
+    Update(UpdateArgs),
     /// Print the state of a container.
     State {
         /// Container id.
@@ -302,6 +383,32 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             };
             crate::runtime::exec::exec(&root, &opts).map_err(|e| chain(&e))
         }
+        Command::Pause { id } => {
+            match AnyContainer::load(&root, &id).map_err(|e| chain(&e))? {
+                AnyContainer::Running(c) => c.pause().map(drop).map_err(|(_, e)| chain(&e))?,
+                other => return Err(chain(&other.wrong_state(Operation::Pause))),
+            }
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            match AnyContainer::load(&root, &id).map_err(|e| chain(&e))? {
+                AnyContainer::Paused(c) => c.resume().map(drop).map_err(|(_, e)| chain(&e))?,
+                other => return Err(chain(&other.wrong_state(Operation::Resume))),
+            }
+            Ok(0)
+        }
+        Command::Ps {
+            id,
+            format,
+            ps_args,
+        } => {
+            ps(&root, &id, format, &ps_args)?;
+            Ok(0)
+        }
+        Command::Update(args) => {
+            update(&root, args)?;
+            Ok(0)
+        }
         Command::State { id } => {
             let report = container::report(&root, &id).map_err(|e| chain(&e))?;
             print_json(&report)?;
@@ -405,6 +512,102 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
         AnyContainer::Paused(c) => c.stop_forcibly().map_err(|(_, e)| chain(&e))?,
     };
     stopped.delete().map_err(|e| chain(&e))
+}
+
+fn update(root: &StateRoot, args: UpdateArgs) -> Result<(), CliError> {
+    if args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some() {
+        return Err(CliError(
+            "--l3-cache-schema and --mem-bw-schema are not supported: Intel RDT is not implemented"
+                .into(),
+        ));
+    }
+    let flags = crate::runtime::update::UpdateFlags {
+        resources: args.resources,
+        memory: args.memory,
+        memory_reservation: args.memory_reservation,
+        memory_swap: args.memory_swap,
+        kernel_memory: args.kernel_memory,
+        kernel_memory_tcp: args.kernel_memory_tcp,
+        cpu_shares: args.cpu_share,
+        cpu_quota: args.cpu_quota,
+        cpu_period: args.cpu_period,
+        cpu_rt_runtime: args.cpu_rt_runtime,
+        cpu_rt_period: args.cpu_rt_period,
+        cpuset_cpus: args.cpuset_cpus,
+        cpuset_mems: args.cpuset_mems,
+        pids_limit: args.pids_limit,
+        blkio_weight: args.blkio_weight,
+    };
+    let resources = crate::runtime::update::resources_from(&flags).map_err(|e| chain(&e))?;
+    let result = match AnyContainer::load(root, &args.id).map_err(|e| chain(&e))? {
+        AnyContainer::Created(mut c) => c.update(&resources),
+        AnyContainer::Running(mut c) => c.update(&resources),
+        AnyContainer::Paused(mut c) => c.update(&resources),
+        stopped @ AnyContainer::Stopped(_) => {
+            return Err(CliError(format!(
+                "cannot update container {}: it is stopped",
+                stopped.id()
+            )))
+        }
+    };
+    result.map_err(|e| chain(&e))
+}
+
+/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them.
+fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Result<(), CliError> {
+    let loaded = AnyContainer::load(root, id).map_err(|e| chain(&e))?;
+    if loaded.status() == crate::runtime::state::Status::Stopped {
+        return Err(CliError(format!("cannot ps container {id}: it is stopped")));
+    }
+    let pids: Vec<i32> = loaded
+        .state()
+        .cgroup
+        .procs()
+        .map_err(|e| chain(&e))?
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect();
+    drop(loaded);
+    let mut out = std::io::stdout().lock();
+    let write_err = |e: std::io::Error| chain(&e);
+    if format == ListFormat::Json {
+        let text = serde_json::to_string(&pids).map_err(|e| chain(&e))?;
+        return writeln!(out, "{text}").map_err(write_err);
+    }
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| CliError(format!("cannot run ps: {e}")))?;
+    if !output.status.success() {
+        return Err(CliError(format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|c| c == "PID")
+        .ok_or_else(|| CliError(format!("ps {}: no PID column", args.join(" "))))?;
+    writeln!(out, "{header}").map_err(write_err)?;
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(out, "{line}").map_err(write_err)?;
+        }
+    }
+    Ok(())
 }
 
 fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliError> {
