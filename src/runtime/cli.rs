@@ -247,6 +247,17 @@ pub enum Command {
     },
     /// Change the resource limits of a container.
     Update(UpdateArgs),
+    /// Print resource usage and OOM events of a container as JSON lines.
+    Events {
+        /// Container id.
+        id: String,
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
     /// Print the state of a container.
     State {
         /// Container id.
@@ -403,6 +414,17 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             ps_args,
         } => {
             ps(&root, &id, format, &ps_args)?;
+            Ok(0)
+        }
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => {
+            let interval =
+                crate::runtime::events::parse_interval(&interval).map_err(|e| chain(&e))?;
+            crate::runtime::events::events(&root, &id, stats, interval, &mut std::io::stdout())
+                .map_err(|e| chain(&e))?;
             Ok(0)
         }
         Command::Update(args) => {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod container;
 pub mod create;
 pub mod delete;
+pub mod events;
 pub mod exec;
 pub mod hooks;
 pub mod init;

@@ -14,7 +14,7 @@ pub struct FreezeError {
     pub op: &'static str,
     /// The cgroup error.
     #[source]
-    pub source: CgroupError,
+    pub source: Box<CgroupError>,
 }
 
 impl Container<Running> {
@@ -33,7 +33,7 @@ impl Container<Running> {
                     FreezeError {
                         id,
                         op: "freeze",
-                        source,
+                        source: Box::new(source),
                     },
                 ))
             }
@@ -57,7 +57,7 @@ impl Container<Paused> {
                     FreezeError {
                         id,
                         op: "thaw",
-                        source,
+                        source: Box::new(source),
                     },
                 ))
             }

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxPids, LinuxResources};
 
 use crate::runtime::cgroups::CgroupError;
 use crate::runtime::container::Container;
@@ -73,7 +73,7 @@ pub enum UpdateError {
         id: String,
         /// The cgroup error.
         #[source]
-        source: CgroupError,
+        source: Box<CgroupError>,
     },
     /// the new config could not be recorded
     #[error(transparent)]
@@ -129,7 +129,7 @@ pub fn resources_from(flags: &UpdateFlags) -> Result<LinuxResources, UpdateError
         }
         None => LinuxResources::default(),
     };
-    let mut memory = r.memory().clone().unwrap_or_else(LinuxMemory::default);
+    let mut memory = r.memory().unwrap_or_default();
     let mut memory_set = r.memory().is_some();
     for (flag, value, set) in [
         ("--memory", &flags.memory, 0),
@@ -204,7 +204,7 @@ impl<S: Alive> Container<S> {
             .update(resources)
             .map_err(|source| UpdateError::Cgroup {
                 id: self.id().to_string(),
-                source,
+                source: Box::new(source),
             })?;
         if let Some(linux) = self.state.config.linux_mut() {
             let mut merged = linux.resources().clone().unwrap_or_default();
@@ -219,13 +219,13 @@ impl<S: Alive> Container<S> {
 /// Overlays every section `new` sets onto `base`.
 fn merge(base: &mut LinuxResources, new: &LinuxResources) {
     if new.memory().is_some() {
-        base.set_memory(new.memory().clone());
+        base.set_memory(*new.memory());
     }
     if new.cpu().is_some() {
         base.set_cpu(new.cpu().clone());
     }
     if new.pids().is_some() {
-        base.set_pids(new.pids().clone());
+        base.set_pids(*new.pids());
     }
     if new.block_io().is_some() {
         base.set_block_io(new.block_io().clone());

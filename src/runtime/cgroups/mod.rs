@@ -12,6 +12,7 @@ mod fs;
 #[cfg(test)]
 mod host_tests;
 mod path;
+pub mod stats;
 mod v1;
 mod v2;
 
