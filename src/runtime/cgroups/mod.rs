@@ -388,9 +388,9 @@ impl Cgroup {
     }
 }
 
-/// runc reads a zero cpu shares, quota or period and a zero blkio weight or leaf weight as "not
-/// set", and dockerd sends zeros for them when the user set none: make them absent before either
-/// driver sees them.
+/// runc reads zero cpu shares, quota and period, zero blkio weights and zero kernel memory,
+/// kernel TCP memory and reservation as "not set", and dockerd and containerd send zeros for
+/// them when the user set none: make them absent before either driver sees them.
 fn unset_zeros(resources: &LinuxResources) -> LinuxResources {
     let mut r = resources.clone();
     if let Some(cpu) = r.cpu_mut() {
@@ -402,6 +402,17 @@ fn unset_zeros(resources: &LinuxResources) -> LinuxResources {
         }
         if cpu.period() == Some(0) {
             cpu.set_period(None);
+        }
+    }
+    if let Some(mem) = r.memory_mut() {
+        if mem.kernel() == Some(0) {
+            mem.set_kernel(None);
+        }
+        if mem.kernel_tcp() == Some(0) {
+            mem.set_kernel_tcp(None);
+        }
+        if mem.reservation() == Some(0) {
+            mem.set_reservation(None);
         }
     }
     if let Some(bio) = r.block_io_mut() {
@@ -433,6 +444,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(unset_zeros(&r).block_io().clone().unwrap().weight(), None);
+        let m: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":1048576,"kernel":0,"kernelTCP":0,"reservation":0}}"#,
+        )
+        .unwrap();
+        let mem = unset_zeros(&m).memory().unwrap();
+        assert_eq!(mem.limit(), Some(1048576));
+        assert_eq!(
+            (mem.kernel(), mem.kernel_tcp(), mem.reservation()),
+            (None, None, None)
+        );
         let cpu = unset_zeros(&r).cpu().clone().unwrap();
         assert_eq!(
             (cpu.shares(), cpu.quota(), cpu.period()),
