@@ -765,4 +765,59 @@ mod tests {
         assert_eq!(b.log_format, LogFormat::Json);
         assert!(matches!(b.command, Command::Kill { all: true, .. }));
     }
+
+    /// The command lines containerd's runc shim (go-runc) and dockerd issue, in both flag
+    /// spellings: all must parse to the intended subcommand.
+    #[test]
+    fn every_containerd_command_line_parses() {
+        let lines: &[&str] = &[
+            "--root /run/containerd/runc/default --log /b/log.json --log-format json create --bundle /b --pid-file /b/init.pid --console-socket /tmp/c.sock c1",
+            "--root=/r --log=/b/log.json --log-format=json create --bundle=/b --pid-file=/b/init.pid --no-pivot c1",
+            "--root /r --log /b/log.json --log-format json create c1 --bundle /b --preserve-fds 2",
+            "--root /r start c1",
+            "--root /r --log /b/log.json --log-format json delete --force c1",
+            "--root /r delete c1 --force",
+            "--root /r kill --all c1 9",
+            "--root /r kill c1 SIGTERM",
+            "--root /r kill c1 15 --all",
+            "--root /r --log /b/log.json --log-format json exec --process /tmp/p.json --detach --pid-file /b/e.pid --console-socket /tmp/c.sock c1",
+            "--root /r exec --process=/tmp/p.json --detach --pid-file=/b/e.pid c1",
+            "--root /r ps --format json c1",
+            "--root /r ps c1 -eo pid,comm",
+            "--root /r pause c1",
+            "--root /r resume c1",
+            "--root /r update --resources - c1",
+            "--root /r update --resources=/tmp/r.json c1",
+            "--root /r events --stats c1",
+            "--root /r events --interval=1s c1",
+            "--root /r state c1",
+            "--root /r list --format json",
+            "--root /r run --bundle /b --detach --pid-file /b/p c1",
+            "--root /r exec -t c1 sh -c true",
+            "features",
+        ];
+        for line in lines {
+            let argv = std::iter::once("refeng-runc").chain(line.split_whitespace());
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let verb = line
+                .split_whitespace()
+                .find(|w| {
+                    [
+                        "create", "start", "delete", "kill", "exec", "ps", "pause", "resume",
+                        "update", "events", "state", "list", "run", "features",
+                    ]
+                    .contains(w)
+                })
+                .unwrap();
+            let parsed = format!("{:?}", cli.command).to_lowercase();
+            assert!(parsed.starts_with(verb), "{line}: parsed as {parsed}");
+        }
+        // exec's command keeps its own flags.
+        let cli =
+            Cli::try_parse_from(["refeng-runc", "exec", "c1", "sh", "-c", "echo -n x"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["sh", "-c", "echo -n x"]);
+    }
 }

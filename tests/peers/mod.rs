@@ -115,11 +115,39 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        // Shims the daemon started outlive it by design; they are ours to end.
+        kill_processes_mentioning(&self.dir);
         unmount_below(&self.dir);
         if let Some(parent) = &self.cgroup_parent {
             remove_cgroups(parent);
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir` (the shims and helpers a daemon of
+/// this test started there).
+pub fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
