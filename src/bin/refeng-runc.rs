@@ -6,6 +6,18 @@ use refeng::runtime::cli::{self, Cli, LogFormat};
 fn main() {
     let cli = Cli::parse();
     init_tracing(&cli);
+    // Every process a container can see during setup descends from this one: run from a sealed
+    // copy of the binary, so that none of them exposes the host file (CVE-2019-5736).
+    if cli.command.builds_container_processes() {
+        if let Err(e) = refeng::sys::exe::ensure_sealed() {
+            cli::log_error(
+                cli.log.as_ref(),
+                cli.log_format,
+                &format!("cannot re-execute from a sealed copy of refeng-runc: {e}"),
+            );
+            std::process::exit(1);
+        }
+    }
     let log = cli.log.clone();
     let format = cli.log_format;
     let code = match cli::run(cli) {

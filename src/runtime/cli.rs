@@ -304,6 +304,14 @@ pub enum Command {
     Features,
 }
 
+impl Command {
+    /// Whether the command forks processes that end up inside a container (and so must run from
+    /// a sealed copy of the binary).
+    pub fn builds_container_processes(&self) -> bool {
+        matches!(self, Command::Create(_) | Command::Run { .. } | Command::Exec(_))
+    }
+}
+
 /// A failure of a command, already worded for the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
