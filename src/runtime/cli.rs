@@ -308,7 +308,10 @@ impl Command {
     /// Whether the command forks processes that end up inside a container (and so must run from
     /// a sealed copy of the binary).
     pub fn builds_container_processes(&self) -> bool {
-        matches!(self, Command::Create(_) | Command::Run { .. } | Command::Exec(_))
+        matches!(
+            self,
+            Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+        )
     }
 }
 

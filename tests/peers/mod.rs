@@ -35,8 +35,14 @@ pub fn busybox_rootfs(dir: &Path) {
     fs::create_dir_all(&bin).unwrap();
     fs::create_dir_all(dir.join("etc")).unwrap();
     fs::create_dir_all(dir.join("tmp")).unwrap();
-    fs::copy(require("busybox"), bin.join("busybox")).unwrap();
-    let list = Command::new(bin.join("busybox"))
+    // Copy in a child process: a copy made here would hold a write descriptor that forks by
+    // other test threads inherit until they exec, and executing the file meanwhile fails with
+    // ETXTBSY.
+    ok(Command::new("cp")
+        .arg(require("busybox"))
+        .arg(bin.join("busybox")));
+    // Ask the original: executing the fresh copy could race with another thread's fork.
+    let list = Command::new(require("busybox"))
         .arg("--list")
         .output()
         .unwrap();
