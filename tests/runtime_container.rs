@@ -530,8 +530,20 @@ fn terminal_pty_master_goes_over_the_console_socket() {
         .container();
     let sock = c.bundle().tmp().join("console.sock");
     let listener = UnixListener::bind(&sock).expect("bind console socket");
-    let receiver = std::thread::spawn(move || -> OwnedFd {
-        let (stream, _) = listener.accept().expect("runtime connects");
+    // Never blocks for good: a runtime that does not connect, or connects and sends nothing,
+    // fails the test after WAIT.
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let receiver = std::thread::spawn(move || -> Option<OwnedFd> {
+        let mut accepted = None;
+        wait_until(WAIT, || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        });
+        let (stream, _) = accepted?;
+        stream.set_nonblocking(false).ok()?;
+        stream.set_read_timeout(Some(WAIT)).ok()?;
         let mut buf = [0u8; 256];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
@@ -541,23 +553,26 @@ fn terminal_pty_master_goes_over_the_console_socket() {
             &mut control,
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         )
-        .expect("recvmsg");
-        let mut fds = control.drain().filter_map(|m| match m {
+        .ok()?;
+        let fds = control.drain().find_map(|m| match m {
             rustix::net::RecvAncillaryMessage::ScmRights(fds) => Some(fds.collect::<Vec<_>>()),
             _ => None,
         });
-        fds.next()
-            .and_then(|mut v| v.pop())
-            .expect("an SCM_RIGHTS fd (the pty master)")
+        fds?.pop()
     });
     c.create_with(&["--console-socket", sock.to_str().unwrap()])
         .ok();
-    let master = receiver.join().expect("receiver thread");
+    let master = receiver
+        .join()
+        .expect("receiver thread")
+        .expect("the runtime sends the pty master over the console socket");
     c.start();
+    // The output stays buffered in the pty after the container is gone; reading it then cannot
+    // block, and ends with EIO once it is drained.
+    c.wait_for_status("stopped", WAIT);
     let mut master = fs::File::from(master);
     let mut text = Vec::new();
     let mut buf = [0u8; 4096];
-    // Reading the master ends with EIO once the container's side is closed.
     while let Ok(n) = master.read(&mut buf) {
         if n == 0 {
             break;
