@@ -1,0 +1,1314 @@
+//! Real containers, checked from inside: each test builds a busybox bundle, runs it with the
+//! runtime under test (refeng-runc, or `$REFENG_RUNTIME` such as runc) and asserts what the
+//! container's process observes. Needs root.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{IoSliceMut, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    cap_mask, is_refeng, run, runtime_bin, status_field, wait_until, Bundle, CapSets,
+    DEFAULT_TIMEOUT,
+};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Lines of `text` as `first word -> rest`.
+fn keyed(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// /proc/self/mounts of the container as `target -> (fstype, options)`.
+fn mounts_of(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 4).then(|| {
+                (
+                    f[1].to_owned(),
+                    (
+                        f[2].to_owned(),
+                        f[3].split(',').map(str::to_owned).collect(),
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces
+
+#[test]
+fn each_configured_namespace_differs_from_the_host_and_the_process_is_pid_1() {
+    let names = ["pid", "net", "ipc", "uts", "mnt", "cgroup"];
+    let (code, out, err) = run(Bundle::new("ns")
+        .namespaces(&["pid", "network", "ipc", "uts", "mount", "cgroup"])
+        .sh("for n in pid net ipc uts mnt cgroup user; do echo \"$n $(readlink /proc/self/ns/$n)\"; done; echo \"self $$\"; echo \"comm1 $(cat /proc/1/comm)\""));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    for n in names {
+        let host = fs::read_link(format!("/proc/self/ns/{n}")).expect("host ns link");
+        let inside = seen
+            .get(n)
+            .unwrap_or_else(|| panic!("no {n} line in {out}"));
+        assert!(inside.starts_with(&format!("{n}:[")), "{n}: {inside}");
+        assert_ne!(Path::new(inside), host, "{n} namespace is the host's");
+    }
+    // Not configured: stays the host's.
+    let host_user = fs::read_link("/proc/self/ns/user").expect("host user ns");
+    assert_eq!(
+        Path::new(&seen["user"]),
+        host_user,
+        "user namespace was not asked for"
+    );
+    assert_eq!(
+        seen["self"], "1",
+        "the container process is pid 1 of its namespace"
+    );
+    assert_eq!(seen["comm1"], "sh");
+}
+
+#[test]
+fn user_namespace_maps_uids_and_gids() {
+    let (code, out, err) = run(Bundle::new("userns")
+        .add_namespace(json!({ "type": "user" }))
+        .id_mappings(0, 100_000, 65_536)
+        .sh("echo uid_map $(cat /proc/self/uid_map); echo gid_map $(cat /proc/self/gid_map); echo uid $(id -u); echo ns $(readlink /proc/self/ns/user)"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    assert_eq!(seen["uid_map"], "0 100000 65536");
+    assert_eq!(seen["gid_map"], "0 100000 65536");
+    assert_eq!(seen["uid"], "0");
+    let host = fs::read_link("/proc/self/ns/user").expect("host user ns");
+    assert_ne!(Path::new(&seen["ns"]), host);
+}
+
+#[test]
+fn time_namespace_applies_boottime_offset() {
+    // runc 1.1 and crun 1.8 have no time namespace; this is refeng-runc's (runtime-spec 1.2).
+    if !is_refeng() {
+        return;
+    }
+    let ten_days = 10 * 24 * 3600;
+    let mut b = Bundle::new("timens").add_namespace(json!({ "type": "time" }));
+    b.spec_mut()["linux"]["timeOffsets"] =
+        json!({ "boottime": { "secs": ten_days, "nanosecs": 0 } });
+    let (code, out, err) = run(b.sh("cut -d. -f1 /proc/uptime"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let inside: u64 = out.trim().parse().expect("uptime seconds");
+    let host: u64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        inside >= host + ten_days as u64 - 5,
+        "uptime {inside} vs host {host}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Root filesystem
+
+#[test]
+fn default_mounts_have_the_right_types_and_options() {
+    let (code, out, err) = run(Bundle::new("mounts").args(&["cat", "/proc/self/mounts"]));
+    assert_eq!(code, 0, "stderr: {err}");
+    let m = mounts_of(&out);
+    let expect = [
+        ("/proc", "proc"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/sys", "sysfs"),
+    ];
+    for (target, fstype) in expect {
+        let (t, _) = m
+            .get(target)
+            .unwrap_or_else(|| panic!("{target} not mounted: {out}"));
+        assert_eq!(t, fstype, "{target}");
+    }
+    assert!(
+        m["/sys"].1.contains(&"ro".to_owned()),
+        "/sys is ro: {:?}",
+        m["/sys"]
+    );
+    assert!(
+        m["/"].1.contains(&"ro".to_owned()),
+        "readonly root: {:?}",
+        m["/"]
+    );
+    for opt in ["nosuid", "noexec", "nodev"] {
+        assert!(
+            m["/dev/shm"].1.contains(&opt.to_owned()),
+            "/dev/shm {opt}: {:?}",
+            m["/dev/shm"]
+        );
+    }
+}
+
+#[test]
+fn default_devices_and_dev_symlinks_exist() {
+    let (code, out, err) = run(Bundle::new("devs").sh(
+        "for d in null zero full random urandom tty; do stat -c '%n %F %t %T' /dev/$d; done; \
+         for l in fd stdin stdout stderr ptmx; do echo \"/dev/$l -> $(readlink /dev/$l)\"; done; \
+         echo hello > /dev/null && echo null-writable",
+    ));
+    assert_eq!(code, 0, "stderr: {err}");
+    for (dev, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let line = format!("/dev/{dev} character special file {major:x} {minor:x}");
+        assert!(out.contains(&line), "missing {line:?} in {out}");
+    }
+    for link in [
+        "/dev/fd -> /proc/self/fd",
+        "/dev/stdin -> /proc/self/fd/0",
+        "/dev/stdout -> /proc/self/fd/1",
+        "/dev/stderr -> /proc/self/fd/2",
+        "/dev/ptmx -> pts/ptmx",
+    ] {
+        assert!(out.contains(link), "missing {link:?} in {out}");
+    }
+    assert!(out.contains("null-writable"));
+}
+
+#[test]
+fn spec_device_appears_with_its_major_minor_and_mode() {
+    let (code, out, err) = run(Bundle::new("dev")
+        .device(json!({ "path": "/dev/refeng-null", "type": "c", "major": 1, "minor": 3,
+                        "fileMode": 0o640, "uid": 0, "gid": 0 }))
+        .resources(json!({ "devices": [
+            { "allow": false, "access": "rwm" },
+            { "allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm" } ] }))
+        .sh("stat -c '%F %t %T %a %u %g' /dev/refeng-null; echo x > /dev/refeng-null && echo written"));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "character special file 1 3 640 0 0\nwritten\n");
+}
+
+#[test]
+fn hostname_and_domainname_are_set() {
+    let (code, out, err) = run(Bundle::new("uts")
+        .hostname("refeng-box")
+        .domainname("example.test")
+        .sh("hostname; cat /proc/sys/kernel/domainname"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let (hostname, domainname) = out.split_once('\n').unwrap_or((&out, ""));
+    assert_eq!(hostname, "refeng-box");
+    // runc 1.1 ignores `domainname` (it came with runc 1.2); refeng-runc implements it.
+    if is_refeng() {
+        assert_eq!(domainname, "example.test\n");
+    }
+}
+
+#[test]
+fn masked_paths_read_empty() {
+    let host_timer_list = fs::read_to_string("/proc/timer_list").unwrap_or_default();
+    assert!(
+        !host_timer_list.is_empty(),
+        "the host's /proc/timer_list has content to mask"
+    );
+    let mut b = Bundle::new("masked");
+    b.spec_mut()["linux"]["maskedPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/etc/group"));
+    let (code, out, err) = run(b.sh(
+        "for f in /proc/kcore /proc/timer_list /proc/keys /etc/group; do echo \"$f $(cat $f 2>/dev/null | wc -c)\"; done; \
+         echo \"/proc/acpi $(ls -A /proc/acpi 2>/dev/null | wc -l)\"",
+    ));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    for f in [
+        "/proc/kcore",
+        "/proc/timer_list",
+        "/proc/keys",
+        "/etc/group",
+        "/proc/acpi",
+    ] {
+        assert_eq!(
+            seen.get(f).map(String::as_str),
+            Some("0"),
+            "{f} is masked: {out}"
+        );
+    }
+}
+
+#[test]
+fn readonly_paths_refuse_writes() {
+    let mut b = Bundle::new("ropaths").share();
+    b.spec_mut()["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/shared"));
+    let (code, out, err) = run(b.sh(
+        "if echo 1 > /proc/sys/net/ipv4/ip_forward; then echo procsys writable; else echo procsys readonly; fi; \
+         if touch /shared/x; then echo shared writable; else echo shared readonly; fi",
+    ));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "procsys readonly\nshared readonly\n", "stderr: {err}");
+    assert!(err.contains("Read-only file system"), "stderr: {err}");
+}
+
+#[test]
+fn readonly_root_refuses_writes_and_a_writable_root_accepts_them() {
+    let (code, out, err) = run(Bundle::new("roroot").sh("touch /x && echo wrote"));
+    assert_ne!(code, 0, "touch on a readonly root must fail: {out}");
+    assert!(err.contains("Read-only file system"), "stderr: {err}");
+
+    let b = Bundle::new("rwroot")
+        .readonly_root(false)
+        .sh("touch /x && echo wrote");
+    let rootfs = b.rootfs();
+    let c = b.container();
+    let (code, out, err) = c.run();
+    assert_eq!((code, out.as_str()), (0, "wrote\n"), "stderr: {err}");
+    assert!(
+        rootfs.join("x").exists(),
+        "the file lands in the bundle's rootfs"
+    );
+}
+
+#[test]
+fn sysctl_is_applied_in_the_container_network_namespace() {
+    let host_before = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let (code, out, err) = run(Bundle::new("sysctl")
+        .sysctl("net.ipv4.ip_forward", "1")
+        .sysctl("kernel.shmmni", "1234")
+        .args(&[
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+            "/proc/sys/kernel/shmmni",
+        ]));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "1\n1234\n");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_before
+    );
+}
+
+#[test]
+fn tmpfs_and_bind_mounts_from_the_spec() {
+    let b = Bundle::new("bind");
+    fs::write(b.shared().join("hello.txt"), "from the host\n").unwrap();
+    let src = b.shared().to_string_lossy().into_owned();
+    let (code, out, err) = run(b
+        .mount(json!({ "destination": "/data", "type": "bind", "source": src, "options": ["bind", "ro"] }))
+        .mount(json!({ "destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "mode=700"] }))
+        .sh("cat /data/hello.txt; touch /data/y 2>/dev/null || echo data-ro; touch /scratch/z && echo scratch-rw; grep ' /scratch ' /proc/self/mounts"));
+    assert_eq!(code, 0, "stderr: {err}");
+    // (runc chmods a tmpfs to the mode of the directory it covers, so the mode is read from the
+    // mount options, which the kernel reports as given.)
+    let (head, mount) = out.split_at(out.find("tmpfs /scratch").unwrap_or(out.len()));
+    assert_eq!(head, "from the host\ndata-ro\nscratch-rw\n");
+    let m = mounts_of(mount);
+    let (fstype, opts) = &m["/scratch"];
+    assert_eq!(fstype, "tmpfs");
+    assert!(
+        opts.contains(&"mode=700".to_owned()) && opts.contains(&"size=1024k".to_owned()),
+        "{opts:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process
+
+#[test]
+fn user_uid_gid_and_additional_gids() {
+    let (code, out, err) = run(Bundle::new("user")
+        .user(1000, 1000, &[10, 2000])
+        .sh("echo uid $(id -u); echo gid $(id -g); grep '^Groups:' /proc/self/status"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    assert_eq!(seen["uid"], "1000");
+    assert_eq!(seen["gid"], "1000");
+    let groups: BTreeSet<u32> = seen["Groups:"]
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .filter(|g| *g != 1000)
+        .collect();
+    assert_eq!(groups, BTreeSet::from([10, 2000]), "{out}");
+}
+
+#[test]
+fn umask_is_applied() {
+    let (code, out, err) = run(Bundle::new("umask").umask(0o027).sh("umask"));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out.trim(), "0027");
+}
+
+#[test]
+fn env_and_cwd_are_applied() {
+    let (code, out, err) = run(Bundle::new("env")
+        .env(&["FOO=bar", "WITH_SPACE=a b  c"])
+        .cwd("/home/user")
+        .sh("pwd; echo \"$FOO\"; echo \"$WITH_SPACE\"; echo \"$PATH\""));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        out,
+        "/home/user\nbar\na b  c\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+}
+
+fn check_caps(out: &str, sets: &CapSets) {
+    for (field, names) in [
+        ("CapBnd", &sets.bounding),
+        ("CapEff", &sets.effective),
+        ("CapPrm", &sets.permitted),
+        ("CapInh", &sets.inheritable),
+        ("CapAmb", &sets.ambient),
+    ] {
+        let seen = status_field(out, field).unwrap_or_else(|| panic!("no {field} in {out}"));
+        let seen = u64::from_str_radix(seen, 16).expect("hex mask");
+        assert_eq!(
+            seen,
+            cap_mask(names),
+            "{field}: got {seen:#x}, configured {names:?}"
+        );
+    }
+}
+
+#[test]
+fn capabilities_of_root_match_the_configured_sets() {
+    // Root execs with permitted = inheritable | bounding and effective = permitted (no file caps),
+    // so the configured sets are chosen the way a runtime-spec user would write them for root.
+    let sets = CapSets {
+        bounding: vec![
+            "CAP_CHOWN",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+        ],
+        effective: vec![
+            "CAP_CHOWN",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+        ],
+        permitted: vec![
+            "CAP_CHOWN",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+        ],
+        inheritable: vec!["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        ambient: vec!["CAP_KILL"],
+    };
+    let (code, out, err) = run(Bundle::new("capsroot")
+        .caps(&sets)
+        .args(&["cat", "/proc/self/status"]));
+    assert_eq!(code, 0, "stderr: {err}");
+    check_caps(&out, &sets);
+}
+
+#[test]
+fn capabilities_of_a_user_match_the_configured_sets() {
+    // A non-root user keeps after exec exactly its ambient set as permitted and effective.
+    let sets = CapSets {
+        bounding: vec![
+            "CAP_CHOWN",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_RAW",
+        ],
+        effective: vec!["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"],
+        permitted: vec!["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"],
+        inheritable: vec!["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"],
+        ambient: vec!["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"],
+    };
+    let (code, out, err) = run(Bundle::new("capsuser")
+        .user(1000, 1000, &[])
+        .caps(&sets)
+        .args(&["cat", "/proc/self/status"]));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        status_field(&out, "Uid").map(|u| u.split_whitespace().next()),
+        Some(Some("1000"))
+    );
+    check_caps(&out, &sets);
+}
+
+#[test]
+fn rlimits_are_applied() {
+    let (code, out, err) = run(Bundle::new("rlimit")
+        .rlimit("RLIMIT_NOFILE", 1234, 2345)
+        .rlimit("RLIMIT_CORE", 0, 4096)
+        .sh("echo soft $(ulimit -n); echo hard $(ulimit -Hn); grep -E '^Max (open files|core file size)' /proc/self/limits"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    assert_eq!(seen["soft"], "1234");
+    assert_eq!(seen["hard"], "2345");
+    let limits: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("Max "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        limits
+            .iter()
+            .any(|f| f[..5] == ["Max", "open", "files", "1234", "2345"]),
+        "{out}"
+    );
+    assert!(
+        limits
+            .iter()
+            .any(|f| f[..6] == ["Max", "core", "file", "size", "0", "4096"]),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_new_privileges_is_set_only_when_asked() {
+    for (on, want) in [(true, "1"), (false, "0")] {
+        let (code, out, err) = run(Bundle::new("nnp")
+            .no_new_privileges(on)
+            .args(&["cat", "/proc/self/status"]));
+        assert_eq!(code, 0, "stderr: {err}");
+        assert_eq!(
+            status_field(&out, "NoNewPrivs"),
+            Some(want),
+            "noNewPrivileges={on}"
+        );
+    }
+}
+
+#[test]
+fn oom_score_adj_is_applied() {
+    let (code, out, err) = run(Bundle::new("oomadj")
+        .oom_score_adj(123)
+        .args(&["cat", "/proc/self/oom_score_adj"]));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out.trim(), "123");
+}
+
+#[test]
+fn exit_code_of_the_process_is_returned() {
+    let (code, out, err) = run(Bundle::new("exit3").sh("echo bye; exit 3"));
+    assert_eq!((code, out.as_str()), (3, "bye\n"), "stderr: {err}");
+}
+
+#[test]
+fn sigkill_gives_137() {
+    let c = Bundle::new("exit137")
+        .share()
+        .sh("touch /shared/ready; sleep 60")
+        .container();
+    let running = c.spawn_run(&[]);
+    c.wait_for_shared_file("ready", WAIT);
+    c.kill("KILL").ok();
+    let out = running.wait(WAIT);
+    assert_eq!(out.code, 137, "{out:?}");
+}
+
+#[test]
+fn terminal_pty_master_goes_over_the_console_socket() {
+    let c = Bundle::new("console")
+        .terminal(true)
+        .sh("echo hello-from-pty; [ -t 0 ] && [ -t 1 ] && echo stdio-is-a-tty; tty")
+        .container();
+    let sock = c.bundle().tmp().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    // Never blocks for good: a runtime that does not connect, or connects and sends nothing,
+    // fails the test after WAIT.
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let receiver = std::thread::spawn(move || -> Option<OwnedFd> {
+        let mut accepted = None;
+        wait_until(WAIT, || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        });
+        let (stream, _) = accepted?;
+        stream.set_nonblocking(false).ok()?;
+        stream.set_read_timeout(Some(WAIT)).ok()?;
+        let mut buf = [0u8; 256];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let fds = control.drain().find_map(|m| match m {
+            rustix::net::RecvAncillaryMessage::ScmRights(fds) => Some(fds.collect::<Vec<_>>()),
+            _ => None,
+        });
+        fds?.pop()
+    });
+    c.create_with(&["--console-socket", sock.to_str().unwrap()])
+        .ok();
+    let master = receiver
+        .join()
+        .expect("receiver thread")
+        .expect("the runtime sends the pty master over the console socket");
+    c.start();
+    // The output stays buffered in the pty after the container is gone; reading it then cannot
+    // block, and ends with EIO once it is drained.
+    c.wait_for_status("stopped", WAIT);
+    let mut master = fs::File::from(master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("hello-from-pty"), "pty output: {text:?}");
+    assert!(text.contains("stdio-is-a-tty"), "pty output: {text:?}");
+    assert!(
+        text.contains("/dev/pts/") || text.contains("/dev/console"),
+        "pty output: {text:?}"
+    );
+    c.wait_for_status("stopped", WAIT);
+}
+
+#[test]
+fn preserve_fds_passes_extra_fds() {
+    let b = Bundle::new("preserve").args(&["cat", "/proc/self/fd/3"]);
+    let msg = b.tmp().join("fd3.txt");
+    fs::write(&msg, "through fd 3\n").unwrap();
+    let c = b.container();
+    // The host shell opens fd 3 and execs the runtime, which must hand it to the container.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("exec 3<\"$0\"; exec \"$@\"")
+        .arg(&msg)
+        .arg(runtime_bin())
+        .arg("--root")
+        .arg(c.bundle().state_root())
+        .args(["run", "--preserve-fds", "1", "--bundle"])
+        .arg(c.bundle().dir())
+        .arg(c.id());
+    let out = common::Spawned::start(cmd, &c.bundle().tmp().join("out")).wait(DEFAULT_TIMEOUT);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "through fd 3\n"),
+        "{out:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cgroups
+
+#[test]
+fn memory_hog_is_oom_killed() {
+    let limit = 32 * 1024 * 1024;
+    let mem = json!({ "memory": { "limit": limit, "swap": limit } });
+    // A 16M buffer fits under the limit: the limit is what kills, not dd itself.
+    let (code, _, err) = run(Bundle::new("memok").resources(mem.clone()).args(&[
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=16M",
+        "count=1",
+    ]));
+    assert_eq!(code, 0, "16M under a 32M limit: {err}");
+    let (code, out, err) = run(Bundle::new("memhog").resources(mem).args(&[
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=256M",
+        "count=1",
+    ]));
+    assert_eq!(
+        code, 137,
+        "a 256M buffer under a 32M limit is OOM-killed: {out} {err}"
+    );
+}
+
+#[test]
+fn fork_loop_stops_at_pids_max() {
+    // The inner shell forks 20 sleeps (and gives up at the first failed fork); the outer one then
+    // counts the container's processes with a glob, which needs no fork.
+    let script = "sh -c 'i=0; while [ $i -lt 20 ]; do sleep 5 & i=$((i+1)); done'; \
+                  set -- /proc/[0-9]*; echo procs $#";
+    let (code, out, err) = run(Bundle::new("pidsmax")
+        .resources(json!({ "pids": { "limit": 10 } }))
+        .sh(script));
+    let procs: usize = keyed(&out)
+        .get("procs")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        err.contains("can't fork"),
+        "forks beyond pids.max fail: code {code} out {out} err {err}"
+    );
+    assert!(
+        (2..=10).contains(&procs),
+        "some sleeps, at most 10 processes, saw {procs}: {out} {err}"
+    );
+
+    let (code, out, err) = run(Bundle::new("pidsfree").sh(script));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "procs 21\n"),
+        "without a limit all 20 start: {err}"
+    );
+}
+
+#[test]
+fn cgroup_holds_the_process_with_its_limits_and_goes_on_delete() {
+    let b = Bundle::new("cgroup")
+        .share()
+        .resources(json!({ "memory": { "limit": 64 * 1024 * 1024 }, "pids": { "limit": 42 } }))
+        .sh("touch /shared/ready; sleep 60");
+    let rel = b.cgroup_path();
+    let c = b.container();
+    c.create();
+    let pid = c.state()["pid"].as_i64().expect("pid");
+    c.start();
+    c.wait_for_shared_file("ready", WAIT);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (memdir, pidsdir) = if v2 {
+        let d = format!("/sys/fs/cgroup{rel}");
+        (d.clone(), d)
+    } else {
+        (
+            format!("/sys/fs/cgroup/memory{rel}"),
+            format!("/sys/fs/cgroup/pids{rel}"),
+        )
+    };
+    let read = |p: String| fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let procs = read(format!("{memdir}/cgroup.procs"));
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "pid {pid} in {procs}"
+    );
+    let mem = if v2 {
+        read(format!("{memdir}/memory.max"))
+    } else {
+        read(format!("{memdir}/memory.limit_in_bytes"))
+    };
+    assert_eq!(mem.trim(), (64 * 1024 * 1024).to_string());
+    assert_eq!(read(format!("{pidsdir}/pids.max")).trim(), "42");
+    c.kill("KILL").ok();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+    assert!(!Path::new(&memdir).exists(), "{memdir} removed on delete");
+    assert!(!Path::new(&pidsdir).exists(), "{pidsdir} removed on delete");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks
+
+fn hook(name: &str, log: &Path) -> Value {
+    json!({ "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo \"{name} $(cat)\" >> {}", log.display())] })
+}
+
+fn hook_lines(log: &Path) -> Vec<(String, Value)> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (name, state) = l.split_once(' ').unwrap_or((l, ""));
+            let state = serde_json::from_str(state)
+                .unwrap_or_else(|e| panic!("hook {name} state is not JSON ({e}): {l}"));
+            (name.to_owned(), state)
+        })
+        .collect()
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin() {
+    let b = Bundle::new("hooks").share();
+    let host_log = b.shared().join("hooks.log");
+    // startContainer runs inside the container (after pivot_root): it sees the log at /shared.
+    let inside_log = Path::new("/shared/hooks.log");
+    let c = b
+        .hooks(json!({
+            "prestart": [hook("prestart", &host_log)],
+            "createRuntime": [hook("createRuntime", &host_log)],
+            "createContainer": [hook("createContainer", &host_log)],
+            "startContainer": [hook("startContainer", inside_log)],
+            "poststart": [hook("poststart", &host_log)],
+            "poststop": [hook("poststop", &host_log)],
+        }))
+        .sh("echo 'process {}' >> /shared/hooks.log; until [ -e /shared/go ]; do sleep 0.05; done")
+        .container();
+    let names =
+        |lines: &[(String, Value)]| lines.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    c.create();
+    let after_create = names(&hook_lines(&host_log));
+    c.start();
+    assert!(
+        wait_until(WAIT, || hook_lines(&host_log).len() >= 5),
+        "{:?}",
+        hook_lines(&host_log)
+    );
+    fs::write(c.bundle().shared().join("go"), "").unwrap();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+    let lines = hook_lines(&host_log);
+    let all = names(&lines);
+    let order: Vec<&str> = all
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "process")
+        .collect();
+    let pos = |n: &str| {
+        all.iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} ran: {all:?}"))
+    };
+    if is_refeng() {
+        assert_eq!(
+            after_create,
+            ["prestart", "createRuntime", "createContainer"]
+        );
+        assert_eq!(
+            order,
+            [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop"
+            ]
+        );
+        assert!(
+            pos("process") < pos("poststart"),
+            "poststart runs once the process has started"
+        );
+    } else {
+        // runc 1.1 runs poststart already in `create` (fixed in runc 1.2); the rest is in order.
+        let without_poststart: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|n| *n != "poststart")
+            .collect();
+        assert_eq!(
+            without_poststart,
+            [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststop"
+            ]
+        );
+        assert!(pos("createContainer") < pos("poststart"));
+    }
+    assert!(
+        pos("startContainer") < pos("process"),
+        "startContainer runs before the process"
+    );
+    assert!(pos("process") < pos("poststop"));
+    for (name, state) in &lines {
+        if name == "process" {
+            continue;
+        }
+        assert_eq!(state["id"], c.id(), "{name}: {state}");
+        assert_eq!(
+            state["bundle"],
+            c.bundle().dir().to_str().unwrap(),
+            "{name}: {state}"
+        );
+        assert!(
+            state["ociVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("1.")),
+            "{name}: {state}"
+        );
+        let status = state["status"].as_str().unwrap_or_default();
+        let allowed: &[&str] = match name.as_str() {
+            "prestart" | "createRuntime" | "createContainer" => &["creating", "created"],
+            "startContainer" => &["created"],
+            "poststart" if is_refeng() => &["running"],
+            "poststart" => &["creating", "created", "running"],
+            "poststop" => &["stopped"],
+            other => panic!("unexpected hook {other}"),
+        };
+        assert!(
+            allowed.contains(&status),
+            "{name} saw status {status}: {state}"
+        );
+        if name != "poststop" {
+            assert!(
+                state["pid"].as_i64().unwrap_or(0) > 0,
+                "{name} gets the pid: {state}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failing_poststop_hook_does_not_stop_delete() {
+    let b = Bundle::new("poststopfail");
+    let log = b.tmp().join("poststop.log");
+    let c = b
+        .hooks(json!({ "poststop": [
+            { "path": "/bin/sh", "args": ["sh", "-c", "exit 7"] },
+            hook("poststop", &log),
+        ] }))
+        .container();
+    c.create();
+    c.start();
+    c.wait_for_status("stopped", WAIT);
+    let out = c.delete();
+    if is_refeng() {
+        // runtime-spec: a poststop failure is logged as a warning, the rest still runs.
+        assert!(out.success(), "{out:?}");
+        assert_eq!(
+            hook_lines(&log).len(),
+            1,
+            "the second poststop hook still ran"
+        );
+    }
+    let state = c.runtime(&["state", c.id()]);
+    assert!(
+        !state.success(),
+        "the container is gone after delete: {state:?}"
+    );
+}
+
+#[test]
+fn a_failing_prestart_hook_fails_create() {
+    let c = Bundle::new("prestartfail")
+        .hooks(json!({ "prestart": [{ "path": "/bin/sh", "args": ["sh", "-c", "exit 1"] }] }))
+        .container();
+    c.create_with(&[]).failed();
+    let state = c.runtime(&["state", c.id()]);
+    if state.success() {
+        let state: Value = serde_json::from_str(&state.stdout).unwrap();
+        assert_eq!(
+            state["status"], "stopped",
+            "a failed create leaves nothing running"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle and command line
+
+#[test]
+fn lifecycle_create_start_exit_delete() {
+    let c = Bundle::new("life")
+        .share()
+        .sh("until [ -e /shared/go ]; do sleep 0.05; done")
+        .container();
+    c.create();
+    let state = c.state();
+    assert_eq!(state["id"], c.id());
+    assert_eq!(state["status"], "created");
+    assert!(state["pid"].as_i64().unwrap() > 0);
+    assert_eq!(state["bundle"], c.bundle().dir().to_str().unwrap());
+    assert!(state["ociVersion"].as_str().unwrap().starts_with("1."));
+    c.start();
+    assert_eq!(c.status(), "running");
+    fs::write(c.bundle().shared().join("go"), "").unwrap();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+    c.runtime(&["state", c.id()]).failed();
+    assert!(
+        !c.bundle().state_root().join(c.id()).exists(),
+        "delete removes the container's state folder"
+    );
+}
+
+#[test]
+fn operations_in_the_wrong_state_fail_naming_container_state_and_operation() {
+    let c = Bundle::new("wrong")
+        .share()
+        .sh("until [ -e /shared/go ]; do sleep 0.05; done")
+        .container();
+    let id = c.id().to_owned();
+    let err = c.runtime(&["state", &id]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("container {id} does not exist")),
+            "{err}"
+        );
+    }
+    c.create();
+    let err = c.create_with(&[]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("container {id} already exists")),
+            "{err}"
+        );
+    }
+    c.start();
+    let err = c.runtime(&["start", &id]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("cannot start container {id}: it is running")),
+            "{err}"
+        );
+    }
+    let err = c.delete().failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("cannot delete container {id}: it is running")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        c.status(),
+        "running",
+        "failed operations leave the container as it was"
+    );
+    fs::write(c.bundle().shared().join("go"), "").unwrap();
+    c.wait_for_status("stopped", WAIT);
+    let err = c.runtime(&["start", &id]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("cannot start container {id}: it is stopped")),
+            "{err}"
+        );
+    }
+    let err = c.kill("TERM").failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains(&format!("cannot kill container {id}: it is stopped")),
+            "{err}"
+        );
+    }
+    c.delete().ok();
+}
+
+#[test]
+fn pid_file_holds_the_container_pid() {
+    let c = Bundle::new("pidfile").sh("sleep 60").container();
+    let pid_file = c.bundle().tmp().join("container.pid");
+    c.create_with(&["--pid-file", pid_file.to_str().unwrap()])
+        .ok();
+    let pid: i64 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(c.state()["pid"].as_i64(), Some(pid));
+    // The pid is the container's init on the host: its /proc entry shows the container's process.
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status_field(&cmdline, "NSpid").is_some_and(|f| f.split_whitespace().last() == Some("1")),
+        "{cmdline}"
+    );
+}
+
+#[test]
+fn run_detached_with_pid_file_and_kill_all() {
+    let c = Bundle::new("detach")
+        .share()
+        .sh("sleep 60 & sleep 60 & touch /shared/ready; wait")
+        .container();
+    let pid_file = c.bundle().tmp().join("run.pid");
+    let dir = c.bundle().dir();
+    c.runtime(&[
+        "run",
+        "-d",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--bundle",
+        dir.to_str().unwrap(),
+        c.id(),
+    ])
+    .ok();
+    c.wait_for_shared_file("ready", WAIT);
+    let pid: i64 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(c.state()["pid"].as_i64(), Some(pid));
+    assert_eq!(c.status(), "running");
+    c.runtime(&["kill", "--all", c.id(), "KILL"]).ok();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+}
+
+#[test]
+fn run_keep_leaves_a_stopped_container() {
+    let c = Bundle::new("keep").sh("exit 5").container();
+    let dir = c.bundle().dir();
+    let out = c.runtime(&["run", "--keep", "--bundle", dir.to_str().unwrap(), c.id()]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert_eq!(c.status(), "stopped");
+    c.delete().ok();
+}
+
+#[test]
+fn run_with_no_pivot() {
+    let c = Bundle::new("nopivot")
+        .sh("hostname; ls /bin/busybox")
+        .container();
+    let dir = c.bundle().dir();
+    let out = c.runtime(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        dir.to_str().unwrap(),
+        c.id(),
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "refeng-test\n/bin/busybox\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn kill_accepts_signal_names_with_and_without_sig_and_numbers() {
+    let script = "trap 'exit 42' TERM; trap 'exit 43' USR1; trap 'exit 44' HUP; \
+                  touch /shared/ready; while true; do sleep 0.05; done";
+    for (signal, code) in [
+        ("TERM", 42),
+        ("SIGTERM", 42),
+        ("15", 42),
+        ("SIGUSR1", 43),
+        ("10", 43),
+        ("HUP", 44),
+    ] {
+        let c = Bundle::new("kill").share().sh(script).container();
+        let running = c.spawn_run(&[]);
+        c.wait_for_shared_file("ready", WAIT);
+        c.kill(signal).ok();
+        let out = running.wait(WAIT);
+        assert_eq!(out.code, code, "kill {signal}: {out:?}");
+    }
+}
+
+#[test]
+fn list_in_table_json_and_quiet_formats() {
+    let first = Bundle::new("lista").sh("sleep 60");
+    let root = first.state_root().to_path_buf();
+    let second = Bundle::new("listb").sh("sleep 60").with_state_root(&root);
+    let (a, b) = (first.container(), second.container());
+    a.create();
+    b.create();
+    let mut ids = vec![a.id().to_owned(), b.id().to_owned()];
+    ids.sort();
+
+    let quiet = a.runtime(&["list", "-q"]).ok().stdout;
+    let mut listed: Vec<&str> = quiet.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ids);
+
+    let table = a.runtime(&["list"]).ok().stdout;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    );
+    for c in [&a, &b] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(c.id()))
+            .expect("a row per container");
+        let f: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(f[1], c.state()["pid"].as_i64().unwrap().to_string());
+        assert_eq!(f[2], "created");
+        assert_eq!(f[3], c.bundle().dir().to_str().unwrap());
+        assert_eq!(f[5], "root");
+    }
+
+    let json: Value =
+        serde_json::from_str(&a.runtime(&["list", "--format", "json"]).ok().stdout).unwrap();
+    let mut entries = json.as_array().expect("a JSON array").clone();
+    entries.sort_by_key(|e| e["id"].as_str().unwrap().to_owned());
+    assert_eq!(entries.len(), 2);
+    for (e, id) in entries.iter().zip(&ids) {
+        assert_eq!(e["id"], id.as_str());
+        assert_eq!(e["status"], "created");
+        assert!(e["pid"].as_i64().unwrap() > 0);
+        assert!(e["bundle"].as_str().unwrap().ends_with("/bundle"));
+        assert!(e["created"].as_str().is_some());
+    }
+}
+
+#[test]
+fn json_log_format_writes_errors_as_json_lines() {
+    let c = Bundle::new("jsonlog").container();
+    let log = c.bundle().tmp().join("runtime.log");
+    let out = c.runtime(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        c.id(),
+    ]);
+    assert!(!out.success());
+    let text = fs::read_to_string(&log).expect("the log file is written");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "error")
+        .unwrap_or_else(|| panic!("an error line in {text}"));
+    let msg = error["msg"]
+        .as_str()
+        .or(error["message"].as_str())
+        .expect("msg or message");
+    assert!(msg.contains("does not exist"), "{msg}");
+    if is_refeng() {
+        assert!(
+            msg.contains(&format!("container {} does not exist", c.id())),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn spec_writes_a_valid_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().to_str().unwrap();
+    let out = Command::new(runtime_bin())
+        .args(["spec", "--bundle", bundle])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = fs::read_to_string(dir.path().join("config.json")).unwrap();
+    let spec: oci_spec::runtime::Spec = serde_json::from_str(&text).expect("spec parses");
+    let raw: Value = serde_json::from_str(&text).unwrap();
+    assert!(raw["ociVersion"].as_str().unwrap().starts_with("1."));
+    assert_eq!(raw["process"]["args"], json!(["sh"]));
+    assert_eq!(raw["root"]["path"], "rootfs");
+    let ns: Vec<&str> = raw["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    for want in ["pid", "network", "ipc", "uts", "mount"] {
+        assert!(ns.contains(&want), "{want} in {ns:?}");
+    }
+    assert!(spec.process().is_some());
+    // Like runc, an existing config.json is not overwritten.
+    let again = Command::new(runtime_bin())
+        .args(["spec", "--bundle", bundle])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let rootless = tempfile::tempdir().unwrap();
+    let out = Command::new(runtime_bin())
+        .args([
+            "spec",
+            "--rootless",
+            "--bundle",
+            rootless.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let raw: Value =
+        serde_json::from_str(&fs::read_to_string(rootless.path().join("config.json")).unwrap())
+            .unwrap();
+    serde_json::from_value::<oci_spec::runtime::Spec>(raw.clone()).expect("rootless spec parses");
+    let ns = raw["linux"]["namespaces"].as_array().unwrap();
+    assert!(
+        ns.iter().any(|n| n["type"] == "user"),
+        "rootless has a user namespace"
+    );
+    assert!(!raw["linux"]["uidMappings"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn features_is_a_runtime_spec_features_document() {
+    let out = Command::new(runtime_bin())
+        .arg("features")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let features: oci_spec::runtime::Features =
+        serde_json::from_slice(&out.stdout).expect("features parses");
+    let raw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(raw["ociVersionMin"].as_str().unwrap().starts_with("1.0"));
+    assert!(raw["ociVersionMax"].as_str().unwrap().starts_with("1."));
+    let hooks = features.hooks().clone().unwrap_or_default();
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(hooks.iter().any(|x| x == h), "{h} in {hooks:?}");
+    }
+    let ns: Vec<&str> = raw["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for want in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
+        assert!(ns.contains(&want), "{want} in {ns:?}");
+    }
+    let opts: Vec<&str> = raw["mountOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for want in ["ro", "rbind", "nosuid", "rprivate"] {
+        assert!(opts.contains(&want), "{want} in mountOptions");
+    }
+    if is_refeng() {
+        assert!(raw["ociVersionMax"].as_str().unwrap().starts_with("1.2"));
+        assert!(
+            ns.contains(&"time"),
+            "refeng-runc implements the time namespace"
+        );
+    }
+}
+
+#[test]
+fn foreground_run_prints_what_runc_prints() {
+    // The issue's acceptance check: the same bundle gives the same output under runc.
+    let script = "echo hello; hostname; id; umask; ulimit -n; pwd; env | sort; \
+                  grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; ls /dev | sort";
+    let (code, out, err) = run(Bundle::new("same").sh(script));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.starts_with("hello\nrefeng-test\nuid=0(root) gid=0(root)"),
+        "{out}"
+    );
+    let runc = Path::new("/usr/sbin/runc");
+    if is_refeng() && runc.exists() {
+        let c = Bundle::new("same-runc").sh(script).container();
+        let mut cmd = Command::new(runc);
+        cmd.arg("--root")
+            .arg(c.bundle().state_root())
+            .args(["run", "--bundle"])
+            .arg(c.bundle().dir())
+            .arg(c.id());
+        // runc's foreground run deletes the container itself; the guard still removes cgroups.
+        let expected =
+            common::Spawned::start(cmd, &c.bundle().tmp().join("out")).wait(DEFAULT_TIMEOUT);
+        assert_eq!(out, expected.stdout, "refeng-runc and runc print the same");
+    }
+}
