@@ -1,11 +1,11 @@
 //! refeng-runc: the OCI runtime binary, a thin main over `refeng::runtime::cli`.
 
 use clap::Parser;
-use refeng::runtime::cli::{self, Cli, LogFormat};
+use refeng::runtime::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(&cli);
+    cli::init_logging(cli.log.as_deref(), cli.log_format, cli.debug);
     // Every process a container can see during setup descends from this one: run from a sealed
     // copy of the binary, so that none of them exposes the host file (CVE-2019-5736).
     if cli.command.builds_container_processes() {
@@ -28,24 +28,4 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-/// Debug logs go to --log (or stderr) only with --debug; errors are written by `log_error`.
-fn init_tracing(cli: &Cli) {
-    if !cli.debug {
-        return;
-    }
-    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG);
-    let file = cli.log.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
-    match (file, cli.log_format) {
-        (Some(f), LogFormat::Json) => builder.json().with_writer(std::sync::Mutex::new(f)).init(),
-        (Some(f), LogFormat::Text) => builder.with_writer(std::sync::Mutex::new(f)).init(),
-        (None, _) => builder.with_writer(std::io::stderr).init(),
-    }
 }

@@ -702,22 +702,92 @@ fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliErro
     }
 }
 
-/// Writes one log line for an error in the configured format: logrus style, which is what
-/// containerd's runc shim parses out of the log file.
-pub fn log_error(log: Option<&PathBuf>, format: LogFormat, msg: &str) {
+/// One log line in runc's (logrus) shape, which containerd's runc shim parses out of the log
+/// file: `{"level","msg","time"}` in JSON, `time=.. level=.. msg=..` in text.
+fn log_line(format: LogFormat, level: &str, msg: &str) -> String {
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let line = match format {
+    match format {
         LogFormat::Json => {
-            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
         }
-        LogFormat::Text => format!("time={time:?} level=error msg={msg:?}"),
-    };
+        LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
+    }
+}
+
+/// Writes an error line to `--log` (when given) and to stderr.
+pub fn log_error(log: Option<&PathBuf>, format: LogFormat, msg: &str) {
+    let line = log_line(format, "error", msg);
     if let Some(path) = log {
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
             let _ = writeln!(f, "{line}");
         }
     }
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Routes `tracing` events to `--log` (stderr without it) in the same shape as errors: warnings
+/// always (the runtime-spec asks for a warning when a poststart or poststop hook fails), debug
+/// events with `--debug`.
+pub fn init_logging(log: Option<&std::path::Path>, format: LogFormat, debug: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let file = log.and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+    let layer = LogrusLayer {
+        file: file.map(std::sync::Mutex::new),
+        format,
+    };
+    let level = if debug {
+        tracing::level_filters::LevelFilter::DEBUG
+    } else {
+        tracing::level_filters::LevelFilter::WARN
+    };
+    let subscriber = tracing_subscriber::registry().with(layer.with_filter(level));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// A tracing layer that writes logrus-style lines.
+struct LogrusLayer {
+    file: Option<std::sync::Mutex<std::fs::File>>,
+    format: LogFormat,
+}
+
+/// An event's message first, then its other fields as `key=value`.
+struct EventText(String);
+
+impl tracing::field::Visit for EventText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0.insert_str(0, &format!("{value:?}"));
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0.insert_str(0, value);
+        } else {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogrusLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut text = EventText(String::new());
+        event.record(&mut text);
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        let line = log_line(self.format, &level, text.0.trim());
+        match &self.file {
+            Some(file) => {
+                if let Ok(mut f) = file.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

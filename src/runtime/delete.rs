@@ -95,9 +95,7 @@ impl Container<Stopped> {
         self.dir.remove()?;
         // runtime-spec "Lifecycle" step 12: a failing poststop hook is a warning only.
         if let Some(list) = poststop {
-            if let Err(e) = hooks::run(HookPoint::Poststop, &list, &report) {
-                tracing::warn!(error = %e, "poststop hook failed");
-            }
+            hooks::run_all_warn(HookPoint::Poststop, &list, &report);
         }
         Ok(())
     }

@@ -91,6 +91,18 @@ pub fn run(point: HookPoint, hooks: &[Hook], state: &StateReport) -> Result<(), 
     Ok(())
 }
 
+/// Runs every hook of `hooks` even when some fail, logging each failure as a warning: the
+/// runtime-spec's rule for poststart and poststop ("the remaining hooks and lifecycle continue as
+/// if the hook had succeeded").
+pub fn run_all_warn(point: HookPoint, hooks: &[Hook], state: &StateReport) {
+    let stdin = serde_json::to_vec(state).unwrap_or_default();
+    for hook in hooks {
+        if let Err(e) = run_one(point, hook, &stdin) {
+            tracing::warn!(error = %e, "hook failed");
+        }
+    }
+}
+
 fn run_one(point: HookPoint, hook: &Hook, stdin: &[u8]) -> Result<(), HookError> {
     let path = hook.path().clone();
     let spawn_err = |source| HookError::Spawn {

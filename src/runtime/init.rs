@@ -73,23 +73,26 @@ fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
     move |source| InitError::Sys { op, source }
 }
 
-/// Runs init to the end: never returns. Exit code 1 after reporting an error.
+/// Runs init to the end: never returns. Exit code 1 after reporting an error: before `Ready`
+/// over the sync channel, after it through the exec fifo, where `start` reads it.
 pub fn run(ctx: InitContext<'_>, channel: &Channel) -> ! {
-    let err = match setup(&ctx, channel) {
-        Ok(prepared) => match wait_for_start_and_exec(&ctx, prepared) {
-            Ok(never) => match never {},
-            Err(e) => {
-                // The channel is closed by now: the container's stderr is the only witness.
-                let _ = std::io::Write::write_all(
-                    &mut std::io::stderr(),
-                    format!("refeng-runc init: {}\n", error_chain(&e)).as_bytes(),
-                );
-                crate::sys::process::exit_now(1);
-            }
-        },
-        Err(e) => e,
+    let (prepared, hook_state) = match setup(&ctx, channel) {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = channel.send(&Message::Error(error_chain(&e)));
+            crate::sys::process::exit_now(1)
+        }
     };
-    let _ = channel.send(&Message::Error(error_chain(&err)));
+    let (fifo, err) = wait_for_start_and_exec(&ctx, prepared, hook_state);
+    let text = format!("refeng-runc init: {}\n", error_chain(&err));
+    match fifo {
+        Some(mut fifo) => {
+            let _ = std::io::Write::write_all(&mut fifo, text.as_bytes());
+        }
+        None => {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+        }
+    }
     crate::sys::process::exit_now(1)
 }
 
@@ -112,7 +115,8 @@ fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ && ns.path().is_none()))
 }
 
-fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError> {
+/// Builds the container; returns the prepared process and the hook state (with init's host pid).
+fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateReport), InitError> {
     let spec = ctx.spec;
     let host_pid = match channel.recv()? {
         Message::Go(pid) => pid,
@@ -187,29 +191,32 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError
     let prepared = process_setup::prepare(process, seccomp_spec.map(|s| (s, agent)), &hook_state)?;
 
     channel.send(&Message::Ready)?;
-    Ok(prepared)
+    Ok((prepared, hook_state))
 }
 
+/// Blocks on the exec fifo until `start` opens it (runtime-spec "start"), runs the
+/// startContainer hooks and executes the program. The fifo's write end stays open, close-on-exec,
+/// until execve: `start` reads to end of file and so returns only once the program runs, and an
+/// error before that reaches `start` through the fifo. Returns only on failure, with the fifo if
+/// it was opened.
 fn wait_for_start_and_exec(
     ctx: &InitContext<'_>,
     prepared: Prepared,
-) -> Result<std::convert::Infallible, InitError> {
-    // Blocks until `start` opens the fifo for reading (runtime-spec "start").
+    mut state: StateReport,
+) -> (Option<File>, InitError) {
     let path = format!("/proc/self/fd/{}", ctx.fifo.as_raw_fd());
-    let fifo = open(
+    let fifo = match open(
         Path::new(&path),
         OFlag::O_WRONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(sys("open exec fifo"))?;
-    let fifo = File::from(fifo);
-    std::io::Write::write_all(&mut &fifo, b"0").map_err(|e| InitError::Sys {
-        op: "write exec fifo".into(),
-        source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    })?;
-    drop(fifo);
-
-    let mut state = ctx.hook_state.clone();
+    ) {
+        Ok(fd) => File::from(fd),
+        Err(e) => return (None, sys("open exec fifo")(e)),
+    };
+    if let Err(e) = std::io::Write::write_all(&mut &fifo, b"0") {
+        let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        return (None, sys("write exec fifo")(errno));
+    }
     state.status = Status::Created;
     if let Some(h) = ctx
         .spec
@@ -217,7 +224,10 @@ fn wait_for_start_and_exec(
         .as_ref()
         .and_then(|h| h.start_container().as_ref())
     {
-        hooks::run(HookPoint::StartContainer, h, &state)?;
+        if let Err(e) = hooks::run(HookPoint::StartContainer, h, &state) {
+            return (Some(fifo), e.into());
+        }
     }
-    Err(prepared.exec(ctx.preserve_fds, &state).into())
+    let err = prepared.exec(ctx.preserve_fds, &state).into();
+    (Some(fifo), err)
 }

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -29,6 +28,14 @@ pub enum StartError {
     /// init exited before it could be started
     #[error("container {0}: its init process exited before start")]
     InitExited(String),
+    /// init failed between start and running the program (startContainer hook, exec)
+    #[error("container {id}: {message}")]
+    Init {
+        /// Container id.
+        id: String,
+        /// What init reported.
+        message: String,
+    },
 }
 
 impl Container<Created> {
@@ -51,13 +58,13 @@ impl Container<Created> {
             .and_then(|h| h.poststart().as_ref())
         {
             let report = StateReport::new(&self.state, Status::Running);
-            if let Err(e) = hooks::run(HookPoint::Poststart, list, &report) {
-                tracing::warn!(error = %e, "poststart hook failed");
-            }
+            hooks::run_all_warn(HookPoint::Poststart, list, &report);
         }
         Ok(self.into_state())
     }
 
+    /// Opens the fifo (which lets init go), then reads it to end of file: init writes one byte
+    /// when released and keeps its end open until execve closes it, or writes why it failed.
     fn release_init(&self) -> Result<(), StartError> {
         let fifo_err = |source| StartError::Fifo {
             id: self.id().to_string(),
@@ -72,15 +79,19 @@ impl Container<Created> {
         )
         .map_err(fifo_err)?;
         let mut file = File::from(fd);
+        let mut received: Vec<u8> = Vec::new();
         loop {
             let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(10u8)) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => {}
                 Ok(_) => {
-                    let mut byte = [0u8; 1];
-                    match file.read(&mut byte) {
-                        Ok(1) => return Ok(()),
-                        Ok(_) => return Err(StartError::InitExited(self.id().to_string())),
+                    let mut buf = [0u8; 4096];
+                    match file.read(&mut buf) {
+                        // End of file after init's byte: every writer is gone, so init has
+                        // executed the program (or died: then it wrote why, or the pid is dead).
+                        Ok(0) if !received.is_empty() => return self.outcome(&received),
+                        Ok(0) => {}
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => {
                             return Err(fifo_err(nix::errno::Errno::from_raw(
@@ -91,10 +102,25 @@ impl Container<Created> {
                 }
                 Err(e) => return Err(fifo_err(e)),
             }
-            if liveness(self.state.pid, self.state.pid_start_time) == Liveness::Dead {
+            // A writer that went away without a byte is an init that died: do not spin on the
+            // hang-up, look at the pid.
+            if received.is_empty()
+                && liveness(self.state.pid, self.state.pid_start_time) == Liveness::Dead
+            {
                 return Err(StartError::InitExited(self.id().to_string()));
             }
-            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn outcome(&self, received: &[u8]) -> Result<(), StartError> {
+        let message = String::from_utf8_lossy(&received[1..]).trim().to_string();
+        if message.is_empty() {
+            Ok(())
+        } else {
+            Err(StartError::Init {
+                id: self.id().to_string(),
+                message,
+            })
         }
     }
 }
