@@ -50,6 +50,8 @@ pub const GROUPS: &[&str] = &[
     "sysctl",
     "cgroups_path",
     "seccomp",
+    "fds",
+    "personality",
 ];
 
 /// The result of one check: which group, whether it held, and what was seen.
@@ -135,6 +137,8 @@ pub fn check(config_path: &Path) -> Result<CheckReport, String> {
             "sysctl" => check_sysctl(&config, r),
             "cgroups_path" => check_cgroups_path(&config, r),
             "seccomp" => check_seccomp(&config, &status, r),
+            "fds" => check_fds(r),
+            "personality" => check_personality(&config, r),
             other => r.push(other, false, "unknown check group"),
         }
     }
@@ -912,8 +916,8 @@ fn cgroup_allows_read(config: &Value, kind: &str, dev_major: u64, dev_minor: u64
     {
         let rule_kind = rule["type"].as_str().unwrap_or("a");
         let kind_matches = rule_kind == "a" || rule_kind == kind;
-        let major_matches = rule["major"].as_u64().map_or(true, |m| m == dev_major);
-        let minor_matches = rule["minor"].as_u64().map_or(true, |m| m == dev_minor);
+        let major_matches = rule["major"].as_u64().is_none_or(|m| m == dev_major);
+        let minor_matches = rule["minor"].as_u64().is_none_or(|m| m == dev_minor);
         let access = rule["access"].as_str().unwrap_or("rwm");
         if kind_matches && major_matches && minor_matches && access.contains('r') {
             decision = rule["allow"].as_bool();
@@ -1141,6 +1145,49 @@ fn check_seccomp(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
     }
 }
 
+/// runtime-linux.md "File descriptors": only 0, 1 and 2 stay open by default.
+fn check_fds(r: &mut CheckReport) {
+    let mut open = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc/self/fd") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let target = fs::read_link(entry.path()).unwrap_or_default();
+            // The directory being listed is open too; it is the checker's own.
+            if target.to_string_lossy().ends_with("/fd") {
+                continue;
+            }
+            if !["0", "1", "2"].contains(&name.as_str()) {
+                open.push(format!("{name} → {}", target.display()));
+            }
+        }
+    }
+    r.push(
+        "fds",
+        open.is_empty(),
+        format!("descriptors open beyond 0, 1, 2: {open:?}"),
+    );
+}
+
+/// config-linux.md "Personality": the execution domain, as /proc/self/personality shows it.
+fn check_personality(config: &Value, r: &mut CheckReport) {
+    let Some(domain) = config["linux"]["personality"]["domain"].as_str() else {
+        return;
+    };
+    let want = match domain {
+        "LINUX" => 0,
+        "LINUX32" => 8,
+        _ => return,
+    };
+    let got = fs::read_to_string("/proc/self/personality")
+        .ok()
+        .and_then(|text| u64::from_str_radix(text.trim(), 16).ok());
+    r.push(
+        "personality",
+        got.map(|p| p & 0xff) == Some(want),
+        format!("domain {domain}: /proc/self/personality {got:?}"),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1150,7 +1197,7 @@ mod tests {
     fn device_numbers_split_like_the_kernel() {
         // makedev(1, 7) and makedev(259, 65536)
         assert_eq!((major(0x107), minor(0x107)), (1, 7));
-        let big = (259u64 << 8) | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
+        let big = (259u64 << 8) | ((65536u64 & !0xff) << 12);
         assert_eq!((major(big), minor(big)), (259, 65536));
     }
 

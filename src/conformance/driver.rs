@@ -117,8 +117,11 @@ pub enum Observed {
 }
 
 impl Observed {
-    /// The status as the model sees it: `None` for absent, `Some(Err)` for garbage.
-    #[must_use]
+    /// The status as the model sees it: `None` for absent, `Err` for garbage.
+    ///
+    /// # Errors
+    ///
+    /// A description when the runtime printed no document or an unknown status.
     pub fn status(&self) -> Result<Option<Status>, String> {
         match self {
             Self::Absent(_) => Ok(None),

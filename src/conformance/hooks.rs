@@ -73,6 +73,8 @@ struct Recorded {
     after_start: Vec<String>,
     after_delete: Vec<String>,
     container_mntns: Option<String>,
+    /// The container process's pid from `state` after create.
+    container_pid: Option<i64>,
     problems: Vec<String>,
 }
 
@@ -124,6 +126,7 @@ pub fn cases() -> Vec<Case> {
             move |env| failing_hook(env, kind, true),
         ));
     }
+    all.push(Case::new("hooks/timeout", &["hooks-timeout"], hook_timeout));
     all.push(Case::new(
         "hooks/poststart-failure-continues",
         &["lifecycle-poststart-fail", "warnings-continue"],
@@ -146,6 +149,7 @@ fn record(env: &mut Env<'_>, id: &str, draft: &Draft) -> Result<Recorded, CaseEr
     }
     recorded.after_create = order(draft);
     if let Observed::Present(document) = env.runtime().state(id)? {
+        recorded.container_pid = document.pid;
         recorded.container_mntns = document
             .pid
             .and_then(|pid| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok())
@@ -177,7 +181,7 @@ fn full_lifecycle(env: &mut Env<'_>, focus: Focus) -> Result<Verdict, CaseError>
     if problems.is_empty() {
         match focus {
             Focus::Order => judge_order(&recorded, &mut problems),
-            Focus::Stdin => judge_stdin(&draft, &id, &mut problems),
+            Focus::Stdin => judge_stdin(&draft, &id, recorded.container_pid, &mut problems),
             Focus::Namespaces => judge_namespaces(&draft, &recorded, &mut problems),
         }
     }
@@ -230,9 +234,12 @@ fn judge_order(recorded: &Recorded, problems: &mut Vec<String>) {
     }
 }
 
-fn judge_stdin(draft: &Draft, id: &str, problems: &mut Vec<String>) {
+/// The state on each hook's stdin: the container's id and bundle, a status, and a pid that is
+/// the container process as the host sees it where the hook runs in the runtime namespace
+/// (runtime-spec: State "pid", REQUIRED when created or running).
+fn judge_stdin(draft: &Draft, id: &str, pid: Option<i64>, problems: &mut Vec<String>) {
     let bundle_text = draft.dir.to_string_lossy().into_owned();
-    for (_, names) in KINDS {
+    for (kind, names) in KINDS {
         for name in *names {
             let stdin = fs::read_to_string(draft.exchange.join(format!("{name}.stdin")));
             let document = stdin
@@ -249,11 +256,24 @@ fn judge_stdin(draft: &Draft, id: &str, problems: &mut Vec<String>) {
             if document.bundle.as_deref() != Some(bundle_text.as_str()) {
                 problems.push(format!("{name}: bundle {:?}", document.bundle));
             }
-            if document.model_status().is_none() {
-                problems.push(format!("{name}: status {:?}", document.status));
+            let status = document.status.clone().unwrap_or_default();
+            if status.is_empty() {
+                problems.push(format!("{name}: no status"));
             }
-            if *name != "poststop" && document.pid.map_or(true, |pid| pid <= 0) {
-                problems.push(format!("{name}: pid {:?}", document.pid));
+            let required = matches!(status.as_str(), "created" | "running");
+            match document.pid {
+                None if required => {
+                    problems.push(format!("{name}: status {status} without a pid"));
+                }
+                Some(seen) if seen <= 0 => problems.push(format!("{name}: pid {seen}")),
+                Some(seen)
+                    if !IN_CONTAINER.contains(kind) && *kind != "poststop" && Some(seen) != pid =>
+                {
+                    problems.push(format!(
+                        "{name}: pid {seen}, but the container process is {pid:?} on the host"
+                    ));
+                }
+                None | Some(_) => {}
             }
             let env_seen =
                 fs::read_to_string(draft.exchange.join(format!("{name}.env"))).unwrap_or_default();
@@ -383,6 +403,29 @@ fn warning_hook(env: &mut Env<'_>, kind: &str) -> Result<Verdict, CaseError> {
         Ok(Verdict::Fail(format!(
             "a failing poststop hook: {}; container gone: {gone}",
             ran.summary()
+        )))
+    }
+}
+
+fn hook_timeout(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let mut draft = env.draft()?;
+    draft.config["hooks"] = json!({"createRuntime": [{
+        "path": "/bin/sh",
+        "args": ["sh", "-c", "exec sleep 60"],
+        "timeout": 1,
+    }]});
+    env.write_bundle(&draft)?;
+    let started = std::time::Instant::now();
+    let ran = env.create(&id, &draft)?;
+    let took = started.elapsed();
+    // A hook past its timeout is aborted, which fails it like any other failing hook.
+    if !ran.ok() && took < std::time::Duration::from_secs(10) {
+        Ok(Verdict::Pass(format!("create failed after {took:?}")))
+    } else {
+        Ok(Verdict::Fail(format!(
+            "a hook sleeping 60 s with timeout 1: create {} after {took:?}",
+            if ran.ok() { "succeeded" } else { "failed" }
         )))
     }
 }

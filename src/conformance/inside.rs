@@ -70,8 +70,35 @@ fn specs() -> Vec<Spec> {
                 "process-env",
                 "process-args",
                 "cgroups-path-absolute",
+                "linux-fds",
             ],
-            groups: &[],
+            // Everything but the cgroup mount tree, which has its own case.
+            groups: &[
+                "args",
+                "env",
+                "cwd",
+                "user",
+                "umask",
+                "capabilities",
+                "rlimits",
+                "no_new_privileges",
+                "oom_score_adj",
+                "hostname",
+                "namespaces",
+                "id_mappings",
+                "root",
+                "mounts",
+                "propagation",
+                "masked_paths",
+                "readonly_paths",
+                "devices",
+                "default_devices",
+                "sysctl",
+                "cgroups_path",
+                "seccomp",
+                "fds",
+                "personality",
+            ],
             edit: |_| ready(),
             host: None,
         },
@@ -440,6 +467,77 @@ fn specs() -> Vec<Spec> {
                 ready()
             },
             host: Some(cgroup_limits),
+        },
+        Spec {
+            name: "inside/personality",
+            statements: &["personality"],
+            groups: &["personality"],
+            edit: |draft| {
+                draft.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "inside/unknown-properties-ignored",
+            statements: &["extensibility-unknown", "annotations-unknown"],
+            groups: &["args"],
+            edit: |draft| {
+                draft.config["org.refeng.conformance.unknown"] = json!({"nested": [1, 2]});
+                draft.config["linux"]["orgRefengUnknown"] = json!(true);
+                draft.config["process"]["orgRefengUnknown"] = json!("x");
+                draft.config["annotations"]["com.example.unknown"] = json!("value");
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "errors/invalid-namespace-type",
+            statements: &["invalid-values", "errors-no-effect"],
+            groups: &[],
+            edit: |draft| {
+                push_namespace(draft, json!({"type": "no-such-namespace"}));
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "errors/invalid-rlimit-type",
+            statements: &["process-rlimits-invalid", "invalid-values"],
+            groups: &[],
+            edit: |draft| {
+                draft.config["process"]["rlimits"] =
+                    json!([{"type": "RLIMIT_NO_SUCH_LIMIT", "soft": 1, "hard": 1}]);
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "errors/device-path-conflict",
+            statements: &["devices-conflict", "errors-no-effect"],
+            groups: &[],
+            edit: |draft| {
+                bundle::write(&draft.exchange.join("not-a-device"), "a regular file")?;
+                draft.config["linux"]["devices"] = json!([
+                    {"path": "/conformance/not-a-device", "type": "c", "major": 1, "minor": 3},
+                ]);
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "errors/seccomp-errno-on-kill",
+            statements: &["seccomp-errno-unsupported", "invalid-values"],
+            groups: &[],
+            edit: |draft| {
+                draft.config["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_KILL",
+                                  "errnoRet": 42}],
+                });
+                ready()
+            },
+            host: None,
         },
         Spec {
             name: "inside/seccomp-errno",

@@ -21,8 +21,11 @@ const SETTLE: Duration = Duration::from_millis(300);
 const PROGRAM: &str =
     "touch /conformance/ran; while [ ! -e /conformance/exit ]; do sleep 0.05; done";
 
+/// Builds the operation of one table row for a container id.
+type MakeOp = fn(String) -> Operation;
+
 /// The operations the table covers, by case-name label.
-fn operations() -> Vec<(&'static str, fn(String) -> Operation)> {
+fn operations() -> Vec<(&'static str, MakeOp)> {
     vec![
         ("create", |id| Operation::Create { id }),
         ("start", |id| Operation::Start { id }),
@@ -52,7 +55,10 @@ fn statements_for(op: &Operation, from: Option<Status>) -> Vec<&'static str> {
     let mut ids = vec!["errors-no-effect"];
     let specific = match (op, from) {
         (Operation::Create { .. }, None) => "op-create-creates",
-        (Operation::Create { .. }, Some(_)) => "op-create-unique",
+        (Operation::Create { .. }, Some(_)) => {
+            ids.push("state-id-unique");
+            "op-create-unique"
+        }
         (Operation::State { .. }, None) => "op-state-absent",
         (Operation::State { .. }, Some(_)) => "op-state-returns",
         (Operation::Start { .. }, Some(Status::Created)) => "op-start-runs",
@@ -127,6 +133,11 @@ pub fn cases() -> Vec<Case> {
         "lifecycle/delete-frees-resources",
         &["op-delete-resources", "lifecycle-destroy", "model-id-reuse"],
         delete_frees_resources,
+    ));
+    all.push(Case::new(
+        "lifecycle/delete-keeps-foreign-resources",
+        &["op-delete-foreign"],
+        delete_keeps_foreign_resources,
     ));
     all.push(Case::new(
         "lifecycle/config-edit-after-create",
@@ -232,11 +243,7 @@ fn describe(result: &Result<(refeng_spec::oci::Outcome, Option<Status>), OpError
 }
 
 /// One cell of the table in spec/SPEC.md: `op` applied to a container in `from`.
-fn table_case(
-    env: &mut Env<'_>,
-    make: fn(String) -> Operation,
-    from: Option<Status>,
-) -> Result<Verdict, CaseError> {
+fn table_case(env: &mut Env<'_>, make: MakeOp, from: Option<Status>) -> Result<Verdict, CaseError> {
     let id = env.id(0);
     let op = make(id.clone());
     let needs_freezer = from == Some(Status::Paused) || op.kind() == OpKind::Pause;
@@ -350,7 +357,7 @@ fn check_document(
         problems.push(format!("{want}: no state document: {observed:?}"));
         return None;
     };
-    if document.oci_version.as_deref().map_or(true, str::is_empty) {
+    if document.oci_version.as_deref().is_none_or(str::is_empty) {
         problems.push(format!("{want}: no ociVersion"));
     }
     if document.id.as_deref() != Some(id) {
@@ -501,6 +508,56 @@ fn delete_frees_resources(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
     }
 }
 
+fn delete_keeps_foreign_resources(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let mut draft = env.draft()?;
+    draft.config["process"]["args"] = json!(["sh", "-c", PROGRAM]);
+    // A bind source with content and a cgroup that exist before create belong to the caller.
+    let source = draft.exchange.join("foreign");
+    crate::conformance::bundle::make_dir(&source, 0o755)?;
+    crate::conformance::bundle::write(&source.join("keep"), "keep")?;
+    if let Some(mounts) = draft.config["mounts"].as_array_mut() {
+        mounts.push(
+            json!({"destination": "/mnt/foreign", "type": "bind", "source": source,
+                           "options": ["rbind", "rw"]}),
+        );
+    }
+    let mut precreated = Vec::new();
+    for hierarchy in crate::conformance::bundle::cgroup_hierarchies() {
+        let dir = hierarchy.join(draft.cgroups_path.trim_start_matches('/'));
+        if fs::create_dir_all(&dir).is_ok() {
+            precreated.push(dir);
+        }
+    }
+    env.write_bundle(&draft)?;
+    let ran = env.create(&id, &draft)?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(ran.summary()));
+    }
+    env.cmd(&["start", &id])?;
+    bundle_touch(&draft, "exit")?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["delete", &id])?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(ran.summary()));
+    }
+    let mut problems = Vec::new();
+    if !source.join("keep").exists() {
+        problems.push("the bind source's content was deleted".to_owned());
+    }
+    let removed: Vec<_> = precreated.iter().filter(|dir| !dir.exists()).collect();
+    if !removed.is_empty() {
+        problems.push(format!("pre-existing cgroups were removed: {removed:?}"));
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "bind source and pre-existing cgroups kept".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
 fn config_edit_after_create(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
     let id = env.id(0);
     let mut draft = lifecycle_draft(env)?;
@@ -571,12 +628,10 @@ fn failed_create_leaves_nothing(env: &mut Env<'_>) -> Result<Verdict, CaseError>
     let id = env.id(0);
     let mut draft = env.draft()?;
     let missing = draft.dir.join("no-such-namespace");
-    draft.config["linux"]["namespaces"]
-        .as_array_mut()
-        .map(|list| list.push(json!({"type": "ipc", "path": missing})));
-    // Replace the plain ipc entry so the path one is the only ipc namespace.
+    // The path one replaces the plain ipc entry, so it is the only ipc namespace.
     if let Some(list) = draft.config["linux"]["namespaces"].as_array_mut() {
-        list.retain(|ns| !(ns["type"] == "ipc" && ns["path"].is_null()));
+        list.retain(|ns| ns["type"] != "ipc");
+        list.push(json!({"type": "ipc", "path": missing}));
     }
     env.write_bundle(&draft)?;
     let ran = env.create(&id, &draft)?;

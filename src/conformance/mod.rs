@@ -405,3 +405,38 @@ fn wait_for(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_cites_known_statements_and_names_are_unique() {
+        let all = cases();
+        let mut names = std::collections::BTreeSet::new();
+        for case in &all {
+            assert!(
+                names.insert(case.name.clone()),
+                "duplicate case {}",
+                case.name
+            );
+            assert!(!case.statements.is_empty(), "{} cites nothing", case.name);
+            for id in &case.statements {
+                assert!(
+                    statements::find(id).is_some(),
+                    "{} cites unknown statement {id}",
+                    case.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_lists_every_statement_once() {
+        let table = cli::statements_table();
+        for statement in statements::ALL {
+            let row = format!("| `{}` |", statement.id);
+            assert_eq!(table.matches(&row).count(), 1, "{}", statement.id);
+        }
+    }
+}
