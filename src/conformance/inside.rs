@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::conformance::bundle::{self, only_checks};
-use crate::conformance::checker::{propagation_of_path, CheckReport, PATH_NS_ANNOTATION};
+use crate::conformance::checker::{CheckReport, PATH_NS_ANNOTATION};
 use crate::conformance::driver::{Observed, STOP_TIMEOUT};
 use crate::conformance::{wait_for, Case, CaseError, Draft, Env, Verdict};
 
@@ -370,15 +370,8 @@ fn specs() -> Vec<Spec> {
             statements: &["rootfs-propagation"],
             groups: &["propagation"],
             edit: |draft| {
-                // A slave needs a master: on a private host mount there is nothing to receive.
-                let rootfs = draft.config["root"]["path"]
-                    .as_str()
-                    .unwrap_or("/")
-                    .to_owned();
-                if propagation_of_path(&rootfs) == Some("private") {
-                    return Ok(Err(format!(
-                        "the host mount holding {rootfs} is private, so a slave rootfs has no master"
-                    )));
+                if let Err(reason) = shared_rootfs(draft) {
+                    return Ok(Err(reason));
                 }
                 draft.config["linux"]["rootfsPropagation"] = json!("slave");
                 ready()
@@ -555,6 +548,34 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
     ]
+}
+
+/// Puts the rootfs on a shared mount of its own (a bind mount in the case's bundle directory,
+/// removed with the case), so that a slave rootfs has a master to follow even on a host whose
+/// mounts are all private.
+fn shared_rootfs(draft: &mut Draft) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let rootfs = PathBuf::from(draft.config["root"]["path"].as_str().unwrap_or("/"));
+    let shared = draft.dir.join("rootfs-shared");
+    bundle::make_dir(&shared, 0o755).map_err(|e| e.to_string())?;
+    mount(
+        Some(&rootfs),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot bind-mount the rootfs to share it: {e}"))?;
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the rootfs mount shared: {e}"))?;
+    draft.config["root"]["path"] = json!(shared);
+    Ok(())
 }
 
 fn push_namespace(draft: &mut Draft, namespace: Value) {
