@@ -30,11 +30,15 @@ const KNOWN_BUGS: &[(&str, &str)] = &[
         "after a failing createContainer hook, poststop hooks never run (Lifecycle 5 → 12 → 13)",
     ),
     (
-        "inside/mounts-options-and-order",
+        "inside/mount-relative-destination",
         "a relative mount destination is refused instead of taken relative to / (config.md Mounts)",
     ),
     (
-        "inside/devices",
+        "inside/mount-recursive-readonly",
+        "the rro mount option is refused (\"recursive mount attribute rro is not supported yet\")",
+    ),
+    (
+        "inside/device-allowlist-deny",
         "every linux.devices entry is appended to the device allowlist as rwm, overriding the \
          config's own deny rule for it",
     ),

@@ -52,6 +52,7 @@ pub const GROUPS: &[&str] = &[
     "seccomp",
     "fds",
     "personality",
+    "terminal",
 ];
 
 /// The result of one check: which group, whether it held, and what was seen.
@@ -137,7 +138,8 @@ pub fn check(config_path: &Path) -> Result<CheckReport, String> {
             "sysctl" => check_sysctl(&config, r),
             "cgroups_path" => check_cgroups_path(&config, r),
             "seccomp" => check_seccomp(&config, &status, r),
-            "fds" => check_fds(r),
+            "fds" => check_fds(&config, r),
+            "terminal" => check_terminal(&config, r),
             "personality" => check_personality(&config, r),
             other => r.push(other, false, "unknown check group"),
         }
@@ -737,7 +739,9 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
                 );
             }
         }
-        if options.iter().any(|o| o == "rw") || (bind && !options.iter().any(|o| o == "ro")) {
+        if options.iter().any(|o| o == "rw")
+            || (bind && !options.iter().any(|o| o == "ro" || o == "rro"))
+        {
             r.push(
                 "mounts",
                 entry.options.contains("rw"),
@@ -746,6 +750,23 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
                     entry.options
                 ),
             );
+        }
+        if options.iter().any(|o| o == "rro") {
+            let below = format!("{destination}/");
+            for sub in mountinfo
+                .entries
+                .iter()
+                .filter(|e| e.mount_point == destination || e.mount_point.starts_with(&below))
+            {
+                r.push(
+                    "mounts",
+                    sub.options.contains("ro"),
+                    format!(
+                        "{}: below {destination} (rro), options {:?}",
+                        sub.mount_point, sub.options
+                    ),
+                );
+            }
         }
         for (option, want) in [
             ("private", "private"),
@@ -1146,7 +1167,10 @@ fn check_seccomp(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
 }
 
 /// runtime-linux.md "File descriptors": only 0, 1 and 2 stay open by default.
-fn check_fds(r: &mut CheckReport) {
+fn check_fds(config: &Value, r: &mut CheckReport) {
+    if config["process"]["terminal"].as_bool() == Some(true) {
+        return; // the terminal case judges the descriptors
+    }
     let mut open = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc/self/fd") {
         for entry in entries.flatten() {
@@ -1165,6 +1189,28 @@ fn check_fds(r: &mut CheckReport) {
         "fds",
         open.is_empty(),
         format!("descriptors open beyond 0, 1, 2: {open:?}"),
+    );
+}
+
+/// config.md `terminal`: stdin, stdout and stderr are one pseudoterminal (and the default
+/// devices check `/dev/console`).
+fn check_terminal(config: &Value, r: &mut CheckReport) {
+    if config["process"]["terminal"].as_bool() != Some(true) {
+        return;
+    }
+    let targets: Vec<String> = (0..3)
+        .map(|fd| {
+            fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map(|path| path.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let first = &targets[0];
+    let is_pty = first.starts_with("/dev/pts/") || first == "/dev/console";
+    r.push(
+        "terminal",
+        is_pty && targets.iter().all(|target| target == first),
+        format!("stdin, stdout, stderr: {targets:?}"),
     );
 }
 

@@ -327,8 +327,6 @@ fn specs() -> Vec<Spec> {
                                "options": ["rbind", "ro"]}),
                         json!({"destination": "/mnt/bind-rw", "type": "none", "source": source,
                                "options": ["bind", "rw", "nosuid"]}),
-                        json!({"destination": "mnt/relative", "type": "tmpfs",
-                               "source": "tmpfs", "options": ["nodev"]}),
                     ],
                 );
                 ready()
@@ -410,7 +408,7 @@ fn specs() -> Vec<Spec> {
         },
         Spec {
             name: "inside/devices",
-            statements: &["devices-available", "cgroups-device-allowlist"],
+            statements: &["devices-available"],
             groups: &["devices"],
             edit: |draft| {
                 draft.config["linux"]["devices"] = json!([
@@ -418,8 +416,6 @@ fn specs() -> Vec<Spec> {
                      "fileMode": 0o640, "uid": 0, "gid": 0},
                     {"path": "/dev/conformance-loop-allowed", "type": "b", "major": 7,
                      "minor": 1, "fileMode": 0o600},
-                    {"path": "/dev/conformance-loop-denied", "type": "b", "major": 7,
-                     "minor": 0, "fileMode": 0o600},
                     {"path": "/dev/conformance-fifo", "type": "p", "fileMode": 0o644},
                 ]);
                 if let Some(rules) = draft.config["linux"]["resources"]["devices"].as_array_mut() {
@@ -460,6 +456,66 @@ fn specs() -> Vec<Spec> {
                 ready()
             },
             host: Some(cgroup_limits),
+        },
+        Spec {
+            name: "inside/mount-relative-destination",
+            statements: &["mounts-relative-destination"],
+            groups: &["mounts"],
+            edit: |draft| {
+                push_mounts(
+                    draft,
+                    &[json!({"destination": "mnt/relative", "type": "tmpfs",
+                             "source": "tmpfs", "options": ["nodev"]})],
+                );
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "inside/device-allowlist-deny",
+            statements: &["cgroups-device-allowlist"],
+            groups: &["devices"],
+            edit: |draft| {
+                // Listed in linux.devices but denied by the allowlist (its first rule denies
+                // everything): the node exists, opening it is EPERM.
+                draft.config["linux"]["devices"] = json!([
+                    {"path": "/dev/conformance-loop-denied", "type": "b", "major": 7,
+                     "minor": 0, "fileMode": 0o600},
+                ]);
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "inside/mount-recursive-readonly",
+            statements: &["mounts-recursive-options"],
+            groups: &["mounts"],
+            edit: |draft| {
+                // A bind source with a mount below it: `rro` must make both read-only.
+                let source = draft.exchange.join("rro-source");
+                let sub = source.join("sub");
+                bundle::make_dir(&sub, 0o755)?;
+                if let Err(e) = nix::mount::mount(
+                    Some("tmpfs"),
+                    &sub,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::empty(),
+                    Some("size=1m"),
+                ) {
+                    return Ok(Err(format!(
+                        "cannot mount a tmpfs below the bind source: {e}"
+                    )));
+                }
+                push_mounts(
+                    draft,
+                    &[
+                        json!({"destination": "/mnt/rro", "type": "bind", "source": source,
+                             "options": ["rbind", "rro"]}),
+                    ],
+                );
+                ready()
+            },
+            host: None,
         },
         Spec {
             name: "inside/personality",
@@ -687,7 +743,108 @@ fn cgroup_limits(draft: &Draft, pid: i64) -> Vec<String> {
     problems
 }
 
+/// `process.terminal`: create with `--console-socket`, receive the pty master, and read the
+/// checker's report from it (runtime-spec: config.md "terminal"; runc's console-socket contract).
+fn terminal(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixListener;
+
+    let id = env.id(0);
+    let mut draft = env.draft()?;
+    draft.config["process"]["terminal"] = json!(true);
+    only_checks(&mut draft.config, &["terminal", "default_devices"]);
+    env.write_bundle(&draft)?;
+    let socket = draft.exchange.join("console.sock");
+    let listener = match UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            return Ok(Verdict::Skip(format!(
+                "cannot listen on {}: {e}",
+                socket.display()
+            )))
+        }
+    };
+    let _ = listener.set_nonblocking(true);
+    let socket_text = socket.to_string_lossy().into_owned();
+    let created = env.create_with(&id, &draft, &["--console-socket", &socket_text])?;
+    if !created.ok() {
+        return Ok(Verdict::Fail(created.summary()));
+    }
+    let mut stream = None;
+    wait_for(STOP_TIMEOUT, || {
+        stream = listener.accept().ok().map(|(stream, _)| stream);
+        stream.is_some()
+    });
+    let Some(stream) = stream else {
+        return Ok(Verdict::Fail(
+            "the runtime never connected to --console-socket".into(),
+        ));
+    };
+    let _ = stream.set_nonblocking(false);
+    let mut name = [0u8; 256];
+    let master = match crate::sys::scm_rights::recv_with_fds(stream.as_fd(), &mut name) {
+        Ok((_, fds)) => fds.into_iter().next(),
+        Err(e) => return Ok(Verdict::Fail(format!("receiving the pty master: {e}"))),
+    };
+    let Some(master) = master else {
+        return Ok(Verdict::Fail(
+            "the console socket carried no descriptor".into(),
+        ));
+    };
+    // Read the pty until the slave side closes (EIO), in a thread so a runtime that keeps the
+    // slave open cannot hang the case.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut file = fs::File::from(master);
+        let mut output = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(read) = file.read(&mut chunk) {
+            if read == 0 {
+                break;
+            }
+            output.extend_from_slice(&chunk[..read]);
+        }
+        let _ = sender.send(output);
+    });
+    let started = env.cmd(&["start", &id])?;
+    if !started.ok() {
+        return Ok(Verdict::Fail(started.summary()));
+    }
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let output = receiver.recv_timeout(STOP_TIMEOUT).unwrap_or_default();
+    let text = String::from_utf8_lossy(&output);
+    let report = text
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<CheckReport>(line.trim_end_matches('\r')).ok());
+    let Some(report) = report else {
+        return Ok(Verdict::Fail(format!(
+            "no report on the terminal: {:?}",
+            text.chars().take(300).collect::<String>()
+        )));
+    };
+    let failures: Vec<String> = report
+        .failures()
+        .iter()
+        .map(|check| format!("{}: {}", check.group, check.detail))
+        .collect();
+    if failures.is_empty() {
+        Ok(Verdict::Pass(format!(
+            "{} checks held on the terminal",
+            report.checks.len()
+        )))
+    } else {
+        Ok(Verdict::Fail(failures.join("; ")))
+    }
+}
+
 pub fn cases() -> Vec<Case> {
+    let terminal_case = Case::new(
+        "inside/terminal",
+        &["process-terminal", "default-devices"],
+        terminal,
+    );
     specs()
         .into_iter()
         .map(|spec| {
@@ -706,6 +863,7 @@ pub fn cases() -> Vec<Case> {
                 })
             }
         })
+        .chain(std::iter::once(terminal_case))
         .collect()
 }
 

@@ -113,6 +113,7 @@ pub fn cases() -> Vec<Case> {
         "lifecycle/state-document",
         &[
             "state-schema",
+            "state-status-values",
             "state-pid",
             "state-bundle",
             "op-state-returns",

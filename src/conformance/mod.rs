@@ -264,11 +264,28 @@ impl Env<'_> {
     ///
     /// As [`Runtime::run`].
     pub fn create(&mut self, id: &str, draft: &Draft) -> Result<Ran, DriveError> {
+        self.create_with(id, draft, &[])
+    }
+
+    /// `create --bundle <dir> <extra...> <id>`, remembering the id for cleanup.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::run`].
+    pub fn create_with(
+        &mut self,
+        id: &str,
+        draft: &Draft,
+        extra: &[&str],
+    ) -> Result<Ran, DriveError> {
         if !self.ids.iter().any(|known| known == id) {
             self.ids.push(id.to_owned());
         }
         let dir = draft.dir.to_string_lossy().into_owned();
-        self.run.runtime.run(&["create", "--bundle", &dir, id])
+        let mut args = vec!["create", "--bundle", dir.as_str()];
+        args.extend_from_slice(extra);
+        args.push(id);
+        self.run.runtime.run(&args)
     }
 
     /// `run --bundle <dir> <id>` (attached), remembering the id for cleanup.
