@@ -38,6 +38,11 @@ const KNOWN_BUGS: &[(&str, &str)] = &[
         "the rro mount option is refused (\"recursive mount attribute rro is not supported yet\")",
     ),
     (
+        "inside/unknown-capability-warns",
+        "an unknown capability name makes config.json unparsable (oci-spec's enum) instead of a \
+         warning (config.md capabilities: MUST log a warning, SHOULD NOT fail)",
+    ),
+    (
         "inside/device-allowlist-deny",
         "every linux.devices entry is appended to the device allowlist as rwm, overriding the \
          config's own deny rule for it",

@@ -53,6 +53,8 @@ pub const GROUPS: &[&str] = &[
     "fds",
     "personality",
     "terminal",
+    "scheduler",
+    "time_offsets",
 ];
 
 /// The result of one check: which group, whether it held, and what was seen.
@@ -140,6 +142,8 @@ pub fn check(config_path: &Path) -> Result<CheckReport, String> {
             "seccomp" => check_seccomp(&config, &status, r),
             "fds" => check_fds(&config, r),
             "terminal" => check_terminal(&config, r),
+            "scheduler" => check_scheduler(&config, r),
+            "time_offsets" => check_time_offsets(&config, r),
             "personality" => check_personality(&config, r),
             other => r.push(other, false, "unknown check group"),
         }
@@ -1212,6 +1216,66 @@ fn check_terminal(config: &Value, r: &mut CheckReport) {
         is_pty && targets.iter().all(|target| target == first),
         format!("stdin, stdout, stderr: {targets:?}"),
     );
+}
+
+/// config.md `scheduler`: the policy and nice value, from `/proc/self/stat` (fields 41 and 19).
+fn check_scheduler(config: &Value, r: &mut CheckReport) {
+    let scheduler = &config["process"]["scheduler"];
+    let Some(policy) = scheduler["policy"].as_str() else {
+        return;
+    };
+    let want = match policy {
+        "SCHED_OTHER" => 0,
+        "SCHED_FIFO" => 1,
+        "SCHED_RR" => 2,
+        "SCHED_BATCH" => 3,
+        "SCHED_IDLE" => 5,
+        "SCHED_DEADLINE" => 6,
+        _ => return,
+    };
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the parenthesised command start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let got_policy = fields.get(41 - 3).and_then(|f| f.parse::<i64>().ok());
+    r.push(
+        "scheduler",
+        got_policy == Some(want),
+        format!("policy {policy} ({want}): process {got_policy:?}"),
+    );
+    let want_nice = scheduler["nice"].as_i64().unwrap_or(0);
+    let got_nice = fields.get(19 - 3).and_then(|f| f.parse::<i64>().ok());
+    r.push(
+        "scheduler",
+        got_nice == Some(want_nice),
+        format!("nice {want_nice}: process {got_nice:?}"),
+    );
+}
+
+/// config-linux.md `timeOffsets`: the time namespace's clock offsets.
+fn check_time_offsets(config: &Value, r: &mut CheckReport) {
+    let Some(offsets) = config["linux"]["timeOffsets"].as_object() else {
+        return;
+    };
+    let text = fs::read_to_string("/proc/self/timens_offsets").unwrap_or_default();
+    for (clock, offset) in offsets {
+        let want = (
+            offset["secs"].as_i64().unwrap_or(0),
+            offset["nanosecs"].as_i64().unwrap_or(0),
+        );
+        let got = text.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == clock).then_some(())?;
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        });
+        r.push(
+            "time_offsets",
+            got == Some(want),
+            format!("{clock}: config {want:?}, /proc/self/timens_offsets {got:?}"),
+        );
+    }
 }
 
 /// config-linux.md "Personality": the execution domain, as /proc/self/personality shows it.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::conformance::bundle::{self, only_checks};
 use crate::conformance::checker::{CheckReport, PATH_NS_ANNOTATION};
-use crate::conformance::driver::{Observed, STOP_TIMEOUT};
+use crate::conformance::driver::{Observed, Ran, STOP_TIMEOUT};
 use crate::conformance::{wait_for, Case, CaseError, Draft, Env, Verdict};
 
 /// A helper process a case keeps alive (a namespace holder), killed when the case ends.
@@ -30,8 +30,9 @@ impl Drop for Held {
 type Prepared = Result<Option<Held>, String>;
 /// Edits the draft for one case.
 type Edit = fn(&mut Draft) -> Result<Prepared, CaseError>;
-/// Checks the created container from the host, given its pid and draft; returns problems.
-type HostCheck = fn(&Draft, i64) -> Vec<String>;
+/// Checks the created container from the host, given its draft, its pid and what `create`
+/// reported; returns problems.
+type HostCheck = fn(&Draft, i64, &Ran) -> Vec<String>;
 
 fn ready() -> Result<Prepared, CaseError> {
     Ok(Ok(None))
@@ -518,6 +519,70 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/unknown-capability-warns",
+            statements: &["process-capabilities-warn", "warnings-continue"],
+            groups: &["capabilities"],
+            edit: |draft| {
+                let caps = &mut draft.config["process"]["capabilities"];
+                for set in ["bounding", "effective", "permitted"] {
+                    if let Some(list) = caps[set].as_array_mut() {
+                        list.push(json!("CAP_REFENG_NO_SUCH_CAPABILITY"));
+                    }
+                }
+                ready()
+            },
+            host: Some(|_, _, created| {
+                // The level, not the wording: logrus-style `"level":"warning"` or `level=warning`.
+                let text = created.errors.to_lowercase();
+                if text.contains("warn") {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "no warning logged for an unknown capability: {}",
+                        created.summary()
+                    )]
+                }
+            }),
+        },
+        Spec {
+            name: "inside/scheduler",
+            statements: &["process-scheduler"],
+            groups: &["scheduler"],
+            edit: |draft| {
+                draft.config["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "inside/time-offsets",
+            statements: &["time-offsets", "ns-types"],
+            groups: &["namespaces", "time_offsets"],
+            edit: |draft| {
+                if !Path::new("/proc/self/ns/time").exists() {
+                    return Ok(Err("the kernel has no time namespaces".into()));
+                }
+                push_namespace(draft, json!({"type": "time"}));
+                draft.config["linux"]["timeOffsets"] = json!({
+                    "monotonic": {"secs": 86400, "nanosecs": 0},
+                    "boottime": {"secs": 3600, "nanosecs": 0},
+                });
+                ready()
+            },
+            host: None,
+        },
+        Spec {
+            name: "errors/unified-unknown-controller",
+            statements: &["cgroups-missing-controller", "errors-no-effect"],
+            groups: &[],
+            edit: |draft| {
+                draft.config["linux"]["resources"]["unified"] =
+                    json!({"refengnosuchcontroller.max": "1"});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/personality",
             statements: &["personality"],
             groups: &["personality"],
@@ -685,7 +750,7 @@ fn namespace_path(draft: &mut Draft) -> Result<Prepared, CaseError> {
 
 /// The host-side view: the container's cgroup in each hierarchy must be the cgroupsPath and hold
 /// the configured limits (runtime-spec: config-linux.md "cgroupsPath", "Memory", "PIDs", "CPU").
-fn cgroup_limits(draft: &Draft, pid: i64) -> Vec<String> {
+fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
     let mut problems = Vec::new();
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
@@ -914,7 +979,7 @@ fn checked(
     if let Some(host) = host {
         match env.runtime().state(&id)? {
             Observed::Present(document) => match document.pid {
-                Some(pid) => problems.extend(host(&draft, pid)),
+                Some(pid) => problems.extend(host(&draft, pid, &created)),
                 None => problems.push("state has no pid".into()),
             },
             other => problems.push(format!("state: {:?}", other.status())),
