@@ -211,17 +211,30 @@ fn judge_order(recorded: &Recorded, problems: &mut Vec<String>) {
     let start_phase =
         &recorded.after_start[recorded.after_create.len().min(recorded.after_start.len())..];
     let position = |name: &str| start_phase.iter().position(|seen| seen == name);
-    match (position("startContainer"), position("program")) {
-        (Some(hook), Some(program)) if hook < program => {}
-        (Some(_), None) => {}
-        (hook, program) => problems.push(format!(
-            "startContainer (at {hook:?}) must run before the program (at {program:?}): {start_phase:?}"
-        )),
+    // startContainer runs as part of `start`, before the program; poststart after the program
+    // was executed and before `start` returns (config.md Hooks). The program's own line may come
+    // after poststart: it is written once the program runs, which is not synchronised with start.
+    if position("startContainer").is_none() {
+        problems.push(format!(
+            "startContainer had not run when start returned: {start_phase:?}"
+        ));
     }
     if position("poststart").is_none() {
         problems.push(format!(
             "poststart had not run when start returned: {start_phase:?}"
         ));
+    }
+    let last = &recorded.after_delete;
+    let at = |name: &str| last.iter().position(|seen| seen == name);
+    for (before, after) in [
+        ("startContainer", "program"),
+        ("startContainer", "poststart"),
+    ] {
+        if let (Some(first), Some(second)) = (at(before), at(after)) {
+            if first > second {
+                problems.push(format!("{after} ran before {before}: {last:?}"));
+            }
+        }
     }
     if recorded.after_start.iter().any(|seen| seen == "poststop") {
         problems.push("poststop ran before delete".into());
