@@ -10,7 +10,7 @@ use crate::conformance::{cases, run, statements, ConformanceError, Options};
 
 /// refeng-conformance: check an OCI runtime with runc's command line against the runtime-spec.
 #[derive(Debug, Parser)]
-#[command(name = "refeng-conformance", version, about)]
+#[command(name = "refeng-conformance", version)]
 pub struct Cli {
     /// The runtime binary (runc, crun, refeng-runc, or a wrapper script taking the same flags).
     #[arg(long, required_unless_present = "statements")]
@@ -79,7 +79,8 @@ pub fn statements_table() -> String {
     statements::table(&cases)
 }
 
-/// Runs the command; returns the process exit code (0: no case failed, 1: some failed).
+/// Runs the command; returns the process exit code (0: no case failed, 1: some failed; the
+/// binary exits 2 on a [`CliError`]).
 ///
 /// # Errors
 ///
@@ -115,13 +116,11 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
     let format = cli.format;
     let mut number = 0;
     let mut write_error = None;
-    if format == Format::Tap {
-        writeln!(stdout, "TAP version 13")?;
-    }
     let report = run(&options, |result| {
         number += 1;
         if format == Format::Tap {
-            if let Err(e) = writeln!(stdout, "{}", tap_line(number, result)) {
+            let header = if number == 1 { "TAP version 13\n" } else { "" };
+            if let Err(e) = writeln!(stdout, "{header}{}", tap_line(number, result)) {
                 write_error.get_or_insert(e);
             }
             let _ = stdout.flush();
@@ -132,10 +131,15 @@ pub fn main(cli: Cli) -> Result<i32, CliError> {
     }
     let (pass, fail, skip) = counts(&report);
     match format {
-        Format::Tap => writeln!(
-            stdout,
-            "1..{number}\n# pass {pass}, fail {fail}, skip {skip}"
-        )?,
+        Format::Tap => {
+            if number == 0 {
+                writeln!(stdout, "TAP version 13")?;
+            }
+            writeln!(
+                stdout,
+                "1..{number}\n# pass {pass}, fail {fail}, skip {skip}"
+            )?;
+        }
         Format::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?,
         Format::Table => write!(stdout, "{}", table(&report))?,
     }
