@@ -945,13 +945,20 @@ fn refused(env: &mut Env<'_>, edit: Edit) -> Result<Verdict, CaseError> {
     if ran.ok() {
         return Ok(Verdict::Fail("create accepted the config".into()));
     }
-    match env.runtime().state(&id)? {
-        Observed::Absent(_) => Ok(Verdict::Pass(format!("refused: {}", ran.summary()))),
-        other => Ok(Verdict::Fail(format!(
+    // runtime-spec: Errors, the environment as if create had never been attempted.
+    if let Observed::Present(document) = env.runtime().state(&id)? {
+        return Ok(Verdict::Fail(format!(
             "create failed but the container exists: {:?}",
-            other.status()
-        ))),
+            document.status
+        )));
     }
+    let left = bundle::cgroup_dirs(&draft.cgroups_path);
+    if !left.is_empty() {
+        return Ok(Verdict::Fail(format!(
+            "create failed but left its cgroups: {left:?}"
+        )));
+    }
+    Ok(Verdict::Pass(format!("refused: {}", ran.summary())))
 }
 
 /// Runs the checker in a container made from the edited config and judges its report.
