@@ -12,42 +12,7 @@ use serde_json::Value;
 
 /// Cases runc passes and refeng-runc fails today, each a bug for the runtime's owner, with what
 /// the oracle saw. Remove an entry when the runtime is fixed; this test then keeps it fixed.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "hooks/state-on-stdin",
-        "the state on a startContainer hook's stdin has no pid",
-    ),
-    (
-        "hooks/prestart-failure-runs-poststop",
-        "after a failing prestart hook, poststop hooks never run (Lifecycle 3 → 12 → 13)",
-    ),
-    (
-        "hooks/createRuntime-failure-runs-poststop",
-        "after a failing createRuntime hook, poststop hooks never run (Lifecycle 4 → 12 → 13)",
-    ),
-    (
-        "hooks/createContainer-failure-runs-poststop",
-        "after a failing createContainer hook, poststop hooks never run (Lifecycle 5 → 12 → 13)",
-    ),
-    (
-        "inside/mount-relative-destination",
-        "a relative mount destination is refused instead of taken relative to / (config.md Mounts)",
-    ),
-    (
-        "inside/mount-recursive-readonly",
-        "the rro mount option is refused (\"recursive mount attribute rro is not supported yet\")",
-    ),
-    (
-        "inside/unknown-capability-warns",
-        "an unknown capability name makes config.json unparsable (oci-spec's enum) instead of a \
-         warning (config.md capabilities: MUST log a warning, SHOULD NOT fail)",
-    ),
-    (
-        "inside/device-allowlist-deny",
-        "every linux.devices entry is appended to the device allowlist as rwm, overriding the \
-         config's own deny rule for it",
-    ),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 /// One run of the oracle: case name → verdict (`pass`, `fail`, `skip`) and detail.
 fn oracle(runtime: &Path) -> BTreeMap<String, (String, String)> {

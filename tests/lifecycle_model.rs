@@ -9,7 +9,7 @@
 //!   other runtimes whose messages are not refeng-runc's.
 //! - `REFENG_MODEL_SHOW_DEVIATIONS=1`: generate runc's deviations even in loose mode, to watch
 //!   runc fail on them.
-//! - `REFENG_MODEL_PAUSE=1`: also generate `pause` and `resume`.
+//! - `REFENG_MODEL_PAUSE=0`: do not generate `pause` and `resume` (they are on by default).
 //! - `PROPTEST_CASES` (default 24), `PROPTEST_MAX_SHRINK_TIME` (ms, default 120000).
 //!
 //! Each test case gets a fresh `--root`, a fresh rootfs (busybox) and, per `create`, a bundle with
@@ -71,7 +71,8 @@ fn settings() -> &'static Settings {
             ),
             loose: flag("REFENG_MODEL_LOOSE"),
             show_deviations: flag("REFENG_MODEL_SHOW_DEVIATIONS"),
-            pause: flag("REFENG_MODEL_PAUSE"),
+            // refeng-runc implements pause and resume: generate them unless told not to.
+            pause: std::env::var("REFENG_MODEL_PAUSE").map_or(true, |v| v != "0"),
         }
     })
 }

@@ -67,9 +67,47 @@ pub fn parse_config(bytes: &[u8]) -> Result<Spec, ConfigError> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge { size: bytes.len() });
     }
-    let spec: Spec = serde_json::from_slice(bytes).map_err(ConfigError::Parse)?;
+    let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(ConfigError::Parse)?;
+    drop_unknown_capabilities(&mut json);
+    let mut spec: Spec = serde_json::from_value(json).map_err(ConfigError::Parse)?;
+    absolute_mount_destinations(&mut spec);
     validate(&spec)?;
     Ok(spec)
+}
+
+/// config.md "Capabilities": a capability that cannot be mapped to the kernel MUST be logged as
+/// a warning and SHOULD NOT fail the container. oci-spec's enum refuses unknown names, so they
+/// are taken out (with the warning) before the typed parse.
+fn drop_unknown_capabilities(json: &mut serde_json::Value) {
+    let Some(caps) = json
+        .get_mut("process")
+        .and_then(|p| p.get_mut("capabilities"))
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
+    for (set, list) in caps.iter_mut() {
+        if let Some(list) = list.as_array_mut() {
+            list.retain(|name| {
+                let known = serde_json::from_value::<oci_spec::runtime::Capability>(name.clone())
+                    .is_ok();
+                if !known {
+                    tracing::warn!(capability = %name, set = %set, "unknown capability is not granted");
+                }
+                known
+            });
+        }
+    }
+}
+
+/// config.md "Mounts": a relative destination is deprecated but MUST be read as relative to "/".
+fn absolute_mount_destinations(spec: &mut Spec) {
+    for mount in spec.mounts_mut().iter_mut().flatten() {
+        if !mount.destination().is_absolute() {
+            let absolute = Path::new("/").join(mount.destination());
+            mount.set_destination(absolute);
+        }
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -174,13 +212,6 @@ pub fn validate(spec: &Spec) -> Result<(), ConfigError> {
         }
     }
     for mount in spec.mounts().iter().flatten() {
-        if !mount.destination().is_absolute() {
-            // config.md "Mounts": destination SHOULD be absolute; runc refuses relative ones.
-            return Err(invalid(format!(
-                "mount destination {:?} must be an absolute path",
-                mount.destination()
-            )));
-        }
         if mount.uid_mappings().is_some() || mount.gid_mappings().is_some() {
             return Err(ConfigError::Unsupported {
                 field: "mounts[].uidMappings",
@@ -356,6 +387,25 @@ mod tests {
         let mut json = default_json();
         json["process"]["cwd"] = serde_json::json!("relative");
         assert!(parse_config(&serde_json::to_vec(&json).unwrap()).is_err());
+        let mut json = default_json();
+        json["mounts"][0]["destination"] = serde_json::json!("mnt/relative");
+        let spec = parse_config(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(
+            spec.mounts().as_ref().unwrap()[0].destination(),
+            Path::new("/mnt/relative")
+        );
+        let mut json = default_json();
+        json["process"]["capabilities"]["bounding"] =
+            serde_json::json!(["CAP_KILL", "CAP_NO_SUCH_THING"]);
+        let spec = parse_config(&serde_json::to_vec(&json).unwrap()).unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 1);
         let mut json = default_json();
         json["linux"]["namespaces"] = serde_json::json!([{"type":"pid"},{"type":"pid"}]);
         let err = parse_config(&serde_json::to_vec(&json).unwrap()).unwrap_err();

@@ -23,6 +23,8 @@ pub enum Message {
     Ready,
     /// either way: a step failed; the text says which.
     Error(String),
+    /// init → create: a createContainer hook failed (the lifecycle then goes on to poststop).
+    HookFailed(String),
 }
 
 /// Errors on the channel.

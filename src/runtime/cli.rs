@@ -503,17 +503,18 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), CliError> {
     }
 }
 
-/// `kill ID SIGNAL`: allowed while the container's processes exist (created, running, paused).
+/// `kill ID SIGNAL`: allowed in created and running only (runtime-spec "kill": a container that
+/// is neither MUST be left alone and the call MUST fail; runc also signals paused containers,
+/// refeng-runc follows the spec). `delete --force` still ends a paused container.
 ///
 /// # Errors
-/// Unknown id, stopped container, or a failed signal.
+/// Unknown id, a container in another state, or a failed signal.
 pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), CliError> {
     let result = match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
         AnyContainer::Created(c) => c.kill(signal, all),
         AnyContainer::Running(c) => c.kill(signal, all),
-        AnyContainer::Paused(c) => c.kill(signal, all),
-        stopped @ AnyContainer::Stopped(_) => {
-            return Err(chain(&stopped.wrong_state(Operation::Kill)))
+        other @ (AnyContainer::Paused(_) | AnyContainer::Stopped(_)) => {
+            return Err(chain(&other.wrong_state(Operation::Kill)))
         }
     };
     result.map_err(|e| chain(&e))

@@ -99,6 +99,9 @@ pub enum CreateError {
     /// a prestart or createRuntime hook failed
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// a createContainer hook failed in init
+    #[error("container init: {0}")]
+    InitHook(String),
     /// the protocol with init went wrong
     #[error("unexpected message from container init: {0:?}")]
     Protocol(Message),
@@ -121,8 +124,10 @@ fn path_err<'a>(
 }
 
 /// The devices every container gets (runtime-spec config-linux.md "Default Devices") plus the
-/// pty multiplexer and ptys: allowed in the device cgroup after the spec's own rules, as runc does.
-fn default_device_allows(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+/// pty multiplexer, ptys and the console: allowed in the device cgroup after the spec's own
+/// rules, as runc does. `linux.devices` entries get no rule of their own: whether they may be
+/// used is `linux.resources.devices`'s call.
+fn default_device_allows() -> Vec<LinuxDeviceCgroup> {
     let rule = |typ, major, minor| {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(true);
@@ -132,7 +137,16 @@ fn default_device_allows(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
         r.set_access(Some("rwm".to_string()));
         r
     };
-    let mut rules = vec![
+    let mknod = |typ| {
+        let mut r = rule(typ, None, None);
+        r.set_access(Some("m".to_string()));
+        r
+    };
+    vec![
+        // Creating any node is allowed (opening it is not): the runtime makes the spec's
+        // devices from inside the container's cgroup.
+        mknod(LinuxDeviceType::C),
+        mknod(LinuxDeviceType::B),
         rule(LinuxDeviceType::C, Some(1), Some(3)),
         rule(LinuxDeviceType::C, Some(1), Some(5)),
         rule(LinuxDeviceType::C, Some(1), Some(7)),
@@ -142,26 +156,7 @@ fn default_device_allows(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
         rule(LinuxDeviceType::C, Some(5), Some(1)),
         rule(LinuxDeviceType::C, Some(5), Some(2)),
         rule(LinuxDeviceType::C, Some(136), None),
-    ];
-    for dev in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().as_ref())
-        .into_iter()
-        .flatten()
-    {
-        if matches!(
-            dev.typ(),
-            LinuxDeviceType::C | LinuxDeviceType::B | LinuxDeviceType::U
-        ) {
-            let typ = match dev.typ() {
-                LinuxDeviceType::B => LinuxDeviceType::B,
-                _ => LinuxDeviceType::C,
-            };
-            rules.push(rule(typ, Some(dev.major()), Some(dev.minor())));
-        }
-    }
-    rules
+    ]
 }
 
 fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
@@ -234,11 +229,20 @@ pub fn create(root: &StateRoot, opts: &CreateOptions) -> Result<Container<Create
     let spec = load_bundle_config(&bundle)?;
     let dir = root.create(&opts.id)?;
     let mut undo = Undo::default();
+    let poststop = spec.hooks().as_ref().and_then(|h| h.poststop().clone());
+    let report_template = (bundle.clone(), spec.annotations().clone());
     match build(&dir, &bundle, spec, opts, &mut undo) {
         Ok(state) => Ok(Container::<Created>::from_parts(dir, state)),
         Err(e) => {
             undo.run();
             let _ = dir.remove();
+            // runtime-spec "Lifecycle" steps 3-5: a failing prestart, createRuntime or
+            // createContainer hook stops the container and the lifecycle continues at delete,
+            // whose poststop hooks run.
+            if let (CreateError::Hook(_) | CreateError::InitHook(_), Some(list)) = (&e, poststop) {
+                let report = stopped_report(&opts.id, report_template);
+                hooks::run_all_warn(HookPoint::Poststop, &list, &report);
+            }
             Err(e)
         }
     }
@@ -341,8 +345,11 @@ fn build(
     }
 
     let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), &opts.id)?;
-    cgroup.create(linux.resources().as_ref(), &default_device_allows(&spec))?;
-    undo.cgroup = Some(cgroup.clone());
+    let cgroup_owned = !cgroup.exists()?;
+    cgroup.create(linux.resources().as_ref(), &default_device_allows())?;
+    if cgroup_owned {
+        undo.cgroup = Some(cgroup.clone());
+    }
 
     let fifo_path = dir.fifo_path();
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
@@ -373,6 +380,7 @@ fn build(
         created: Utc::now(),
         owner,
         cgroup: cgroup.clone(),
+        cgroup_owned,
         config: spec.clone(),
     };
     let ctx = InitContext {
@@ -456,6 +464,7 @@ fn build(
             }
             Ok(Message::Ready) => break,
             Ok(Message::Error(e)) => return Err(CreateError::Init(e)),
+            Ok(Message::HookFailed(e)) => return Err(CreateError::InitHook(e)),
             Ok(other) => return Err(CreateError::Protocol(other)),
             Err(e) => return Err(e.into()),
         }
@@ -470,6 +479,24 @@ fn build(
         write_pid_file(pid_file, pid).map_err(path_err("write pid file", pid_file))?;
     }
     Ok(persisted)
+}
+
+/// The state poststop hooks get for a container whose create failed: stopped, no pid.
+fn stopped_report(
+    id: &str,
+    (bundle, annotations): (PathBuf, Option<std::collections::HashMap<String, String>>),
+) -> StateReport {
+    StateReport {
+        oci_version: crate::runtime::state::OCI_VERSION.to_string(),
+        id: id.to_string(),
+        status: Status::Stopped,
+        pid: None,
+        rootfs: bundle.join("rootfs"),
+        bundle,
+        created: Utc::now(),
+        owner: String::new(),
+        annotations: annotations.unwrap_or_default().into_iter().collect(),
+    }
 }
 
 /// The intermediate process: joins namespaces by path, makes the time namespace, clones init

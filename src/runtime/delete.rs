@@ -41,7 +41,9 @@ impl<S: Alive> Container<S> {
     /// If the signal fails or init survives; the container is handed back.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn stop_forcibly(self) -> Result<Container<Stopped>, (Self, DeleteError)> {
-        if let Err(e) = self.kill(Signal::SIGKILL, true) {
+        // Only a cgroup the container made is all its own to kill.
+        let all = self.state.cgroup_owned;
+        if let Err(e) = self.kill(Signal::SIGKILL, all) {
             // Without a readable cgroup, killing init still stops the container.
             tracing::debug!(error = %e, "cannot kill the whole cgroup; killing init only");
             if let Err(e) = self.kill(Signal::SIGKILL, false) {
@@ -70,21 +72,24 @@ impl Container<Stopped> {
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn delete(self) -> Result<(), DeleteError> {
         let id = self.id().to_string();
-        // Processes left in the cgroup (a container sharing the host pid namespace can leave
-        // some behind its init) die with the container.
-        if let Ok(procs) = self.state.cgroup.procs() {
-            for pid in procs {
-                let _ = kill(pid, Signal::SIGKILL);
+        // A cgroup the container made is its own: processes left in it (a container sharing
+        // the host pid namespace can leave some behind its init) die with it, and it goes. A
+        // cgroup it joined belongs to someone else and stays, with its other processes.
+        if self.state.cgroup_owned {
+            if let Ok(procs) = self.state.cgroup.procs() {
+                for pid in procs {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                let _ = self.state.cgroup.freeze(false);
             }
-            let _ = self.state.cgroup.freeze(false);
+            self.state
+                .cgroup
+                .destroy()
+                .map_err(|source| DeleteError::Cgroup {
+                    id: id.clone(),
+                    source: Box::new(source),
+                })?;
         }
-        self.state
-            .cgroup
-            .destroy()
-            .map_err(|source| DeleteError::Cgroup {
-                id: id.clone(),
-                source: Box::new(source),
-            })?;
         let report = StateReport::new(&self.state, Status::Stopped);
         let poststop = self
             .state

@@ -79,7 +79,11 @@ pub fn run(ctx: InitContext<'_>, channel: &Channel) -> ! {
     let (prepared, hook_state) = match setup(&ctx, channel) {
         Ok(done) => done,
         Err(e) => {
-            let _ = channel.send(&Message::Error(error_chain(&e)));
+            let msg = match &e {
+                InitError::Hook(_) => Message::HookFailed(error_chain(&e)),
+                _ => Message::Error(error_chain(&e)),
+            };
+            let _ = channel.send(&msg);
             crate::sys::process::exit_now(1)
         }
     };

@@ -88,8 +88,16 @@ pub struct PersistedState {
     pub owner: String,
     /// The container's cgroup.
     pub cgroup: Cgroup,
+    /// Whether create made the cgroup (false when it joined an existing one, which delete must
+    /// then leave in place: runtime-spec "delete").
+    #[serde(default = "owned_by_default")]
+    pub cgroup_owned: bool,
     /// The config the container was created from (hooks run on start and delete need it).
     pub config: Spec,
+}
+
+fn owned_by_default() -> bool {
+    true
 }
 
 impl PersistedState {

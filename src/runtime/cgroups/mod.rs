@@ -322,6 +322,19 @@ impl Cgroup {
         }
     }
 
+    /// Whether the cgroup's directory exists (under v1, in any hierarchy): a container that
+    /// joins a cgroup made by someone else must not remove it on delete.
+    ///
+    /// # Errors
+    /// Fails if the hierarchies cannot be discovered or the path is not usable.
+    pub fn exists(&self) -> Result<bool, CgroupError> {
+        let rel = path::checked(&self.path)?;
+        Ok(match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.list().iter().any(|x| x.mountpoint.join(rel).is_dir()),
+            Backend::V2(u) => u.dir(rel).is_dir(),
+        })
+    }
+
     /// Moves `pid` into the cgroup (every hierarchy under v1).
     ///
     /// # Errors

@@ -106,6 +106,11 @@ impl Hierarchies {
             .collect()
     }
 
+    /// The mounted hierarchies.
+    pub fn list(&self) -> &[Hierarchy] {
+        &self.list
+    }
+
     /// The cgroup directory `rel` in the hierarchy carrying `controller`, if mounted.
     pub fn dir(&self, controller: &str, rel: &Path) -> Option<PathBuf> {
         self.list

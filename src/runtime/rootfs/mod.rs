@@ -27,6 +27,15 @@ use inroot::RootDir;
 /// Errors while building the root filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// recursive mount attributes (rro, rnosuid, ...) could not be set
+    #[error("cannot set recursive mount attributes on {destination}")]
+    RecursiveAttributes {
+        /// The mount destination.
+        destination: PathBuf,
+        /// What mount_setattr(2) said.
+        #[source]
+        source: Errno,
+    },
     /// `linux.rootfsPropagation` is not one of the known modes
     #[error("unknown rootfs propagation {0:?}")]
     UnknownPropagation(String),

@@ -134,6 +134,21 @@ impl Entry<'_> {
         }
     }
 
+    /// Sets the recursive attributes (`rro`, ...) on the new mount and every mount below it.
+    fn apply_recursive(&self) -> Result<(), RootfsError> {
+        let (set, clear) = (self.options.recursive_set, self.options.recursive_clear);
+        if set == 0 && clear == 0 {
+            return Ok(());
+        }
+        let top = self.reopen(OFlag::O_PATH)?;
+        crate::sys::mount_attr::set_recursive(top.as_fd(), set, clear).map_err(|source| {
+            RootfsError::RecursiveAttributes {
+                destination: self.destination.clone(),
+                source,
+            }
+        })
+    }
+
     /// Applies each propagation option with its own call on the new mount.
     fn propagate(&self) -> Result<(), RootfsError> {
         if self.options.propagation.is_empty() {
@@ -238,10 +253,11 @@ pub(crate) fn mount_entry(
         "mounting"
     );
     if entry.options.is_bind() {
-        return bind(&entry, None);
+        bind(&entry, None)?;
+        return entry.apply_recursive();
     }
     entry.check_proc(&entry.destination, || false)?;
-    match fstype {
+    let mounted = match fstype {
         "tmpfs" => tmpfs(&entry),
         "cgroup" => cgroup(&entry),
         "proc" | "sysfs" => proc_or_sysfs(&entry),
@@ -253,7 +269,9 @@ pub(crate) fn mount_entry(
             plain_mount(&entry, &target, entry.options.flags)?;
             entry.propagate()
         }
-    }
+    };
+    mounted?;
+    entry.apply_recursive()
 }
 
 /// mount(2) of `entry.fstype` on `target` with the entry's source and data.

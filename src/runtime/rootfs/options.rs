@@ -14,6 +14,11 @@ pub(crate) struct MountOptions {
     pub data: Vec<String>,
     /// `tmpcopyup`: copy what the destination held into the new tmpfs.
     pub tmpcopyup: bool,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) set on the whole mount tree afterwards with
+    /// mount_setattr(2): `MOUNT_ATTR_*` bits to set and to clear.
+    pub recursive_set: u64,
+    /// See `recursive_set`.
+    pub recursive_clear: u64,
 }
 
 impl Default for MountOptions {
@@ -23,6 +28,8 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             data: Vec::new(),
             tmpcopyup: false,
+            recursive_set: 0,
+            recursive_clear: 0,
         }
     }
 }
@@ -52,9 +59,33 @@ pub enum OptionError {
     /// ID-mapped mounts
     #[error("id-mapped mounts ({0:?}) are not supported yet")]
     IdMapped(String),
-    /// recursive mount attributes (mount_setattr with AT_RECURSIVE)
-    #[error("recursive mount attribute {0:?} is not supported yet")]
-    Recursive(String),
+}
+
+/// What a recursive option does: set or clear `MOUNT_ATTR_*` bits. An access-time option sets
+/// the whole access-time field.
+fn recursive(option: &str) -> Option<(u64, u64)> {
+    use crate::sys::mount_attr::attr;
+    let atime = |value| Some((value, attr::ATIME_MASK));
+    Some(match option {
+        "rro" => (attr::RDONLY, 0),
+        "rrw" => (0, attr::RDONLY),
+        "rnosuid" => (attr::NOSUID, 0),
+        "rsuid" => (0, attr::NOSUID),
+        "rnodev" => (attr::NODEV, 0),
+        "rdev" => (0, attr::NODEV),
+        "rnoexec" => (attr::NOEXEC, 0),
+        "rexec" => (0, attr::NOEXEC),
+        "rnodiratime" => (attr::NODIRATIME, 0),
+        "rdiratime" => (0, attr::NODIRATIME),
+        "rrelatime" => return atime(attr::RELATIME),
+        // Without relatime the kernel's default is strict access times.
+        "rnorelatime" | "rstrictatime" => return atime(attr::STRICTATIME),
+        "rnoatime" => return atime(attr::NOATIME),
+        "ratime" | "rnostrictatime" => return atime(attr::RELATIME),
+        "rnosymfollow" => (attr::NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, attr::NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 /// `nosymfollow` (Linux 5.10); nix does not name it.
@@ -125,28 +156,6 @@ fn propagation(option: &str) -> Option<MsFlags> {
     })
 }
 
-/// runc's recursive attributes (`rro`, `rnosuid`, ...), applied with mount_setattr(2).
-const RECURSIVE_ATTRIBUTES: &[&str] = &[
-    "rro",
-    "rrw",
-    "rnosuid",
-    "rsuid",
-    "rnodev",
-    "rdev",
-    "rnoexec",
-    "rexec",
-    "rnodiratime",
-    "rdiratime",
-    "rrelatime",
-    "rnorelatime",
-    "rnoatime",
-    "ratime",
-    "rstrictatime",
-    "rnostrictatime",
-    "rnosymfollow",
-    "rsymfollow",
-];
-
 /// Every mount option `parse` understands as a flag, a propagation or `tmpcopyup` (what
 /// `features` reports as mountOptions); anything else goes to the filesystem as data.
 pub const MOUNT_OPTIONS: &[&str] = &[
@@ -177,6 +186,9 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "nosymfollow",
     "private",
     "rbind",
+    "ratime",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
     "ro",
@@ -184,6 +196,21 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "rshared",
     "rslave",
     "runbindable",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "rw",
     "shared",
     "silent",
@@ -199,7 +226,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
 /// Parses options left to right: later options override earlier ones (`ro,rw` is read-write).
 ///
 /// # Errors
-/// [`OptionError`] for options that are known but refused (`idmap`, `ridmap`, `rro`, ...).
+/// [`OptionError`] for options that are known but refused (`idmap`, `ridmap`).
 pub(crate) fn parse(options: &[String]) -> Result<MountOptions, OptionError> {
     let mut parsed = MountOptions::default();
     for option in options {
@@ -215,8 +242,10 @@ pub(crate) fn parse(options: &[String]) -> Result<MountOptions, OptionError> {
             parsed.tmpcopyup = true;
         } else if option == "idmap" || option == "ridmap" {
             return Err(OptionError::IdMapped(option.to_owned()));
-        } else if RECURSIVE_ATTRIBUTES.contains(&option) {
-            return Err(OptionError::Recursive(option.to_owned()));
+        } else if let Some((set, clear)) = recursive(option) {
+            // A later option overrides an earlier one on the same bits.
+            parsed.recursive_set = (parsed.recursive_set & !clear & !set) | set;
+            parsed.recursive_clear = (parsed.recursive_clear & !set) | clear;
         } else if !option.is_empty() {
             parsed.data.push(option.to_owned());
         }
@@ -381,10 +410,25 @@ mod tests {
             parse(&opts(&["ridmap"])),
             Err(OptionError::IdMapped("ridmap".into()))
         );
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes() {
+        use crate::sys::mount_attr::attr;
+        let p = parse(&opts(&["rbind", "rro", "rnosuid"])).unwrap();
         assert_eq!(
-            parse(&opts(&["rbind", "rro"])),
-            Err(OptionError::Recursive("rro".into()))
+            (p.recursive_set, p.recursive_clear),
+            (attr::RDONLY | attr::NOSUID, 0)
         );
+        let p = parse(&opts(&["rro", "rrw"])).unwrap();
+        assert_eq!((p.recursive_set, p.recursive_clear), (0, attr::RDONLY));
+        let p = parse(&opts(&["rnoatime"])).unwrap();
+        assert_eq!(
+            (p.recursive_set, p.recursive_clear),
+            (attr::NOATIME, attr::ATIME_MASK)
+        );
+        let p = parse(&opts(&["rnoatime", "rrelatime"])).unwrap();
+        assert_eq!(p.recursive_set & attr::ATIME_MASK, attr::RELATIME);
     }
 
     #[test]
@@ -392,6 +436,7 @@ mod tests {
         for option in super::MOUNT_OPTIONS {
             let known = super::flag_change(option).is_some()
                 || super::propagation(option).is_some()
+                || super::recursive(option).is_some()
                 || *option == "tmpcopyup";
             assert!(known, "{option} is reported by features but not parsed");
         }
