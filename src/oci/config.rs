@@ -183,12 +183,6 @@ pub fn validate(spec: &Spec) -> Result<(), ConfigError> {
             why: "not implemented yet",
         });
     }
-    if process.scheduler().is_some() {
-        return Err(ConfigError::Unsupported {
-            field: "process.scheduler",
-            why: "not implemented yet",
-        });
-    }
     if process.exec_cpu_affinity().is_some() {
         return Err(ConfigError::Unsupported {
             field: "process.execCPUAffinity",
@@ -313,16 +307,11 @@ pub fn validate(spec: &Spec) -> Result<(), ConfigError> {
             )));
         }
     }
-    let unsupported: [(bool, &'static str, &'static str); 5] = [
+    let unsupported: [(bool, &'static str, &'static str); 4] = [
         (
             linux.intel_rdt().is_some(),
             "linux.intelRdt",
             "Intel RDT is not supported",
-        ),
-        (
-            linux.personality().is_some(),
-            "linux.personality",
-            "not implemented yet",
         ),
         (
             linux.memory_policy().is_some(),

@@ -231,7 +231,6 @@ fn validate(p: &Process) -> Result<(), ExecError> {
             "process.selinuxLabel",
         ),
         (p.io_priority().is_some(), "process.ioPriority"),
-        (p.scheduler().is_some(), "process.scheduler"),
         (p.exec_cpu_affinity().is_some(), "process.execCPUAffinity"),
     ] {
         if set {
@@ -391,6 +390,11 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
                     Forked::Child => {
                         let err = become_process(
                             &process,
+                            state
+                                .config
+                                .linux()
+                                .as_ref()
+                                .and_then(|l| l.personality().as_ref()),
                             console.as_ref(),
                             seccomp.as_ref().map(|s| (s, agent)),
                             &report,
@@ -465,6 +469,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
 /// In the forked process, inside the container's namespaces: returns only the error text.
 fn become_process(
     process: &Process,
+    personality: Option<&oci_spec::runtime::LinuxPersonality>,
     console: Option<&UnixStream>,
     seccomp: Option<(&oci_spec::runtime::LinuxSeccomp, Option<SeccompAgent>)>,
     report: &StateReport,
@@ -479,7 +484,7 @@ fn become_process(
             return chain(&e);
         }
     }
-    match process_setup::prepare(process, seccomp, report) {
+    match process_setup::prepare(process, personality, seccomp, report) {
         Ok(prepared) => chain(&prepared.exec(preserve_fds, report)),
         Err(e) => chain(&e),
     }

@@ -192,7 +192,12 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateRep
     }
     rootfs::finalize(spec, &ctx.rootfs)?;
 
-    let prepared = process_setup::prepare(process, seccomp_spec.map(|s| (s, agent)), &hook_state)?;
+    let prepared = process_setup::prepare(
+        process,
+        spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
+        seccomp_spec.map(|s| (s, agent)),
+        &hook_state,
+    )?;
 
     channel.send(&Message::Ready)?;
     Ok((prepared, hook_state))

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::{
+    LinuxPersonality, LinuxPersonalityDomain, LinuxSchedulerFlag, LinuxSchedulerPolicy,
+    LinuxSeccomp, Process,
+};
 
 use crate::runtime::process::{self, CapabilitySets, ExecPlan, ProcessError};
 use crate::runtime::seccomp::{self, SeccompError, SeccompFilter};
@@ -36,6 +39,18 @@ pub enum SetupError {
     /// the working directory is outside the container's root (CVE-2024-21626 class)
     #[error("working directory {0:?} is outside the container root")]
     CwdOutsideRoot(PathBuf),
+    /// the scheduling policy could not be set
+    #[error("cannot set the scheduler ({policy:?})")]
+    Scheduler {
+        /// The policy asked for.
+        policy: LinuxSchedulerPolicy,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// a field has a value refeng-runc refuses
+    #[error("{0}")]
+    Unsupported(String),
     /// the terminal could not be set up
     #[error("console: {what}")]
     Console {
@@ -97,9 +112,14 @@ impl std::fmt::Debug for Prepared {
 /// The first step that fails.
 pub fn prepare(
     process: &Process,
+    personality: Option<&LinuxPersonality>,
     seccomp: Option<(&LinuxSeccomp, Option<SeccompAgent>)>,
     state: &StateReport,
 ) -> Result<Prepared, SetupError> {
+    if let Some(p) = personality {
+        apply_personality(p)?;
+    }
+    apply_scheduler(process)?;
     process::apply_rlimits(process)?;
     let caps = CapabilitySets::from_process(process)?;
     let env = process::environment(process);
@@ -136,6 +156,73 @@ pub fn prepare(
     Ok(Prepared {
         plan,
         late_filter: filter,
+    })
+}
+
+/// config-linux.md "Personality": the execution domain; no flags are defined yet, so any flag
+/// is refused rather than ignored.
+fn apply_personality(p: &LinuxPersonality) -> Result<(), SetupError> {
+    if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(SetupError::Unsupported(format!(
+            "linux.personality.flags {:?}: the runtime-spec defines no flags",
+            p.flags().as_ref().unwrap_or(&Vec::new())
+        )));
+    }
+    let persona = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    crate::sys::sched::set_personality(persona).map_err(sys("personality"))
+}
+
+/// config.md "Scheduler": the process's policy and its parameters, set with sched_setattr(2)
+/// while the process still has CAP_SYS_NICE.
+fn apply_scheduler(process: &Process) -> Result<(), SetupError> {
+    let Some(s) = process.scheduler() else {
+        return Ok(());
+    };
+    let policy = match *s.policy() {
+        LinuxSchedulerPolicy::SchedOther => libc::SCHED_OTHER,
+        LinuxSchedulerPolicy::SchedFifo => libc::SCHED_FIFO,
+        LinuxSchedulerPolicy::SchedRr => libc::SCHED_RR,
+        LinuxSchedulerPolicy::SchedBatch => libc::SCHED_BATCH,
+        LinuxSchedulerPolicy::SchedIdle => libc::SCHED_IDLE,
+        LinuxSchedulerPolicy::SchedDeadline => 6,
+        LinuxSchedulerPolicy::SchedIso => {
+            return Err(SetupError::Unsupported(
+                "process.scheduler.policy SCHED_ISO: Linux does not implement it".into(),
+            ))
+        }
+    };
+    let mut flags = 0u64;
+    for flag in s.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSchedulerFlag::SchedResetOnFork => 0x01,
+            LinuxSchedulerFlag::SchedFlagReclaim => 0x02,
+            LinuxSchedulerFlag::SchedFlagDLOverrun => 0x04,
+            LinuxSchedulerFlag::SchedFlagKeepPolicy => 0x08,
+            LinuxSchedulerFlag::SchedFlagKeepParams => 0x10,
+            LinuxSchedulerFlag::SchedFlagUtilClampMin
+            | LinuxSchedulerFlag::SchedFlagUtilClampMax => {
+                return Err(SetupError::Unsupported(format!(
+                    "process.scheduler.flags {flag:?}: the spec gives no clamp values to set"
+                )))
+            }
+        };
+    }
+    let attr = crate::sys::sched::SchedAttr {
+        policy: policy as u32,
+        flags,
+        nice: s.nice().unwrap_or(0),
+        priority: s.priority().unwrap_or(0).max(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+        ..Default::default()
+    };
+    crate::sys::sched::set_scheduler(attr).map_err(|source| SetupError::Scheduler {
+        policy: *s.policy(),
+        source,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod fork;
 pub mod mount_attr;
 pub mod openat2;
 pub mod process;
+pub mod sched;
 pub mod scm_rights;
 pub mod seccomp;
 pub mod tty;
