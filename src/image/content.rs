@@ -285,7 +285,7 @@ impl ContentStore {
         reference: &str,
         expected: Option<&Digest>,
         expected_size: Option<u64>,
-    ) -> Result<Writer, ContentError> {
+    ) -> Result<Writer<'_>, ContentError> {
         let limit = expected_size.unwrap_or(self.limits.max_blob_size);
         if limit > self.limits.max_blob_size {
             return Err(ContentError::TooLarge {
