@@ -27,6 +27,8 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Docker gzip layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker uncompressed layer (what containerd's importer writes for plain tars).
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Docker foreign (non-distributable) gzip layer.
 pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 /// Docker schema1 manifests: refused.
@@ -213,6 +215,7 @@ pub fn is_layer(media_type: &str) -> bool {
         OCI_LAYER
             | OCI_LAYER_GZIP
             | OCI_LAYER_ZSTD
+            | DOCKER_LAYER
             | DOCKER_LAYER_GZIP
             | DOCKER_LAYER_FOREIGN
             | "application/vnd.oci.image.layer.nondistributable.v1.tar"

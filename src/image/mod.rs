@@ -12,3 +12,4 @@ pub mod gc;
 pub mod layer;
 pub mod snapshot;
 pub mod tar;
+pub mod unpack;
