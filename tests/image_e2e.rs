@@ -24,6 +24,7 @@ use refeng::image::unpack;
 const DOCKER: &str = "/usr/bin/docker";
 const RUNC: &str = env!("CARGO_BIN_EXE_refeng-runc");
 
+#[allow(clippy::print_stderr)] // a skipped test must say why, and a test has no other channel
 fn have(tool: &str) -> bool {
     let ok = Path::new(tool).exists()
         || Command::new("sh")

@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use oci_spec::image::{Descriptor, ImageIndex};
 use serde::{Deserialize, Serialize};
 
 use super::content::{ContentError, ContentStore};
@@ -763,16 +763,4 @@ pub fn export_docker<W: Write>(
     })?;
     sink.file("repositories", r.len() as u64, &r[..])?;
     sink.finish()
-}
-
-/// Parses a manifest for tools that only need its layers (used by tests and fuzzing).
-///
-/// # Errors
-/// [`FormatError`].
-pub fn manifest_layers(bytes: &[u8]) -> Result<Vec<Digest>, FormatError> {
-    let m: ImageManifest = match format::parse_document(bytes, None)? {
-        Document::Manifest(m) => m,
-        Document::Index(_) => return Ok(Vec::new()),
-    };
-    m.layers().iter().map(format::check_descriptor).collect()
 }

@@ -97,6 +97,24 @@ pub enum ContentError {
     },
 }
 
+/// Marker error inside an `io::Error` that a size limit was hit (`ErrorKind::FileTooLarge` is
+/// newer than our MSRV).
+#[derive(Debug)]
+pub(crate) struct LimitExceeded;
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("size limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// Whether an I/O error is a [`LimitExceeded`].
+pub(crate) fn is_limit(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<LimitExceeded>())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContentError + '_ {
     move |source| ContentError::Io {
         path: path.to_owned(),
@@ -375,12 +393,15 @@ impl ContentStore {
             if n == 0 {
                 break;
             }
-            w.write_all(&buf[..n]).map_err(|e| match e.kind() {
-                io::ErrorKind::FileTooLarge => ContentError::TooLarge {
-                    what: reference.clone(),
-                    limit: w.limit,
-                },
-                _ => io_err(&w.dir)(e),
+            w.write_all(&buf[..n]).map_err(|e| {
+                if is_limit(&e) {
+                    ContentError::TooLarge {
+                        what: reference.clone(),
+                        limit: w.limit,
+                    }
+                } else {
+                    io_err(&w.dir)(e)
+                }
             })?;
         }
         w.commit(BTreeMap::new())
@@ -674,10 +695,8 @@ impl Writer<'_> {
 impl Write for Writer<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.offset + buf.len() as u64 > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                format!("ingest {} exceeds {} bytes", self.reference, self.limit),
-            ));
+            tracing::debug!(reference = %self.reference, limit = self.limit, "ingest over its limit");
+            return Err(io::Error::other(LimitExceeded));
         }
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);

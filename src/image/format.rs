@@ -111,9 +111,9 @@ pub enum FormatError {
 #[derive(Debug, Clone)]
 pub enum Document {
     /// An image manifest (OCI or Docker schema2).
-    Manifest(ImageManifest),
+    Manifest(Box<ImageManifest>),
     /// An index or Docker manifest list.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 #[derive(serde::Deserialize)]
@@ -180,7 +180,7 @@ pub fn parse_document(bytes: &[u8], declared: Option<&str>) -> Result<Document, 
                 source,
             })?;
         validate_index(&index)?;
-        Ok(Document::Index(index))
+        Ok(Document::Index(Box::new(index)))
     } else {
         let m: ImageManifest =
             serde_json::from_slice(bytes).map_err(|source| FormatError::Parse {
@@ -188,7 +188,7 @@ pub fn parse_document(bytes: &[u8], declared: Option<&str>) -> Result<Document, 
                 source,
             })?;
         validate_manifest(&m)?;
-        Ok(Document::Manifest(m))
+        Ok(Document::Manifest(Box::new(m)))
     }
 }
 
@@ -387,7 +387,7 @@ pub fn select_platform<'a>(
             (None, Some(_)) => 1,
             (Some(_), _) => continue,
         };
-        if best.is_none_or(|(s, _)| score > s) {
+        if best.map_or(true, |(s, _)| score > s) {
             best = Some((score, d));
         }
     }

@@ -21,6 +21,7 @@ use nix::sys::stat::{self, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 
+use super::content::{is_limit, LimitExceeded};
 use super::digest::{Algorithm, Digest, HashingReader};
 use super::tar::{Entry, Kind, Reader, TarError, TarLimits};
 use crate::sys::openat2::open_in_root_with;
@@ -244,10 +245,7 @@ impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "layer size limit",
-            ));
+            return Err(io::Error::other(LimitExceeded));
         }
         self.left -= n as u64;
         Ok(n)
@@ -326,9 +324,7 @@ pub fn apply_layer<R: Read>(
     let mut reader = Reader::new(hashing, opts.tar);
     let limit = opts.max_uncompressed;
     let map_tar = |e: TarError| match e {
-        TarError::Io(io) if io.kind() == io::ErrorKind::FileTooLarge => {
-            LayerError::TooLarge { limit }
-        }
+        TarError::Io(io) if is_limit(&io) => LayerError::TooLarge { limit },
         e => LayerError::Tar(e),
     };
     let mut entries = 0u64;
@@ -340,17 +336,18 @@ pub fn apply_layer<R: Read>(
             });
         }
         ap.entry(&entry, &mut reader).map_err(|e| match e {
-            LayerError::Fs { source, .. } if source.kind() == io::ErrorKind::FileTooLarge => {
-                LayerError::TooLarge { limit }
-            }
+            LayerError::Fs { source, .. } if is_limit(&source) => LayerError::TooLarge { limit },
             e => e,
         })?;
     }
     // The diff_id covers the whole uncompressed stream, trailing zero blocks included.
     let mut hashing = reader.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| match e.kind() {
-        io::ErrorKind::FileTooLarge => LayerError::TooLarge { limit },
-        _ => LayerError::Stream(e),
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
+        if is_limit(&e) {
+            LayerError::TooLarge { limit }
+        } else {
+            LayerError::Stream(e)
+        }
     })?;
     let (diff_id, size) = hashing.finish();
     ap.finish_dir_times()?;
