@@ -211,6 +211,29 @@ fn whiteouts_in_overlay_mode_are_overlay_whiteouts() {
 }
 
 #[test]
+fn a_directory_recreated_under_its_own_whiteout_hides_the_lower_one() {
+    let sb = Sandbox::new();
+    sb.apply(
+        &[file(".wh.a", b""), file("a/new", b"n")],
+        WhiteoutMode::Overlay,
+    )
+    .unwrap();
+    let r = sb.root();
+    assert_eq!(fs::read(r.join("a/new")).unwrap(), b"n");
+    assert_eq!(
+        xattr::get(r.join("a"), "trusted.overlay.opaque")
+            .unwrap()
+            .unwrap(),
+        b"y"
+    );
+    // a regular file in the way is still no directory
+    let e = sb
+        .apply(&[file("f", b""), file("f/x", b"")], WhiteoutMode::Overlay)
+        .unwrap_err();
+    assert!(matches!(e, LayerError::ThroughSymlink { .. }), "{e}");
+}
+
+#[test]
 fn whiteouts_in_delete_mode_delete() {
     let sb = Sandbox::new();
     sb.apply(

@@ -58,6 +58,11 @@ fn unpack(c: &ContentStore, s: &Snapshotter, m: &Digest) -> Result<Option<Digest
 #[test]
 fn images_share_chain_snapshots_and_gc_removes_exactly_the_unreferenced() {
     let (_d, c, s) = setup();
+    assert_eq!(
+        Backend::detect(_d.path()),
+        Backend::Overlay,
+        "this host has overlayfs"
+    );
     let base = layer(&[("etc/os", "base\n")]);
     let a = image(&c, &[base.clone(), layer(&[("a", "1")])], None);
     let b = image(&c, &[base.clone(), layer(&[("b", "2")])], None);
@@ -67,6 +72,10 @@ fn images_share_chain_snapshots_and_gc_removes_exactly_the_unreferenced() {
     let top_b = unpack(&c, &s, &b).unwrap().unwrap();
     assert_ne!(top_a, top_b);
     assert_eq!(s.list().unwrap().len(), 3, "the base chain is shared");
+    assert!(
+        c.metadata().unwrap().leases.is_empty(),
+        "temporary leases are gone"
+    );
     // a stray blob and a leased blob
     let stray = c.put(b"stray").unwrap();
     let leased = c.put(b"leased").unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageIndex};
 use serde::{Deserialize, Serialize};
 
-use super::content::{ContentError, ContentStore};
+use super::content::{ContentError, ContentStore, LeaseGuard};
 use super::digest::{Algorithm, Digest, HashingReader};
 use super::format::{self, Document, FormatError, PlatformWanted};
 use super::layer::{decompress, Compression};
@@ -154,6 +154,7 @@ impl Files {
     fn add_file(
         &mut self,
         content: &ContentStore,
+        lease: &LeaseGuard<'_>,
         path: &str,
         size: u64,
         data: impl Read,
@@ -182,6 +183,7 @@ impl Files {
             return Ok(());
         }
         let d = content.ingest(data, expected.as_ref(), Some(size))?;
+        lease.add(Some(&d), None)?;
         self.blobs.insert(path.to_owned(), d);
         Ok(())
     }
@@ -213,11 +215,13 @@ pub fn import_tar<R: Read>(
 ) -> Result<Vec<Imported>, ArchiveError> {
     let (_, plain) = decompress(stream).map_err(io_err("archive"))?;
     let mut reader = Reader::new(plain, TarLimits::default());
+    // Held until the references are set, so a concurrent GC cannot take what was just written.
+    let lease = content.temporary_lease("import")?;
     let mut files = Files::default();
     while let Some(e) = reader.next_entry()? {
         let path = clean(&String::from_utf8_lossy(&e.path))?;
         match e.kind {
-            Kind::File => files.add_file(content, &path, e.size, reader.data())?,
+            Kind::File => files.add_file(content, &lease, &path, e.size, reader.data())?,
             Kind::Symlink | Kind::HardLink => {
                 let t = String::from_utf8_lossy(&e.link).into_owned();
                 // Hardlink targets are archive-rooted, symlink targets relative to the entry.
@@ -242,7 +246,7 @@ pub fn import_tar<R: Read>(
         };
         files.symlinks.insert(k, v);
     }
-    finish_import(content, &files)
+    finish_import(content, &lease, &files)
 }
 
 /// Imports an OCI image layout directory.
@@ -251,6 +255,8 @@ pub fn import_tar<R: Read>(
 /// As [`import_tar`].
 #[tracing::instrument(skip(content))]
 pub fn import_dir(content: &ContentStore, dir: &Path) -> Result<Vec<Imported>, ArchiveError> {
+    // Held until the references are set, so a concurrent GC cannot take what was just written.
+    let lease = content.temporary_lease("import")?;
     let mut files = Files::default();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -266,6 +272,7 @@ pub fn import_dir(content: &ContentStore, dir: &Path) -> Result<Vec<Imported>, A
                 let f = fs::File::open(ent.path()).map_err(io_err(r.display()))?;
                 files.add_file(
                     content,
+                    &lease,
                     &name,
                     md.len(),
                     io::BufReader::with_capacity(1 << 20, f),
@@ -274,10 +281,14 @@ pub fn import_dir(content: &ContentStore, dir: &Path) -> Result<Vec<Imported>, A
             // Symlinks in a layout directory are not followed: they could point anywhere.
         }
     }
-    finish_import(content, &files)
+    finish_import(content, &lease, &files)
 }
 
-fn finish_import(content: &ContentStore, files: &Files) -> Result<Vec<Imported>, ArchiveError> {
+fn finish_import(
+    content: &ContentStore,
+    lease: &LeaseGuard<'_>,
+    files: &Files,
+) -> Result<Vec<Imported>, ArchiveError> {
     if let Some(index) = files.small.get("index.json") {
         if let Some(layout) = files.small.get("oci-layout") {
             #[derive(Deserialize)]
@@ -351,6 +362,7 @@ fn finish_import(content: &ContentStore, files: &Files) -> Result<Vec<Imported>,
             .map(|l| files.resolve(l))
             .collect::<Result<Vec<_>, _>>()?;
         let target = write_manifest(content, &config, &layers)?;
+        lease.add(Some(&target), None)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
             content.set_reference(&target.to_string(), &target)?;
@@ -477,7 +489,9 @@ pub fn import_rootfs<R: Read>(
     name: &str,
     opts: &RootfsImport,
 ) -> Result<Digest, ArchiveError> {
+    let lease = content.temporary_lease("import-rootfs")?;
     let layer = content.ingest(stream, None, None)?;
+    lease.add(Some(&layer), None)?;
     let (compression, plain) = decompress(content.open_blob(&layer)?).map_err(io_err("rootfs"))?;
     let hashing = HashingReader::new(plain, Algorithm::Sha256);
     let mut r = Reader::new(hashing, TarLimits::default());
@@ -505,6 +519,7 @@ pub fn import_rootfs<R: Read>(
         source,
     })?;
     let config = content.put(&cfg_bytes)?;
+    lease.add(Some(&config), None)?;
     let layer_mt = match compression {
         Compression::None => format::OCI_LAYER,
         Compression::Gzip => format::OCI_LAYER_GZIP,

@@ -74,6 +74,9 @@ pub enum ContentError {
         /// the limit in force
         limit: u64,
     },
+    /// another writer holds the ingest
+    #[error("ingest {0:?} is being written by another writer")]
+    Locked(String),
     /// lease not found
     #[error("lease {0:?} not found")]
     LeaseNotFound(String),
@@ -318,12 +321,26 @@ impl ContentStore {
             .join(Digest::sha256(reference.as_bytes()).hex());
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let data = dir.join("data");
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&data)
             .map_err(io_err(&data))?;
+        // Two writers appending to one ingest would interleave: the second is refused.
+        let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => ContentError::Locked(reference.to_owned()),
+            e => io_err(&data)(e.into()),
+        })?;
+        // The lock holder may have committed (renamed the file away) before we locked it.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let ours = file.metadata().map_err(io_err(&data))?.ino();
+            if fs::metadata(&data).map(|m| m.ino()).ok() != Some(ours) {
+                return Err(ContentError::Locked(reference.to_owned()));
+            }
+        }
         let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
         let mut hasher = algorithm.hasher();
         file.seek(SeekFrom::Start(0)).map_err(io_err(&data))?;
@@ -567,6 +584,19 @@ impl ContentStore {
         })
     }
 
+    /// Creates a lease that is deleted when the guard drops: what an import or unpack writes is
+    /// held by it until the image reference (or a label) holds it.
+    ///
+    /// # Errors
+    /// [`ContentError::Io`].
+    pub fn temporary_lease(&self, purpose: &str) -> Result<LeaseGuard<'_>, ContentError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{purpose}-{}-{n}", std::process::id());
+        self.create_lease(&id)?;
+        Ok(LeaseGuard { store: self, id })
+    }
+
     /// Deletes a lease; what it held becomes collectable.
     ///
     /// # Errors
@@ -578,6 +608,37 @@ impl ContentStore {
                 .map(|_| ())
                 .ok_or_else(|| ContentError::LeaseNotFound(id.to_owned()))
         })
+    }
+}
+
+/// A lease deleted on drop (see [`ContentStore::temporary_lease`]).
+#[derive(Debug)]
+pub struct LeaseGuard<'a> {
+    store: &'a ContentStore,
+    id: String,
+}
+
+impl LeaseGuard<'_> {
+    /// The lease id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds a blob and/or a snapshot key to the lease.
+    ///
+    /// # Errors
+    /// As [`ContentStore::lease_add`].
+    pub fn add(&self, blob: Option<&Digest>, snapshot: Option<&str>) -> Result<(), ContentError> {
+        self.store.lease_add(&self.id, blob, snapshot)
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.delete_lease(&self.id) {
+            tracing::warn!(lease = %self.id, error = %e, "deleting temporary lease");
+        }
     }
 }
 
@@ -608,7 +669,7 @@ pub struct Writer<'a> {
     store: &'a ContentStore,
     reference: String,
     dir: PathBuf,
-    file: File,
+    file: nix::fcntl::Flock<File>,
     hasher: Hasher,
     offset: u64,
     limit: u64,
@@ -675,10 +736,11 @@ impl Writer<'_> {
             }
         }
         file.sync_all().map_err(io_err(&dir))?;
-        drop(file);
         let target = store.blob_path(&actual);
         let data = dir.join("data");
+        // Renamed while still locked, so no other writer can append to the committed blob.
         fs::rename(&data, &target).map_err(io_err(&target))?;
+        drop(file);
         sync_dir(target.parent().unwrap_or(Path::new(".")))?;
         let _ = fs::remove_dir_all(&dir);
         if !labels.is_empty() {
@@ -780,6 +842,19 @@ mod tests {
         w.write_all(&data[7..]).unwrap();
         assert_eq!(w.commit(BTreeMap::new()).unwrap(), d);
         assert_eq!(s.read_small(&d).unwrap(), data);
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_ingest_is_refused() {
+        let (_d, s) = store();
+        let mut w1 = s.writer("r", None, None).unwrap();
+        assert!(matches!(
+            s.writer("r", None, None),
+            Err(ContentError::Locked(_))
+        ));
+        w1.write_all(b"x").unwrap();
+        drop(w1);
+        assert_eq!(s.writer("r", None, None).unwrap().offset(), 1);
     }
 
     #[test]

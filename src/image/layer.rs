@@ -511,6 +511,8 @@ impl Applier {
         match open_in_root_with(self.root.as_fd(), os(&path), flags, Mode::empty(), RESOLVE) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => {}
+            // Maybe a whiteout of this layer in the way (handled below), maybe a file.
+            Err(Errno::ENOTDIR) if self.mode == WhiteoutMode::Overlay => {}
             Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => {
                 return Err(LayerError::ThroughSymlink { path: lossy(entry) })
             }
@@ -548,6 +550,28 @@ impl Applier {
                         .map_err(fs_err("chmod", entry))?;
                     fd
                 }
+                Err(Errno::ENOTDIR) if self.is_whiteout_at(&cur, c) => {
+                    // `.wh.a` then `a/b` in one layer: `a` is re-created, hiding the lower `a`.
+                    unistd::unlinkat(&cur, c, UnlinkatFlags::NoRemoveDir)
+                        .map_err(fs_err("remove whiteout", entry))?;
+                    stat::mkdirat(&cur, c, Mode::from_bits_truncate(0o755))
+                        .map_err(fs_err("mkdir", entry))?;
+                    let fd = nix::fcntl::openat(
+                        &cur,
+                        c,
+                        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(fs_err("open dir", entry))?;
+                    set_fd_xattr(&fd, OVERLAY_OPAQUE_XATTR, b"y").map_err(|err| {
+                        LayerError::Fs {
+                            op: "set opaque",
+                            path: lossy(entry),
+                            source: err,
+                        }
+                    })?;
+                    fd
+                }
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {
                     return Err(LayerError::ThroughSymlink { path: lossy(entry) })
                 }
@@ -555,6 +579,14 @@ impl Applier {
             };
         }
         Ok(cur)
+    }
+
+    fn is_whiteout_at(&self, dir: &OwnedFd, name: &[u8]) -> bool {
+        self.mode == WhiteoutMode::Overlay
+            && stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+                    && st.st_rdev == 0
+            })
     }
 
     fn lower_dir_meta(&self, path: &[u8]) -> Option<(u32, u32, u32)> {

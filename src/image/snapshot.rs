@@ -221,6 +221,19 @@ pub fn overlay_supported(scratch: &Path) -> bool {
     spec.mount(&p("m")).is_ok()
 }
 
+impl Backend {
+    /// Overlay where overlayfs mounts under `scratch`, the plain-copy backend otherwise.
+    #[must_use]
+    pub fn detect(scratch: &Path) -> Backend {
+        if overlay_supported(scratch) {
+            Backend::Overlay
+        } else {
+            tracing::warn!("overlayfs unavailable: snapshots are full copies");
+            Backend::Copy
+        }
+    }
+}
+
 /// The snapshotter.
 #[derive(Debug)]
 pub struct Snapshotter {

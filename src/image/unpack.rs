@@ -125,6 +125,8 @@ pub fn unpack(
     resolved: &Resolved,
     opts: &ApplyOptions,
 ) -> Result<Option<Digest>, UnpackError> {
+    // Holds each snapshot from before it exists until the config's label holds the chain.
+    let lease = content.temporary_lease("unpack")?;
     let mut parent: Option<&Digest> = None;
     for ((layer, diff_id), chain) in resolved
         .layers
@@ -132,6 +134,7 @@ pub fn unpack(
         .zip(&resolved.diff_ids)
         .zip(&resolved.chain_ids)
     {
+        lease.add(None, Some(&chain.to_string()))?;
         if snapshots.stat(&chain.to_string())?.is_none() {
             let blob = content.open_blob(layer)?;
             let mut o = opts.clone();
