@@ -568,3 +568,31 @@ fn file_tree_listing_is_stable() {
     }
     assert_eq!(m.len(), 2);
 }
+
+#[test]
+fn hardlink_to_a_lower_layer_file_copies_it_up() {
+    let sb = Sandbox::new();
+    let lower = sb.base.path().join("outside/lower");
+    fs::create_dir(&lower).unwrap();
+    let mut f = file("etc/passwd", b"root");
+    f.0.mode = 0o640;
+    f.0.uid = 5;
+    apply_layer(&lower, &tar(&[f])[..], &ApplyOptions::default()).unwrap();
+    let opts = ApplyOptions {
+        lowers: vec![lower.clone()],
+        ..ApplyOptions::default()
+    };
+    apply_layer(
+        &sb.root(),
+        &tar(&[link("etc/hard", Kind::HardLink, "etc/passwd")])[..],
+        &opts,
+    )
+    .unwrap();
+    let r = sb.root();
+    let a = fs::metadata(r.join("etc/passwd")).unwrap();
+    assert_eq!(a.ino(), fs::metadata(r.join("etc/hard")).unwrap().ino());
+    assert_eq!((a.mode() & 0o7777, a.uid()), (0o640, 5));
+    assert_eq!(fs::read(r.join("etc/hard")).unwrap(), b"root");
+    // the lower layer is untouched (its inode is not the upper's)
+    assert_eq!(fs::metadata(lower.join("etc/passwd")).unwrap().nlink(), 1);
+}
