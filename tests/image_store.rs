@@ -204,3 +204,17 @@ fn content_limits_hold_for_manifests() {
         ))
     ));
 }
+
+#[test]
+fn a_directory_left_by_a_crash_mid_unpack_is_discarded() {
+    let (d, c, s) = setup();
+    // what a crash between reserving id 1 and recording the snapshot leaves behind
+    let stale = d.path().join("s/snapshots/1/fs");
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("junk"), "half a layer").unwrap();
+    let m = image(&c, &[layer(&[("x", "1")])], None);
+    let top = unpack(&c, &s, &m).unwrap().unwrap();
+    let dir = s.fs_dir(&top.to_string()).unwrap();
+    assert!(!dir.join("junk").exists());
+    assert_eq!(fs::read_to_string(dir.join("x")).unwrap(), "1");
+}
