@@ -218,3 +218,53 @@ fn a_directory_left_by_a_crash_mid_unpack_is_discarded() {
     assert!(!dir.join("junk").exists());
     assert_eq!(fs::read_to_string(dir.join("x")).unwrap(), "1");
 }
+
+#[test]
+fn a_partial_multi_platform_index_resolves_to_the_host_and_round_trips() {
+    use refeng::image::archive::{self, Sink};
+    let (_d, c, s) = setup();
+    let m = image(&c, &[layer(&[("x", "1")])], None);
+    let host = PlatformWanted::host();
+    let msize = c.info(&m).unwrap().size;
+    // the other platform's manifest was never pulled: only its descriptor is here
+    let absent = Digest::sha256(b"arm64 manifest");
+    let other_arch = if host.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let idx = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": absent.to_string(), "size": 100, "platform": {"os": "linux", "architecture": other_arch}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.to_string(), "size": msize, "platform": {"os": "linux", "architecture": host.architecture}},
+    ]}))
+    .unwrap();
+    let i = c.put(&idx).unwrap();
+    c.set_reference("multi:1", &i).unwrap();
+    let r = unpack::resolve(&c, &i, &host).unwrap();
+    assert_eq!(r.manifest, m);
+    unpack::unpack(&c, &s, &r, &ApplyOptions::default()).unwrap();
+    let other = PlatformWanted {
+        os: "linux".into(),
+        architecture: other_arch.into(),
+        variant: None,
+    };
+    assert!(matches!(
+        unpack::resolve(&c, &i, &other),
+        Err(UnpackError::Content(_))
+    ));
+    let bytes = archive::export_oci(
+        &c,
+        &[("multi:1".into(), i.clone())],
+        Sink::Tar(Builder::new(Vec::new())),
+    )
+    .unwrap()
+    .unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let c2 = ContentStore::open(d2.path(), Limits::default()).unwrap();
+    let imported = archive::import_tar(&c2, &bytes[..]).unwrap();
+    assert_eq!(imported[0].target, i, "the index digest survives");
+    assert!(
+        gc::collect(&c, Some(&s)).unwrap().blobs.is_empty(),
+        "the index holds its manifest and layers"
+    );
+}
