@@ -3,4 +3,5 @@
 
 pub mod oci;
 pub mod runtime;
+pub mod shim;
 pub mod sys;
