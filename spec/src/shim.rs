@@ -129,11 +129,16 @@ impl Model {
     }
 
     /// Whether `op` can happen now. Requests need a present caller (a vanished caller sends
-    /// nothing); nothing happens after shutdown; `Exit` needs a live init; `Wait` is issued only
-    /// where it does not block.
+    /// nothing); after shutdown only the caller comes and goes; `Exit` needs a live init; `Wait`
+    /// is issued only where it does not block.
     pub fn legal(&self, op: &Op) -> bool {
         if self.phase == Phase::ShutDown {
-            return false;
+            // The shim is gone; only the caller can still come and go.
+            return match op {
+                Op::CallerGone => self.caller_present,
+                Op::CallerBack => !self.caller_present,
+                _ => false,
+            };
         }
         match op {
             Op::Exit(_) => matches!(self.phase, Phase::Created | Phase::Started),
@@ -260,5 +265,6 @@ mod tests {
         assert_eq!(m.apply(&Op::Delete), Ok(Reply::ExitStatus(137)));
         assert_eq!(m.apply(&Op::Shutdown), Ok(Reply::Done));
         assert!(!m.legal(&Op::State));
+        assert!(m.legal(&Op::CallerGone));
     }
 }

@@ -1035,14 +1035,7 @@ impl Shim {
     pub fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse, ShimError> {
         let mut tasks = lock(&self.tasks);
         loop {
-            Self::check_id(&tasks, &req.id).or_else(|e| {
-                // A deleted task still answers Wait with how it ended.
-                if tasks.init.id == req.id && matches!(tasks.phase, Phase::Deleted(_)) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
+            Self::check_id(&tasks, &req.id)?;
             let exit = if req.exec_id.is_empty() {
                 tasks.phase.exit()
             } else {
