@@ -93,7 +93,7 @@ impl Args {
             };
             match name.as_str() {
                 "debug" => {
-                    out.debug = inline.as_deref().is_none_or(|v| v != "false");
+                    out.debug = inline.as_deref() != Some("false");
                     out.raw_flags.push(arg);
                     continue;
                 }

@@ -58,7 +58,7 @@ pub enum OptionsError {
     ConfigParse {
         path: PathBuf,
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// cannot write or read {path}
     #[error("cannot write or read {path}")]
@@ -129,7 +129,7 @@ impl RuntimeOptions {
         let file: ConfigFile =
             toml::from_str(&text).map_err(|source| OptionsError::ConfigParse {
                 path: path.to_path_buf(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Self {
             binary_name: file.binary_name.filter(|s| !s.is_empty()),
