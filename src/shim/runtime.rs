@@ -233,7 +233,11 @@ impl RuncCli {
                 let text = String::from_utf8_lossy(&err).trim().to_string();
                 (!text.is_empty()).then_some(text)
             })
-            .unwrap_or_else(|| String::from_utf8_lossy(&out).trim().to_string());
+            .or_else(|| {
+                let text = String::from_utf8_lossy(&out).trim().to_string();
+                (!text.is_empty()).then_some(text)
+            })
+            .unwrap_or_else(|| "no error logged (its stderr went to the process's stderr)".into());
         Err(RuntimeError::Failed {
             binary: self.binary.clone(),
             command,

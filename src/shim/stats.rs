@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use containerd_shim_protos::cgroups::metrics as cgroups;
 use containerd_shim_protos::cgroups_v2::metrics as cgroups_v2;
 use protobuf::well_known_types::any::Any;
-use protobuf::{MessageField, MessageFull};
+use protobuf::{Message, MessageField};
 
 /// Why metrics could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,7 @@ fn read_u64(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A limit file: `max` and the v1 "unlimited" value become 0... except containerd prints the raw
-/// number, so `max` maps to `u64::MAX` like the cgroups library does.
+/// A limit file; cgroup v2's `max` reads as `u64::MAX`, as containerd's cgroups library reports it.
 fn read_limit(path: &Path) -> u64 {
     match std::fs::read_to_string(path) {
         Ok(s) if s.trim() == "max" => u64::MAX,
@@ -50,9 +49,14 @@ fn keyed(path: &Path, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn pack<M: MessageFull>(m: &M) -> Any {
+/// containerd's type URLs of the two metrics messages (their protobuf full names; constants so
+/// the shim never builds reflection descriptors).
+const V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+const V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
+fn pack<M: Message>(type_url: &str, m: &M) -> Any {
     Any {
-        type_url: M::descriptor().full_name().to_string(),
+        type_url: type_url.to_string(),
         value: m.write_to_bytes().unwrap_or_default(),
         ..Default::default()
     }
@@ -117,7 +121,7 @@ pub fn metrics(pid: u32, root: &Path) -> Result<Any, StatsError> {
                 ..Default::default()
             });
         }
-        return Ok(pack(&m));
+        return Ok(pack(V1_METRICS, &m));
     }
     let dir = unified.unwrap_or_else(|| root.to_path_buf());
     let mut m = cgroups_v2::Metrics::new();
@@ -139,7 +143,7 @@ pub fn metrics(pid: u32, root: &Path) -> Result<Any, StatsError> {
     mem.anon = keyed(&dir.join("memory.stat"), "anon");
     mem.file = keyed(&dir.join("memory.stat"), "file");
     m.memory = MessageField::some(mem);
-    Ok(pack(&m))
+    Ok(pack(V2_METRICS, &m))
 }
 
 #[cfg(test)]
@@ -155,6 +159,13 @@ mod tests {
             "{}",
             any.type_url
         );
+    }
+
+    #[test]
+    fn type_urls_are_the_message_names() {
+        use protobuf::MessageFull;
+        assert_eq!(V1_METRICS, cgroups::Metrics::descriptor().full_name());
+        assert_eq!(V2_METRICS, cgroups_v2::Metrics::descriptor().full_name());
     }
 
     #[test]
