@@ -343,7 +343,7 @@ fn exec_pause_resume_ps_with_runc_as_binary_name() {
         "-c",
         "echo from-exec; exit 5",
     ]);
-    assert_eq!(stdout(&exec), "from-exec\n");
+    assert_eq!(stdout(&exec), "from-exec\n", "{exec:?}");
     assert_eq!(exec.status.code(), Some(5));
     env.ctr_ok(&["task", "pause", "ex1"]);
     assert_eq!(env.task_status("ex1").as_deref(), Some("PAUSED"));
@@ -355,7 +355,9 @@ fn exec_pause_resume_ps_with_runc_as_binary_name() {
     assert!(env.shim_pids().is_empty());
 }
 
-/// A terminal process gets a pty from the console socket.
+/// A terminal process gets a pty from the console socket. The pty's name is checked through a
+/// file in the rootfs: what `script(1)` relays of the output raced in one of ~10 parallel runs
+/// (not reproduced in 48 sequential runs; see the report), so it is not what this test asserts.
 #[test]
 fn terminal_task_gets_a_pty() {
     require!(false);
@@ -365,7 +367,7 @@ fn terminal_task_gets_a_pty() {
     }
     let env = Env::new();
     let ctr = format!(
-        "ctr -a {}/c.sock run --rm -t --runtime {RUNTIME} --runtime-config-path {} --env PATH=/bin --rootfs {} tty1 tty",
+        "ctr -a {}/c.sock run --rm -t --runtime {RUNTIME} --runtime-config-path {} --env PATH=/bin --rootfs {} tty1 sh -c 'tty > /tmp/ttyname; tty'",
         env.path().display(),
         env.config(Oci::Refeng),
         env.rootfs.display()
@@ -375,7 +377,9 @@ fn terminal_task_gets_a_pty() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(stdout(&out).contains("/dev/pts/"), "{}", stdout(&out));
+    assert!(out.status.success(), "{out:?}");
+    let name = std::fs::read_to_string(env.rootfs.join("tmp/ttyname")).unwrap();
+    assert!(name.starts_with("/dev/pts/"), "{name:?} {out:?}");
     assert!(env.shim_pids().is_empty());
 }
 
@@ -428,7 +432,7 @@ fn containerd_restart_keeps_running_task() {
         "echo",
         "again",
     ]);
-    assert_eq!(stdout(&exec), "again\n");
+    assert_eq!(stdout(&exec), "again\n", "{exec:?}");
     assert_eq!(exec.status.code(), Some(0));
     env.remove("keep1");
     env.remove("gone1");
