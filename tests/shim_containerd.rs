@@ -274,6 +274,15 @@ impl Drop for Env {
             );
         }
         self.kill_containerd();
+        // The runtimes remove each container's cgroup; the namespace's parent (`/default`, from
+        // ctr's cgroupsPath) is left, as with runc. rmdir only succeeds while it is empty, so a
+        // cgroup still in use by anyone else is never touched.
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join("default"));
+            }
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/default");
     }
 }
 
