@@ -330,9 +330,9 @@ fn detached_task_metrics_kill_and_delete() {
     assert!(env.shim_pids().is_empty());
 }
 
-/// exec, pause/resume and ps through runc (refeng-runc gains them separately).
+/// exec, pause/resume, ps and update through runc (refeng-runc gains them separately).
 #[test]
-fn exec_pause_resume_ps_with_runc_as_binary_name() {
+fn exec_pause_resume_ps_update_with_runc_as_binary_name() {
     require!(true);
     let env = Env::new();
     let out = env.run(Oci::Runc, &["-d"], "ex1", &["sleep", "1000"]);
@@ -360,6 +360,38 @@ fn exec_pause_resume_ps_with_runc_as_binary_name() {
     assert_eq!(env.task_status("ex1").as_deref(), Some("RUNNING"));
     let ps = env.ctr_ok(&["task", "ps", "ex1"]);
     assert_eq!(ps.lines().count(), 2, "{ps}");
+    // ctr 1.6 has no `task update`: call the shim's Update over its ttrpc socket, as containerd
+    // would, with runtime-spec LinuxResources JSON (containerd's typeurl for non-proto types).
+    let address = std::fs::read_to_string(
+        env.path()
+            .join("state/io.containerd.runtime.v2.task/default/ex1/address"),
+    )
+    .unwrap();
+    let client = containerd_shim_protos::TaskClient::new(
+        containerd_shim_protos::ttrpc::Client::connect(address.trim()).unwrap(),
+    );
+    let req = containerd_shim_protos::api::UpdateTaskRequest {
+        id: "ex1".into(),
+        resources: protobuf::MessageField::some(protobuf::well_known_types::any::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: br#"{"memory":{"limit":67108864}}"#.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    client
+        .update(
+            containerd_shim_protos::ttrpc::context::with_timeout(10_000_000_000),
+            &req,
+        )
+        .unwrap();
+    let metrics = env.ctr_ok(&["task", "metrics", "ex1"]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("limit") && l.contains("67108864")),
+        "{metrics}"
+    );
     env.remove("ex1");
     assert!(env.shim_pids().is_empty());
 }
