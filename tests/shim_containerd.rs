@@ -479,3 +479,41 @@ fn containerd_restart_keeps_running_task() {
     env.remove("gone1");
     assert!(env.shim_pids().is_empty());
 }
+
+/// A container that outgrows its memory limit is OOM-killed, and the shim publishes /tasks/oom.
+#[test]
+fn oom_kill_is_published() {
+    require!(false);
+    let env = Env::new();
+    let events_file = env.path().join("events.txt");
+    let mut events = Command::new("ctr")
+        .arg("-a")
+        .arg(env.path().join("c.sock"))
+        .arg("events")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&events_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = env.run(
+        Oci::Refeng,
+        &["--rm", "--memory-limit", "33554432"],
+        "oom1",
+        &["sh", "-c", "x=0123456789; while :; do x=$x$x; done"],
+    );
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = std::fs::read_to_string(&events_file).unwrap_or_default();
+        if seen.contains("/tasks/oom") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(seen.contains("/tasks/oom"), "{seen}");
+    assert!(seen.contains(r#""container_id":"oom1""#), "{seen}");
+}

@@ -104,7 +104,8 @@ impl Case {
             Box::new(|_: &RuntimeOptions| -> Arc<dyn Runtime> { Arc::new(FakeRuntime) }),
             Arc::new(QueuePublisher(Arc::clone(&queue))),
             bundle.path(),
-        );
+        )
+        .without_oom_watch();
         Self {
             shim,
             queue,

@@ -43,6 +43,8 @@ pub enum TaskEvent {
     Paused(ev::TaskPaused),
     /// `/tasks/resumed`
     Resumed(ev::TaskResumed),
+    /// `/tasks/oom`
+    Oom(ev::TaskOOM),
 }
 
 impl TaskEvent {
@@ -57,6 +59,7 @@ impl TaskEvent {
             Self::ExecStarted(_) => "/tasks/exec-started",
             Self::Paused(_) => "/tasks/paused",
             Self::Resumed(_) => "/tasks/resumed",
+            Self::Oom(_) => "/tasks/oom",
         }
     }
 
@@ -73,6 +76,7 @@ impl TaskEvent {
             Self::ExecStarted(_) => "containerd.events.TaskExecStarted",
             Self::Paused(_) => "containerd.events.TaskPaused",
             Self::Resumed(_) => "containerd.events.TaskResumed",
+            Self::Oom(_) => "containerd.events.TaskOOM",
         }
     }
 
@@ -88,6 +92,7 @@ impl TaskEvent {
             Self::ExecStarted(m) => m.write_to_bytes(),
             Self::Paused(m) => m.write_to_bytes(),
             Self::Resumed(m) => m.write_to_bytes(),
+            Self::Oom(m) => m.write_to_bytes(),
         };
         Any {
             type_url: self.type_url().to_string(),

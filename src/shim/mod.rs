@@ -7,6 +7,7 @@ pub mod events;
 pub mod handoff;
 pub mod io;
 pub mod mount;
+pub mod oom;
 pub mod options;
 pub mod reaper;
 pub mod runtime;

@@ -17,6 +17,7 @@ use super::events::{timestamp, Publish, TaskEvent};
 use super::handoff::{Exited, Handoff, Phase, PhaseName};
 use super::io::{self, ConsoleSocket, IoError, ShimIo, StdioPaths};
 use super::mount::{self, MountError, RootfsMount};
+use super::oom;
 use super::options::{OptionsError, RuntimeOptions};
 use super::runtime::{Launch, Runtime, RuntimeError};
 use super::stats::{self, StatsError};
@@ -180,8 +181,10 @@ pub struct Shim {
     changed: Condvar,
     /// Where console sockets are bound.
     socket_dir: PathBuf,
-    /// The cgroup mount root for metrics.
+    /// The cgroup mount root for metrics and OOM notifications.
     cgroup_root: PathBuf,
+    /// Whether Create starts an OOM watcher on init's memory cgroup.
+    watch_oom: bool,
 }
 
 impl std::fmt::Debug for Shim {
@@ -238,7 +241,14 @@ impl Shim {
             changed: Condvar::new(),
             socket_dir: socket_dir.to_path_buf(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            watch_oom: true,
         }
+    }
+
+    /// The same shim without OOM watchers (for a fake runtime, whose pids are not real).
+    pub fn without_oom_watch(mut self) -> Self {
+        self.watch_oom = false;
+        self
     }
 
     /// The namespace the shim serves.
@@ -366,6 +376,20 @@ impl Shim {
                 pid,
                 ..Default::default()
             }));
+        }
+        if self.watch_oom {
+            let events = Arc::clone(&self.events);
+            let container_id = id.clone();
+            let watched = oom::watch(pid, &self.cgroup_root, move || {
+                tracing::info!(id = %container_id, "oom");
+                events.publish(TaskEvent::Oom(ev::TaskOOM {
+                    container_id: container_id.clone(),
+                    ..Default::default()
+                }));
+            });
+            if let Err(e) = watched {
+                tracing::warn!(error = %e, "no OOM notifications for this task");
+            }
         }
         if let Some((status, at)) = runtime.watch_exit(pid) {
             self.process_exited(pid, status, at);
