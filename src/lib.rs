@@ -5,4 +5,5 @@ pub mod conformance;
 pub mod image;
 pub mod oci;
 pub mod runtime;
+pub mod shim;
 pub mod sys;

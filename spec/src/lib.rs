@@ -1,3 +1,4 @@
 //! The pure models of refeng's lifecycles: no I/O, no clocks, only states and the operations that move them.
 
 pub mod oci;
+pub mod shim;
