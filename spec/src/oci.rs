@@ -205,6 +205,10 @@ pub enum OpKind {
     Pause,
     /// `resume`.
     Resume,
+    /// `exec` (runc's extension: a new process in a created or running container). Not an
+    /// [`Operation`] of the model, which covers the spec's lifecycle only; the runtime names it
+    /// in its wrong-state errors.
+    Exec,
 }
 
 impl OpKind {
@@ -220,6 +224,7 @@ impl OpKind {
             Self::State => "state",
             Self::Pause => "pause",
             Self::Resume => "resume",
+            Self::Exec => "exec",
         }
     }
 
@@ -235,6 +240,7 @@ impl OpKind {
             Self::State,
             Self::Pause,
             Self::Resume,
+            Self::Exec,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)

@@ -84,6 +84,122 @@ pub struct CreateArgs {
     pub preserve_fds: u32,
 }
 
+/// Flags of `exec` (runc's).
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// A runtime-spec process JSON file describing the process.
+    #[arg(long, short = 'p')]
+    pub process: Option<PathBuf>,
+    /// Allocate a pseudo-terminal.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Return once the process runs.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Set an environment variable (KEY=value).
+    #[arg(long, short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// uid[:gid] to run as.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Additional gids.
+    #[arg(long = "additional-gids", short = 'g')]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to the bounding, effective and permitted sets.
+    #[arg(long, short = 'c')]
+    pub cap: Vec<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Pass N extra descriptors (3..3+N) into the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Exec into a paused container.
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// AppArmor profile (refused: not supported).
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// SELinux process label (refused: not supported).
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// Sub-cgroup to join (refused: not supported).
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+}
+
+/// Flags of `update` (runc's).
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Container id.
+    pub id: String,
+    /// A runtime-spec resources JSON file, `-` for stdin.
+    #[arg(long, short = 'r')]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (bytes or with a k/m/g suffix; -1 unlimited).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit.
+    #[arg(long = "memory-swap")]
+    pub memory_swap: Option<String>,
+    /// Kernel memory limit.
+    #[arg(long = "kernel-memory")]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit.
+    #[arg(long = "kernel-memory-tcp")]
+    pub kernel_memory_tcp: Option<String>,
+    /// CPU shares.
+    #[arg(long = "cpu-share")]
+    pub cpu_share: Option<u64>,
+    /// CPU CFS quota in microseconds.
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
+    #[arg(long = "cpu-rt-runtime")]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU realtime period in microseconds.
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPUs to run on.
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to allocate from.
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1 or 0 unlimited).
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
+    /// Intel RDT L3 cache schema (refused: not supported).
+    #[arg(long = "l3-cache-schema")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (refused: not supported).
+    #[arg(long = "mem-bw-schema")]
+    pub mem_bw_schema: Option<String>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -105,6 +221,42 @@ pub enum Command {
         /// Keep the container after it exits.
         #[arg(long)]
         keep: bool,
+    },
+    /// Run a new process inside a container.
+    Exec(ExecArgs),
+    /// Freeze every process of a running container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// List the processes of a container.
+    Ps {
+        /// Container id.
+        id: String,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Arguments for ps(1) (table format; `-ef` by default).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change the resource limits of a container.
+    Update(UpdateArgs),
+    /// Print resource usage and OOM events of a container as JSON lines.
+    Events {
+        /// Container id.
+        id: String,
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events.
+        #[arg(long, default_value = "5s")]
+        interval: String,
     },
     /// Print the state of a container.
     State {
@@ -213,6 +365,72 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             keep,
         } => crate::runtime::run::run(&root, &create_options(&args), detach, keep)
             .map_err(|e| chain(&e)),
+        Command::Exec(args) => {
+            for (set, flag) in [
+                (args.apparmor.is_some(), "--apparmor"),
+                (args.process_label.is_some(), "--process-label"),
+                (!args.cgroup.is_empty(), "--cgroup"),
+            ] {
+                if set {
+                    return Err(CliError(format!("{flag} is not supported by refeng-runc")));
+                }
+            }
+            let opts = crate::runtime::exec::ExecOptions {
+                id: args.id,
+                process_file: args.process,
+                args: args.command,
+                tty: args.tty,
+                console_socket: args.console_socket,
+                detach: args.detach,
+                pid_file: args.pid_file,
+                env: args.env,
+                cwd: args.cwd,
+                user: args.user,
+                additional_gids: args.additional_gids,
+                caps: args.cap,
+                no_new_privs: args.no_new_privs,
+                preserve_fds: args.preserve_fds,
+                ignore_paused: args.ignore_paused,
+            };
+            crate::runtime::exec::exec(&root, &opts).map_err(|e| chain(&e))
+        }
+        Command::Pause { id } => {
+            match AnyContainer::load(&root, &id).map_err(|e| chain(&e))? {
+                AnyContainer::Running(c) => c.pause().map(drop).map_err(|(_, e)| chain(&e))?,
+                other => return Err(chain(&other.wrong_state(Operation::Pause))),
+            }
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            match AnyContainer::load(&root, &id).map_err(|e| chain(&e))? {
+                AnyContainer::Paused(c) => c.resume().map(drop).map_err(|(_, e)| chain(&e))?,
+                other => return Err(chain(&other.wrong_state(Operation::Resume))),
+            }
+            Ok(0)
+        }
+        Command::Ps {
+            id,
+            format,
+            ps_args,
+        } => {
+            ps(&root, &id, format, &ps_args)?;
+            Ok(0)
+        }
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => {
+            let interval =
+                crate::runtime::events::parse_interval(&interval).map_err(|e| chain(&e))?;
+            crate::runtime::events::events(&root, &id, stats, interval, &mut std::io::stdout())
+                .map_err(|e| chain(&e))?;
+            Ok(0)
+        }
+        Command::Update(args) => {
+            update(&root, args)?;
+            Ok(0)
+        }
         Command::State { id } => {
             let report = container::report(&root, &id).map_err(|e| chain(&e))?;
             print_json(&report)?;
@@ -316,6 +534,102 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
         AnyContainer::Paused(c) => c.stop_forcibly().map_err(|(_, e)| chain(&e))?,
     };
     stopped.delete().map_err(|e| chain(&e))
+}
+
+fn update(root: &StateRoot, args: UpdateArgs) -> Result<(), CliError> {
+    if args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some() {
+        return Err(CliError(
+            "--l3-cache-schema and --mem-bw-schema are not supported: Intel RDT is not implemented"
+                .into(),
+        ));
+    }
+    let flags = crate::runtime::update::UpdateFlags {
+        resources: args.resources,
+        memory: args.memory,
+        memory_reservation: args.memory_reservation,
+        memory_swap: args.memory_swap,
+        kernel_memory: args.kernel_memory,
+        kernel_memory_tcp: args.kernel_memory_tcp,
+        cpu_shares: args.cpu_share,
+        cpu_quota: args.cpu_quota,
+        cpu_period: args.cpu_period,
+        cpu_rt_runtime: args.cpu_rt_runtime,
+        cpu_rt_period: args.cpu_rt_period,
+        cpuset_cpus: args.cpuset_cpus,
+        cpuset_mems: args.cpuset_mems,
+        pids_limit: args.pids_limit,
+        blkio_weight: args.blkio_weight,
+    };
+    let resources = crate::runtime::update::resources_from(&flags).map_err(|e| chain(&e))?;
+    let result = match AnyContainer::load(root, &args.id).map_err(|e| chain(&e))? {
+        AnyContainer::Created(mut c) => c.update(&resources),
+        AnyContainer::Running(mut c) => c.update(&resources),
+        AnyContainer::Paused(mut c) => c.update(&resources),
+        stopped @ AnyContainer::Stopped(_) => {
+            return Err(CliError(format!(
+                "cannot update container {}: it is stopped",
+                stopped.id()
+            )))
+        }
+    };
+    result.map_err(|e| chain(&e))
+}
+
+/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them.
+fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Result<(), CliError> {
+    let loaded = AnyContainer::load(root, id).map_err(|e| chain(&e))?;
+    if loaded.status() == crate::runtime::state::Status::Stopped {
+        return Err(CliError(format!("cannot ps container {id}: it is stopped")));
+    }
+    let pids: Vec<i32> = loaded
+        .state()
+        .cgroup
+        .procs()
+        .map_err(|e| chain(&e))?
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect();
+    drop(loaded);
+    let mut out = std::io::stdout().lock();
+    let write_err = |e: std::io::Error| chain(&e);
+    if format == ListFormat::Json {
+        let text = serde_json::to_string(&pids).map_err(|e| chain(&e))?;
+        return writeln!(out, "{text}").map_err(write_err);
+    }
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| CliError(format!("cannot run ps: {e}")))?;
+    if !output.status.success() {
+        return Err(CliError(format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|c| c == "PID")
+        .ok_or_else(|| CliError(format!("ps {}: no PID column", args.join(" "))))?;
+    writeln!(out, "{header}").map_err(write_err)?;
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(out, "{line}").map_err(write_err)?;
+        }
+    }
+    Ok(())
 }
 
 fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliError> {
@@ -450,5 +764,60 @@ mod tests {
         .unwrap();
         assert_eq!(b.log_format, LogFormat::Json);
         assert!(matches!(b.command, Command::Kill { all: true, .. }));
+    }
+
+    /// The command lines containerd's runc shim (go-runc) and dockerd issue, in both flag
+    /// spellings: all must parse to the intended subcommand.
+    #[test]
+    fn every_containerd_command_line_parses() {
+        let lines: &[&str] = &[
+            "--root /run/containerd/runc/default --log /b/log.json --log-format json create --bundle /b --pid-file /b/init.pid --console-socket /tmp/c.sock c1",
+            "--root=/r --log=/b/log.json --log-format=json create --bundle=/b --pid-file=/b/init.pid --no-pivot c1",
+            "--root /r --log /b/log.json --log-format json create c1 --bundle /b --preserve-fds 2",
+            "--root /r start c1",
+            "--root /r --log /b/log.json --log-format json delete --force c1",
+            "--root /r delete c1 --force",
+            "--root /r kill --all c1 9",
+            "--root /r kill c1 SIGTERM",
+            "--root /r kill c1 15 --all",
+            "--root /r --log /b/log.json --log-format json exec --process /tmp/p.json --detach --pid-file /b/e.pid --console-socket /tmp/c.sock c1",
+            "--root /r exec --process=/tmp/p.json --detach --pid-file=/b/e.pid c1",
+            "--root /r ps --format json c1",
+            "--root /r ps c1 -eo pid,comm",
+            "--root /r pause c1",
+            "--root /r resume c1",
+            "--root /r update --resources - c1",
+            "--root /r update --resources=/tmp/r.json c1",
+            "--root /r events --stats c1",
+            "--root /r events --interval=1s c1",
+            "--root /r state c1",
+            "--root /r list --format json",
+            "--root /r run --bundle /b --detach --pid-file /b/p c1",
+            "--root /r exec -t c1 sh -c true",
+            "features",
+        ];
+        for line in lines {
+            let argv = std::iter::once("refeng-runc").chain(line.split_whitespace());
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let verb = line
+                .split_whitespace()
+                .find(|w| {
+                    [
+                        "create", "start", "delete", "kill", "exec", "ps", "pause", "resume",
+                        "update", "events", "state", "list", "run", "features",
+                    ]
+                    .contains(w)
+                })
+                .unwrap();
+            let parsed = format!("{:?}", cli.command).to_lowercase();
+            assert!(parsed.starts_with(verb), "{line}: parsed as {parsed}");
+        }
+        // exec's command keeps its own flags.
+        let cli =
+            Cli::try_parse_from(["refeng-runc", "exec", "c1", "sh", "-c", "echo -n x"]).unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["sh", "-c", "echo -n x"]);
     }
 }

@@ -26,7 +26,7 @@ pub struct Stopped;
 #[derive(Debug)]
 pub struct Container<S> {
     pub(crate) dir: ContainerDir,
-    pub(crate) state: PersistedState,
+    pub(crate) state: Box<PersistedState>,
     _status: PhantomData<S>,
 }
 
@@ -145,7 +145,7 @@ impl<S> Container<S> {
     pub(crate) fn from_parts(dir: ContainerDir, state: PersistedState) -> Self {
         Self {
             dir,
-            state,
+            state: Box::new(state),
             _status: PhantomData,
         }
     }

@@ -7,7 +7,7 @@
 //! subreaper. `create` writes the id maps, puts init in the cgroup and runs the runtime-namespace
 //! hooks while init waits on the sync channel.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -30,7 +30,8 @@ use crate::runtime::hooks::{self, HookError, HookPoint};
 use crate::runtime::init::{self, InitContext};
 use crate::runtime::rootfs::RootfsContext;
 use crate::runtime::state::{
-    proc_stat, ContainerDir, PersistedState, StateError, StateReport, StateRoot, Status,
+    proc_stat, write_pid_file, ContainerDir, PersistedState, StateError, StateReport, StateRoot,
+    Status,
 };
 use crate::sys::process::{clone_fork, Forked};
 
@@ -466,7 +467,7 @@ fn build(
     persisted.created = Utc::now();
     dir.write(&persisted)?;
     if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid)?;
+        write_pid_file(pid_file, pid).map_err(path_err("write pid file", pid_file))?;
     }
     Ok(persisted)
 }
@@ -536,18 +537,4 @@ fn write_id_map(
         .collect();
     let path = PathBuf::from(format!("/proc/{pid}/{file}"));
     fs::write(&path, text).map_err(path_err("write", &path))
-}
-
-/// Writes the pid file atomically (temp + rename), as containerd expects to read it whole.
-fn write_pid_file(path: &Path, pid: Pid) -> Result<(), CreateError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
-    ));
-    let mut f = File::create(&tmp).map_err(path_err("create", &tmp))?;
-    std::io::Write::write_all(&mut f, pid.to_string().as_bytes())
-        .map_err(path_err("write", &tmp))?;
-    f.sync_all().map_err(path_err("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(path_err("rename to", path))
 }

@@ -27,7 +27,7 @@ pub enum DeleteError {
         id: String,
         /// The error.
         #[source]
-        source: CgroupError,
+        source: Box<CgroupError>,
     },
     /// the state could not be removed
     #[error(transparent)]
@@ -83,7 +83,7 @@ impl Container<Stopped> {
             .destroy()
             .map_err(|source| DeleteError::Cgroup {
                 id: id.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let report = StateReport::new(&self.state, Status::Stopped);
         let poststop = self

@@ -4,7 +4,7 @@
 //! channel; nothing here may return to the caller's code.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -15,9 +15,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::runtime::channel::{Channel, Message};
 use crate::runtime::hooks::{self, HookPoint};
-use crate::runtime::process::{self, CapabilitySets, ExecPlan};
+use crate::runtime::process_setup::{self, Prepared, SetupError};
 use crate::runtime::rootfs::{self, RootfsContext};
-use crate::runtime::seccomp::{self, SeccompFilter};
 use crate::runtime::state::{StateReport, Status};
 
 /// Everything init needs, prepared by `create` before the fork.
@@ -61,15 +60,12 @@ pub enum InitError {
     /// a hook failed
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
-    /// process setup failed
+    /// the container process could not be set up
     #[error(transparent)]
-    Process(#[from] process::ProcessError),
-    /// the seccomp filter could not be built, loaded or handed to its agent
-    #[error(transparent)]
-    Seccomp(#[from] seccomp::SeccompError),
-    /// the console could not be set up
-    #[error("console: {0}")]
-    Console(String),
+    Process(#[from] SetupError),
+    /// the config lacks what init needs
+    #[error("{0}")]
+    Config(String),
 }
 
 fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -114,29 +110,6 @@ fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ && ns.path().is_none()))
-}
-
-/// What is left to do after `Ready`: the filter (when it loads last) and the program.
-struct Prepared {
-    plan: ExecPlan,
-    late_filter: Option<PendingFilter>,
-}
-
-/// A compiled filter and, for SCMP_ACT_NOTIFY, the agent's socket connected before pivot_root.
-struct PendingFilter {
-    filter: SeccompFilter,
-    agent: Option<(UnixStream, std::path::PathBuf, String)>,
-}
-
-impl PendingFilter {
-    fn load(self, state: &StateReport) -> Result<(), InitError> {
-        let listener = self.filter.load()?;
-        if let (Some(fd), Some((stream, path, metadata))) = (listener, self.agent) {
-            let state = serde_json::to_vec(state).unwrap_or_default();
-            seccomp::send_listener_connected(stream, &path, fd, &state, &metadata)?;
-        }
-        Ok(())
-    }
 }
 
 fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError> {
@@ -191,7 +164,7 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError
     let agent = match seccomp_spec.and_then(|s| s.listener_path().as_ref()) {
         Some(path) => Some((
             UnixStream::connect(path).map_err(|e| {
-                InitError::Console(format!("connect seccomp listener {}: {e}", path.display()))
+                InitError::Config(format!("connect seccomp listener {}: {e}", path.display()))
             })?,
             path.clone(),
             seccomp_spec
@@ -205,60 +178,16 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<Prepared, InitError
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| InitError::Console("config has no process".into()))?;
+        .ok_or_else(|| InitError::Config("config has no process".into()))?;
     if let Some(console) = &ctx.console {
-        setup_console(console, process)?;
+        process_setup::attach_terminal(console, process, true)?;
     }
     rootfs::finalize(spec, &ctx.rootfs)?;
 
-    process::apply_rlimits(process)?;
-    let caps = CapabilitySets::from_process(process)?;
-    let env = process::environment(process);
-    let plan = ExecPlan::new(process.args().as_deref().unwrap_or_default(), &env)?;
-    // runtime-spec "Process": cwd is relative to the container's root; enter it while still
-    // root, then make sure it really is below the root (CVE-2024-21626: a leaked fd as cwd).
-    process::enter_cwd(process)?;
-    verify_cwd()?;
-    let nnp = process.no_new_privileges() == Some(true);
-    let mut filter = match seccomp_spec {
-        Some(s) => Some(PendingFilter {
-            filter: seccomp::compile(s)?,
-            agent,
-        }),
-        None => None,
-    };
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we still have
-    // it, as runc does. With no_new_privs it loads last, so the setup's own syscalls are free.
-    if !nnp {
-        if let Some(f) = filter.take() {
-            f.load(&hook_state)?;
-        }
-    }
-    caps.apply_bounding()?;
-    if nnp {
-        nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
-    }
-    process::switch_user(process)?;
-    caps.apply_rest()?;
-    process::apply_umask(process);
+    let prepared = process_setup::prepare(process, seccomp_spec.map(|s| (s, agent)), &hook_state)?;
 
     channel.send(&Message::Ready)?;
-    Ok(Prepared {
-        plan,
-        late_filter: filter,
-    })
-}
-
-fn verify_cwd() -> Result<(), InitError> {
-    match nix::unistd::getcwd() {
-        Ok(path) if path.is_absolute() => Ok(()),
-        Ok(path) => Err(InitError::Console(format!(
-            "current working directory {path:?} is outside the container root"
-        ))),
-        Err(e) => Err(sys(
-            "getcwd: working directory is outside the container root",
-        )(e)),
-    }
+    Ok(prepared)
 }
 
 fn wait_for_start_and_exec(
@@ -290,69 +219,5 @@ fn wait_for_start_and_exec(
     {
         hooks::run(HookPoint::StartContainer, h, &state)?;
     }
-    crate::sys::process::cloexec_from(3 + ctx.preserve_fds).map_err(sys("close_range"))?;
-    if let Some(filter) = prepared.late_filter {
-        filter.load(&state)?;
-    }
-    Err(prepared.plan.exec().into())
-}
-
-fn setup_console(
-    socket: &UnixStream,
-    process: &oci_spec::runtime::Process,
-) -> Result<(), InitError> {
-    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-
-    let console = |what: &str, e: nix::errno::Errno| InitError::Console(format!("{what}: {e}"));
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .map_err(|e| console("open /dev/ptmx", e))?;
-    grantpt(&master).map_err(|e| console("grantpt", e))?;
-    unlockpt(&master).map_err(|e| console("unlockpt", e))?;
-    let slave_name = ptsname_r(&master).map_err(|e| console("ptsname", e))?;
-    let slave = open(
-        Path::new(&slave_name),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| console(&format!("open {slave_name}"), e))?;
-    if let Some(size) = process.console_size() {
-        crate::sys::tty::set_window_size(slave.as_fd(), size.height() as u16, size.width() as u16)
-            .map_err(|e| console("set window size", e))?;
-    }
-    // /dev/console is the terminal too, as on a real system (runc does the same).
-    let dev_console = Path::new("/dev/console");
-    if !dev_console.exists() {
-        let _ = File::create(dev_console);
-    }
-    nix::mount::mount(
-        Some(Path::new(&slave_name)),
-        dev_console,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| console("bind /dev/console", e))?;
-
-    // Send the master to whoever listens on --console-socket (runc's protocol: the pty name as
-    // the payload, the fd as SCM_RIGHTS).
-    let fds = [master.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| console("send pty master to console socket", e))?;
-    drop(master);
-
-    crate::sys::tty::set_controlling_terminal(slave.as_fd())
-        .map_err(|e| console("set controlling terminal", e))?;
-    for target in 0..=2 {
-        crate::sys::process::dup_onto(slave.as_fd(), target)
-            .map_err(|e| console("dup2 pty slave", e))?;
-    }
-    Ok(())
+    Err(prepared.exec(ctx.preserve_fds, &state).into())
 }

@@ -29,7 +29,7 @@ pub enum KillError {
         id: String,
         /// The error.
         #[source]
-        source: CgroupError,
+        source: Box<CgroupError>,
     },
 }
 
@@ -64,7 +64,7 @@ impl<S: Alive> Container<S> {
             .procs()
             .map_err(|source| KillError::Cgroup {
                 id: self.id().to_string(),
-                source,
+                source: Box::new(source),
             })?;
         for pid in procs {
             send(pid)?;

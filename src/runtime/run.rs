@@ -51,7 +51,7 @@ fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RunError {
 }
 
 /// Signals a foreground `run` passes on to the container.
-const FORWARDED: [Signal; 7] = [
+pub(crate) const FORWARDED: [Signal; 7] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -148,7 +148,7 @@ pub fn run(
     Ok(code)
 }
 
-fn wait_for(pid: Pid, mask: &SigSet) -> Result<i32, RunError> {
+pub(crate) fn wait_for(pid: Pid, mask: &SigSet) -> Result<i32, RunError> {
     loop {
         // Reap everything that exited (we are a subreaper: orphans of the container come to us).
         loop {
@@ -167,7 +167,7 @@ fn wait_for(pid: Pid, mask: &SigSet) -> Result<i32, RunError> {
     }
 }
 
-fn receive_master(listener: &UnixListener) -> Result<OwnedFd, RunError> {
+pub(crate) fn receive_master(listener: &UnixListener) -> Result<OwnedFd, RunError> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let (stream, _) = listener.accept().map_err(RunError::Console)?;
     let mut buf = [0u8; 256];
@@ -192,7 +192,7 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, RunError> {
 
 /// Copies stdin to the pty and the pty to stdout on two threads; puts a terminal stdin in raw
 /// mode for the length of the run and restores it when dropped.
-struct TerminalProxy {
+pub(crate) struct TerminalProxy {
     saved: Option<nix::sys::termios::Termios>,
     output_done: Option<std::sync::mpsc::Receiver<()>>,
 }
@@ -200,7 +200,7 @@ struct TerminalProxy {
 impl TerminalProxy {
     /// Lets the output thread copy what the container wrote last (bounded: a background
     /// process of the container may keep the pty open).
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         if let Some(done) = self.output_done.take() {
             let _ = done.recv_timeout(std::time::Duration::from_millis(500));
         }
@@ -219,7 +219,7 @@ impl Drop for TerminalProxy {
     }
 }
 
-fn proxy_terminal(master: &OwnedFd) -> TerminalProxy {
+pub(crate) fn proxy_terminal(master: &OwnedFd) -> TerminalProxy {
     use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     let stdin = std::io::stdin();
     let saved = tcgetattr(stdin.as_fd()).ok();

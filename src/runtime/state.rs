@@ -345,6 +345,21 @@ impl ContainerDir {
     }
 }
 
+/// Writes a pid file atomically (temp file, fsync, rename): containerd and docker read it as
+/// soon as it appears and must never see it half written.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_pid_file(path: &Path, pid: Pid) -> std::io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("pid");
+    let tmp = parent.join(format!(".{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(pid.to_string().as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,8 +127,8 @@ impl Rule {
     #[cfg(test)]
     pub fn matches(&self, kind: Kind, major: u32, minor: u32, access: u32) -> bool {
         (self.kind == Kind::All || self.kind == kind)
-            && self.major.map_or(true, |m| m == major)
-            && self.minor.map_or(true, |m| m == minor)
+            && self.major.is_none_or(|m| m == major)
+            && self.minor.is_none_or(|m| m == minor)
             && if self.allow {
                 access & !self.access == 0
             } else {
@@ -160,7 +160,7 @@ pub(super) fn evaluate(rules: &[Rule], kind: Kind, major: u32, minor: u32, acces
         .iter()
         .rev()
         .find(|r| r.matches(kind, major, minor, access))
-        .map_or(true, |r| r.allow)
+        .is_none_or(|r| r.allow)
 }
 
 #[cfg(test)]

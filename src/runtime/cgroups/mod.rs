@@ -12,6 +12,7 @@ mod fs;
 #[cfg(test)]
 mod host_tests;
 mod path;
+pub mod stats;
 mod v1;
 mod v2;
 
@@ -298,6 +299,8 @@ impl Cgroup {
         extra_device_allows: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
         let rel = path::checked(&self.path)?;
+        let resources = resources.map(unset_zeros);
+        let resources = resources.as_ref();
         match Backend::discover(self.driver)? {
             Backend::V1(h) => h.create(rel, resources, extra_device_allows),
             Backend::V2(u) => u.create(rel, resources, extra_device_allows),
@@ -312,6 +315,7 @@ impl Cgroup {
     #[tracing::instrument(level = "debug", skip(resources), fields(path = %self.path.display()))]
     pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let rel = path::checked(&self.path)?;
+        let resources = &unset_zeros(resources);
         match Backend::discover(self.driver)? {
             Backend::V1(h) => h.update(rel, resources),
             Backend::V2(u) => u.update(rel, resources),
@@ -384,9 +388,81 @@ impl Cgroup {
     }
 }
 
+/// runc reads zero cpu shares, quota and period, zero blkio weights and zero kernel memory,
+/// kernel TCP memory and reservation as "not set", and dockerd and containerd send zeros for
+/// them when the user set none: make them absent before either driver sees them.
+fn unset_zeros(resources: &LinuxResources) -> LinuxResources {
+    let mut r = resources.clone();
+    if let Some(cpu) = r.cpu_mut() {
+        if cpu.shares() == Some(0) {
+            cpu.set_shares(None);
+        }
+        if cpu.quota() == Some(0) {
+            cpu.set_quota(None);
+        }
+        if cpu.period() == Some(0) {
+            cpu.set_period(None);
+        }
+    }
+    if let Some(mem) = r.memory_mut() {
+        if mem.kernel() == Some(0) {
+            mem.set_kernel(None);
+        }
+        if mem.kernel_tcp() == Some(0) {
+            mem.set_kernel_tcp(None);
+        }
+        if mem.reservation() == Some(0) {
+            mem.set_reservation(None);
+        }
+    }
+    if let Some(bio) = r.block_io_mut() {
+        if bio.weight() == Some(0) {
+            bio.set_weight(None);
+        }
+        if bio.leaf_weight() == Some(0) {
+            bio.set_leaf_weight(None);
+        }
+    }
+    r
+}
+
 fn read_proc(path: &str) -> Result<String, CgroupError> {
     std::fs::read_to_string(path).map_err(|source| CgroupError::ReadProc {
         path: PathBuf::from(path),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_cpu_values_mean_unset_as_in_runc() {
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"cpu":{"shares":0,"quota":0,"period":0,"cpus":"0"},"blockIO":{"weight":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(unset_zeros(&r).block_io().clone().unwrap().weight(), None);
+        let m: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":1048576,"kernel":0,"kernelTCP":0,"reservation":0}}"#,
+        )
+        .unwrap();
+        let mem = unset_zeros(&m).memory().unwrap();
+        assert_eq!(mem.limit(), Some(1048576));
+        assert_eq!(
+            (mem.kernel(), mem.kernel_tcp(), mem.reservation()),
+            (None, None, None)
+        );
+        let cpu = unset_zeros(&r).cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.shares(), cpu.quota(), cpu.period()),
+            (None, None, None)
+        );
+        assert_eq!(cpu.cpus().as_deref(), Some("0"));
+        let r: LinuxResources =
+            serde_json::from_str(r#"{"cpu":{"shares":512,"quota":1000}}"#).unwrap();
+        let cpu = unset_zeros(&r).cpu().clone().unwrap();
+        assert_eq!((cpu.shares(), cpu.quota()), (Some(512), Some(1000)));
+    }
 }

@@ -12,8 +12,9 @@ use super::devices::{self, Rule};
 use super::path::OwnSource;
 use super::{fs, read_proc, CgroupError, PROC_SELF_MOUNTINFO};
 
-/// Controllers a v1 hierarchy can carry; other super options (`rw`, `clone_children`, named
-/// hierarchies such as `name=systemd`) are not controllers.
+/// Controllers a v1 hierarchy can carry; other super options (`rw`, `clone_children`) are not
+/// controllers. Named hierarchies (`name=systemd`) carry no controller but are joined too, as
+/// runc does: the container's cgroup mount shows them, and systemd inside a container needs it.
 const KNOWN_CONTROLLERS: &[&str] = &[
     "blkio",
     "cpu",
@@ -79,7 +80,7 @@ impl Hierarchies {
             };
             let controllers: Vec<String> = options
                 .split(',')
-                .filter(|o| KNOWN_CONTROLLERS.contains(o))
+                .filter(|o| KNOWN_CONTROLLERS.contains(o) || o.starts_with("name="))
                 .map(str::to_owned)
                 .collect();
             if controllers.is_empty() || list.iter().any(|h| h.controllers == controllers) {
@@ -768,7 +769,7 @@ mod tests {
 ";
 
     #[test]
-    fn mountinfo_yields_controller_hierarchies_only() {
+    fn mountinfo_yields_controller_and_named_hierarchies() {
         let h = Hierarchies::parse(MOUNTINFO);
         let summary: Vec<(String, Vec<String>)> = h
             .list
@@ -786,10 +787,14 @@ mod tests {
                     "/sys/fs/cgroup/memory".to_owned(),
                     vec!["memory".to_owned()]
                 ),
+                (
+                    "/sys/fs/cgroup/systemd".to_owned(),
+                    vec!["name=systemd".to_owned()]
+                ),
                 ("/sys/fs/cgroup/pids".to_owned(), vec!["pids".to_owned()]),
             ]
         );
-        assert_eq!(h.list[2].root, Path::new("/docker/x"));
+        assert_eq!(h.list[3].root, Path::new("/docker/x"));
         assert_eq!(
             h.dir("cpuacct", Path::new("a/b")).unwrap(),
             Path::new("/sys/fs/cgroup/cpu,cpuacct/a/b")

@@ -32,6 +32,11 @@ impl Unified {
         Self { root: root.into() }
     }
 
+    /// The directory of cgroup `rel`.
+    pub fn dir(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
     /// Creates the cgroup and applies the limits; see `Cgroup::create`.
     pub fn create(
         &self,

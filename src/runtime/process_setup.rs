@@ -1,0 +1,223 @@
+//! Turns the calling process (the container's init, or an `exec`'d process that has joined the
+//! container's namespaces) into the container process: rlimits, cwd, seccomp, capabilities, user,
+//! umask, terminal, then execve. One sequence for both, so `exec` cannot drift from `create`.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxSeccomp, Process};
+
+use crate::runtime::process::{self, CapabilitySets, ExecPlan, ProcessError};
+use crate::runtime::seccomp::{self, SeccompError, SeccompFilter};
+use crate::runtime::state::StateReport;
+
+/// Errors while becoming the container process.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// process attributes could not be applied
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// the seccomp filter could not be built, loaded or handed to its agent
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// a syscall failed
+    #[error("{op}")]
+    Sys {
+        /// The step.
+        op: &'static str,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// the working directory is outside the container's root (CVE-2024-21626 class)
+    #[error("working directory {0:?} is outside the container root")]
+    CwdOutsideRoot(PathBuf),
+    /// the terminal could not be set up
+    #[error("console: {what}")]
+    Console {
+        /// The step.
+        what: String,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> SetupError {
+    move |source| SetupError::Sys { op, source }
+}
+
+/// The seccomp agent for SCMP_ACT_NOTIFY: a stream connected to `listenerPath` while the host's
+/// paths were visible, the path (for errors) and the metadata to send.
+pub type SeccompAgent = (UnixStream, PathBuf, String);
+
+/// A compiled filter waiting to be loaded.
+struct PendingFilter {
+    filter: SeccompFilter,
+    agent: Option<SeccompAgent>,
+}
+
+impl PendingFilter {
+    fn load(self, state: &StateReport) -> Result<(), SetupError> {
+        let listener = self.filter.load()?;
+        if let (Some(fd), Some((stream, path, metadata))) = (listener, self.agent) {
+            let state = serde_json::to_vec(state).unwrap_or_default();
+            seccomp::send_listener_connected(stream, &path, fd, &state, &metadata)?;
+        }
+        Ok(())
+    }
+}
+
+/// A process that is fully set up except for what must come last: the seccomp filter when it
+/// loads after no_new_privs, and execve itself.
+pub struct Prepared {
+    plan: ExecPlan,
+    late_filter: Option<PendingFilter>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("plan", &self.plan)
+            .field("late_filter", &self.late_filter.is_some())
+            .finish()
+    }
+}
+
+/// Applies everything of `process` that needs privileges, in runc's order: rlimits, cwd (then
+/// checked to be inside the root), the seccomp filter when no_new_privs is off (loading needs
+/// CAP_SYS_ADMIN then), the bounding set, no_new_privs, the user, the other capability sets,
+/// umask. Resolves the program with the container's PATH so a missing one fails now.
+///
+/// # Errors
+/// The first step that fails.
+pub fn prepare(
+    process: &Process,
+    seccomp: Option<(&LinuxSeccomp, Option<SeccompAgent>)>,
+    state: &StateReport,
+) -> Result<Prepared, SetupError> {
+    process::apply_rlimits(process)?;
+    let caps = CapabilitySets::from_process(process)?;
+    let env = process::environment(process);
+    let plan = ExecPlan::new(process.args().as_deref().unwrap_or_default(), &env)?;
+    // runtime-spec "Process": cwd is relative to the container's root; enter it while still
+    // root, then make sure it really is below the root (a leaked directory fd as cwd resolves
+    // outside it, and getcwd then answers "(unreachable)...").
+    process::enter_cwd(process)?;
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => {}
+        Ok(path) => return Err(SetupError::CwdOutsideRoot(path)),
+        Err(e) => return Err(sys("getcwd")(e)),
+    }
+    let nnp = process.no_new_privileges() == Some(true);
+    let mut filter = match seccomp {
+        Some((spec, agent)) => Some(PendingFilter {
+            filter: seccomp::compile(spec)?,
+            agent,
+        }),
+        None => None,
+    };
+    if !nnp {
+        if let Some(f) = filter.take() {
+            f.load(state)?;
+        }
+    }
+    caps.apply_bounding()?;
+    if nnp {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("set no_new_privs"))?;
+    }
+    process::switch_user(process)?;
+    caps.apply_rest()?;
+    process::apply_umask(process);
+    Ok(Prepared {
+        plan,
+        late_filter: filter,
+    })
+}
+
+impl Prepared {
+    /// Marks every descriptor from 3+`preserve_fds` close-on-exec, loads a late filter and
+    /// executes the program. Returns only on failure.
+    pub fn exec(self, preserve_fds: i32, state: &StateReport) -> SetupError {
+        if let Err(e) = crate::sys::process::cloexec_from(3 + preserve_fds) {
+            return sys("close_range")(e);
+        }
+        if let Some(filter) = self.late_filter {
+            if let Err(e) = filter.load(state) {
+                return e;
+            }
+        }
+        self.plan.exec().into()
+    }
+}
+
+/// Gives the process a new pty from the container's /dev/ptmx: the master goes to whoever
+/// listens on the console socket (runc's protocol: the name as payload, the fd as SCM_RIGHTS),
+/// the slave becomes the controlling terminal and stdio. With `bind_dev_console` (init only)
+/// it is also bound onto /dev/console.
+///
+/// # Errors
+/// The step that failed.
+pub fn attach_terminal(
+    socket: &UnixStream,
+    process: &Process,
+    bind_dev_console: bool,
+) -> Result<(), SetupError> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+    let console = |what: &str| {
+        let what = what.to_string();
+        move |source| SetupError::Console { what, source }
+    };
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(console("open /dev/ptmx"))?;
+    grantpt(&master).map_err(console("grantpt"))?;
+    unlockpt(&master).map_err(console("unlockpt"))?;
+    let slave_name = ptsname_r(&master).map_err(console("ptsname"))?;
+    let slave = open(
+        Path::new(&slave_name),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(console(&format!("open {slave_name}")))?;
+    if let Some(size) = process.console_size() {
+        crate::sys::tty::set_window_size(slave.as_fd(), size.height() as u16, size.width() as u16)
+            .map_err(console("set window size"))?;
+    }
+    if bind_dev_console {
+        let dev_console = Path::new("/dev/console");
+        if !dev_console.exists() {
+            let _ = File::create(dev_console);
+        }
+        nix::mount::mount(
+            Some(Path::new(&slave_name)),
+            dev_console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(console("bind /dev/console"))?;
+    }
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(console("send pty master to console socket"))?;
+    drop(master);
+    crate::sys::tty::set_controlling_terminal(slave.as_fd())
+        .map_err(console("set controlling terminal"))?;
+    for target in 0..=2 {
+        crate::sys::process::dup_onto(slave.as_fd(), target).map_err(console("dup2 pty slave"))?;
+    }
+    Ok(())
+}
