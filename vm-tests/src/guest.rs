@@ -92,6 +92,7 @@ fn run(plan_path: &Path) -> Result<bool> {
             .current_dir(&plan.project)
             .env_clear()
             .envs(suite_env(&plan))
+            .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

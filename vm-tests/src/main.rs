@@ -31,9 +31,14 @@ struct Cli {
     #[arg(long = "cgroup", value_enum, default_values_t = [CgroupMode::V2, CgroupMode::V1])]
     cgroups: Vec<CgroupMode>,
 
-    /// Only these test targets (cargo target names, e.g. `refeng`, `cgroup_guest`).
+    /// Only these test targets (cargo target names, e.g. `refeng`, `cgroup_guest`); default:
+    /// every test target but the `interop_*` ones.
     #[arg(long = "suite")]
     suites: Vec<String>,
+
+    /// Extra environment for the suites, e.g. `PROPTEST_CASES=8`.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
 
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     accel: Accel,
@@ -148,6 +153,7 @@ fn host(cli: &Cli) -> Result<bool> {
             project: project.clone(),
             runtime: built.runtime.clone(),
             outcome: dir.join("outcome.json"),
+            env: cli.env.clone(),
             suites: built.suites.clone(),
         };
         let plan_path = dir.join("plan.json");
@@ -240,6 +246,12 @@ fn host(cli: &Cli) -> Result<bool> {
         totals.0, totals.1, totals.2
     );
     Ok(all_passed)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn ensure_root() -> Result<()> {

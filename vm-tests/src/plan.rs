@@ -43,6 +43,8 @@ pub struct Plan {
     pub runtime: PathBuf,
     /// Where the agent writes its [`Outcome`].
     pub outcome: PathBuf,
+    /// Extra environment for every suite (`--env`), after the agent's own.
+    pub env: Vec<(String, String)>,
     pub suites: Vec<Suite>,
 }
 

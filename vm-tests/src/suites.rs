@@ -14,6 +14,10 @@ use crate::plan::Suite;
 /// guest runs them with `--include-ignored`.
 pub const GUEST_ONLY_SUFFIX: &str = "_guest";
 
+/// Test targets left out unless named with `--suite`: they drive the real dockerd and
+/// containerd, which need the host's network setup and packages rather than a cgroup layout.
+pub const HOST_ONLY_PREFIX: &str = "interop_";
+
 /// What the build produced.
 #[derive(Debug)]
 pub struct Built {
@@ -43,8 +47,9 @@ struct Profile {
     test: bool,
 }
 
-/// Runs `cargo test -p refeng --no-run` in `project` and returns the test binaries (all of them,
-/// or those named in `only`) with the libtest arguments the guest passes them.
+/// Runs `cargo test -p refeng --no-run` in `project` and returns the test binaries (those named
+/// in `only`, or all but the [`HOST_ONLY_PREFIX`] ones) with the libtest arguments the guest
+/// passes them.
 ///
 /// # Errors
 /// When cargo fails, or a suite named in `only` was not built.
@@ -103,6 +108,8 @@ pub fn build(project: &Path, only: &[String], libtest_args: &[String]) -> Result
             }
         }
         suites.retain(|s| only.contains(&s.name));
+    } else {
+        suites.retain(|s| !s.name.starts_with(HOST_ONLY_PREFIX));
     }
     suites.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Built { runtime, suites })
