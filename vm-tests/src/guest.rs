@@ -130,6 +130,9 @@ fn run(plan_path: &Path) -> Result<bool> {
             ignored,
             seconds: started.elapsed().as_secs_f64(),
         });
+        // After every suite, so a guest that dies later still tells the host how far it got.
+        fs::write(&plan.outcome, serde_json::to_vec_pretty(&outcome)?)
+            .with_context(|| format!("write {}", plan.outcome.display()))?;
     }
     fs::write(&plan.outcome, serde_json::to_vec_pretty(&outcome)?)
         .with_context(|| format!("write {}", plan.outcome.display()))?;
@@ -159,6 +162,8 @@ fn suite_env(plan: &Plan) -> BTreeMap<&'static str, String> {
         // Never let a snapshot test write into the project from the guest.
         ("INSTA_UPDATE", "no".to_owned()),
         ("CI", "true".to_owned()),
+        // TCG runs ~20x slower than the host, where the property tests run at full size.
+        ("PROPTEST_CASES", "4".to_owned()),
     ])
 }
 
@@ -261,8 +266,11 @@ fn mount_cgroup_v2() -> Result<Vec<String>> {
         );
     }
     for controller in &available {
-        fs::write(root.join("cgroup.subtree_control"), format!("+{controller}"))
-            .with_context(|| format!("enable +{controller} in the root's subtree_control"))?;
+        fs::write(
+            root.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        )
+        .with_context(|| format!("enable +{controller} in the root's subtree_control"))?;
     }
     let enabled = fs::read_to_string(root.join("cgroup.subtree_control"))?;
     Ok(enabled.split_whitespace().map(str::to_owned).collect())

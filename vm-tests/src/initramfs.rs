@@ -14,7 +14,6 @@ use crate::plan::exit;
 pub const ROOT_TAG: &str = "hostroot";
 pub const PROJECT_TAG: &str = "project";
 
-
 /// Largest 9p message the 6.1 virtio transport accepts with room to spare; bigger messages make
 /// reading the ~70 MB debug test binaries much faster under TCG.
 const MSIZE: u32 = 262_144;

@@ -114,7 +114,11 @@ fn load(cache: &Path, package: &str, version: &str) -> Result<Option<Kernel>> {
 /// `linux-image-6.1.0-N-amd64` packages apt knows of, newest first.
 fn newest_known() -> Vec<String> {
     let Ok(out) = Command::new("apt-cache")
-        .args(["search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"])
+        .args([
+            "search",
+            "--names-only",
+            r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        ])
         .stderr(Stdio::null())
         .output()
     else {
@@ -124,7 +128,9 @@ fn newest_known() -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter_map(|p| {
-            let abi = p.strip_prefix("linux-image-6.1.0-")?.strip_suffix("-amd64")?;
+            let abi = p
+                .strip_prefix("linux-image-6.1.0-")?
+                .strip_suffix("-amd64")?;
             Some((abi.parse().ok()?, p.to_owned()))
         })
         .collect();
@@ -237,10 +243,7 @@ fn unpack(deb: &Path, dir: &Path) -> Result<()> {
         }
         Ok(())
     })?;
-    ensure!(
-        written.len() == order.len(),
-        "second pass missed modules"
-    );
+    ensure!(written.len() == order.len(), "second pass missed modules");
     fs::write(tmp.join("modules.load"), order.join("\n") + "\n")?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir)?;
@@ -369,7 +372,10 @@ fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>> {
     xz2::read::XzDecoder::new(payload)
         .read_to_end(&mut elf)
         .context("xz")?;
-    ensure!(elf.starts_with(b"\x7fELF"), "decompressed kernel is not ELF");
+    ensure!(
+        elf.starts_with(b"\x7fELF"),
+        "decompressed kernel is not ELF"
+    );
     ensure!(
         elf.len() == size,
         "decompressed kernel is {} bytes, the header says {size}",
@@ -406,7 +412,15 @@ mod tests {
         let order = load_order(&index).unwrap();
         assert_eq!(
             order,
-            ["llc", "stp", "bridge", "9pnet", "netfs", "9p", "9pnet_virtio"]
+            [
+                "llc",
+                "stp",
+                "bridge",
+                "9pnet",
+                "netfs",
+                "9p",
+                "9pnet_virtio"
+            ]
         );
     }
 

@@ -111,7 +111,12 @@ fn host(cli: &Cli) -> Result<bool> {
     let initramfs = initramfs::build(&cache, &kernel, &cli.busybox)?;
     let built = suites::build(&project, &cli.suites, &cli.libtest_args)?;
     let agent = std::env::current_exe()?.canonicalize()?;
-    for path in built.suites.iter().map(|s| &s.path).chain([&built.runtime, &agent]) {
+    for path in built
+        .suites
+        .iter()
+        .map(|s| &s.path)
+        .chain([&built.runtime, &agent])
+    {
         anyhow::ensure!(
             path.starts_with(&project),
             "{} is outside the shared project {} (is CARGO_TARGET_DIR elsewhere?)",
@@ -144,93 +149,52 @@ fn host(cli: &Cli) -> Result<bool> {
     let mut totals = (0, 0, 0);
     let mut lines = Vec::new();
     for &mode in &cli.cgroups {
-        let config_started = Instant::now();
-        let dir = qemu::run_dir(vm_tests_dir, mode.name());
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)?;
-        let plan = Plan {
-            cgroup: mode,
-            project: project.clone(),
-            runtime: built.runtime.clone(),
-            outcome: dir.join("outcome.json"),
-            env: cli.env.clone(),
-            suites: built.suites.clone(),
-        };
-        let plan_path = dir.join("plan.json");
-        fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)?;
-        let mut cmdline = vec![
-            "console=ttyS0".to_owned(),
-            "quiet".to_owned(),
-            "loglevel=4".to_owned(),
-            "panic=-1".to_owned(),
-            format!("vmtests_project={}", project.display()),
-            format!("vmtests_agent={}", agent.display()),
-            format!("vmtests_plan={}", plan_path.display()),
-        ];
-        if mode == CgroupMode::V2 {
-            cmdline.push("cgroup_no_v1=all".to_owned());
-        }
-        let log = dir.join("console.log");
-        eprintln!("vm-tests: booting the cgroup {} guest", mode.name());
-        let ended = qemu::run(&qemu::Boot {
-            vmlinux: &kernel.vmlinux,
+        let guest = Guest {
+            mode,
+            dir: qemu::run_dir(vm_tests_dir, mode.name()),
+            project: &project,
+            agent: &agent,
+            kernel: &kernel,
             initramfs: &initramfs,
             accel,
-            cmdline: cmdline.join(" "),
-            project: &project,
-            memory_mb: cli.memory,
-            cpus: cli.cpus,
-            timeout: Duration::from_secs(cli.timeout),
-            log: Some(&log),
-            echo: true,
-        })?;
-        let seconds = config_started.elapsed().as_secs_f64();
-        let outcome: Option<Outcome> = fs::read(&plan.outcome)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let verdict = match (ended, &outcome) {
-            (Ended::Reported(exit::PASSED), Some(_)) => "passed".to_owned(),
-            (Ended::Reported(exit::FAILED), Some(_)) => "FAILED".to_owned(),
-            (Ended::Reported(exit::SETUP_FAILED), _) => {
-                "guest setup FAILED (see the console above)".to_owned()
-            }
-            (Ended::Reported(_), _) => "FAILED: the guest reported without an outcome".to_owned(),
-            (Ended::InitFailed, _) => "FAILED: /init could not start the agent".to_owned(),
-            (Ended::NoReport(code), _) => format!(
-                "FAILED: QEMU exited ({code:?}) without a report from the guest (kernel panic or QEMU error)"
-            ),
-            (Ended::TimedOut, _) => format!("FAILED: timed out after {}s, QEMU killed", cli.timeout),
         };
-        let passed = verdict == "passed";
-        all_passed &= passed;
-        if let Some(o) = &outcome {
-            for s in &o.suites {
-                totals = (totals.0 + s.passed, totals.1 + s.failed, totals.2 + s.ignored);
-                lines.push(format!(
-                    "vm-tests:   [{}] {:<22} {:>4} passed {:>3} failed {:>3} ignored  {:>6.1}s  {}",
-                    mode.name(),
-                    s.name,
-                    s.passed,
-                    s.failed,
-                    s.ignored,
-                    s.seconds,
-                    match s.exit_code {
-                        Some(0) => "ok".to_owned(),
-                        Some(c) => format!("exit {c}"),
-                        None => "killed by a signal".to_owned(),
-                    }
-                ));
-            }
+        let (verdict, outcome) = guest.run(cli, &built)?;
+        all_passed &= verdict.is_none();
+        for s in outcome.iter().flat_map(|o| &o.suites) {
+            totals = (
+                totals.0 + s.passed,
+                totals.1 + s.failed,
+                totals.2 + s.ignored,
+            );
+            lines.push(format!(
+                "vm-tests:   [{}] {:<22} {:>4} passed {:>3} failed {:>3} ignored  {:>6.1}s  {}",
+                mode.name(),
+                s.name,
+                s.passed,
+                s.failed,
+                s.ignored,
+                s.seconds,
+                match s.exit_code {
+                    Some(0) => "ok".to_owned(),
+                    Some(c) => format!("exit {c}"),
+                    None => "killed by a signal".to_owned(),
+                }
+            ));
         }
-        lines.push(format!(
-            "vm-tests: cgroup {} guest {verdict} in {seconds:.1}s (console: {})",
-            mode.name(),
-            log.display()
-        ));
-        if !passed && outcome.is_none() {
-            // No per-test counts from this guest: count it as one failure so the total shows it.
+        if verdict.is_some()
+            && outcome
+                .as_ref()
+                .is_none_or(|o| o.suites.iter().all(|s| s.failed == 0))
+        {
+            // A guest that failed without a failing test (a crash, a timeout) still counts once.
             totals.1 += 1;
         }
+        lines.push(format!(
+            "vm-tests: cgroup {} guest {} (console: {})",
+            mode.name(),
+            verdict.as_deref().unwrap_or("passed"),
+            guest.dir.join("console.log").display()
+        ));
     }
     for line in &lines {
         eprintln!("{line}");
@@ -246,6 +210,97 @@ fn host(cli: &Cli) -> Result<bool> {
         totals.0, totals.1, totals.2
     );
     Ok(all_passed)
+}
+
+/// One guest configuration to boot.
+struct Guest<'a> {
+    mode: CgroupMode,
+    /// Its run dir: plan, outcome and console log.
+    dir: PathBuf,
+    project: &'a Path,
+    agent: &'a Path,
+    kernel: &'a kernel::Kernel,
+    initramfs: &'a Path,
+    accel: Accel,
+}
+
+impl Guest<'_> {
+    /// Boots the guest and returns why it failed (`None`: every suite passed) and what the
+    /// agent reported, if anything.
+    fn run(&self, cli: &Cli, built: &suites::Built) -> Result<(Option<String>, Option<Outcome>)> {
+        let started = Instant::now();
+        let _ = fs::remove_dir_all(&self.dir);
+        fs::create_dir_all(&self.dir)?;
+        let plan = Plan {
+            cgroup: self.mode,
+            project: self.project.to_owned(),
+            runtime: built.runtime.clone(),
+            outcome: self.dir.join("outcome.json"),
+            env: cli.env.clone(),
+            suites: built.suites.clone(),
+        };
+        let plan_path = self.dir.join("plan.json");
+        fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)?;
+        let mut cmdline = vec![
+            "console=ttyS0".to_owned(),
+            "quiet".to_owned(),
+            "loglevel=4".to_owned(),
+            "panic=-1".to_owned(),
+            format!("vmtests_project={}", self.project.display()),
+            format!("vmtests_agent={}", self.agent.display()),
+            format!("vmtests_plan={}", plan_path.display()),
+        ];
+        if self.mode == CgroupMode::V2 {
+            cmdline.push("cgroup_no_v1=all".to_owned());
+        }
+        let log = self.dir.join("console.log");
+        eprintln!("vm-tests: booting the cgroup {} guest", self.mode.name());
+        let ended = qemu::run(&qemu::Boot {
+            vmlinux: &self.kernel.vmlinux,
+            initramfs: self.initramfs,
+            accel: self.accel,
+            cmdline: cmdline.join(" "),
+            project: self.project,
+            memory_mb: cli.memory,
+            cpus: cli.cpus,
+            timeout: Duration::from_secs(cli.timeout),
+            log: Some(&log),
+            echo: true,
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        // The agent rewrites it after every suite, so a guest that dies still tells how far it got.
+        let outcome: Option<Outcome> = fs::read(&plan.outcome)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let failure = match (ended, &outcome) {
+            (Ended::Reported(exit::PASSED), Some(o)) if o.suites.len() == plan.suites.len() => None,
+            (Ended::Reported(exit::PASSED | exit::FAILED), Some(_)) => {
+                Some(format!("FAILED in {seconds:.1}s"))
+            }
+            (Ended::Reported(exit::SETUP_FAILED), _) => {
+                Some("FAILED: the guest's setup failed (see its console)".to_owned())
+            }
+            (Ended::Reported(_), _) => {
+                Some("FAILED: the guest reported without an outcome".to_owned())
+            }
+            (Ended::InitFailed, _) => Some("FAILED: /init could not start the agent".to_owned()),
+            (Ended::NoReport(code), _) => Some(format!(
+                "FAILED: QEMU exited ({code:?}) without a report (kernel panic or QEMU error)"
+            )),
+            (Ended::TimedOut, _) => Some(format!(
+                "FAILED: timed out after {}s, QEMU killed",
+                cli.timeout
+            )),
+        };
+        let verdict = failure.or_else(|| {
+            eprintln!(
+                "vm-tests: cgroup {} guest passed in {seconds:.1}s",
+                self.mode.name()
+            );
+            None
+        });
+        Ok((verdict, outcome))
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -64,9 +64,12 @@ pub enum Ended {
 /// # Errors
 /// When `qemu-system-x86_64` cannot be run.
 pub fn check_installed() -> Result<String> {
-    let out = Command::new(QEMU).arg("--version").output().with_context(|| {
-        format!("QEMU cannot run: `{QEMU}` not found (apt-get install qemu-system-x86)")
-    })?;
+    let out = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!("QEMU cannot run: `{QEMU}` not found (apt-get install qemu-system-x86)")
+        })?;
     if !out.status.success() {
         bail!("QEMU cannot run: `{QEMU} --version` failed: {}", out.status);
     }
@@ -137,7 +140,10 @@ pub fn choose_accel(
         echo: false,
     };
     let works = matches!(run(&probe)?, Ended::Reported(exit::PASSED));
-    let _ = fs::write(&cached, format!("{key}\n{}", if works { "kvm" } else { "tcg" }));
+    let _ = fs::write(
+        &cached,
+        format!("{key}\n{}", if works { "kvm" } else { "tcg" }),
+    );
     if works {
         Ok(Accel::Kvm)
     } else if asked == Accel::Kvm {
@@ -207,9 +213,9 @@ pub fn run(boot: &Boot<'_>) -> Result<Ended> {
         forward(child.stderr.take().context("qemu stderr")?, tx),
     ];
     let mut log = match boot.log {
-        Some(path) => Some(
-            fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
-        ),
+        Some(path) => {
+            Some(fs::File::create(path).with_context(|| format!("create {}", path.display()))?)
+        }
         None => None,
     };
     let started = Instant::now();
