@@ -81,7 +81,7 @@ fi
 {loads}
 opts=trans=virtio,version=9p2000.L,msize={MSIZE}
 $b mount -t 9p -o $opts,ro,cache=loose {ROOT_TAG} /newroot || fail "mount the host root over 9p"
-$b mount -t 9p -o $opts,cache=mmap {PROJECT_TAG} "/newroot$vmtests_project" \
+$b mount -t 9p -o $opts,cache=loose {PROJECT_TAG} "/newroot$vmtests_project" \
     || fail "mount the project over 9p at $vmtests_project"
 [ -x "/newroot$vmtests_agent" ] || fail "no agent at $vmtests_agent"
 $b umount /proc /dev
