@@ -463,3 +463,52 @@ fn default_devices_stay_usable_under_deny_all() {
     assert!(stdout.contains("null-w-ok"), "{out:?}");
     assert!(stdout.contains("null-r-ok"), "{out:?}");
 }
+
+#[test]
+#[ignore = "changes the machine's cgroups: run in the vm-tests guests"]
+fn cpuset_confines_the_container_to_its_cpus() {
+    // Builtins only: the shell reads its own allowed CPUs.
+    let mut c = Container::new(
+        "while read k v; do [ \"$k\" = Cpus_allowed_list: ] && echo cpus=$v; done < /proc/self/status; true",
+    )
+    .resource("cpu", json!({"cpus": "0", "mems": "0"}));
+    let out = c.run();
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("cpus=0\n"), "{out:?}");
+    assert_eq!(c.cgroup_file("cpuset", "cpuset.cpus"), "0");
+    assert_eq!(c.cgroup_file("cpuset", "cpuset.mems"), "0");
+}
+
+#[test]
+#[ignore = "changes the machine's cgroups: run in the vm-tests guests"]
+fn update_changes_the_limits_of_a_running_container() {
+    let mut c = Container::new("sleep 600")
+        .resource("memory", json!({"limit": 64u64 << 20}))
+        .resource("pids", json!({"limit": 10}));
+    c.start();
+    c.ok(&[
+        "update",
+        "--memory",
+        "96m",
+        "--pids-limit",
+        "20",
+        "--cpu-quota",
+        "20000",
+        "--cpu-period",
+        "100000",
+        &c.id,
+    ]);
+    let memory = (96u64 << 20).to_string();
+    match driver() {
+        Driver::V2 => {
+            assert_eq!(c.cgroup_file("memory", "memory.max"), memory);
+            assert_eq!(c.cgroup_file("cpu", "cpu.max"), "20000 100000");
+        }
+        Driver::V1 => {
+            assert_eq!(c.cgroup_file("memory", "memory.limit_in_bytes"), memory);
+            assert_eq!(c.cgroup_file("cpu", "cpu.cfs_quota_us"), "20000");
+        }
+    }
+    assert_eq!(c.cgroup_file("pids", "pids.max"), "20");
+    assert_eq!(c.status(), "running");
+}

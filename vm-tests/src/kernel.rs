@@ -18,7 +18,10 @@ const PINNED: (&str, &str) = ("linux-image-6.1.0-50-amd64", "6.1.176-1");
 const FALLBACKS: &[(&str, &str)] = &[("linux-image-6.1.0-56-amd64", "6.1.192-2")];
 
 /// The modules containers and the harness need; their dependencies are added from `depends=`.
+/// `bfq` gives the guest the BFQ scheduler whose `blkio.bfq.weight`/`io.bfq.weight` carry
+/// `blockIO.weight` (Debian hosts load it; without it a weight cannot be applied at all).
 const WANTED_MODULES: &[&str] = &[
+    "bfq",
     "overlay",
     "veth",
     "bridge",
@@ -93,12 +96,16 @@ fn unpacked_dir(cache: &Path, package: &str, version: &str) -> PathBuf {
     cache.join("kernel").join(format!("{package}_{version}"))
 }
 
-/// The cached kernel, if a complete unpack of it is there (`modules.load` is written last).
+/// The cached kernel, if a complete unpack of it is there (`modules.load` is written last) for
+/// the current [`WANTED_MODULES`].
 fn load(cache: &Path, package: &str, version: &str) -> Result<Option<Kernel>> {
     let dir = unpacked_dir(cache, package, version);
     let Ok(order) = fs::read_to_string(dir.join("modules.load")) else {
         return Ok(None);
     };
+    if fs::read_to_string(dir.join("modules.wanted")).ok() != Some(WANTED_MODULES.join("\n")) {
+        return Ok(None);
+    }
     let modules = order
         .lines()
         .filter(|l| !l.is_empty())
@@ -244,6 +251,7 @@ fn unpack(deb: &Path, dir: &Path) -> Result<()> {
         Ok(())
     })?;
     ensure!(written.len() == order.len(), "second pass missed modules");
+    fs::write(tmp.join("modules.wanted"), WANTED_MODULES.join("\n"))?;
     fs::write(tmp.join("modules.load"), order.join("\n") + "\n")?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir)?;

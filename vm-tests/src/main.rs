@@ -158,7 +158,7 @@ fn host(cli: &Cli) -> Result<bool> {
             initramfs: &initramfs,
             accel,
         };
-        let (verdict, outcome) = guest.run(cli, &built)?;
+        let (verdict, outcome, seconds) = guest.run(cli, &built)?;
         all_passed &= verdict.is_none();
         for s in outcome.iter().flat_map(|o| &o.suites) {
             totals = (
@@ -190,7 +190,7 @@ fn host(cli: &Cli) -> Result<bool> {
             totals.1 += 1;
         }
         lines.push(format!(
-            "vm-tests: cgroup {} guest {} (console: {})",
+            "vm-tests: cgroup {} guest {} in {seconds:.1}s (console: {})",
             mode.name(),
             verdict.as_deref().unwrap_or("passed"),
             guest.dir.join("console.log").display()
@@ -225,9 +225,13 @@ struct Guest<'a> {
 }
 
 impl Guest<'_> {
-    /// Boots the guest and returns why it failed (`None`: every suite passed) and what the
-    /// agent reported, if anything.
-    fn run(&self, cli: &Cli, built: &suites::Built) -> Result<(Option<String>, Option<Outcome>)> {
+    /// Boots the guest and returns why it failed (`None`: every suite passed), what the agent
+    /// reported if anything, and the guest's wall time in seconds.
+    fn run(
+        &self,
+        cli: &Cli,
+        built: &suites::Built,
+    ) -> Result<(Option<String>, Option<Outcome>, f64)> {
         let started = Instant::now();
         let _ = fs::remove_dir_all(&self.dir);
         fs::create_dir_all(&self.dir)?;
@@ -274,9 +278,7 @@ impl Guest<'_> {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let failure = match (ended, &outcome) {
             (Ended::Reported(exit::PASSED), Some(o)) if o.suites.len() == plan.suites.len() => None,
-            (Ended::Reported(exit::PASSED | exit::FAILED), Some(_)) => {
-                Some(format!("FAILED in {seconds:.1}s"))
-            }
+            (Ended::Reported(exit::PASSED | exit::FAILED), Some(_)) => Some("FAILED".to_owned()),
             (Ended::Reported(exit::SETUP_FAILED), _) => {
                 Some("FAILED: the guest's setup failed (see its console)".to_owned())
             }
@@ -292,14 +294,7 @@ impl Guest<'_> {
                 cli.timeout
             )),
         };
-        let verdict = failure.or_else(|| {
-            eprintln!(
-                "vm-tests: cgroup {} guest passed in {seconds:.1}s",
-                self.mode.name()
-            );
-            None
-        });
-        Ok((verdict, outcome))
+        Ok((failure, outcome, seconds))
     }
 }
 
