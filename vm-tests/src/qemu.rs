@@ -245,8 +245,10 @@ pub fn run(boot: &Boot<'_>) -> Result<Ended> {
 
 fn emit(boot: &Boot<'_>, log: &mut Option<fs::File>, line: &str) -> Result<()> {
     if boot.echo {
+        // Prefixed so that the guest's own "test result:" lines are not read as the host's:
+        // the harness prints the guests' totals itself.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
+        writeln!(out, "guest| {line}")?;
         out.flush()?;
     }
     if let Some(file) = log {
