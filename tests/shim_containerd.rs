@@ -345,44 +345,49 @@ fn exec_pause_resume_ps_update_with_runc_as_binary_name() {
 
 fn exec_pause_resume_ps_update_with(oci: Oci) {
     require!(matches!(oci, Oci::Runc));
+    // ctr puts a task's cgroup at /default/<id>: the two runtimes' tests run in parallel, so
+    // each needs an id of its own.
+    let id = match oci {
+        Oci::Refeng => "ex-refeng",
+        Oci::Runc => "ex-runc",
+    };
     let env = Env::new();
-    let out = env.run(oci, &["-d"], "ex1", &["sleep", "1000"]);
+    let out = env.run(oci, &["-d"], id, &["sleep", "1000"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env.wait_status("ex1", "RUNNING");
+    env.wait_status(id, "RUNNING");
     let exec = env.ctr(&[
         "task",
         "exec",
         "--exec-id",
         "e1",
-        "ex1",
+        id,
         "sh",
         "-c",
         "echo from-exec; exit 5",
     ]);
     assert_eq!(stdout(&exec), "from-exec\n", "{exec:?}");
     assert_eq!(exec.status.code(), Some(5));
-    env.ctr_ok(&["task", "pause", "ex1"]);
-    assert_eq!(env.task_status("ex1").as_deref(), Some("PAUSED"));
-    env.ctr_ok(&["task", "resume", "ex1"]);
-    assert_eq!(env.task_status("ex1").as_deref(), Some("RUNNING"));
-    let ps = env.ctr_ok(&["task", "ps", "ex1"]);
+    env.ctr_ok(&["task", "pause", id]);
+    assert_eq!(env.task_status(id).as_deref(), Some("PAUSED"));
+    env.ctr_ok(&["task", "resume", id]);
+    assert_eq!(env.task_status(id).as_deref(), Some("RUNNING"));
+    let ps = env.ctr_ok(&["task", "ps", id]);
     assert_eq!(ps.lines().count(), 2, "{ps}");
     // ctr 1.6 has no `task update`: call the shim's Update over its ttrpc socket, as containerd
     // would, with runtime-spec LinuxResources JSON (containerd's typeurl for non-proto types).
-    let address = std::fs::read_to_string(
-        env.path()
-            .join("state/io.containerd.runtime.v2.task/default/ex1/address"),
-    )
+    let address = std::fs::read_to_string(env.path().join(format!(
+        "state/io.containerd.runtime.v2.task/default/{id}/address"
+    )))
     .unwrap();
     let client = containerd_shim_protos::TaskClient::new(
         containerd_shim_protos::ttrpc::Client::connect(address.trim()).unwrap(),
     );
     let req = containerd_shim_protos::api::UpdateTaskRequest {
-        id: "ex1".into(),
+        id: id.into(),
         resources: protobuf::MessageField::some(protobuf::well_known_types::any::Any {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
             value: br#"{"memory":{"limit":67108864}}"#.to_vec(),
@@ -396,14 +401,14 @@ fn exec_pause_resume_ps_update_with(oci: Oci) {
             &req,
         )
         .unwrap();
-    let metrics = env.ctr_ok(&["task", "metrics", "ex1"]);
+    let metrics = env.ctr_ok(&["task", "metrics", id]);
     assert!(
         metrics
             .lines()
             .any(|l| l.contains("limit") && l.contains("67108864")),
         "{metrics}"
     );
-    env.remove("ex1");
+    env.remove(id);
     assert!(env.shim_pids().is_empty());
 }
 

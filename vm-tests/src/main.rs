@@ -32,7 +32,7 @@ struct Cli {
     cgroups: Vec<CgroupMode>,
 
     /// Only these test targets (cargo target names, e.g. `refeng`, `cgroup_guest`); default:
-    /// every test target but the `interop_*` ones.
+    /// the runtime's suites (`suites::DEFAULT_SUITES`).
     #[arg(long = "suite")]
     suites: Vec<String>,
 
