@@ -501,12 +501,9 @@ fn v1_destroy_removes_the_leaf_and_its_sub_cgroups_but_not_the_parent() {
     };
     let mut guard = Guard::new(Target::Host(cg.clone()));
     let rel = path::checked(&cg.path).unwrap().to_path_buf();
-    for controller in [
-        "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
-    ] {
-        if let Some(d) = h.dir(controller, Path::new(&parent)) {
-            guard.extra_dirs.push(d);
-        }
+    // Every hierarchy the driver joins, named ones (name=systemd) included.
+    for hierarchy in h.list() {
+        guard.extra_dirs.push(hierarchy.mountpoint.join(&parent));
     }
     guard.target.create(None, &[]).unwrap();
     let sub = h.dir("memory", &rel).unwrap().join("inner");
