@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -214,6 +214,15 @@ fn parse_result_line(line: &str) -> Option<(u64, u64, u64)> {
     Some((passed?, failed?, ignored.unwrap_or(0)))
 }
 
+/// `vmtests_project=PATH` from the kernel command line (where the project share is mounted).
+fn project_from_cmdline() -> Option<PathBuf> {
+    let cmdline = fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("vmtests_project="))
+        .map(PathBuf::from)
+}
+
 fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
     fs::create_dir_all(target).ok();
     mount(Some(fstype), target, Some(fstype), flags, data)
@@ -238,13 +247,28 @@ fn mount_basics() -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None,
     )?;
+    // The project share sits at its host path, which may be below one of these (a checkout in
+    // /tmp): move it aside while the tmpfs goes on, then back onto the new, empty path.
+    let project = project_from_cmdline();
+    let hold = Path::new("/dev/.vmtests-project");
     for dir in ["/tmp", "/run", "/var/tmp"] {
+        let hidden = project.as_deref().filter(|p| p.starts_with(dir));
+        if let Some(p) = hidden {
+            fs::create_dir_all(hold).ok();
+            mount(Some(p), hold, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .with_context(|| format!("move the project share {} aside", p.display()))?;
+        }
         mount_fs(
             "tmpfs",
             dir,
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=1777"),
         )?;
+        if let Some(p) = hidden {
+            fs::create_dir_all(p).with_context(|| format!("re-create {}", p.display()))?;
+            mount(Some(hold), p, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .with_context(|| format!("move the project share back to {}", p.display()))?;
+        }
     }
     // Container roots are made in /tmp; mount propagation must be private-capable like a host's.
     mount(
