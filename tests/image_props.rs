@@ -37,7 +37,7 @@ fn state() -> impl Strategy<Value = State> {
     proptest::collection::vec(0u8..6, PATHS.len()).prop_map(|choices| {
         let mut s = State::new();
         for (p, c) in PATHS.iter().zip(choices) {
-            let parent_ok = parent(p).map_or(true, |d| s.get(d) == Some(&Node::Dir));
+            let parent_ok = parent(p).is_none_or(|d| s.get(d) == Some(&Node::Dir));
             let node = match c {
                 0 | 1 => None,
                 2 | 3 => Some(Node::Dir),
@@ -92,9 +92,8 @@ fn diff(prev: &State, next: &State, opaque: bool) -> Vec<(Entry, Vec<u8>)> {
             continue;
         }
         // Removed: a whiteout in its parent, if that parent survives as the same directory.
-        let parent_survives = parent(p).map_or(true, |d| {
-            prev.get(d) == Some(&Node::Dir) && next.get(d) == Some(&Node::Dir)
-        });
+        let parent_survives = parent(p)
+            .is_none_or(|d| prev.get(d) == Some(&Node::Dir) && next.get(d) == Some(&Node::Dir));
         let hidden_by_opaque = opaque && parent(p).is_some();
         if parent_survives && !hidden_by_opaque {
             let name = match p.rsplit_once('/') {

@@ -387,7 +387,7 @@ pub fn select_platform<'a>(
             (None, Some(_)) => 1,
             (Some(_), _) => continue,
         };
-        if best.map_or(true, |(s, _)| score > s) {
+        if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, d));
         }
     }

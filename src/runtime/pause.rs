@@ -17,6 +17,23 @@ pub struct FreezeError {
     pub source: Box<CgroupError>,
 }
 
+impl<S> Container<S> {
+    /// Sets the freezer and moves to state `T`, or hands the container back unchanged.
+    fn set_frozen<T>(self, frozen: bool) -> Result<Container<T>, (Self, FreezeError)> {
+        match self.state.cgroup.freeze(frozen) {
+            Ok(()) => Ok(self.into_state()),
+            Err(source) => {
+                let error = FreezeError {
+                    id: self.id().to_string(),
+                    op: if frozen { "freeze" } else { "thaw" },
+                    source: Box::new(source),
+                };
+                Err((self, error))
+            }
+        }
+    }
+}
+
 impl Container<Running> {
     /// Freezes the container.
     ///
@@ -24,20 +41,7 @@ impl Container<Running> {
     /// If the freezer fails; the container is handed back running.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn pause(self) -> Result<Container<Paused>, (Self, FreezeError)> {
-        match self.state.cgroup.freeze(true) {
-            Ok(()) => Ok(self.into_state()),
-            Err(source) => {
-                let id = self.id().to_string();
-                Err((
-                    self,
-                    FreezeError {
-                        id,
-                        op: "freeze",
-                        source: Box::new(source),
-                    },
-                ))
-            }
-        }
+        self.set_frozen(true)
     }
 }
 
@@ -48,19 +52,6 @@ impl Container<Paused> {
     /// If the freezer fails; the container is handed back paused.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn resume(self) -> Result<Container<Running>, (Self, FreezeError)> {
-        match self.state.cgroup.freeze(false) {
-            Ok(()) => Ok(self.into_state()),
-            Err(source) => {
-                let id = self.id().to_string();
-                Err((
-                    self,
-                    FreezeError {
-                        id,
-                        op: "thaw",
-                        source: Box::new(source),
-                    },
-                ))
-            }
-        }
+        self.set_frozen(false)
     }
 }
