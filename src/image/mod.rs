@@ -10,6 +10,7 @@ pub mod digest;
 pub mod format;
 pub mod gc;
 pub mod layer;
+pub mod registry;
 pub mod snapshot;
 pub mod tar;
 pub mod unpack;

@@ -25,6 +25,9 @@ pub enum UnpackError {
     /// index nesting too deep
     #[error("index nesting deeper than {0}")]
     TooDeep(usize),
+    /// the caller stopped the unpack (a download failed)
+    #[error("unpack stopped before every layer was applied")]
+    Stopped,
 }
 
 /// A resolved image: the platform manifest, its config and the chain of layers.
@@ -118,24 +121,67 @@ fn merge_labels(
 ///
 /// # Errors
 /// [`UnpackError`] if a layer is missing, refused or its diff_id does not match.
-#[tracing::instrument(skip_all, fields(manifest = %resolved.manifest))]
 pub fn unpack(
     content: &ContentStore,
     snapshots: &Snapshotter,
     resolved: &Resolved,
     opts: &ApplyOptions,
 ) -> Result<Option<Digest>, UnpackError> {
+    unpack_gated(content, snapshots, resolved, opts, &mut AllPresent)
+}
+
+/// Decides when each layer may be applied, and hears when it was: a pull applies layers while
+/// later ones still download.
+pub trait LayerGate {
+    /// Blocks until layer `index` (of the manifest) is in the content store; `false` stops
+    /// the unpack with [`UnpackError::Stopped`].
+    fn ready(&mut self, index: usize) -> bool;
+    /// Layer `index` is about to be applied (`false`: its snapshot already existed).
+    fn applying(&mut self, index: usize, apply: bool);
+    /// Layer `index` is in its snapshot.
+    fn applied(&mut self, index: usize);
+}
+
+/// Every layer is already in the store.
+struct AllPresent;
+
+impl LayerGate for AllPresent {
+    fn ready(&mut self, _: usize) -> bool {
+        true
+    }
+    fn applying(&mut self, _: usize, _: bool) {}
+    fn applied(&mut self, _: usize) {}
+}
+
+/// [`unpack`], asking `gate` before each layer.
+///
+/// # Errors
+/// As [`unpack`]; [`UnpackError::Stopped`] when the gate says stop.
+#[tracing::instrument(skip_all, fields(manifest = %resolved.manifest))]
+pub fn unpack_gated(
+    content: &ContentStore,
+    snapshots: &Snapshotter,
+    resolved: &Resolved,
+    opts: &ApplyOptions,
+    gate: &mut dyn LayerGate,
+) -> Result<Option<Digest>, UnpackError> {
     // Holds each snapshot from before it exists until the config's label holds the chain.
     let lease = content.temporary_lease("unpack")?;
     let mut parent: Option<&Digest> = None;
-    for ((layer, diff_id), chain) in resolved
+    for (index, ((layer, diff_id), chain)) in resolved
         .layers
         .iter()
         .zip(&resolved.diff_ids)
         .zip(&resolved.chain_ids)
+        .enumerate()
     {
         lease.add(None, Some(&chain.to_string()))?;
-        if snapshots.stat(&chain.to_string())?.is_none() {
+        let missing = snapshots.stat(&chain.to_string())?.is_none();
+        if missing && !gate.ready(index) {
+            return Err(UnpackError::Stopped);
+        }
+        gate.applying(index, missing);
+        if missing {
             let blob = content.open_blob(layer)?;
             let mut o = opts.clone();
             o.expected_diff_id = Some(diff_id.clone());
@@ -146,6 +192,7 @@ pub fn unpack(
                 &o,
             )?;
         }
+        gate.applied(index);
         parent = Some(chain);
     }
     if let Some(top) = parent {
