@@ -652,9 +652,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ContentStore::open(dir.path(), Default::default()).unwrap();
         let d = s.put(b"blob").unwrap();
-        record_source(&s, &[d.clone()], "r:5000", "b/x").unwrap();
-        record_source(&s, &[d.clone()], "r:5000", "a").unwrap();
-        record_source(&s, &[d.clone()], "r:5000", "a").unwrap();
+        record_source(&s, std::slice::from_ref(&d), "r:5000", "b/x").unwrap();
+        record_source(&s, std::slice::from_ref(&d), "r:5000", "a").unwrap();
+        record_source(&s, std::slice::from_ref(&d), "r:5000", "a").unwrap();
         let info = s.info(&d).unwrap();
         assert_eq!(
             info.labels
