@@ -1,7 +1,6 @@
 //! Proves each registry fixture of `tests/registry_support` with outside tools only (curl,
 //! skopeo, tar), never with refeng's own registry client: a fixture the client is tested against
 //! must not be checked by that client.
-#![allow(clippy::print_stderr)]
 
 mod registry_support;
 
@@ -390,6 +389,46 @@ fn anonymous_pull_is_configurable() {
         json!([{"type": "repository", "name": "anon/app", "actions": ["pull"]}])
     );
     assert_eq!(claims["sub"], "");
+}
+
+#[test]
+fn tokens_past_their_exp_claim_are_refused_by_the_registry() {
+    let tokens = TokenServer::builder()
+        .user("alice", "alice-pw", &["pull"])
+        .exp_claim_in(-120)
+        .start();
+    let registry = RegistryServer::token(&tokens);
+    let answer = json_body(&[
+        "--user",
+        "alice:alice-pw",
+        &format!("{}?service={SERVICE}", tokens.realm()),
+    ]);
+    assert_eq!(
+        answer["expires_in"], 300,
+        "the client is told the token is fresh"
+    );
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        answer["token"].as_str().unwrap()
+    );
+    let v2 = format!("{}/v2/", registry.url());
+    assert_eq!(status(&["--header", &bearer, &v2]), 401);
+
+    let fresh = TokenServer::builder()
+        .user("alice", "alice-pw", &["pull"])
+        .start();
+    let registry = RegistryServer::token(&fresh);
+    let answer = json_body(&[
+        "--user",
+        "alice:alice-pw",
+        &format!("{}?service={SERVICE}", fresh.realm()),
+    ]);
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        answer["token"].as_str().unwrap()
+    );
+    let v2 = format!("{}/v2/", registry.url());
+    assert_eq!(status(&["--header", &bearer, &v2]), 200);
 }
 
 /// 256 KiB that do not compress away: a SHA-256 chain.

@@ -4,7 +4,9 @@
 //! One request a connection: the proxy reads the request head, records it, forwards it upstream
 //! with `Connection: close` (and answers the client with `Connection: close`, so it opens a new
 //! connection for its next request), then pipes the body each way as it comes, whatever its
-//! framing. Interim `1xx` answers (`Expect: 100-continue`) go through as they are.
+//! framing. Interim `1xx` answers (`Expect: 100-continue`) go through as they are. `Host` goes
+//! through unchanged, so the registry's `Location` headers point back at the proxy and a client
+//! stays behind it (a token server's realm is not proxied).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
