@@ -1,0 +1,724 @@
+//! The registry client against Debian's docker-registry on loopback: plain, with basic auth,
+//! and with token auth from the test's own token server (`tests/registry_support`). Pushes an
+//! imported image and pulls it back by tag and by digest, resolves a multi-platform index,
+//! resumes cut downloads, mounts across repositories, uploads in chunks, and shows that wrong
+//! credentials, missing rights, missing tags and schema1 registries give clear errors.
+
+mod registry_images;
+mod registry_support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use refeng::image::archive::{self, RootfsImport};
+use refeng::image::content::{ContentStore, Limits};
+use refeng::image::digest::Digest;
+use refeng::image::format::PlatformWanted;
+use refeng::image::layer::ApplyOptions;
+use refeng::image::registry::auth::{CredentialStore, Credentials, DockerConfig};
+use refeng::image::registry::{
+    Client, ClientConfig, ProgressEvent, RecordedProgress, Reference, RegistryError,
+};
+use refeng::image::snapshot::{Backend, Snapshotter};
+
+use registry_support::{CutProxy, RegistryServer, TokenServer};
+
+fn store(dir: &Path, name: &str) -> ContentStore {
+    ContentStore::open(dir.join(name), Limits::default()).unwrap()
+}
+
+fn client() -> Client {
+    Client::new(ClientConfig::default())
+}
+
+fn client_as(registry: &str, user: &str, password: &str) -> Client {
+    Client::new(ClientConfig {
+        credentials: CredentialStore::default().with(
+            registry,
+            Credentials::Basic {
+                username: user.into(),
+                password: password.into(),
+            },
+        ),
+        ..ClientConfig::default()
+    })
+}
+
+fn reference(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
+/// A `docker import` of a busybox rootfs: one layer, as `local/busybox:1`.
+fn imported_busybox(dir: &Path, content: &ContentStore) -> Digest {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let st = Command::new("cp")
+        .args(["/bin/busybox", root.join("bin/busybox").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .args([
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    archive::import_rootfs(
+        content,
+        std::fs::File::open(&tar).unwrap(),
+        "local/busybox:1",
+        &RootfsImport {
+            cmd: vec!["/bin/sh".into()],
+            env: vec![],
+            platform: None,
+            created: Some("2026-01-01T00:00:00Z".into()),
+        },
+    )
+    .unwrap()
+}
+
+/// Manifest, config and layer digests of a stored image, for comparing two stores.
+fn digests(content: &ContentStore, target: &Digest) -> Vec<Digest> {
+    let r = refeng::image::unpack::resolve(content, target, &PlatformWanted::host()).unwrap();
+    let mut v = vec![r.manifest, r.config];
+    v.extend(r.layers);
+    v
+}
+
+fn snapshotter(dir: &Path) -> Snapshotter {
+    let backend = Backend::detect(dir);
+    Snapshotter::open(dir.join("snapshots"), backend).unwrap()
+}
+
+#[test]
+fn push_imported_image_then_pull_by_tag_and_digest() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let local = imported_busybox(dir.path(), &src);
+    let c = client();
+    let dest = reference(&format!("{}/refeng/busybox:1", reg.host()));
+    let progress = RecordedProgress::default();
+    let pushed = c.push(&src, "local/busybox:1", &dest, &progress).unwrap();
+    assert_eq!(pushed, local);
+    let events = progress.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::ManifestPushed { tag, digest, .. } if tag == "1" && digest == &local)),
+        "{events:?}"
+    );
+
+    // By tag, unpacked as it arrives: the busybox binary is in the top snapshot.
+    let by_tag = store(dir.path(), "by-tag");
+    let snaps = snapshotter(&dir.path().join("s1"));
+    let pulled = c
+        .pull(
+            &dest,
+            &by_tag,
+            Some((&snaps, &ApplyOptions::default())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(pulled.target, local);
+    assert_eq!(digests(&by_tag, &pulled.target), digests(&src, &local));
+    let top = pulled.top.expect("unpacked");
+    let bin = snaps.fs_dir(&top.to_string()).unwrap().join("bin/busybox");
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert_eq!(
+        by_tag.metadata().unwrap().references.get(&dest.to_string()),
+        Some(&local)
+    );
+
+    // By digest, into another store: the same digests all the way down.
+    let by_digest = store(dir.path(), "by-digest");
+    let pinned = reference(&format!("{}/refeng/busybox@{local}", reg.host()));
+    let pulled = c
+        .pull(
+            &pinned,
+            &by_digest,
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(pulled.target, local);
+    assert_eq!(digests(&by_digest, &local), digests(&src, &local));
+
+    // A second pull into the same store downloads nothing.
+    let progress = RecordedProgress::default();
+    c.pull(&dest, &by_tag, None, &progress).unwrap();
+    let events = progress.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, ProgressEvent::Downloading { .. })),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ProgressEvent::AlreadyExists { .. })));
+}
+
+#[test]
+fn multi_platform_index_resolves_to_the_asked_platform() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (amd, amd_size) = registry_images::image(&src, "amd64", &[(1, 20_000), (2, 1000)]);
+    let (arm, arm_size) = registry_images::image(&src, "arm64", &[(3, 30_000)]);
+    let index = registry_images::index(
+        &src,
+        &[
+            (amd.clone(), amd_size, "amd64"),
+            (arm.clone(), arm_size, "arm64"),
+        ],
+    );
+    src.set_reference("local/multi:1", &index).unwrap();
+    let dest = reference(&format!("{}/multi/app:1", reg.host()));
+    assert_eq!(
+        client()
+            .push(
+                &src,
+                "local/multi:1",
+                &dest,
+                &refeng::image::registry::NoProgress
+            )
+            .unwrap(),
+        index
+    );
+    for (arch, want, layer_seed) in [("amd64", &amd, 1), ("arm64", &arm, 3)] {
+        let c = Client::new(ClientConfig {
+            platform: PlatformWanted {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: None,
+            },
+            ..ClientConfig::default()
+        });
+        let into = store(dir.path(), arch);
+        let pulled = c
+            .pull(&dest, &into, None, &refeng::image::registry::NoProgress)
+            .unwrap();
+        assert_eq!(pulled.target, index, "the name points at the index");
+        assert_eq!(&pulled.resolved.manifest, want, "{arch}");
+        let (layer, _) =
+            registry_images::layer(layer_seed, if layer_seed == 1 { 20_000 } else { 30_000 });
+        assert_eq!(pulled.resolved.layers[0], Digest::sha256(&layer), "{arch}");
+        // Only the platform's blobs were fetched.
+        let other = if arch == "amd64" { &arm } else { &amd };
+        assert!(
+            !into.contains(other),
+            "{arch} pulled the other platform's manifest"
+        );
+    }
+    let c = Client::new(ClientConfig {
+        platform: PlatformWanted {
+            os: "linux".into(),
+            architecture: "s390x".into(),
+            variant: None,
+        },
+        ..ClientConfig::default()
+    });
+    let e = c
+        .pull(
+            &dest,
+            &store(dir.path(), "none"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("linux/s390x") || error_chain(&e).contains("linux/s390x"),
+        "{}",
+        error_chain(&e)
+    );
+}
+
+/// An error and its sources, as a user would see them.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[test]
+fn a_cut_download_resumes_with_range() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(7, 2 << 20)]);
+    src.set_reference("local/big:1", &m).unwrap();
+    client()
+        .push(
+            &src,
+            "local/big:1",
+            &reference(&format!("{}/big/one:1", reg.host())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    let (blob, _) = registry_images::layer(7, 2 << 20);
+    let layer = Digest::sha256(&blob);
+
+    // Within one pull: the connection is cut after 300000 bytes and the client continues.
+    let proxy = CutProxy::start(&reg.host());
+    proxy.cut_next_blob_get(300_000);
+    let via = reference(&format!("{}/big/one:1", proxy.host()));
+    let into = store(dir.path(), "one-pull");
+    let progress = RecordedProgress::default();
+    let pulled = client().pull(&via, &into, None, &progress).unwrap();
+    assert_eq!(pulled.target, m);
+    assert_eq!(into.info(&layer).unwrap().size, blob.len() as u64);
+    let ranges: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.is_blob_get() && r.path().ends_with(&layer.to_string()))
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect();
+    assert_eq!(ranges, vec!["bytes=300000-".to_string()]);
+    assert!(progress.events().iter().any(|e| matches!(
+        e,
+        ProgressEvent::Resuming {
+            offset: 300_000,
+            ..
+        }
+    )));
+
+    // Across pulls: with no retries the first pull fails, keeps its bytes, and the next pull
+    // asks only for the rest.
+    let proxy = CutProxy::start(&reg.host());
+    proxy.cut_next_blob_get(500_000);
+    let via = reference(&format!("{}/big/one:1", proxy.host()));
+    let into = store(dir.path(), "two-pulls");
+    let once = Client::new(ClientConfig {
+        max_attempts: 1,
+        ..ClientConfig::default()
+    });
+    let e = once
+        .pull(&via, &into, None, &refeng::image::registry::NoProgress)
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::DownloadFailed { .. }),
+        "{}",
+        error_chain(&e)
+    );
+    assert!(e.to_string().contains("the next pull continues"), "{e}");
+    assert!(!into.contains(&layer));
+    let pulled = client()
+        .pull(&via, &into, None, &refeng::image::registry::NoProgress)
+        .unwrap();
+    assert_eq!(pulled.target, m);
+    assert!(into.contains(&layer));
+    let ranges: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.is_blob_get() && r.path().ends_with(&layer.to_string()))
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect();
+    assert_eq!(ranges, vec!["bytes=500000-".to_string()]);
+}
+
+#[test]
+fn basic_auth_from_docker_config_and_wrong_credentials() {
+    let reg = RegistryServer::basic(&[("alice", "s3cret")]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(11, 5000)]);
+    src.set_reference("local/a:1", &m).unwrap();
+    let dest = reference(&format!("{}/private/a:1", reg.host()));
+
+    // Credentials from a docker config.json, keyed the way `docker login` writes them.
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths": {{"http://{}/v2/": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let from_config = Client::new(ClientConfig {
+        credentials: CredentialStore {
+            config: DockerConfig::load_if_exists(&config).unwrap(),
+            ..CredentialStore::default()
+        },
+        ..ClientConfig::default()
+    });
+    from_config
+        .push(
+            &src,
+            "local/a:1",
+            &dest,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    let pulled = from_config
+        .pull(
+            &dest,
+            &store(dir.path(), "ok"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(pulled.target, m);
+
+    let wrong = client_as(&reg.host(), "alice", "wrong");
+    let e = wrong
+        .pull(
+            &dest,
+            &store(dir.path(), "wrong"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::WrongCredentials { .. }),
+        "{}",
+        error_chain(&e)
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("wrong username or password for registry {}", reg.host())
+    );
+    let e = client()
+        .pull(
+            &dest,
+            &store(dir.path(), "anon"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::AuthRequired { .. }),
+        "{}",
+        error_chain(&e)
+    );
+    assert!(e.to_string().contains("requires authentication"), "{e}");
+}
+
+#[test]
+fn token_auth_scopes_refresh_and_mounts() {
+    let tokens = TokenServer::builder()
+        .user("alice", "pw", &["*"])
+        .user("reader", "pw", &["pull"])
+        .expires_in(1)
+        .start();
+    let reg = RegistryServer::token(&tokens);
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(21, 50_000), (22, 70_000)]);
+    src.set_reference("local/t:1", &m).unwrap();
+    let dest = reference(&format!("{}/team/app:1", reg.host()));
+
+    let alice = client_as(&reg.host(), "alice", "pw");
+    alice
+        .push(
+            &src,
+            "local/t:1",
+            &dest,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+
+    // A reader pulls; the token lives 1 s, so a pull 2 s later asks for a new one.
+    let reader = client_as(&reg.host(), "reader", "pw");
+    let into = store(dir.path(), "reader");
+    assert_eq!(
+        reader
+            .pull(&dest, &into, None, &refeng::image::registry::NoProgress)
+            .unwrap()
+            .target,
+        m
+    );
+    let before = reader_pull_tokens(&tokens);
+    assert!(before >= 1);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    reader
+        .pull(
+            &dest,
+            &store(dir.path(), "reader2"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert!(
+        reader_pull_tokens(&tokens) > before,
+        "the expired token was not refreshed"
+    );
+
+    // The reader may not push: a clear refusal, not a loop.
+    let e = reader
+        .push(
+            &src,
+            "local/t:1",
+            &reference(&format!("{}/team/copy:1", reg.host())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RegistryError::InsufficientScope {
+                authenticated: true,
+                ..
+            }
+        ),
+        "{}",
+        error_chain(&e)
+    );
+    assert!(
+        e.to_string().starts_with("access denied by registry"),
+        "{e}"
+    );
+
+    // Wrong password at the token service.
+    let e = client_as(&reg.host(), "alice", "nope")
+        .pull(
+            &dest,
+            &store(dir.path(), "x"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::WrongCredentials { .. }),
+        "{}",
+        error_chain(&e)
+    );
+
+    // What alice pulled from team/app is mounted, not uploaded, into team/mirror.
+    let pulled_store = store(dir.path(), "alice");
+    alice
+        .pull(
+            &dest,
+            &pulled_store,
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    let progress = RecordedProgress::default();
+    alice
+        .push(
+            &pulled_store,
+            &dest.to_string(),
+            &reference(&format!("{}/team/mirror:1", reg.host())),
+            &progress,
+        )
+        .unwrap();
+    let events = progress.events();
+    let mounted = events
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::Mounted { from, .. } if from == "team/app"))
+        .count();
+    assert_eq!(mounted, 3, "config and both layers mounted: {events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::Pushing { .. })),
+        "{events:?}"
+    );
+}
+
+fn reader_pull_tokens(tokens: &TokenServer) -> usize {
+    tokens
+        .requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some("reader") && r.status == 200)
+        .count()
+}
+
+#[test]
+fn chunked_upload_follows_each_location() {
+    let reg = RegistryServer::plain();
+    let proxy = CutProxy::start(&reg.host());
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(31, 1 << 20), (32, 100)]);
+    src.set_reference("local/c:1", &m).unwrap();
+    let c = Client::new(ClientConfig {
+        chunk_size: 256 << 10,
+        ..ClientConfig::default()
+    });
+    let dest = reference(&format!("{}/chunks/c:1", proxy.host()));
+    c.push(
+        &src,
+        "local/c:1",
+        &dest,
+        &refeng::image::registry::NoProgress,
+    )
+    .unwrap();
+    let reqs = proxy.requests();
+    let patches: Vec<_> = reqs.iter().filter(|r| r.method == "PATCH").collect();
+    // The 1 MiB layer (gzip of noise is a little larger) goes in 5 chunks of 256 KiB.
+    assert_eq!(patches.len(), 5, "{reqs:?}");
+    let ranges: Vec<&str> = patches
+        .iter()
+        .filter_map(|r| r.header("content-range"))
+        .collect();
+    assert_eq!(ranges[0], "0-262143");
+    assert_eq!(ranges[1], "262144-524287");
+    // Each PATCH went to the Location of the answer before it, not to a fixed URL.
+    let targets: std::collections::BTreeSet<_> = patches.iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets.len(), patches.len(), "{targets:?}");
+    // Small blobs go in one PUT.
+    let puts_with_body = reqs
+        .iter()
+        .filter(|r| r.method == "PUT" && r.target.contains("/blobs/uploads/"))
+        .filter(|r| r.header("content-length").is_some_and(|l| l != "0"))
+        .count();
+    assert_eq!(puts_with_body, 2, "config and the small layer");
+    let back = client()
+        .pull(
+            &reference(&format!("{}/chunks/c:1", reg.host())),
+            &store(dir.path(), "back"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(back.target, m);
+}
+
+#[test]
+fn registry_errors_in_plain_words() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(41, 100)]);
+    src.set_reference("local/e:1", &m).unwrap();
+    client()
+        .push(
+            &src,
+            "local/e:1",
+            &reference(&format!("{}/errs/e:1", reg.host())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    let e = client()
+        .pull(
+            &reference(&format!("{}/errs/e:nosuchtag", reg.host())),
+            &store(dir.path(), "a"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("pull {}/errs/e:nosuchtag: no such manifest: the tag or digest does not exist in this repository (HTTP 404, MANIFEST_UNKNOWN: manifest unknown)", reg.host())
+    );
+    let e = client()
+        .pull(
+            &reference(&format!("{}/nobody/here:1", reg.host())),
+            &store(dir.path(), "b"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("repository not found")
+            || e.to_string().contains("no such manifest"),
+        "{e}"
+    );
+    let e = client()
+        .push(
+            &src,
+            "local/missing:1",
+            &reference(&format!("{}/errs/e:2", reg.host())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no image named \"local/missing:1\" in the content store"
+    );
+    // Nothing listens: the error names the registry.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = Client::new(ClientConfig {
+        max_attempts: 1,
+        ..ClientConfig::default()
+    })
+    .pull(
+        &reference(&format!("127.0.0.1:{port}/x:1")),
+        &store(dir.path(), "c"),
+        None,
+        &refeng::image::registry::NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot reach registry 127.0.0.1:{port}")),
+        "{e}"
+    );
+    // A non-loopback registry is never spoken to in plain HTTP unless configured insecure.
+    let c = client();
+    assert!(!c.is_insecure("10.0.0.1:5000"));
+    assert!(Client::new(ClientConfig {
+        insecure_registries: vec!["10.0.0.1:5000".into()],
+        ..ClientConfig::default()
+    })
+    .is_insecure("10.0.0.1:5000"));
+}
+
+/// A registry that serves only a schema1 manifest (as registries of before 2017 did).
+#[test]
+fn a_schema1_registry_is_refused_clearly() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !head.contains("/manifests/") {
+                // The TLS probe, or anything else: not HTTP we answer.
+                continue;
+            }
+            let body = br#"{"schemaVersion":1,"name":"old","tag":"1","fsLayers":[],"history":[]}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+            return;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let e = client()
+        .pull(
+            &reference(&format!("127.0.0.1:{port}/old:1")),
+            &store(dir.path(), "s"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Schema1 { .. }),
+        "{}",
+        error_chain(&e)
+    );
+    assert!(e.to_string().contains("schema1"), "{e}");
+    server.join().unwrap();
+}
