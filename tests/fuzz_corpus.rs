@@ -39,3 +39,61 @@ fn config_json_seeds_parse_or_fail_cleanly() {
     // The corpus holds real configs (runc's default, Docker's) as well as broken ones.
     assert!(accepted >= 2, "only {accepted} seeds were accepted");
 }
+
+#[test]
+fn registry_reference_seeds_normalise_idempotently_or_fail() {
+    use refeng::image::registry::Reference;
+    let mut accepted = 0;
+    for (name, bytes) in seeds("registry_reference") {
+        let Ok(s) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        if let Ok(r) = Reference::parse(s) {
+            accepted += 1;
+            assert_eq!(Reference::parse(&r.to_string()).unwrap(), r, "{name}");
+        }
+    }
+    assert!(accepted >= 4, "only {accepted} references were accepted");
+}
+
+#[test]
+fn registry_challenge_seeds_parse_or_fail_cleanly() {
+    use refeng::image::registry::auth::parse_challenges;
+    let mut accepted = 0;
+    for (name, bytes) in seeds("registry_www_authenticate") {
+        if let Ok(cs) = parse_challenges(&String::from_utf8_lossy(&bytes)) {
+            accepted += 1;
+            assert!(cs.iter().all(|c| !c.scheme.is_empty()), "{name}");
+        }
+    }
+    assert!(accepted >= 3, "only {accepted} challenges parsed");
+}
+
+#[test]
+fn registry_response_seeds_parse_or_fail_cleanly() {
+    use refeng::image::registry::{auth, errors};
+    for (name, bytes) in seeds("registry_responses") {
+        let Some((&which, rest)) = bytes.split_first() else {
+            continue;
+        };
+        match which % 3 {
+            0 => {
+                if let Ok((t, _)) = auth::TokenResponse::parse(rest) {
+                    assert!(!t.is_empty(), "{name}");
+                }
+            }
+            1 => {
+                let text = errors::describe(400, &errors::parse_error_body(rest));
+                assert!(!text.chars().any(char::is_control), "{name}");
+            }
+            _ => {
+                if let Ok(c) = auth::DockerConfig::parse(rest, Path::new("config.json")) {
+                    assert!(c.creds_store.is_none(), "{name}: seeds must not run helpers");
+                    for k in c.auths.keys() {
+                        let _ = c.lookup(k);
+                    }
+                }
+            }
+        }
+    }
+}
