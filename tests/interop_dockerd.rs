@@ -4,12 +4,13 @@
 //! enforced --memory and --pids-limit, top, stats, update and a pty.
 
 mod peers;
+mod rootfs;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use peers::{busybox_rootfs, ok, require, run, runtime_bin, scratch, wait_for_path, Daemon};
+use peers::{ok, require, run, runtime_bin, scratch, wait_for_path, Daemon};
 
 const IMAGE: &str = "refeng-busybox:test";
 
@@ -83,14 +84,9 @@ fn dockerd_runs_containers_on_refeng_runc() {
     }
 
     let rootfs = dir.join("rootfs");
-    busybox_rootfs(&rootfs);
+    rootfs::busybox(&rootfs);
     let tar = dir.join("busybox.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    rootfs::tar(&rootfs, &tar);
     docker.ok(&["import", tar.to_str().unwrap(), IMAGE]);
 
     // Output and exit codes.

@@ -1,10 +1,10 @@
-//! Support for tests that run refeng parts under the real peers (dockerd, containerd): a busybox
-//! root filesystem, daemons started in private temporary directories and stopped by pid, and the
-//! cleanup of every mount and cgroup they leave behind, also when a test fails.
+//! Support for tests that run refeng parts under the real peers (dockerd, containerd): daemons
+//! started in private temporary directories and stopped by pid, and the cleanup of every mount
+//! and cgroup they leave behind, also when a test fails.
+// Each test crate uses a different subset of this module.
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,32 +27,6 @@ pub fn require(binary: &str) -> PathBuf {
     panic!(
         "{binary} is not installed: this test needs the real peer (see .ci/run for the packages)"
     );
-}
-
-/// A root filesystem of busybox-static with every applet linked and a minimal /etc.
-pub fn busybox_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::create_dir_all(dir.join("etc")).unwrap();
-    fs::create_dir_all(dir.join("tmp")).unwrap();
-    // Copy in a child process: a copy made here would hold a write descriptor that forks by
-    // other test threads inherit until they exec, and executing the file meanwhile fails with
-    // ETXTBSY.
-    ok(Command::new("cp")
-        .arg(require("busybox"))
-        .arg(bin.join("busybox")));
-    // Ask the original: executing the fresh copy could race with another thread's fork.
-    let list = Command::new(require("busybox"))
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", bin.join(applet));
-        }
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
 /// Runs a command and returns its output; panics with its stderr if it could not start.
