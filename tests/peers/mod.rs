@@ -146,17 +146,17 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
-/// Removes `/sys/fs/cgroup/*/<parent>` trees (leaves first), killing what is left inside.
+/// Removes the `<parent>` tree (leaves first) of every hierarchy, killing what is left inside:
+/// `/sys/fs/cgroup/<parent>` on a cgroup v2 host, `/sys/fs/cgroup/*/<parent>` on v1 and hybrid.
 pub fn remove_cgroups(parent: &str) {
     let parent = parent.trim_start_matches('/');
+    let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
     let mut dirs = Vec::new();
-    for hierarchy in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let root = hierarchy.path().join(parent);
-        collect_dirs(&root, &mut dirs);
+    for hierarchy in hierarchies {
+        collect_dirs(&hierarchy.join(parent), &mut dirs);
     }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
