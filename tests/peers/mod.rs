@@ -4,6 +4,8 @@
 // Each test crate uses a different subset of this module.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -64,6 +66,7 @@ pub fn wait_for_path(path: &Path, timeout: Duration) {
 
 /// A daemon started by a test: stopped by pid (TERM, then KILL), then every mount below its
 /// directory is detached and the directory and the test's cgroup parent are removed.
+#[derive(Debug)]
 pub struct Daemon {
     pub child: Option<Child>,
     pub dir: PathBuf,
