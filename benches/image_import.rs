@@ -7,14 +7,18 @@
 //! into the content store, then the unpacked snapshot) where dockerd keeps only the unpacked
 //! layer.
 //!
-//! Needs root, dockerd (Debian: docker.io) and /bin/busybox (busybox-static); without them it
-//! says so and exits 0. The dockerd it starts lives in temporary directories and is stopped by
-//! pid, also when the bench panics.
+//! Needs root, dockerd (Debian: docker.io) and /usr/bin/busybox (busybox-static); without them
+//! it says so and exits 0. The dockerd it starts is the tests' private one (tests/peers/dockerd.rs):
+//! temporary directories, stopped by pid and cleaned up, also when the bench panics.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a bench reports on stdout
+
+#[path = "../tests/peers/mod.rs"]
+mod peers;
+#[path = "../tests/rootfs/mod.rs"]
+mod rootfs;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use refeng::image::content::{ContentStore, Limits};
@@ -23,90 +27,10 @@ use refeng::image::layer::ApplyOptions;
 use refeng::image::snapshot::{Backend, Snapshotter};
 use refeng::image::{archive, unpack};
 
-const DOCKER: &str = "/usr/bin/docker";
+use peers::dockerd::{Dockerd, DOCKER, DOCKERD};
+
 const ROUNDS: usize = 5;
 const LAYERS: usize = 6;
-
-struct Dockerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        let dir = tempfile::Builder::new()
-            .prefix("refeng-bench-dockerd")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let p = |s: &str| dir.path().join(s).display().to_string();
-        let log = fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("dockerd")
-            .args([
-                "--data-root",
-                &p("data"),
-                "--exec-root",
-                &p("exec"),
-                "--pidfile",
-                &p("pid"),
-            ])
-            .args([
-                "--host",
-                &format!("unix://{}", p("sock")),
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn dockerd");
-        let d = Dockerd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if d.try_docker(&["version"]).is_ok() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        panic!("dockerd did not start");
-    }
-
-    fn try_docker(&self, args: &[&str]) -> Result<String, String> {
-        let host = format!("unix://{}", self.dir.path().join("sock").display());
-        let o = Command::new(DOCKER)
-            .args(["-H", &host])
-            .args(args)
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).into_owned())
-        }
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        self.try_docker(args)
-            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A build context for layer `n`: many small files and one larger one, ~6 MiB per layer.
 fn context(dir: &Path, n: usize) {
@@ -129,9 +53,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    if !(Path::new(DOCKER).exists()
-        && Path::new("/usr/sbin/dockerd").exists()
-        && Path::new("/bin/busybox").exists())
+    if ![DOCKER, DOCKERD, rootfs::BUSYBOX]
+        .iter()
+        .all(|p| Path::new(p).exists())
     {
         println!("image_import: SKIPPED (needs docker.io and busybox-static)");
         return;
@@ -139,20 +63,9 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let w = |s: &str| work.path().join(s).display().to_string();
     // base layer: busybox rootfs
-    let rootfs = work.path().join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    let st = Command::new("tar")
-        .args([
-            "-C",
-            &rootfs.display().to_string(),
-            "-cf",
-            &w("rootfs.tar"),
-            ".",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let base = work.path().join("rootfs");
+    rootfs::busybox(&base);
+    rootfs::tar(&base, Path::new(&w("rootfs.tar")));
     let ctx = work.path().join("ctx");
     let mut dockerfile = String::from("FROM bench/base:1\n");
     for n in 0..LAYERS {

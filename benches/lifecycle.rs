@@ -99,10 +99,10 @@ fn main() {
         eprintln!("lifecycle bench skipped: it builds real containers and needs root");
         return;
     }
-    if !Path::new(common::BUSYBOX).exists() {
+    if !Path::new(common::rootfs::BUSYBOX).exists() {
         eprintln!(
             "lifecycle bench skipped: {} is missing (apt-get install busybox-static)",
-            common::BUSYBOX
+            common::rootfs::BUSYBOX
         );
         return;
     }

@@ -8,6 +8,8 @@
 //!
 //! Environment: `REFENG_RUNTIME` names the runtime (default: this package's `refeng-runc`).
 
+mod rootfs;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,9 +18,6 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// The busybox applets the container programs use.
-const APPLETS: &[&str] = &["sh", "sleep", "cat", "tail", "seq", "true"];
 
 fn runtime() -> PathBuf {
     std::env::var_os("REFENG_RUNTIME").map_or_else(
@@ -64,13 +63,9 @@ impl Container {
             .prefix("refeng-cgroup-guest-")
             .tempdir()
             .expect("temp dir");
-        for dir in ["root", "bundle", "ctl", "rootfs/bin", "rootfs/ctl"] {
+        rootfs::busybox(&work.path().join("rootfs"));
+        for dir in ["root", "bundle", "ctl", "rootfs/ctl"] {
             fs::create_dir_all(work.path().join(dir)).expect("work dirs");
-        }
-        let bin = work.path().join("rootfs/bin");
-        fs::copy("/usr/bin/busybox", bin.join("busybox")).expect("copy busybox-static");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
         }
         let spec = Command::new(runtime())
             .args(["spec", "--bundle"])

@@ -6,6 +6,7 @@
 //! - a memory hog is OOM-killed and `events` reports it, while the host stays up.
 
 mod peers;
+mod rootfs;
 
 use std::fs;
 use std::io::Read;
@@ -13,7 +14,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use peers::{busybox_rootfs, runtime_bin, scratch};
+use peers::{runtime_bin, scratch};
 
 /// A bundle in a scratch directory with its own state root and cgroup, removed on drop.
 struct Bundle {
@@ -30,7 +31,7 @@ impl Bundle {
 
     fn with_runtime(name: &str, runtime: PathBuf) -> Self {
         let dir = scratch(&format!("hardening-{name}"));
-        busybox_rootfs(&dir.join("rootfs"));
+        rootfs::busybox(&dir.join("rootfs"));
         let cgroup = format!("/refeng-test-hardening-{}-{name}", std::process::id());
         let b = Self {
             dir,

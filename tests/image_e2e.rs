@@ -6,10 +6,12 @@
 //! tool is missing says so on stderr and returns. Every dockerd, mount, container and temp dir is
 //! cleaned up by a guard, also when an assertion fails.
 
+mod peers;
+mod rootfs;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use refeng::image::archive::{self, RootfsImport, Sink};
 use refeng::image::content::{ContentStore, Limits};
@@ -18,10 +20,11 @@ use refeng::image::format::PlatformWanted;
 use refeng::image::gc;
 use refeng::image::layer::ApplyOptions;
 use refeng::image::snapshot::{Backend, MountGuard, Snapshotter};
-use refeng::image::tar::{Builder, Entry, Kind};
+use refeng::image::tar::Builder;
 use refeng::image::unpack;
 
-const DOCKER: &str = "/usr/bin/docker";
+use peers::dockerd::{Dockerd, DOCKER, DOCKERD};
+
 const RUNC: &str = env!("CARGO_BIN_EXE_refeng-runc");
 
 /// Whether `tool` is installed; a missing one fails the test (CI installs them all in
@@ -60,127 +63,13 @@ fn run(cmd: &str, args: &[&str]) -> String {
     )
 }
 
-/// A dockerd of our own in temporary directories; stopped by pid on drop.
-struct Dockerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        let dir = tempfile::Builder::new()
-            .prefix("refeng-dockerd")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let p = |s: &str| dir.path().join(s).display().to_string();
-        let log = fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("dockerd")
-            .args([
-                "--data-root",
-                &p("data"),
-                "--exec-root",
-                &p("exec"),
-                "--pidfile",
-                &p("pid"),
-            ])
-            .args([
-                "--host",
-                &format!("unix://{}", p("sock")),
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn dockerd");
-        let d = Dockerd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if Command::new(DOCKER)
-                .args(["-H", &d.host(), "version"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-            {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        panic!(
-            "dockerd did not start: {}",
-            fs::read_to_string(d.dir.path().join("log")).unwrap_or_default()
-        );
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("sock").display())
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        let mut full = vec!["-H".to_string(), self.host()];
-        full.extend(args.iter().map(|s| s.to_string()));
-        let o = Command::new(DOCKER)
-            .args(&full)
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        check(o, &format!("docker {args:?}"))
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-        // dockerd leaves its overlay and netns mounts behind only when killed; detach any.
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let base = self.dir.path().display().to_string();
-        let mut targets: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| t.starts_with(&base))
-            .collect();
-        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for t in targets {
-            let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
-/// A busybox root filesystem tarball: the shell and a few applets, plus `/etc/base`.
+/// The busybox root filesystem plus `/etc/base` (for the layers above to be checked against),
+/// as a tarball at `path`.
 fn busybox_rootfs_tar(path: &Path) {
-    let mut b = Builder::new(fs::File::create(path).unwrap());
-    for d in ["bin/", "etc/", "tmp/", "proc/", "sys/", "dev/"] {
-        b.append(&Entry::new(d, Kind::Directory), std::io::empty())
-            .unwrap();
-    }
-    let bb = fs::read("/bin/busybox").unwrap();
-    let mut e = Entry::new("bin/busybox", Kind::File);
-    e.mode = 0o755;
-    e.size = bb.len() as u64;
-    b.append(&e, &bb[..]).unwrap();
-    for applet in ["sh", "cat", "ls", "echo", "test"] {
-        let mut l = Entry::new(format!("bin/{applet}"), Kind::Symlink);
-        l.link = b"busybox".to_vec();
-        b.append(&l, std::io::empty()).unwrap();
-    }
-    let mut f = Entry::new("etc/base", Kind::File);
-    f.size = 5;
-    b.append(&f, &b"base\n"[..]).unwrap();
-    b.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    rootfs::busybox(dir.path());
+    fs::write(dir.path().join("etc/base"), "base\n").unwrap();
+    rootfs::tar(dir.path(), path);
 }
 
 struct Store {
@@ -261,7 +150,7 @@ impl Store {
 
 #[test]
 fn docker_save_imports_runs_and_round_trips_through_docker_load() {
-    if !(have("dockerd") && have(DOCKER) && have("/bin/busybox")) {
+    if !(have(DOCKERD) && have(DOCKER) && have(rootfs::BUSYBOX)) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -357,7 +246,7 @@ fn docker_save_imports_runs_and_round_trips_through_docker_load() {
 
 #[test]
 fn docker_import_like_rootfs_image_runs_and_skopeo_reads_the_export() {
-    if !have("/bin/busybox") {
+    if !have(rootfs::BUSYBOX) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -429,7 +318,7 @@ fn docker_import_like_rootfs_image_runs_and_skopeo_reads_the_export() {
 
 #[test]
 fn skopeo_oci_layout_imports_and_runs() {
-    if !(have("skopeo") && have("/bin/busybox")) {
+    if !(have("skopeo") && have(rootfs::BUSYBOX)) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -489,7 +378,7 @@ fn skopeo_oci_layout_imports_and_runs() {
 
 #[test]
 fn umoci_multi_layer_with_whiteouts_imports_and_runs() {
-    if !(have("umoci") && have("/bin/busybox")) {
+    if !(have("umoci") && have(rootfs::BUSYBOX)) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -500,11 +389,7 @@ fn umoci_multi_layer_with_whiteouts_imports_and_runs() {
     run("umoci", &["new", "--image", &format!("{l}:t")]);
     run("umoci", &["unpack", "--image", &format!("{l}:t"), &b]);
     let r = bundle.join("rootfs");
-    fs::create_dir_all(r.join("bin")).unwrap();
-    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-    for a in ["sh", "cat", "ls"] {
-        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
-    }
+    rootfs::busybox(&r);
     fs::create_dir_all(r.join("data/old")).unwrap();
     fs::write(r.join("data/old/f"), "old\n").unwrap();
     fs::write(r.join("gone"), "x").unwrap();

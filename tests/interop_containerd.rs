@@ -3,12 +3,13 @@
 //! a containerd restart while the container runs (the shim keeps it; exec still works after).
 
 mod peers;
+mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use peers::{busybox_rootfs, ok, require, run, runtime_bin, scratch, wait_for_path, Daemon};
+use peers::{ok, require, run, runtime_bin, scratch, wait_for_path, Daemon};
 
 fn start_containerd(dir: &Path) -> Child {
     let config = dir.join("config.toml");
@@ -74,7 +75,7 @@ fn containerd_runs_containers_with_refeng_runc_as_its_runc() {
         socket: dir.join("containerd.sock"),
     };
     let rootfs = dir.join("rootfs");
-    busybox_rootfs(&rootfs);
+    rootfs::busybox(&rootfs);
     let runc = runtime_bin();
     let (runc, rootfs) = (runc.to_str().unwrap(), rootfs.to_str().unwrap());
     // ctr creates cgroups below /<namespace>/<id> by default: keep them ours.

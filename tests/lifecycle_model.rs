@@ -22,6 +22,8 @@
 //! lifecycle_model`. Fixed sequences (the smoke path, the spec-over-runc cases, named regressions)
 //! sit at the end of the file and replay through the same harness.
 
+mod rootfs;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -332,14 +334,8 @@ impl Case {
 
     fn build_rootfs(&self) {
         let rootfs = self.path("rootfs");
-        for dir in ["bin", "ctl", "proc", "dev", "sys", "tmp"] {
-            fs::create_dir_all(rootfs.join(dir)).expect("rootfs dirs");
-        }
-        fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox-static");
-        for applet in ["sh", "sleep", "touch", "cat", "test", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-                .expect("busybox applet link");
-        }
+        rootfs::busybox(&rootfs);
+        fs::create_dir(rootfs.join("ctl")).expect("create /ctl mount point");
     }
 
     /// Runs `<runtime> --root R --log L --log-format json <args>`; stdio go to files because a

@@ -5,6 +5,8 @@
 //! tests say so on stderr and skip.
 #![allow(clippy::print_stderr)]
 
+mod rootfs;
+
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -64,13 +66,7 @@ impl Env {
         symlink(SHIM, d.join("bin/containerd-shim-refeng-v2")).unwrap();
         symlink(REFENG_RUNC, d.join("bin/refeng-runc")).unwrap();
         let rootfs = d.join("rootfs");
-        for sub in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
-        }
-        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "sleep", "cat", "tty", "true"] {
-            symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        rootfs::busybox(&rootfs);
         std::fs::write(
             d.join("config.toml"),
             format!(

@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,16 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The static busybox copied into every rootfs.
-pub const BUSYBOX: &str = "/usr/bin/busybox";
-
-/// Applets linked into `/bin` of every rootfs (`ulimit` and `umask` are `sh` builtins).
-pub const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "id", "hostname", "ls", "sleep", "grep", "head", "tail", "mount", "touch",
-    "test", "[", "true", "false", "stat", "readlink", "wc", "yes", "dd", "seq", "pwd", "env",
-    "kill", "tty", "ps", "sysctl", "mkdir", "rm", "tr", "cut", "sed", "awk", "printf", "uname",
-    "nproc",
-];
+#[path = "../rootfs/mod.rs"]
+pub mod rootfs;
 
 /// runc's `runc spec` output (runc 1.1), the default every bundle starts from. Embedded rather
 /// than generated with the runtime's `spec` so that the bundle does not depend on the code under test.
@@ -234,7 +226,9 @@ impl Bundle {
         // The container's users (uid 1000) write here too.
         fs::set_permissions(tmp.path().join("shared"), fs::Permissions::from_mode(0o777))
             .expect("chmod shared");
-        make_rootfs(&tmp.path().join("bundle/rootfs"));
+        let rootfs = tmp.path().join("bundle/rootfs");
+        rootfs::busybox(&rootfs);
+        fs::create_dir(rootfs.join("shared")).expect("create /shared mount point");
         let mut spec: Value = serde_json::from_str(DEFAULT_SPEC).expect("default spec parses");
         spec["process"]["terminal"] = json!(false);
         spec["process"]["args"] = json!(["true"]);
@@ -529,39 +523,6 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
         let (k, v) = line.split_once(':')?;
         (k == key).then(|| v.trim())
     })
-}
-
-fn make_rootfs(rootfs: &Path) {
-    for dir in [
-        "bin",
-        "etc",
-        "proc",
-        "sys",
-        "dev",
-        "tmp",
-        "root",
-        "home/user",
-        "run",
-        "shared",
-    ] {
-        fs::create_dir_all(rootfs.join(dir)).expect("create rootfs dir");
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
-    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox (install busybox-static)");
-    for applet in APPLETS {
-        symlink("busybox", rootfs.join("bin").join(applet)).expect("link applet");
-    }
-    fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
-    )
-    .expect("write passwd");
-    fs::write(
-        rootfs.join("etc/group"),
-        "root:x:0:\nwheel:x:10:root\ntty:x:5:\nuser:x:1000:\n",
-    )
-    .expect("write group");
-    std::os::unix::fs::chown(rootfs.join("home/user"), Some(1000), Some(1000)).expect("chown home");
 }
 
 /// A container of a bundle. Dropping it runs `delete --force`, removes its cgroup directories,

@@ -1,10 +1,12 @@
-//! Support for tests that run refeng parts under the real peers (dockerd, containerd): a busybox
-//! root filesystem, daemons started in private temporary directories and stopped by pid, and the
-//! cleanup of every mount and cgroup they leave behind, also when a test fails.
+//! Support for tests that run refeng parts under the real peers (dockerd, containerd): daemons
+//! started in private temporary directories and stopped by pid, and the cleanup of every mount
+//! and cgroup they leave behind, also when a test fails.
+// Each test crate uses a different subset of this module.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,32 +29,6 @@ pub fn require(binary: &str) -> PathBuf {
     panic!(
         "{binary} is not installed: this test needs the real peer (see .ci/run for the packages)"
     );
-}
-
-/// A root filesystem of busybox-static with every applet linked and a minimal /etc.
-pub fn busybox_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::create_dir_all(dir.join("etc")).unwrap();
-    fs::create_dir_all(dir.join("tmp")).unwrap();
-    // Copy in a child process: a copy made here would hold a write descriptor that forks by
-    // other test threads inherit until they exec, and executing the file meanwhile fails with
-    // ETXTBSY.
-    ok(Command::new("cp")
-        .arg(require("busybox"))
-        .arg(bin.join("busybox")));
-    // Ask the original: executing the fresh copy could race with another thread's fork.
-    let list = Command::new(require("busybox"))
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", bin.join(applet));
-        }
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
 /// Runs a command and returns its output; panics with its stderr if it could not start.
@@ -90,6 +66,7 @@ pub fn wait_for_path(path: &Path, timeout: Duration) {
 
 /// A daemon started by a test: stopped by pid (TERM, then KILL), then every mount below its
 /// directory is detached and the directory and the test's cgroup parent are removed.
+#[derive(Debug)]
 pub struct Daemon {
     pub child: Option<Child>,
     pub dir: PathBuf,
@@ -172,17 +149,17 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
-/// Removes `/sys/fs/cgroup/*/<parent>` trees (leaves first), killing what is left inside.
+/// Removes the `<parent>` tree (leaves first) of every hierarchy, killing what is left inside:
+/// `/sys/fs/cgroup/<parent>` on a cgroup v2 host, `/sys/fs/cgroup/*/<parent>` on v1 and hybrid.
 pub fn remove_cgroups(parent: &str) {
     let parent = parent.trim_start_matches('/');
+    let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
     let mut dirs = Vec::new();
-    for hierarchy in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let root = hierarchy.path().join(parent);
-        collect_dirs(&root, &mut dirs);
+    for hierarchy in hierarchies {
+        collect_dirs(&hierarchy.join(parent), &mut dirs);
     }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
