@@ -88,7 +88,10 @@ fn registry_response_seeds_parse_or_fail_cleanly() {
             }
             _ => {
                 if let Ok(c) = auth::DockerConfig::parse(rest, Path::new("config.json")) {
-                    assert!(c.creds_store.is_none(), "{name}: seeds must not run helpers");
+                    assert!(
+                        c.creds_store.is_none(),
+                        "{name}: seeds must not run helpers"
+                    );
                     for k in c.auths.keys() {
                         let _ = c.lookup(k);
                     }
