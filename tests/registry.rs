@@ -417,6 +417,7 @@ fn token_auth_scopes_refresh_and_mounts() {
     let tokens = TokenServer::builder()
         .user("alice", "pw", &["*"])
         .user("reader", "pw", &["pull"])
+        .anonymous(&["pull"])
         .expires_in(1)
         .start();
     let reg = RegistryServer::token(&tokens);
@@ -484,6 +485,48 @@ fn token_auth_scopes_refresh_and_mounts() {
     );
     assert!(
         e.to_string().starts_with("access denied by registry"),
+        "{e}"
+    );
+
+    // Anonymous users get a pull token without credentials, and a clear refusal to push.
+    let anonymous = client();
+    assert_eq!(
+        anonymous
+            .pull(
+                &dest,
+                &store(dir.path(), "anon"),
+                None,
+                &refeng::image::registry::NoProgress
+            )
+            .unwrap()
+            .target,
+        m
+    );
+    assert!(tokens
+        .requests()
+        .iter()
+        .any(|r| r.user.is_none() && r.status == 200));
+    let e = anonymous
+        .push(
+            &src,
+            "local/t:1",
+            &reference(&format!("{}/team/anon:1", reg.host())),
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RegistryError::InsufficientScope {
+                authenticated: false,
+                ..
+            }
+        ),
+        "{}",
+        error_chain(&e)
+    );
+    assert!(
+        e.to_string().contains("anonymous users lack the rights"),
         "{e}"
     );
 
