@@ -765,3 +765,99 @@ fn a_schema1_registry_is_refused_clearly() {
     assert!(e.to_string().contains("schema1"), "{e}");
     server.join().unwrap();
 }
+
+/// A client that treats loopback like any other registry: TLS verified, no plain HTTP.
+fn strict_client(certs_dir: Option<&Path>) -> Client {
+    Client::new(ClientConfig {
+        loopback_insecure: false,
+        certs_dir: certs_dir.map(Path::to_path_buf),
+        max_attempts: 1,
+        ..ClientConfig::default()
+    })
+}
+
+#[test]
+fn tls_registries_trust_certs_d_and_client_certificates() {
+    let ca = registry_support::TestCa::new();
+    let reg = RegistryServer::tls(&ca, false);
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(51, 10_000)]);
+    src.set_reference("local/tls:1", &m).unwrap();
+    let dest = reference(&format!("{}/tls/app:1", reg.host()));
+
+    // Loopback is insecure by default: HTTPS without verification (the registry speaks no
+    // plain HTTP, so success means TLS was used).
+    client()
+        .push(
+            &src,
+            "local/tls:1",
+            &dest,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+
+    // Verified: an unknown CA is refused, naming the registry.
+    let e = strict_client(None)
+        .pull(
+            &dest,
+            &store(dir.path(), "a"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot reach registry {}", reg.host())),
+        "{e}"
+    );
+    assert!(
+        error_chain(&e).to_lowercase().contains("certificate"),
+        "{}",
+        error_chain(&e)
+    );
+
+    // With the CA in certs.d/<host:port>/ca.crt, as `docker` reads /etc/docker/certs.d.
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(reg.host())).unwrap();
+    std::fs::copy(ca.cert(), certs.join(reg.host()).join("ca.crt")).unwrap();
+    let pulled = strict_client(Some(&certs))
+        .pull(
+            &dest,
+            &store(dir.path(), "b"),
+            None,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(pulled.target, m);
+
+    // A registry demanding client certificates: refused without, served with client.cert/.key.
+    let mtls = RegistryServer::tls(&ca, true);
+    let dest = reference(&format!("{}/tls/app:1", mtls.host()));
+    std::fs::create_dir_all(certs.join(mtls.host())).unwrap();
+    std::fs::copy(ca.cert(), certs.join(mtls.host()).join("ca.crt")).unwrap();
+    let e = strict_client(Some(&certs))
+        .push(
+            &src,
+            "local/tls:1",
+            &dest,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("cannot reach registry"),
+        "{}",
+        error_chain(&e)
+    );
+    let (crt, key) = ca.issue("client", "clientAuth");
+    std::fs::copy(crt, certs.join(mtls.host()).join("client.cert")).unwrap();
+    std::fs::copy(key, certs.join(mtls.host()).join("client.key")).unwrap();
+    strict_client(Some(&certs))
+        .push(
+            &src,
+            "local/tls:1",
+            &dest,
+            &refeng::image::registry::NoProgress,
+        )
+        .unwrap();
+}

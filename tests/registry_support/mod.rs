@@ -19,11 +19,13 @@
 // Each test crate uses a different subset of this module.
 #![allow(dead_code, unused_imports)]
 
+mod certs;
 mod http;
 mod proxy;
 mod registry;
 mod token;
 
+pub use certs::TestCa;
 pub use http::header;
 pub use proxy::{CutProxy, ProxiedRequest};
 pub use registry::{RegistryServer, REGISTRY_BIN};

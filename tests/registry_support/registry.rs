@@ -30,6 +30,8 @@ pub struct RegistryServer {
     child: Option<Child>,
     dir: TempDir,
     addr: SocketAddr,
+    /// `http.tls` settings, when the registry speaks HTTPS.
+    tls: Option<String>,
 }
 
 /// The `auth` section the registry is started with.
@@ -62,6 +64,24 @@ impl RegistryServer {
     /// tokens it signs.
     pub fn token(tokens: &TokenServer) -> Self {
         Self::start(Auth::Token(tokens))
+    }
+
+    /// A registry that speaks HTTPS only, with a certificate for 127.0.0.1 issued by `ca`;
+    /// with `client_certs`, clients must present a certificate `ca` issued.
+    pub fn tls(ca: &super::TestCa, client_certs: bool) -> Self {
+        let (crt, key) = ca.issue("registry", "serverAuth");
+        let mut tls = format!(
+            "  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
+            crt.display(),
+            key.display()
+        );
+        if client_certs {
+            tls.push_str(&format!(
+                "    clientcas:\n      - \"{}\"\n",
+                ca.cert().display()
+            ));
+        }
+        Self::start_with(Auth::None, Some(tls))
     }
 
     /// `127.0.0.1:PORT`, the registry part of an image reference.
@@ -100,6 +120,10 @@ impl RegistryServer {
     }
 
     fn start(auth: Auth<'_>) -> Self {
+        Self::start_with(auth, None)
+    }
+
+    fn start_with(auth: Auth<'_>, tls: Option<String>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is not installed: .ci/setup installs the docker-registry package"
@@ -114,6 +138,7 @@ impl RegistryServer {
             child: None,
             dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls,
         };
         for _ in 0..5 {
             server.addr = free_port();
@@ -162,7 +187,14 @@ impl RegistryServer {
                     self.log_tail()
                 ));
             }
-            if let Ok(head) = http::probe(self.addr, "/v2/") {
+            if self.tls.is_some() {
+                // Go answers plain HTTP on a TLS port with this 400 once it serves.
+                if let Ok(head) = http::probe(self.addr, "/v2/") {
+                    if head.status == 400 {
+                        return Startup::Ready;
+                    }
+                }
+            } else if let Ok(head) = http::probe(self.addr, "/v2/") {
                 // The header tells the registry from whatever else may have taken the port.
                 if http::header(&head.headers, "Docker-Distribution-Api-Version")
                     == Some("registry/2.0")
@@ -229,12 +261,13 @@ storage:
 http:
   addr: {addr}
   secret: refeng-test-http-secret
-health:
+{tls}health:
   storagedriver:
     enabled: false
 {auth}"#,
         storage = server.storage_dir().display(),
         addr = server.addr,
+        tls = server.tls.as_deref().unwrap_or(""),
     )
 }
 

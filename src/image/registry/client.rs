@@ -15,6 +15,7 @@ use ureq::Body;
 use super::auth::{self, CachedToken, Challenge, CredentialStore, Credentials, TokenResponse};
 use super::errors;
 use super::reference::{is_loopback, Reference};
+use super::tls::RegistryTls;
 use super::{ClientConfig, RegistryError};
 
 /// A request body that can be sent again (after a `401`, or a retry).
@@ -108,10 +109,10 @@ struct HostState {
 /// A registry client. Cheap to share between threads: connections are pooled per host.
 pub struct Client {
     pub(crate) config: ClientConfig,
-    agent: ureq::Agent,
-    /// For insecure registries' HTTPS attempt: certificates are not verified (dockerd's
-    /// insecure-registries do the same before falling back to HTTP).
-    agent_unverified: ureq::Agent,
+    /// One agent (connection pool and TLS trust) per registry: trust differs per registry
+    /// (certs.d), and insecure registries' HTTPS is not verified (as dockerd's
+    /// insecure-registries, before it falls back to HTTP).
+    agents: Mutex<BTreeMap<String, ureq::Agent>>,
     hosts: Mutex<BTreeMap<String, HostState>>,
     /// Tokens by (host, sorted scopes).
     tokens: Mutex<BTreeMap<(String, Vec<String>), CachedToken>>,
@@ -125,10 +126,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn agent(config: &ClientConfig, verify: bool) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(!verify)
-        .build();
+fn agent(config: &ClientConfig, tls: ureq::tls::TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(config.user_agent.clone())
@@ -156,8 +154,7 @@ impl Client {
     #[must_use]
     pub fn new(config: ClientConfig) -> Self {
         Client {
-            agent: agent(&config, true),
-            agent_unverified: agent(&config, false),
+            agents: Mutex::new(BTreeMap::new()),
             config,
             hosts: Mutex::new(BTreeMap::new()),
             tokens: Mutex::new(BTreeMap::new()),
@@ -173,7 +170,7 @@ impl Client {
     /// Whether plain HTTP (and unverified HTTPS) may be used with `registry`.
     #[must_use]
     pub fn is_insecure(&self, registry: &str) -> bool {
-        is_loopback(registry)
+        (self.config.loopback_insecure && is_loopback(registry))
             || self
                 .config
                 .insecure_registries
@@ -195,12 +192,27 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn agent_for(&self, registry: &str) -> &ureq::Agent {
-        if self.is_insecure(registry) {
-            &self.agent_unverified
-        } else {
-            &self.agent
+    fn agent_for(&self, registry: &str) -> Result<ureq::Agent, RegistryError> {
+        let mut agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = agents.get(registry) {
+            return Ok(a.clone());
         }
+        let settings = match &self.config.certs_dir {
+            Some(dir) => RegistryTls::load(dir, registry),
+            None => Ok(RegistryTls::default()),
+        };
+        let tls = settings
+            .and_then(|t| t.config(!self.is_insecure(registry)))
+            .map_err(|source| RegistryError::Tls {
+                registry: registry.to_owned(),
+                source,
+            })?;
+        let a = agent(&self.config, tls);
+        agents.insert(registry.to_owned(), a.clone());
+        Ok(a)
     }
 
     /// `https://host` or, for an insecure registry that does not speak TLS, `http://host`.
@@ -212,7 +224,7 @@ impl Client {
         let scheme = if self.is_insecure(&r.registry) {
             // Probe HTTPS once; a TLS or connection failure means a plain HTTP registry.
             let probe = self
-                .agent_unverified
+                .agent_for(&r.registry)?
                 .get(format!("https://{host}/v2/"))
                 .config()
                 .timeout_global(Some(Duration::from_secs(5)))
@@ -355,7 +367,7 @@ impl Client {
             url: redact(url),
             source: Box::new(e),
         };
-        let agent = self.agent_for(&r.registry);
+        let agent = self.agent_for(&r.registry)?;
         let invalid = |e: http::Error| RegistryError::Protocol {
             registry: r.registry.clone(),
             what: format!("cannot build a request for {}: {e}", redact(url)),
@@ -442,7 +454,7 @@ impl Client {
         }
         let creds = self.credentials(r)?;
         let service = ch.param("service").unwrap_or_default();
-        let agent = self.agent_for(&r.registry);
+        let agent = self.agent_for(&r.registry)?;
         let resp = match &creds {
             Some(Credentials::IdentityToken(refresh)) => {
                 // OAuth2 refresh-token grant (token spec: "OAuth2 Token").

@@ -18,6 +18,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -39,6 +40,11 @@ pub struct ClientConfig {
     /// Registries (`host[:port]`) that may be used over plain HTTP or unverified HTTPS, beside
     /// loopback ones which always may (as dockerd's `insecure-registries`).
     pub insecure_registries: Vec<String>,
+    /// Loopback registries count as insecure (dockerd's rule for 127.0.0.0/8 and ::1).
+    pub loopback_insecure: bool,
+    /// Per-registry CA and client certificates, `<dir>/<host[:port]>/{*.crt,*.cert,*.key}`
+    /// (dockerd's `/etc/docker/certs.d`); `None` uses the system roots only.
+    pub certs_dir: Option<std::path::PathBuf>,
     /// Layers downloaded at once (dockerd's `max-concurrent-downloads`, default 3).
     pub max_concurrent_downloads: usize,
     /// Blobs uploaded at once (dockerd's `max-concurrent-uploads`, default 5).
@@ -61,6 +67,8 @@ impl Default for ClientConfig {
         ClientConfig {
             credentials: auth::CredentialStore::default(),
             insecure_registries: Vec::new(),
+            loopback_insecure: true,
+            certs_dir: Some(tls::DOCKER_CERTS_DIR.into()),
             max_concurrent_downloads: 3,
             max_concurrent_uploads: 5,
             chunk_size: 32 << 20,
@@ -201,6 +209,15 @@ pub enum RegistryError {
     /// the image to push is not in the store
     #[error("no image named {0:?} in the content store")]
     NotFound(String),
+    /// the registry's certificate folder is unusable
+    #[error("TLS settings for registry {registry}")]
+    Tls {
+        /// the registry
+        registry: String,
+        /// why
+        #[source]
+        source: tls::TlsError,
+    },
     /// credentials configuration failed
     #[error("credentials")]
     Credentials(#[source] auth::AuthError),
