@@ -12,6 +12,7 @@
 //! temporary directories, stopped by pid and cleaned up, also when the bench panics.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a bench reports on stdout
 
+mod multilayer;
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 #[path = "../tests/rootfs/mod.rs"]
@@ -19,7 +20,7 @@ mod rootfs;
 
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use refeng::image::content::{ContentStore, Limits};
 use refeng::image::format::PlatformWanted;
@@ -30,27 +31,6 @@ use refeng::image::{archive, unpack};
 use peers::dockerd::{Dockerd, DOCKER, DOCKERD};
 
 const ROUNDS: usize = 5;
-const LAYERS: usize = 6;
-
-/// A build context for layer `n`: many small files and one larger one, ~6 MiB per layer.
-fn context(dir: &Path, n: usize) {
-    fs::create_dir_all(dir.join(format!("l{n}"))).unwrap();
-    for i in 0..300 {
-        let data: Vec<u8> = (0..4096u32)
-            .map(|j| (j.wrapping_mul(31).wrapping_add((i * 7 + n) as u32) % 251) as u8)
-            .collect();
-        fs::write(dir.join(format!("l{n}/f{i}")), data).unwrap();
-    }
-    let big: Vec<u8> = (0..(5u32 << 20))
-        .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(n as u32) >> 24) as u8)
-        .collect();
-    fs::write(dir.join(format!("l{n}/big")), big).unwrap();
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     if ![DOCKER, DOCKERD, rootfs::BUSYBOX]
@@ -62,33 +42,13 @@ fn main() {
     }
     let work = tempfile::tempdir().unwrap();
     let w = |s: &str| work.path().join(s).display().to_string();
-    // base layer: busybox rootfs
-    let base = work.path().join("rootfs");
-    rootfs::busybox(&base);
-    rootfs::tar(&base, Path::new(&w("rootfs.tar")));
-    let ctx = work.path().join("ctx");
-    let mut dockerfile = String::from("FROM bench/base:1\n");
-    for n in 0..LAYERS {
-        context(&ctx, n);
-        dockerfile.push_str(&format!("COPY l{n} /data/l{n}\n"));
-    }
-    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-
     let dockerd = Dockerd::start();
-    dockerd.docker(&["import", &w("rootfs.tar"), "bench/base:1"]);
-    dockerd.docker(&[
-        "build",
-        "-q",
-        "-t",
-        "bench/multi:1",
-        &ctx.display().to_string(),
-    ]);
-    dockerd.docker(&["rmi", "bench/base:1"]);
+    multilayer::build(&dockerd, work.path(), "bench/multi:1");
     dockerd.docker(&["save", "-o", &w("save.tar"), "bench/multi:1"]);
     let size = fs::metadata(w("save.tar")).unwrap().len();
     println!(
         "image_import: {} layers, archive {:.1} MiB, {ROUNDS} rounds each",
-        LAYERS + 1,
+        multilayer::LAYERS + 1,
         size as f64 / f64::from(1 << 20)
     );
 
@@ -114,7 +74,7 @@ fn main() {
         dockerd.docker(&["load", "-q", "-i", &w("save.tar")]);
         docker_t.push(start.elapsed());
     }
-    let (r, d) = (median(refeng_t), median(docker_t));
+    let (r, d) = (multilayer::median(refeng_t), multilayer::median(docker_t));
     println!(
         "refeng import+unpack: median {:>8.1} ms",
         r.as_secs_f64() * 1e3

@@ -15,6 +15,7 @@
 //! and exits 0. The registry and dockerd are the tests' private ones, stopped by pid.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a bench reports on stdout
 
+mod multilayer;
 #[path = "../tests/peers/mod.rs"]
 mod peers;
 #[path = "../tests/registry_support/mod.rs"]
@@ -22,9 +23,8 @@ mod registry_support;
 #[path = "../tests/rootfs/mod.rs"]
 mod rootfs;
 
-use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use refeng::image::content::{ContentStore, Limits};
 use refeng::image::layer::ApplyOptions;
@@ -36,34 +36,6 @@ use registry_support::{RegistryServer, REGISTRY_BIN};
 
 /// Rounds under `cargo bench`; `cargo test --all-targets` runs the bench once, as a check.
 const ROUNDS: usize = 5;
-const LAYERS: usize = 6;
-
-/// A build context for layer `n`: many small files and one larger one, ~6 MiB per layer.
-fn context(dir: &Path, n: usize) {
-    fs::create_dir_all(dir.join(format!("l{n}"))).unwrap();
-    for i in 0..300 {
-        let data: Vec<u8> = (0..4096u32)
-            .map(|j| (j.wrapping_mul(31).wrapping_add((i * 7 + n) as u32) % 251) as u8)
-            .collect();
-        fs::write(dir.join(format!("l{n}/f{i}")), data).unwrap();
-    }
-    // Incompressible, so the registry serves ~5 MiB per layer, not a few KiB of gzip.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ n as u64;
-    let big: Vec<u8> = (0..(5usize << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(dir.join(format!("l{n}/big")), big).unwrap();
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     if ![DOCKER, DOCKERD, REGISTRY_BIN, rootfs::BUSYBOX]
@@ -74,24 +46,10 @@ fn main() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let w = |s: &str| work.path().join(s).display().to_string();
-    let base = work.path().join("rootfs");
-    rootfs::busybox(&base);
-    rootfs::tar(&base, Path::new(&w("rootfs.tar")));
-    let ctx = work.path().join("ctx");
-    let mut dockerfile = String::from("FROM bench/base:1\n");
-    for n in 0..LAYERS {
-        context(&ctx, n);
-        dockerfile.push_str(&format!("COPY l{n} /data/l{n}\n"));
-    }
-    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-
     let registry = RegistryServer::plain();
     let image = format!("{}/bench/multi:1", registry.host());
     let dockerd = Dockerd::start();
-    dockerd.docker(&["import", &w("rootfs.tar"), "bench/base:1"]);
-    dockerd.docker(&["build", "-q", "-t", &image, &ctx.display().to_string()]);
-    dockerd.docker(&["rmi", "bench/base:1"]);
+    multilayer::build(&dockerd, work.path(), &image);
     dockerd.docker(&["push", &image]);
     dockerd.docker(&["rmi", &image]);
     let client = Client::new(ClientConfig::default());
@@ -141,7 +99,7 @@ fn main() {
         "registry_pull: {layers} layers, {:.1} MiB compressed, {rounds} rounds each",
         bytes as f64 / f64::from(1 << 20)
     );
-    let (r, d) = (median(refeng_t), median(docker_t));
+    let (r, d) = (multilayer::median(refeng_t), multilayer::median(docker_t));
     println!(
         "refeng pull+unpack:   median {:>8.1} ms",
         r.as_secs_f64() * 1e3

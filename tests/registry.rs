@@ -19,11 +19,27 @@ use refeng::image::format::PlatformWanted;
 use refeng::image::layer::ApplyOptions;
 use refeng::image::registry::auth::{CredentialStore, Credentials, DockerConfig};
 use refeng::image::registry::{
-    Client, ClientConfig, ProgressEvent, RecordedProgress, Reference, RegistryError,
+    Client, ClientConfig, NoProgress, ProgressEvent, Pulled, RecordedProgress, Reference,
+    RegistryError,
 };
 use refeng::image::snapshot::{Backend, Snapshotter};
 
 use registry_support::{CutProxy, RegistryServer, TokenServer};
+
+/// Pulls without unpacking or progress.
+fn pull(c: &Client, r: &Reference, into: &ContentStore) -> Result<Pulled, RegistryError> {
+    c.pull(r, into, None, &NoProgress)
+}
+
+/// Pushes without progress.
+fn push(
+    c: &Client,
+    from: &ContentStore,
+    local: &str,
+    dest: &Reference,
+) -> Result<Digest, RegistryError> {
+    c.push(from, local, dest, &NoProgress)
+}
 
 fn store(dir: &Path, name: &str) -> ContentStore {
     ContentStore::open(dir.join(name), Limits::default()).unwrap()
@@ -126,7 +142,7 @@ fn push_imported_image_then_pull_by_tag_and_digest() {
             &dest,
             &by_tag,
             Some((&snaps, &ApplyOptions::default())),
-            &refeng::image::registry::NoProgress,
+            &NoProgress,
         )
         .unwrap();
     assert_eq!(pulled.target, local);
@@ -145,14 +161,7 @@ fn push_imported_image_then_pull_by_tag_and_digest() {
     // By digest, into another store: the same digests all the way down.
     let by_digest = store(dir.path(), "by-digest");
     let pinned = reference(&format!("{}/refeng/busybox@{local}", reg.host()));
-    let pulled = c
-        .pull(
-            &pinned,
-            &by_digest,
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    let pulled = pull(&c, &pinned, &by_digest).unwrap();
     assert_eq!(pulled.target, local);
     assert_eq!(digests(&by_digest, &local), digests(&src, &local));
 
@@ -188,14 +197,7 @@ fn multi_platform_index_resolves_to_the_asked_platform() {
     src.set_reference("local/multi:1", &index).unwrap();
     let dest = reference(&format!("{}/multi/app:1", reg.host()));
     assert_eq!(
-        client()
-            .push(
-                &src,
-                "local/multi:1",
-                &dest,
-                &refeng::image::registry::NoProgress
-            )
-            .unwrap(),
+        push(&client(), &src, "local/multi:1", &dest).unwrap(),
         index
     );
     for (arch, want, layer_seed) in [("amd64", &amd, 1), ("arm64", &arm, 3)] {
@@ -208,9 +210,7 @@ fn multi_platform_index_resolves_to_the_asked_platform() {
             ..ClientConfig::default()
         });
         let into = store(dir.path(), arch);
-        let pulled = c
-            .pull(&dest, &into, None, &refeng::image::registry::NoProgress)
-            .unwrap();
+        let pulled = pull(&c, &dest, &into).unwrap();
         assert_eq!(pulled.target, index, "the name points at the index");
         assert_eq!(&pulled.resolved.manifest, want, "{arch}");
         let (layer, _) =
@@ -231,14 +231,7 @@ fn multi_platform_index_resolves_to_the_asked_platform() {
         },
         ..ClientConfig::default()
     });
-    let e = c
-        .pull(
-            &dest,
-            &store(dir.path(), "none"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(&c, &dest, &store(dir.path(), "none")).unwrap_err();
     assert!(
         format!("{e:#}").contains("linux/s390x") || error_chain(&e).contains("linux/s390x"),
         "{}",
@@ -265,14 +258,13 @@ fn a_cut_download_resumes_with_range() {
     let src = store(dir.path(), "src");
     let (m, _) = registry_images::image(&src, "amd64", &[(7, 2 << 20)]);
     src.set_reference("local/big:1", &m).unwrap();
-    client()
-        .push(
-            &src,
-            "local/big:1",
-            &reference(&format!("{}/big/one:1", reg.host())),
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    push(
+        &client(),
+        &src,
+        "local/big:1",
+        &reference(&format!("{}/big/one:1", reg.host())),
+    )
+    .unwrap();
     let (blob, _) = registry_images::layer(7, 2 << 20);
     let layer = Digest::sha256(&blob);
 
@@ -310,9 +302,7 @@ fn a_cut_download_resumes_with_range() {
         max_attempts: 1,
         ..ClientConfig::default()
     });
-    let e = once
-        .pull(&via, &into, None, &refeng::image::registry::NoProgress)
-        .unwrap_err();
+    let e = pull(&once, &via, &into).unwrap_err();
     assert!(
         matches!(e, RegistryError::DownloadFailed { .. }),
         "{}",
@@ -320,9 +310,7 @@ fn a_cut_download_resumes_with_range() {
     );
     assert!(e.to_string().contains("the next pull continues"), "{e}");
     assert!(!into.contains(&layer));
-    let pulled = client()
-        .pull(&via, &into, None, &refeng::image::registry::NoProgress)
-        .unwrap();
+    let pulled = pull(&client(), &via, &into).unwrap();
     assert_eq!(pulled.target, m);
     assert!(into.contains(&layer));
     let ranges: Vec<String> = proxy
@@ -360,33 +348,12 @@ fn basic_auth_from_docker_config_and_wrong_credentials() {
         },
         ..ClientConfig::default()
     });
-    from_config
-        .push(
-            &src,
-            "local/a:1",
-            &dest,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
-    let pulled = from_config
-        .pull(
-            &dest,
-            &store(dir.path(), "ok"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    push(&from_config, &src, "local/a:1", &dest).unwrap();
+    let pulled = pull(&from_config, &dest, &store(dir.path(), "ok")).unwrap();
     assert_eq!(pulled.target, m);
 
     let wrong = client_as(&reg.host(), "alice", "wrong");
-    let e = wrong
-        .pull(
-            &dest,
-            &store(dir.path(), "wrong"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(&wrong, &dest, &store(dir.path(), "wrong")).unwrap_err();
     assert!(
         matches!(e, RegistryError::WrongCredentials { .. }),
         "{}",
@@ -396,14 +363,7 @@ fn basic_auth_from_docker_config_and_wrong_credentials() {
         e.to_string(),
         format!("wrong username or password for registry {}", reg.host())
     );
-    let e = client()
-        .pull(
-            &dest,
-            &store(dir.path(), "anon"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(&client(), &dest, &store(dir.path(), "anon")).unwrap_err();
     assert!(
         matches!(e, RegistryError::AuthRequired { .. }),
         "{}",
@@ -428,50 +388,29 @@ fn token_auth_scopes_refresh_and_mounts() {
     let dest = reference(&format!("{}/team/app:1", reg.host()));
 
     let alice = client_as(&reg.host(), "alice", "pw");
-    alice
-        .push(
-            &src,
-            "local/t:1",
-            &dest,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    push(&alice, &src, "local/t:1", &dest).unwrap();
 
     // A reader pulls; the token lives 1 s, so a pull 2 s later asks for a new one.
     let reader = client_as(&reg.host(), "reader", "pw");
     let into = store(dir.path(), "reader");
-    assert_eq!(
-        reader
-            .pull(&dest, &into, None, &refeng::image::registry::NoProgress)
-            .unwrap()
-            .target,
-        m
-    );
+    assert_eq!(pull(&reader, &dest, &into).unwrap().target, m);
     let before = reader_pull_tokens(&tokens);
     assert!(before >= 1);
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    reader
-        .pull(
-            &dest,
-            &store(dir.path(), "reader2"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    pull(&reader, &dest, &store(dir.path(), "reader2")).unwrap();
     assert!(
         reader_pull_tokens(&tokens) > before,
         "the expired token was not refreshed"
     );
 
     // The reader may not push: a clear refusal, not a loop.
-    let e = reader
-        .push(
-            &src,
-            "local/t:1",
-            &reference(&format!("{}/team/copy:1", reg.host())),
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = push(
+        &reader,
+        &src,
+        "local/t:1",
+        &reference(&format!("{}/team/copy:1", reg.host())),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -491,13 +430,7 @@ fn token_auth_scopes_refresh_and_mounts() {
     // Anonymous users get a pull token without credentials, and a clear refusal to push.
     let anonymous = client();
     assert_eq!(
-        anonymous
-            .pull(
-                &dest,
-                &store(dir.path(), "anon"),
-                None,
-                &refeng::image::registry::NoProgress
-            )
+        pull(&anonymous, &dest, &store(dir.path(), "anon"))
             .unwrap()
             .target,
         m
@@ -506,14 +439,13 @@ fn token_auth_scopes_refresh_and_mounts() {
         .requests()
         .iter()
         .any(|r| r.user.is_none() && r.status == 200));
-    let e = anonymous
-        .push(
-            &src,
-            "local/t:1",
-            &reference(&format!("{}/team/anon:1", reg.host())),
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = push(
+        &anonymous,
+        &src,
+        "local/t:1",
+        &reference(&format!("{}/team/anon:1", reg.host())),
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -531,14 +463,12 @@ fn token_auth_scopes_refresh_and_mounts() {
     );
 
     // Wrong password at the token service.
-    let e = client_as(&reg.host(), "alice", "nope")
-        .pull(
-            &dest,
-            &store(dir.path(), "x"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(
+        &client_as(&reg.host(), "alice", "nope"),
+        &dest,
+        &store(dir.path(), "x"),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, RegistryError::WrongCredentials { .. }),
         "{}",
@@ -547,14 +477,7 @@ fn token_auth_scopes_refresh_and_mounts() {
 
     // What alice pulled from team/app is mounted, not uploaded, into team/mirror.
     let pulled_store = store(dir.path(), "alice");
-    alice
-        .pull(
-            &dest,
-            &pulled_store,
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    pull(&alice, &dest, &pulled_store).unwrap();
     let progress = RecordedProgress::default();
     alice
         .push(
@@ -599,13 +522,7 @@ fn chunked_upload_follows_each_location() {
         ..ClientConfig::default()
     });
     let dest = reference(&format!("{}/chunks/c:1", proxy.host()));
-    c.push(
-        &src,
-        "local/c:1",
-        &dest,
-        &refeng::image::registry::NoProgress,
-    )
-    .unwrap();
+    push(&c, &src, "local/c:1", &dest).unwrap();
     let reqs = proxy.requests();
     let patches: Vec<_> = reqs.iter().filter(|r| r.method == "PATCH").collect();
     // The 1 MiB layer (gzip of noise is a little larger) goes in 5 chunks of 256 KiB.
@@ -626,14 +543,12 @@ fn chunked_upload_follows_each_location() {
         .filter(|r| r.header("content-length").is_some_and(|l| l != "0"))
         .count();
     assert_eq!(puts_with_body, 2, "config and the small layer");
-    let back = client()
-        .pull(
-            &reference(&format!("{}/chunks/c:1", reg.host())),
-            &store(dir.path(), "back"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    let back = pull(
+        &client(),
+        &reference(&format!("{}/chunks/c:1", reg.host())),
+        &store(dir.path(), "back"),
+    )
+    .unwrap();
     assert_eq!(back.target, m);
 }
 
@@ -644,47 +559,41 @@ fn registry_errors_in_plain_words() {
     let src = store(dir.path(), "src");
     let (m, _) = registry_images::image(&src, "amd64", &[(41, 100)]);
     src.set_reference("local/e:1", &m).unwrap();
-    client()
-        .push(
-            &src,
-            "local/e:1",
-            &reference(&format!("{}/errs/e:1", reg.host())),
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
-    let e = client()
-        .pull(
-            &reference(&format!("{}/errs/e:nosuchtag", reg.host())),
-            &store(dir.path(), "a"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    push(
+        &client(),
+        &src,
+        "local/e:1",
+        &reference(&format!("{}/errs/e:1", reg.host())),
+    )
+    .unwrap();
+    let e = pull(
+        &client(),
+        &reference(&format!("{}/errs/e:nosuchtag", reg.host())),
+        &store(dir.path(), "a"),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("pull {}/errs/e:nosuchtag: no such manifest: the tag or digest does not exist in this repository (HTTP 404, MANIFEST_UNKNOWN: manifest unknown)", reg.host())
     );
-    let e = client()
-        .pull(
-            &reference(&format!("{}/nobody/here:1", reg.host())),
-            &store(dir.path(), "b"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(
+        &client(),
+        &reference(&format!("{}/nobody/here:1", reg.host())),
+        &store(dir.path(), "b"),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("repository not found")
             || e.to_string().contains("no such manifest"),
         "{e}"
     );
-    let e = client()
-        .push(
-            &src,
-            "local/missing:1",
-            &reference(&format!("{}/errs/e:2", reg.host())),
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = push(
+        &client(),
+        &src,
+        "local/missing:1",
+        &reference(&format!("{}/errs/e:2", reg.host())),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "no image named \"local/missing:1\" in the content store"
@@ -695,15 +604,13 @@ fn registry_errors_in_plain_words() {
         .local_addr()
         .unwrap()
         .port();
-    let e = Client::new(ClientConfig {
-        max_attempts: 1,
-        ..ClientConfig::default()
-    })
-    .pull(
+    let e = pull(
+        &Client::new(ClientConfig {
+            max_attempts: 1,
+            ..ClientConfig::default()
+        }),
         &reference(&format!("127.0.0.1:{port}/x:1")),
         &store(dir.path(), "c"),
-        None,
-        &refeng::image::registry::NoProgress,
     )
     .unwrap_err();
     assert!(
@@ -749,14 +656,12 @@ fn a_schema1_registry_is_refused_clearly() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let e = client()
-        .pull(
-            &reference(&format!("127.0.0.1:{port}/old:1")),
-            &store(dir.path(), "s"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(
+        &client(),
+        &reference(&format!("127.0.0.1:{port}/old:1")),
+        &store(dir.path(), "s"),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, RegistryError::Schema1 { .. }),
         "{}",
@@ -788,24 +693,10 @@ fn tls_registries_trust_certs_d_and_client_certificates() {
 
     // Loopback is insecure by default: HTTPS without verification (the registry speaks no
     // plain HTTP, so success means TLS was used).
-    client()
-        .push(
-            &src,
-            "local/tls:1",
-            &dest,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    push(&client(), &src, "local/tls:1", &dest).unwrap();
 
     // Verified: an unknown CA is refused, naming the registry.
-    let e = strict_client(None)
-        .pull(
-            &dest,
-            &store(dir.path(), "a"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = pull(&strict_client(None), &dest, &store(dir.path(), "a")).unwrap_err();
     assert!(
         e.to_string()
             .starts_with(&format!("cannot reach registry {}", reg.host())),
@@ -821,14 +712,7 @@ fn tls_registries_trust_certs_d_and_client_certificates() {
     let certs = dir.path().join("certs.d");
     std::fs::create_dir_all(certs.join(reg.host())).unwrap();
     std::fs::copy(ca.cert(), certs.join(reg.host()).join("ca.crt")).unwrap();
-    let pulled = strict_client(Some(&certs))
-        .pull(
-            &dest,
-            &store(dir.path(), "b"),
-            None,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    let pulled = pull(&strict_client(Some(&certs)), &dest, &store(dir.path(), "b")).unwrap();
     assert_eq!(pulled.target, m);
 
     // A registry demanding client certificates: refused without, served with client.cert/.key.
@@ -836,14 +720,7 @@ fn tls_registries_trust_certs_d_and_client_certificates() {
     let dest = reference(&format!("{}/tls/app:1", mtls.host()));
     std::fs::create_dir_all(certs.join(mtls.host())).unwrap();
     std::fs::copy(ca.cert(), certs.join(mtls.host()).join("ca.crt")).unwrap();
-    let e = strict_client(Some(&certs))
-        .push(
-            &src,
-            "local/tls:1",
-            &dest,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap_err();
+    let e = push(&strict_client(Some(&certs)), &src, "local/tls:1", &dest).unwrap_err();
     assert!(
         e.to_string().starts_with("cannot reach registry"),
         "{}",
@@ -852,12 +729,5 @@ fn tls_registries_trust_certs_d_and_client_certificates() {
     let (crt, key) = ca.issue("client", "clientAuth");
     std::fs::copy(crt, certs.join(mtls.host()).join("client.cert")).unwrap();
     std::fs::copy(key, certs.join(mtls.host()).join("client.key")).unwrap();
-    strict_client(Some(&certs))
-        .push(
-            &src,
-            "local/tls:1",
-            &dest,
-            &refeng::image::registry::NoProgress,
-        )
-        .unwrap();
+    push(&strict_client(Some(&certs)), &src, "local/tls:1", &dest).unwrap();
 }

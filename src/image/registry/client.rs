@@ -530,27 +530,13 @@ impl Client {
 
     /// The text of a refusal: the registry's error entries in plain words.
     pub(crate) fn refusal_text(&self, resp: Response<Body>) -> String {
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let bytes = body
-            .with_config()
-            .limit(errors::MAX_ERROR_BODY)
-            .read_to_vec()
-            .unwrap_or_default();
-        errors::describe(status, &errors::parse_error_body(&bytes))
+        let (status, entries) = error_entries(resp);
+        errors::describe(status, &entries)
     }
 
     /// A [`RegistryError::Refused`] for an unexpected answer to `op` on `r`.
     pub(crate) fn refused(&self, r: &Reference, op: &str, resp: Response<Body>) -> RegistryError {
-        let status = resp.status().as_u16();
-        let bytes = {
-            let mut body = resp.into_body();
-            body.with_config()
-                .limit(errors::MAX_ERROR_BODY)
-                .read_to_vec()
-                .unwrap_or_default()
-        };
-        let entries = errors::parse_error_body(&bytes);
+        let (status, entries) = error_entries(resp);
         RegistryError::Refused {
             operation: format!("{op} {r}"),
             status,
@@ -558,6 +544,18 @@ impl Client {
             text: errors::describe(status, &entries),
         }
     }
+}
+
+/// The status and the registry's error entries of a refusal (body read up to a bound).
+fn error_entries(resp: Response<Body>) -> (u16, Vec<errors::ErrorEntry>) {
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .with_config()
+        .limit(errors::MAX_ERROR_BODY)
+        .read_to_vec()
+        .unwrap_or_default();
+    (status, errors::parse_error_body(&bytes))
 }
 
 /// A URL for messages: query strings (upload state, tokens) are dropped.

@@ -298,22 +298,7 @@ impl Client {
         if resp.status().as_u16() != 201 {
             return Err(self.refused(dest, &format!("finish upload of {d} to"), resp));
         }
-        if let Some(got) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok())
-        {
-            if &got != d {
-                return Err(RegistryError::DigestMismatch {
-                    registry: dest.registry.clone(),
-                    what: "uploaded blob".into(),
-                    expected: d.clone(),
-                    actual: got,
-                });
-            }
-        }
-        Ok(())
+        check_digest_header(dest, &resp, d, "uploaded blob")
     }
 
     fn no_location(&self, dest: &Reference, what: &str) -> RegistryError {
@@ -343,27 +328,36 @@ impl Client {
         if resp.status().as_u16() != 201 {
             return Err(self.refused(dest, "push manifest to", resp));
         }
-        if let Some(got) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok())
-        {
-            if &got != digest {
-                return Err(RegistryError::DigestMismatch {
-                    registry: dest.registry.clone(),
-                    what: "pushed manifest".into(),
-                    expected: digest.clone(),
-                    actual: got,
-                });
-            }
-        }
+        check_digest_header(dest, &resp, digest, "pushed manifest")?;
         progress.report(ProgressEvent::ManifestPushed {
             tag: tag.to_owned(),
             digest: digest.clone(),
             size: bytes.len() as u64,
         });
         Ok(())
+    }
+}
+
+/// The registry's `Docker-Content-Digest` for what it stored, when it says one, must be ours.
+fn check_digest_header(
+    dest: &Reference,
+    resp: &ureq::http::Response<ureq::Body>,
+    expected: &Digest,
+    what: &str,
+) -> Result<(), RegistryError> {
+    match resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok())
+    {
+        Some(got) if &got != expected => Err(RegistryError::DigestMismatch {
+            registry: dest.registry.clone(),
+            what: what.into(),
+            expected: expected.clone(),
+            actual: got,
+        }),
+        _ => Ok(()),
     }
 }
 
