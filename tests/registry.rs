@@ -731,3 +731,46 @@ fn tls_registries_trust_certs_d_and_client_certificates() {
     std::fs::copy(key, certs.join(mtls.host()).join("client.key")).unwrap();
     push(&strict_client(Some(&certs)), &src, "local/tls:1", &dest).unwrap();
 }
+
+#[test]
+fn concurrent_pulls_into_one_store_share_blobs() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(
+        &src,
+        "amd64",
+        &[(61, 1 << 20), (62, 1 << 20), (63, 300_000)],
+    );
+    src.set_reference("local/cc:1", &m).unwrap();
+    let dest = reference(&format!("{}/cc/app:1", reg.host()));
+    push(&client(), &src, "local/cc:1", &dest).unwrap();
+    let shared = store(dir.path(), "shared");
+    let snaps = snapshotter(&dir.path().join("s"));
+    let c = client();
+    let tops: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    c.pull(
+                        &dest,
+                        &shared,
+                        Some((&snaps, &ApplyOptions::default())),
+                        &NoProgress,
+                    )
+                    .unwrap()
+                    .top
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        tops.iter().all(|t| t.is_some() && *t == tops[0]),
+        "{tops:?}"
+    );
+    assert_eq!(digests(&shared, &m), digests(&src, &m));
+    for l in &digests(&src, &m)[2..] {
+        assert_eq!(shared.info(l).unwrap().size, src.info(l).unwrap().size);
+    }
+}

@@ -319,14 +319,23 @@ impl ContentStore {
             .root
             .join("ingest")
             .join(Digest::sha256(reference.as_bytes()).hex());
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let data = dir.join("data");
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&data)
-            .map_err(io_err(&data))?;
+        // A writer of the same reference that just committed removes the (then empty) folder:
+        // make it again if it vanished between our mkdir and our open.
+        let mut attempts = 0;
+        let file = loop {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            match OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&data)
+            {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(io_err(&data)(e)),
+            }
+        };
         // Two writers appending to one ingest would interleave: the second is refused.
         let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|(_, errno)| match errno {
@@ -399,7 +408,27 @@ impl ContentStore {
                 std::thread::current().id()
             ),
         };
-        let mut w = self.writer(&reference, expected, expected_size)?;
+        // Another ingest of the same content may hold the ingest: wait for it to land.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut w = loop {
+            match self.writer(&reference, expected, expected_size) {
+                Ok(w) => break w,
+                Err(ContentError::Locked(r)) => {
+                    if let Some(d) = expected.filter(|d| self.contains(d)) {
+                        return Ok(d.clone());
+                    }
+                    if expected.is_none() || std::time::Instant::now() >= deadline {
+                        return Err(ContentError::Locked(r));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(d) = expected.filter(|d| self.contains(d)) {
+            w.abandon();
+            return Ok(d.clone());
+        }
         if w.offset() > 0 {
             // The reader starts at 0: restart rather than trusting a resume we cannot seek.
             w.truncate()?;
@@ -684,6 +713,13 @@ impl Writer<'_> {
         self.offset
     }
 
+    /// Gives the ingest up (the blob landed through another writer): its data is removed.
+    pub fn abandon(self) {
+        let data = self.dir.join("data");
+        let _ = fs::remove_file(&data);
+        let _ = fs::remove_dir(&self.dir);
+    }
+
     /// Discards what was written so far.
     ///
     /// # Errors
@@ -742,7 +778,8 @@ impl Writer<'_> {
         fs::rename(&data, &target).map_err(io_err(&target))?;
         drop(file);
         sync_dir(target.parent().unwrap_or(Path::new(".")))?;
-        let _ = fs::remove_dir_all(&dir);
+        // Only if empty: a writer of the same reference may already have started a new `data`.
+        let _ = fs::remove_dir(&dir);
         if !labels.is_empty() {
             store.update_metadata(|m| {
                 m.labels.entry(actual.clone()).or_default().extend(labels);
@@ -774,6 +811,28 @@ impl Write for Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_ingests_of_the_same_content_all_succeed() {
+        let (_d, s) = store();
+        let bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let d = Digest::sha256(&bytes);
+        for _ in 0..20 {
+            s.delete(&d).unwrap();
+            std::thread::scope(|t| {
+                for _ in 0..4 {
+                    t.spawn(|| {
+                        assert_eq!(
+                            s.ingest(&bytes[..], Some(&d), Some(bytes.len() as u64))
+                                .unwrap(),
+                            d
+                        );
+                    });
+                }
+            });
+            assert_eq!(s.read_small(&d).unwrap(), bytes);
+        }
+    }
 
     fn store() -> (tempfile::TempDir, ContentStore) {
         let dir = tempfile::tempdir().unwrap();

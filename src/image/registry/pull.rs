@@ -361,6 +361,11 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         };
+        if content.contains(d) {
+            // Another pull committed it between our check and our lock.
+            w.abandon();
+            return Ok(());
+        }
         if w.offset() > size {
             w.truncate()?;
         }
