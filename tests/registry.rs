@@ -628,33 +628,79 @@ fn registry_errors_in_plain_words() {
     .is_insecure("10.0.0.1:5000"));
 }
 
-/// A registry that serves only a schema1 manifest (as registries of before 2017 did).
-#[test]
-fn a_schema1_registry_is_refused_clearly() {
+/// A one-connection-per-request server on loopback answering every manifest GET with `body`
+/// labelled `content_type` (what some registries and their storage do); other requests get 404.
+/// It serves the three connections a pull makes before it fails: the HTTPS probe, the manifest
+/// and the first blob.
+fn manifest_server(
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        for _ in 0..4 {
+    let handle = std::thread::spawn(move || {
+        for _ in 0..3 {
             let Ok((mut s, _)) = listener.accept() else {
                 return;
             };
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
-            if !head.contains("/manifests/") {
-                // The TLS probe, or anything else: not HTTP we answer.
+            if !head.starts_with("GET /v2/") {
+                // The TLS probe: not HTTP we answer.
                 continue;
             }
-            let body = br#"{"schemaVersion":1,"name":"old","tag":"1","fsLayers":[],"history":[]}"#;
+            if head.contains("/manifests/") {
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+                continue;
+            }
             let _ = write!(
                 s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v1+prettyjws\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
-            let _ = s.write_all(body);
-            return;
         }
     });
+    (port, handle)
+}
+
+#[test]
+fn a_manifest_labelled_application_json_is_read_by_its_own_media_type() {
+    // The manifest parses and names a config this server does not have: the pull gets as far
+    // as the config, which proves the manifest was accepted despite its content type.
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(71, 100)]);
+    let (port, server) = manifest_server("application/json", src.read_small(&m).unwrap());
+    let e = pull(
+        &client(),
+        &reference(&format!("127.0.0.1:{port}/lax:1")),
+        &store(dir.path(), "s"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "pull blob {} of",
+            registry_images::config_digest(&src, &m)
+        )),
+        "{}",
+        error_chain(&e)
+    );
+    server.join().unwrap();
+}
+
+/// A registry that serves only a schema1 manifest (as registries of before 2017 did).
+#[test]
+fn a_schema1_registry_is_refused_clearly() {
+    let body = br#"{"schemaVersion":1,"name":"old","tag":"1","fsLayers":[],"history":[]}"#;
+    let (port, server) = manifest_server(
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        body.to_vec(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let e = pull(
         &client(),
@@ -668,7 +714,7 @@ fn a_schema1_registry_is_refused_clearly() {
         error_chain(&e)
     );
     assert!(e.to_string().contains("schema1"), "{e}");
-    server.join().unwrap();
+    drop(server);
 }
 
 /// A client that treats loopback like any other registry: TLS verified, no plain HTTP.

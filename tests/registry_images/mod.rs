@@ -80,3 +80,10 @@ pub fn index(store: &ContentStore, manifests: &[(Digest, u64, &str)]) -> Digest 
     .unwrap();
     store.put(&i).unwrap()
 }
+
+/// The config digest of a stored manifest.
+pub fn config_digest(store: &ContentStore, manifest: &Digest) -> Digest {
+    let m: serde_json::Value =
+        serde_json::from_slice(&store.read_small(manifest).unwrap()).unwrap();
+    m["config"]["digest"].as_str().unwrap().parse().unwrap()
+}

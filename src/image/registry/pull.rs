@@ -42,6 +42,18 @@ pub struct Pulled {
     pub top: Option<Digest>,
 }
 
+/// Whether a `Content-Type` names a manifest or index (schema1 included, to refuse it by name).
+fn is_manifest_type(ct: &str) -> bool {
+    [
+        format::OCI_INDEX,
+        format::DOCKER_MANIFEST_LIST,
+        format::OCI_MANIFEST,
+        format::DOCKER_MANIFEST,
+    ]
+    .contains(&ct)
+        || format::DOCKER_SCHEMA1.contains(&ct)
+}
+
 /// Media types asked for, best first (distribution-spec: "Pulling manifests").
 pub(crate) fn accept_header() -> String {
     [
@@ -91,6 +103,10 @@ impl Client {
             },
         };
         // Walk indexes down to the platform's manifest.
+        // Some registries (and storage behind them) label manifests `application/json` or
+        // `text/plain`: only a manifest type is taken as a declaration, else the document's own
+        // `mediaType` and shape decide (as containerd does).
+        let declared = declared.filter(|ct| is_manifest_type(ct));
         let mut doc = format::parse_document(&bytes, declared.as_deref()).map_err(format_err)?;
         let mut depth = 0;
         let manifest = loop {
