@@ -2,10 +2,10 @@
 //! overlay snapshots, against `docker load` of the same archive on a real dockerd (overlay2), in
 //! one run: `cargo bench --bench image_import`. Prints the median of each and the ratio.
 //!
-//! Measured 2026-11-29 on the 2-core shared dev machine (load average ~9): 7 layers, 39.8 MiB,
-//! refeng 2158 ms vs docker load 1943 ms, ratio 1.11. refeng writes each layer twice (the blob
-//! into the content store, then the unpacked snapshot) where dockerd keeps only the unpacked
-//! layer.
+//! Measured 2026-11-29 on the 2-core dev machine (load average ~1.5): 7 layers, 40.0 MiB,
+//! refeng 896 ms vs docker load 1336 ms, ratio 0.67 (an earlier run on a machine loaded to ~9
+//! gave 1.11). refeng writes each layer twice (the blob into the content store, then the
+//! unpacked snapshot) where dockerd keeps only the unpacked layer.
 //!
 //! Needs root, dockerd (Debian: docker.io) and /usr/bin/busybox (busybox-static); without them
 //! it says so and exits 0. The dockerd it starts is the tests' private one (tests/peers/dockerd.rs):

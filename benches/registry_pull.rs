@@ -7,9 +7,9 @@
 //! and pushed with `docker push`, so both pull what a real registry serves. Each round starts
 //! empty: refeng into new directories, dockerd after `docker rmi` removed every layer.
 //!
-//! Measured 2026-11-29 on the 2-core dev machine (load average ~1): 7 layers, 31.1 MiB
-//! compressed, refeng 1003 ms vs docker pull 1733 ms, ratio 0.58 (three downloads at once on
-//! both sides; dockerd's default).
+//! Measured 2026-11-29 on the 2-core dev machine (load average ~1.5): 7 layers, 31.1 MiB
+//! compressed, refeng 890 ms vs docker pull 1436 ms, ratio 0.62 (an earlier run: 1003 vs
+//! 1733 ms, 0.58); three downloads at once on both sides, dockerd's default.
 //!
 //! Needs root, dockerd (docker.io), docker-registry and busybox-static; without them it says so
 //! and exits 0. The registry and dockerd are the tests' private ones, stopped by pid.
