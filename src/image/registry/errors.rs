@@ -30,7 +30,14 @@ pub fn parse_error_body(bytes: &[u8]) -> Vec<ErrorEntry> {
         .unwrap_or_default();
     entries.truncate(8);
     for e in &mut entries {
-        e.code.truncate(64);
+        // Codes are upper-case words with underscores (distribution-spec); anything else in
+        // them is dropped rather than printed.
+        e.code = e
+            .code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
         // Messages end up in terminals: keep them short and free of control characters.
         e.message = e
             .message
@@ -126,7 +133,9 @@ mod tests {
             describe(502, &parse_error_body(b"<html>")),
             "the registry failed internally (HTTP 502)"
         );
-        let e = parse_error_body(br#"{"errors":[{"code":"X","message":"a\u001b[31mb"}]}"#);
+        let e =
+            parse_error_body(br#"{"errors":[{"code":"X\u007f\u00e9Y","message":"a\u001b[31mb"}]}"#);
         assert_eq!(e[0].message, "a[31mb");
+        assert_eq!(e[0].code, "XY");
     }
 }
