@@ -629,43 +629,65 @@ fn registry_errors_in_plain_words() {
 }
 
 /// A one-connection-per-request server on loopback answering every manifest GET with `body`
-/// labelled `content_type` (what some registries and their storage do); other requests get 404.
-/// It serves the three connections a pull makes before it fails: the HTTPS probe, the manifest
-/// and the first blob.
-fn manifest_server(
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> (u16, std::thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        for _ in 0..3 {
-            let Ok((mut s, _)) = listener.accept() else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]).to_string();
-            if !head.starts_with("GET /v2/") {
-                // The TLS probe: not HTTP we answer.
-                continue;
+/// labelled `content_type` (what some registries and their storage do); everything else gets
+/// 404 (a HEAD too, so the client falls back to GET). Serves until the guard drops.
+struct ManifestServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ManifestServer {
+    fn start(content_type: &'static str, body: Vec<u8>) -> ManifestServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                if head.starts_with("GET /v2/") && head.contains("/manifests/") {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(&body);
+                } else if head.contains(" HTTP/1.1") {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                // Anything else is the client's HTTPS probe: closed unanswered.
             }
-            if head.contains("/manifests/") {
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(&body);
-                continue;
-            }
-            let _ = write!(
-                s,
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
+        });
+        ManifestServer {
+            port,
+            stop,
+            thread: Some(thread),
         }
-    });
-    (port, handle)
+    }
+}
+
+impl Drop for ManifestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 #[test]
@@ -675,7 +697,8 @@ fn a_manifest_labelled_application_json_is_read_by_its_own_media_type() {
     let dir = tempfile::tempdir().unwrap();
     let src = store(dir.path(), "src");
     let (m, _) = registry_images::image(&src, "amd64", &[(71, 100)]);
-    let (port, server) = manifest_server("application/json", src.read_small(&m).unwrap());
+    let server = ManifestServer::start("application/json", src.read_small(&m).unwrap());
+    let port = server.port;
     let e = pull(
         &client(),
         &reference(&format!("127.0.0.1:{port}/lax:1")),
@@ -690,17 +713,18 @@ fn a_manifest_labelled_application_json_is_read_by_its_own_media_type() {
         "{}",
         error_chain(&e)
     );
-    server.join().unwrap();
+    drop(server);
 }
 
 /// A registry that serves only a schema1 manifest (as registries of before 2017 did).
 #[test]
 fn a_schema1_registry_is_refused_clearly() {
     let body = br#"{"schemaVersion":1,"name":"old","tag":"1","fsLayers":[],"history":[]}"#;
-    let (port, server) = manifest_server(
+    let server = ManifestServer::start(
         "application/vnd.docker.distribution.manifest.v1+prettyjws",
         body.to_vec(),
     );
+    let port = server.port;
     let dir = tempfile::tempdir().unwrap();
     let e = pull(
         &client(),
@@ -819,4 +843,44 @@ fn concurrent_pulls_into_one_store_share_blobs() {
     for l in &digests(&src, &m)[2..] {
         assert_eq!(shared.info(l).unwrap().size, src.info(l).unwrap().size);
     }
+}
+
+#[test]
+fn pulling_what_the_store_has_fetches_nothing() {
+    let reg = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let src = store(dir.path(), "src");
+    let (m, _) = registry_images::image(&src, "amd64", &[(81, 50_000)]);
+    src.set_reference("local/again:1", &m).unwrap();
+    push(
+        &client(),
+        &src,
+        "local/again:1",
+        &reference(&format!("{}/again/app:1", reg.host())),
+    )
+    .unwrap();
+    let proxy = CutProxy::start(&reg.host());
+    let via = reference(&format!("{}/again/app:1", proxy.host()));
+    let into = store(dir.path(), "into");
+    pull(&client(), &via, &into).unwrap();
+    let first = proxy.requests().len();
+    // Again: the tag is checked with HEAD and nothing else is asked for.
+    assert_eq!(pull(&client(), &via, &into).unwrap().target, m);
+    let again: Vec<String> = proxy.requests()[first..]
+        .iter()
+        .filter(|r| r.path().starts_with("/v2/again/"))
+        .map(|r| format!("{} {}", r.method, r.path()))
+        .collect();
+    assert_eq!(again, vec!["HEAD /v2/again/app/manifests/1".to_string()]);
+    // By digest: not even that.
+    let before = proxy.requests().len();
+    pull(
+        &client(),
+        &reference(&format!("{}/again/app@{m}", proxy.host())),
+        &into,
+    )
+    .unwrap();
+    assert!(proxy.requests()[before..]
+        .iter()
+        .all(|r| !r.path().starts_with("/v2/again/")));
 }

@@ -81,7 +81,7 @@ impl Client {
         progress: &dyn ProgressSink,
     ) -> Result<Pulled, RegistryError> {
         let lease = content.temporary_lease("pull")?;
-        let (bytes, declared, top_digest) = self.fetch_manifest(r, &r.manifest_ref())?;
+        let (bytes, declared, top_digest) = self.resolve_manifest(r, content)?;
         progress.report(ProgressEvent::Resolved {
             reference: r.to_string(),
             digest: top_digest.clone(),
@@ -121,7 +121,11 @@ impl Client {
                         format::select_platform(&i, &self.config.platform).map_err(format_err)?;
                     let digest = format::check_descriptor(d).map_err(format_err)?;
                     let declared = d.media_type().to_string();
-                    let (b, ct, got) = self.fetch_manifest(r, &digest.to_string())?;
+                    let (b, ct, got) = if content.contains(&digest) {
+                        (content.read_small(&digest)?, None, digest.clone())
+                    } else {
+                        self.fetch_manifest(r, &digest.to_string())?
+                    };
                     if got != digest {
                         return Err(RegistryError::DigestMismatch {
                             registry: r.registry.clone(),
@@ -222,6 +226,41 @@ impl Client {
             resolved,
             top,
         })
+    }
+
+    /// The manifest or index `r` names: from the store when it is already there (by digest,
+    /// or by the digest a `HEAD` of the tag answers, as docker does: Docker Hub does not count
+    /// `HEAD`s against pull limits), else fetched.
+    fn resolve_manifest(
+        &self,
+        r: &Reference,
+        content: &ContentStore,
+    ) -> Result<(Vec<u8>, Option<String>, Digest), RegistryError> {
+        let local = match &r.digest {
+            Some(d) => Some(d.clone()),
+            None => self.head_manifest(r).filter(|d| content.contains(d)),
+        };
+        match local.filter(|d| content.contains(d)) {
+            Some(d) => Ok((content.read_small(&d)?, None, d)),
+            None => self.fetch_manifest(r, &r.manifest_ref()),
+        }
+    }
+
+    /// The digest a `HEAD` of the manifest answers with, if the registry says one.
+    fn head_manifest(&self, r: &Reference) -> Option<Digest> {
+        let req = Req::new(
+            Method::HEAD,
+            format!("/v2/{}/manifests/{}", r.repository, r.manifest_ref()),
+        )
+        .header("Accept", accept_header());
+        let resp = self.send(r, &pull_scopes(r), &req).ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        resp.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok())
     }
 
     /// Fetches a manifest or index by tag or digest; returns its bytes, its content type and
