@@ -2,7 +2,8 @@
 //! sockets) runs busybox containers from a directory rootfs through
 //! `--runtime io.containerd.refeng.v2`, driven with `ctr` like a user would. Needs root and
 //! Debian's `containerd` and `busybox-static` (runc for the runc-driven tests); without them the
-//! tests say so on stderr and skip.
+//! tests say so on stderr and skip. `REFENG_TEST_SHIM=PATH` runs them against another build of the
+//! shim (the static musl one benches/shim_rss.sh builds, as installed).
 #![allow(clippy::print_stderr)]
 
 mod rootfs;
@@ -14,6 +15,9 @@ use std::time::{Duration, Instant};
 
 const RUNTIME: &str = "io.containerd.refeng.v2";
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-refeng-v2");
+/// Runs the suite against another build of the shim, e.g. the static musl one that
+/// benches/shim_rss.sh measures and that is meant to be installed.
+const SHIM_ENV: &str = "REFENG_TEST_SHIM";
 const REFENG_RUNC: &str = env!("CARGO_BIN_EXE_refeng-runc");
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -63,7 +67,8 @@ impl Env {
             .unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("bin")).unwrap();
-        symlink(SHIM, d.join("bin/containerd-shim-refeng-v2")).unwrap();
+        let shim = std::env::var_os(SHIM_ENV).map_or_else(|| PathBuf::from(SHIM), PathBuf::from);
+        symlink(shim, d.join("bin/containerd-shim-refeng-v2")).unwrap();
         symlink(REFENG_RUNC, d.join("bin/refeng-runc")).unwrap();
         let rootfs = d.join("rootfs");
         rootfs::busybox(&rootfs);

@@ -2,9 +2,11 @@
 
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context;
 use refeng::shim::cli::{Action, Args};
+use refeng::shim::logging::{self, Sink};
 use refeng::shim::{serve, start};
 
 /// Logs go to stderr for `start`/`delete` (containerd shows it on failure) and to the bundle's
@@ -15,32 +17,16 @@ fn init_logging(args: &Args, to_log_fifo: bool) {
     } else {
         tracing::Level::INFO
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_target(false);
-    if to_log_fifo {
-        let fifo = std::fs::OpenOptions::new()
+    let sink = if to_log_fifo {
+        std::fs::OpenOptions::new()
             .write(true)
-            .custom_flags_nonblock()
-            .open("log");
-        match fifo {
-            Ok(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
-            Err(_) => builder.with_writer(std::io::sink).init(),
-        }
+            .custom_flags(libc::O_NONBLOCK)
+            .open("log")
+            .map_or(Sink::Discard, Sink::File)
     } else {
-        builder.with_writer(std::io::stderr).init();
-    }
-}
-
-trait NonBlock {
-    fn custom_flags_nonblock(&mut self) -> &mut Self;
-}
-
-impl NonBlock for std::fs::OpenOptions {
-    fn custom_flags_nonblock(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NONBLOCK)
-    }
+        Sink::Stderr
+    };
+    logging::init(level, sink);
 }
 
 pub fn main() -> anyhow::Result<()> {

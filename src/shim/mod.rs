@@ -6,6 +6,7 @@ pub mod cli;
 pub mod events;
 pub mod handoff;
 pub mod io;
+pub mod logging;
 pub mod mount;
 pub mod oom;
 pub mod options;

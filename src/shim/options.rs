@@ -277,6 +277,42 @@ mod tests {
     }
 
     #[test]
+    fn config_file_with_the_other_cri_keys_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runtime.toml");
+        // The other keys containerd's CRI runc options have, comments, a literal string and a
+        // table after the top-level keys.
+        std::fs::write(
+            &path,
+            "# runc options\nSystemdCgroup = true\nNoPivotRoot = false\nIoUid = 0\n\
+             BinaryName = '/usr/local/bin/runc' # local build\nRoot = \"\"\n\
+             CriuImagePath = \"\"\n[extra]\nBinaryName = \"ignored\"\n",
+        )
+        .unwrap();
+        let opts = RuntimeOptions::from_config_file(&path).unwrap();
+        assert_eq!(opts.binary(), "/usr/local/bin/runc");
+        assert_eq!(opts.root, None, "an empty Root means the default");
+    }
+
+    #[test]
+    fn malformed_config_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runtime.toml");
+        for text in [
+            "BinaryName = \"unterminated\n",
+            "BinaryName = 5\n",
+            "Root = [\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = RuntimeOptions::from_config_file(&path).unwrap_err();
+            assert!(
+                matches!(err, OptionsError::ConfigParse { .. }),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_type_is_refused() {
         let err = RuntimeOptions::from_any(&any("x.Other", &[])).unwrap_err();
         assert_eq!(

@@ -42,6 +42,10 @@ const ATIME_FLAGS: MsFlags = MsFlags::MS_NOATIME
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
+/// statvfs(3)'s `ST_RELATIME`, the kernel's `MNT_RELATIME` (include/linux/statfs.h). nix names it
+/// only on glibc; the value is kernel ABI, so musl builds (the shim's) read the same bit.
+const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(0x1000);
+
 /// The per-mount flags of an open mount, as mount(2) flags (statvfs ST_* → MS_*): what a remount
 /// in a user namespace must keep, because the kernel locks them.
 pub(crate) fn current_mount_flags(fd: BorrowedFd<'_>) -> nix::Result<MsFlags> {
@@ -53,7 +57,7 @@ pub(crate) fn current_mount_flags(fd: BorrowedFd<'_>) -> nix::Result<MsFlags> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ];
     Ok(table
         .iter()
@@ -709,6 +713,12 @@ fn cgroup_v1(entry: &Entry<'_>) -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn relatime_bit_is_glibcs() {
+        assert_eq!(ST_RELATIME, FsFlags::ST_RELATIME);
+    }
 
     #[test]
     fn bind_remount_only_when_flags_beyond_bind() {
