@@ -1328,3 +1328,17 @@ fn foreground_run_prints_what_runc_prints() {
         assert_eq!(out, expected.stdout, "refeng-runc and runc print the same");
     }
 }
+
+#[test]
+fn the_process_starts_with_no_blocked_or_ignored_signals() {
+    // A runtime written in Rust (or Go) ignores SIGPIPE itself; the container's program must
+    // not inherit that, nor any blocked signal. (Signals 32 and 33 belong to the C library and
+    // are left as they are, as runc does.)
+    let (code, out, err) =
+        run(Bundle::new("sigs").args(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]));
+    assert_eq!(code, 0, "{err}");
+    let masks = keyed(&out);
+    let hex = |k: &str| u64::from_str_radix(masks[k].trim(), 16).unwrap();
+    assert_eq!(hex("SigBlk:"), 0, "{out}");
+    assert_eq!(hex("SigIgn:") & !0x1_8000_0000, 0, "{out}");
+}

@@ -233,6 +233,10 @@ impl Prepared {
         if let Err(e) = crate::sys::process::cloexec_from(3 + preserve_fds) {
             return sys("close_range")(e);
         }
+        // Before the late filter: a profile may deny rt_sigaction to the program.
+        if let Err(e) = crate::sys::process::reset_signals() {
+            return sys("reset signal mask")(e);
+        }
         if let Some(filter) = self.late_filter {
             if let Err(e) = filter.load(state) {
                 return e;

@@ -94,3 +94,34 @@ pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: RawFd) -> Result<(), Er
     let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
     Errno::result(ret).map(drop)
 }
+
+/// Gives the program about to be executed a clean signal state: every disposition back to
+/// `SIG_DFL` (a Rust runtime ignores SIGPIPE, and exec keeps ignored signals ignored) and no
+/// signal blocked (exec keeps the mask too). Handlers need no reset: exec drops them anyway.
+///
+/// # Errors
+/// The errno of `sigprocmask(2)`; dispositions the kernel refuses (SIGKILL, SIGSTOP) are skipped.
+pub fn reset_signals() -> Result<(), Errno> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL registers no handler code, so no handler can run with
+        // broken invariants; the previous action is discarded.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    // Real-time signals are not in nix's `Signal`. 32 and 33 are glibc's own (its sigaction
+    // refuses them), so the range starts at the SIGRTMIN it reports.
+    for raw in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: a zeroed sigaction with sa_handler = SIG_DFL installs the default action;
+        // the struct lives for the call and the old action is not asked for.
+        let _ = unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(raw, &act, std::ptr::null_mut())
+        };
+    }
+    SigSet::empty().thread_set_mask()
+}
