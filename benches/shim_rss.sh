@@ -8,9 +8,9 @@
 #
 # The shim is built as it is meant to be installed: profile `shim` (size-optimised, fat LTO,
 # stripped), a static non-PIE executable on musl; refeng-runc comes from the release profile.
-# Needs the Rust target (`rustup target add x86_64-unknown-linux-musl`), musl-tools (musl-gcc, for
-# the C in the library's dependencies) and libseccomp-dev (the library links libseccomp; the shim
-# uses none of it).
+# Needs the Rust target x86_64-unknown-linux-musl (added with rustup when missing), musl-tools
+# (musl-gcc, for the C in the library's dependencies) and libseccomp-dev (the library links
+# libseccomp; the shim uses none of it).
 #
 # Prints one line per shim: VmRSS with its file-backed and anonymous parts, Pss, private memory
 # (what one more container really costs), threads; then the ratio of the RSS.
@@ -26,9 +26,11 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
   # from a directory holding only libseccomp.a, so that the linker does not find glibc's libc.a
   # next to it (a fixed path: a new one would rebuild the library every time).
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
-    echo "shim_rss: needs the $target target: rustup target add $target" >&2; exit 1
+    rustup target add "$target" >&2 ||
+      { echo "shim_rss: needs the Rust target $target (rustup target add $target)" >&2; exit 1; }
   fi
-  command -v musl-gcc >/dev/null || { echo "shim_rss: needs musl-gcc: apt-get install musl-tools" >&2; exit 1; }
+  command -v musl-gcc >/dev/null ||
+    { echo "shim_rss: needs musl-gcc (apt-get install musl-tools; .ci/setup installs it)" >&2; exit 1; }
   seccomp_dir="$repo/target/$target/libseccomp-static"
   mkdir -p "$seccomp_dir"
   ln -sf /usr/lib/x86_64-linux-gnu/libseccomp.a "$seccomp_dir/"

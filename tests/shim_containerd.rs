@@ -3,7 +3,8 @@
 //! `--runtime io.containerd.refeng.v2`, driven with `ctr` like a user would. Needs root and
 //! Debian's `containerd` and `busybox-static` (runc for the runc-driven tests); without them the
 //! tests say so on stderr and skip. `REFENG_TEST_SHIM=PATH` runs them against another build of the
-//! shim (the static musl one benches/shim_rss.sh builds, as installed).
+//! shim (the static musl one benches/shim_rss.sh builds, as installed); the file must be named
+//! `containerd-shim-refeng-v2`, the name the tests find the serving shims by.
 #![allow(clippy::print_stderr)]
 
 mod rootfs;

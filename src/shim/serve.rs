@@ -17,11 +17,14 @@ use super::service::Shim;
 use super::start::{self, StartError};
 use super::task::TaskService;
 
-/// ttrpc worker threads: one waits per blocked Wait request, so allow a few more than containerd
-/// has outstanding; start with two.
+/// ttrpc's worker pool, per connection. A worker that takes a request and leaves fewer than
+/// `MIN` idle starts more, up to `DEFAULT` idle, so a request blocked in Wait never starves the
+/// others (hence MIN >= 1, and ttrpc asks MIN < DEFAULT < MAX). `MAX` caps the idle workers:
+/// one that finds `MAX` idle already exits, so a burst of requests (ten concurrent execs) does not
+/// leave its workers parked in the shim for the rest of the container's life.
 const WORKERS_MIN: usize = 1;
 const WORKERS_DEFAULT: usize = 2;
-const WORKERS_MAX: usize = 32;
+const WORKERS_MAX: usize = 3;
 
 /// Why the serving shim could not start.
 #[derive(Debug, thiserror::Error)]
