@@ -628,66 +628,29 @@ fn registry_errors_in_plain_words() {
     .is_insecure("10.0.0.1:5000"));
 }
 
-/// A one-connection-per-request server on loopback answering every manifest GET with `body`
-/// labelled `content_type` (what some registries and their storage do); everything else gets
-/// 404 (a HEAD too, so the client falls back to GET). Serves until the guard drops.
-struct ManifestServer {
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ManifestServer {
-    fn start(content_type: &'static str, body: Vec<u8>) -> ManifestServer {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = listener.accept() else {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    continue;
-                };
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                    .unwrap();
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                if head.starts_with("GET /v2/") && head.contains("/manifests/") {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = s.write_all(&body);
-                } else if head.contains(" HTTP/1.1") {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                }
-                // Anything else is the client's HTTPS probe: closed unanswered.
-            }
-        });
-        ManifestServer {
-            port,
-            stop,
-            thread: Some(thread),
+/// A server on loopback answering every manifest GET with `body` labelled `content_type` (what
+/// some registries and their storage do); everything else gets 404 (a HEAD too, so the client
+/// falls back to GET). Serves until dropped.
+fn manifest_server(content_type: &'static str, body: Vec<u8>) -> registry_support::Listener {
+    registry_support::Listener::start(move |mut s| {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        if head.starts_with("GET /v2/") && head.contains("/manifests/") {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        } else if head.contains(" HTTP/1.1") {
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
         }
-    }
-}
-
-impl Drop for ManifestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        // Anything else is the client's HTTPS probe: closed unanswered.
+    })
 }
 
 #[test]
@@ -697,8 +660,8 @@ fn a_manifest_labelled_application_json_is_read_by_its_own_media_type() {
     let dir = tempfile::tempdir().unwrap();
     let src = store(dir.path(), "src");
     let (m, _) = registry_images::image(&src, "amd64", &[(71, 100)]);
-    let server = ManifestServer::start("application/json", src.read_small(&m).unwrap());
-    let port = server.port;
+    let server = manifest_server("application/json", src.read_small(&m).unwrap());
+    let port = server.addr().port();
     let e = pull(
         &client(),
         &reference(&format!("127.0.0.1:{port}/lax:1")),
@@ -720,11 +683,11 @@ fn a_manifest_labelled_application_json_is_read_by_its_own_media_type() {
 #[test]
 fn a_schema1_registry_is_refused_clearly() {
     let body = br#"{"schemaVersion":1,"name":"old","tag":"1","fsLayers":[],"history":[]}"#;
-    let server = ManifestServer::start(
+    let server = manifest_server(
         "application/vnd.docker.distribution.manifest.v1+prettyjws",
         body.to_vec(),
     );
-    let port = server.port;
+    let port = server.addr().port();
     let dir = tempfile::tempdir().unwrap();
     let e = pull(
         &client(),

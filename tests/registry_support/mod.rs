@@ -26,7 +26,7 @@ mod registry;
 mod token;
 
 pub use certs::TestCa;
-pub use http::header;
+pub use http::{header, Listener};
 pub use proxy::{CutProxy, ProxiedRequest};
 pub use registry::{RegistryServer, REGISTRY_BIN};
 pub use token::{

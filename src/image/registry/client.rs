@@ -12,7 +12,7 @@ use std::time::Duration;
 use ureq::http::{self, Method, Response, StatusCode};
 use ureq::Body;
 
-use super::auth::{self, CachedToken, Challenge, CredentialStore, Credentials, TokenResponse};
+use super::auth::{self, CachedToken, Challenge, Credentials, TokenResponse};
 use super::errors;
 use super::reference::{is_loopback, Reference};
 use super::tls::RegistryTls;
@@ -602,21 +602,4 @@ impl From<auth::AuthError> for RegistryError {
     fn from(e: auth::AuthError) -> Self {
         RegistryError::Credentials(e)
     }
-}
-
-/// Explicit credentials for `registry` plus whatever the docker config holds.
-#[must_use]
-pub fn credentials_with(
-    base: CredentialStore,
-    registry: &str,
-    username: &str,
-    password: &str,
-) -> CredentialStore {
-    base.with(
-        registry,
-        Credentials::Basic {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        },
-    )
 }
