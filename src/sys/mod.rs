@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod durable;
 pub mod exe;
 pub mod fd;
 #[cfg(test)]
