@@ -19,6 +19,7 @@ use super::digest::{Algorithm, Digest, HashingReader};
 use super::format::{self, Document, FormatError, PlatformWanted};
 use super::layer::{decompress, Compression};
 use super::tar::{Builder, Entry, Kind, Reader, TarError, TarLimits};
+use crate::sys::durable::{self, DurableWriteError};
 
 /// Annotation naming an image in an OCI layout's index.json.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -61,6 +62,9 @@ pub enum ArchiveError {
     /// too many files or index too large
     #[error("archive {0} exceeds its limit")]
     TooLarge(&'static str),
+    /// an exported file could not be written durably
+    #[error(transparent)]
+    Write(#[from] DurableWriteError),
     /// i/o error
     #[error("i/o on {path}")]
     Io {
@@ -557,9 +561,10 @@ impl<W: Write> Sink<W> {
                 if let Some(parent) = p.parent() {
                     fs::create_dir_all(parent).map_err(io_err(parent.display()))?;
                 }
-                let mut f = fs::File::create(&p).map_err(io_err(p.display()))?;
-                io::copy(&mut data.take(size), &mut f).map_err(io_err(p.display()))?;
-                f.sync_all().map_err(io_err(p.display()))?;
+                // Whole or absent, also after a crash: a layout with a truncated blob under
+                // its digest's name would be read as a corrupt image.
+                let mut data = data.take(size);
+                durable::write_with(&p, 0o644, |f| io::copy(&mut data, f).map(drop))?;
                 Ok(())
             }
             Sink::Tar(b) => {

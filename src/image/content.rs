@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{Algorithm, Digest, Hasher};
+use crate::sys::durable::{self, DurableWriteError};
 
 /// Label naming a blob that this blob references (containerd's GC label scheme): any label
 /// whose key starts with this prefix and whose value is a digest keeps that digest alive.
@@ -89,6 +90,9 @@ pub enum ContentError {
         #[source]
         source: serde_json::Error,
     },
+    /// a store file could not be replaced durably
+    #[error(transparent)]
+    Write(#[from] DurableWriteError),
     /// an I/O error on a store path
     #[error("content store i/o on {path}")]
     Io {
@@ -512,7 +516,7 @@ impl ContentStore {
                 path: self.root.join("metadata.json"),
                 source,
             })?;
-        write_atomic(&self.root.join("metadata.json"), &bytes)?;
+        durable::write(&self.root.join("metadata.json"), 0o600, &bytes)?;
         Ok(out)
     }
 
@@ -671,24 +675,8 @@ impl Drop for LeaseGuard<'_> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync the
-/// directory.
-///
-/// # Errors
-/// [`ContentError::Io`].
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContentError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    sync_dir(dir)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), ContentError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    durable::sync_dir(dir).map_err(io_err(dir))
 }
 
 /// An ingest in progress. Dropping it without [`Writer::commit`] keeps the partial data so that

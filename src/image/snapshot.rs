@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use nix::mount::{MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
-use super::content::write_atomic;
 use super::digest::Digest;
 use super::layer::{apply_layer, remove_tree, Applied, ApplyOptions, LayerError, WhiteoutMode};
+use crate::sys::durable::{self, DurableWriteError};
 
 /// How snapshots are stored and mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,9 @@ pub enum SnapshotError {
         #[source]
         source: nix::Error,
     },
+    /// the metadata could not be replaced durably
+    #[error(transparent)]
+    Write(#[from] DurableWriteError),
     /// i/o on a snapshot path
     #[error("snapshot i/o on {path}")]
     Io {
@@ -280,10 +283,7 @@ impl Snapshotter {
     fn save(&self, m: &Meta) -> Result<(), SnapshotError> {
         let bytes = serde_json::to_vec_pretty(m)
             .map_err(|e| SnapshotError::Corrupt(self.meta_path(), e))?;
-        write_atomic(&self.meta_path(), &bytes).map_err(|e| SnapshotError::Io {
-            path: self.meta_path(),
-            source: io::Error::other(e.to_string()),
-        })
+        Ok(durable::write(&self.meta_path(), 0o600, &bytes)?)
     }
 
     fn dir(&self, id: u64) -> PathBuf {

@@ -476,7 +476,7 @@ fn build(
     persisted.created = Utc::now();
     dir.write(&persisted)?;
     if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid).map_err(path_err("write pid file", pid_file))?;
+        write_pid_file(pid_file, pid)?;
     }
     Ok(persisted)
 }

@@ -435,11 +435,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         Err(e) => return Err(e.into()),
     }
     if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid).map_err(|source| ExecError::Io {
-            what: "write pid file",
-            path: pid_file.clone(),
-            source,
-        })?;
+        write_pid_file(pid_file, pid)?;
     }
     let master = match own_console {
         Some((listener, path)) => {

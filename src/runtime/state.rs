@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -17,6 +16,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::cgroups::Cgroup;
+use crate::sys::durable::{self, DurableWriteError};
 
 /// Name of the fifo the init process blocks on until `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
@@ -49,6 +49,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// state.json or a pid file could not be written durably
+    #[error(transparent)]
+    Write(#[from] DurableWriteError),
     /// state.json does not parse
     #[error("state file {path} is corrupt")]
     Corrupt {
@@ -314,30 +317,19 @@ impl ContainerDir {
         read_state(&self.path)
     }
 
-    /// Writes state.json atomically: temp file, fsync, rename, fsync of the directory.
+    /// Writes state.json atomically and durably ([`crate::sys::durable`]), readable by root
+    /// only: it holds the whole config.
     ///
     /// # Errors
-    /// I/O errors.
+    /// [`StateError::Write`], or [`StateError::Corrupt`] if the state does not serialize.
     pub fn write(&self, state: &PersistedState) -> Result<(), StateError> {
-        let tmp = self.path.join(".state.json.tmp");
         let dest = self.path.join(STATE_FILE);
         let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
             path: dest.clone(),
             source,
         })?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all(&bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
-        fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))?;
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync", &self.path))
+        durable::write(&dest, 0o600, &bytes)?;
+        Ok(())
     }
 
     /// Removes the directory and everything in it (the lock goes with it).
@@ -353,24 +345,99 @@ impl ContainerDir {
     }
 }
 
-/// Writes a pid file atomically (temp file, fsync, rename): containerd and docker read it as
-/// soon as it appears and must never see it half written.
+/// Writes a pid file atomically and durably ([`crate::sys::durable`]): containerd and docker
+/// read it as soon as it appears and must never see it half written, and after a crash it must
+/// still name the process. Mode 0644, what runc's 0666 gives under the usual umask.
 ///
 /// # Errors
-/// I/O errors.
-pub fn write_pid_file(path: &Path, pid: Pid) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("pid");
-    let tmp = parent.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(pid.to_string().as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+/// [`StateError::Write`].
+pub fn write_pid_file(path: &Path, pid: Pid) -> Result<(), StateError> {
+    durable::write(path, 0o644, pid.to_string().as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two `exec --pid-file P` at once: P always holds one whole pid, neither write fails, and no
+    /// temp file is left (the fixed `.P.tmp` this replaced made the second rename fail with
+    /// ENOENT or move the first writer's half-written file).
+    #[test]
+    fn concurrent_pid_file_writes_never_collide_or_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec.pid");
+        let pids = [7, 4_194_000, 123_456, 99];
+        std::thread::scope(|s| {
+            for pid in pids {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        write_pid_file(path, Pid::from_raw(pid)).expect("write pid file");
+                    }
+                });
+            }
+            let path = &path;
+            s.spawn(move || {
+                for _ in 0..400 {
+                    match fs::read_to_string(path) {
+                        Ok(got) => assert!(
+                            pids.iter().any(|p| p.to_string() == got),
+                            "torn pid file {got:?}"
+                        ),
+                        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+                    }
+                }
+            });
+        });
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["exec.pid"], "nothing but the pid file is left");
+    }
+
+    /// A write that fails (here: the destination is a directory, so the rename is refused)
+    /// leaves the old state and no temp file behind, for state.json and for a pid file.
+    #[test]
+    fn failed_writes_leave_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = StateRoot::new(tmp.path().join("root"));
+        let dir = root.create("c1").unwrap();
+        fs::create_dir(dir.path().join(STATE_FILE)).unwrap();
+        fs::write(dir.path().join(STATE_FILE).join("keep"), "x").unwrap();
+        let state = PersistedState {
+            id: "c1".into(),
+            pid: 1,
+            pid_start_time: 2,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: Utc::now(),
+            owner: String::new(),
+            cgroup: Cgroup {
+                driver: crate::runtime::cgroups::Driver::V1,
+                path: "/c1".into(),
+            },
+            cgroup_owned: true,
+            config: Spec::default(),
+        };
+        assert!(dir.write(&state).is_err());
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [LOCK_FILE, STATE_FILE]);
+
+        let pid_dir = tmp.path().join("pids");
+        fs::create_dir_all(pid_dir.join("init.pid/sub")).unwrap();
+        assert!(write_pid_file(&pid_dir.join("init.pid"), Pid::from_raw(5)).is_err());
+        let names: Vec<_> = fs::read_dir(&pid_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["init.pid"]);
+    }
 
     #[test]
     fn ids_are_checked() {

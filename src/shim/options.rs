@@ -60,9 +60,12 @@ pub enum OptionsError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    /// cannot write or read {path}
-    #[error("cannot write or read {path}")]
-    Persist {
+    /// cannot keep the runtime options
+    #[error("cannot keep the runtime options")]
+    Write(#[source] crate::sys::durable::DurableWriteError),
+    /// cannot read {path}
+    #[error("cannot read {path}")]
+    Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -149,36 +152,31 @@ impl RuntimeOptions {
             .unwrap_or_else(|| Path::new(DEFAULT_ROOT).join(namespace))
     }
 
-    /// Keeps these options in `bundle`, so the `delete` subcommand of a later shim process drives
-    /// the same runtime (write to a temporary file, then rename).
+    /// Keeps these options in `bundle`, so the `delete` subcommand of a later shim process (after
+    /// a crash too) drives the same runtime; written durably with a unique temp name, since two
+    /// retried starts of one task may persist at once ([`crate::sys::durable`]).
     ///
     /// # Errors
-    /// [`OptionsError::Persist`] when the file cannot be written.
+    /// [`OptionsError::Write`] when the file cannot be written.
     pub fn persist(&self, bundle: &Path) -> Result<(), OptionsError> {
-        let path = bundle.join(OPTIONS_FILE);
-        let tmp = bundle.join(format!("{OPTIONS_FILE}.tmp"));
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let io = |source| OptionsError::Persist {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        crate::sys::durable::write(&bundle.join(OPTIONS_FILE), 0o644, &json)
+            .map_err(OptionsError::Write)
     }
 
     /// Loads what [`RuntimeOptions::persist`] wrote; defaults when the file is absent.
     ///
     /// # Errors
-    /// [`OptionsError::Persist`] when the file exists but cannot be read or parsed.
+    /// [`OptionsError::Read`] when the file exists but cannot be read or parsed.
     pub fn load(bundle: &Path) -> Result<Self, OptionsError> {
         let path = bundle.join(OPTIONS_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OptionsError::Persist {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OptionsError::Read {
                 path,
                 source: std::io::Error::other(e),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(OptionsError::Persist { path, source }),
+            Err(source) => Err(OptionsError::Read { path, source }),
         }
     }
 }
@@ -310,6 +308,52 @@ mod tests {
                 "{text:?}: {err}"
             );
         }
+    }
+
+    /// Two shim `start`s of one task (containerd retries) persist at the same moment: the file
+    /// is always one whole version, and no writer fails or leaves a temp file behind. The fixed
+    /// temp name this replaced made one writer's rename take the other's half-written file, or
+    /// fail with ENOENT.
+    #[test]
+    fn concurrent_persists_never_collide_or_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let versions: Vec<RuntimeOptions> = (0..4)
+            .map(|i| RuntimeOptions {
+                binary_name: Some(format!("/opt/runtime-{i}/{}", "x".repeat(4096 * i))),
+                root: Some(PathBuf::from(format!("/run/root-{i}"))),
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for v in &versions {
+                let bundle = dir.path();
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        v.persist(bundle).expect("persist");
+                    }
+                });
+            }
+            let bundle = dir.path();
+            let versions = &versions;
+            s.spawn(move || {
+                for _ in 0..400 {
+                    let got = RuntimeOptions::load(bundle).expect("load");
+                    assert!(
+                        got == RuntimeOptions::default() || versions.contains(&got),
+                        "torn options file: {got:?}"
+                    );
+                }
+            });
+        });
+        assert!(versions.contains(&RuntimeOptions::load(dir.path()).unwrap()));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [OPTIONS_FILE],
+            "nothing but the options file is left"
+        );
     }
 
     #[test]

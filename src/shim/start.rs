@@ -43,9 +43,9 @@ pub enum StartError {
     /// cannot spawn the serving shim
     #[error("cannot spawn the serving shim")]
     Spawn(#[source] std::io::Error),
-    /// cannot write {0}
-    #[error("cannot write {0}")]
-    Write(PathBuf, #[source] std::io::Error),
+    /// cannot write the address file
+    #[error("cannot write the address file")]
+    Write(#[source] crate::sys::durable::DurableWriteError),
     /// cannot find the bundle
     #[error("cannot find the bundle")]
     Bundle(#[source] std::io::Error),
@@ -142,14 +142,16 @@ pub fn start(args: &Args) -> Result<String, StartError> {
                 StartError::Spawn(e)
             })?;
     }
-    write_atomic(&bundle.join("address"), address.as_bytes())?;
+    write_address(&bundle, &address)?;
     Ok(address)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| StartError::Write(tmp.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StartError::Write(path.to_path_buf(), e))
+/// Records the task socket's address in the bundle: containerd reads it back after a restart to
+/// reconnect to this shim, and two retried starts of one task may write it at once, so it is
+/// written durably with a unique temp name ([`crate::sys::durable`]).
+fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
+    crate::sys::durable::write(&bundle.join("address"), 0o644, address.as_bytes())
+        .map_err(StartError::Write)
 }
 
 /// Runs `delete` after a shim died: force-deletes the container in the runtime, takes the rootfs
@@ -195,6 +197,42 @@ pub fn delete(args: &Args) -> Result<Vec<u8>, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// containerd retries `start` of one task, so two shim processes may write the same bundle's
+    /// address at once: the file is always one whole address, no writer fails, and no temp file
+    /// stays behind. (The fixed `address.tmp` this replaced failed here with ENOENT.)
+    #[test]
+    fn concurrent_address_writes_never_collide_or_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let addresses: Vec<String> = (0..4)
+            .map(|i| format!("unix:///run/s/{}.sock", i.to_string().repeat(100 * (i + 1))))
+            .collect();
+        std::thread::scope(|s| {
+            for a in &addresses {
+                let bundle = dir.path();
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        write_address(bundle, a).expect("write address");
+                    }
+                });
+            }
+            let path = dir.path().join("address");
+            let addresses = &addresses;
+            s.spawn(move || {
+                for _ in 0..400 {
+                    match std::fs::read_to_string(&path) {
+                        Ok(got) => assert!(addresses.contains(&got), "torn address {got:?}"),
+                        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+                    }
+                }
+            });
+        });
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["address"], "nothing but the address is left");
+    }
 
     #[test]
     fn socket_names_differ_per_task_and_fit_sun_path() {
