@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -167,27 +167,18 @@ pub(crate) fn wait_for(pid: Pid, mask: &SigSet) -> Result<i32, RunError> {
     }
 }
 
+/// Accepts the init process's connection on our own console socket and takes the pty master it
+/// sends. Descriptors beyond the first are closed ([`crate::sys::scm_rights::recv_with_fds`]
+/// owns each one), so nothing a peer sends stays open in refeng-runc.
 pub(crate) fn receive_master(listener: &UnixListener) -> Result<OwnedFd, RunError> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let (stream, _) = listener.accept().map_err(RunError::Console)?;
-    let mut buf = [0u8; 256];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(sys("receive pty master"))?;
-    for cmsg in msg.cmsgs().map_err(sys("receive pty master"))? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(fd) = fds.first() {
-                return Ok(crate::sys::fd::owned_from_received(*fd));
-            }
-        }
-    }
-    Err(RunError::Options("the container sent no pty master"))
+    // The pty's name comes along; only the descriptor matters here.
+    let mut name = [0u8; 256];
+    let (_, fds) = crate::sys::scm_rights::recv_with_fds(stream.as_fd(), &mut name)
+        .map_err(sys("receive pty master"))?;
+    fds.into_iter()
+        .next()
+        .ok_or(RunError::Options("the container sent no pty master"))
 }
 
 /// Copies stdin to the pty and the pty to stdout on two threads; puts a terminal stdin in raw
@@ -254,4 +245,60 @@ pub(crate) fn proxy_terminal(master: &OwnedFd) -> TerminalProxy {
         });
     }
     TerminalProxy { saved, output_done }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+    /// The peer sends the pty master and one descriptor too many: the master is taken, and the
+    /// extra one is closed rather than leaked into refeng-runc (and from there into whatever it
+    /// runs). Checked in our own descriptor table, which forks of other tests cannot affect.
+    #[test]
+    fn receive_master_takes_the_first_fd_and_closes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (master_r, master_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (extra_r, extra_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let extra_pipe =
+            std::fs::read_link(format!("/proc/self/fd/{}", extra_r.as_raw_fd())).unwrap();
+        let sender = std::thread::spawn(move || {
+            let stream = UnixStream::connect(&path).unwrap();
+            let fds = [master_r.as_raw_fd(), extra_w.as_raw_fd()];
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[IoSlice::new(b"/dev/pts/7")],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            // The sender's copies close here: what stays open is what the receiver kept.
+        });
+        let master = receive_master(&listener).expect("master received");
+        sender.join().unwrap();
+
+        File::from(master_w).write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        File::from(master).read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x", "the first descriptor is the master");
+
+        let open: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|target| *target == extra_pipe)
+            .collect();
+        assert_eq!(
+            open.len(),
+            1,
+            "only our read end of the extra pipe may be open; the received write end leaked"
+        );
+        drop(extra_r);
+    }
 }

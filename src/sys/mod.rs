@@ -6,7 +6,6 @@
 pub mod bpf;
 pub mod durable;
 pub mod exe;
-pub mod fd;
 #[cfg(test)]
 pub mod fork;
 pub mod mount_attr;
