@@ -33,7 +33,7 @@ use crate::runtime::state::{
     proc_stat, write_pid_file, ContainerDir, PersistedState, StateError, StateReport, StateRoot,
     Status,
 };
-use crate::sys::process::{clone_fork, Forked};
+use crate::sys::process::{clone_fork, ForkError, Forked};
 
 /// Options of `create` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -81,6 +81,9 @@ pub enum CreateError {
     /// cgroup setup failed
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// the runtime could not fork its helper process
+    #[error("fork")]
+    Fork(#[from] ForkError),
     /// a syscall failed
     #[error("{op}")]
     Sys {
@@ -400,7 +403,7 @@ fn build(
     };
 
     let (parent, child) = channel::pair()?;
-    let intermediate = match clone_fork(CloneFlags::empty()).map_err(sys("fork"))? {
+    let intermediate = match clone_fork(CloneFlags::empty())? {
         Forked::Child => {
             drop(parent);
             intermediate_main(&spec, ns, ctx, child)
@@ -517,7 +520,9 @@ fn intermediate_main(
                 .map_err(|e| format!("unshare time namespace: {e}"))?;
             write_time_offsets(spec)?;
         }
-        match clone_fork(ns.clone).map_err(|e| format!("clone init: {e}"))? {
+        match clone_fork(ns.clone)
+            .map_err(|e| format!("clone init: {}", crate::runtime::init::error_chain(&e)))?
+        {
             Forked::Child => init::run(ctx, &channel),
             Forked::Parent(pid) => Ok(pid),
         }

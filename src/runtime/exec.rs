@@ -28,7 +28,7 @@ use crate::runtime::run::{self as run_cmd, FORWARDED};
 use crate::runtime::state::{
     write_pid_file, PersistedState, StateError, StateReport, StateRoot, Status,
 };
-use crate::sys::process::{clone_fork, Forked};
+use crate::sys::process::{clone_fork, ForkError, Forked};
 
 /// How the process to run is described.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +89,9 @@ pub enum ExecError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// the runtime could not fork its helper process
+    #[error("fork")]
+    Fork(#[from] ForkError),
     /// a syscall failed
     #[error("{op}")]
     Sys {
@@ -374,7 +377,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         nix::sys::prctl::set_child_subreaper(true).map_err(sys("set child subreaper"))?;
     }
     let (parent, child) = channel::pair()?;
-    let intermediate = match clone_fork(CloneFlags::empty()).map_err(sys("fork"))? {
+    let intermediate = match clone_fork(CloneFlags::empty())? {
         Forked::Child => {
             drop(parent);
             let result = (|| -> Result<Pid, String> {
@@ -386,7 +389,9 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
                     setns(fd.as_fd(), *flag)
                         .map_err(|e| format!("join namespace {flag:?}: {e}"))?;
                 }
-                match clone_fork(CloneFlags::empty()).map_err(|e| format!("fork: {e}"))? {
+                match clone_fork(CloneFlags::empty())
+                    .map_err(|e| crate::runtime::init::error_chain(&e))?
+                {
                     Forked::Child => {
                         let err = become_process(
                             &process,

@@ -307,8 +307,9 @@ pub fn attach_terminal(
     drop(master);
     crate::sys::tty::set_controlling_terminal(slave.as_fd())
         .map_err(console("set controlling terminal"))?;
-    for target in 0..=2 {
-        crate::sys::process::dup_onto(slave.as_fd(), target).map_err(console("dup2 pty slave"))?;
+    for stream in crate::sys::process::StdStream::ALL {
+        crate::sys::process::replace_std_stream(slave.as_fd(), stream)
+            .map_err(console("dup2 pty slave"))?;
     }
     Ok(())
 }

@@ -222,12 +222,11 @@ impl SeccompFilter {
         if !self.uses_notify {
             return Ok(None);
         }
-        let raw = self
-            .ctx
-            .get_notify_fd()
-            .map_err(|source| SeccompError::NotifyFd { source })?;
-        let fd = crate::sys::seccomp::dup_notify_fd(raw)
-            .map_err(|source| SeccompError::NotifyFdDup { source })?;
+        use crate::sys::seccomp::{dup_notify_fd, NotifyFdError};
+        let fd = dup_notify_fd(&self.ctx).map_err(|e| match e {
+            NotifyFdError::Get(source) => SeccompError::NotifyFd { source },
+            NotifyFdError::Dup(source) => SeccompError::NotifyFdDup { source },
+        })?;
         Ok(Some(fd))
     }
 }

@@ -11,6 +11,12 @@ use nix::unistd::{fork, pipe, ForkResult};
 /// and exits 1; a panic in the child becomes an `Err` too. The returned error describes the
 /// failure, from the child's message or its wait status.
 ///
+/// Unlike [`crate::sys::process::clone_fork`] this forks a multi-threaded process (the test
+/// harness always is one, so a single-thread check would refuse every call) and stays a safe
+/// function, for test code only: glibc's fork makes malloc usable in the child, and a lock that
+/// another test thread held at the fork (stdout's, say) leaves the child blocked, never reading
+/// half-changed data. The worst a misuse can do is hang one test.
+///
 /// # Errors
 /// The child's error message, or a description of how it died.
 pub fn run_in_child<F>(f: F) -> Result<(), String>

@@ -1,6 +1,6 @@
 //! Process creation and process-wide attributes that `nix` does not wrap safely.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -15,20 +15,59 @@ pub enum Forked {
     Child,
 }
 
+/// Why [`clone_fork`] did not fork.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    /// another thread shares the process, so the child could inherit a lock held forever
+    #[error("refusing to fork a multi-threaded process: the child could inherit locks held by other threads")]
+    MultiThreaded,
+    /// the single-thread check itself failed (a seccomp filter refusing unshare(2), ...)
+    #[error("cannot tell whether the process is single-threaded")]
+    Check(#[source] Errno),
+    /// clone(2) failed
+    #[error("clone")]
+    Clone(#[source] Errno),
+}
+
 /// `clone(2)` with fork semantics (no new stack, child gets SIGCHLD on exit) plus namespace
 /// `flags`: one syscall creates the process directly inside its new namespaces, which is what
 /// makes it pid 1 of a new pid namespace.
 ///
-/// Must be called while the process has a single thread: after the call the child runs with a
-/// copy of the parent's memory, and a lock held by another thread would stay locked forever.
+/// The child runs with a copy of the parent's memory but only the calling thread, so a lock
+/// another thread held at that moment would stay locked in the child forever, and a structure
+/// that thread was changing would stay half-changed. This function therefore refuses unless the
+/// calling thread is the only one, checked right before the clone: `unshare(CLONE_VM)` is a
+/// no-op that the kernel refuses with EINVAL exactly when another task shares our memory
+/// (unshare(2), kernel/fork.c `check_unshare_flags`). No thread can appear between the check and
+/// the clone, since the only thread that could start one is the one running this function. The
+/// kernel check works in any mount namespace, with or without /proc, which matters for the
+/// intermediate processes that fork after joining a container's namespaces.
 ///
 /// # Errors
-/// The errno of `clone(2)`.
-pub fn clone_fork(flags: CloneFlags) -> Result<Forked, Errno> {
+/// [`ForkError::MultiThreaded`] when another thread exists, [`ForkError::Check`] when the
+/// check cannot run, [`ForkError::Clone`] with the errno of `clone(2)`.
+pub fn clone_fork(flags: CloneFlags) -> Result<Forked, ForkError> {
+    match nix::sched::unshare(CloneFlags::CLONE_VM) {
+        Ok(()) => {}
+        Err(Errno::EINVAL) => return Err(ForkError::MultiThreaded),
+        Err(e) => return Err(ForkError::Check(e)),
+    }
+    // SAFETY: the check above proved the calling thread is the only one (see the function's
+    // documentation for why none can have started since).
+    unsafe { clone_fork_unchecked(flags) }.map_err(ForkError::Clone)
+}
+
+/// [`clone_fork`] without the single-thread check.
+///
+/// # Safety
+/// The calling thread must be the only thread of the process (no other task may share its
+/// memory): the child gets a copy of the memory with only this thread in it, and any lock or
+/// data structure another thread was holding or changing would stay so in the child.
+unsafe fn clone_fork_unchecked(flags: CloneFlags) -> Result<Forked, Errno> {
     let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: with a NULL stack the kernel gives the child a copy-on-write copy of the caller's
-    // stack, exactly like fork(2); no pointers are passed. The single-thread requirement is the
-    // caller's, documented above (refeng-runc never starts threads before this point).
+    // stack, exactly like fork(2); no pointers are passed. The single-thread requirement is this
+    // function's contract, upheld by its caller.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -76,22 +115,53 @@ pub fn set_domainname(name: &str) -> Result<(), Errno> {
 }
 
 /// Ends the calling process at once with `code`, running no exit handlers: what a forked child
-/// that shares the parent's buffers and handlers must use.
+/// that shares the parent's buffers and handlers must use. Safe like `std::process::exit`: what
+/// it skips (destructors, buffered output) is a leak, never a use of freed memory.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes a plain integer and never returns; it touches no memory of ours.
     unsafe { libc::_exit(code) }
 }
 
-/// Duplicates `fd` onto the descriptor number `target` (closing what was there), as needed to
-/// make a terminal the process's stdio.
+/// One of the three standard descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdStream {
+    /// Descriptor 0.
+    Input,
+    /// Descriptor 1.
+    Output,
+    /// Descriptor 2.
+    Error,
+}
+
+impl StdStream {
+    /// All three, in descriptor order.
+    pub const ALL: [StdStream; 3] = [StdStream::Input, StdStream::Output, StdStream::Error];
+
+    fn raw(self) -> RawFd {
+        match self {
+            StdStream::Input => libc::STDIN_FILENO,
+            StdStream::Output => libc::STDOUT_FILENO,
+            StdStream::Error => libc::STDERR_FILENO,
+        }
+    }
+}
+
+/// Makes `fd` the process's standard `stream` (`dup2(2)` onto 0, 1 or 2), as needed to make a
+/// terminal the process's stdio.
+///
+/// Only the standard descriptors can be targets: Rust's standard library treats them as always
+/// open (its startup opens /dev/null on any that is closed, so no later `open` can reuse their
+/// numbers) and never hands them out as an `OwnedFd`, so replacing one closes nothing another
+/// owner holds. (A `dup_onto` with any target number, as this replaced, could
+/// close a descriptor owned elsewhere, which I/O safety forbids a safe function to do.)
 ///
 /// # Errors
 /// The errno of `dup2(2)`.
-pub fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
+pub fn replace_std_stream(fd: BorrowedFd<'_>, stream: StdStream) -> Result<(), Errno> {
     // SAFETY: dup2 only manipulates the descriptor table; `fd` is a live descriptor borrowed for
-    // the call, and `target` is replaced atomically without us holding any owner of it.
-    let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    // the call, and the target is a standard descriptor, which no OwnedFd owns (see above); it is
+    // replaced atomically.
+    let ret = unsafe { libc::dup2(fd.as_raw_fd(), stream.raw()) };
     Errno::result(ret).map(drop)
 }
 
@@ -124,4 +194,55 @@ pub fn reset_signals() -> Result<(), Errno> {
         };
     }
     SigSet::empty().thread_set_mask()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+
+    /// With a second thread alive, clone_fork refuses and creates no process. (Before the check
+    /// it forked: the test then reaps the child and fails.)
+    #[test]
+    fn clone_fork_refuses_while_another_thread_runs() {
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || parked.recv());
+        let result = clone_fork(CloneFlags::empty());
+        if let Ok(Forked::Child) = result {
+            // Only this thread exists here: joining `other` would wait forever.
+            exit_now(0);
+        }
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
+        match result {
+            Err(ForkError::MultiThreaded) => {}
+            Ok(Forked::Child) => unreachable!("the child exited above"),
+            Ok(Forked::Parent(pid)) => {
+                let _ = waitpid(pid, None);
+                panic!("forked a multi-threaded process");
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+
+    /// A forked child has one thread, so clone_fork works there (the runtime's intermediate
+    /// process relies on it) and the grandchild's exit code comes back.
+    #[test]
+    fn clone_fork_forks_a_single_threaded_process() {
+        crate::sys::fork::run_in_child(|| match clone_fork(CloneFlags::empty()) {
+            Ok(Forked::Child) => exit_now(7),
+            Ok(Forked::Parent(pid)) => match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, 7)) => Ok(()),
+                other => Err(format!("grandchild ended with {other:?}")),
+            },
+            Err(e) => Err(format!("clone_fork in a single-threaded child: {e:?}")),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn std_streams_are_the_standard_numbers() {
+        let raw: Vec<_> = StdStream::ALL.iter().map(|s| s.raw()).collect();
+        assert_eq!(raw, [0, 1, 2]);
+    }
 }
