@@ -2,15 +2,18 @@
 //! `features` and `state`. containerd, dockerd and users parse these documents, so any change to
 //! them must be a reviewed snapshot change (`cargo insta review`).
 //!
-//! The snapshots are refeng-runc's own: under `REFENG_RUNTIME=<another runtime>` these tests do
-//! nothing. Needs root (`state` creates a container).
+//! The snapshots are refeng-runc's own: under `REFENG_RUNTIME=<another runtime>` each test says
+//! on stderr that it is skipped and why. Needs root (`state` creates a container).
 
 mod common;
 
 use std::fs;
 use std::process::Command;
 
-use common::{is_refeng, runtime_bin, Bundle};
+use common::{require_refeng, runtime_bin, Bundle};
+
+/// Why these tests skip under another runtime.
+const SNAPSHOTS_ARE_REFENGS: &str = "the snapshots are refeng-runc's own output";
 use serde_json::Value;
 
 /// Replaces the values of `keys` (at any depth) with `[key]`: they differ on every run.
@@ -46,17 +49,13 @@ fn spec_json(extra: &[&str]) -> Value {
 
 #[test]
 fn spec_default() {
-    if !is_refeng() {
-        return;
-    }
+    require_refeng!(SNAPSHOTS_ARE_REFENGS);
     insta::assert_json_snapshot!("spec", spec_json(&[]));
 }
 
 #[test]
 fn spec_rootless() {
-    if !is_refeng() {
-        return;
-    }
+    require_refeng!(SNAPSHOTS_ARE_REFENGS);
     let mut spec = spec_json(&["--rootless"]);
     // The mappings name the calling user's uid and gid.
     redact(&mut spec, &["hostID"]);
@@ -65,9 +64,7 @@ fn spec_rootless() {
 
 #[test]
 fn features() {
-    if !is_refeng() {
-        return;
-    }
+    require_refeng!(SNAPSHOTS_ARE_REFENGS);
     let out = Command::new(runtime_bin())
         .arg("features")
         .output()
@@ -79,12 +76,31 @@ fn features() {
 
 #[test]
 fn state_of_a_created_container() {
-    if !is_refeng() {
-        return;
-    }
+    require_refeng!(SNAPSHOTS_ARE_REFENGS);
     let c = Bundle::new("snapstate").args(&["sleep", "60"]).container();
     c.create();
     let mut state = c.state();
     redact(&mut state, &["id", "pid", "created", "bundle", "rootfs"]);
     insta::assert_json_snapshot!("state_created", state);
+}
+
+/// A test that does not apply to the runtime under test says so in the output of a plain
+/// `cargo test` (output capture on), instead of passing silently: this runs the suite's own
+/// binary with `REFENG_RUNTIME` naming runc and reads what it printed.
+#[test]
+fn a_skipped_test_says_so_in_the_output() {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["spec_default", "--exact"])
+        .env("REFENG_RUNTIME", "/usr/sbin/runc")
+        .output()
+        .expect("run the suite's binary");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "skipped spec_default: /usr/sbin/runc is not refeng-runc: the snapshots are \
+             refeng-runc's own output"
+        ),
+        "stderr: {stderr}"
+    );
 }

@@ -2,8 +2,8 @@
 //! imported, unpacked into overlay snapshots, and a container runs from the snapshot with
 //! refeng-runc. Round trips go back through the real tools (`docker load`, `skopeo inspect`).
 //!
-//! Needs root and the Debian packages docker.io, skopeo, umoci, busybox-static; a test whose
-//! tool is missing says so on stderr and returns. Every dockerd, mount, container and temp dir is
+//! Needs root and the Debian packages docker.io, skopeo, umoci, busybox-static (.ci/setup installs
+//! them); a test whose tool is missing fails and names the package. Every dockerd, mount, container and temp dir is
 //! cleaned up by a guard, also when an assertion fails.
 
 mod peers;
@@ -27,20 +27,19 @@ use peers::dockerd::{Dockerd, DOCKER, DOCKERD};
 
 const RUNC: &str = env!("CARGO_BIN_EXE_refeng-runc");
 
-/// Whether `tool` is installed; a missing one fails the test (CI installs them all in
-/// .ci/setup, and a test that passes without running would hide a broken install).
-fn have(tool: &str) -> bool {
-    let ok = Path::new(tool).exists()
+/// Fails the test when `tool` is not installed: CI installs them all in .ci/setup, and a test
+/// that passes without running would hide a broken install.
+fn require_tool(tool: &str) {
+    let installed = Path::new(tool).exists()
         || Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
     assert!(
-        ok,
-        "{tool} is not installed (apt-get install docker.io skopeo umoci busybox-static)"
+        installed,
+        "{tool} is not installed: apt-get install docker.io skopeo umoci busybox-static (.ci/setup)"
     );
-    ok
 }
 
 fn check(o: Output, what: &str) -> String {
@@ -150,8 +149,8 @@ impl Store {
 
 #[test]
 fn docker_save_imports_runs_and_round_trips_through_docker_load() {
-    if !(have(DOCKERD) && have(DOCKER) && have(rootfs::BUSYBOX)) {
-        return;
+    for tool in [DOCKERD, DOCKER, rootfs::BUSYBOX] {
+        require_tool(tool);
     }
     let work = tempfile::tempdir().unwrap();
     let w = |s: &str| work.path().join(s).display().to_string();
@@ -246,9 +245,7 @@ fn docker_save_imports_runs_and_round_trips_through_docker_load() {
 
 #[test]
 fn docker_import_like_rootfs_image_runs_and_skopeo_reads_the_export() {
-    if !have(rootfs::BUSYBOX) {
-        return;
-    }
+    require_tool(rootfs::BUSYBOX);
     let work = tempfile::tempdir().unwrap();
     busybox_rootfs_tar(&work.path().join("rootfs.tar"));
     let store = Store::new(Backend::Overlay);
@@ -279,9 +276,7 @@ fn docker_import_like_rootfs_image_runs_and_skopeo_reads_the_export() {
     .unwrap();
     assert_eq!(m, m2);
 
-    if !have("skopeo") {
-        return;
-    }
+    require_tool("skopeo");
     let oci = work.path().join("oci");
     archive::export_oci::<fs::File>(
         &store.content,
@@ -318,9 +313,8 @@ fn docker_import_like_rootfs_image_runs_and_skopeo_reads_the_export() {
 
 #[test]
 fn skopeo_oci_layout_imports_and_runs() {
-    if !(have("skopeo") && have(rootfs::BUSYBOX)) {
-        return;
-    }
+    require_tool("skopeo");
+    require_tool(rootfs::BUSYBOX);
     let work = tempfile::tempdir().unwrap();
     busybox_rootfs_tar(&work.path().join("rootfs.tar"));
     let src = Store::new(Backend::Overlay);
@@ -378,9 +372,8 @@ fn skopeo_oci_layout_imports_and_runs() {
 
 #[test]
 fn umoci_multi_layer_with_whiteouts_imports_and_runs() {
-    if !(have("umoci") && have(rootfs::BUSYBOX)) {
-        return;
-    }
+    require_tool("umoci");
+    require_tool(rootfs::BUSYBOX);
     let work = tempfile::tempdir().unwrap();
     let l = work.path().join("layout").display().to_string();
     let bundle = work.path().join("bundle");

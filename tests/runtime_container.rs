@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    cap_mask, is_refeng, run, runtime_bin, status_field, wait_until, Bundle, CapSets,
-    DEFAULT_TIMEOUT,
+    cap_mask, is_refeng, require_refeng, run, runtime_bin, status_field, wait_until, Bundle,
+    CapSets, DEFAULT_TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -98,10 +98,7 @@ fn user_namespace_maps_uids_and_gids() {
 
 #[test]
 fn time_namespace_applies_boottime_offset() {
-    // runc 1.1 and crun 1.8 have no time namespace; this is refeng-runc's (runtime-spec 1.2).
-    if !is_refeng() {
-        return;
-    }
+    require_refeng!("runc 1.1 and crun 1.8 have no time namespace (runtime-spec 1.2)");
     let ten_days = 10 * 24 * 3600;
     let mut b = Bundle::new("timens").add_namespace(json!({ "type": "time" }));
     b.spec_mut()["linux"]["timeOffsets"] =
@@ -1314,7 +1311,13 @@ fn foreground_run_prints_what_runc_prints() {
         "{out}"
     );
     let runc = Path::new("/usr/sbin/runc");
-    if is_refeng() && runc.exists() {
+    if is_refeng() {
+        // .ci/setup installs runc: a missing one must not turn this comparison off silently.
+        assert!(
+            runc.exists(),
+            "{} is missing: apt-get install runc (.ci/setup)",
+            runc.display()
+        );
         let c = Bundle::new("same-runc").sh(script).container();
         let mut cmd = Command::new(runc);
         cmd.arg("--root")

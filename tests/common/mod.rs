@@ -45,6 +45,46 @@ pub fn is_refeng() -> bool {
         .is_some_and(|n| n.starts_with("refeng"))
 }
 
+/// Ends the calling test early because it does not apply to the runtime under test, and says
+/// so: `skipped <test>: <reason>` on the test binary's stderr, visible in every run. libtest has
+/// no run-time skip, and it captures `eprintln!` of a passing test, so the line is written to the
+/// process's stderr directly (only the print macros are captured).
+///
+/// Only for what the setup decides (`REFENG_RUNTIME` naming another runtime); a missing tool
+/// that .ci/setup installs is a failure, never a skip.
+#[allow(unused_macros)]
+macro_rules! skip {
+    ($($reason:tt)+) => {{
+        $crate::common::report_skip(&format!($($reason)+));
+        return;
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use skip;
+
+/// The line [`skip!`] writes.
+pub fn report_skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test");
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {reason}");
+}
+
+/// Ends the calling test through [`skip!`] unless the runtime under test is refeng-runc.
+#[allow(unused_macros)]
+macro_rules! require_refeng {
+    ($why:expr) => {
+        if !$crate::common::is_refeng() {
+            $crate::common::skip!(
+                "{} is not refeng-runc: {}",
+                $crate::common::runtime_bin().display(),
+                $why
+            );
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use require_refeng;
+
 /// Fails the test early and clearly when not root: every test here builds real containers.
 pub fn require_root() {
     assert!(
