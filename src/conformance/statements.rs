@@ -162,7 +162,7 @@ pub const ALL: &[Statement] = &[
     s("mount-label", Property, "config-linux.md Mount Label", "mountLabel: the SELinux context of the mounts"),
     s("personality", Property, "config-linux.md Personality", "personality: the execution domain"),
     s("model-pause", Model, "SPEC.md (runc CLI)", "pause only from running, resume only from paused"),
-    s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is an error"),
+    s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is no error"),
     s("model-kill-ignored", Model, "SPEC.md", "a signal pid 1 has no handler for (TERM, USR1) leaves created and running as they are"),
     s("model-run-exit-code", Model, "runc CLI", "run exits with the container process's exit code"),
     s("model-id-reuse", Model, "SPEC.md", "an id is free again after delete"),

@@ -521,10 +521,11 @@ pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(),
 }
 
 /// `delete ID [--force]`: a container that is not stopped is refused without `--force`
-/// (runtime-spec "delete").
+/// (runtime-spec "delete"). With `--force` an id that does not exist is success, as with runc:
+/// the caller wants it gone, and it is.
 ///
 /// # Errors
-/// Unknown id, a live container without force, or a failed teardown.
+/// Unknown id without force, a live container without force, or a failed teardown.
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
     let loaded = match AnyContainer::load(root, id) {
         Ok(c) => c,
@@ -532,9 +533,8 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
         Err(crate::runtime::state::StateError::NotFound(_)) if force => {
             if let Ok(dir) = root.open(id) {
                 dir.remove().map_err(|e| chain(&e))?;
-                return Ok(());
             }
-            return Err(CliError(format!("container {id} does not exist")));
+            return Ok(());
         }
         Err(e) => return Err(chain(&e)),
     };
