@@ -181,6 +181,11 @@ pub fn cases() -> Vec<Case> {
         &["model-run-exit-code"],
         run_exit_code,
     ));
+    all.push(Case::new(
+        "runc-cli/kill-signal-0",
+        &["model-kill-probe"],
+        kill_signal_0,
+    ));
     all
 }
 
@@ -714,5 +719,47 @@ fn run_exit_code(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
             "the program exited 7; {}",
             ran.summary()
         )))
+    }
+}
+
+/// `kill <id> 0`, kill(2)'s liveness probe: it must succeed in created and running and leave the
+/// container as it was, and fail once the container is stopped.
+fn kill_signal_0(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = lifecycle_draft(env)?;
+    let ran = env.create(&id, &draft)?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("setup: {}", ran.summary())));
+    }
+    let mut problems = Vec::new();
+    for (want, step) in [(Status::Created, None), (Status::Running, Some("start"))] {
+        if let Some(step) = step {
+            let ran = env.cmd(&[step, &id])?;
+            if !ran.ok() {
+                return Ok(Verdict::Fail(format!("setup: {}", ran.summary())));
+            }
+        }
+        let ran = env.cmd(&["kill", &id, "0"])?;
+        if !ran.ok() {
+            problems.push(format!("`kill 0` in {want} failed: {}", ran.summary()));
+        }
+        sleep(SETTLE);
+        match env.runtime().state(&id)?.status() {
+            Ok(Some(seen)) if seen == want => {}
+            other => problems.push(format!("after `kill 0` in {want}, `state` shows {other:?}")),
+        }
+    }
+    env.cmd(&["kill", &id, "KILL"])?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["kill", &id, "0"])?;
+    if ran.ok() {
+        problems.push("`kill 0` of a stopped container succeeded".into());
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "signal 0 probed created and running and failed on stopped".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
     }
 }

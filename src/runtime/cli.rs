@@ -324,13 +324,19 @@ fn chain(err: &dyn std::error::Error) -> CliError {
     CliError(crate::runtime::init::error_chain(err))
 }
 
-/// Parses a signal like runc: `9`, `KILL`, `SIGKILL`, `kill`.
+/// Parses a signal like runc: `9`, `KILL`, `SIGKILL`, `kill`; `0` is `None`, kill(2)'s probe
+/// that checks the process exists and delivers nothing.
 ///
 /// # Errors
 /// An unknown name or number.
-pub fn parse_signal(text: &str) -> Result<Signal, CliError> {
+pub fn parse_signal(text: &str) -> Result<Option<Signal>, CliError> {
     if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| CliError(format!("unknown signal {text:?}")));
+        if n == 0 {
+            return Ok(None);
+        }
+        return Signal::try_from(n)
+            .map(Some)
+            .map_err(|_| CliError(format!("unknown signal {text:?}")));
     }
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -339,6 +345,7 @@ pub fn parse_signal(text: &str) -> Result<Signal, CliError> {
         format!("SIG{upper}")
     };
     name.parse::<Signal>()
+        .map(Some)
         .map_err(|_| CliError(format!("unknown signal {text:?}")))
 }
 
@@ -509,7 +516,7 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), CliError> {
 ///
 /// # Errors
 /// Unknown id, a container in another state, or a failed signal.
-pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), CliError> {
+pub fn kill(root: &StateRoot, id: &str, signal: Option<Signal>, all: bool) -> Result<(), CliError> {
     let result = match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
         AnyContainer::Created(c) => c.kill(signal, all),
         AnyContainer::Running(c) => c.kill(signal, all),
@@ -810,8 +817,9 @@ mod tests {
             ("term", Signal::SIGTERM),
             ("SIGUSR1", Signal::SIGUSR1),
         ] {
-            assert_eq!(parse_signal(text).unwrap(), sig, "{text}");
+            assert_eq!(parse_signal(text).unwrap(), Some(sig), "{text}");
         }
+        assert_eq!(parse_signal("0").unwrap(), None, "signal 0 is the probe");
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
     }

@@ -43,10 +43,10 @@ impl<S: Alive> Container<S> {
     pub fn stop_forcibly(self) -> Result<Container<Stopped>, (Self, DeleteError)> {
         // Only a cgroup the container made is all its own to kill.
         let all = self.state.cgroup_owned;
-        if let Err(e) = self.kill(Signal::SIGKILL, all) {
+        if let Err(e) = self.kill(Some(Signal::SIGKILL), all) {
             // Without a readable cgroup, killing init still stops the container.
             tracing::debug!(error = %e, "cannot kill the whole cgroup; killing init only");
-            if let Err(e) = self.kill(Signal::SIGKILL, false) {
+            if let Err(e) = self.kill(Some(Signal::SIGKILL), false) {
                 return Err((self, e.into()));
             }
         }

@@ -11,13 +11,13 @@ use crate::runtime::state::{liveness, Liveness};
 /// Errors of `kill`.
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
-    /// the signal could not be delivered
-    #[error("cannot send {signal} to container {id}")]
+    /// the signal could not be delivered (or, for signal 0, the process is gone)
+    #[error("cannot send {} to container {id}", signal_name(*.signal))]
     Signal {
         /// Container id.
         id: String,
-        /// The signal.
-        signal: Signal,
+        /// The signal; `None` is signal 0.
+        signal: Option<Signal>,
         /// The errno.
         #[source]
         source: nix::errno::Errno,
@@ -33,6 +33,11 @@ pub enum KillError {
     },
 }
 
+/// `SIGKILL`, or `signal 0` for the probe.
+fn signal_name(signal: Option<Signal>) -> &'static str {
+    signal.map_or("signal 0", Signal::as_str)
+}
+
 /// States whose processes exist and can be signalled.
 pub trait Alive {}
 impl Alive for Created {}
@@ -40,14 +45,18 @@ impl Alive for Running {}
 impl Alive for Paused {}
 
 impl<S: Alive> Container<S> {
-    /// Sends `signal` to init, or to every process of the cgroup with `all`.
+    /// Sends `signal` to init, or to every process of the cgroup with `all`. `None` is signal 0,
+    /// kill(2)'s probe: nothing is delivered, but a process that is gone is an error.
     ///
     /// # Errors
-    /// If the signal cannot be sent or the cgroup cannot be read.
-    #[tracing::instrument(skip_all, fields(id = %self.id(), %signal, all))]
-    pub fn kill(&self, signal: Signal, all: bool) -> Result<(), KillError> {
+    /// If the signal cannot be sent, the probe finds init gone, or the cgroup cannot be read.
+    #[tracing::instrument(skip_all, fields(id = %self.id(), signal = signal_name(signal), all))]
+    pub fn kill(&self, signal: Option<Signal>, all: bool) -> Result<(), KillError> {
         let send = |pid: Pid| match kill(pid, signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Ok(()) => Ok(()),
+            // A real signal to a process that exited since the container was loaded changes
+            // nothing; the probe exists to tell exactly that.
+            Err(nix::errno::Errno::ESRCH) if signal.is_some() => Ok(()),
             Err(source) => Err(KillError::Signal {
                 id: self.id().to_string(),
                 signal,
