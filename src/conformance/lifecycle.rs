@@ -186,6 +186,7 @@ pub fn cases() -> Vec<Case> {
         &["model-kill-probe"],
         kill_signal_0,
     ));
+    all.push(Case::new("runc-cli/ps", &["model-ps"], ps_lists_processes));
     all
 }
 
@@ -758,6 +759,62 @@ fn kill_signal_0(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
     if problems.is_empty() {
         Ok(Verdict::Pass(
             "signal 0 probed created and running and failed on stopped".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// The pids `ps --format json` printed: runc prints `null` for none, refeng-runc `[]`.
+fn ps_pids(ran: &Ran) -> Option<Vec<i64>> {
+    serde_json::from_str::<Option<Vec<i64>>>(&ran.stdout)
+        .ok()
+        .map(Option::unwrap_or_default)
+}
+
+/// `ps` of a running container lists init; of a stopped one it lists nothing and succeeds, in
+/// both formats (the table keeps at most its header line).
+fn ps_lists_processes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = match reach(env, &id, Status::Running)? {
+        Ok(draft) => draft,
+        Err(verdict) => return Ok(verdict),
+    };
+    let mut problems = Vec::new();
+    let pid = match env.runtime().state(&id)? {
+        Observed::Present(document) => document.pid,
+        other => return Ok(Verdict::Fail(format!("setup: `state` shows {other:?}"))),
+    };
+    let ran = env.cmd(&["ps", "--format", "json", &id])?;
+    match ps_pids(&ran) {
+        Some(pids) if ran.ok() && pid.is_some_and(|pid| pids.contains(&pid)) => {}
+        _ => problems.push(format!(
+            "`ps` of a running container does not list init {pid:?}: {}",
+            ran.summary()
+        )),
+    }
+    bundle_touch(&draft, "exit")?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["ps", "--format", "json", &id])?;
+    match ps_pids(&ran) {
+        Some(pids) if ran.ok() && pids.is_empty() => {}
+        _ => problems.push(format!(
+            "`ps --format json` of a stopped container: {}; stdout {:?}",
+            ran.summary(),
+            ran.stdout
+        )),
+    }
+    let ran = env.cmd(&["ps", &id])?;
+    if !ran.ok() || ran.stdout.lines().count() > 1 {
+        problems.push(format!(
+            "`ps` of a stopped container: {}; stdout {:?}",
+            ran.summary(),
+            ran.stdout
+        ));
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "init listed while running, nothing once stopped".into(),
         ))
     } else {
         Ok(Verdict::Fail(problems.join("; ")))

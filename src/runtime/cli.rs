@@ -594,20 +594,17 @@ fn update(root: &StateRoot, args: UpdateArgs) -> Result<(), CliError> {
     result.map_err(|e| chain(&e))
 }
 
-/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them.
+/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them. Like
+/// runc's, it lists what the container's cgroup holds in any state: for a stopped container that
+/// is usually nothing (the header alone, or `[]`), which is an answer, not an error.
 fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Result<(), CliError> {
     let loaded = AnyContainer::load(root, id).map_err(|e| chain(&e))?;
-    if loaded.status() == crate::runtime::state::Status::Stopped {
-        return Err(CliError(format!("cannot ps container {id}: it is stopped")));
-    }
-    let pids: Vec<i32> = loaded
-        .state()
-        .cgroup
-        .procs()
-        .map_err(|e| chain(&e))?
-        .into_iter()
-        .map(|p| p.as_raw())
-        .collect();
+    let pids: Vec<i32> = match loaded.state().cgroup.procs() {
+        Ok(procs) => procs.into_iter().map(|p| p.as_raw()).collect(),
+        // A stopped container whose cgroup is gone (removed by someone else) has no processes.
+        Err(_) if loaded.status() == crate::runtime::state::Status::Stopped => Vec::new(),
+        Err(e) => return Err(chain(&e)),
+    };
     drop(loaded);
     let mut out = std::io::stdout().lock();
     let write_err = |e: std::io::Error| chain(&e);
