@@ -187,6 +187,11 @@ pub fn cases() -> Vec<Case> {
         kill_signal_0,
     ));
     all.push(Case::new("runc-cli/ps", &["model-ps"], ps_lists_processes));
+    all.push(Case::new(
+        "runc-cli/exec-exit-codes",
+        &["model-exec-exit-code"],
+        exec_exit_codes,
+    ));
     all
 }
 
@@ -815,6 +820,71 @@ fn ps_lists_processes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
     if problems.is_empty() {
         Ok(Verdict::Pass(
             "init listed while running, nothing once stopped".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// `exec`'s exit status: the process's own, and runc's 255 for every exec that fails (a missing
+/// binary, a pid file that cannot be written, a stopped container); a process started before
+/// its pid file failed is not left behind.
+fn exec_exit_codes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = match reach(env, &id, Status::Running)? {
+        Ok(draft) => draft,
+        Err(verdict) => return Ok(verdict),
+    };
+    let mut problems = Vec::new();
+    let expect = |problems: &mut Vec<String>, ran: &Ran, code: i32, what: &str| {
+        if ran.status.code() != Some(code) {
+            problems.push(format!("{what}: want exit {code}, {}", ran.summary()));
+        }
+    };
+    let ran = env.cmd(&["exec", &id, "sh", "-c", "exit 3"])?;
+    expect(&mut problems, &ran, 3, "a process exiting 3");
+    let ran = env.cmd(&["exec", &id, "/conformance-no-such-binary"])?;
+    expect(&mut problems, &ran, 255, "a missing binary");
+    let pid_file = draft.dir.join("no-such-dir").join("exec.pid");
+    let pid_file = pid_file.to_string_lossy().into_owned();
+    let marker = "sleep 1234";
+    let ran = env.cmd(&["exec", "--pid-file", &pid_file, &id, "sh", "-c", marker])?;
+    expect(
+        &mut problems,
+        &ran,
+        255,
+        "a pid file that cannot be written",
+    );
+    let left = |env: &mut Env<'_>| -> Result<Vec<i64>, CaseError> {
+        let ran = env.cmd(&["ps", "--format", "json", &id])?;
+        Ok(ps_pids(&ran)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("1234"))
+            })
+            .collect())
+    };
+    let mut stray = Vec::new();
+    if !wait_for(STOP_TIMEOUT, || match left(env) {
+        Ok(pids) => {
+            stray = pids;
+            stray.is_empty()
+        }
+        Err(_) => false,
+    }) {
+        problems.push(format!(
+            "the process of the failed exec still runs: pids {stray:?}"
+        ));
+    }
+    bundle_touch(&draft, "exit")?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["exec", &id, "true"])?;
+    expect(&mut problems, &ran, 255, "exec in a stopped container");
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "the process's code, and 255 for each failed exec".into(),
         ))
     } else {
         Ok(Verdict::Fail(problems.join("; ")))

@@ -304,7 +304,19 @@ pub enum Command {
     Features,
 }
 
+/// runc's exit code for every `exec` that fails, whatever the cause (its `fatalWithCode(err,
+/// 255)`): callers such as containerd tell "exec failed" from "the process exited 1" by it.
+pub const EXEC_FAILED: i32 = 255;
+
 impl Command {
+    /// The exit code of a failure of this command: [`EXEC_FAILED`] for `exec`, 1 otherwise.
+    pub fn failure_exit_code(&self) -> i32 {
+        match self {
+            Command::Exec(_) => EXEC_FAILED,
+            _ => 1,
+        }
+    }
+
     /// Whether the command forks processes that end up inside a container (and so must run from
     /// a sealed copy of the binary).
     pub fn builds_container_processes(&self) -> bool {

@@ -435,11 +435,19 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         Err(e) => return Err(e.into()),
     }
     if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid).map_err(|source| ExecError::Io {
-            what: "write pid file",
-            path: pid_file.clone(),
-            source,
-        })?;
+        if let Err(source) = write_pid_file(pid_file, pid) {
+            // The caller learns the process only through the pid file: one it cannot find must
+            // not keep running (runc kills it too). Ours to reap unless detached.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            if !opts.detach {
+                let _ = waitpid(pid, None);
+            }
+            return Err(ExecError::Io {
+                what: "write pid file",
+                path: pid_file.clone(),
+                source,
+            });
+        }
     }
     let master = match own_console {
         Some((listener, path)) => {
