@@ -1252,6 +1252,48 @@ fn spec_writes_a_valid_default_config() {
     assert!(!raw["linux"]["uidMappings"].as_array().unwrap().is_empty());
 }
 
+/// The namespaces `spec` writes, by type, in order.
+fn spec_namespaces(extra: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(runtime_bin())
+        .arg("spec")
+        .args(extra)
+        .arg("--bundle")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let raw: Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    raw["linux"]["namespaces"]
+        .as_array()
+        .expect("linux.namespaces")
+        .iter()
+        .map(|n| n["type"].as_str().expect("a type").to_owned())
+        .collect()
+}
+
+#[test]
+fn spec_lists_runcs_namespaces_so_a_caller_can_add_a_cgroup_namespace() {
+    // runc 1.1's `spec` (and `spec --rootless`) has no cgroup namespace; tools that start from
+    // it add their own, which must not then be listed twice.
+    assert_eq!(
+        spec_namespaces(&[]),
+        ["pid", "network", "ipc", "uts", "mount"]
+    );
+    assert_eq!(
+        spec_namespaces(&["--rootless"]),
+        ["pid", "ipc", "uts", "mount", "user"]
+    );
+    let mut b = Bundle::new("specns").args(&["true"]);
+    b.spec_mut()["linux"]["namespaces"] = spec_namespaces(&[])
+        .iter()
+        .map(|t| json!({ "type": t }))
+        .collect();
+    let (code, _, err) = run(b.add_namespace(json!({ "type": "cgroup" })));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn features_is_a_runtime_spec_features_document() {
     let out = Command::new(runtime_bin())
