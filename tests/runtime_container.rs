@@ -1372,6 +1372,20 @@ fn foreground_run_prints_what_runc_prints() {
 }
 
 #[test]
+fn a_default_bundle_runs_and_execs_silently() {
+    // runc's default spec asks for ambient capabilities without inheritable ones, which the
+    // kernel cannot grant; runc leaves them out without a word, and so must we: a default
+    // bundle prints nothing but what its program prints.
+    let (code, out, err) = run(Bundle::new("silent").sh("echo ok"));
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "ok\n", ""));
+    let c = Bundle::new("silentexec").sh("sleep 60").container();
+    c.create();
+    c.start();
+    let exec = c.runtime(&["exec", c.id(), "echo", "ok"]).ok();
+    assert_eq!((exec.stdout.as_str(), exec.stderr.as_str()), ("ok\n", ""));
+}
+
+#[test]
 fn the_process_starts_with_no_blocked_or_ignored_signals() {
     // A runtime written in Rust (or Go) ignores SIGPIPE itself; the container's program must
     // not inherit that, nor any blocked signal. (Signals 32 and 33 belong to the C library and
