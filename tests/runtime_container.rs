@@ -1161,6 +1161,88 @@ fn list_in_table_json_and_quiet_formats() {
     }
 }
 
+/// The keys of each JSON object in `text` (one object, or an array of them), in written order:
+/// scripts that match on `state` and `list` output depend on it, and `Value` does not keep it.
+fn key_orders(text: &str) -> Vec<Vec<String>> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+    let text = text.trim();
+    if text.starts_with('[') {
+        let all: Vec<Keys> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        all.into_iter().map(|k| k.0).collect()
+    } else {
+        let one: Keys = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        vec![one.0]
+    }
+}
+
+#[test]
+fn state_and_list_print_runcs_keys_in_runcs_order() {
+    // runc 1.1: ociVersion, id, pid, status, bundle, rootfs, created, annotations (when there
+    // are any), owner; pid is 0 once stopped.
+    let plain = [
+        "ociVersion",
+        "id",
+        "pid",
+        "status",
+        "bundle",
+        "rootfs",
+        "created",
+        "owner",
+    ];
+    let mut annotated = plain.to_vec();
+    annotated.insert(7, "annotations");
+    let first = Bundle::new("ordera").sh("sleep 60");
+    let root = first.state_root().to_path_buf();
+    let mut second = Bundle::new("orderb").sh("sleep 60").with_state_root(&root);
+    second.spec_mut()["annotations"] = json!({"org.example.key": "value"});
+    let (a, b) = (first.container(), second.container());
+    a.create();
+    b.create();
+    let state = a.runtime(&["state", a.id()]).ok().stdout;
+    assert_eq!(key_orders(&state), [plain.to_vec()], "{state}");
+    let state = b.runtime(&["state", b.id()]).ok().stdout;
+    assert_eq!(key_orders(&state), [annotated.clone()], "{state}");
+    a.kill("KILL").ok();
+    a.wait_for_status("stopped", WAIT);
+    assert_eq!(a.state()["pid"], 0, "a stopped container's pid");
+    let list = a.runtime(&["list", "--format", "json"]).ok().stdout;
+    let listed: Value = serde_json::from_str(&list).unwrap();
+    let orders = key_orders(&list);
+    assert_eq!(orders.len(), 2, "{list}");
+    for (entry, keys) in listed.as_array().unwrap().iter().zip(&orders) {
+        let (want, pid_ok) = if entry["id"] == a.id() {
+            (plain.to_vec(), entry["pid"] == 0)
+        } else {
+            (annotated.clone(), entry["pid"].as_i64().unwrap_or(0) > 0)
+        };
+        assert_eq!(*keys, want, "{list}");
+        assert!(pid_ok, "{list}");
+    }
+}
+
 #[test]
 fn json_log_format_writes_errors_as_json_lines() {
     let c = Bundle::new("jsonlog").container();

@@ -327,6 +327,49 @@ impl Command {
     }
 }
 
+/// What `state` and `list --format json` print: runc's document, with its keys in runc's order
+/// (scripts match on the text) and `pid` always present, 0 once stopped. Hooks get the
+/// runtime-spec state ([`StateReport`]) instead, whose `pid` is absent once stopped.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CliState {
+    /// Runtime-spec version.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container process; 0 once stopped.
+    pub pid: i32,
+    /// Derived status.
+    pub status: crate::runtime::state::Status,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Annotations of the config, left out when there are none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The user that created the container.
+    pub owner: String,
+}
+
+impl From<StateReport> for CliState {
+    fn from(report: StateReport) -> Self {
+        Self {
+            oci_version: report.oci_version,
+            id: report.id,
+            pid: report.pid.unwrap_or(0),
+            status: report.status,
+            bundle: report.bundle,
+            rootfs: report.rootfs,
+            created: report.created,
+            annotations: report.annotations,
+            owner: report.owner,
+        }
+    }
+}
+
 /// A failure of a command, already worded for the user.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -463,7 +506,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::State { id } => {
             let report = container::report(&root, &id).map_err(|e| chain(&e))?;
-            print_json(&report)?;
+            print_json(&CliState::from(report))?;
             Ok(0)
         }
         Command::Kill { id, signal, all } => {
@@ -661,11 +704,11 @@ fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Res
 }
 
 fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliError> {
-    let mut reports: Vec<StateReport> = Vec::new();
+    let mut reports: Vec<CliState> = Vec::new();
     for id in root.ids().map_err(|e| chain(&e))? {
         // A container being created or deleted right now has no readable state: skip it.
         if let Ok(report) = container::report(root, &id) {
-            reports.push(report);
+            reports.push(report.into());
         }
     }
     let mut out = std::io::stdout().lock();
@@ -687,7 +730,7 @@ fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliErro
                 .map(|r| {
                     [
                         r.id.clone(),
-                        r.pid.unwrap_or(0).to_string(),
+                        r.pid.to_string(),
                         r.status.to_string(),
                         r.bundle.display().to_string(),
                         r.created
