@@ -209,6 +209,9 @@ pub enum OpKind {
     /// [`Operation`] of the model, which covers the spec's lifecycle only; the runtime names it
     /// in its wrong-state errors.
     Exec,
+    /// `update` (runc's: new resource limits for a container whose process lives). Like
+    /// [`OpKind::Exec`], only named in the runtime's wrong-state errors.
+    Update,
 }
 
 impl OpKind {
@@ -225,6 +228,7 @@ impl OpKind {
             Self::Pause => "pause",
             Self::Resume => "resume",
             Self::Exec => "exec",
+            Self::Update => "update",
         }
     }
 
@@ -241,6 +245,7 @@ impl OpKind {
             Self::Pause,
             Self::Resume,
             Self::Exec,
+            Self::Update,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)

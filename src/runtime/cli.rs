@@ -11,7 +11,8 @@ use nix::sys::signal::Signal;
 
 use crate::runtime::container::{self, AnyContainer, Operation};
 use crate::runtime::create::{create, CreateOptions};
-use crate::runtime::state::{StateReport, StateRoot};
+use crate::runtime::state::{StateError, StateReport, StateRoot};
+use refeng_spec::oci::OpError;
 
 /// refeng-runc: an OCI runtime with runc's command line.
 #[derive(Debug, Parser)]
@@ -592,7 +593,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
     let loaded = match AnyContainer::load(root, id) {
         Ok(c) => c,
         // A create that died half way leaves a directory without state: force removes it.
-        Err(crate::runtime::state::StateError::NotFound(_)) if force => {
+        Err(StateError::Lifecycle(OpError::NotFound { .. })) if force => {
             if let Ok(dir) = root.open(id) {
                 dir.remove().map_err(|e| chain(&e))?;
             }
@@ -640,10 +641,7 @@ fn update(root: &StateRoot, args: UpdateArgs) -> Result<(), CliError> {
         AnyContainer::Running(mut c) => c.update(&resources),
         AnyContainer::Paused(mut c) => c.update(&resources),
         stopped @ AnyContainer::Stopped(_) => {
-            return Err(CliError(format!(
-                "cannot update container {}: it is stopped",
-                stopped.id()
-            )))
+            return Err(chain(&stopped.wrong_state(Operation::Update)))
         }
     };
     result.map_err(|e| chain(&e))

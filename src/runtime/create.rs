@@ -232,7 +232,7 @@ pub fn create(root: &StateRoot, opts: &CreateOptions) -> Result<Container<Create
     let poststop = spec.hooks().as_ref().and_then(|h| h.poststop().clone());
     let report_template = (bundle.clone(), spec.annotations().clone());
     match build(&dir, &bundle, spec, opts, &mut undo) {
-        Ok(state) => Ok(Container::<Created>::from_parts(dir, state)),
+        Ok(state) => Ok(Container::<Created>::created(dir, state)),
         Err(e) => {
             undo.run();
             let _ = dir.remove();

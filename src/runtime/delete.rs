@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 
 use crate::runtime::cgroups::CgroupError;
-use crate::runtime::container::{Container, Stopped};
+use crate::runtime::container::{Container, Live, Stopped};
 use crate::runtime::hooks::{self, HookPoint};
-use crate::runtime::kill::{Alive, KillError};
+use crate::runtime::kill::{self, KillError};
 use crate::runtime::state::{StateError, StateReport, Status};
 
 /// Errors of `delete`.
@@ -34,8 +34,10 @@ pub enum DeleteError {
     State(#[from] StateError),
 }
 
-impl<S: Alive> Container<S> {
+impl<S: Live> Container<S> {
     /// Kills every process of the container and waits until init is gone (`delete --force`).
+    /// A paused container too: runc's `delete --force` ends it, although `kill` may not signal
+    /// it (runtime-spec "kill"), so this goes past [`Container::kill`].
     ///
     /// # Errors
     /// If the signal fails or init survives; the container is handed back.
@@ -43,10 +45,10 @@ impl<S: Alive> Container<S> {
     pub fn stop_forcibly(self) -> Result<Container<Stopped>, (Self, DeleteError)> {
         // Only a cgroup the container made is all its own to kill.
         let all = self.state.cgroup_owned;
-        if let Err(e) = self.kill(Some(Signal::SIGKILL), all) {
+        if let Err(e) = kill::send(&self.state, Some(Signal::SIGKILL), all) {
             // Without a readable cgroup, killing init still stops the container.
             tracing::debug!(error = %e, "cannot kill the whole cgroup; killing init only");
-            if let Err(e) = self.kill(Some(Signal::SIGKILL), false) {
+            if let Err(e) = kill::send(&self.state, Some(Signal::SIGKILL), false) {
                 return Err((self, e.into()));
             }
         }
@@ -60,7 +62,7 @@ impl<S: Alive> Container<S> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(self.into_state())
+        Ok(self.into_stopped())
     }
 }
 

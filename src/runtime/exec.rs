@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Process};
 
 use crate::runtime::channel::{self, ChannelError, Message};
-use crate::runtime::container::{AnyContainer, Operation, WrongState};
+use crate::runtime::container::{AnyContainer, Operation};
 use crate::runtime::process_setup::{self, SeccompAgent};
 use crate::runtime::run::{self as run_cmd, FORWARDED};
 use crate::runtime::state::{
@@ -71,9 +71,9 @@ pub enum ExecError {
     /// the container cannot be loaded
     #[error(transparent)]
     State(#[from] StateError),
-    /// the container is not created or running
+    /// the container is not created or running (the model's refusal)
     #[error(transparent)]
-    WrongState(#[from] WrongState),
+    WrongState(#[from] refeng_spec::oci::OpError),
     /// the container is paused
     #[error("cannot exec in paused container {0}: resume it first, or use --ignore-paused")]
     Paused(String),
