@@ -1,6 +1,8 @@
 //! Real containers, checked from inside: each test builds a busybox bundle, runs it with the
 //! runtime under test (refeng-runc, or `$REFENG_RUNTIME` such as runc) and asserts what the
-//! container's process observes. Needs root.
+//! container's process observes. Needs root. Where another runtime departs from what refeng-runc
+//! guarantees (or a case could change the host under it), the test says so on stderr.
+#![allow(clippy::print_stderr)]
 
 mod common;
 
@@ -307,6 +309,156 @@ fn sysctl_is_applied_in_the_container_network_namespace() {
         fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
         host_before
     );
+}
+
+/// Mount points below `dir` in the test process's (the host's) mount table, and the optional
+/// fields (propagation) of its `/`.
+fn host_mounts_below(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut below = Vec::new();
+    let mut root = Vec::new();
+    for line in info.lines() {
+        let (before, _) = line.split_once(" - ").unwrap();
+        let fields: Vec<&str> = before.split(' ').collect();
+        if fields[4] == "/" {
+            root.push(fields[6..].join(" "));
+        } else if Path::new(fields[4]).starts_with(dir) {
+            below.push(fields[4].to_owned());
+        }
+    }
+    (below, root)
+}
+
+/// A bundle whose config has no mount namespace (and so none of the paths that need one).
+fn without_mount_namespace(name: &str) -> Bundle {
+    let mut b = Bundle::new(name);
+    let linux = &mut b.spec_mut()["linux"];
+    linux["namespaces"] = json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                 {"type": "uts"}]);
+    let linux = linux.as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+    b
+}
+
+/// runc 1.1 applies the default rslave propagation to the host's `/` when a container has no
+/// mount namespace; on a host whose `/` is shared that would change the host, so this is only
+/// run against another runtime where that changes nothing.
+fn other_runtime_may_touch_the_host_root() -> bool {
+    let (_, root) = host_mounts_below(Path::new("/nonexistent"));
+    let shared = root.iter().any(|fields| fields.contains("shared:"));
+    if shared && !is_refeng() {
+        eprintln!(
+            "skipped against {}: the host's / is shared and runc would make it a slave",
+            runtime_bin().display()
+        );
+    }
+    shared && !is_refeng()
+}
+
+#[test]
+fn without_a_mount_namespace_the_container_runs_and_leaves_no_mount_on_the_host() {
+    if other_runtime_may_touch_the_host_root() {
+        return;
+    }
+    // runtime-spec config-linux "Namespaces": a type not listed is inherited from the runtime.
+    // The container's mounts are then the host's; once it is deleted none may be left (runc
+    // 1.1 leaves all of them), and the host's `/` keeps its propagation.
+    let b = without_mount_namespace("nomnt").share().sh(
+        "cut -d' ' -f5 /proc/self/mountinfo | sort > /shared/mounts; \
+         readlink /proc/self/ns/mnt > /shared/mnt; touch /shared/ready; \
+         until [ -e /shared/go ]; do sleep 0.05; done",
+    );
+    let tmp = b.tmp().canonicalize().unwrap();
+    let (below, root) = host_mounts_below(&tmp);
+    assert!(below.is_empty(), "{below:?}");
+    let c = b.container();
+    c.create();
+    c.start();
+    c.wait_for_shared_file("ready", WAIT);
+    let shared = c.bundle().shared();
+    let host_mnt = fs::read_link("/proc/self/ns/mnt").unwrap();
+    let mnt = fs::read_to_string(shared.join("mnt")).unwrap();
+    assert_eq!(
+        mnt.trim(),
+        host_mnt.to_str().unwrap(),
+        "the runtime's mount namespace"
+    );
+    let seen = fs::read_to_string(shared.join("mounts")).unwrap();
+    for want in [
+        "/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/shared",
+    ] {
+        assert!(seen.lines().any(|l| l == want), "{want} in {seen}");
+    }
+    let (during, _) = host_mounts_below(&tmp);
+    assert!(!during.is_empty(), "the container's mounts are the host's");
+    // An exec enters the container's root too, not the host's (runc 1.1's does not: its exec
+    // runs in the host's root).
+    let out = c.runtime(&["exec", c.id(), "cat", "/shared/mnt"]);
+    if is_refeng() {
+        assert_eq!(out.ok().stdout, mnt);
+    } else if !out.success() {
+        eprintln!(
+            "{}'s exec does not see the container's root",
+            runtime_bin().display()
+        );
+    }
+    fs::write(shared.join("go"), "").unwrap();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+    let (after, root_after) = host_mounts_below(&tmp);
+    if is_refeng() {
+        assert!(after.is_empty(), "left on the host: {after:?}");
+    } else if !after.is_empty() {
+        eprintln!(
+            "{} left {} mounts on the host",
+            runtime_bin().display(),
+            after.len()
+        );
+    }
+    assert_eq!(root_after, root, "the host's / keeps its propagation");
+}
+
+#[test]
+fn without_a_mount_namespace_a_failed_create_leaves_no_mount_on_the_host() {
+    if other_runtime_may_touch_the_host_root() {
+        return;
+    }
+    let marker = "hook-ran";
+    let b = without_mount_namespace("nomntfail").share();
+    let ran = b.shared().join(marker);
+    // createRuntime runs after the mounts are made, so they exist when create fails.
+    let b = b.hooks(
+        json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c",
+        format!("touch {}; exit 1", ran.display())]}]}),
+    );
+    let tmp = b.tmp().canonicalize().unwrap();
+    let c = b.container();
+    c.create_with(&[]).failed();
+    assert!(
+        ran.exists(),
+        "the create got as far as its createRuntime hook"
+    );
+    let (left, _) = host_mounts_below(&tmp);
+    if is_refeng() {
+        assert!(left.is_empty(), "left on the host: {left:?}");
+    }
+}
+
+#[test]
+fn masked_and_readonly_paths_need_a_mount_namespace() {
+    let mut b = without_mount_namespace("nomntmask");
+    b.spec_mut()["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    b.spec_mut()["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+    let c = b.container();
+    let err = c.create_with(&[]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains("linux.maskedPaths and linux.readonlyPaths need a mount namespace"),
+            "{err}"
+        );
+    }
+    c.runtime(&["state", c.id()]).failed();
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! watch the program run only at `start`, the state document, signals, exit and delete.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -187,6 +188,21 @@ pub fn cases() -> Vec<Case> {
         kill_signal_0,
     ));
     all.push(Case::new("runc-cli/ps", &["model-ps"], ps_lists_processes));
+    all.push(Case::new(
+        "lifecycle/no-mount-namespace",
+        &["ns-inherit"],
+        |env| no_mount_namespace(env, false),
+    ));
+    all.push(Case::new(
+        "lifecycle/no-mount-namespace-delete-unmounts",
+        &["lifecycle-destroy", "op-delete-resources"],
+        |env| no_mount_namespace(env, true),
+    ));
+    all.push(Case::new(
+        "errors/masked-paths-without-mount-namespace",
+        &["op-create-cannot-apply", "errors-no-effect"],
+        masked_paths_without_mount_namespace,
+    ));
     all.push(Case::new(
         "runc-cli/exec-exit-codes",
         &["model-exec-exit-code"],
@@ -888,5 +904,156 @@ fn exec_exit_codes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
         ))
     } else {
         Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// Mount points at or below `dir` in the oracle's (the host's) mount table.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(point.replace("\\040", " ")))
+        .filter(|point| point.starts_with(dir))
+        .collect()
+}
+
+/// A draft without a mount namespace, on a rootfs of the case's own: what a runtime leaves
+/// mounted on it is the host's, and goes with the case's cleanup (below its directory) instead
+/// of showing up under the shared rootfs in later cases. `Err(verdict)`: skip.
+fn no_mount_namespace_draft(
+    env: &mut Env<'_>,
+    program: &str,
+) -> Result<Result<(Draft, PathBuf), Verdict>, CaseError> {
+    let host_root_shared = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(" - ").map(|(fields, _)| fields))
+        .any(|fields| fields.split(' ').nth(4) == Some("/") && fields.contains(" shared:"));
+    if host_root_shared {
+        return Ok(Err(Verdict::Skip(
+            "the host's / is shared: a runtime that applies its rootfs propagation to / without \
+             a mount namespace (runc 1.1) would change the host's"
+                .into(),
+        )));
+    }
+    let rootfs = env.dir.join("rootfs");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&env.run.rootfs)
+        .arg(&rootfs)
+        .status()
+        .and_then(|status| {
+            if status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("cp -a exited {status}")))
+            }
+        });
+    copied.map_err(|source| crate::conformance::bundle::BundleError::Io {
+        action: "cannot copy the rootfs to",
+        path: rootfs.clone(),
+        source,
+    })?;
+    let mut draft = env.draft()?;
+    draft.config["root"]["path"] = json!(rootfs);
+    draft.config["linux"]["namespaces"] =
+        json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}]);
+    if let Some(linux) = draft.config["linux"].as_object_mut() {
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+    }
+    draft.config["process"]["args"] = json!(["sh", "-c", program]);
+    Ok(Ok((draft, rootfs)))
+}
+
+/// runtime-spec config-linux "Namespaces": without a `mount` entry the container inherits the
+/// runtime's mount namespace, and still gets its mounts (on its rootfs, in that namespace).
+/// With `unmounts`: once deleted, nothing it mounted is left there (runtime-spec "delete":
+/// the resources create made go).
+fn no_mount_namespace(env: &mut Env<'_>, unmounts: bool) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let program = "busybox readlink /proc/self/ns/mnt > /conformance/mnt; \
+                   cat /proc/self/mountinfo > /conformance/mountinfo";
+    let (draft, rootfs) = match no_mount_namespace_draft(env, program)? {
+        Ok(prepared) => prepared,
+        Err(verdict) => return Ok(verdict),
+    };
+    env.write_bundle(&draft)?;
+    let ran = env.create(&id, &draft)?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("create: {}", ran.summary())));
+    }
+    let ran = env.cmd(&["start", &id])?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("start: {}", ran.summary())));
+    }
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let mut problems = Vec::new();
+    if unmounts {
+        let ran = env.cmd(&["delete", &id])?;
+        if !ran.ok() {
+            return Ok(Verdict::Fail(format!("delete: {}", ran.summary())));
+        }
+        let left = mounts_below(&rootfs);
+        if !left.is_empty() {
+            problems.push(format!(
+                "{} mounts left on the host after delete: {left:?}",
+                left.len()
+            ));
+        }
+    } else {
+        let read = |name: &str| fs::read_to_string(draft.exchange.join(name)).unwrap_or_default();
+        let own = fs::read_link("/proc/self/ns/mnt").unwrap_or_default();
+        if read("mnt").trim() != own.to_string_lossy() {
+            problems.push(format!(
+                "the container's mount namespace is {:?}, the runtime's {own:?}",
+                read("mnt").trim()
+            ));
+        }
+        let mountinfo = read("mountinfo");
+        let points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .collect();
+        for want in ["/proc", "/dev", "/conformance"] {
+            if !points.contains(&want) {
+                problems.push(format!(
+                    "the container does not see {want} mounted: {points:?}"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(if unmounts {
+            "nothing of the container left mounted on the host".into()
+        } else {
+            "the runtime's mount namespace, with the container's mounts".into()
+        }))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// maskedPaths without a mount namespace would only cover entries below the rootfs in the host's
+/// namespace: refused (runc: "unable to restrict sys entries without a private MNT namespace"),
+/// leaving no container, cgroup or mount behind.
+fn masked_paths_without_mount_namespace(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let (mut draft, rootfs) = match no_mount_namespace_draft(env, "true")? {
+        Ok(prepared) => prepared,
+        Err(verdict) => return Ok(verdict),
+    };
+    draft.config["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    env.write_bundle(&draft)?;
+    let ran = env.create(&id, &draft)?;
+    let verdict = left_nothing(env, &id, &draft, &ran)?;
+    let left = mounts_below(&rootfs);
+    match verdict {
+        Verdict::Pass(_) if !left.is_empty() => Ok(Verdict::Fail(format!(
+            "{} mounts left on the host: {left:?}",
+            left.len()
+        ))),
+        verdict => Ok(verdict),
     }
 }

@@ -9,6 +9,7 @@ use crate::runtime::cgroups::CgroupError;
 use crate::runtime::container::{Container, Live, Stopped};
 use crate::runtime::hooks::{self, HookPoint};
 use crate::runtime::kill::{self, KillError};
+use crate::runtime::rootfs::{self, RootfsError};
 use crate::runtime::state::{StateError, StateReport, Status};
 
 /// Errors of `delete`.
@@ -20,6 +21,15 @@ pub enum DeleteError {
     /// the container did not die after SIGKILL
     #[error("container {0} is still alive after SIGKILL")]
     StillAlive(String),
+    /// what the container mounted on the host (no mount namespace) could not be unmounted
+    #[error("container {id}: cannot unmount what it mounted on the host")]
+    HostMounts {
+        /// Container id.
+        id: String,
+        /// The error.
+        #[source]
+        source: Box<RootfsError>,
+    },
     /// the cgroup could not be removed
     #[error("container {id}: cannot remove its cgroup")]
     Cgroup {
@@ -70,7 +80,7 @@ impl Container<Stopped> {
     /// Deletes the container.
     ///
     /// # Errors
-    /// If the cgroup or the state cannot be removed.
+    /// If the mounts it left on the host, the cgroup or the state cannot be removed.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn delete(self) -> Result<(), DeleteError> {
         let id = self.id().to_string();
@@ -84,6 +94,18 @@ impl Container<Stopped> {
                 }
                 let _ = self.state.cgroup.freeze(false);
             }
+        }
+        // runtime-spec "delete": the resources create made go, and without a mount namespace
+        // the container's mounts are such resources on the host.
+        if let Some(mount) = self.state.rootfs_mount {
+            rootfs::release_host_mounts(&self.state.rootfs, mount).map_err(|source| {
+                DeleteError::HostMounts {
+                    id: id.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        if self.state.cgroup_owned {
             self.state
                 .cgroup
                 .destroy()

@@ -367,6 +367,27 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         None => None,
     };
     let namespaces = namespace_fds(&state)?;
+    // Without a mount namespace to join, the process would see the host's files: it enters the
+    // container's root the way init did, by chroot, through init's root.
+    let has_mount_ns = state
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == LinuxNamespaceType::Mount));
+    let container_root = if has_mount_ns {
+        None
+    } else {
+        let path = format!("/proc/{}/root", state.pid);
+        Some(
+            open(
+                Path::new(&path),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(sys(format!("open {path}")))?,
+        )
+    };
     let mut report = StateReport::new(&state, Status::Running);
     report.pid = Some(state.pid);
 
@@ -389,6 +410,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
                 match clone_fork(CloneFlags::empty()).map_err(|e| format!("fork: {e}"))? {
                     Forked::Child => {
                         let err = become_process(
+                            container_root.as_ref(),
                             &process,
                             state
                                 .config
@@ -474,8 +496,10 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
     Ok(code)
 }
 
-/// In the forked process, inside the container's namespaces: returns only the error text.
+/// In the forked process, inside the container's namespaces (and, for a container without a
+/// mount namespace, chrooted into `root`): returns only the error text.
 fn become_process(
+    root: Option<&OwnedFd>,
     process: &Process,
     personality: Option<&oci_spec::runtime::LinuxPersonality>,
     console: Option<&UnixStream>,
@@ -484,6 +508,11 @@ fn become_process(
     preserve_fds: i32,
 ) -> String {
     let chain = |e: &dyn std::error::Error| crate::runtime::init::error_chain(e);
+    if let Some(root) = root {
+        if let Err(e) = nix::unistd::fchdir(root).and_then(|()| nix::unistd::chroot(".")) {
+            return format!("chroot into the container's root: {e}");
+        }
+    }
     if let Err(e) = nix::unistd::setsid() {
         return format!("setsid: {e}");
     }

@@ -92,6 +92,10 @@ pub struct PersistedState {
     /// then leave in place: runtime-spec "delete").
     #[serde(default = "owned_by_default")]
     pub cgroup_owned: bool,
+    /// Without a mount namespace: the host mount id of the rootfs bind every mount of the
+    /// container sits on, which delete unmounts with all below it (`rootfs::release_host_mounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_mount: Option<u64>,
     /// The config the container was created from (hooks run on start and delete need it).
     pub config: Spec,
 }
