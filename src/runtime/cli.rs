@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
+use refeng_spec::oci::OpError;
 
 use crate::runtime::container::{self, AnyContainer, Operation};
 use crate::runtime::create::{create, CreateOptions};
 use crate::runtime::state::{StateError, StateReport, StateRoot};
-use refeng_spec::oci::OpError;
 
 /// refeng-runc: an OCI runtime with runc's command line.
 #[derive(Debug, Parser)]

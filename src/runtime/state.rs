@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
+use refeng_spec::oci::OpError;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::cgroups::Cgroup;
@@ -25,8 +26,6 @@ const LOCK_FILE: &str = ".lock";
 
 /// Container status: the model's type, so the runtime and `spec/` cannot disagree on names.
 pub use refeng_spec::oci::Status;
-
-use refeng_spec::oci::OpError;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
