@@ -60,20 +60,25 @@ pub(crate) fn send(
     signal: Option<Signal>,
     all: bool,
 ) -> Result<(), KillError> {
+    let init = Pid::from_raw(state.pid);
     let send_to = |pid: Pid| match kill(pid, signal) {
         Ok(()) => Ok(()),
         // A real signal to a process that exited since the container was loaded changes
-        // nothing; the probe exists to tell exactly that.
-        Err(nix::errno::Errno::ESRCH) if signal.is_some() => Ok(()),
+        // nothing, nor does any other process of the cgroup that exited meanwhile; the probe
+        // exists to tell whether init did.
+        Err(nix::errno::Errno::ESRCH) if signal.is_some() || pid != init => Ok(()),
         Err(source) => Err(KillError::Signal {
             id: state.id.clone(),
             signal,
             source,
         }),
     };
+    // The pid was checked alive with its start time when the container was loaded.
     if !all {
-        // The pid was checked alive with its start time when the container was loaded.
-        return send_to(Pid::from_raw(state.pid));
+        return send_to(init);
+    }
+    if signal.is_none() {
+        send_to(init)?;
     }
     let procs = state.cgroup.procs().map_err(|source| KillError::Cgroup {
         id: state.id.clone(),
