@@ -105,9 +105,6 @@ fn runc_deviation(model: &Model, op: &Operation) -> Option<&'static str> {
         (Operation::Kill { .. }, Some(Status::Paused)) => Some(
             "runc signals a paused container (runtime-spec: Kill, 'neither created nor running')",
         ),
-        (Operation::Delete { force: true, .. }, None) => {
-            Some("runc's delete --force of an unknown id succeeds (it removes a stale state dir)")
-        }
         (
             Operation::Kill {
                 signal: Signal::Term,
@@ -848,13 +845,20 @@ fn a_paused_container_cannot_be_signalled() {
     ]);
 }
 
-/// The model: deleting what does not exist is an error, with or without force.
+/// runc's command line: `delete --force` of an id that does not exist succeeds (runc 1.1 exits
+/// 0), and a plain `delete` of it still fails.
 #[test]
-fn force_deleting_an_unknown_id_fails() {
-    replay(&[Operation::Delete {
-        id: id("a"),
-        force: true,
-    }]);
+fn force_deleting_an_unknown_id_succeeds() {
+    replay(&[
+        Operation::Delete {
+            id: id("a"),
+            force: true,
+        },
+        Operation::Delete {
+            id: id("a"),
+            force: false,
+        },
+    ]);
 }
 
 /// The model: the created-state process keeps default dispositions, so pid 1 ignores `SIGTERM`.

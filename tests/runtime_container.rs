@@ -1,6 +1,8 @@
 //! Real containers, checked from inside: each test builds a busybox bundle, runs it with the
 //! runtime under test (refeng-runc, or `$REFENG_RUNTIME` such as runc) and asserts what the
-//! container's process observes. Needs root.
+//! container's process observes. Needs root. Where another runtime departs from what refeng-runc
+//! guarantees (or a case could change the host under it), the test says so on stderr.
+#![allow(clippy::print_stderr)]
 
 mod common;
 
@@ -304,6 +306,156 @@ fn sysctl_is_applied_in_the_container_network_namespace() {
         fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
         host_before
     );
+}
+
+/// Mount points below `dir` in the test process's (the host's) mount table, and the optional
+/// fields (propagation) of its `/`.
+fn host_mounts_below(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut below = Vec::new();
+    let mut root = Vec::new();
+    for line in info.lines() {
+        let (before, _) = line.split_once(" - ").unwrap();
+        let fields: Vec<&str> = before.split(' ').collect();
+        if fields[4] == "/" {
+            root.push(fields[6..].join(" "));
+        } else if Path::new(fields[4]).starts_with(dir) {
+            below.push(fields[4].to_owned());
+        }
+    }
+    (below, root)
+}
+
+/// A bundle whose config has no mount namespace (and so none of the paths that need one).
+fn without_mount_namespace(name: &str) -> Bundle {
+    let mut b = Bundle::new(name);
+    let linux = &mut b.spec_mut()["linux"];
+    linux["namespaces"] = json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                 {"type": "uts"}]);
+    let linux = linux.as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+    b
+}
+
+/// runc 1.1 applies the default rslave propagation to the host's `/` when a container has no
+/// mount namespace; on a host whose `/` is shared that would change the host, so this is only
+/// run against another runtime where that changes nothing.
+fn other_runtime_may_touch_the_host_root() -> bool {
+    let (_, root) = host_mounts_below(Path::new("/nonexistent"));
+    let shared = root.iter().any(|fields| fields.contains("shared:"));
+    if shared && !is_refeng() {
+        eprintln!(
+            "skipped against {}: the host's / is shared and runc would make it a slave",
+            runtime_bin().display()
+        );
+    }
+    shared && !is_refeng()
+}
+
+#[test]
+fn without_a_mount_namespace_the_container_runs_and_leaves_no_mount_on_the_host() {
+    if other_runtime_may_touch_the_host_root() {
+        return;
+    }
+    // runtime-spec config-linux "Namespaces": a type not listed is inherited from the runtime.
+    // The container's mounts are then the host's; once it is deleted none may be left (runc
+    // 1.1 leaves all of them), and the host's `/` keeps its propagation.
+    let b = without_mount_namespace("nomnt").share().sh(
+        "cut -d' ' -f5 /proc/self/mountinfo | sort > /shared/mounts; \
+         readlink /proc/self/ns/mnt > /shared/mnt; touch /shared/ready; \
+         until [ -e /shared/go ]; do sleep 0.05; done",
+    );
+    let tmp = b.tmp().canonicalize().unwrap();
+    let (below, root) = host_mounts_below(&tmp);
+    assert!(below.is_empty(), "{below:?}");
+    let c = b.container();
+    c.create();
+    c.start();
+    c.wait_for_shared_file("ready", WAIT);
+    let shared = c.bundle().shared();
+    let host_mnt = fs::read_link("/proc/self/ns/mnt").unwrap();
+    let mnt = fs::read_to_string(shared.join("mnt")).unwrap();
+    assert_eq!(
+        mnt.trim(),
+        host_mnt.to_str().unwrap(),
+        "the runtime's mount namespace"
+    );
+    let seen = fs::read_to_string(shared.join("mounts")).unwrap();
+    for want in [
+        "/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/shared",
+    ] {
+        assert!(seen.lines().any(|l| l == want), "{want} in {seen}");
+    }
+    let (during, _) = host_mounts_below(&tmp);
+    assert!(!during.is_empty(), "the container's mounts are the host's");
+    // An exec enters the container's root too, not the host's (runc 1.1's does not: its exec
+    // runs in the host's root).
+    let out = c.runtime(&["exec", c.id(), "cat", "/shared/mnt"]);
+    if is_refeng() {
+        assert_eq!(out.ok().stdout, mnt);
+    } else if !out.success() {
+        eprintln!(
+            "{}'s exec does not see the container's root",
+            runtime_bin().display()
+        );
+    }
+    fs::write(shared.join("go"), "").unwrap();
+    c.wait_for_status("stopped", WAIT);
+    c.delete().ok();
+    let (after, root_after) = host_mounts_below(&tmp);
+    if is_refeng() {
+        assert!(after.is_empty(), "left on the host: {after:?}");
+    } else if !after.is_empty() {
+        eprintln!(
+            "{} left {} mounts on the host",
+            runtime_bin().display(),
+            after.len()
+        );
+    }
+    assert_eq!(root_after, root, "the host's / keeps its propagation");
+}
+
+#[test]
+fn without_a_mount_namespace_a_failed_create_leaves_no_mount_on_the_host() {
+    if other_runtime_may_touch_the_host_root() {
+        return;
+    }
+    let marker = "hook-ran";
+    let b = without_mount_namespace("nomntfail").share();
+    let ran = b.shared().join(marker);
+    // createRuntime runs after the mounts are made, so they exist when create fails.
+    let b = b.hooks(
+        json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c",
+        format!("touch {}; exit 1", ran.display())]}]}),
+    );
+    let tmp = b.tmp().canonicalize().unwrap();
+    let c = b.container();
+    c.create_with(&[]).failed();
+    assert!(
+        ran.exists(),
+        "the create got as far as its createRuntime hook"
+    );
+    let (left, _) = host_mounts_below(&tmp);
+    if is_refeng() {
+        assert!(left.is_empty(), "left on the host: {left:?}");
+    }
+}
+
+#[test]
+fn masked_and_readonly_paths_need_a_mount_namespace() {
+    let mut b = without_mount_namespace("nomntmask");
+    b.spec_mut()["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    b.spec_mut()["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+    let c = b.container();
+    let err = c.create_with(&[]).failed().stderr;
+    if is_refeng() {
+        assert!(
+            err.contains("linux.maskedPaths and linux.readonlyPaths need a mount namespace"),
+            "{err}"
+        );
+    }
+    c.runtime(&["state", c.id()]).failed();
 }
 
 #[test]
@@ -1158,6 +1310,88 @@ fn list_in_table_json_and_quiet_formats() {
     }
 }
 
+/// The keys of each JSON object in `text` (one object, or an array of them), in written order:
+/// scripts that match on `state` and `list` output depend on it, and `Value` does not keep it.
+fn key_orders(text: &str) -> Vec<Vec<String>> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+    let text = text.trim();
+    if text.starts_with('[') {
+        let all: Vec<Keys> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        all.into_iter().map(|k| k.0).collect()
+    } else {
+        let one: Keys = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        vec![one.0]
+    }
+}
+
+#[test]
+fn state_and_list_print_runcs_keys_in_runcs_order() {
+    // runc 1.1: ociVersion, id, pid, status, bundle, rootfs, created, annotations (when there
+    // are any), owner; pid is 0 once stopped.
+    let plain = [
+        "ociVersion",
+        "id",
+        "pid",
+        "status",
+        "bundle",
+        "rootfs",
+        "created",
+        "owner",
+    ];
+    let mut annotated = plain.to_vec();
+    annotated.insert(7, "annotations");
+    let first = Bundle::new("ordera").sh("sleep 60");
+    let root = first.state_root().to_path_buf();
+    let mut second = Bundle::new("orderb").sh("sleep 60").with_state_root(&root);
+    second.spec_mut()["annotations"] = json!({"org.example.key": "value"});
+    let (a, b) = (first.container(), second.container());
+    a.create();
+    b.create();
+    let state = a.runtime(&["state", a.id()]).ok().stdout;
+    assert_eq!(key_orders(&state), [plain.to_vec()], "{state}");
+    let state = b.runtime(&["state", b.id()]).ok().stdout;
+    assert_eq!(key_orders(&state), [annotated.clone()], "{state}");
+    a.kill("KILL").ok();
+    a.wait_for_status("stopped", WAIT);
+    assert_eq!(a.state()["pid"], 0, "a stopped container's pid");
+    let list = a.runtime(&["list", "--format", "json"]).ok().stdout;
+    let listed: Value = serde_json::from_str(&list).unwrap();
+    let orders = key_orders(&list);
+    assert_eq!(orders.len(), 2, "{list}");
+    for (entry, keys) in listed.as_array().unwrap().iter().zip(&orders) {
+        let (want, pid_ok) = if entry["id"] == a.id() {
+            (plain.to_vec(), entry["pid"] == 0)
+        } else {
+            (annotated.clone(), entry["pid"].as_i64().unwrap_or(0) > 0)
+        };
+        assert_eq!(*keys, want, "{list}");
+        assert!(pid_ok, "{list}");
+    }
+}
+
 #[test]
 fn json_log_format_writes_errors_as_json_lines() {
     let c = Bundle::new("jsonlog").container();
@@ -1249,6 +1483,48 @@ fn spec_writes_a_valid_default_config() {
     assert!(!raw["linux"]["uidMappings"].as_array().unwrap().is_empty());
 }
 
+/// The namespaces `spec` writes, by type, in order.
+fn spec_namespaces(extra: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(runtime_bin())
+        .arg("spec")
+        .args(extra)
+        .arg("--bundle")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let raw: Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    raw["linux"]["namespaces"]
+        .as_array()
+        .expect("linux.namespaces")
+        .iter()
+        .map(|n| n["type"].as_str().expect("a type").to_owned())
+        .collect()
+}
+
+#[test]
+fn spec_lists_runcs_namespaces_so_a_caller_can_add_a_cgroup_namespace() {
+    // runc 1.1's `spec` (and `spec --rootless`) has no cgroup namespace; tools that start from
+    // it add their own, which must not then be listed twice.
+    assert_eq!(
+        spec_namespaces(&[]),
+        ["pid", "network", "ipc", "uts", "mount"]
+    );
+    assert_eq!(
+        spec_namespaces(&["--rootless"]),
+        ["pid", "ipc", "uts", "mount", "user"]
+    );
+    let mut b = Bundle::new("specns").args(&["true"]);
+    b.spec_mut()["linux"]["namespaces"] = spec_namespaces(&[])
+        .iter()
+        .map(|t| json!({ "type": t }))
+        .collect();
+    let (code, _, err) = run(b.add_namespace(json!({ "type": "cgroup" })));
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn features_is_a_runtime_spec_features_document() {
     let out = Command::new(runtime_bin())
@@ -1330,6 +1606,20 @@ fn foreground_run_prints_what_runc_prints() {
             common::Spawned::start(cmd, &c.bundle().tmp().join("out")).wait(DEFAULT_TIMEOUT);
         assert_eq!(out, expected.stdout, "refeng-runc and runc print the same");
     }
+}
+
+#[test]
+fn a_default_bundle_runs_and_execs_silently() {
+    // runc's default spec asks for ambient capabilities without inheritable ones, which the
+    // kernel cannot grant; runc leaves them out without a word, and so must we: a default
+    // bundle prints nothing but what its program prints.
+    let (code, out, err) = run(Bundle::new("silent").sh("echo ok"));
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "ok\n", ""));
+    let c = Bundle::new("silentexec").sh("sleep 60").container();
+    c.create();
+    c.start();
+    let exec = c.runtime(&["exec", c.id(), "echo", "ok"]).ok();
+    assert_eq!((exec.stdout.as_str(), exec.stderr.as_str()), ("ok\n", ""));
 }
 
 #[test]

@@ -209,6 +209,9 @@ pub enum OpKind {
     /// [`Operation`] of the model, which covers the spec's lifecycle only; the runtime names it
     /// in its wrong-state errors.
     Exec,
+    /// `update` (runc's: new resource limits for a container whose process lives). Like
+    /// [`OpKind::Exec`], only named in the runtime's wrong-state errors.
+    Update,
 }
 
 impl OpKind {
@@ -225,6 +228,7 @@ impl OpKind {
             Self::Pause => "pause",
             Self::Resume => "resume",
             Self::Exec => "exec",
+            Self::Update => "update",
         }
     }
 
@@ -241,6 +245,7 @@ impl OpKind {
             Self::Pause,
             Self::Resume,
             Self::Exec,
+            Self::Update,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)
@@ -342,7 +347,8 @@ impl Model {
     ///   be created").
     /// - [`OpError::NotFound`] for any other operation on an id that does not exist
     ///   (runtime-spec: Query State, "Attempting to query a container that does not exist MUST
-    ///   generate an error"; the other operations need an existing container to act on).
+    ///   generate an error"; the other operations need an existing container to act on), except
+    ///   `delete --force`, which succeeds (runc's command line).
     /// - [`OpError::WrongState`] when the container exists but is not in a state the operation
     ///   allows: see [`Model::next`].
     pub fn apply(&mut self, op: &Operation) -> Result<Outcome, OpError> {
@@ -371,7 +377,7 @@ impl Model {
     ///   allows it: `paused` is neither of the two states the spec names.
     /// - `delete` without force: only from `stopped` ("Attempting to `delete` a container that
     ///   is not `stopped` MUST have no effect on the container and MUST generate an error");
-    ///   with force (runc): from any state, killing the process first.
+    ///   with force (runc): from any state, killing the process first, and of an absent id.
     /// - `state`: any existing container.
     /// - `pause` only from `running`, `resume` only from `paused` (runc command line).
     /// - the process exits by itself only while `running` (see [`Model::legal`]).
@@ -383,10 +389,14 @@ impl Model {
         let Some(status) = current else {
             return match op {
                 Operation::Create { .. } => Ok((Outcome::Done, Some(Status::Created))),
+                // runc's contract: `delete --force` makes sure the id is gone, so an id that is
+                // gone already is success (it also clears a state directory a half-finished
+                // create left behind).
+                Operation::Delete { force: true, .. } => Ok((Outcome::Done, None)),
                 Operation::Start { .. }
                 | Operation::Kill { .. }
                 | Operation::ProcessExit { .. }
-                | Operation::Delete { .. }
+                | Operation::Delete { force: false, .. }
                 | Operation::State { .. }
                 | Operation::Pause { .. }
                 | Operation::Resume { .. } => Err(OpError::NotFound { id: id.to_owned() }),
@@ -483,6 +493,7 @@ mod tests {
         match (op, state) {
             (Operation::Create { .. }, None) => Ok(Some(Created)),
             (Operation::Create { .. }, Some(_)) => Err("exists"),
+            (Operation::Delete { force: true, .. }, None) => Ok(None),
             (_, None) => Err("not found"),
             (Operation::State { .. }, _) => stays,
             (Operation::Start { .. }, Some(Created)) => Ok(Some(Running)),

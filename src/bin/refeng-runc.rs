@@ -6,6 +6,7 @@ use refeng::runtime::cli::{self, Cli};
 fn main() {
     let cli = Cli::parse();
     cli::init_logging(cli.log.as_deref(), cli.log_format, cli.debug);
+    let failure = cli.command.failure_exit_code();
     // Every process a container can see during setup descends from this one: run from a sealed
     // copy of the binary, so that none of them exposes the host file (CVE-2019-5736).
     if cli.command.builds_container_processes() {
@@ -15,7 +16,7 @@ fn main() {
                 cli.log_format,
                 &format!("cannot re-execute from a sealed copy of refeng-runc: {e}"),
             );
-            std::process::exit(1);
+            std::process::exit(failure);
         }
     }
     let log = cli.log.clone();
@@ -24,7 +25,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             cli::log_error(log.as_ref(), format, &e.to_string());
-            1
+            failure
         }
     };
     std::process::exit(code);

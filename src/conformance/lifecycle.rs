@@ -3,7 +3,8 @@
 //! watch the program run only at `start`, the state document, signals, exit and delete.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -180,6 +181,32 @@ pub fn cases() -> Vec<Case> {
         "runc-cli/run-exit-code",
         &["model-run-exit-code"],
         run_exit_code,
+    ));
+    all.push(Case::new(
+        "runc-cli/kill-signal-0",
+        &["model-kill-probe"],
+        kill_signal_0,
+    ));
+    all.push(Case::new("runc-cli/ps", &["model-ps"], ps_lists_processes));
+    all.push(Case::new(
+        "lifecycle/no-mount-namespace",
+        &["ns-inherit"],
+        |env| no_mount_namespace(env, false),
+    ));
+    all.push(Case::new(
+        "lifecycle/no-mount-namespace-delete-unmounts",
+        &["lifecycle-destroy", "op-delete-resources"],
+        |env| no_mount_namespace(env, true),
+    ));
+    all.push(Case::new(
+        "errors/masked-paths-without-mount-namespace",
+        &["op-create-cannot-apply", "errors-no-effect"],
+        masked_paths_without_mount_namespace,
+    ));
+    all.push(Case::new(
+        "runc-cli/exec-exit-codes",
+        &["model-exec-exit-code"],
+        exec_exit_codes,
     ));
     all
 }
@@ -714,5 +741,319 @@ fn run_exit_code(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
             "the program exited 7; {}",
             ran.summary()
         )))
+    }
+}
+
+/// `kill <id> 0`, kill(2)'s liveness probe: it must succeed in created and running and leave the
+/// container as it was, and fail once the container is stopped.
+fn kill_signal_0(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = lifecycle_draft(env)?;
+    let ran = env.create(&id, &draft)?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("setup: {}", ran.summary())));
+    }
+    let mut problems = Vec::new();
+    for (want, step) in [(Status::Created, None), (Status::Running, Some("start"))] {
+        if let Some(step) = step {
+            let ran = env.cmd(&[step, &id])?;
+            if !ran.ok() {
+                return Ok(Verdict::Fail(format!("setup: {}", ran.summary())));
+            }
+        }
+        let ran = env.cmd(&["kill", &id, "0"])?;
+        if !ran.ok() {
+            problems.push(format!("`kill 0` in {want} failed: {}", ran.summary()));
+        }
+        sleep(SETTLE);
+        match env.runtime().state(&id)?.status() {
+            Ok(Some(seen)) if seen == want => {}
+            other => problems.push(format!("after `kill 0` in {want}, `state` shows {other:?}")),
+        }
+    }
+    env.cmd(&["kill", &id, "KILL"])?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["kill", &id, "0"])?;
+    if ran.ok() {
+        problems.push("`kill 0` of a stopped container succeeded".into());
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "signal 0 probed created and running and failed on stopped".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// The pids `ps --format json` printed: runc prints `null` for none, refeng-runc `[]`.
+fn ps_pids(ran: &Ran) -> Option<Vec<i64>> {
+    serde_json::from_str::<Option<Vec<i64>>>(&ran.stdout)
+        .ok()
+        .map(Option::unwrap_or_default)
+}
+
+/// `ps` of a running container lists init; of a stopped one it lists nothing and succeeds, in
+/// both formats (the table keeps at most its header line).
+fn ps_lists_processes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = match reach(env, &id, Status::Running)? {
+        Ok(draft) => draft,
+        Err(verdict) => return Ok(verdict),
+    };
+    let mut problems = Vec::new();
+    let pid = match env.runtime().state(&id)? {
+        Observed::Present(document) => document.pid,
+        other => return Ok(Verdict::Fail(format!("setup: `state` shows {other:?}"))),
+    };
+    let ran = env.cmd(&["ps", "--format", "json", &id])?;
+    match ps_pids(&ran) {
+        Some(pids) if ran.ok() && pid.is_some_and(|pid| pids.contains(&pid)) => {}
+        _ => problems.push(format!(
+            "`ps` of a running container does not list init {pid:?}: {}",
+            ran.summary()
+        )),
+    }
+    bundle_touch(&draft, "exit")?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["ps", "--format", "json", &id])?;
+    match ps_pids(&ran) {
+        Some(pids) if ran.ok() && pids.is_empty() => {}
+        _ => problems.push(format!(
+            "`ps --format json` of a stopped container: {}; stdout {:?}",
+            ran.summary(),
+            ran.stdout
+        )),
+    }
+    let ran = env.cmd(&["ps", &id])?;
+    if !ran.ok() || ran.stdout.lines().count() > 1 {
+        problems.push(format!(
+            "`ps` of a stopped container: {}; stdout {:?}",
+            ran.summary(),
+            ran.stdout
+        ));
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "init listed while running, nothing once stopped".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// `exec`'s exit status: the process's own, and runc's 255 for every exec that fails (a missing
+/// binary, a pid file that cannot be written, a stopped container); a process started before
+/// its pid file failed is not left behind.
+fn exec_exit_codes(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let draft = match reach(env, &id, Status::Running)? {
+        Ok(draft) => draft,
+        Err(verdict) => return Ok(verdict),
+    };
+    let mut problems = Vec::new();
+    let expect = |problems: &mut Vec<String>, ran: &Ran, code: i32, what: &str| {
+        if ran.status.code() != Some(code) {
+            problems.push(format!("{what}: want exit {code}, {}", ran.summary()));
+        }
+    };
+    let ran = env.cmd(&["exec", &id, "sh", "-c", "exit 3"])?;
+    expect(&mut problems, &ran, 3, "a process exiting 3");
+    let ran = env.cmd(&["exec", &id, "/conformance-no-such-binary"])?;
+    expect(&mut problems, &ran, 255, "a missing binary");
+    let pid_file = draft.dir.join("no-such-dir").join("exec.pid");
+    let pid_file = pid_file.to_string_lossy().into_owned();
+    let marker = "sleep 1234";
+    let ran = env.cmd(&["exec", "--pid-file", &pid_file, &id, "sh", "-c", marker])?;
+    expect(
+        &mut problems,
+        &ran,
+        255,
+        "a pid file that cannot be written",
+    );
+    let left = |env: &mut Env<'_>| -> Result<Vec<i64>, CaseError> {
+        let ran = env.cmd(&["ps", "--format", "json", &id])?;
+        Ok(ps_pids(&ran)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("1234"))
+            })
+            .collect())
+    };
+    let mut stray = Vec::new();
+    if !wait_for(STOP_TIMEOUT, || match left(env) {
+        Ok(pids) => {
+            stray = pids;
+            stray.is_empty()
+        }
+        Err(_) => false,
+    }) {
+        problems.push(format!(
+            "the process of the failed exec still runs: pids {stray:?}"
+        ));
+    }
+    bundle_touch(&draft, "exit")?;
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let ran = env.cmd(&["exec", &id, "true"])?;
+    expect(&mut problems, &ran, 255, "exec in a stopped container");
+    if problems.is_empty() {
+        Ok(Verdict::Pass(
+            "the process's code, and 255 for each failed exec".into(),
+        ))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// Mount points at or below `dir` in the oracle's (the host's) mount table.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(point.replace("\\040", " ")))
+        .filter(|point| point.starts_with(dir))
+        .collect()
+}
+
+/// A draft without a mount namespace, on a rootfs of the case's own: what a runtime leaves
+/// mounted on it is the host's, and goes with the case's cleanup (below its directory) instead
+/// of showing up under the shared rootfs in later cases. `Err(verdict)`: skip.
+fn no_mount_namespace_draft(
+    env: &mut Env<'_>,
+    program: &str,
+) -> Result<Result<(Draft, PathBuf), Verdict>, CaseError> {
+    let host_root_shared = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(" - ").map(|(fields, _)| fields))
+        .any(|fields| fields.split(' ').nth(4) == Some("/") && fields.contains(" shared:"));
+    if host_root_shared {
+        return Ok(Err(Verdict::Skip(
+            "the host's / is shared: a runtime that applies its rootfs propagation to / without \
+             a mount namespace (runc 1.1) would change the host's"
+                .into(),
+        )));
+    }
+    let rootfs = env.dir.join("rootfs");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&env.run.rootfs)
+        .arg(&rootfs)
+        .status()
+        .and_then(|status| {
+            if status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("cp -a exited {status}")))
+            }
+        });
+    copied.map_err(|source| crate::conformance::bundle::BundleError::Io {
+        action: "cannot copy the rootfs to",
+        path: rootfs.clone(),
+        source,
+    })?;
+    let mut draft = env.draft()?;
+    draft.config["root"]["path"] = json!(rootfs);
+    draft.config["linux"]["namespaces"] =
+        json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}]);
+    if let Some(linux) = draft.config["linux"].as_object_mut() {
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+    }
+    draft.config["process"]["args"] = json!(["sh", "-c", program]);
+    Ok(Ok((draft, rootfs)))
+}
+
+/// runtime-spec config-linux "Namespaces": without a `mount` entry the container inherits the
+/// runtime's mount namespace, and still gets its mounts (on its rootfs, in that namespace).
+/// With `unmounts`: once deleted, nothing it mounted is left there (runtime-spec "delete":
+/// the resources create made go).
+fn no_mount_namespace(env: &mut Env<'_>, unmounts: bool) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let program = "busybox readlink /proc/self/ns/mnt > /conformance/mnt; \
+                   cat /proc/self/mountinfo > /conformance/mountinfo";
+    let (draft, rootfs) = match no_mount_namespace_draft(env, program)? {
+        Ok(prepared) => prepared,
+        Err(verdict) => return Ok(verdict),
+    };
+    env.write_bundle(&draft)?;
+    let ran = env.create(&id, &draft)?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("create: {}", ran.summary())));
+    }
+    let ran = env.cmd(&["start", &id])?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(format!("start: {}", ran.summary())));
+    }
+    env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    let mut problems = Vec::new();
+    if unmounts {
+        let ran = env.cmd(&["delete", &id])?;
+        if !ran.ok() {
+            return Ok(Verdict::Fail(format!("delete: {}", ran.summary())));
+        }
+        let left = mounts_below(&rootfs);
+        if !left.is_empty() {
+            problems.push(format!(
+                "{} mounts left on the host after delete: {left:?}",
+                left.len()
+            ));
+        }
+    } else {
+        let read = |name: &str| fs::read_to_string(draft.exchange.join(name)).unwrap_or_default();
+        let own = fs::read_link("/proc/self/ns/mnt").unwrap_or_default();
+        if read("mnt").trim() != own.to_string_lossy() {
+            problems.push(format!(
+                "the container's mount namespace is {:?}, the runtime's {own:?}",
+                read("mnt").trim()
+            ));
+        }
+        let mountinfo = read("mountinfo");
+        let points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .collect();
+        for want in ["/proc", "/dev", "/conformance"] {
+            if !points.contains(&want) {
+                problems.push(format!(
+                    "the container does not see {want} mounted: {points:?}"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Verdict::Pass(if unmounts {
+            "nothing of the container left mounted on the host".into()
+        } else {
+            "the runtime's mount namespace, with the container's mounts".into()
+        }))
+    } else {
+        Ok(Verdict::Fail(problems.join("; ")))
+    }
+}
+
+/// maskedPaths without a mount namespace would only cover entries below the rootfs in the host's
+/// namespace: refused (runc: "unable to restrict sys entries without a private MNT namespace"),
+/// leaving no container, cgroup or mount behind.
+fn masked_paths_without_mount_namespace(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let (mut draft, rootfs) = match no_mount_namespace_draft(env, "true")? {
+        Ok(prepared) => prepared,
+        Err(verdict) => return Ok(verdict),
+    };
+    draft.config["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    env.write_bundle(&draft)?;
+    let ran = env.create(&id, &draft)?;
+    let verdict = left_nothing(env, &id, &draft, &ran)?;
+    let left = mounts_below(&rootfs);
+    match verdict {
+        Verdict::Pass(_) if !left.is_empty() => Ok(Verdict::Fail(format!(
+            "{} mounts left on the host: {left:?}",
+            left.len()
+        ))),
+        verdict => Ok(verdict),
     }
 }

@@ -162,9 +162,12 @@ pub const ALL: &[Statement] = &[
     s("mount-label", Property, "config-linux.md Mount Label", "mountLabel: the SELinux context of the mounts"),
     s("personality", Property, "config-linux.md Personality", "personality: the execution domain"),
     s("model-pause", Model, "SPEC.md (runc CLI)", "pause only from running, resume only from paused"),
-    s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is an error"),
+    s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is no error"),
     s("model-kill-ignored", Model, "SPEC.md", "a signal pid 1 has no handler for (TERM, USR1) leaves created and running as they are"),
     s("model-run-exit-code", Model, "runc CLI", "run exits with the container process's exit code"),
+    s("model-exec-exit-code", Model, "runc CLI", "exec exits with the process's exit code, and 255 when the process cannot be started"),
+    s("model-ps", Model, "runc CLI", "ps lists the container's processes; of a stopped container none, and succeeds"),
+    s("model-kill-probe", Model, "runc CLI", "kill with signal 0 succeeds while the process lives, delivers nothing, and fails once stopped"),
     s("model-id-reuse", Model, "SPEC.md", "an id is free again after delete"),
     s("model-exit", Model, "SPEC.md", "the process exiting by itself makes the container stopped"),
 ];

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
+use refeng_spec::oci::OpError;
 
 use crate::runtime::container::{self, AnyContainer, Operation};
 use crate::runtime::create::{create, CreateOptions};
-use crate::runtime::state::{StateReport, StateRoot};
+use crate::runtime::state::{StateError, StateReport, StateRoot};
 
 /// refeng-runc: an OCI runtime with runc's command line.
 #[derive(Debug, Parser)]
@@ -304,7 +305,19 @@ pub enum Command {
     Features,
 }
 
+/// runc's exit code for every `exec` that fails, whatever the cause (its `fatalWithCode(err,
+/// 255)`): callers such as containerd tell "exec failed" from "the process exited 1" by it.
+pub const EXEC_FAILED: i32 = 255;
+
 impl Command {
+    /// The exit code of a failure of this command: [`EXEC_FAILED`] for `exec`, 1 otherwise.
+    pub fn failure_exit_code(&self) -> i32 {
+        match self {
+            Command::Exec(_) => EXEC_FAILED,
+            _ => 1,
+        }
+    }
+
     /// Whether the command forks processes that end up inside a container (and so must run from
     /// a sealed copy of the binary).
     pub fn builds_container_processes(&self) -> bool {
@@ -312,6 +325,49 @@ impl Command {
             self,
             Command::Create(_) | Command::Run { .. } | Command::Exec(_)
         )
+    }
+}
+
+/// What `state` and `list --format json` print: runc's document, with its keys in runc's order
+/// (scripts match on the text) and `pid` always present, 0 once stopped. Hooks get the
+/// runtime-spec state ([`StateReport`]) instead, whose `pid` is absent once stopped.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CliState {
+    /// Runtime-spec version.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container process; 0 once stopped.
+    pub pid: i32,
+    /// Derived status.
+    pub status: crate::runtime::state::Status,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Annotations of the config, left out when there are none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The user that created the container.
+    pub owner: String,
+}
+
+impl From<StateReport> for CliState {
+    fn from(report: StateReport) -> Self {
+        Self {
+            oci_version: report.oci_version,
+            id: report.id,
+            pid: report.pid.unwrap_or(0),
+            status: report.status,
+            bundle: report.bundle,
+            rootfs: report.rootfs,
+            created: report.created,
+            annotations: report.annotations,
+            owner: report.owner,
+        }
     }
 }
 
@@ -324,13 +380,19 @@ fn chain(err: &dyn std::error::Error) -> CliError {
     CliError(crate::runtime::init::error_chain(err))
 }
 
-/// Parses a signal like runc: `9`, `KILL`, `SIGKILL`, `kill`.
+/// Parses a signal like runc: `9`, `KILL`, `SIGKILL`, `kill`; `0` is `None`, kill(2)'s probe
+/// that checks the process exists and delivers nothing.
 ///
 /// # Errors
 /// An unknown name or number.
-pub fn parse_signal(text: &str) -> Result<Signal, CliError> {
+pub fn parse_signal(text: &str) -> Result<Option<Signal>, CliError> {
     if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| CliError(format!("unknown signal {text:?}")));
+        if n == 0 {
+            return Ok(None);
+        }
+        return Signal::try_from(n)
+            .map(Some)
+            .map_err(|_| CliError(format!("unknown signal {text:?}")));
     }
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -339,6 +401,7 @@ pub fn parse_signal(text: &str) -> Result<Signal, CliError> {
         format!("SIG{upper}")
     };
     name.parse::<Signal>()
+        .map(Some)
         .map_err(|_| CliError(format!("unknown signal {text:?}")))
 }
 
@@ -444,7 +507,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::State { id } => {
             let report = container::report(&root, &id).map_err(|e| chain(&e))?;
-            print_json(&report)?;
+            print_json(&CliState::from(report))?;
             Ok(0)
         }
         Command::Kill { id, signal, all } => {
@@ -509,7 +572,7 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), CliError> {
 ///
 /// # Errors
 /// Unknown id, a container in another state, or a failed signal.
-pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), CliError> {
+pub fn kill(root: &StateRoot, id: &str, signal: Option<Signal>, all: bool) -> Result<(), CliError> {
     let result = match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
         AnyContainer::Created(c) => c.kill(signal, all),
         AnyContainer::Running(c) => c.kill(signal, all),
@@ -521,20 +584,20 @@ pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(),
 }
 
 /// `delete ID [--force]`: a container that is not stopped is refused without `--force`
-/// (runtime-spec "delete").
+/// (runtime-spec "delete"). With `--force` an id that does not exist is success, as with runc:
+/// the caller wants it gone, and it is.
 ///
 /// # Errors
-/// Unknown id, a live container without force, or a failed teardown.
+/// Unknown id without force, a live container without force, or a failed teardown.
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), CliError> {
     let loaded = match AnyContainer::load(root, id) {
         Ok(c) => c,
         // A create that died half way leaves a directory without state: force removes it.
-        Err(crate::runtime::state::StateError::NotFound(_)) if force => {
+        Err(StateError::Lifecycle(OpError::NotFound { .. })) if force => {
             if let Ok(dir) = root.open(id) {
                 dir.remove().map_err(|e| chain(&e))?;
-                return Ok(());
             }
-            return Err(CliError(format!("container {id} does not exist")));
+            return Ok(());
         }
         Err(e) => return Err(chain(&e)),
     };
@@ -578,29 +641,23 @@ fn update(root: &StateRoot, args: UpdateArgs) -> Result<(), CliError> {
         AnyContainer::Running(mut c) => c.update(&resources),
         AnyContainer::Paused(mut c) => c.update(&resources),
         stopped @ AnyContainer::Stopped(_) => {
-            return Err(CliError(format!(
-                "cannot update container {}: it is stopped",
-                stopped.id()
-            )))
+            return Err(chain(&stopped.wrong_state(Operation::Update)))
         }
     };
     result.map_err(|e| chain(&e))
 }
 
-/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them.
+/// `ps`: the container's processes, as pids (json) or as ps(1) lines filtered to them. Like
+/// runc's, it lists what the container's cgroup holds in any state: for a stopped container that
+/// is usually nothing (the header alone, or `[]`), which is an answer, not an error.
 fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Result<(), CliError> {
     let loaded = AnyContainer::load(root, id).map_err(|e| chain(&e))?;
-    if loaded.status() == crate::runtime::state::Status::Stopped {
-        return Err(CliError(format!("cannot ps container {id}: it is stopped")));
-    }
-    let pids: Vec<i32> = loaded
-        .state()
-        .cgroup
-        .procs()
-        .map_err(|e| chain(&e))?
-        .into_iter()
-        .map(|p| p.as_raw())
-        .collect();
+    let pids: Vec<i32> = match loaded.state().cgroup.procs() {
+        Ok(procs) => procs.into_iter().map(|p| p.as_raw()).collect(),
+        // A stopped container whose cgroup is gone (removed by someone else) has no processes.
+        Err(_) if loaded.status() == crate::runtime::state::Status::Stopped => Vec::new(),
+        Err(e) => return Err(chain(&e)),
+    };
     drop(loaded);
     let mut out = std::io::stdout().lock();
     let write_err = |e: std::io::Error| chain(&e);
@@ -645,11 +702,11 @@ fn ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Res
 }
 
 fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliError> {
-    let mut reports: Vec<StateReport> = Vec::new();
+    let mut reports: Vec<CliState> = Vec::new();
     for id in root.ids().map_err(|e| chain(&e))? {
         // A container being created or deleted right now has no readable state: skip it.
         if let Ok(report) = container::report(root, &id) {
-            reports.push(report);
+            reports.push(report.into());
         }
     }
     let mut out = std::io::stdout().lock();
@@ -671,7 +728,7 @@ fn list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<(), CliErro
                 .map(|r| {
                     [
                         r.id.clone(),
-                        r.pid.unwrap_or(0).to_string(),
+                        r.pid.to_string(),
                         r.status.to_string(),
                         r.bundle.display().to_string(),
                         r.created
@@ -810,8 +867,9 @@ mod tests {
             ("term", Signal::SIGTERM),
             ("SIGUSR1", Signal::SIGUSR1),
         ] {
-            assert_eq!(parse_signal(text).unwrap(), sig, "{text}");
+            assert_eq!(parse_signal(text).unwrap(), Some(sig), "{text}");
         }
+        assert_eq!(parse_signal("0").unwrap(), None, "signal 0 is the probe");
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("999").is_err());
     }

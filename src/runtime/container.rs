@@ -5,6 +5,8 @@
 
 use std::marker::PhantomData;
 
+use refeng_spec::oci::OpError;
+
 use crate::runtime::state::{
     liveness, ContainerDir, Liveness, PersistedState, StateError, StateReport, StateRoot, Status,
 };
@@ -22,6 +24,62 @@ pub struct Paused;
 #[derive(Debug)]
 pub struct Stopped;
 
+mod sealed {
+    /// Only the four states of this module carry the markers below.
+    pub trait State {}
+    impl State for super::Created {}
+    impl State for super::Running {}
+    impl State for super::Paused {}
+    impl State for super::Stopped {}
+}
+
+/// States in which `kill` may signal the container: created and running (runtime-spec
+/// "Operations", Kill: "Attempting to send a signal to a container that is neither `created`
+/// nor `running` MUST have no effect on the container and MUST generate an error").
+///
+/// So a paused container has no `kill`:
+///
+/// ```compile_fail
+/// # use refeng::runtime::container::{Container, Paused};
+/// fn signal(c: &Container<Paused>) {
+///     let _ = c.kill(Some(nix::sys::signal::Signal::SIGTERM), false);
+/// }
+/// ```
+///
+/// while the same call on a running one compiles:
+///
+/// ```no_run
+/// # use refeng::runtime::container::{Container, Running};
+/// fn signal(c: &Container<Running>) {
+///     let _ = c.kill(Some(nix::sys::signal::Signal::SIGTERM), false);
+/// }
+/// ```
+pub trait Signalable: sealed::State {}
+impl Signalable for Created {}
+impl Signalable for Running {}
+
+/// States whose container process lives: created, running and paused. `delete --force` stops
+/// them (runc's command line; a paused container too, although `kill` refuses it) and `update`
+/// changes their limits; a stopped container has neither:
+///
+/// ```compile_fail
+/// # use refeng::runtime::container::{Container, Stopped};
+/// fn stop(c: Container<Stopped>) {
+///     let _ = c.stop_forcibly();
+/// }
+/// ```
+///
+/// ```no_run
+/// # use refeng::runtime::container::{Container, Paused};
+/// fn stop(c: Container<Paused>) {
+///     let _ = c.stop_forcibly();
+/// }
+/// ```
+pub trait Live: sealed::State {}
+impl Live for Created {}
+impl Live for Running {}
+impl Live for Paused {}
+
 /// A container in state `S`, holding its directory lock for as long as it lives.
 #[derive(Debug)]
 pub struct Container<S> {
@@ -32,19 +90,6 @@ pub struct Container<S> {
 
 /// The operations of the lifecycle, for errors that name them: the model's type.
 pub use refeng_spec::oci::OpKind as Operation;
-
-/// An operation on a container in a state that does not allow it (runtime-spec "Operations":
-/// such an attempt MUST have no effect and MUST generate an error).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {op} container {id}: it is {state}")]
-pub struct WrongState {
-    /// Container id.
-    pub id: String,
-    /// Its status.
-    pub state: Status,
-    /// The refused operation.
-    pub op: Operation,
-}
 
 /// A container loaded from disk in whatever state the world left it.
 #[derive(Debug)]
@@ -72,7 +117,7 @@ pub fn derive_status(state: &PersistedState, fifo_exists: bool) -> Status {
 /// The state report of container `id`, read without taking its lock.
 ///
 /// # Errors
-/// [`StateError::NotFound`] or a corrupt state file.
+/// [`OpError::NotFound`] (as [`StateError::Lifecycle`]) or a corrupt state file.
 pub fn report(root: &StateRoot, id: &str) -> Result<StateReport, StateError> {
     match root.peek(id)? {
         Some(state) => {
@@ -80,7 +125,7 @@ pub fn report(root: &StateRoot, id: &str) -> Result<StateReport, StateError> {
             let status = derive_status(&state, fifo.exists());
             Ok(StateReport::new(&state, status))
         }
-        None => Err(StateError::NotFound(id.to_string())),
+        None => Err(OpError::NotFound { id: id.to_string() }.into()),
     }
 }
 
@@ -88,12 +133,12 @@ impl AnyContainer {
     /// Locks and loads container `id`.
     ///
     /// # Errors
-    /// [`StateError::NotFound`] (also for a container whose create has not finished), I/O.
+    /// [`OpError::NotFound`] (also for a container whose create has not finished), I/O.
     pub fn load(root: &StateRoot, id: &str) -> Result<Self, StateError> {
         let dir = root.open(id)?;
         let state = dir
             .read()?
-            .ok_or_else(|| StateError::NotFound(id.to_string()))?;
+            .ok_or_else(|| OpError::NotFound { id: id.to_string() })?;
         let status = derive_status(&state, dir.fifo_path().exists());
         Ok(match status {
             Status::Created => AnyContainer::Created(Container::from_parts(dir, state)),
@@ -131,9 +176,11 @@ impl AnyContainer {
         }
     }
 
-    /// The error for `op` in the current state.
-    pub fn wrong_state(&self, op: Operation) -> WrongState {
-        WrongState {
+    /// The model's refusal of `op` in the current state (runtime-spec "Operations": such an
+    /// attempt MUST have no effect and MUST generate an error), so that its message is the one
+    /// `refeng_spec::oci::Model` gives.
+    pub fn wrong_state(&self, op: Operation) -> OpError {
+        OpError::WrongState {
             id: self.id().to_string(),
             state: self.status(),
             op,
@@ -141,19 +188,65 @@ impl AnyContainer {
     }
 }
 
-impl<S> Container<S> {
-    pub(crate) fn from_parts(dir: ContainerDir, state: PersistedState) -> Self {
-        Self {
-            dir,
-            state: Box::new(state),
-            _status: PhantomData,
-        }
+// Each caller-driven transition has its own conversion, defined only for its legal pair of
+// states (runtime-spec "Lifecycle"); what the world decides enters through `AnyContainer::load`.
+
+impl Container<Created> {
+    /// A container `create` just built.
+    pub(crate) fn created(dir: ContainerDir, state: PersistedState) -> Self {
+        Self::from_parts(dir, state)
     }
 
-    pub(crate) fn into_state<T>(self) -> Container<T> {
+    /// `start` released init.
+    pub(crate) fn into_running(self) -> Container<Running> {
         Container {
             dir: self.dir,
             state: self.state,
+            _status: PhantomData,
+        }
+    }
+}
+
+impl Container<Running> {
+    /// `pause` froze it.
+    pub(crate) fn into_paused(self) -> Container<Paused> {
+        Container {
+            dir: self.dir,
+            state: self.state,
+            _status: PhantomData,
+        }
+    }
+}
+
+impl Container<Paused> {
+    /// `resume` thawed it.
+    pub(crate) fn into_running(self) -> Container<Running> {
+        Container {
+            dir: self.dir,
+            state: self.state,
+            _status: PhantomData,
+        }
+    }
+}
+
+impl<S: Live> Container<S> {
+    /// `delete --force` killed it and init is gone.
+    pub(crate) fn into_stopped(self) -> Container<Stopped> {
+        Container {
+            dir: self.dir,
+            state: self.state,
+            _status: PhantomData,
+        }
+    }
+}
+
+impl<S> Container<S> {
+    /// The container in the state [`AnyContainer::load`] derived: only the world's word (the
+    /// recorded pid, the fifo, the freezer) may pick `S` freely.
+    fn from_parts(dir: ContainerDir, state: PersistedState) -> Self {
+        Self {
+            dir,
+            state: Box::new(state),
             _status: PhantomData,
         }
     }

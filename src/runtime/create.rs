@@ -28,7 +28,7 @@ use crate::runtime::channel::{self, ChannelError, Message};
 use crate::runtime::container::{Container, Created};
 use crate::runtime::hooks::{self, HookError, HookPoint};
 use crate::runtime::init::{self, InitContext};
-use crate::runtime::rootfs::RootfsContext;
+use crate::runtime::rootfs::{HostRootfs, RootfsContext, RootfsError};
 use crate::runtime::state::{
     proc_stat, write_pid_file, ContainerDir, PersistedState, StateError, StateReport, StateRoot,
     Status,
@@ -108,6 +108,9 @@ pub enum CreateError {
     /// the protocol with init went wrong
     #[error("unexpected message from container init: {0:?}")]
     Protocol(Message),
+    /// the mounts of a container without a mount namespace could not be tracked
+    #[error(transparent)]
+    HostMounts(#[from] RootfsError),
 }
 
 fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> CreateError {
@@ -235,7 +238,7 @@ pub fn create(root: &StateRoot, opts: &CreateOptions) -> Result<Container<Create
     let poststop = spec.hooks().as_ref().and_then(|h| h.poststop().clone());
     let report_template = (bundle.clone(), spec.annotations().clone());
     match build(&dir, &bundle, spec, opts, &mut undo) {
-        Ok(state) => Ok(Container::<Created>::from_parts(dir, state)),
+        Ok(state) => Ok(Container::<Created>::created(dir, state)),
         Err(e) => {
             undo.run();
             let _ = dir.remove();
@@ -256,6 +259,8 @@ pub fn create(root: &StateRoot, opts: &CreateOptions) -> Result<Container<Create
 struct Undo {
     init: Option<Pid>,
     cgroup: Option<Cgroup>,
+    /// Without a mount namespace, init's mounts are the host's and outlive it.
+    host_rootfs: Option<HostRootfs>,
 }
 
 impl Undo {
@@ -269,6 +274,11 @@ impl Undo {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        if let Some(host) = self.host_rootfs {
+            if let Err(e) = host.release() {
+                tracing::warn!(error = %e, "cannot unmount what a failed create mounted on the host");
             }
         }
         if let Some(cgroup) = self.cgroup {
@@ -341,10 +351,42 @@ fn build(
             "hostname or domainname needs a new uts namespace".into(),
         ));
     }
-    if !has_ns(LinuxNamespaceType::Mount) {
-        return Err(CreateError::Invalid(
-            "a mount namespace is required: refeng-runc builds the rootfs in one".into(),
-        ));
+    let mount_namespace = has_ns(LinuxNamespaceType::Mount);
+    if !mount_namespace {
+        // Without a mount namespace every mount is the host's. Masking and read-only paths
+        // would cover /proc and /sys entries below the rootfs only, which is no restriction
+        // (runc refuses them too: "unable to restrict sys entries without a private MNT
+        // namespace"), and the rootfs propagation would change the host's `/`.
+        let refused: Vec<&str> = [
+            (
+                linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()),
+                "linux.maskedPaths",
+            ),
+            (
+                linux
+                    .readonly_paths()
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty()),
+                "linux.readonlyPaths",
+            ),
+            (
+                linux
+                    .rootfs_propagation()
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty()),
+                "linux.rootfsPropagation",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(set, field)| set.then_some(field))
+        .collect();
+        if !refused.is_empty() {
+            return Err(CreateError::Invalid(format!(
+                "{} need a mount namespace: without one the container's mounts are the host's",
+                refused.join(" and ")
+            )));
+        }
+        undo.host_rootfs = Some(HostRootfs::before_create(&rootfs)?);
     }
 
     let cgroup = Cgroup::resolve(linux.cgroups_path().as_deref(), &opts.id)?;
@@ -384,6 +426,7 @@ fn build(
         owner,
         cgroup: cgroup.clone(),
         cgroup_owned,
+        rootfs_mount: None,
         config: spec.clone(),
     };
     let ctx = InitContext {
@@ -392,6 +435,7 @@ fn build(
             rootfs: rootfs.clone(),
             bundle: bundle.to_path_buf(),
             no_pivot: opts.no_pivot,
+            mount_namespace,
             user_namespace: new_ns(LinuxNamespaceType::User),
             cgroup_namespace: new_ns(LinuxNamespaceType::Cgroup),
             cgroup_path: Some(cgroup.path.clone()),
@@ -477,6 +521,9 @@ fn build(
         .map(|(_, start)| start)
         .ok_or_else(|| CreateError::Init("init exited right after setup".into()))?;
     persisted.created = Utc::now();
+    if let Some(host) = &undo.host_rootfs {
+        persisted.rootfs_mount = Some(host.require_container_bind()?);
+    }
     dir.write(&persisted)?;
     if let Some(pid_file) = &opts.pid_file {
         write_pid_file(pid_file, pid)?;

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 
 use crate::runtime::cgroups::CgroupError;
-use crate::runtime::container::{Container, Stopped};
+use crate::runtime::container::{Container, Live, Stopped};
 use crate::runtime::hooks::{self, HookPoint};
-use crate::runtime::kill::{Alive, KillError};
+use crate::runtime::kill::{self, KillError};
+use crate::runtime::rootfs::{self, RootfsError};
 use crate::runtime::state::{StateError, StateReport, Status};
 
 /// Errors of `delete`.
@@ -20,6 +21,15 @@ pub enum DeleteError {
     /// the container did not die after SIGKILL
     #[error("container {0} is still alive after SIGKILL")]
     StillAlive(String),
+    /// what the container mounted on the host (no mount namespace) could not be unmounted
+    #[error("container {id}: cannot unmount what it mounted on the host")]
+    HostMounts {
+        /// Container id.
+        id: String,
+        /// The error.
+        #[source]
+        source: Box<RootfsError>,
+    },
     /// the cgroup could not be removed
     #[error("container {id}: cannot remove its cgroup")]
     Cgroup {
@@ -34,8 +44,10 @@ pub enum DeleteError {
     State(#[from] StateError),
 }
 
-impl<S: Alive> Container<S> {
+impl<S: Live> Container<S> {
     /// Kills every process of the container and waits until init is gone (`delete --force`).
+    /// A paused container too: runc's `delete --force` ends it, although `kill` may not signal
+    /// it (runtime-spec "kill"), so this goes past [`Container::kill`].
     ///
     /// # Errors
     /// If the signal fails or init survives; the container is handed back.
@@ -43,10 +55,10 @@ impl<S: Alive> Container<S> {
     pub fn stop_forcibly(self) -> Result<Container<Stopped>, (Self, DeleteError)> {
         // Only a cgroup the container made is all its own to kill.
         let all = self.state.cgroup_owned;
-        if let Err(e) = self.kill(Signal::SIGKILL, all) {
+        if let Err(e) = kill::send(&self.state, Some(Signal::SIGKILL), all) {
             // Without a readable cgroup, killing init still stops the container.
             tracing::debug!(error = %e, "cannot kill the whole cgroup; killing init only");
-            if let Err(e) = self.kill(Signal::SIGKILL, false) {
+            if let Err(e) = kill::send(&self.state, Some(Signal::SIGKILL), false) {
                 return Err((self, e.into()));
             }
         }
@@ -60,7 +72,7 @@ impl<S: Alive> Container<S> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(self.into_state())
+        Ok(self.into_stopped())
     }
 }
 
@@ -68,7 +80,7 @@ impl Container<Stopped> {
     /// Deletes the container.
     ///
     /// # Errors
-    /// If the cgroup or the state cannot be removed.
+    /// If the mounts it left on the host, the cgroup or the state cannot be removed.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn delete(self) -> Result<(), DeleteError> {
         let id = self.id().to_string();
@@ -82,6 +94,18 @@ impl Container<Stopped> {
                 }
                 let _ = self.state.cgroup.freeze(false);
             }
+        }
+        // runtime-spec "delete": the resources create made go, and without a mount namespace
+        // the container's mounts are such resources on the host.
+        if let Some(mount) = self.state.rootfs_mount {
+            rootfs::release_host_mounts(&self.state.rootfs, mount).map_err(|source| {
+                DeleteError::HostMounts {
+                    id: id.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        if self.state.cgroup_owned {
             self.state
                 .cgroup
                 .destroy()

@@ -101,7 +101,8 @@ pub fn events(
 ) -> Result<(), EventsError> {
     let state = root
         .peek(id)?
-        .ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        .ok_or_else(|| refeng_spec::oci::OpError::NotFound { id: id.to_string() })
+        .map_err(StateError::from)?;
     if report(root, id)?.status == Status::Stopped {
         return Err(EventsError::Stopped(id.to_string()));
     }

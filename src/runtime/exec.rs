@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Process};
 
 use crate::runtime::channel::{self, ChannelError, Message};
-use crate::runtime::container::{AnyContainer, Operation, WrongState};
+use crate::runtime::container::{AnyContainer, Operation};
 use crate::runtime::process_setup::{self, SeccompAgent};
 use crate::runtime::run::{self as run_cmd, FORWARDED};
 use crate::runtime::state::{
@@ -71,9 +71,9 @@ pub enum ExecError {
     /// the container cannot be loaded
     #[error(transparent)]
     State(#[from] StateError),
-    /// the container is not created or running
+    /// the container is not created or running (the model's refusal)
     #[error(transparent)]
-    WrongState(#[from] WrongState),
+    WrongState(#[from] refeng_spec::oci::OpError),
     /// the container is paused
     #[error("cannot exec in paused container {0}: resume it first, or use --ignore-paused")]
     Paused(String),
@@ -370,6 +370,27 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         None => None,
     };
     let namespaces = namespace_fds(&state)?;
+    // Without a mount namespace to join, the process would see the host's files: it enters the
+    // container's root the way init did, by chroot, through init's root.
+    let has_mount_ns = state
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == LinuxNamespaceType::Mount));
+    let container_root = if has_mount_ns {
+        None
+    } else {
+        let path = format!("/proc/{}/root", state.pid);
+        Some(
+            open(
+                Path::new(&path),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(sys(format!("open {path}")))?,
+        )
+    };
     let mut report = StateReport::new(&state, Status::Running);
     report.pid = Some(state.pid);
 
@@ -394,6 +415,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
                 {
                     Forked::Child => {
                         let err = become_process(
+                            container_root.as_ref(),
                             &process,
                             state
                                 .config
@@ -440,7 +462,15 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         Err(e) => return Err(e.into()),
     }
     if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid)?;
+        if let Err(e) = write_pid_file(pid_file, pid) {
+            // The caller learns the process only through the pid file: one it cannot find must
+            // not keep running (runc kills it too). Ours to reap unless detached.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            if !opts.detach {
+                let _ = waitpid(pid, None);
+            }
+            return Err(e.into());
+        }
     }
     let master = match own_console {
         Some((listener, path)) => {
@@ -467,8 +497,10 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
     Ok(code)
 }
 
-/// In the forked process, inside the container's namespaces: returns only the error text.
+/// In the forked process, inside the container's namespaces (and, for a container without a
+/// mount namespace, chrooted into `root`): returns only the error text.
 fn become_process(
+    root: Option<&OwnedFd>,
     process: &Process,
     personality: Option<&oci_spec::runtime::LinuxPersonality>,
     console: Option<&UnixStream>,
@@ -477,6 +509,11 @@ fn become_process(
     preserve_fds: i32,
 ) -> String {
     let chain = |e: &dyn std::error::Error| crate::runtime::init::error_chain(e);
+    if let Some(root) = root {
+        if let Err(e) = nix::unistd::fchdir(root).and_then(|()| nix::unistd::chroot(".")) {
+            return format!("chroot into the container's root: {e}");
+        }
+    }
     if let Err(e) = nix::unistd::setsid() {
         return format!("setsid: {e}");
     }

@@ -18,19 +18,16 @@ pub struct FreezeError {
 }
 
 impl<S> Container<S> {
-    /// Sets the freezer and moves to state `T`, or hands the container back unchanged.
-    fn set_frozen<T>(self, frozen: bool) -> Result<Container<T>, (Self, FreezeError)> {
-        match self.state.cgroup.freeze(frozen) {
-            Ok(()) => Ok(self.into_state()),
-            Err(source) => {
-                let error = FreezeError {
-                    id: self.id().to_string(),
-                    op: if frozen { "freeze" } else { "thaw" },
-                    source: Box::new(source),
-                };
-                Err((self, error))
-            }
-        }
+    /// Sets the freezer; the caller moves to the next state only when it succeeded.
+    fn set_frozen(&self, frozen: bool) -> Result<(), FreezeError> {
+        self.state
+            .cgroup
+            .freeze(frozen)
+            .map_err(|source| FreezeError {
+                id: self.id().to_string(),
+                op: if frozen { "freeze" } else { "thaw" },
+                source: Box::new(source),
+            })
     }
 }
 
@@ -41,7 +38,10 @@ impl Container<Running> {
     /// If the freezer fails; the container is handed back running.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn pause(self) -> Result<Container<Paused>, (Self, FreezeError)> {
-        self.set_frozen(true)
+        match self.set_frozen(true) {
+            Ok(()) => Ok(self.into_paused()),
+            Err(e) => Err((self, e)),
+        }
     }
 }
 
@@ -52,6 +52,9 @@ impl Container<Paused> {
     /// If the freezer fails; the container is handed back paused.
     #[tracing::instrument(skip_all, fields(id = %self.id()))]
     pub fn resume(self) -> Result<Container<Running>, (Self, FreezeError)> {
-        self.set_frozen(false)
+        match self.set_frozen(false) {
+            Ok(()) => Ok(self.into_running()),
+            Err(e) => Err((self, e)),
+        }
     }
 }

@@ -210,9 +210,10 @@ impl CapabilitySets {
         for cap in &self.ambient {
             // The kernel keeps an ambient capability only if it is also permitted and
             // inheritable; runc's default spec asks for ambient caps without inheritable ones,
-            // and runc leaves them out. Do the same, but say so.
+            // and runc leaves them out silently. Do the same: a warning here would print on
+            // every run and exec of a default bundle, so it is a debug line (`--debug`).
             if !(self.permitted.contains(cap) && self.inheritable.contains(cap)) {
-                tracing::warn!(%cap, "ambient capability is not also permitted and inheritable; not raised");
+                tracing::debug!(%cap, "ambient capability is not also permitted and inheritable; not raised");
                 continue;
             }
             caps::raise(None, CapSet::Ambient, *cap).map_err(|source| {

@@ -67,9 +67,10 @@ pub fn default_spec() -> Value {
         ],
         "linux": {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            // runc's five: no cgroup namespace, which callers that want one add themselves.
             "namespaces": [
                 {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+                {"type": "uts"}, {"type": "mount"}
             ],
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -95,8 +96,7 @@ pub fn rootless_spec(uid: u32, gid: u32) -> Value {
     linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
     linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
     linux["namespaces"] = json!([
-        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-        {"type": "cgroup"}, {"type": "user"}
+        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}
     ]);
     let mounts: Vec<Value> = spec["mounts"]
         .as_array()

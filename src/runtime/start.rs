@@ -60,7 +60,7 @@ impl Container<Created> {
             let report = StateReport::new(&self.state, Status::Running);
             hooks::run_all_warn(HookPoint::Poststart, list, &report);
         }
-        Ok(self.into_state())
+        Ok(self.into_running())
     }
 
     /// Opens the fifo (which lets init go), then reads it to end of file: init writes one byte

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
+use refeng_spec::oci::OpError;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::cgroups::Cgroup;
@@ -32,12 +33,10 @@ pub enum StateError {
     /// the id is not usable as a container id
     #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-' and '.'")]
     InvalidId(String),
-    /// no container with this id
-    #[error("container {0} does not exist")]
-    NotFound(String),
-    /// a container with this id exists
-    #[error("container {0} already exists")]
-    AlreadyExists(String),
+    /// the lifecycle refuses: no container with this id, or one exists already (the model's
+    /// [`OpError::NotFound`] and [`OpError::AlreadyExists`], so each message exists once)
+    #[error(transparent)]
+    Lifecycle(#[from] OpError),
     /// an I/O error on a state file
     #[error("{op} {path}")]
     Io {
@@ -95,6 +94,10 @@ pub struct PersistedState {
     /// then leave in place: runtime-spec "delete").
     #[serde(default = "owned_by_default")]
     pub cgroup_owned: bool,
+    /// Without a mount namespace: the host mount id of the rootfs bind every mount of the
+    /// container sits on, which delete unmounts with all below it (`rootfs::release_host_mounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_mount: Option<u64>,
     /// The config the container was created from (hooks run on start and delete need it).
     pub config: Spec,
 }
@@ -202,7 +205,7 @@ impl StateRoot {
     /// Makes a new container directory, locked; fails if the id is taken.
     ///
     /// # Errors
-    /// [`StateError::AlreadyExists`], [`StateError::InvalidId`], or I/O.
+    /// [`OpError::AlreadyExists`], [`StateError::InvalidId`], or I/O.
     pub fn create(&self, id: &str) -> Result<ContainerDir, StateError> {
         validate_id(id)?;
         self.ensure()?;
@@ -210,7 +213,7 @@ impl StateRoot {
         match fs::DirBuilder::new().mode(0o711).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::AlreadyExists(id.to_string()))
+                return Err(OpError::AlreadyExists { id: id.to_string() }.into())
             }
             Err(e) => return Err(io_err("create", &path)(e)),
         }
@@ -220,17 +223,18 @@ impl StateRoot {
     /// Locks an existing container directory.
     ///
     /// # Errors
-    /// [`StateError::NotFound`] if there is no such container.
+    /// [`OpError::NotFound`] if there is no such container.
     pub fn open(&self, id: &str) -> Result<ContainerDir, StateError> {
         validate_id(id)?;
         let path = self.root.join(id);
+        let not_found = || OpError::NotFound { id: id.to_string() };
         if !path.is_dir() {
-            return Err(StateError::NotFound(id.to_string()));
+            return Err(not_found().into());
         }
         let dir = ContainerDir::lock(path)?;
         // A delete may have removed the directory while we waited for its lock.
         if !dir.path.is_dir() {
-            return Err(StateError::NotFound(id.to_string()));
+            return Err(not_found().into());
         }
         Ok(dir)
     }
@@ -239,12 +243,12 @@ impl StateRoot {
     /// container is still being created.
     ///
     /// # Errors
-    /// [`StateError::NotFound`], or a corrupt state file.
+    /// [`OpError::NotFound`], or a corrupt state file.
     pub fn peek(&self, id: &str) -> Result<Option<PersistedState>, StateError> {
         validate_id(id)?;
         let dir = self.root.join(id);
         if !dir.is_dir() {
-            return Err(StateError::NotFound(id.to_string()));
+            return Err(OpError::NotFound { id: id.to_string() }.into());
         }
         read_state(&dir)
     }
@@ -419,6 +423,7 @@ mod tests {
                 path: "/c1".into(),
             },
             cgroup_owned: true,
+            rootfs_mount: None,
             config: Spec::default(),
         };
         assert!(dir.write(&state).is_err());
@@ -463,16 +468,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = StateRoot::new(tmp.path().join("root"));
         let dir = root.create("c1").unwrap();
-        assert!(matches!(
-            root.create("c1"),
-            Err(StateError::AlreadyExists(_))
-        ));
+        let exists = OpError::AlreadyExists { id: "c1".into() };
+        assert!(matches!(root.create("c1"), Err(StateError::Lifecycle(e)) if e == exists));
         assert!(dir.read().unwrap().is_none());
         drop(dir);
         assert_eq!(root.ids().unwrap(), vec!["c1".to_string()]);
         let dir = root.open("c1").unwrap();
         dir.remove().unwrap();
-        assert!(matches!(root.open("c1"), Err(StateError::NotFound(_))));
+        let missing = OpError::NotFound { id: "c1".into() };
+        assert!(matches!(root.open("c1"), Err(StateError::Lifecycle(e)) if e == missing));
+        assert!(matches!(root.peek("c1"), Err(StateError::Lifecycle(e)) if e == missing));
     }
 }
 

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::{LinuxCpu, LinuxPids, LinuxResources};
 
 use crate::runtime::cgroups::CgroupError;
-use crate::runtime::container::Container;
-use crate::runtime::kill::Alive;
+use crate::runtime::container::{Container, Live};
 use crate::runtime::state::StateError;
 
 /// runc's `update` flags; every one that is set overrides the same field of `--resources`.
@@ -192,7 +191,7 @@ pub fn resources_from(flags: &UpdateFlags) -> Result<LinuxResources, UpdateError
     Ok(r)
 }
 
-impl<S: Alive> Container<S> {
+impl<S: Live> Container<S> {
     /// Applies `resources` to the cgroup and records them in the state's config.
     ///
     /// # Errors

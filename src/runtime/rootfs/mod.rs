@@ -1,5 +1,7 @@
 //! Building the container's root filesystem inside its new mount namespace: propagation, the
 //! `mounts` list, devices, the switch into the new root, then sysctls, masked and read-only paths.
+//! A container without a mount namespace gets the same mounts in the runtime's (host) namespace,
+//! on a private bind of its rootfs that `delete` unmounts again (`host`).
 //!
 //! Every path inside the container is resolved with openat2(2) `RESOLVE_IN_ROOT` and the mount is
 //! made on `/proc/self/fd/<fd>` (runc's approach), so symlinks in the image cannot redirect a
@@ -7,6 +9,7 @@
 
 mod devices;
 mod finalize;
+mod host;
 mod inroot;
 mod mountinfo;
 mod mounts;
@@ -20,6 +23,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
+pub use host::{release_host_mounts, HostRootfs};
 pub use options::{OptionError, MOUNT_OPTIONS};
 
 use inroot::RootDir;
@@ -70,6 +74,33 @@ pub enum RootfsError {
     /// binding the rootfs onto itself failed
     #[error("cannot bind-mount the rootfs {rootfs} onto itself")]
     RootfsBind {
+        rootfs: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// the rootfs bind of a container without a mount namespace could not be made private
+    #[error("cannot make the rootfs bind {rootfs} private")]
+    RootfsPrivate {
+        rootfs: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// without a mount namespace, the container's rootfs bind is not in the host's mount table
+    #[error("cannot find the bind of {rootfs} the container made in the host's mount table")]
+    NoHostBind { rootfs: PathBuf },
+    /// a mount the container made on the host could not be unmounted
+    #[error("cannot unmount {mount_point}, which the container mounted on the host")]
+    Unmount {
+        mount_point: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// mounts the container made on the host are still there after unmounting them
+    #[error("{count} mounts the container made below {rootfs} are still on the host")]
+    MountsLeft { rootfs: PathBuf, count: usize },
+    /// chroot into the rootfs (no mount namespace) failed
+    #[error("cannot chroot into {rootfs}")]
+    Chroot {
         rootfs: PathBuf,
         #[source]
         source: Errno,
@@ -234,6 +265,11 @@ pub struct RootfsContext {
     pub bundle: PathBuf,
     /// `--no-pivot`: chroot instead of pivot_root.
     pub no_pivot: bool,
+    /// The container has a mount namespace of its own (new or joined). Without one, its mounts
+    /// are made in the runtime's namespace: `/` keeps its propagation, the rootfs bind is made
+    /// private, and init chroots (runtime-spec config-linux "Namespaces": a type not listed is
+    /// inherited from the runtime).
+    pub mount_namespace: bool,
     /// The container has its own user namespace (devices are bind-mounted, not mknod'ed).
     pub user_namespace: bool,
     /// The container has its own cgroup namespace (cgroup mounts show the container's own cgroup).
@@ -269,21 +305,32 @@ fn rootfs_propagation(value: Option<&str>) -> Result<MsFlags, RootfsError> {
 #[tracing::instrument(skip_all, fields(rootfs = %ctx.rootfs.display()))]
 pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
-    let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
-    let flags = rootfs_propagation(propagation)?;
-    // runtime-spec config-linux "Rootfs Mount Propagation"; runc prepareRoot.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|source| {
-        RootfsError::Propagation {
-            propagation: propagation.unwrap_or("rslave").to_owned(),
-            source,
-        }
-    })?;
+    if ctx.mount_namespace {
+        let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
+        let flags = rootfs_propagation(propagation)?;
+        // runtime-spec config-linux "Rootfs Mount Propagation"; runc prepareRoot. Only in a
+        // namespace of the container's own: in the host's, this would change every host mount
+        // (create refuses rootfsPropagation without a mount namespace).
+        nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(
+            |source| RootfsError::Propagation {
+                propagation: propagation.unwrap_or("rslave").to_owned(),
+                source,
+            },
+        )?;
+    }
 
     let rootfs = std::fs::canonicalize(&ctx.rootfs).map_err(|source| RootfsError::RootfsPath {
         rootfs: ctx.rootfs.clone(),
         source,
     })?;
-    make_parent_private(&rootfs)?;
+    if ctx.mount_namespace {
+        // Without a mount namespace the parent is a host mount, whose propagation stays the
+        // host's; chroot, unlike pivot_root, does not need it private.
+        make_parent_private(&rootfs)?;
+    }
+    // Without a mount namespace too: the container's root must be a mount of its own, so that
+    // `root.readonly` remounts the container's root and not the host filesystem holding it,
+    // and so that delete finds everything the container mounted in one tree.
     nix::mount::mount(
         Some(&rootfs),
         &rootfs,
@@ -295,6 +342,21 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<(), RootfsError> {
         rootfs: rootfs.clone(),
         source,
     })?;
+    if !ctx.mount_namespace {
+        // The bind is a host mount now: private (with the copies MS_REC brought along), nothing
+        // the container mounts below it reaches the host's other mounts, nor theirs it.
+        nix::mount::mount(
+            None::<&str>,
+            &rootfs,
+            None::<&str>,
+            MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|source| RootfsError::RootfsPrivate {
+            rootfs: rootfs.clone(),
+            source,
+        })?;
+    }
     // Opened after the bind, so lookups start on the new mount and see what we mount below it.
     let root = RootDir::open(&rootfs).map_err(|source| RootfsError::OpenRoot {
         rootfs: rootfs.clone(),
@@ -344,22 +406,40 @@ fn make_parent_private(rootfs: &std::path::Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Step 2, after the createContainer hooks: pivot_root (or chroot with `no_pivot`) into the rootfs.
+/// Step 2, after the createContainer hooks: pivot_root (or chroot with `no_pivot`) into the
+/// rootfs; without a mount namespace, a plain chroot (runc does the same), since moving or
+/// pivoting would change the host's root and hiding host mounts would unmount the host's.
 ///
 /// # Errors
-/// Fails if the root cannot be switched: pivot_root(2), the detach of the old root, or (with
-/// `no_pivot`) the MS_MOVE or chroot(2).
+/// Fails if the root cannot be switched: pivot_root(2), the detach of the old root, (with
+/// `no_pivot`) the MS_MOVE, or chroot(2).
 #[tracing::instrument(skip_all, fields(rootfs = %ctx.rootfs.display(), no_pivot = ctx.no_pivot))]
 pub fn enter(ctx: &RootfsContext) -> Result<(), RootfsError> {
     let rootfs = std::fs::canonicalize(&ctx.rootfs).map_err(|source| RootfsError::RootfsPath {
         rootfs: ctx.rootfs.clone(),
         source,
     })?;
-    if ctx.no_pivot {
+    if !ctx.mount_namespace {
+        chroot_root(&rootfs)
+    } else if ctx.no_pivot {
         move_root(&rootfs)
     } else {
         pivot_root(&rootfs)
     }
+}
+
+/// The root switch of a container without a mount namespace.
+fn chroot_root(rootfs: &std::path::Path) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Chroot {
+        rootfs: rootfs.to_path_buf(),
+        source,
+    };
+    // The path resolves to the topmost mount at the rootfs, the container's bind.
+    nix::unistd::chdir(rootfs).map_err(err)?;
+    nix::unistd::chroot(".").map_err(err)?;
+    nix::unistd::chdir("/").map_err(err)?;
+    tracing::debug!("chrooted into the rootfs (no mount namespace)");
+    Ok(())
 }
 
 /// runc pivotRoot: pivot_root(".", ".") stacks the old root on top of the new one at "/", so no

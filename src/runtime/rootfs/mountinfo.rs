@@ -1,11 +1,16 @@
 //! Reading /proc/self/mountinfo: the mount that holds the rootfs (to make it private for
-//! pivot_root), the host's cgroup v1 hierarchies, and host procfs/sysfs mounts to hide for chroot.
+//! pivot_root), the host's cgroup v1 hierarchies, host procfs/sysfs mounts to hide for chroot,
+//! and the tree of mounts a container without a mount namespace left on the host.
 
 use std::path::{Path, PathBuf};
 
 /// One line of mountinfo (proc(5)), the fields this module uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MountInfo {
+    /// The mount's unique id (field 1).
+    pub id: u64,
+    /// The id of its parent mount (field 2; itself for the root of the tree).
+    pub parent: u64,
     /// Path of the mount's root inside its filesystem (field 4).
     pub root: PathBuf,
     /// Where it is mounted, relative to the process root (field 5).
@@ -51,6 +56,8 @@ pub(crate) fn parse(text: &str) -> Vec<MountInfo> {
                 return None;
             }
             Some(MountInfo {
+                id: fields[0].parse().ok()?,
+                parent: fields[1].parse().ok()?,
                 root: unescape(fields[3]),
                 mount_point: unescape(fields[4]),
                 optional: fields[6..].iter().map(|s| (*s).to_owned()).collect(),
@@ -91,6 +98,7 @@ mod tests {
         let mounts = parse(SAMPLE);
         assert_eq!(mounts.len(), 5);
         assert_eq!(mounts[1].optional, vec!["shared:1".to_owned()]);
+        assert_eq!((mounts[3].id, mounts[3].parent), (32, 31));
         assert_eq!(mounts[3].root, PathBuf::from("/user.slice"));
         assert_eq!(mounts[3].fstype, "cgroup");
         assert_eq!(mounts[3].super_options, "rw,cpu,cpuacct");

@@ -42,6 +42,7 @@ impl Bundle {
             rootfs: self.rootfs(),
             bundle: self.path().to_path_buf(),
             no_pivot: false,
+            mount_namespace: true,
             user_namespace: false,
             cgroup_namespace: false,
             cgroup_path: None,
