@@ -353,6 +353,22 @@ fn user_uid_gid_and_additional_gids() {
 }
 
 #[test]
+fn duplicate_additional_gids_become_one_group_each() {
+    // runc 1.1.5 gives `Groups: 5 6` for [5, 6, 5]; the kernel keeps what setgroups(2) gets,
+    // duplicates included.
+    let (code, out, err) = run(Bundle::new("user-dup")
+        .user(0, 0, &[5, 6, 5])
+        .sh("grep '^Groups:' /proc/self/status"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    let groups: Vec<&str> = seen
+        .get("Groups:")
+        .map(|g| g.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(groups, ["5", "6"], "{out}");
+}
+
+#[test]
 fn umask_is_applied() {
     let (code, out, err) = run(Bundle::new("umask").umask(0o027).sh("umask"));
     assert_eq!(code, 0, "stderr: {err}");

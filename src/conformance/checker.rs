@@ -261,7 +261,8 @@ fn check_user(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
                 .collect()
         })
         .unwrap_or_default();
-    let got: BTreeSet<String> = status.words("Groups").into_iter().collect();
+    let listed = status.words("Groups");
+    let got: BTreeSet<String> = listed.iter().cloned().collect();
     // runtime-spec: additionalGids are the supplementary groups; the primary gid may appear too.
     let extra: BTreeSet<&String> = got.iter().filter(|g| **g != gid).collect();
     let want_ref: BTreeSet<&String> = want.iter().filter(|g| **g != gid).collect();
@@ -269,6 +270,13 @@ fn check_user(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
         "user",
         extra == want_ref,
         format!("additionalGids: config {want:?}, process groups {got:?}"),
+    );
+    // A group is a membership: the kernel lists what setgroups(2) was given, so a gid the
+    // config repeats must still be given (and listed) once.
+    r.push(
+        "user",
+        listed.len() == got.len(),
+        format!("each supplementary group once: process groups {listed:?}"),
     );
 }
 

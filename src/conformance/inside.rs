@@ -144,6 +144,17 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/user-groups-repeated",
+            statements: &["process-user"],
+            groups: &["user"],
+            edit: |draft| {
+                draft.config["process"]["user"] =
+                    json!({"uid": 0, "gid": 0, "additionalGids": [5, 6, 5]});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/capabilities-root",
             statements: &["process-capabilities"],
             groups: &["capabilities"],
