@@ -332,6 +332,44 @@ fn tmpfs_and_bind_mounts_from_the_spec() {
     );
 }
 
+#[test]
+fn rnorelatime_leaves_the_access_time_setting_alone() {
+    // runc 1.1.5: `rnorelatime` clears MOUNT_ATTR_RELATIME, whose value is 0, so a new tmpfs
+    // keeps the kernel's relatime, a strictatime one stays strictatime and `rnoatime` before it
+    // stays in force.
+    let b = Bundle::new("rnorelatime");
+    let source = b.shared().to_string_lossy().into_owned();
+    let (code, out, err) = run(b
+        .mount(
+            json!({ "destination": "/mnt/plain", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["rnorelatime"] }),
+        )
+        .mount(
+            json!({ "destination": "/mnt/strict", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["strictatime", "rnorelatime"] }),
+        )
+        .mount(
+            json!({ "destination": "/mnt/noatime", "type": "bind", "source": source,
+                       "options": ["rbind", "rnoatime", "rnorelatime"] }),
+        )
+        .sh("grep ' /mnt/' /proc/self/mounts"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let m = mounts_of(&out);
+    let atime = |target: &str| -> Vec<String> {
+        m.get(target)
+            .unwrap_or_else(|| panic!("{target} is not mounted: {out}"))
+            .1
+            .iter()
+            .filter(|o| o.ends_with("atime"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(atime("/mnt/plain"), ["relatime"], "{out}");
+    // /proc/mounts names no access-time option for strictatime.
+    assert!(atime("/mnt/strict").is_empty(), "{out}");
+    assert_eq!(atime("/mnt/noatime"), ["noatime"], "{out}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process
 

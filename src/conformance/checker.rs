@@ -763,6 +763,25 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
                 ),
             );
         }
+        if kind != "cgroup" {
+            if let Some(want) = access_time(&options, bind) {
+                let got = if entry.options.contains("noatime") {
+                    "noatime"
+                } else if entry.options.contains("relatime") {
+                    "relatime"
+                } else {
+                    "strictatime"
+                };
+                r.push(
+                    "mounts",
+                    got == want,
+                    format!(
+                        "{destination}: options {options:?} mean {want}, mount options {:?}",
+                        entry.options
+                    ),
+                );
+            }
+        }
         if options.iter().any(|o| o == "rro") {
             let below = format!("{destination}/");
             for sub in mountinfo
@@ -800,6 +819,51 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
             }
         }
     }
+}
+
+/// The access-time mode (`relatime`, `noatime` or `strictatime`, as mountinfo tells them apart)
+/// a mount's options ask for, when they ask for one that can be judged from inside.
+///
+/// The fstab options are mount(2) flags (mount(8)): without MS_NOATIME or MS_STRICTATIME a new
+/// mount gets relatime, the kernel's default since Linux 2.6.30, so `norelatime` alone still
+/// means relatime. A bind mount starts from its source's mode, which the checker cannot see, so
+/// only recursive options decide there. The recursive ones are mount_setattr(2) attributes
+/// (config.md "Mounts"): `rrelatime`, `rnoatime` and `rstrictatime` set the mode, and
+/// `rnorelatime` clears MOUNT_ATTR_RELATIME, whose value is 0: it changes nothing.
+/// `ratime` and `rnostrictatime` clear only part of the access-time field, which the kernel
+/// refuses, so no mode is judged for them.
+fn access_time(options: &[String], bind: bool) -> Option<&'static str> {
+    let (mut noatime, mut strict, mut asked) = (false, false, false);
+    for option in options {
+        match option.as_str() {
+            "noatime" => noatime = true,
+            "atime" => noatime = false,
+            "strictatime" => strict = true,
+            "nostrictatime" => strict = false,
+            "relatime" | "norelatime" => {}
+            _ => continue,
+        }
+        asked = true;
+    }
+    // MS_STRICTATIME wins over MS_NOATIME, and neither means relatime.
+    let mut mode = match (bind, strict, noatime) {
+        (true, _, _) => None,
+        (false, true, _) => Some("strictatime"),
+        (false, false, true) => Some("noatime"),
+        (false, false, false) => Some("relatime"),
+    };
+    for option in options {
+        match option.as_str() {
+            "rrelatime" => mode = Some("relatime"),
+            "rnoatime" => mode = Some("noatime"),
+            "rstrictatime" => mode = Some("strictatime"),
+            "rnorelatime" => {}
+            "ratime" | "rnostrictatime" => return None,
+            _ => continue,
+        }
+        asked = true;
+    }
+    mode.filter(|_| asked)
 }
 
 /// A `cgroup` mount with `ro`: on cgroup v1 runtimes build it from a tmpfs and one mount per
@@ -1329,6 +1393,40 @@ mod tests {
         assert_eq!(cgroup_allows_read(&config, "c", 1, 3), Some(true));
         assert_eq!(cgroup_allows_read(&config, "c", 1, 7), Some(false));
         assert_eq!(cgroup_allows_read(&json!({}), "c", 1, 7), None);
+    }
+
+    #[test]
+    fn access_time_follows_mount_flags_then_recursive_attributes() {
+        let mode = |options: &[&str], bind| {
+            let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+            access_time(&options, bind)
+        };
+        // Nothing asked: not judged (a proc or sysfs mount may be a bind fallback).
+        assert_eq!(mode(&["nosuid", "mode=755"], false), None);
+        assert_eq!(mode(&["norelatime"], false), Some("relatime"));
+        assert_eq!(
+            mode(&["relatime", "strictatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(
+            mode(&["noatime", "strictatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(mode(&["noatime", "atime"], false), Some("relatime"));
+        // rnorelatime clears a zero bit: the mode stays what it was.
+        assert_eq!(mode(&["rnorelatime"], false), Some("relatime"));
+        assert_eq!(
+            mode(&["strictatime", "rnorelatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(
+            mode(&["rbind", "rnoatime", "rnorelatime"], true),
+            Some("noatime")
+        );
+        assert_eq!(mode(&["rbind", "rnorelatime"], true), None);
+        assert_eq!(mode(&["rbind", "rstrictatime"], true), Some("strictatime"));
+        assert_eq!(mode(&["rnoatime", "rrelatime"], false), Some("relatime"));
+        assert_eq!(mode(&["rbind", "ratime"], true), None);
     }
 
     #[test]

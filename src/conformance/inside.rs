@@ -530,6 +530,31 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/mount-recursive-access-time",
+            statements: &["mounts-recursive-options", "mounts-options"],
+            groups: &["mounts"],
+            edit: |draft| {
+                // `rnorelatime` clears MOUNT_ATTR_RELATIME, which is 0: whatever the mount had
+                // (relatime for a new tmpfs, strictatime, noatime from `rnoatime`) stays.
+                let source = draft.exchange.join("atime-source");
+                bundle::make_dir(&source, 0o755)?;
+                push_mounts(
+                    draft,
+                    &[
+                        json!({"destination": "/mnt/atime-default", "type": "tmpfs",
+                               "source": "tmpfs", "options": ["rnorelatime"]}),
+                        json!({"destination": "/mnt/atime-strict", "type": "tmpfs",
+                               "source": "tmpfs", "options": ["strictatime", "rnorelatime"]}),
+                        json!({"destination": "/mnt/atime-noatime", "type": "bind",
+                               "source": source,
+                               "options": ["rbind", "rnoatime", "rnorelatime"]}),
+                    ],
+                );
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/unknown-capability-warns",
             statements: &["process-capabilities-warn", "warnings-continue"],
             groups: &["capabilities"],
