@@ -222,6 +222,87 @@ fn hostname_and_domainname_are_set() {
     }
 }
 
+/// Starts `unshare --uts sleep` (this test's own process, killed by pid when dropped) and waits
+/// until it sits in a UTS namespace other than the host's; returns it and that namespace's path.
+fn own_uts_namespace(b: &Bundle) -> (common::Spawned, String) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--uts", "--", "sleep", "1000"]);
+    let holder = common::Spawned::start(cmd, b.tmp());
+    let path = format!("/proc/{}/ns/uts", holder.pid());
+    let host = fs::read_link("/proc/self/ns/uts").expect("own uts namespace");
+    assert!(
+        wait_until(WAIT, || fs::read_link(&path).is_ok_and(|ns| ns != host)),
+        "unshare --uts did not enter a new uts namespace"
+    );
+    (holder, path)
+}
+
+#[test]
+fn hostname_is_set_in_a_joined_uts_namespace() {
+    let b = Bundle::new("uts-join");
+    let (holder, path) = own_uts_namespace(&b);
+    let host_name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let joined = fs::read_link(&path).unwrap();
+    // runc 1.1.5 accepts a joined uts namespace with `hostname` (its validator only asks for a
+    // uts entry) and sets the name in that namespace.
+    let mut b = b
+        .hostname("refeng-joined")
+        .sh("hostname; readlink /proc/self/ns/uts");
+    if is_refeng() {
+        b = b.domainname("joined.example");
+    }
+    let namespaces = b.spec_mut()["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("linux.namespaces");
+    namespaces.retain(|ns| ns["type"] != "uts");
+    namespaces.push(json!({ "type": "uts", "path": path }));
+    let (code, out, err) = run(b);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        out,
+        format!("refeng-joined\n{}\n", joined.display()),
+        "the process is in the joined namespace under the configured name"
+    );
+    // The name stays with the namespace, which outlives the container.
+    let seen = |file: &str| {
+        let out = Command::new("nsenter")
+            .args(["--uts=".to_owned() + &path, "cat".into(), file.into()])
+            .output()
+            .expect("run nsenter");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(seen("/proc/sys/kernel/hostname"), "refeng-joined");
+    if is_refeng() {
+        assert_eq!(seen("/proc/sys/kernel/domainname"), "joined.example");
+    }
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name,
+        "the host's name is untouched"
+    );
+    drop(holder);
+}
+
+#[test]
+fn hostname_without_a_uts_namespace_is_refused() {
+    // This test thread gets a uts namespace of its own first, so that a runtime which wrongly
+    // accepted the config would rename that one and not the host.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).expect("private uts namespace");
+    let b = Bundle::new("uts-none").hostname("refeng-nowhere");
+    let b = b.namespaces(&["pid", "network", "ipc", "mount"]);
+    let c = b.container();
+    let out = c.create_with(&[]).failed();
+    if is_refeng() {
+        assert!(out.stderr.contains("uts namespace"), "{out:?}");
+    }
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "refeng-nowhere"
+    );
+}
+
 #[test]
 fn masked_paths_read_empty() {
     let host_timer_list = fs::read_to_string("/proc/timer_list").unwrap_or_default();

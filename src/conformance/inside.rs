@@ -294,6 +294,13 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/hostname-joined-uts",
+            statements: &["hostname", "ns-path"],
+            groups: &["hostname", "namespaces"],
+            edit: hostname_in_joined_uts,
+            host: None,
+        },
+        Spec {
             name: "errors/namespace-path-wrong-type",
             statements: &["ns-path-wrong-type", "errors-no-effect"],
             groups: &[],
@@ -756,30 +763,44 @@ fn push_mounts(draft: &mut Draft, mounts: &[Value]) {
 }
 
 fn namespace_path(draft: &mut Draft) -> Result<Prepared, CaseError> {
-    let own = fs::metadata("/proc/self/ns/net")
+    join_held_namespace(draft, "network", "net")
+}
+
+/// config.md "Hostname": the name is set in the container's UTS namespace, also when that one is
+/// joined by path (runc sets it there; only a config without any uts entry is refused).
+fn hostname_in_joined_uts(draft: &mut Draft) -> Result<Prepared, CaseError> {
+    let held = join_held_namespace(draft, "uts", "uts")?;
+    draft.config["hostname"] = json!("conformance-joined");
+    Ok(held)
+}
+
+/// Starts `unshare --<entry> sleep` (a namespace holder of this case's own, killed when the case
+/// ends) and puts its namespace into the config by path, with the inode for the checker.
+fn join_held_namespace(draft: &mut Draft, kind: &str, entry: &str) -> Result<Prepared, CaseError> {
+    let own = fs::metadata(format!("/proc/self/ns/{entry}"))
         .map(|meta| meta.ino())
         .ok();
     let child = Command::new("unshare")
-        .args(["--net", "--", "sleep", "1000"])
+        .args([format!("--{entry}").as_str(), "--", "sleep", "1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
     let Ok(child) = child else {
-        return Ok(Err(
-            "cannot run unshare(1) to hold a network namespace".into()
-        ));
+        return Ok(Err(format!(
+            "cannot run unshare(1) to hold a {kind} namespace"
+        )));
     };
     let held = Held(child);
-    let path = PathBuf::from(format!("/proc/{}/ns/net", held.0.id()));
+    let path = PathBuf::from(format!("/proc/{}/ns/{entry}", held.0.id()));
     let inode = || fs::metadata(&path).map(|meta| meta.ino()).ok();
     if !wait_for(STOP_TIMEOUT, || inode().is_some() && inode() != own) {
-        return Ok(Err(
-            "unshare(1) did not enter a new network namespace".into()
-        ));
+        return Ok(Err(format!(
+            "unshare(1) did not enter a new {kind} namespace"
+        )));
     }
-    set_namespace(draft, json!({"type": "network", "path": path}));
-    draft.config["annotations"][format!("{PATH_NS_ANNOTATION}network")] =
+    set_namespace(draft, json!({"type": kind, "path": path}));
+    draft.config["annotations"][format!("{PATH_NS_ANNOTATION}{kind}")] =
         json!(inode().unwrap_or(0).to_string());
     Ok(Ok(Some(held)))
 }
