@@ -697,6 +697,27 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/seccomp-older-profile-early",
+            statements: &["seccomp", "process-no-new-privileges", "linux-fds"],
+            groups: &["seccomp", "no_new_privileges", "user", "fds"],
+            edit: |draft| {
+                // Without noNewPrivileges the filter is loaded while the runtime is still root,
+                // so its own last steps (user switch, capabilities, startContainer hooks, closing
+                // descriptors, execve) run under it. Docker 19.03's profile refuses close_range
+                // and clone3 with EPERM; runtimes of that time never needed them.
+                draft.config["process"]["noNewPrivileges"] = json!(false);
+                draft.config["process"]["user"] =
+                    json!({"uid": 1000, "gid": 1000, "additionalGids": [10]});
+                draft.config["linux"]["seccomp"] =
+                    crate::conformance::seccomp_profiles::docker_19_03();
+                draft.config["hooks"] = json!({"startContainer": [
+                    {"path": "/bin/sh", "args": ["sh", "-c", "true"]}
+                ]});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/seccomp-errno",
             statements: &["seccomp"],
             groups: &["seccomp"],

@@ -11,6 +11,7 @@ mod hooks;
 mod inside;
 mod lifecycle;
 pub mod report;
+pub mod seccomp_profiles;
 pub mod statements;
 
 use std::fs;

@@ -207,6 +207,7 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateRep
         spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
         seccomp_spec.map(|s| (s, agent)),
         &hook_state,
+        ctx.preserve_fds,
     )?;
 
     channel.send(&Message::Ready)?;
@@ -247,6 +248,6 @@ fn wait_for_start_and_exec(
             return (Some(fifo), e.into());
         }
     }
-    let err = prepared.exec(ctx.preserve_fds, &state).into();
+    let err = prepared.exec(&state).into();
     (Some(fifo), err)
 }

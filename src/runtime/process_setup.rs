@@ -108,6 +108,11 @@ impl std::fmt::Debug for Prepared {
 /// CAP_SYS_ADMIN then), the bounding set, no_new_privs, the user, the other capability sets,
 /// umask. Resolves the program with the container's PATH so a missing one fails now.
 ///
+/// Every descriptor from 3+`preserve_fds` is marked close-on-exec first, before any filter of the
+/// user's is loaded: that filter may refuse close_range(2) (an older profile that does not list
+/// it), and nothing the runtime itself needs may depend on what the user's filter allows.
+/// Descriptors the runtime opens later are all opened close-on-exec.
+///
 /// # Errors
 /// The first step that fails.
 pub fn prepare(
@@ -115,6 +120,7 @@ pub fn prepare(
     personality: Option<&LinuxPersonality>,
     seccomp: Option<(&LinuxSeccomp, Option<SeccompAgent>)>,
     state: &StateReport,
+    preserve_fds: i32,
 ) -> Result<Prepared, SetupError> {
     if let Some(p) = personality {
         apply_personality(p)?;
@@ -133,6 +139,8 @@ pub fn prepare(
         Ok(path) => return Err(SetupError::CwdOutsideRoot(path)),
         Err(e) => return Err(sys("getcwd")(e)),
     }
+    crate::sys::process::cloexec_from(3 + preserve_fds)
+        .map_err(sys("mark descriptors close-on-exec"))?;
     let nnp = process.no_new_privileges() == Some(true);
     let mut filter = match seccomp {
         Some((spec, agent)) => Some(PendingFilter {
@@ -227,13 +235,12 @@ fn apply_scheduler(process: &Process) -> Result<(), SetupError> {
 }
 
 impl Prepared {
-    /// Marks every descriptor from 3+`preserve_fds` close-on-exec, loads a late filter and
-    /// executes the program. Returns only on failure.
-    pub fn exec(self, preserve_fds: i32, state: &StateReport) -> SetupError {
-        if let Err(e) = crate::sys::process::cloexec_from(3 + preserve_fds) {
-            return sys("close_range")(e);
-        }
-        // Before the late filter: a profile may deny rt_sigaction to the program.
+    /// Resets the signal state, loads a late filter and executes the program. Returns only on
+    /// failure.
+    pub fn exec(self, state: &StateReport) -> SetupError {
+        // Before the late filter: a profile may deny rt_sigaction to the program. (After an
+        // early one, which every profile in use allows: rt_sigaction and rt_sigprocmask are
+        // what any program's libc needs.)
         if let Err(e) = crate::sys::process::reset_signals() {
             return sys("reset signal mask")(e);
         }
