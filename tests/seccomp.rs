@@ -535,3 +535,142 @@ fn a_docker_19_03_profile_loaded_early_still_starts_the_container() {
         "{out:?}"
     );
 }
+
+/// What a runtime sent the seccomp agent on one connection.
+#[derive(Debug)]
+struct Sent {
+    /// The containerProcessState.
+    message: serde_json::Value,
+    /// The descriptors that came with it.
+    fds: Vec<OwnedFd>,
+}
+
+/// Takes the connection a runtime made to the agent's `listener` and what it sent on it, which
+/// must already be there: the runtime sends it before the command that made it (`create`,
+/// `exec -d`) returns, so nothing here waits for it to arrive.
+fn take_sent(listener: &UnixListener) -> Result<Sent, String> {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let (mut conn, _) = listener
+        .accept()
+        .map_err(|e| format!("the runtime never connected to the agent: {e}"))?;
+    conn.set_nonblocking(true).expect("nonblocking connection");
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = refeng::sys::scm_rights::recv_with_fds(conn.as_fd(), &mut buf)
+        .map_err(|e| format!("the runtime connected but sent nothing: {e}"))?;
+    let mut message = buf[..n].to_vec();
+    // The rest of the state, up to the close the runtime does after sending (bounded only so a
+    // runtime that keeps the connection open fails instead of hanging).
+    conn.set_nonblocking(false).expect("blocking connection");
+    conn.set_read_timeout(Some(HANG_GUARD))
+        .expect("read timeout");
+    conn.read_to_end(&mut message)
+        .map_err(|e| format!("the runtime did not close the agent's connection: {e}"))?;
+    let message = serde_json::from_slice(&message)
+        .map_err(|e| format!("not a containerProcessState ({e}): {message:?}"))?;
+    Ok(Sent { message, fds })
+}
+
+/// Answers the next notification on `notify_fd` with `errno`; returns the syscall's name.
+#[track_caller]
+fn answer_next(notify_fd: &OwnedFd, errno: i32) -> String {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let mut fds = [PollFd::new(notify_fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(n) if n > 0 => break,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => panic!("poll: {errno}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification within {HANG_GUARD:?}"
+        );
+    }
+    let request = ScmpNotifReq::receive(notify_fd.as_raw_fd()).expect("notification");
+    let name = request
+        .data
+        .syscall
+        .get_name_by_arch(request.data.arch)
+        .expect("syscall name");
+    ScmpNotifResp::new_error(request.id, -errno, ScmpNotifRespFlags::empty())
+        .respond(notify_fd.as_raw_fd())
+        .expect("response accepted");
+    name
+}
+
+/// A bundle whose mkdir and mkdirat go to the agent listening at `<tmp>/agent.sock`.
+fn notify_bundle(name: &str, script: &str) -> (Bundle, UnixListener) {
+    let mut b = Bundle::new(name).share().no_new_privileges(true).sh(script);
+    let socket = b.tmp().join("agent.sock");
+    let listener = UnixListener::bind(&socket).expect("agent socket");
+    b.spec_mut()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": socket,
+        "listenerMetadata": NOTIFY_METADATA,
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }],
+    });
+    (b, listener)
+}
+
+/// runc 1.1.5 loads a no_new_privs filter with notify rules during `create` and sends the fd
+/// then, with the state "creating" and init's host pid: an agent may wait for the fd before it
+/// calls `start` (or `kill`, `delete`), and must not wait forever.
+#[test]
+fn the_notify_fd_reaches_the_agent_during_create() {
+    let (b, listener) = notify_bundle(
+        "notify-create",
+        "mkdir /shared/notified 2>/dev/null; echo $? > /shared/mkdir-rc",
+    );
+    let c = b.container();
+    c.create_with(&[]).ok();
+    let pid = c.state()["pid"].as_i64().expect("state has the pid");
+    let sent = take_sent(&listener).unwrap_or_else(|e| panic!("after create: {e}"));
+    assert_eq!(sent.fds.len(), 1, "{:?}", sent.message);
+    assert_eq!(sent.message["fds"], json!(["seccompFd"]));
+    assert_eq!(sent.message["metadata"], NOTIFY_METADATA);
+    assert_eq!(sent.message["pid"], pid);
+    assert_eq!(sent.message["state"]["id"], c.id());
+    assert_eq!(sent.message["state"]["status"], "creating");
+    assert_eq!(sent.message["state"]["pid"], pid);
+
+    c.start();
+    let name = answer_next(&sent.fds[0], libc::EROFS);
+    assert!(name == "mkdir" || name == "mkdirat", "notified for {name}");
+    c.wait_for_shared_file("mkdir-rc", HANG_GUARD);
+    let rc = fs::read_to_string(c.bundle().shared().join("mkdir-rc")).expect("mkdir-rc");
+    assert_eq!(rc.trim(), "1", "the agent's EROFS reached mkdir");
+    assert!(!c.bundle().shared().join("notified").exists());
+}
+
+/// `exec` loads the filter in its own process, which gets a listener of its own: the agent gets
+/// it before `exec -d` returns, with the container's state.
+#[test]
+fn the_notify_fd_of_an_exec_reaches_the_agent_before_exec_returns() {
+    let (b, listener) = notify_bundle("notify-exec", "sleep 1000");
+    let c = b.container();
+    c.create_with(&[]).ok();
+    let pid = c.state()["pid"].as_i64().expect("state has the pid");
+    drop(take_sent(&listener).unwrap_or_else(|e| panic!("after create: {e}")));
+    c.start();
+    c.runtime(&[
+        "exec",
+        "-d",
+        c.id(),
+        "sh",
+        "-c",
+        "mkdir /shared/exec-notified 2>/dev/null; echo $? > /shared/exec-rc",
+    ])
+    .ok();
+    let sent = take_sent(&listener).unwrap_or_else(|e| panic!("after exec: {e}"));
+    assert_eq!(sent.fds.len(), 1, "{:?}", sent.message);
+    assert_eq!(sent.message["state"]["id"], c.id());
+    assert_eq!(sent.message["state"]["status"], "running");
+    assert_eq!(sent.message["state"]["pid"], pid);
+    let name = answer_next(&sent.fds[0], libc::EROFS);
+    assert!(name == "mkdir" || name == "mkdirat", "notified for {name}");
+    c.wait_for_shared_file("exec-rc", HANG_GUARD);
+    let rc = fs::read_to_string(c.bundle().shared().join("exec-rc")).expect("exec-rc");
+    assert_eq!(rc.trim(), "1", "the agent's EROFS reached mkdir");
+}

@@ -24,6 +24,8 @@ pub const CHECKS_ANNOTATION: &str = "org.refeng.conformance.checks";
 pub const HOST_NS_ANNOTATION: &str = "org.refeng.conformance.host-ns.";
 /// Annotation prefix: `<prefix><ns type>` holds the inode of the namespace at the config's path.
 pub const PATH_NS_ANNOTATION: &str = "org.refeng.conformance.path-ns.";
+/// Annotation: the errno the oracle's seccomp agent answers every notification with.
+pub const NOTIFY_ERRNO_ANNOTATION: &str = "org.refeng.conformance.seccomp-notify-errno";
 
 /// Every check group, in report order.
 pub const GROUPS: &[&str] = &[
@@ -1220,24 +1222,31 @@ fn check_seccomp(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
         format!("a filter is configured; process Seccomp mode {got:?}"),
     );
     // The checker knows how to provoke mkdir/mkdirat: a rule returning an errno for them must
-    // show as that errno.
+    // show as that errno; a notify rule shows as the errno the oracle's agent answers with.
+    let agent_errno = config["annotations"][NOTIFY_ERRNO_ANNOTATION]
+        .as_str()
+        .and_then(|text| text.parse::<i32>().ok());
     for rule in seccomp["syscalls"].as_array().into_iter().flatten() {
         let names = strings(&rule["names"]);
         if !names.iter().any(|n| n == "mkdir" || n == "mkdirat") {
             continue;
         }
-        if rule["action"].as_str() != Some("SCMP_ACT_ERRNO") {
-            continue;
-        }
-        let want = rule["errnoRet"]
-            .as_i64()
-            .and_then(|errno| i32::try_from(errno).ok())
-            .unwrap_or(libc::EPERM);
+        let want = match (rule["action"].as_str(), agent_errno) {
+            (Some("SCMP_ACT_ERRNO"), _) => rule["errnoRet"]
+                .as_i64()
+                .and_then(|errno| i32::try_from(errno).ok())
+                .unwrap_or(libc::EPERM),
+            (Some("SCMP_ACT_NOTIFY"), Some(errno)) => errno,
+            _ => continue,
+        };
         let got = fs::create_dir("/tmp/refeng-conformance-seccomp-probe");
         r.push(
             "seccomp",
             got.as_ref().err().and_then(std::io::Error::raw_os_error) == Some(want),
-            format!("mkdir under SCMP_ACT_ERRNO({want}): {got:?}"),
+            format!(
+                "mkdir under {}({want}): {got:?}",
+                rule["action"].as_str().unwrap_or_default()
+            ),
         );
     }
 }

@@ -1075,6 +1075,12 @@ fn checked(
         return Ok(Verdict::Fail(started.summary()));
     }
     env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    Ok(judge_report(&created, problems))
+}
+
+/// The verdict on the checker's report (in the output of the `create` that started it), with
+/// the `problems` the case found itself.
+pub(super) fn judge_report(created: &Ran, mut problems: Vec<String>) -> Verdict {
     let stdout = fs::read_to_string(&created.stdout_path).unwrap_or_default();
     let stderr =
         fs::read_to_string(created.stdout_path.with_extension("stderr")).unwrap_or_default();
@@ -1083,11 +1089,11 @@ fn checked(
         .rev()
         .find_map(|line| serde_json::from_str::<CheckReport>(line).ok());
     let Some(report) = report else {
-        return Ok(Verdict::Fail(format!(
+        return Verdict::Fail(format!(
             "the checker printed no report; stdout {:?}, stderr {:?}",
             stdout.chars().take(300).collect::<String>(),
             stderr.chars().take(300).collect::<String>()
-        )));
+        ));
     };
     problems.extend(
         report
@@ -1096,14 +1102,11 @@ fn checked(
             .map(|check| format!("{}: {}", check.group, check.detail)),
     );
     if report.checks.is_empty() && problems.is_empty() {
-        return Ok(Verdict::Fail("the checker ran no checks".into()));
+        return Verdict::Fail("the checker ran no checks".into());
     }
     if problems.is_empty() {
-        Ok(Verdict::Pass(format!(
-            "{} checks held",
-            report.checks.len()
-        )))
+        Verdict::Pass(format!("{} checks held", report.checks.len()))
     } else {
-        Ok(Verdict::Fail(problems.join("; ")))
+        Verdict::Fail(problems.join("; "))
     }
 }

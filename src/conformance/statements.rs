@@ -167,6 +167,7 @@ pub const ALL: &[Statement] = &[
     s("model-run-exit-code", Model, "runc CLI", "run exits with the container process's exit code"),
     s("model-id-reuse", Model, "SPEC.md", "an id is free again after delete"),
     s("model-exit", Model, "SPEC.md", "the process exiting by itself makes the container stopped"),
+    s("model-seccomp-listener-at-create", Model, "runc CLI", "a notify filter's fd reaches listenerPath during create (state creating, init's pid), before create returns"),
 ];
 
 /// The statement with this id.

@@ -88,7 +88,7 @@ impl PendingFilter {
 }
 
 /// A process that is fully set up except for what must come last: the seccomp filter when it
-/// loads after no_new_privs, and execve itself.
+/// loads after no_new_privs and has no agent to tell, and execve itself.
 pub struct Prepared {
     plan: ExecPlan,
     late_filter: Option<PendingFilter>,
@@ -106,7 +106,8 @@ impl std::fmt::Debug for Prepared {
 /// Applies everything of `process` that needs privileges, in runc's order: rlimits, cwd (then
 /// checked to be inside the root), the seccomp filter when no_new_privs is off (loading needs
 /// CAP_SYS_ADMIN then), the bounding set, no_new_privs, the user, the other capability sets,
-/// umask. Resolves the program with the container's PATH so a missing one fails now.
+/// umask, and last a no_new_privs filter with notify rules (its agent gets the fd now).
+/// Resolves the program with the container's PATH so a missing one fails now.
 ///
 /// Every descriptor from 3+`preserve_fds` is marked close-on-exec first, before any filter of the
 /// user's is loaded: that filter may refuse close_range(2) (an older profile that does not list
@@ -161,6 +162,16 @@ pub fn prepare(
     process::switch_user(process)?;
     caps.apply_rest()?;
     process::apply_umask(process);
+    // A filter with notify rules hands its fd to the agent when it loads, and the agent may wait
+    // for that fd before it calls `start` (or `kill`, `delete`): waiting for the exec fifo with it
+    // unloaded would wait forever. So it loads now, at the end of `create` (before init reports
+    // Ready, state "creating"), as runc 1.1.5 does; a filter without notify rules still loads
+    // last, so that as few of the runtime's own syscalls as possible run under it.
+    if filter.as_ref().is_some_and(|f| f.filter.uses_notify()) {
+        if let Some(f) = filter.take() {
+            f.load(state)?;
+        }
+    }
     Ok(Prepared {
         plan,
         late_filter: filter,
