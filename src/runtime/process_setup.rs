@@ -249,9 +249,10 @@ impl Prepared {
     /// Resets the signal state, loads a late filter and executes the program. Returns only on
     /// failure.
     pub fn exec(self, state: &StateReport) -> SetupError {
-        // Before the late filter: a profile may deny rt_sigaction to the program. (After an
-        // early one, which every profile in use allows: rt_sigaction and rt_sigprocmask are
-        // what any program's libc needs.)
+        // Before the late filter: a profile may deny rt_sigaction to the program. An early
+        // filter and one with notify rules are loaded by now; every profile in use allows
+        // rt_sigaction and rt_sigprocmask, which any program's libc needs. (Not earlier: init
+        // still writes to hooks' stdin, where SIGPIPE must stay ignored.)
         if let Err(e) = crate::sys::process::reset_signals() {
             return sys("reset signal mask")(e);
         }
