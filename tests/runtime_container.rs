@@ -221,6 +221,87 @@ fn hostname_and_domainname_are_set() {
     }
 }
 
+/// Starts `unshare --uts sleep` (this test's own process, killed by pid when dropped) and waits
+/// until it sits in a UTS namespace other than the host's; returns it and that namespace's path.
+fn own_uts_namespace(b: &Bundle) -> (common::Spawned, String) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--uts", "--", "sleep", "1000"]);
+    let holder = common::Spawned::start(cmd, b.tmp());
+    let path = format!("/proc/{}/ns/uts", holder.pid());
+    let host = fs::read_link("/proc/self/ns/uts").expect("own uts namespace");
+    assert!(
+        wait_until(WAIT, || fs::read_link(&path).is_ok_and(|ns| ns != host)),
+        "unshare --uts did not enter a new uts namespace"
+    );
+    (holder, path)
+}
+
+#[test]
+fn hostname_is_set_in_a_joined_uts_namespace() {
+    let b = Bundle::new("uts-join");
+    let (holder, path) = own_uts_namespace(&b);
+    let host_name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let joined = fs::read_link(&path).unwrap();
+    // runc 1.1.5 accepts a joined uts namespace with `hostname` (its validator only asks for a
+    // uts entry) and sets the name in that namespace.
+    let mut b = b
+        .hostname("refeng-joined")
+        .sh("hostname; readlink /proc/self/ns/uts");
+    if is_refeng() {
+        b = b.domainname("joined.example");
+    }
+    let namespaces = b.spec_mut()["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("linux.namespaces");
+    namespaces.retain(|ns| ns["type"] != "uts");
+    namespaces.push(json!({ "type": "uts", "path": path }));
+    let (code, out, err) = run(b);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(
+        out,
+        format!("refeng-joined\n{}\n", joined.display()),
+        "the process is in the joined namespace under the configured name"
+    );
+    // The name stays with the namespace, which outlives the container.
+    let seen = |file: &str| {
+        let out = Command::new("nsenter")
+            .args(["--uts=".to_owned() + &path, "cat".into(), file.into()])
+            .output()
+            .expect("run nsenter");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(seen("/proc/sys/kernel/hostname"), "refeng-joined");
+    if is_refeng() {
+        assert_eq!(seen("/proc/sys/kernel/domainname"), "joined.example");
+    }
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name,
+        "the host's name is untouched"
+    );
+    drop(holder);
+}
+
+#[test]
+fn hostname_without_a_uts_namespace_is_refused() {
+    // This test thread gets a uts namespace of its own first, so that a runtime which wrongly
+    // accepted the config would rename that one and not the host.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).expect("private uts namespace");
+    let b = Bundle::new("uts-none").hostname("refeng-nowhere");
+    let b = b.namespaces(&["pid", "network", "ipc", "mount"]);
+    let c = b.container();
+    let out = c.create_with(&[]).failed();
+    if is_refeng() {
+        assert!(out.stderr.contains("uts namespace"), "{out:?}");
+    }
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "refeng-nowhere"
+    );
+}
+
 #[test]
 fn masked_paths_read_empty() {
     let host_timer_list = fs::read_to_string("/proc/timer_list").unwrap_or_default();
@@ -481,6 +562,44 @@ fn tmpfs_and_bind_mounts_from_the_spec() {
     );
 }
 
+#[test]
+fn rnorelatime_leaves_the_access_time_setting_alone() {
+    // runc 1.1.5: `rnorelatime` clears MOUNT_ATTR_RELATIME, whose value is 0, so a new tmpfs
+    // keeps the kernel's relatime, a strictatime one stays strictatime and `rnoatime` before it
+    // stays in force.
+    let b = Bundle::new("rnorelatime");
+    let source = b.shared().to_string_lossy().into_owned();
+    let (code, out, err) = run(b
+        .mount(
+            json!({ "destination": "/mnt/plain", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["rnorelatime"] }),
+        )
+        .mount(
+            json!({ "destination": "/mnt/strict", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["strictatime", "rnorelatime"] }),
+        )
+        .mount(
+            json!({ "destination": "/mnt/noatime", "type": "bind", "source": source,
+                       "options": ["rbind", "rnoatime", "rnorelatime"] }),
+        )
+        .sh("grep ' /mnt/' /proc/self/mounts"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let m = mounts_of(&out);
+    let atime = |target: &str| -> Vec<String> {
+        m.get(target)
+            .unwrap_or_else(|| panic!("{target} is not mounted: {out}"))
+            .1
+            .iter()
+            .filter(|o| o.ends_with("atime"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(atime("/mnt/plain"), ["relatime"], "{out}");
+    // /proc/mounts names no access-time option for strictatime.
+    assert!(atime("/mnt/strict").is_empty(), "{out}");
+    assert_eq!(atime("/mnt/noatime"), ["noatime"], "{out}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process
 
@@ -499,6 +618,22 @@ fn user_uid_gid_and_additional_gids() {
         .filter(|g| *g != 1000)
         .collect();
     assert_eq!(groups, BTreeSet::from([10, 2000]), "{out}");
+}
+
+#[test]
+fn duplicate_additional_gids_become_one_group_each() {
+    // runc 1.1.5 gives `Groups: 5 6` for [5, 6, 5]; the kernel keeps what setgroups(2) gets,
+    // duplicates included.
+    let (code, out, err) = run(Bundle::new("user-dup")
+        .user(0, 0, &[5, 6, 5])
+        .sh("grep '^Groups:' /proc/self/status"));
+    assert_eq!(code, 0, "stderr: {err}");
+    let seen = keyed(&out);
+    let groups: Vec<&str> = seen
+        .get("Groups:")
+        .map(|g| g.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(groups, ["5", "6"], "{out}");
 }
 
 #[test]

@@ -5,6 +5,10 @@
 //! `seccomp_child` test, selected by `REFENG_SECCOMP_CHILD`); the child loads the filter, makes
 //! the syscalls and writes what it saw as `key=value` lines to `report` in a temporary folder.
 //!
+//! The last tests run real containers (the runtime under test, see `common`) under filters that
+//! come between the runtime and its own last steps: an older Docker profile loaded before the
+//! user switch, and a `SCMP_ACT_NOTIFY` filter whose agent must get the fd during `create`.
+//!
 //! `fixtures/docker-default-seccomp.json` is moby's `profiles/seccomp/default.json` (moby/profiles
 //! at cd3bed8) as dockerd's `setupSeccomp` turns it into `linux.seccomp` on amd64 with Docker's
 //! default capabilities and a kernel of 4.8 or later: `archMap` resolved to `architectures`,
@@ -26,7 +30,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use oci_spec::runtime::LinuxSeccomp;
+use refeng::conformance::seccomp_profiles;
 use refeng::runtime::seccomp::{compile, send_listener};
+use serde_json::json;
+
+mod common;
+
+use common::{Bundle, DEFAULT_TIMEOUT};
 
 const CHILD_MODE: &str = "REFENG_SECCOMP_CHILD";
 const CHILD_DIR: &str = "REFENG_SECCOMP_DIR";
@@ -53,6 +63,8 @@ fn seccomp_child() {
         "args" => child_args(),
         "docker" => child_docker(),
         "notify" => child_notify(&dir),
+        "cloexec-eperm" => child_cloexec(libc::EPERM),
+        "cloexec-enosys" => child_cloexec(libc::ENOSYS),
         other => panic!("unknown child mode {other}"),
     };
     let text: String = report.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -200,7 +212,42 @@ fn child_notify(dir: &Path) -> Vec<(&'static str, String)> {
     )]
 }
 
-// ---- parent side --------------------------------------------------------------------------------
+/// Marks descriptors close-on-exec under a filter that refuses close_range(2) with `errno`: EPERM
+/// as a profile that does not list it (Docker 19.03's), ENOSYS as a kernel older than 5.9.
+fn child_cloexec(errno: i32) -> Vec<(&'static str, String)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let is_cloexec = |fd: &OwnedFd| {
+        let flags = fcntl(fd, FcntlArg::F_GETFD).expect("F_GETFD");
+        flags & FdFlag::FD_CLOEXEC.bits() != 0
+    };
+    // Two inheritable descriptors, so the fallback must walk past the first.
+    let open = || {
+        nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open /dev/null")
+    };
+    let (first, second) = (open(), open());
+    let before = is_cloexec(&first) || is_cloexec(&second);
+    load(&format!(
+        r#"{{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": {errno}}}]}}"#
+    ));
+    let low = first.as_raw_fd().min(second.as_raw_fd());
+    let result = outcome(refeng::sys::process::cloexec_from(low));
+    vec![
+        ("inheritable_before", before.to_string()),
+        ("cloexec_from", result),
+        (
+            "cloexec_after",
+            (is_cloexec(&first) && is_cloexec(&second)).to_string(),
+        ),
+    ]
+}
+
+// ---- parent side ---// ---- parent side --------------------------------------------------------------------------------
 
 /// A running child that is killed and reaped if the test fails before waiting for it.
 struct ChildGuard(Option<Child>);
@@ -427,4 +474,203 @@ fn notify_hands_the_listener_to_the_agent_which_answers_the_syscall() {
         !dir.path().join("notified").exists(),
         "the agent's answer replaced the syscall"
     );
+}
+
+#[test]
+fn cloexec_falls_back_when_a_filter_refuses_close_range() {
+    for mode in ["cloexec-eperm", "cloexec-enosys"] {
+        let (_dir, report, _) = run(mode);
+        assert_eq!(get(&report, "inheritable_before"), "false", "{mode}");
+        assert_eq!(get(&report, "cloexec_from"), "ok", "{mode}");
+        assert_eq!(get(&report, "cloexec_after"), "true", "{mode}");
+    }
+}
+
+// ---- containers ---------------------------------------------------------------------------------
+
+/// With noNewPrivileges false the filter is loaded early, while the runtime is still root, and
+/// everything the runtime does after it (the user switch, capabilities, the startContainer hook,
+/// marking descriptors close-on-exec, execve) runs under it. Docker 19.03's profile refuses
+/// close_range and clone3 with EPERM (`seccomp_profiles::docker_19_03`); runc 1.1.5 starts the
+/// container all the same.
+#[test]
+fn a_docker_19_03_profile_loaded_early_still_starts_the_container() {
+    let mut b = Bundle::new("old-profile")
+        .no_new_privileges(false)
+        .user(1000, 1000, &[10, 2000])
+        .hooks(json!({ "startContainer": [
+            { "path": "/bin/sh", "args": ["sh", "-c", "true"] } ] }))
+        .sh(
+            "cat <&3; test -e /proc/self/fd/7 && echo fd7-leaked || echo fd7-closed; \
+             grep -E '^(Groups|NoNewPrivs|Seccomp):' /proc/self/status",
+        );
+    b.spec_mut()["linux"]["seccomp"] = seccomp_profiles::docker_19_03();
+    let message = b.tmp().join("fd3.txt");
+    fs::write(&message, "through fd 3\n").expect("write fd 3 source");
+    let c = b.container();
+    // The host shell opens fd 3 (preserved) and fd 7 (not: it must be closed by execve) and
+    // execs the runtime.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("exec 3<\"$0\" 7<\"$0\"; exec \"$@\"")
+        .arg(&message)
+        .arg(common::runtime_bin())
+        .arg("--root")
+        .arg(c.bundle().state_root())
+        .args(["run", "--preserve-fds", "1", "--bundle"])
+        .arg(c.bundle().dir())
+        .arg(c.id());
+    let out = common::Spawned::start(cmd, &c.bundle().tmp().join("out")).wait(DEFAULT_TIMEOUT);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "through fd 3",
+            "fd7-closed",
+            "Groups:\t10 2000",
+            "NoNewPrivs:\t0",
+            "Seccomp:\t2"
+        ],
+        "{out:?}"
+    );
+}
+
+/// What a runtime sent the seccomp agent on one connection.
+#[derive(Debug)]
+struct Sent {
+    /// The containerProcessState.
+    message: serde_json::Value,
+    /// The descriptors that came with it.
+    fds: Vec<OwnedFd>,
+}
+
+/// Takes the connection a runtime made to the agent's `listener` and what it sent on it, which
+/// must already be there: the runtime sends it before the command that made it (`create`,
+/// `exec -d`) returns, so nothing here waits for it to arrive.
+fn take_sent(listener: &UnixListener) -> Result<Sent, String> {
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let (mut conn, _) = listener
+        .accept()
+        .map_err(|e| format!("the runtime never connected to the agent: {e}"))?;
+    conn.set_nonblocking(true).expect("nonblocking connection");
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = refeng::sys::scm_rights::recv_with_fds(conn.as_fd(), &mut buf)
+        .map_err(|e| format!("the runtime connected but sent nothing: {e}"))?;
+    let mut message = buf[..n].to_vec();
+    // The rest of the state, up to the close the runtime does after sending (bounded only so a
+    // runtime that keeps the connection open fails instead of hanging).
+    conn.set_nonblocking(false).expect("blocking connection");
+    conn.set_read_timeout(Some(HANG_GUARD))
+        .expect("read timeout");
+    conn.read_to_end(&mut message)
+        .map_err(|e| format!("the runtime did not close the agent's connection: {e}"))?;
+    let message = serde_json::from_slice(&message)
+        .map_err(|e| format!("not a containerProcessState ({e}): {message:?}"))?;
+    Ok(Sent { message, fds })
+}
+
+/// Answers the next notification on `notify_fd` with `errno`; returns the syscall's name.
+#[track_caller]
+fn answer_next(notify_fd: &OwnedFd, errno: i32) -> String {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let mut fds = [PollFd::new(notify_fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(n) if n > 0 => break,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => panic!("poll: {errno}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification within {HANG_GUARD:?}"
+        );
+    }
+    let request = ScmpNotifReq::receive(notify_fd.as_raw_fd()).expect("notification");
+    let name = request
+        .data
+        .syscall
+        .get_name_by_arch(request.data.arch)
+        .expect("syscall name");
+    ScmpNotifResp::new_error(request.id, -errno, ScmpNotifRespFlags::empty())
+        .respond(notify_fd.as_raw_fd())
+        .expect("response accepted");
+    name
+}
+
+/// A bundle whose mkdir and mkdirat go to the agent listening at `<tmp>/agent.sock`.
+fn notify_bundle(name: &str, script: &str) -> (Bundle, UnixListener) {
+    let mut b = Bundle::new(name).share().no_new_privileges(true).sh(script);
+    let socket = b.tmp().join("agent.sock");
+    let listener = UnixListener::bind(&socket).expect("agent socket");
+    b.spec_mut()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": socket,
+        "listenerMetadata": NOTIFY_METADATA,
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }],
+    });
+    (b, listener)
+}
+
+/// runc 1.1.5 loads a no_new_privs filter with notify rules during `create` and sends the fd
+/// then, with the state "creating" and init's host pid: an agent may wait for the fd before it
+/// calls `start` (or `kill`, `delete`), and must not wait forever.
+#[test]
+fn the_notify_fd_reaches_the_agent_during_create() {
+    let (b, listener) = notify_bundle(
+        "notify-create",
+        "mkdir /shared/notified 2>/dev/null; echo $? > /shared/mkdir-rc",
+    );
+    let c = b.container();
+    c.create_with(&[]).ok();
+    let pid = c.state()["pid"].as_i64().expect("state has the pid");
+    let sent = take_sent(&listener).unwrap_or_else(|e| panic!("after create: {e}"));
+    assert_eq!(sent.fds.len(), 1, "{:?}", sent.message);
+    assert_eq!(sent.message["fds"], json!(["seccompFd"]));
+    assert_eq!(sent.message["metadata"], NOTIFY_METADATA);
+    assert_eq!(sent.message["pid"], pid);
+    assert_eq!(sent.message["state"]["id"], c.id());
+    assert_eq!(sent.message["state"]["status"], "creating");
+    assert_eq!(sent.message["state"]["pid"], pid);
+
+    c.start();
+    let name = answer_next(&sent.fds[0], libc::EROFS);
+    assert!(name == "mkdir" || name == "mkdirat", "notified for {name}");
+    c.wait_for_shared_file("mkdir-rc", HANG_GUARD);
+    let rc = fs::read_to_string(c.bundle().shared().join("mkdir-rc")).expect("mkdir-rc");
+    assert_eq!(rc.trim(), "1", "the agent's EROFS reached mkdir");
+    assert!(!c.bundle().shared().join("notified").exists());
+}
+
+/// `exec` loads the filter in its own process, which gets a listener of its own: the agent gets
+/// it before `exec -d` returns, with the container's state.
+#[test]
+fn the_notify_fd_of_an_exec_reaches_the_agent_before_exec_returns() {
+    let (b, listener) = notify_bundle("notify-exec", "sleep 1000");
+    let c = b.container();
+    c.create_with(&[]).ok();
+    let pid = c.state()["pid"].as_i64().expect("state has the pid");
+    drop(take_sent(&listener).unwrap_or_else(|e| panic!("after create: {e}")));
+    c.start();
+    c.runtime(&[
+        "exec",
+        "-d",
+        c.id(),
+        "sh",
+        "-c",
+        "mkdir /shared/exec-notified 2>/dev/null; echo $? > /shared/exec-rc",
+    ])
+    .ok();
+    let sent = take_sent(&listener).unwrap_or_else(|e| panic!("after exec: {e}"));
+    assert_eq!(sent.fds.len(), 1, "{:?}", sent.message);
+    assert_eq!(sent.message["state"]["id"], c.id());
+    assert_eq!(sent.message["state"]["status"], "running");
+    assert_eq!(sent.message["state"]["pid"], pid);
+    let name = answer_next(&sent.fds[0], libc::EROFS);
+    assert!(name == "mkdir" || name == "mkdirat", "notified for {name}");
+    c.wait_for_shared_file("exec-rc", HANG_GUARD);
+    let rc = fs::read_to_string(c.bundle().shared().join("exec-rc")).expect("exec-rc");
+    assert_eq!(rc.trim(), "1", "the agent's EROFS reached mkdir");
 }

@@ -24,6 +24,8 @@ pub const CHECKS_ANNOTATION: &str = "org.refeng.conformance.checks";
 pub const HOST_NS_ANNOTATION: &str = "org.refeng.conformance.host-ns.";
 /// Annotation prefix: `<prefix><ns type>` holds the inode of the namespace at the config's path.
 pub const PATH_NS_ANNOTATION: &str = "org.refeng.conformance.path-ns.";
+/// Annotation: the errno the oracle's seccomp agent answers every notification with.
+pub const NOTIFY_ERRNO_ANNOTATION: &str = "org.refeng.conformance.seccomp-notify-errno";
 
 /// Every check group, in report order.
 pub const GROUPS: &[&str] = &[
@@ -261,7 +263,8 @@ fn check_user(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
                 .collect()
         })
         .unwrap_or_default();
-    let got: BTreeSet<String> = status.words("Groups").into_iter().collect();
+    let listed = status.words("Groups");
+    let got: BTreeSet<String> = listed.iter().cloned().collect();
     // runtime-spec: additionalGids are the supplementary groups; the primary gid may appear too.
     let extra: BTreeSet<&String> = got.iter().filter(|g| **g != gid).collect();
     let want_ref: BTreeSet<&String> = want.iter().filter(|g| **g != gid).collect();
@@ -269,6 +272,13 @@ fn check_user(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
         "user",
         extra == want_ref,
         format!("additionalGids: config {want:?}, process groups {got:?}"),
+    );
+    // A group is a membership: the kernel lists what setgroups(2) was given, so a gid the
+    // config repeats must still be given (and listed) once.
+    r.push(
+        "user",
+        listed.len() == got.len(),
+        format!("each supplementary group once: process groups {listed:?}"),
     );
 }
 
@@ -755,6 +765,25 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
                 ),
             );
         }
+        if kind != "cgroup" {
+            if let Some(want) = access_time(&options, bind) {
+                let got = if entry.options.contains("noatime") {
+                    "noatime"
+                } else if entry.options.contains("relatime") {
+                    "relatime"
+                } else {
+                    "strictatime"
+                };
+                r.push(
+                    "mounts",
+                    got == want,
+                    format!(
+                        "{destination}: options {options:?} mean {want}, mount options {:?}",
+                        entry.options
+                    ),
+                );
+            }
+        }
         if options.iter().any(|o| o == "rro") {
             let below = format!("{destination}/");
             for sub in mountinfo
@@ -792,6 +821,51 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
             }
         }
     }
+}
+
+/// The access-time mode (`relatime`, `noatime` or `strictatime`, as mountinfo tells them apart)
+/// a mount's options ask for, when they ask for one that can be judged from inside.
+///
+/// The fstab options are mount(2) flags (mount(8)): without MS_NOATIME or MS_STRICTATIME a new
+/// mount gets relatime, the kernel's default since Linux 2.6.30, so `norelatime` alone still
+/// means relatime. A bind mount starts from its source's mode, which the checker cannot see, so
+/// only recursive options decide there. The recursive ones are mount_setattr(2) attributes
+/// (config.md "Mounts"): `rrelatime`, `rnoatime` and `rstrictatime` set the mode, and
+/// `rnorelatime` clears MOUNT_ATTR_RELATIME, whose value is 0: it changes nothing.
+/// `ratime` and `rnostrictatime` clear only part of the access-time field, which the kernel
+/// refuses, so no mode is judged for them.
+fn access_time(options: &[String], bind: bool) -> Option<&'static str> {
+    let (mut noatime, mut strict, mut asked) = (false, false, false);
+    for option in options {
+        match option.as_str() {
+            "noatime" => noatime = true,
+            "atime" => noatime = false,
+            "strictatime" => strict = true,
+            "nostrictatime" => strict = false,
+            "relatime" | "norelatime" => {}
+            _ => continue,
+        }
+        asked = true;
+    }
+    // MS_STRICTATIME wins over MS_NOATIME, and neither means relatime.
+    let mut mode = match (bind, strict, noatime) {
+        (true, _, _) => None,
+        (false, true, _) => Some("strictatime"),
+        (false, false, true) => Some("noatime"),
+        (false, false, false) => Some("relatime"),
+    };
+    for option in options {
+        match option.as_str() {
+            "rrelatime" => mode = Some("relatime"),
+            "rnoatime" => mode = Some("noatime"),
+            "rstrictatime" => mode = Some("strictatime"),
+            "rnorelatime" => {}
+            "ratime" | "rnostrictatime" => return None,
+            _ => continue,
+        }
+        asked = true;
+    }
+    mode.filter(|_| asked)
 }
 
 /// A `cgroup` mount with `ro`: on cgroup v1 runtimes build it from a tmpfs and one mount per
@@ -1148,24 +1222,31 @@ fn check_seccomp(config: &Value, status: &ProcStatus, r: &mut CheckReport) {
         format!("a filter is configured; process Seccomp mode {got:?}"),
     );
     // The checker knows how to provoke mkdir/mkdirat: a rule returning an errno for them must
-    // show as that errno.
+    // show as that errno; a notify rule shows as the errno the oracle's agent answers with.
+    let agent_errno = config["annotations"][NOTIFY_ERRNO_ANNOTATION]
+        .as_str()
+        .and_then(|text| text.parse::<i32>().ok());
     for rule in seccomp["syscalls"].as_array().into_iter().flatten() {
         let names = strings(&rule["names"]);
         if !names.iter().any(|n| n == "mkdir" || n == "mkdirat") {
             continue;
         }
-        if rule["action"].as_str() != Some("SCMP_ACT_ERRNO") {
-            continue;
-        }
-        let want = rule["errnoRet"]
-            .as_i64()
-            .and_then(|errno| i32::try_from(errno).ok())
-            .unwrap_or(libc::EPERM);
+        let want = match (rule["action"].as_str(), agent_errno) {
+            (Some("SCMP_ACT_ERRNO"), _) => rule["errnoRet"]
+                .as_i64()
+                .and_then(|errno| i32::try_from(errno).ok())
+                .unwrap_or(libc::EPERM),
+            (Some("SCMP_ACT_NOTIFY"), Some(errno)) => errno,
+            _ => continue,
+        };
         let got = fs::create_dir("/tmp/refeng-conformance-seccomp-probe");
         r.push(
             "seccomp",
             got.as_ref().err().and_then(std::io::Error::raw_os_error) == Some(want),
-            format!("mkdir under SCMP_ACT_ERRNO({want}): {got:?}"),
+            format!(
+                "mkdir under {}({want}): {got:?}",
+                rule["action"].as_str().unwrap_or_default()
+            ),
         );
     }
 }
@@ -1321,6 +1402,40 @@ mod tests {
         assert_eq!(cgroup_allows_read(&config, "c", 1, 3), Some(true));
         assert_eq!(cgroup_allows_read(&config, "c", 1, 7), Some(false));
         assert_eq!(cgroup_allows_read(&json!({}), "c", 1, 7), None);
+    }
+
+    #[test]
+    fn access_time_follows_mount_flags_then_recursive_attributes() {
+        let mode = |options: &[&str], bind| {
+            let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+            access_time(&options, bind)
+        };
+        // Nothing asked: not judged (a proc or sysfs mount may be a bind fallback).
+        assert_eq!(mode(&["nosuid", "mode=755"], false), None);
+        assert_eq!(mode(&["norelatime"], false), Some("relatime"));
+        assert_eq!(
+            mode(&["relatime", "strictatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(
+            mode(&["noatime", "strictatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(mode(&["noatime", "atime"], false), Some("relatime"));
+        // rnorelatime clears a zero bit: the mode stays what it was.
+        assert_eq!(mode(&["rnorelatime"], false), Some("relatime"));
+        assert_eq!(
+            mode(&["strictatime", "rnorelatime"], false),
+            Some("strictatime")
+        );
+        assert_eq!(
+            mode(&["rbind", "rnoatime", "rnorelatime"], true),
+            Some("noatime")
+        );
+        assert_eq!(mode(&["rbind", "rnorelatime"], true), None);
+        assert_eq!(mode(&["rbind", "rstrictatime"], true), Some("strictatime"));
+        assert_eq!(mode(&["rnoatime", "rrelatime"], false), Some("relatime"));
+        assert_eq!(mode(&["rbind", "ratime"], true), None);
     }
 
     #[test]

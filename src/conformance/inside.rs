@@ -144,6 +144,17 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/user-groups-repeated",
+            statements: &["process-user"],
+            groups: &["user"],
+            edit: |draft| {
+                draft.config["process"]["user"] =
+                    json!({"uid": 0, "gid": 0, "additionalGids": [5, 6, 5]});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/capabilities-root",
             statements: &["process-capabilities"],
             groups: &["capabilities"],
@@ -280,6 +291,13 @@ fn specs() -> Vec<Spec> {
             statements: &["ns-path"],
             groups: &["namespaces"],
             edit: namespace_path,
+            host: None,
+        },
+        Spec {
+            name: "inside/hostname-joined-uts",
+            statements: &["hostname", "ns-path"],
+            groups: &["hostname", "namespaces"],
+            edit: hostname_in_joined_uts,
             host: None,
         },
         Spec {
@@ -519,6 +537,31 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/mount-recursive-access-time",
+            statements: &["mounts-recursive-options", "mounts-options"],
+            groups: &["mounts"],
+            edit: |draft| {
+                // `rnorelatime` clears MOUNT_ATTR_RELATIME, which is 0: whatever the mount had
+                // (relatime for a new tmpfs, strictatime, noatime from `rnoatime`) stays.
+                let source = draft.exchange.join("atime-source");
+                bundle::make_dir(&source, 0o755)?;
+                push_mounts(
+                    draft,
+                    &[
+                        json!({"destination": "/mnt/atime-default", "type": "tmpfs",
+                               "source": "tmpfs", "options": ["rnorelatime"]}),
+                        json!({"destination": "/mnt/atime-strict", "type": "tmpfs",
+                               "source": "tmpfs", "options": ["strictatime", "rnorelatime"]}),
+                        json!({"destination": "/mnt/atime-noatime", "type": "bind",
+                               "source": source,
+                               "options": ["rbind", "rnoatime", "rnorelatime"]}),
+                    ],
+                );
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/unknown-capability-warns",
             statements: &["process-capabilities-warn", "warnings-continue"],
             groups: &["capabilities"],
@@ -654,6 +697,27 @@ fn specs() -> Vec<Spec> {
             host: None,
         },
         Spec {
+            name: "inside/seccomp-older-profile-early",
+            statements: &["seccomp", "process-no-new-privileges", "linux-fds"],
+            groups: &["seccomp", "no_new_privileges", "user", "fds"],
+            edit: |draft| {
+                // Without noNewPrivileges the filter is loaded while the runtime is still root,
+                // so its own last steps (user switch, capabilities, startContainer hooks, closing
+                // descriptors, execve) run under it. Docker 19.03's profile refuses close_range
+                // and clone3 with EPERM; runtimes of that time never needed them.
+                draft.config["process"]["noNewPrivileges"] = json!(false);
+                draft.config["process"]["user"] =
+                    json!({"uid": 1000, "gid": 1000, "additionalGids": [10]});
+                draft.config["linux"]["seccomp"] =
+                    crate::conformance::seccomp_profiles::docker_19_03();
+                draft.config["hooks"] = json!({"startContainer": [
+                    {"path": "/bin/sh", "args": ["sh", "-c", "true"]}
+                ]});
+                ready()
+            },
+            host: None,
+        },
+        Spec {
             name: "inside/seccomp-errno",
             statements: &["seccomp"],
             groups: &["seccomp"],
@@ -720,30 +784,44 @@ fn push_mounts(draft: &mut Draft, mounts: &[Value]) {
 }
 
 fn namespace_path(draft: &mut Draft) -> Result<Prepared, CaseError> {
-    let own = fs::metadata("/proc/self/ns/net")
+    join_held_namespace(draft, "network", "net")
+}
+
+/// config.md "Hostname": the name is set in the container's UTS namespace, also when that one is
+/// joined by path (runc sets it there; only a config without any uts entry is refused).
+fn hostname_in_joined_uts(draft: &mut Draft) -> Result<Prepared, CaseError> {
+    let held = join_held_namespace(draft, "uts", "uts")?;
+    draft.config["hostname"] = json!("conformance-joined");
+    Ok(held)
+}
+
+/// Starts `unshare --<entry> sleep` (a namespace holder of this case's own, killed when the case
+/// ends) and puts its namespace into the config by path, with the inode for the checker.
+fn join_held_namespace(draft: &mut Draft, kind: &str, entry: &str) -> Result<Prepared, CaseError> {
+    let own = fs::metadata(format!("/proc/self/ns/{entry}"))
         .map(|meta| meta.ino())
         .ok();
     let child = Command::new("unshare")
-        .args(["--net", "--", "sleep", "1000"])
+        .args([format!("--{entry}").as_str(), "--", "sleep", "1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
     let Ok(child) = child else {
-        return Ok(Err(
-            "cannot run unshare(1) to hold a network namespace".into()
-        ));
+        return Ok(Err(format!(
+            "cannot run unshare(1) to hold a {kind} namespace"
+        )));
     };
     let held = Held(child);
-    let path = PathBuf::from(format!("/proc/{}/ns/net", held.0.id()));
+    let path = PathBuf::from(format!("/proc/{}/ns/{entry}", held.0.id()));
     let inode = || fs::metadata(&path).map(|meta| meta.ino()).ok();
     if !wait_for(STOP_TIMEOUT, || inode().is_some() && inode() != own) {
-        return Ok(Err(
-            "unshare(1) did not enter a new network namespace".into()
-        ));
+        return Ok(Err(format!(
+            "unshare(1) did not enter a new {kind} namespace"
+        )));
     }
-    set_namespace(draft, json!({"type": "network", "path": path}));
-    draft.config["annotations"][format!("{PATH_NS_ANNOTATION}network")] =
+    set_namespace(draft, json!({"type": kind, "path": path}));
+    draft.config["annotations"][format!("{PATH_NS_ANNOTATION}{kind}")] =
         json!(inode().unwrap_or(0).to_string());
     Ok(Ok(Some(held)))
 }
@@ -997,6 +1075,12 @@ fn checked(
         return Ok(Verdict::Fail(started.summary()));
     }
     env.runtime().wait_stopped(&id, STOP_TIMEOUT)?;
+    Ok(judge_report(&created, problems))
+}
+
+/// The verdict on the checker's report (in the output of the `create` that started it), with
+/// the `problems` the case found itself.
+pub(super) fn judge_report(created: &Ran, mut problems: Vec<String>) -> Verdict {
     let stdout = fs::read_to_string(&created.stdout_path).unwrap_or_default();
     let stderr =
         fs::read_to_string(created.stdout_path.with_extension("stderr")).unwrap_or_default();
@@ -1005,11 +1089,11 @@ fn checked(
         .rev()
         .find_map(|line| serde_json::from_str::<CheckReport>(line).ok());
     let Some(report) = report else {
-        return Ok(Verdict::Fail(format!(
+        return Verdict::Fail(format!(
             "the checker printed no report; stdout {:?}, stderr {:?}",
             stdout.chars().take(300).collect::<String>(),
             stderr.chars().take(300).collect::<String>()
-        )));
+        ));
     };
     problems.extend(
         report
@@ -1018,14 +1102,11 @@ fn checked(
             .map(|check| format!("{}: {}", check.group, check.detail)),
     );
     if report.checks.is_empty() && problems.is_empty() {
-        return Ok(Verdict::Fail("the checker ran no checks".into()));
+        return Verdict::Fail("the checker ran no checks".into());
     }
     if problems.is_empty() {
-        Ok(Verdict::Pass(format!(
-            "{} checks held",
-            report.checks.len()
-        )))
+        Verdict::Pass(format!("{} checks held", report.checks.len()))
     } else {
-        Ok(Verdict::Fail(problems.join("; ")))
+        Verdict::Fail(problems.join("; "))
     }
 }

@@ -10,7 +10,9 @@ pub mod driver;
 mod hooks;
 mod inside;
 mod lifecycle;
+mod listener;
 pub mod report;
+pub mod seccomp_profiles;
 pub mod statements;
 
 use std::fs;
@@ -170,6 +172,7 @@ pub fn cases() -> Vec<Case> {
     let mut all = lifecycle::cases();
     all.extend(hooks::cases());
     all.extend(inside::cases());
+    all.extend(listener::cases());
     all
 }
 

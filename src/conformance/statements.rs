@@ -170,6 +170,7 @@ pub const ALL: &[Statement] = &[
     s("model-kill-probe", Model, "runc CLI", "kill with signal 0 succeeds while the process lives, delivers nothing, and fails once stopped"),
     s("model-id-reuse", Model, "SPEC.md", "an id is free again after delete"),
     s("model-exit", Model, "SPEC.md", "the process exiting by itself makes the container stopped"),
+    s("model-seccomp-listener-at-create", Model, "runc CLI", "a notify filter's fd reaches listenerPath during create (state creating, init's pid), before create returns"),
 ];
 
 /// The statement with this id.

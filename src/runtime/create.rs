@@ -343,12 +343,15 @@ fn build(
             .flatten()
             .any(|ns| ns.typ() == typ && ns.path().is_none())
     };
+    // config.md "Hostname": the name of the container's UTS namespace, new or joined by path
+    // (runc 1.1.5 sets it in a joined one too). Without a uts entry the container shares the
+    // runtime's namespace, and the host would be renamed: refused, as runc refuses it.
     if (spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
         || spec.domainname().as_ref().is_some_and(|h| !h.is_empty()))
-        && !new_ns(LinuxNamespaceType::Uts)
+        && !has_ns(LinuxNamespaceType::Uts)
     {
         return Err(CreateError::Invalid(
-            "hostname or domainname needs a new uts namespace".into(),
+            "hostname or domainname needs a uts namespace (new, or joined by path)".into(),
         ));
     }
     let mount_namespace = has_ns(LinuxNamespaceType::Mount);

@@ -522,8 +522,8 @@ fn become_process(
             return chain(&e);
         }
     }
-    match process_setup::prepare(process, personality, seccomp, report) {
-        Ok(prepared) => chain(&prepared.exec(preserve_fds, report)),
+    match process_setup::prepare(process, personality, seccomp, report, preserve_fds) {
+        Ok(prepared) => chain(&prepared.exec(report)),
         Err(e) => chain(&e),
     }
 }

@@ -125,7 +125,10 @@ fn run_one(point: HookPoint, hook: &Hook, stdin: &[u8]) -> Result<(), HookError>
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     tracing::debug!(%point, path = %path.display(), "running hook");
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    // Forked, not posix_spawn'ed: startContainer hooks run under the container's seccomp filter,
+    // which may refuse the clone3 posix_spawn uses (see `spawn_forked`); runc (Go) starts hooks
+    // with clone(2) as well.
+    let mut child = crate::sys::process::spawn_forked(&mut cmd).map_err(spawn_err)?;
     if let Some(mut input) = child.stdin.take() {
         // A hook that does not read its stdin closes the pipe: that is not a failure.
         let _ = input.write_all(stdin);

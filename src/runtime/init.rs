@@ -119,6 +119,13 @@ fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ && ns.path().is_none()))
 }
 
+fn has_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ))
+}
+
 /// Builds the container; returns the prepared process and the hook state (with init's host pid).
 fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateReport), InitError> {
     let spec = ctx.spec;
@@ -142,11 +149,14 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateRep
         unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
     }
     nix::unistd::setsid().map_err(sys("setsid"))?;
-    if has_new_ns(spec, LinuxNamespaceType::Uts) {
-        if let Some(name) = spec.hostname() {
+    // create refuses a name without a uts entry; a joined namespace (already entered by the
+    // intermediate) gets the name too, as runc does. An empty name sets nothing (runc's
+    // condition too), so an empty field cannot blank a joined namespace's name.
+    if has_ns(spec, LinuxNamespaceType::Uts) {
+        if let Some(name) = spec.hostname().as_deref().filter(|n| !n.is_empty()) {
             nix::unistd::sethostname(name).map_err(sys(format!("sethostname {name:?}")))?;
         }
-        if let Some(name) = spec.domainname() {
+        if let Some(name) = spec.domainname().as_deref().filter(|n| !n.is_empty()) {
             crate::sys::process::set_domainname(name)
                 .map_err(sys(format!("setdomainname {name:?}")))?;
         }
@@ -197,6 +207,7 @@ fn setup(ctx: &InitContext<'_>, channel: &Channel) -> Result<(Prepared, StateRep
         spec.linux().as_ref().and_then(|l| l.personality().as_ref()),
         seccomp_spec.map(|s| (s, agent)),
         &hook_state,
+        ctx.preserve_fds,
     )?;
 
     channel.send(&Message::Ready)?;
@@ -237,6 +248,6 @@ fn wait_for_start_and_exec(
             return (Some(fifo), e.into());
         }
     }
-    let err = prepared.exec(ctx.preserve_fds, &state).into();
+    let err = prepared.exec(&state).into();
     (Some(fifo), err)
 }

@@ -234,12 +234,7 @@ impl CapabilitySets {
 /// The credential call that failed.
 pub fn switch_user(process: &Process) -> Result<(), ProcessError> {
     let user = process.user();
-    let groups: Vec<Gid> = user
-        .additional_gids()
-        .iter()
-        .flatten()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
+    let groups = supplementary_groups(user.additional_gids().as_deref().unwrap_or_default());
     let cred = |op| move |source| ProcessError::Credentials { op, source };
     // setgroups is refused in a user namespace whose setgroups file says deny; with no extra
     // groups requested that refusal is harmless.
@@ -255,6 +250,18 @@ pub fn switch_user(process: &Process) -> Result<(), ProcessError> {
     nix::unistd::setresuid(uid, uid, uid).map_err(cred("setresuid"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(cred("clear keepcaps"))?;
     Ok(())
+}
+
+/// `additionalGids` as the list for setgroups(2): each group once, in first-seen order. The
+/// kernel keeps a duplicate as given (`Groups: 5 5 6`); runc lists each group once (`5 6`), and
+/// a group is a membership, not a count.
+fn supplementary_groups(additional_gids: &[u32]) -> Vec<Gid> {
+    let mut seen = HashSet::new();
+    additional_gids
+        .iter()
+        .filter(|gid| seen.insert(**gid))
+        .map(|gid| Gid::from_raw(*gid))
+        .collect()
 }
 
 /// Applies umask (default 0022 like runc when the spec has none).
@@ -380,6 +387,14 @@ mod tests {
             resolve_program("/x/y", &env).unwrap(),
             PathBuf::from("/x/y")
         );
+    }
+
+    #[test]
+    fn supplementary_groups_keep_the_first_of_each_gid_in_order() {
+        let gids = |list: &[u32]| list.iter().map(|g| Gid::from_raw(*g)).collect::<Vec<_>>();
+        assert_eq!(supplementary_groups(&[5, 6, 5]), gids(&[5, 6]));
+        assert_eq!(supplementary_groups(&[9, 1, 9, 1, 3]), gids(&[9, 1, 3]));
+        assert_eq!(supplementary_groups(&[]), gids(&[]));
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl PendingFilter {
 }
 
 /// A process that is fully set up except for what must come last: the seccomp filter when it
-/// loads after no_new_privs, and execve itself.
+/// loads after no_new_privs and has no agent to tell, and execve itself.
 pub struct Prepared {
     plan: ExecPlan,
     late_filter: Option<PendingFilter>,
@@ -106,7 +106,13 @@ impl std::fmt::Debug for Prepared {
 /// Applies everything of `process` that needs privileges, in runc's order: rlimits, cwd (then
 /// checked to be inside the root), the seccomp filter when no_new_privs is off (loading needs
 /// CAP_SYS_ADMIN then), the bounding set, no_new_privs, the user, the other capability sets,
-/// umask. Resolves the program with the container's PATH so a missing one fails now.
+/// umask, and last a no_new_privs filter with notify rules (its agent gets the fd now).
+/// Resolves the program with the container's PATH so a missing one fails now.
+///
+/// Every descriptor from 3+`preserve_fds` is marked close-on-exec first, before any filter of the
+/// user's is loaded: that filter may refuse close_range(2) (an older profile that does not list
+/// it), and nothing the runtime itself needs may depend on what the user's filter allows.
+/// Descriptors the runtime opens later are all opened close-on-exec.
 ///
 /// # Errors
 /// The first step that fails.
@@ -115,6 +121,7 @@ pub fn prepare(
     personality: Option<&LinuxPersonality>,
     seccomp: Option<(&LinuxSeccomp, Option<SeccompAgent>)>,
     state: &StateReport,
+    preserve_fds: i32,
 ) -> Result<Prepared, SetupError> {
     if let Some(p) = personality {
         apply_personality(p)?;
@@ -133,6 +140,8 @@ pub fn prepare(
         Ok(path) => return Err(SetupError::CwdOutsideRoot(path)),
         Err(e) => return Err(sys("getcwd")(e)),
     }
+    crate::sys::process::cloexec_from(3 + preserve_fds)
+        .map_err(sys("mark descriptors close-on-exec"))?;
     let nnp = process.no_new_privileges() == Some(true);
     let mut filter = match seccomp {
         Some((spec, agent)) => Some(PendingFilter {
@@ -153,6 +162,16 @@ pub fn prepare(
     process::switch_user(process)?;
     caps.apply_rest()?;
     process::apply_umask(process);
+    // A filter with notify rules hands its fd to the agent when it loads, and the agent may wait
+    // for that fd before it calls `start` (or `kill`, `delete`): waiting for the exec fifo with it
+    // unloaded would wait forever. So it loads now, at the end of `create` (before init reports
+    // Ready, state "creating"), as runc 1.1.5 does; a filter without notify rules still loads
+    // last, so that as few of the runtime's own syscalls as possible run under it.
+    if filter.as_ref().is_some_and(|f| f.filter.uses_notify()) {
+        if let Some(f) = filter.take() {
+            f.load(state)?;
+        }
+    }
     Ok(Prepared {
         plan,
         late_filter: filter,
@@ -227,13 +246,13 @@ fn apply_scheduler(process: &Process) -> Result<(), SetupError> {
 }
 
 impl Prepared {
-    /// Marks every descriptor from 3+`preserve_fds` close-on-exec, loads a late filter and
-    /// executes the program. Returns only on failure.
-    pub fn exec(self, preserve_fds: i32, state: &StateReport) -> SetupError {
-        if let Err(e) = crate::sys::process::cloexec_from(3 + preserve_fds) {
-            return sys("close_range")(e);
-        }
-        // Before the late filter: a profile may deny rt_sigaction to the program.
+    /// Resets the signal state, loads a late filter and executes the program. Returns only on
+    /// failure.
+    pub fn exec(self, state: &StateReport) -> SetupError {
+        // Before the late filter: a profile may deny rt_sigaction to the program. An early
+        // filter and one with notify rules are loaded by now; every profile in use allows
+        // rt_sigaction and rt_sigprocmask, which any program's libc needs. (Not earlier: init
+        // still writes to hooks' stdin, where SIGPIPE must stay ignored.)
         if let Err(e) = crate::sys::process::reset_signals() {
             return sys("reset signal mask")(e);
         }

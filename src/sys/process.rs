@@ -1,6 +1,7 @@
 //! Process creation and process-wide attributes that `nix` does not wrap safely.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::process::{Child, Command};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -88,8 +89,15 @@ unsafe fn clone_fork_unchecked(flags: CloneFlags) -> Result<Forked, Errno> {
 /// Marks every descriptor from `first` upwards close-on-exec, so that nothing of the runtime's
 /// leaks into the container process (CVE-2024-21626 class).
 ///
+/// close_range(2) with CLOSE_RANGE_CLOEXEC does it in one call. When that is refused, the
+/// descriptors /proc/self/fd lists are marked one by one with fcntl(2): ENOSYS before Linux 5.9,
+/// EINVAL (the flag) before 5.11, and EPERM from a seccomp filter that does not list close_range,
+/// as Docker 19.03's default profile and older Kubernetes ones do (the runtime may itself run
+/// under such a filter).
+///
 /// # Errors
-/// The errno of `close_range(2)`.
+/// The errno of close_range(2) when it is none of those; otherwise of the fallback:
+/// /proc/self/fd cannot be read, or fcntl(2) fails on a listed descriptor that is still open.
 pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
     // SAFETY: close_range only changes descriptor flags; it reads no memory of ours.
     let ret = unsafe {
@@ -100,7 +108,74 @@ pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         )
     };
-    Errno::result(ret).map(drop)
+    match Errno::result(ret) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOSYS | Errno::EINVAL | Errno::EPERM) => cloexec_listed(first),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// The fallback of [`cloexec_from`]: each descriptor from `first` that /proc/self/fd lists.
+fn cloexec_listed(first: RawFd) -> Result<(), Errno> {
+    use nix::dir::Dir;
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+
+    let mut dir = Dir::open(
+        "/proc/self/fd",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let listing = dir.as_raw_fd();
+    let mut fds = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let fd = entry
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|name| name.parse::<RawFd>().ok());
+        if let Some(fd) = fd.filter(|fd| *fd >= first && *fd != listing) {
+            fds.push(fd);
+        }
+    }
+    drop(dir);
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD take and return plain integers and touch no memory of ours;
+        // a number that is no longer open only yields EBADF.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        let set = Errno::result(flags).and_then(|flags| {
+            // SAFETY: as above; F_SETFD only sets the descriptor's flags.
+            let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+            Errno::result(ret)
+        });
+        match set {
+            // Closed since it was listed: nothing left to leak.
+            Ok(_) | Err(Errno::EBADF) => {}
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
+}
+
+/// Starts `command` with fork(2) rather than posix_spawn(3).
+///
+/// glibc 2.34 and later create a posix_spawn child with clone3(2) and fall back to clone(2) only
+/// on ENOSYS. A seccomp filter that does not list clone3 answers EPERM instead (Docker 19.03's
+/// default profile and older Kubernetes ones do), and the spawn fails. glibc's fork(2) is a plain
+/// clone(2), which such profiles allow; std takes its fork path for a command with a `pre_exec`
+/// hook. Hooks that run under the container's filter (startContainer) need this.
+///
+/// # Errors
+/// What [`Command::spawn`] returns.
+pub fn spawn_forked(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and does nothing at all, so it
+    // cannot touch a lock, the allocator or any state another thread held at fork time.
+    unsafe {
+        command.pre_exec(|| Ok(()));
+    }
+    command.spawn()
 }
 
 /// `setdomainname(2)` for the calling process's UTS namespace.

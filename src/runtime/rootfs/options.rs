@@ -78,8 +78,14 @@ fn recursive(option: &str) -> Option<(u64, u64)> {
         "rnodiratime" => (attr::NODIRATIME, 0),
         "rdiratime" => (0, attr::NODIRATIME),
         "rrelatime" => return atime(attr::RELATIME),
-        // Without relatime the kernel's default is strict access times.
-        "rnorelatime" | "rstrictatime" => return atime(attr::STRICTATIME),
+        // runtime-spec config.md "Mounts": the recursive `norelatime`, through mount_setattr(2).
+        // `norelatime` only clears MS_RELATIME, and a mount without noatime or strictatime is
+        // relatime anyway (the kernel's default since Linux 2.6.30). Its mount_setattr form
+        // clears MOUNT_ATTR_RELATIME, whose value is 0 (the access-time field is an enum, not a
+        // set of bits): it changes nothing, and the mount keeps its setting. runc 1.1.5 does
+        // exactly that. Recognised all the same, so it is not handed to the filesystem as data.
+        "rnorelatime" => (0, 0),
+        "rstrictatime" => return atime(attr::STRICTATIME),
         "rnoatime" => return atime(attr::NOATIME),
         "ratime" | "rnostrictatime" => return atime(attr::RELATIME),
         "rnosymfollow" => (attr::NOSYMFOLLOW, 0),
@@ -429,6 +435,15 @@ mod tests {
         );
         let p = parse(&opts(&["rnoatime", "rrelatime"])).unwrap();
         assert_eq!(p.recursive_set & attr::ATIME_MASK, attr::RELATIME);
+        // rnorelatime changes nothing, alone or after another access-time option.
+        let p = parse(&opts(&["rnorelatime"])).unwrap();
+        assert_eq!((p.recursive_set, p.recursive_clear), (0, 0));
+        assert!(p.data.is_empty(), "{:?}", p.data);
+        let p = parse(&opts(&["rnoatime", "rnorelatime"])).unwrap();
+        assert_eq!(
+            (p.recursive_set, p.recursive_clear),
+            (attr::NOATIME, attr::ATIME_MASK)
+        );
     }
 
     #[test]
