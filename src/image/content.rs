@@ -326,9 +326,20 @@ impl ContentStore {
         let data = dir.join("data");
         // A writer of the same reference that just committed removes the (then empty) folder:
         // make it again if it vanished between our mkdir and our open.
+        // Each attempt can only lose to a commit that removed the folder, and every loss means
+        // a writer finished, so a handful of attempts is plenty however busy the machine is.
         let mut attempts = 0;
         let file = loop {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            // create_dir_all reports EEXIST when the folder existed at its mkdir but was gone
+            // (removed by that commit) when it checked: the same race, retried the same way.
+            match fs::create_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
             match OpenOptions::new()
                 .read(true)
                 .append(true)
@@ -336,7 +347,7 @@ impl ContentStore {
                 .open(&data)
             {
                 Ok(f) => break f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 16 => attempts += 1,
                 Err(e) => return Err(io_err(&data)(e)),
             }
         };
