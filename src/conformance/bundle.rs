@@ -11,6 +11,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::conformance::checker::{CHECKS_ANNOTATION, HOST_NS_ANNOTATION, NAMESPACES};
+use crate::sys::kernel_files::{self, cgroup_file};
 
 /// Where the checker lives inside the rootfs.
 pub const CHECKER_IN_ROOTFS: &str = "/bin/refeng-conformance-checker";
@@ -283,11 +284,9 @@ fn remove_cgroup_tree(dir: &Path) {
         // A frozen cgroup's processes cannot die; thaw it first (v1 freezer, v2 cgroup.freeze).
         let _ = fs::write(dir.join("freezer.state"), "THAWED");
         let _ = fs::write(dir.join("cgroup.freeze"), "0");
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs
-            .lines()
-            .filter_map(|line| line.trim().parse::<i32>().ok())
-        {
+        let procs = kernel_files::read_parsed(&dir.join("cgroup.procs"), cgroup_file::list::<i32>)
+            .unwrap_or_default();
+        for pid in procs {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -13,6 +13,8 @@ use crate::conformance::bundle::{self, only_checks};
 use crate::conformance::checker::{CheckReport, PATH_NS_ANNOTATION};
 use crate::conformance::driver::{Observed, Ran, STOP_TIMEOUT};
 use crate::conformance::{wait_for, Case, CaseError, Draft, Env, Verdict};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::{self, cgroup_file};
 
 /// A helper process a case keeps alive (a namespace holder), killed when the case ends.
 #[derive(Debug)]
@@ -752,17 +754,19 @@ fn namespace_path(draft: &mut Draft) -> Result<Prepared, CaseError> {
 /// the configured limits (runtime-spec: config-linux.md "cgroupsPath", "Memory", "PIDs", "CPU").
 fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
     let mut problems = Vec::new();
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let own = match u32::try_from(pid).map(|pid| ProcCgroup::read(Some(pid))) {
+        Ok(Ok(own)) => own,
+        Ok(Err(e)) => return vec![format!("{}", crate::runtime::init::error_chain(&e))],
+        Err(_) => return vec![format!("pid {pid} is not a process id")],
+    };
     let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let mut checks: Vec<(PathBuf, &str)> = Vec::new();
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for membership in &own.memberships {
+        let controllers = membership.controllers.join(",");
+        let controllers = controllers.as_str();
+        let path = membership.path.to_string_lossy();
         let relative = path.trim_start_matches('/');
-        let base = if unified && controllers.is_empty() {
+        let base = if unified && membership.is_unified() {
             PathBuf::from("/sys/fs/cgroup")
         } else if controllers.is_empty() || controllers.starts_with("name=") {
             continue;
@@ -796,13 +800,10 @@ fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
         ));
     }
     for (file, want) in checks {
-        let got = fs::read_to_string(&file).unwrap_or_default();
-        if got.trim() != want {
-            problems.push(format!(
-                "{}: want {want}, found {:?}",
-                file.display(),
-                got.trim()
-            ));
+        match kernel_files::read_parsed(&file, cgroup_file::single_u64) {
+            Ok(got) if got.to_string() == want => {}
+            Ok(got) => problems.push(format!("{}: want {want}, found {got}", file.display())),
+            Err(e) => problems.push(crate::runtime::init::error_chain(&e)),
         }
     }
     problems

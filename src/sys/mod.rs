@@ -8,6 +8,7 @@ pub mod exe;
 pub mod fd;
 #[cfg(test)]
 pub mod fork;
+pub mod kernel_files;
 pub mod mount_attr;
 pub mod openat2;
 pub mod process;

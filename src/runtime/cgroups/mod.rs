@@ -23,9 +23,11 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::KernelFileError;
+
 /// Where cgroup hierarchies are mounted on a standard host.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const PROC_SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
 const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
 
 /// Errors of cgroup operations.
@@ -40,15 +42,10 @@ pub enum CgroupError {
         #[source]
         source: nix::Error,
     },
-    /// a file describing the process or the mounts cannot be read
-    #[error("cannot read {path}")]
-    ReadProc {
-        /// The proc file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// a proc file (the process's cgroups, the mount table) or a cgroup statistics file cannot
+    /// be read or does not parse
+    #[error(transparent)]
+    KernelFile(#[from] KernelFileError),
     /// no cgroup v1 controller hierarchy is mounted
     #[error("no cgroup v1 controller hierarchy is mounted (looked in {mountinfo})")]
     NoHierarchy {
@@ -116,14 +113,6 @@ pub enum CgroupError {
         /// Why.
         #[source]
         source: io::Error,
-    },
-    /// a cgroup file holds something unexpected
-    #[error("unexpected content {content:?} in {path}")]
-    Parse {
-        /// The cgroup file.
-        path: PathBuf,
-        /// The offending content.
-        content: String,
     },
     /// a resource is set but the controller it needs is not available
     #[error("{field} is set but the {controller} controller is not available")]
@@ -260,7 +249,7 @@ impl Cgroup {
     pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<Self, CgroupError> {
         let driver = Driver::detect()?;
         let own = match cgroups_path {
-            Some(p) if p.is_relative() => Some(read_proc(PROC_SELF_CGROUP)?),
+            Some(p) if p.is_relative() => Some(ProcCgroup::read(None)?),
             _ => None,
         };
         let path = match driver {
@@ -269,14 +258,14 @@ impl Cgroup {
                 path::resolve(
                     cgroups_path,
                     id,
-                    own.as_deref(),
+                    own.as_ref(),
                     &hierarchies.own_cgroup_sources(),
                 )?
             }
             Driver::V2 => path::resolve(
                 cgroups_path,
                 id,
-                own.as_deref(),
+                own.as_ref(),
                 &[path::OwnSource::unified()],
             )?,
         };
@@ -437,13 +426,6 @@ fn unset_zeros(resources: &LinuxResources) -> LinuxResources {
         }
     }
     r
-}
-
-fn read_proc(path: &str) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::ReadProc {
-        path: PathBuf::from(path),
-        source,
-    })
 }
 
 #[cfg(test)]

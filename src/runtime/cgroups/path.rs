@@ -5,6 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{CgroupError, PROC_SELF_CGROUP};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
 
 /// How to find the calling process's own cgroup for one hierarchy in `/proc/self/cgroup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,35 +34,31 @@ impl OwnSource {
         }
     }
 
-    /// This source's own cgroup from the text of `/proc/self/cgroup`, relative to the mount point.
-    fn own_path(&self, proc_cgroup: &str) -> Option<PathBuf> {
-        let path = proc_cgroup.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (id, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let matches = if self.controllers.is_empty() {
-                id == "0" && list.is_empty()
-            } else {
-                let listed: Vec<&str> = list.split(',').collect();
-                self.controllers
-                    .iter()
-                    .any(|c| listed.contains(&c.as_str()))
-            };
-            matches.then(|| PathBuf::from(path))
-        })?;
+    /// This source's own cgroup from `/proc/self/cgroup`, relative to the mount point.
+    fn own_path(&self, proc_cgroup: &ProcCgroup) -> Option<PathBuf> {
+        let path = if self.controllers.is_empty() {
+            proc_cgroup.unified()?
+        } else {
+            &proc_cgroup
+                .memberships
+                .iter()
+                .find(|m| self.controllers.iter().any(|c| m.has(c)))?
+                .path
+        };
         Some(match path.strip_prefix(&self.mount_root) {
             Ok(rest) => Path::new("/").join(rest),
-            Err(_) => path,
+            Err(_) => path.to_path_buf(),
         })
     }
 }
 
 /// Resolves `cgroups_path` to a normalized absolute path: absolute paths as given, relative
-/// ones below the calling process's own cgroup (`proc_cgroup` is the text of
-/// `/proc/self/cgroup`, needed only then), and `/<id>` when absent.
+/// ones below the calling process's own cgroup (`proc_cgroup` is `/proc/self/cgroup`, needed
+/// only then), and `/<id>` when absent.
 pub(super) fn resolve(
     cgroups_path: Option<&Path>,
     id: &str,
-    proc_cgroup: Option<&str>,
+    proc_cgroup: Option<&ProcCgroup>,
     sources: &[OwnSource],
 ) -> Result<PathBuf, CgroupError> {
     let joined = match cgroups_path {
@@ -79,7 +76,8 @@ pub(super) fn resolve(
         }
         Some(p) if p.is_absolute() => p.to_path_buf(),
         Some(p) => {
-            let text = proc_cgroup.unwrap_or_default();
+            let empty = ProcCgroup::default();
+            let text = proc_cgroup.unwrap_or(&empty);
             let mut own: Option<(&OwnSource, PathBuf)> = None;
             for source in sources {
                 let path = source
@@ -179,6 +177,10 @@ mod tests {
 0::/user.slice/session-1.scope
 ";
 
+    fn own(text: &str) -> ProcCgroup {
+        ProcCgroup::parse(text.as_bytes()).unwrap()
+    }
+
     fn v1(controllers: &[&str], root: &str) -> OwnSource {
         OwnSource {
             controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
@@ -228,7 +230,7 @@ mod tests {
         let p = resolve(
             Some(Path::new("refeng/c1")),
             "c1",
-            Some(PROC_CGROUP),
+            Some(&own(PROC_CGROUP)),
             &sources,
         )
         .unwrap();
@@ -238,7 +240,13 @@ mod tests {
     #[test]
     fn relative_path_strips_the_mount_root() {
         let sources = [v1(&["memory"], "/user.slice")];
-        let p = resolve(Some(Path::new("c1")), "c1", Some(PROC_CGROUP), &sources).unwrap();
+        let p = resolve(
+            Some(Path::new("c1")),
+            "c1",
+            Some(&own(PROC_CGROUP)),
+            &sources,
+        )
+        .unwrap();
         assert_eq!(p, Path::new("/c1"));
     }
 
@@ -247,7 +255,7 @@ mod tests {
         let p = resolve(
             Some(Path::new("c1")),
             "c1",
-            Some(PROC_CGROUP),
+            Some(&own(PROC_CGROUP)),
             &[OwnSource::unified()],
         )
         .unwrap();
@@ -257,12 +265,18 @@ mod tests {
     #[test]
     fn relative_path_may_climb_but_not_above_root() {
         let src = [OwnSource::unified()];
-        let p = resolve(Some(Path::new("../../c1")), "c1", Some(PROC_CGROUP), &src).unwrap();
+        let p = resolve(
+            Some(Path::new("../../c1")),
+            "c1",
+            Some(&own(PROC_CGROUP)),
+            &src,
+        )
+        .unwrap();
         assert_eq!(p, Path::new("/c1"));
         let err = resolve(
             Some(Path::new("../../../c1")),
             "c1",
-            Some(PROC_CGROUP),
+            Some(&own(PROC_CGROUP)),
             &src,
         )
         .unwrap_err();
@@ -273,7 +287,7 @@ mod tests {
     fn disagreeing_v1_own_cgroups_are_refused_for_relative_paths() {
         let text = "4:memory:/sandbox/x\n1:cpu:/\n";
         let sources = [v1(&["cpu"], "/"), v1(&["memory"], "/")];
-        let err = resolve(Some(Path::new("c1")), "c1", Some(text), &sources).unwrap_err();
+        let err = resolve(Some(Path::new("c1")), "c1", Some(&own(text)), &sources).unwrap_err();
         assert!(
             matches!(err, CgroupError::AmbiguousOwnCgroup { .. }),
             "{err}"
@@ -285,7 +299,7 @@ mod tests {
         let err = resolve(
             Some(Path::new("c1")),
             "c1",
-            Some("1:cpu:/\n"),
+            Some(&own("1:cpu:/\n")),
             &[v1(&["pids"], "/")],
         )
         .unwrap_err();

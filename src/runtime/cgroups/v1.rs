@@ -10,7 +10,8 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, LinuxThrottleDevice};
 
 use super::devices::{self, Rule};
 use super::path::OwnSource;
-use super::{fs, read_proc, CgroupError, PROC_SELF_MOUNTINFO};
+use super::{fs, CgroupError};
+use crate::sys::kernel_files::mountinfo::{self, MountInfo};
 
 /// Controllers a v1 hierarchy can carry; other super options (`rw`, `clone_children`) are not
 /// controllers. Named hierarchies (`name=systemd`) carry no controller but are joined too, as
@@ -52,43 +53,31 @@ pub(super) struct Hierarchies {
 impl Hierarchies {
     /// Reads the calling process's mount table.
     pub fn discover() -> Result<Self, CgroupError> {
-        let hierarchies = Self::parse(&read_proc(PROC_SELF_MOUNTINFO)?);
+        let hierarchies = Self::from_mounts(&mountinfo::read(None)?);
         if hierarchies.list.is_empty() {
             return Err(CgroupError::NoHierarchy {
-                mountinfo: PathBuf::from(PROC_SELF_MOUNTINFO),
+                mountinfo: PathBuf::from("/proc/self/mountinfo"),
             });
         }
         Ok(hierarchies)
     }
 
-    /// Parses mountinfo text, keeping the first mount of each controller set.
-    pub fn parse(mountinfo: &str) -> Self {
+    /// The cgroup v1 hierarchies among `mounts`, keeping the first mount of each controller set.
+    pub fn from_mounts(mounts: &[MountInfo]) -> Self {
         let mut list: Vec<Hierarchy> = Vec::new();
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                continue;
-            };
-            let (Some(root), Some(mountpoint)) = (fields.get(3), fields.get(4)) else {
-                continue;
-            };
-            if fields.get(sep + 1) != Some(&"cgroup") {
-                continue;
-            }
-            let Some(options) = fields.get(sep + 3) else {
-                continue;
-            };
-            let controllers: Vec<String> = options
-                .split(',')
-                .filter(|o| KNOWN_CONTROLLERS.contains(o) || o.starts_with("name="))
-                .map(str::to_owned)
+        for mount in mounts.iter().filter(|m| m.fs_type == "cgroup") {
+            let controllers: Vec<String> = mount
+                .super_options
+                .iter()
+                .filter(|o| KNOWN_CONTROLLERS.contains(&o.as_str()) || o.starts_with("name="))
+                .cloned()
                 .collect();
             if controllers.is_empty() || list.iter().any(|h| h.controllers == controllers) {
                 continue;
             }
             list.push(Hierarchy {
-                mountpoint: PathBuf::from(unescape(mountpoint)),
-                root: PathBuf::from(unescape(root)),
+                mountpoint: mount.mount_point.clone(),
+                root: mount.root.clone(),
                 controllers,
             });
         }
@@ -736,29 +725,6 @@ fn apply_blkio(dir: &Path, bio: &oci_spec::runtime::LinuxBlockIo) -> Result<(), 
     Ok(())
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,9 +739,13 @@ mod tests {
 42 31 0:39 /docker/x /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
 ";
 
+    fn parse(text: &str) -> Hierarchies {
+        Hierarchies::from_mounts(&mountinfo::parse(text.as_bytes()).unwrap())
+    }
+
     #[test]
     fn mountinfo_yields_controller_and_named_hierarchies() {
-        let h = Hierarchies::parse(MOUNTINFO);
+        let h = parse(MOUNTINFO);
         let summary: Vec<(String, Vec<String>)> = h
             .list
             .iter()
@@ -808,12 +778,6 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/mnt/memory\\040again"), "/mnt/memory again");
-        assert_eq!(unescape("/plain\\"), "/plain\\");
-    }
-
-    #[test]
     fn pids_limit_zero_or_negative_is_max() {
         assert_eq!(pids_max(-1), "max");
         assert_eq!(pids_max(0), "max");
@@ -822,7 +786,7 @@ mod tests {
 
     #[test]
     fn missing_controller_is_named() {
-        let h = Hierarchies::parse(MOUNTINFO);
+        let h = parse(MOUNTINFO);
         let res = oci_spec::runtime::LinuxResourcesBuilder::default()
             .hugepage_limits(vec![oci_spec::runtime::LinuxHugepageLimitBuilder::default(
             )
