@@ -715,6 +715,87 @@ fn cgroup_holds_the_process_with_its_limits_and_goes_on_delete() {
     assert!(!Path::new(&pidsdir).exists(), "{pidsdir} removed on delete");
 }
 
+/// Where each hierarchy's cgroup of a relative cgroupsPath `rel` lives, as runc 1.1 resolves it:
+/// below the caller's own cgroup in that hierarchy. One entry per line of the caller's
+/// /proc/self/cgroup: the line the container's process must show, and the host directory.
+fn relative_cgroups(rel: &str) -> Vec<(String, std::path::PathBuf)> {
+    use refeng::sys::kernel_files::{mountinfo, proc_cgroup::ProcCgroup};
+    let own = ProcCgroup::read(None).expect("own /proc/self/cgroup");
+    let mounts = mountinfo::read(None).expect("own mountinfo");
+    own.memberships
+        .iter()
+        .filter_map(|m| {
+            let path = m.path.join(rel);
+            let line = format!(
+                "{}:{}:{}",
+                m.hierarchy_id,
+                m.controllers.join(","),
+                path.display()
+            );
+            let mount = mounts.iter().find(|mount| {
+                if m.is_unified() {
+                    mount.fs_type == "cgroup2"
+                } else {
+                    mount.fs_type == "cgroup"
+                        && m.controllers
+                            .iter()
+                            .all(|c| mount.super_options.contains(c))
+                }
+            })?;
+            let inside = path.strip_prefix(&mount.root).ok()?;
+            Some((line, mount.mount_point.join(inside)))
+        })
+        .collect()
+}
+
+/// Removes the directories of [`relative_cgroups`] when the test ends, however it ends.
+struct RemoveCgroups(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn relative_cgroups_path_goes_below_the_callers_cgroup_in_every_hierarchy() {
+    let mut b = Bundle::new("relcg").args(&["sleep", "1000"]);
+    // One path component, unique to this test: nothing shared to leave behind.
+    let rel = format!("refeng-test-relative-{}", b.id());
+    b.spec_mut()["linux"]["cgroupsPath"] = json!(rel);
+    let expected = relative_cgroups(&rel);
+    assert!(!expected.is_empty(), "no hierarchy to test");
+    let _remove = RemoveCgroups(expected.iter().map(|(_, dir)| dir.clone()).collect());
+    let c = b.container();
+    c.create();
+    let pid = c.state()["pid"].as_i64().expect("pid");
+    let got = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("container's cgroups");
+    let got: Vec<&str> = got.lines().collect();
+    let want: Vec<&str> = expected.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(got, want, "the container's /proc/{pid}/cgroup");
+    for (_, dir) in &expected {
+        assert!(dir.is_dir(), "{} made", dir.display());
+    }
+    // The container's cgroup mount shows its own cgroup in each hierarchy.
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let procs = if v2 {
+        "/sys/fs/cgroup/cgroup.procs"
+    } else {
+        "/sys/fs/cgroup/memory/cgroup.procs"
+    };
+    let out = c.runtime(&["exec", c.id(), "cat", procs]).ok();
+    assert!(
+        out.stdout.lines().any(|l| l == "1"),
+        "{procs} in the container: {out:?}"
+    );
+    c.runtime(&["delete", "--force", c.id()]).ok();
+    for (_, dir) in &expected {
+        assert!(!dir.exists(), "{} removed on delete", dir.display());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hooks
 

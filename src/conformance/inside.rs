@@ -461,6 +461,20 @@ fn specs() -> Vec<Spec> {
             host: Some(cgroup_limits),
         },
         Spec {
+            name: "inside/cgroups-path-relative",
+            statements: &["cgroups-path-relative"],
+            // The checker's cgroups_path group compares with an absolute path; the host check
+            // judges this case.
+            groups: &["args"],
+            edit: |draft| {
+                let relative = draft.cgroups_path.trim_start_matches('/').to_owned();
+                draft.config["linux"]["cgroupsPath"] = json!(relative);
+                draft.cgroups_path = relative;
+                ready()
+            },
+            host: Some(relative_cgroups),
+        },
+        Spec {
             name: "inside/mount-relative-destination",
             statements: &["mounts-relative-destination"],
             groups: &["mounts"],
@@ -807,6 +821,43 @@ fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
         }
     }
     problems
+}
+
+/// A relative cgroupsPath: runc puts the container below the caller's own cgroup in each
+/// hierarchy, even where the caller sits in different cgroups per hierarchy (runtime-spec:
+/// config-linux.md "cgroupsPath" leaves relative paths to the runtime).
+fn relative_cgroups(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
+    let want: Vec<String> = bundle::below_own_cgroups(&draft.cgroups_path)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    if want.is_empty() {
+        return vec!["cannot read the oracle's own cgroups".into()];
+    }
+    let got = match u32::try_from(pid).map(|pid| ProcCgroup::read(Some(pid))) {
+        Ok(Ok(got)) => got,
+        Ok(Err(e)) => return vec![crate::runtime::init::error_chain(&e)],
+        Err(_) => return vec![format!("pid {pid} is not a process id")],
+    };
+    let got: Vec<String> = got
+        .memberships
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}:{}",
+                m.hierarchy_id,
+                m.controllers.join(","),
+                m.path.display()
+            )
+        })
+        .collect();
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "/proc/{pid}/cgroup is {got:?}, runc's placement is {want:?}"
+        )]
+    }
 }
 
 /// `process.terminal`: create with `--console-socket`, receive the pty master, and read the

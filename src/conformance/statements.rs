@@ -148,6 +148,7 @@ pub const ALL: &[Statement] = &[
     s("cgroups-fit-check", Must, "config-linux.md Control groups", "a failed fitness check of the cgroup MUST generate an error"),
     s("cgroups-path-absolute", Must, "config-linux.md cgroupsPath", "an absolute cgroupsPath MUST be relative to the cgroups mount point"),
     s("cgroups-path-consistent", Must, "config-linux.md cgroupsPath", "the same cgroupsPath MUST attach to the same place"),
+    s("cgroups-path-relative", Model, "config-linux.md cgroupsPath (runc)", "a relative cgroupsPath is below the caller's own cgroup in each hierarchy"),
     s("cgroups-device-allowlist", Must, "config-linux.md Device allowlist", "device rules MUST be applied in the listed order"),
     s("cgroups-resources", Property, "config-linux.md memory, cpu, pids, ...", "resource limits are written to the container's cgroup"),
     s("cgroups-missing-controller", Must, "config-linux.md Unified", "a controller that is not present MUST generate an error"),

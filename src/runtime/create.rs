@@ -391,7 +391,7 @@ fn build(
             no_pivot: opts.no_pivot,
             user_namespace: new_ns(LinuxNamespaceType::User),
             cgroup_namespace: new_ns(LinuxNamespaceType::Cgroup),
-            cgroup_path: Some(cgroup.path.clone()),
+            cgroup: Some(cgroup.clone()),
         },
         fifo,
         console,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{path, Backend, Cgroup, CgroupError};
+use super::{Backend, Cgroup, CgroupError};
 use crate::sys::kernel_files::{self, cgroup_file, KernelFileError, Malformed};
 
 /// CPU usage, nanoseconds.
@@ -223,9 +223,12 @@ fn user_hz() -> u64 {
     100
 }
 
-fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Result<Stats, CgroupError> {
+fn v1_stats(
+    h: &super::v1::Hierarchies,
+    at: &super::v1::Placement<'_>,
+) -> Result<Stats, CgroupError> {
     let mut s = Stats::default();
-    if let Some(dir) = h.dir("cpuacct", rel) {
+    if let Some(dir) = h.dir("cpuacct", at) {
         s.cpu.usage.total = read_u64(&dir, "cpuacct.usage")?.unwrap_or(0);
         s.cpu.usage.percpu =
             kernel_files::read_optional(&dir.join("cpuacct.usage_percpu"), cgroup_file::list)?
@@ -235,7 +238,7 @@ fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Result<Stats, CgroupError
         s.cpu.usage.user = to_ns(stat.get("user").copied().unwrap_or(0));
         s.cpu.usage.kernel = to_ns(stat.get("system").copied().unwrap_or(0));
     }
-    if let Some(dir) = h.dir("cpu", rel) {
+    if let Some(dir) = h.dir("cpu", at) {
         let stat = read_keyed(&dir, "cpu.stat")?;
         s.cpu.throttling = Throttling {
             periods: stat.get("nr_periods").copied().unwrap_or(0),
@@ -243,7 +246,7 @@ fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Result<Stats, CgroupError
             throttled_time: stat.get("throttled_time").copied().unwrap_or(0),
         };
     }
-    if let Some(dir) = h.dir("memory", rel) {
+    if let Some(dir) = h.dir("memory", at) {
         s.memory.raw = read_keyed(&dir, "memory.stat")?;
         s.memory.cache = s.memory.raw.get("cache").copied().unwrap_or(0);
         s.memory.usage = MemoryEntry {
@@ -265,17 +268,17 @@ fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Result<Stats, CgroupError
             .copied()
             .unwrap_or(0);
     }
-    if let Some(dir) = h.dir("pids", rel) {
+    if let Some(dir) = h.dir("pids", at) {
         s.pids.current = read_u64(&dir, "pids.current")?.unwrap_or(0);
         s.pids.limit = read_u64(&dir, "pids.max")?
             .filter(|m| *m != u64::MAX)
             .unwrap_or(0);
     }
-    if let Some(dir) = h.dir("blkio", rel) {
+    if let Some(dir) = h.dir("blkio", at) {
         s.blkio.service_bytes = read_blkio_v1(&dir, "blkio.throttle.io_service_bytes_recursive")?;
         s.blkio.serviced = read_blkio_v1(&dir, "blkio.throttle.io_serviced_recursive")?;
     }
-    if let Some(dir) = h.dir("hugetlb", rel) {
+    if let Some(dir) = h.dir("hugetlb", at) {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(size) = name
@@ -364,10 +367,9 @@ impl Cgroup {
     /// does not parse; files of controllers that are not mounted (or counters this kernel does
     /// not keep) leave their fields at zero.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => v1_stats(&h, rel),
-            Backend::V2(u) => v2_stats(&u.dir(rel)),
+            Backend::V1(h) => v1_stats(&h, &self.placement()?),
+            Backend::V2(u) => v2_stats(&u.dir(self.unified_path()?)),
         }
     }
 }

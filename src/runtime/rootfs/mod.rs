@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
+use crate::runtime::cgroups::Cgroup;
 use crate::sys::kernel_files::{mountinfo, KernelFileError};
 
 pub use options::{OptionError, MOUNT_OPTIONS};
@@ -242,10 +243,9 @@ pub struct RootfsContext {
     pub user_namespace: bool,
     /// The container has its own cgroup namespace (cgroup mounts show the container's own cgroup).
     pub cgroup_namespace: bool,
-    /// The container's cgroup below each hierarchy root (`/refeng/abc`, as in
-    /// [`crate::runtime::cgroups::Cgroup::path`]); what a `cgroup` mount shows without a cgroup
-    /// namespace. `None`: the init process's own cgroups from /proc/self/cgroup.
-    pub cgroup_path: Option<PathBuf>,
+    /// The container's cgroup (its path in each hierarchy); what a `cgroup` mount shows without
+    /// a cgroup namespace. `None`: the init process's own cgroups from /proc/self/cgroup.
+    pub cgroup: Option<Cgroup>,
 }
 
 /// `linux.rootfsPropagation` as mount(2) flags; runc's default is `rslave`.

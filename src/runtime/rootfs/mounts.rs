@@ -549,8 +549,8 @@ fn cgroup2(entry: &Entry<'_>) -> Result<(), RootfsError> {
         Ok(()) => entry.propagate(),
         Err(Errno::EPERM | Errno::EBUSY) => {
             let host = Path::new("/sys/fs/cgroup");
-            let source = match (&entry.ctx.cgroup_path, entry.ctx.cgroup_namespace) {
-                (Some(path), true) => host.join(clean_relative(path)),
+            let source = match (&entry.ctx.cgroup, entry.ctx.cgroup_namespace) {
+                (Some(cgroup), true) => host.join(clean_relative(&cgroup.path)),
                 _ => host.to_path_buf(),
             };
             tracing::debug!(source = %source.display(), "cgroup2 mount refused, binding instead");
@@ -639,8 +639,15 @@ fn cgroup_v1(entry: &Entry<'_>) -> Result<(), RootfsError> {
             )
             .map_err(sub.mount_err("cgroup"))?;
         } else {
-            let cgroup = match &entry.ctx.cgroup_path {
-                Some(path) => path.clone(),
+            // The container's cgroup in this hierarchy, which is the init process's own (it
+            // has joined) when the caller does not say.
+            let recorded = entry
+                .ctx
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.path_in(&subsystems));
+            let cgroup = match recorded {
+                Some(path) => path.to_path_buf(),
                 None => own
                     .memberships
                     .iter()

@@ -44,7 +44,7 @@ impl Bundle {
             no_pivot: false,
             user_namespace: false,
             cgroup_namespace: false,
-            cgroup_path: None,
+            cgroup: None,
         }
     }
 }
