@@ -275,19 +275,30 @@ pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
 }
 
 /// A relative cgroupsPath `relative` as runc resolves it: below this process's own cgroup in
-/// each hierarchy (the caller's, as the runtime is this process's child). One entry per line
-/// of `/proc/self/cgroup` whose hierarchy is mounted: the line the container's process must
-/// show in its `/proc/<pid>/cgroup`, and the directory on the host. Empty when the files cannot
-/// be read.
+/// each hierarchy (the caller's, as the runtime is this process's child); see [`cgroups_below`].
+/// Empty when the files cannot be read.
 #[must_use]
 pub fn below_own_cgroups(relative: &str) -> Vec<(String, PathBuf)> {
-    let (Ok(own), Ok(mounts)) = (ProcCgroup::read(None), mountinfo::read(None)) else {
+    ProcCgroup::read(None).map_or_else(|_| Vec::new(), |own| cgroups_below(&own, relative))
+}
+
+/// For each line of a `/proc/<pid>/cgroup` whose hierarchy is mounted here, the cgroup
+/// `relative` below the one listed: the line a process in it shows in its own
+/// `/proc/<pid>/cgroup`, and its directory on the host. Empty when mountinfo cannot be read.
+#[must_use]
+pub fn cgroups_below(memberships: &ProcCgroup, relative: &str) -> Vec<(String, PathBuf)> {
+    let Ok(mounts) = mountinfo::read(None) else {
         return Vec::new();
     };
-    own.memberships
+    memberships
+        .memberships
         .iter()
         .filter_map(|m| {
-            let path = m.path.join(relative);
+            let path = if relative.is_empty() {
+                m.path.clone()
+            } else {
+                m.path.join(relative)
+            };
             let line = format!(
                 "{}:{}:{}",
                 m.hierarchy_id,

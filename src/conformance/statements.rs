@@ -166,6 +166,7 @@ pub const ALL: &[Statement] = &[
     s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is an error"),
     s("model-kill-ignored", Model, "SPEC.md", "a signal pid 1 has no handler for (TERM, USR1) leaves created and running as they are"),
     s("model-run-exit-code", Model, "runc CLI", "run exits with the container process's exit code"),
+    s("model-exec-cgroup", Model, "runc CLI exec --cgroup", "exec --cgroup runs the process in existing sub-cgroups of the container's cgroup, never outside it"),
     s("model-id-reuse", Model, "SPEC.md", "an id is free again after delete"),
     s("model-exit", Model, "SPEC.md", "the process exiting by itself makes the container stopped"),
 ];

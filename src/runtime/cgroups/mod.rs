@@ -13,6 +13,7 @@ mod fs;
 mod host_tests;
 mod path;
 pub mod stats;
+mod sub;
 mod v1;
 mod v2;
 
@@ -23,6 +24,8 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
+
+pub use sub::SubCgroups;
 
 use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
 use crate::sys::kernel_files::KernelFileError;
@@ -68,6 +71,20 @@ pub enum CgroupError {
         controller: String,
         /// The proc file that was read.
         proc_cgroup: PathBuf,
+    },
+    /// an `exec --cgroup` argument cannot be used
+    #[error("invalid --cgroup {arg:?}: {reason}")]
+    SubCgroup {
+        /// The argument (or the part of it that is refused).
+        arg: String,
+        /// Why.
+        reason: String,
+    },
+    /// an `exec --cgroup` sub-cgroup does not exist
+    #[error("sub-cgroup {path} does not exist (exec --cgroup joins existing cgroups only)")]
+    SubCgroupMissing {
+        /// The directory that was looked for.
+        path: PathBuf,
     },
     /// a cgroup directory cannot be created
     #[error("cannot create cgroup directory {path}")]
