@@ -1,6 +1,7 @@
 //! The only module allowed to use `unsafe`: thin, documented wrappers over the syscalls that
 //! neither `nix` nor `libc`'s safe surface covers (raw clone, openat2, bpf, ...). Every unsafe
-//! block states why it is sound in a `// SAFETY:` line.
+//! block states why it is sound in a `// SAFETY:` line. Also the lowest layer's readers of the
+//! kernel's text files (`kernel_files`), shared by every part above.
 #![allow(unsafe_code)]
 
 pub mod bpf;
