@@ -100,3 +100,40 @@ fn registry_response_seeds_parse_or_fail_cleanly() {
         }
     }
 }
+
+#[test]
+fn kernel_file_seeds_parse_or_name_the_bad_line() {
+    use refeng::sys::kernel_files::{cgroup_file, mountinfo, proc_cgroup::ProcCgroup, Malformed};
+    let line_exists = |name: &str, text: &[u8], e: &Malformed| {
+        let lines = text.split(|b| *b == b'\n').count().max(1);
+        assert!(e.line >= 1 && e.line <= lines, "{name}: {e}");
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for (name, bytes) in seeds("kernel_files") {
+        let Some((&which, text)) = bytes.split_first() else {
+            continue;
+        };
+        let result: Result<(), Malformed> = match which % 6 {
+            0 => ProcCgroup::parse(text).map(|p| {
+                assert!(p.memberships.iter().all(|m| m.path.is_absolute()), "{name}");
+            }),
+            1 => mountinfo::parse(text).map(|m| assert!(!m.is_empty(), "{name}")),
+            2 => cgroup_file::flat_keyed(text).map(drop),
+            3 => cgroup_file::nested_keyed(text).map(drop),
+            4 => cgroup_file::single_u64(text)
+                .map(drop)
+                .or_else(|_| cgroup_file::list::<i32>(text).map(drop)),
+            _ => cgroup_file::blkio_v1_counters(text).map(drop),
+        };
+        match result {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                line_exists(&name, text, &e);
+                refused += 1;
+            }
+        }
+    }
+    // Real files of this kind of host are accepted, the broken seeds refused.
+    assert!(accepted >= 10, "only {accepted} seeds were accepted");
+    assert!(refused >= 5, "only {refused} seeds were refused");
+}

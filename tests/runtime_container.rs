@@ -999,6 +999,187 @@ fn cgroup_holds_the_process_with_its_limits_and_goes_on_delete() {
     assert!(!Path::new(&pidsdir).exists(), "{pidsdir} removed on delete");
 }
 
+/// For each line of a `/proc/<pid>/cgroup` (`memberships`), the cgroup `join` below the one
+/// listed: the line a process in it shows, and its directory on the host.
+fn placed(
+    memberships: &refeng::sys::kernel_files::proc_cgroup::ProcCgroup,
+    join: &str,
+) -> Vec<(String, std::path::PathBuf)> {
+    use refeng::sys::kernel_files::mountinfo;
+    let mounts = mountinfo::read(None).expect("own mountinfo");
+    memberships
+        .memberships
+        .iter()
+        .filter_map(|m| {
+            let path = m.path.join(join);
+            let path = if join.is_empty() {
+                m.path.clone()
+            } else {
+                path
+            };
+            let line = format!(
+                "{}:{}:{}",
+                m.hierarchy_id,
+                m.controllers.join(","),
+                path.display()
+            );
+            let mount = mounts.iter().find(|mount| {
+                if m.is_unified() {
+                    mount.fs_type == "cgroup2"
+                } else {
+                    mount.fs_type == "cgroup"
+                        && m.controllers
+                            .iter()
+                            .all(|c| mount.super_options.contains(c))
+                }
+            })?;
+            let inside = path.strip_prefix(&mount.root).ok()?;
+            Some((line, mount.mount_point.join(inside)))
+        })
+        .collect()
+}
+
+/// Where each hierarchy's cgroup of a relative cgroupsPath `rel` lives, as runc 1.1 resolves it:
+/// below the caller's own cgroup in that hierarchy. One entry per line of the caller's
+/// /proc/self/cgroup: the line the container's process must show, and the host directory.
+fn relative_cgroups(rel: &str) -> Vec<(String, std::path::PathBuf)> {
+    use refeng::sys::kernel_files::proc_cgroup::ProcCgroup;
+    placed(&ProcCgroup::read(None).expect("own /proc/self/cgroup"), rel)
+}
+
+/// Removes test-made cgroup directories when the test ends, however it ends (children first:
+/// list them so).
+struct RemoveCgroups(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn relative_cgroups_path_goes_below_the_callers_cgroup_in_every_hierarchy() {
+    let mut b = Bundle::new("relcg").args(&["sleep", "1000"]);
+    // One path component, unique to this test: nothing shared to leave behind.
+    let rel = format!("refeng-test-relative-{}", b.id());
+    b.spec_mut()["linux"]["cgroupsPath"] = json!(rel);
+    let expected = relative_cgroups(&rel);
+    assert!(!expected.is_empty(), "no hierarchy to test");
+    let _remove = RemoveCgroups(expected.iter().map(|(_, dir)| dir.clone()).collect());
+    let c = b.container();
+    c.create();
+    let pid = c.state()["pid"].as_i64().expect("pid");
+    let got = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("container's cgroups");
+    let got: Vec<&str> = got.lines().collect();
+    let want: Vec<&str> = expected.iter().map(|(line, _)| line.as_str()).collect();
+    assert_eq!(got, want, "the container's /proc/{pid}/cgroup");
+    for (_, dir) in &expected {
+        assert!(dir.is_dir(), "{} made", dir.display());
+    }
+    // Under v1 the container's cgroup mount binds its own cgroup of each hierarchy, memory's
+    // included (under v2 without a cgroup namespace it shows the whole hierarchy).
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let procs = "/sys/fs/cgroup/memory/cgroup.procs";
+        let out = c.runtime(&["exec", c.id(), "cat", procs]).ok();
+        assert!(
+            out.stdout.lines().any(|l| l == "1"),
+            "{procs} in the container: {out:?}"
+        );
+    }
+    c.runtime(&["delete", "--force", c.id()]).ok();
+    for (_, dir) in &expected {
+        assert!(!dir.exists(), "{} removed on delete", dir.display());
+    }
+}
+
+#[test]
+fn exec_cgroup_runs_the_process_in_sub_cgroups_of_the_container() {
+    use refeng::sys::kernel_files::proc_cgroup::ProcCgroup;
+    let c = Bundle::new("execcg").args(&["sleep", "1000"]).container();
+    c.create();
+    c.start();
+    let pid = c.state()["pid"].as_i64().expect("pid");
+    let init = ProcCgroup::read(Some(u32::try_from(pid).expect("pid"))).expect("init's cgroups");
+    let container = placed(&init, "");
+    let sub = placed(&init, "sub");
+    assert!(!sub.is_empty(), "no hierarchy to test");
+    let _remove = RemoveCgroups(sub.iter().map(|(_, dir)| dir.clone()).collect());
+    for (_, dir) in &sub {
+        fs::create_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        // A new v1 cpuset cgroup takes no task until it has cpus and mems.
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(parent) = fs::read_to_string(dir.parent().unwrap().join(file)) {
+                fs::write(dir.join(file), parent.trim()).expect("copy cpuset");
+            }
+        }
+    }
+    let lines = |flags: &[&str]| -> Result<Vec<String>, String> {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[c.id(), "cat", "/proc/self/cgroup"]);
+        let out = c.runtime(&args);
+        if out.success() {
+            Ok(out.stdout.lines().map(str::to_owned).collect())
+        } else {
+            Err(out.stderr)
+        }
+    };
+    let all_sub: Vec<String> = sub.iter().map(|(l, _)| l.clone()).collect();
+    assert_eq!(
+        lines(&["--cgroup", "sub"]),
+        Ok(all_sub.clone()),
+        "--cgroup sub"
+    );
+    assert_eq!(
+        lines(&["--cgroup", ":sub"]),
+        Ok(all_sub.clone()),
+        "--cgroup :sub"
+    );
+    assert_eq!(
+        lines(&["--cgroup", "/sub"]),
+        Ok(all_sub),
+        "a leading / is still below the container"
+    );
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        assert!(
+            lines(&["--cgroup", "memory:sub"]).is_err(),
+            "cgroup v2 has no per-controller hierarchy"
+        );
+    } else {
+        // Only the named controllers' hierarchies move.
+        let want: Vec<String> = init
+            .memberships
+            .iter()
+            .zip(container.iter().zip(&sub))
+            .map(|(m, ((in_container, _), (in_sub, _)))| {
+                if m.has("memory") || m.has("pids") {
+                    in_sub.clone()
+                } else {
+                    in_container.clone()
+                }
+            })
+            .collect();
+        assert_eq!(lines(&["--cgroup", "memory,pids:sub"]), Ok(want));
+    }
+    for bad in [
+        &["--cgroup", "nosuch"][..],
+        &["--cgroup", "../escape"],
+        &["--cgroup", "a:b:c"],
+        &["--cgroup", "sub", "--cgroup", "pids:sub"],
+        &["--cgroup", "bogus:sub"],
+    ] {
+        assert!(lines(bad).is_err(), "{bad:?} must be refused");
+    }
+    // Nothing was left running in the sub-cgroups.
+    for (_, dir) in &sub {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert_eq!(procs, "", "{}", dir.display());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hooks
 

@@ -11,6 +11,8 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::conformance::checker::{CHECKS_ANNOTATION, HOST_NS_ANNOTATION, NAMESPACES};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::{self, cgroup_file, mountinfo};
 
 /// Where the checker lives inside the rootfs.
 pub const CHECKER_IN_ROOTFS: &str = "/bin/refeng-conformance-checker";
@@ -252,21 +254,77 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     found
 }
 
-/// The cgroup directories named `relative` (a cgroupsPath) that exist in any hierarchy.
+/// The cgroup directories of the cgroupsPath `path` that exist in any hierarchy: an absolute path
+/// below each hierarchy's root, a relative one below this process's own cgroup in each
+/// hierarchy (see [`below_own_cgroups`]).
 #[must_use]
-pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
-    let relative = relative.trim_start_matches('/');
-    cgroup_hierarchies()
-        .into_iter()
-        .map(|hierarchy| hierarchy.join(relative))
-        .filter(|dir| dir.is_dir())
+pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = if path.starts_with('/') {
+        let relative = path.trim_start_matches('/');
+        cgroup_hierarchies()
+            .into_iter()
+            .map(|hierarchy| hierarchy.join(relative))
+            .collect()
+    } else {
+        below_own_cgroups(path)
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .collect()
+    };
+    dirs.into_iter().filter(|dir| dir.is_dir()).collect()
+}
+
+/// A relative cgroupsPath `relative` as runc resolves it: below this process's own cgroup in
+/// each hierarchy (the caller's, as the runtime is this process's child); see [`cgroups_below`].
+/// Empty when the files cannot be read.
+#[must_use]
+pub fn below_own_cgroups(relative: &str) -> Vec<(String, PathBuf)> {
+    ProcCgroup::read(None).map_or_else(|_| Vec::new(), |own| cgroups_below(&own, relative))
+}
+
+/// For each line of a `/proc/<pid>/cgroup` whose hierarchy is mounted here, the cgroup
+/// `relative` below the one listed: the line a process in it shows in its own
+/// `/proc/<pid>/cgroup`, and its directory on the host. Empty when mountinfo cannot be read.
+#[must_use]
+pub fn cgroups_below(memberships: &ProcCgroup, relative: &str) -> Vec<(String, PathBuf)> {
+    let Ok(mounts) = mountinfo::read(None) else {
+        return Vec::new();
+    };
+    memberships
+        .memberships
+        .iter()
+        .filter_map(|m| {
+            let path = if relative.is_empty() {
+                m.path.clone()
+            } else {
+                m.path.join(relative)
+            };
+            let line = format!(
+                "{}:{}:{}",
+                m.hierarchy_id,
+                m.controllers.join(","),
+                path.display()
+            );
+            let mount = mounts.iter().find(|mount| {
+                if m.is_unified() {
+                    mount.fs_type == "cgroup2"
+                } else {
+                    mount.fs_type == "cgroup"
+                        && m.controllers
+                            .iter()
+                            .all(|c| mount.super_options.contains(c))
+                }
+            })?;
+            let inside = path.strip_prefix(&mount.root).ok()?;
+            Some((line, mount.mount_point.join(inside)))
+        })
         .collect()
 }
 
-/// Kills whatever still runs in the cgroups named `relative` and removes them, leaves first.
-/// Best effort: a runtime under test may leave anything behind.
-pub fn remove_cgroups(relative: &str) {
-    for dir in cgroup_dirs(relative) {
+/// Kills whatever still runs in the cgroups of the cgroupsPath `path` and removes them, leaves
+/// first. Best effort: a runtime under test may leave anything behind.
+pub fn remove_cgroups(path: &str) {
+    for dir in cgroup_dirs(path) {
         remove_cgroup_tree(&dir);
     }
 }
@@ -283,11 +341,9 @@ fn remove_cgroup_tree(dir: &Path) {
         // A frozen cgroup's processes cannot die; thaw it first (v1 freezer, v2 cgroup.freeze).
         let _ = fs::write(dir.join("freezer.state"), "THAWED");
         let _ = fs::write(dir.join("cgroup.freeze"), "0");
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs
-            .lines()
-            .filter_map(|line| line.trim().parse::<i32>().ok())
-        {
+        let procs = kernel_files::read_parsed(&dir.join("cgroup.procs"), cgroup_file::list::<i32>)
+            .unwrap_or_default();
+        for pid in procs {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -16,6 +16,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::sys::kernel_files::mountinfo::{self, MountInfo};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+
 /// Where the oracle bind-mounts the bundle's `config.json` inside the container.
 pub const CONFIG_PATH: &str = "/conformance/config.json";
 /// Annotation: comma-separated check groups to run (all when absent).
@@ -598,83 +601,35 @@ fn check_id_mappings(config: &Value, r: &mut CheckReport) {
     }
 }
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-struct MountEntry {
-    mount_point: String,
-    options: BTreeSet<String>,
-    optional: Vec<String>,
-    fs_type: String,
-}
-
-/// `/proc/self/mountinfo`, in mount order.
+/// `/proc/self/mountinfo`, in mount order (empty when it cannot be read: every mount check then
+/// fails with "no mount there").
 #[derive(Debug, Default)]
 struct Mountinfo {
-    entries: Vec<MountEntry>,
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            match u8::from_str_radix(&code, 8) {
-                Ok(byte) => out.push(char::from(byte)),
-                Err(_) => {
-                    out.push('\\');
-                    out.push_str(&code);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    entries: Vec<MountInfo>,
 }
 
 impl Mountinfo {
     fn read() -> Self {
-        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let entries = text
-            .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                let dash = fields.iter().position(|field| *field == "-")?;
-                Some(MountEntry {
-                    mount_point: unescape(fields.get(4)?),
-                    options: fields.get(5)?.split(',').map(str::to_owned).collect(),
-                    optional: fields
-                        .get(6..dash)?
-                        .iter()
-                        .map(|s| (*s).to_owned())
-                        .collect(),
-                    fs_type: (*fields.get(dash + 1)?).to_owned(),
-                })
-            })
-            .collect();
-        Self { entries }
+        Self {
+            entries: mountinfo::read(None).unwrap_or_default(),
+        }
     }
 
     /// The mount visible at exactly `path` (the last one stacked there).
-    fn at(&self, path: &str) -> Option<&MountEntry> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|entry| entry.mount_point == path)
+    fn at(&self, path: &str) -> Option<&MountInfo> {
+        mountinfo::at(&self.entries, Path::new(path))
     }
 
     /// The mount `path` lives on: the last mount whose mount point is `path` or a parent of it.
-    fn covering(&self, path: &str) -> Option<&MountEntry> {
+    fn covering(&self, path: &str) -> Option<&MountInfo> {
+        mountinfo::covering(&self.entries, Path::new(path))
+    }
+
+    /// The mounts at `path` and below it.
+    fn tree<'m>(&'m self, path: &'m str) -> impl Iterator<Item = &'m MountInfo> + 'm {
         self.entries
             .iter()
-            .rev()
-            .filter(|entry| {
-                entry.mount_point == "/"
-                    || path == entry.mount_point
-                    || path.starts_with(&format!("{}/", entry.mount_point))
-            })
-            .max_by_key(|entry| entry.mount_point.len())
+            .filter(move |e| e.mount_point.starts_with(path))
     }
 }
 
@@ -689,13 +644,13 @@ fn clean_path(path: &str) -> String {
 fn check_root(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
     let readonly = config["root"]["readonly"].as_bool() == Some(true);
     let root = mountinfo.at("/");
-    let flagged = root.is_some_and(|entry| entry.options.contains("ro"));
+    let flagged = root.is_some_and(|entry| entry.has_mount_option("ro"));
     r.push(
         "root",
         root.is_some() && flagged == readonly,
         format!(
             "root.readonly {readonly}; mount of / has options {:?}",
-            root.map(|entry| &entry.options)
+            root.map(|entry| &entry.mount_options)
         ),
     );
     if readonly {
@@ -745,10 +700,10 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
             if options.iter().any(|o| o == flag) {
                 r.push(
                     "mounts",
-                    entry.options.contains(flag),
+                    entry.has_mount_option(flag),
                     format!(
                         "{destination}: option {flag} in config, mount options {:?}",
-                        entry.options
+                        entry.mount_options
                     ),
                 );
             }
@@ -758,18 +713,18 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
         {
             r.push(
                 "mounts",
-                entry.options.contains("rw"),
+                entry.has_mount_option("rw"),
                 format!(
                     "{destination}: rw in config, mount options {:?}",
-                    entry.options
+                    entry.mount_options
                 ),
             );
         }
         if kind != "cgroup" {
             if let Some(want) = access_time(&options, bind) {
-                let got = if entry.options.contains("noatime") {
+                let got = if entry.has_mount_option("noatime") {
                     "noatime"
-                } else if entry.options.contains("relatime") {
+                } else if entry.has_mount_option("relatime") {
                     "relatime"
                 } else {
                     "strictatime"
@@ -779,24 +734,20 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
                     got == want,
                     format!(
                         "{destination}: options {options:?} mean {want}, mount options {:?}",
-                        entry.options
+                        entry.mount_options
                     ),
                 );
             }
         }
         if options.iter().any(|o| o == "rro") {
-            let below = format!("{destination}/");
-            for sub in mountinfo
-                .entries
-                .iter()
-                .filter(|e| e.mount_point == destination || e.mount_point.starts_with(&below))
-            {
+            for sub in mountinfo.tree(&destination) {
                 r.push(
                     "mounts",
-                    sub.options.contains("ro"),
+                    sub.has_mount_option("ro"),
                     format!(
                         "{}: below {destination} (rro), options {:?}",
-                        sub.mount_point, sub.options
+                        sub.mount_point.display(),
+                        sub.mount_options
                     ),
                 );
             }
@@ -812,7 +763,7 @@ fn check_mounts(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
             if options.iter().any(|o| o == option) {
                 r.push(
                     "mounts",
-                    propagation_of(entry) == want,
+                    entry.propagation() == want,
                     format!(
                         "{destination}: option {option}, propagation fields {:?}",
                         entry.optional
@@ -879,12 +830,7 @@ fn check_cgroup_mount(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport
             continue;
         }
         let destination = clean_path(mount["destination"].as_str().unwrap_or(""));
-        let below = format!("{destination}/");
-        let tree: Vec<&MountEntry> = mountinfo
-            .entries
-            .iter()
-            .filter(|e| e.mount_point == destination || e.mount_point.starts_with(&below))
-            .collect();
+        let tree: Vec<&MountInfo> = mountinfo.tree(&destination).collect();
         if tree.is_empty() {
             r.push(
                 "cgroup_mount",
@@ -895,10 +841,12 @@ fn check_cgroup_mount(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport
         for entry in tree {
             r.push(
                 "cgroup_mount",
-                entry.options.contains("ro"),
+                entry.has_mount_option("ro"),
                 format!(
                     "{} ({}, below the ro cgroup mount {destination}): options {:?}",
-                    entry.mount_point, entry.fs_type, entry.options
+                    entry.mount_point.display(),
+                    entry.fs_type,
+                    entry.mount_options
                 ),
             );
         }
@@ -911,20 +859,7 @@ fn check_cgroup_mount(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport
 pub fn propagation_of_path(path: &str) -> Option<&'static str> {
     Mountinfo::read()
         .covering(&clean_path(path))
-        .map(propagation_of)
-}
-
-/// `shared`, `master` (a slave), `unbindable` or `private`, from mountinfo's optional fields.
-fn propagation_of(entry: &MountEntry) -> &'static str {
-    if entry.optional.iter().any(|f| f.starts_with("master:")) {
-        "master"
-    } else if entry.optional.iter().any(|f| f.starts_with("shared:")) {
-        "shared"
-    } else if entry.optional.iter().any(|f| f == "unbindable") {
-        "unbindable"
-    } else {
-        "private"
-    }
+        .map(MountInfo::propagation)
 }
 
 fn check_propagation(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport) {
@@ -935,7 +870,7 @@ fn check_propagation(config: &Value, mountinfo: &Mountinfo, r: &mut CheckReport)
         r.push("propagation", false, "no mount at /");
         return;
     };
-    let got = propagation_of(root);
+    let got = root.propagation();
     let ok = match want {
         "shared" | "rshared" => got == "shared",
         "slave" | "rslave" => got == "master",
@@ -986,11 +921,11 @@ fn check_readonly_paths(config: &Value, mountinfo: &Mountinfo, r: &mut CheckRepo
         let entry = mountinfo.covering(&clean_path(&path));
         r.push(
             "readonly_paths",
-            entry.is_some_and(|entry| entry.options.contains("ro")),
+            entry.is_some_and(|entry| entry.has_mount_option("ro")),
             format!(
                 "{path}: on mount {:?} with options {:?}",
                 entry.map(|e| &e.mount_point),
-                entry.map(|e| &e.options)
+                entry.map(|e| &e.mount_options)
             ),
         );
     }
@@ -1189,16 +1124,20 @@ fn check_cgroups_path(config: &Value, r: &mut CheckReport) {
         .into_iter()
         .flatten()
         .any(|ns| ns["type"] == "cgroup");
-    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    let own = match ProcCgroup::read(None) {
+        Ok(own) => own,
+        Err(e) => {
+            r.push("cgroups_path", false, crate::runtime::init::error_chain(&e));
+            return;
+        }
+    };
+    for membership in &own.memberships {
+        let controllers = membership.controllers.join(",");
+        let path = membership.path.to_string_lossy();
         // Only the v1 hierarchies that runtimes populate; the named systemd one and the empty
         // unified hierarchy of a hybrid host are the runtime's choice.
-        if !["memory", "pids", "cpu,cpuacct", "devices", "freezer"].contains(&controllers) {
+        if !["memory", "pids", "cpu,cpuacct", "devices", "freezer"].contains(&controllers.as_str())
+        {
             continue;
         }
         let ok = if own_ns { path == "/" } else { path == want };
@@ -1439,33 +1378,26 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_and_covering_mounts() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
+    fn mountinfo_covering_mounts_and_trees() {
         let info = Mountinfo {
-            entries: vec![
-                MountEntry {
-                    mount_point: "/".into(),
-                    options: ["rw".to_owned()].into(),
-                    optional: vec![],
-                    fs_type: "ext4".into(),
-                },
-                MountEntry {
-                    mount_point: "/proc/sys".into(),
-                    options: ["ro".to_owned()].into(),
-                    optional: vec!["master:3".into()],
-                    fs_type: "proc".into(),
-                },
-            ],
+            entries: mountinfo::parse(
+                b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                  2 1 0:5 / /proc/sys ro master:3 - proc proc rw\n\
+                  3 1 0:6 / /proc/system rw - tmpfs tmpfs rw\n",
+            )
+            .unwrap(),
         };
         assert_eq!(
-            info.covering("/proc/sys/kernel").map(|e| &e.mount_point),
-            Some(&"/proc/sys".to_owned())
+            info.covering("/proc/sys/kernel").map(|e| e.mount_id),
+            Some(2)
         );
+        assert_eq!(info.covering("/proc/sy").map(|e| e.mount_id), Some(1));
+        let tree: Vec<u32> = info.tree("/proc/sys").map(|e| e.mount_id).collect();
+        assert_eq!(tree, [2], "/proc/system is not below /proc/sys");
         assert_eq!(
-            info.covering("/proc/system").map(|e| &e.mount_point),
-            Some(&"/".to_owned())
+            info.at("/proc/sys").map(MountInfo::propagation),
+            Some("master")
         );
-        assert_eq!(propagation_of(&info.entries[1]), "master");
         assert_eq!(clean_path("//dev/./shm/"), "/dev/shm");
     }
 

@@ -13,6 +13,8 @@ use crate::conformance::bundle::{self, only_checks};
 use crate::conformance::checker::{CheckReport, PATH_NS_ANNOTATION};
 use crate::conformance::driver::{Observed, Ran, STOP_TIMEOUT};
 use crate::conformance::{wait_for, Case, CaseError, Draft, Env, Verdict};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::{self, cgroup_file};
 
 /// A helper process a case keeps alive (a namespace holder), killed when the case ends.
 #[derive(Debug)]
@@ -477,6 +479,20 @@ fn specs() -> Vec<Spec> {
             host: Some(cgroup_limits),
         },
         Spec {
+            name: "inside/cgroups-path-relative",
+            statements: &["cgroups-path-relative"],
+            // The checker's cgroups_path group compares with an absolute path; the host check
+            // judges this case.
+            groups: &["args"],
+            edit: |draft| {
+                let relative = draft.cgroups_path.trim_start_matches('/').to_owned();
+                draft.config["linux"]["cgroupsPath"] = json!(relative);
+                draft.cgroups_path = relative;
+                ready()
+            },
+            host: Some(relative_cgroups),
+        },
+        Spec {
             name: "inside/mount-relative-destination",
             statements: &["mounts-relative-destination"],
             groups: &["mounts"],
@@ -830,17 +846,19 @@ fn join_held_namespace(draft: &mut Draft, kind: &str, entry: &str) -> Result<Pre
 /// the configured limits (runtime-spec: config-linux.md "cgroupsPath", "Memory", "PIDs", "CPU").
 fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
     let mut problems = Vec::new();
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let own = match u32::try_from(pid).map(|pid| ProcCgroup::read(Some(pid))) {
+        Ok(Ok(own)) => own,
+        Ok(Err(e)) => return vec![format!("{}", crate::runtime::init::error_chain(&e))],
+        Err(_) => return vec![format!("pid {pid} is not a process id")],
+    };
     let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let mut checks: Vec<(PathBuf, &str)> = Vec::new();
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
+    for membership in &own.memberships {
+        let controllers = membership.controllers.join(",");
+        let controllers = controllers.as_str();
+        let path = membership.path.to_string_lossy();
         let relative = path.trim_start_matches('/');
-        let base = if unified && controllers.is_empty() {
+        let base = if unified && membership.is_unified() {
             PathBuf::from("/sys/fs/cgroup")
         } else if controllers.is_empty() || controllers.starts_with("name=") {
             continue;
@@ -874,16 +892,50 @@ fn cgroup_limits(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
         ));
     }
     for (file, want) in checks {
-        let got = fs::read_to_string(&file).unwrap_or_default();
-        if got.trim() != want {
-            problems.push(format!(
-                "{}: want {want}, found {:?}",
-                file.display(),
-                got.trim()
-            ));
+        match kernel_files::read_parsed(&file, cgroup_file::single_u64) {
+            Ok(got) if got.to_string() == want => {}
+            Ok(got) => problems.push(format!("{}: want {want}, found {got}", file.display())),
+            Err(e) => problems.push(crate::runtime::init::error_chain(&e)),
         }
     }
     problems
+}
+
+/// A relative cgroupsPath: runc puts the container below the caller's own cgroup in each
+/// hierarchy, even where the caller sits in different cgroups per hierarchy (runtime-spec:
+/// config-linux.md "cgroupsPath" leaves relative paths to the runtime).
+fn relative_cgroups(draft: &Draft, pid: i64, _created: &Ran) -> Vec<String> {
+    let want: Vec<String> = bundle::below_own_cgroups(&draft.cgroups_path)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    if want.is_empty() {
+        return vec!["cannot read the oracle's own cgroups".into()];
+    }
+    let got = match u32::try_from(pid).map(|pid| ProcCgroup::read(Some(pid))) {
+        Ok(Ok(got)) => got,
+        Ok(Err(e)) => return vec![crate::runtime::init::error_chain(&e)],
+        Err(_) => return vec![format!("pid {pid} is not a process id")],
+    };
+    let got: Vec<String> = got
+        .memberships
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}:{}",
+                m.hierarchy_id,
+                m.controllers.join(","),
+                m.path.display()
+            )
+        })
+        .collect();
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "/proc/{pid}/cgroup is {got:?}, runc's placement is {want:?}"
+        )]
+    }
 }
 
 /// `process.terminal`: create with `--console-socket`, receive the pty master, and read the

@@ -11,9 +11,10 @@ use std::time::Duration;
 use refeng_spec::oci::{Model, OpError, OpKind, Operation, Signal, Status};
 use serde_json::json;
 
-use crate::conformance::bundle::cgroup_dirs;
+use crate::conformance::bundle::{self, cgroup_dirs};
 use crate::conformance::driver::{Observed, Ran, STOP_TIMEOUT};
 use crate::conformance::{wait_for, Case, CaseError, Draft, Env, Verdict};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
 
 /// How long the oracle waits after a signal the model says is ignored, so a wrongful death shows.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -207,6 +208,11 @@ pub fn cases() -> Vec<Case> {
         "runc-cli/exec-exit-codes",
         &["model-exec-exit-code"],
         exec_exit_codes,
+    ));
+    all.push(Case::new(
+        "runc-cli/exec-cgroup",
+        &["model-exec-cgroup"],
+        exec_cgroup,
     ));
     all
 }
@@ -1056,4 +1062,76 @@ fn masked_paths_without_mount_namespace(env: &mut Env<'_>) -> Result<Verdict, Ca
         ))),
         verdict => Ok(verdict),
     }
+}
+
+/// `exec --cgroup sub`: the process runs in the sub-cgroup `sub` of the container's cgroup in
+/// every hierarchy; a path that leaves the container's cgroup is refused (runc 1.1
+/// `exec --cgroup`).
+fn exec_cgroup(env: &mut Env<'_>) -> Result<Verdict, CaseError> {
+    let id = env.id(0);
+    let mut draft = env.draft()?;
+    draft.config["process"]["args"] = json!(["sleep", "1000"]);
+    env.write_bundle(&draft)?;
+    let created = env.create(&id, &draft)?;
+    if !created.ok() {
+        return Ok(Verdict::Fail(created.summary()));
+    }
+    let started = env.cmd(&["start", &id])?;
+    if !started.ok() {
+        return Ok(Verdict::Fail(started.summary()));
+    }
+    let pid = match env.runtime().state(&id)? {
+        Observed::Present(document) => document.pid.and_then(|p| u32::try_from(p).ok()),
+        Observed::Absent(_) | Observed::Garbled(_) => None,
+    };
+    let Some(pid) = pid else {
+        return Ok(Verdict::Fail(
+            "state shows no pid of a running container".into(),
+        ));
+    };
+    let init = match ProcCgroup::read(Some(pid)) {
+        Ok(init) => init,
+        Err(e) => return Ok(Verdict::Fail(crate::runtime::init::error_chain(&e))),
+    };
+    let sub = bundle::cgroups_below(&init, "sub");
+    if sub.is_empty() {
+        return Ok(Verdict::Skip(
+            "no mounted cgroup hierarchy holds the container".into(),
+        ));
+    }
+    for (_, dir) in &sub {
+        if let Err(e) = fs::create_dir(dir) {
+            return Ok(Verdict::Skip(format!("cannot make {}: {e}", dir.display())));
+        }
+        // A new v1 cpuset cgroup takes no task until it has cpus and mems.
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Some(value) = dir
+                .parent()
+                .and_then(|p| fs::read_to_string(p.join(file)).ok())
+            {
+                let _ = fs::write(dir.join(file), value.trim());
+            }
+        }
+    }
+    let want: Vec<String> = sub.into_iter().map(|(line, _)| line).collect();
+    let ran = env.cmd(&["exec", "--cgroup", "sub", &id, "cat", "/proc/self/cgroup"])?;
+    if !ran.ok() {
+        return Ok(Verdict::Fail(ran.summary()));
+    }
+    let got: Vec<&str> = ran.stdout.lines().collect();
+    if got != want {
+        return Ok(Verdict::Fail(format!(
+            "exec --cgroup sub: the process is in {got:?}, not {want:?}"
+        )));
+    }
+    let escape = env.cmd(&["exec", "--cgroup", "../escape", &id, "true"])?;
+    if escape.ok() {
+        return Ok(Verdict::Fail(
+            "exec --cgroup ../escape (outside the container's cgroup) succeeded".into(),
+        ));
+    }
+    Ok(Verdict::Pass(format!(
+        "in the sub-cgroup in {} hierarchies; ../escape refused",
+        want.len()
+    )))
 }

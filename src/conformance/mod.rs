@@ -322,6 +322,8 @@ impl Drop for Env<'_> {
         }
         for path in std::mem::take(&mut self.cgroups) {
             bundle::remove_cgroups(&path);
+            // A case may use the same path relative (below the oracle's own cgroups).
+            bundle::remove_cgroups(path.trim_start_matches('/'));
         }
         bundle::unmount_below(&self.dir);
     }
@@ -402,6 +404,7 @@ pub fn run(
         results.push(result);
     }
     bundle::remove_cgroups(&shared.cgroup_prefix);
+    bundle::remove_cgroups(shared.cgroup_prefix.trim_start_matches('/'));
     bundle::unmount_below(work);
     if !options.keep {
         let _ = fs::remove_dir_all(work);

@@ -138,7 +138,8 @@ pub struct ExecArgs {
     /// SELinux process label (refused: not supported).
     #[arg(long = "process-label")]
     pub process_label: Option<String>,
-    /// Sub-cgroup to join (refused: not supported).
+    /// Run the process in an existing sub-cgroup of the container's cgroup:
+    /// `[CONTROLLER[,CONTROLLER]:]PATH`, repeatable (runc 1.1's rules).
     #[arg(long)]
     pub cgroup: Vec<String>,
 }
@@ -443,7 +444,6 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             for (set, flag) in [
                 (args.apparmor.is_some(), "--apparmor"),
                 (args.process_label.is_some(), "--process-label"),
-                (!args.cgroup.is_empty(), "--cgroup"),
             ] {
                 if set {
                     return Err(CliError(format!("{flag} is not supported by refeng-runc")));
@@ -465,6 +465,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 no_new_privs: args.no_new_privs,
                 preserve_fds: args.preserve_fds,
                 ignore_paused: args.ignore_paused,
+                sub_cgroups: args.cgroup,
             };
             crate::runtime::exec::exec(&root, &opts).map_err(|e| chain(&e))
         }

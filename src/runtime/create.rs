@@ -441,7 +441,7 @@ fn build(
             mount_namespace,
             user_namespace: new_ns(LinuxNamespaceType::User),
             cgroup_namespace: new_ns(LinuxNamespaceType::Cgroup),
-            cgroup_path: Some(cgroup.path.clone()),
+            cgroup: Some(cgroup.clone()),
         },
         fifo,
         console,

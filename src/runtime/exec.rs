@@ -1,5 +1,5 @@
 //! `exec`: runs a new process inside a created or running container. The process joins the
-//! container's cgroup and every one of its namespaces (through /proc/<init>/ns/*), then becomes
+//! container's cgroup (or, with `--cgroup`, sub-cgroups of it) and every one of its namespaces (through /proc/<init>/ns/*), then becomes
 //! the container process through the same sequence as init (`process_setup`): its own
 //! capabilities, rlimits, user, no_new_privs and the container's seccomp filter.
 //!
@@ -21,6 +21,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Process};
 
+use crate::runtime::cgroups::{CgroupError, SubCgroups};
 use crate::runtime::channel::{self, ChannelError, Message};
 use crate::runtime::container::{AnyContainer, Operation};
 use crate::runtime::process_setup::{self, SeccompAgent};
@@ -63,6 +64,8 @@ pub struct ExecOptions {
     pub preserve_fds: u32,
     /// Exec into a paused container anyway.
     pub ignore_paused: bool,
+    /// `--cgroup` arguments: sub-cgroups of the container's cgroup to run the process in.
+    pub sub_cgroups: Vec<String>,
 }
 
 /// Errors of `exec`.
@@ -121,6 +124,9 @@ pub enum ExecError {
     /// waiting for the process failed
     #[error(transparent)]
     Run(#[from] run_cmd::RunError),
+    /// the `--cgroup` sub-cgroups cannot be used
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 fn sys(op: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> ExecError {
@@ -308,6 +314,11 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
     // The lock is for lifecycle changes; an exec must not hold it while the process runs.
     drop(loaded);
     let process = build_process(state.config.process().as_ref(), opts)?;
+    // Checked here, so that a bad or missing sub-cgroup is refused before anything starts.
+    let cgroup = match SubCgroups::parse(&opts.sub_cgroups)? {
+        Some(sub) => state.cgroup.with_sub_cgroups(&sub)?,
+        None => state.cgroup.clone(),
+    };
     let terminal = process.terminal() == Some(true);
 
     let mut own_console = None;
@@ -402,8 +413,7 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
         Forked::Child => {
             drop(parent);
             let result = (|| -> Result<Pid, String> {
-                state
-                    .cgroup
+                cgroup
                     .add_process(nix::unistd::getpid())
                     .map_err(|e| crate::runtime::init::error_chain(&e))?;
                 for (flag, fd) in &namespaces {

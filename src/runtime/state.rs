@@ -421,6 +421,7 @@ mod tests {
             cgroup: Cgroup {
                 driver: crate::runtime::cgroups::Driver::V1,
                 path: "/c1".into(),
+                hierarchies: Default::default(),
             },
             cgroup_owned: true,
             rootfs_mount: None,

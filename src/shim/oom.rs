@@ -10,6 +10,9 @@ use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::{self, cgroup_file};
+
 /// Why OOM notifications could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum OomError {
@@ -27,32 +30,28 @@ pub enum OomError {
 
 /// The memory cgroup directory of `pid` and whether it is cgroup v2.
 fn memory_cgroup(pid: u32, root: &Path) -> Option<(PathBuf, bool)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mut unified = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let rel = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some((root.join("memory").join(rel), false));
-        }
-        if controllers.is_empty() {
-            unified = Some((root.join(rel), true));
-        }
+    let own = ProcCgroup::read(Some(pid)).ok()?;
+    let rel = |path: &Path| path.strip_prefix("/").unwrap_or(path).to_path_buf();
+    if let Some(memory) = own.v1("memory") {
+        return Some((root.join("memory").join(rel(&memory.path)), false));
     }
-    unified.filter(|(dir, _)| dir.join("memory.events").exists())
+    let unified = root.join(rel(own.unified()?));
+    unified
+        .join("memory.events")
+        .exists()
+        .then_some((unified, true))
 }
 
+/// The `oom_kill` count of v2 `memory.events`; 0 when it cannot be read (the cgroup is going
+/// away, and the watcher with it).
 fn oom_kills(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("memory.events"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
+    match kernel_files::read_parsed(&dir.join("memory.events"), cgroup_file::flat_keyed) {
+        Ok(events) => events.get("oom_kill").copied().unwrap_or(0),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read memory.events");
+            0
+        }
+    }
 }
 
 /// Starts watching the memory cgroup of `pid`; `on_oom` runs on the watcher thread for every OOM

@@ -1,6 +1,7 @@
 //! The only module allowed to use `unsafe`: thin, documented wrappers over the syscalls that
 //! neither `nix` nor `libc`'s safe surface covers (raw clone, openat2, bpf, ...). Every unsafe
-//! block states why it is sound in a `// SAFETY:` line.
+//! block states why it is sound in a `// SAFETY:` line. Also the lowest layer's readers of the
+//! kernel's text files (`kernel_files`), shared by every part above.
 //!
 //! A function here is safe only when no caller can make it unsound: one whose soundness rests on
 //! its caller is an `unsafe fn` with a `# Safety` section, and callers outside `sys` (where
@@ -14,6 +15,7 @@ pub mod durable;
 pub mod exe;
 #[cfg(test)]
 pub mod fork;
+pub mod kernel_files;
 pub mod mount_attr;
 pub mod openat2;
 pub mod process;

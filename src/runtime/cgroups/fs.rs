@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::unistd::Pid;
 
 use super::CgroupError;
+use crate::sys::kernel_files::{self, cgroup_file};
 
 /// Writes `value` to `path`.
 pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -49,23 +50,8 @@ pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
 
 /// Reads a `cgroup.procs` file.
 pub(super) fn read_pids(path: &Path) -> Result<Vec<Pid>, CgroupError> {
-    let text = read(path)?;
-    parse_pids(path, &text)
-}
-
-fn parse_pids(path: &Path, text: &str) -> Result<Vec<Pid>, CgroupError> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            l.trim()
-                .parse::<i32>()
-                .map(Pid::from_raw)
-                .map_err(|_| CgroupError::Parse {
-                    path: path.to_path_buf(),
-                    content: l.to_owned(),
-                })
-        })
-        .collect()
+    let pids = kernel_files::read_parsed(path, cgroup_file::list::<i32>)?;
+    Ok(pids.into_iter().map(Pid::from_raw).collect())
 }
 
 /// Creates `dir` and its missing parents; returns whether `dir` itself was new.
@@ -158,16 +144,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pids_parse_and_reject_garbage() {
-        let p = Path::new("/x/cgroup.procs");
+    fn pids_read_and_garbage_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("cgroup.procs");
+        std::fs::write(&p, "1\n22\n").unwrap();
         assert_eq!(
-            parse_pids(p, "1\n22\n\n").unwrap(),
+            read_pids(&p).unwrap(),
             vec![Pid::from_raw(1), Pid::from_raw(22)]
         );
-        assert!(matches!(
-            parse_pids(p, "1\nx\n"),
-            Err(CgroupError::Parse { .. })
-        ));
+        std::fs::write(&p, "1\nx\n").unwrap();
+        assert!(matches!(read_pids(&p), Err(CgroupError::KernelFile(_))));
     }
 
     #[test]

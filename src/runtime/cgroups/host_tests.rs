@@ -3,6 +3,7 @@
 //! host has (on a hybrid host the controller-less `/sys/fs/cgroup/unified`). Every test works
 //! in its own uniquely named cgroup and cleans up through [`Guard`], also when it fails.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +16,9 @@ use oci_spec::runtime::{
     LinuxResources, LinuxResourcesBuilder,
 };
 
-use super::v1::Hierarchies;
+use super::v1::{Hierarchies, Placement};
 use super::v2::Unified;
-use super::{path, Cgroup, CgroupError, Driver};
+use super::{Cgroup, CgroupError, Driver};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -159,11 +160,12 @@ fn v1_cgroup(name: &str) -> Cgroup {
     Cgroup {
         driver: Driver::V1,
         path: PathBuf::from("/").join(name),
+        hierarchies: BTreeMap::new(),
     }
 }
 
 fn v1_read(h: &Hierarchies, controller: &str, cg: &Cgroup, file: &str) -> String {
-    let dir = h.dir(controller, path::checked(&cg.path).unwrap()).unwrap();
+    let dir = h.dir(controller, &cg.placement().unwrap()).unwrap();
     std::fs::read_to_string(dir.join(file))
         .unwrap()
         .trim()
@@ -290,7 +292,7 @@ fn v1_create_writes_limits_and_destroy_removes_every_hierarchy() {
     );
     assert_eq!(v1_read(&h, "pids", &cg, "pids.max"), "16");
     if weighable {
-        let blkio = h.dir("blkio", path::checked(&cg.path).unwrap()).unwrap();
+        let blkio = h.dir("blkio", &cg.placement().unwrap()).unwrap();
         let weight_file = ["blkio.weight", "blkio.bfq.weight"]
             .into_iter()
             .find(|f| blkio.join(f).exists())
@@ -304,7 +306,7 @@ fn v1_create_writes_limits_and_destroy_removes_every_hierarchy() {
 
     let dirs: Vec<PathBuf> = ["memory", "cpu", "cpuset", "pids", "devices", "freezer"]
         .iter()
-        .map(|c| h.dir(c, path::checked(&cg.path).unwrap()).unwrap())
+        .map(|c| h.dir(c, &cg.placement().unwrap()).unwrap())
         .collect();
     assert!(dirs.iter().all(|d| d.is_dir()));
     cg.destroy().unwrap();
@@ -439,8 +441,8 @@ fn v1_unavailable_settings_are_refused_and_rolled_back() {
     let Some(h) = v1_host() else { return };
     let cg = v1_cgroup(&unique_name());
     let guard = Guard::new(Target::Host(cg.clone()));
-    let rel = path::checked(&cg.path).unwrap().to_path_buf();
-    if h.dir("hugetlb", &rel).is_none() {
+    let at = cg.placement().unwrap();
+    if h.dir("hugetlb", &at).is_none() {
         let res = LinuxResourcesBuilder::default()
             .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
                 .page_size("2MB")
@@ -467,7 +469,7 @@ fn v1_unavailable_settings_are_refused_and_rolled_back() {
         )
         .build()
         .unwrap();
-    let pids_dir = h.dir("pids", &rel).unwrap();
+    let pids_dir = h.dir("pids", &at).unwrap();
     match guard.target.create(Some(&res), &[]) {
         Err(CgroupError::Unsupported { field, .. }) => {
             assert_eq!(field, "linux.resources.blockIO.leafWeight");
@@ -477,7 +479,7 @@ fn v1_unavailable_settings_are_refused_and_rolled_back() {
             );
         }
         Ok(()) => {
-            let blkio = h.dir("blkio", &rel).unwrap();
+            let blkio = h.dir("blkio", &at).unwrap();
             assert_eq!(
                 std::fs::read_to_string(blkio.join("blkio.leaf_weight"))
                     .unwrap()
@@ -523,20 +525,23 @@ fn v1_destroy_removes_the_leaf_and_its_sub_cgroups_but_not_the_parent() {
     let cg = Cgroup {
         driver: Driver::V1,
         path: PathBuf::from(format!("/{parent}/leaf")),
+        hierarchies: BTreeMap::new(),
     };
     let mut guard = Guard::new(Target::Host(cg.clone()));
-    let rel = path::checked(&cg.path).unwrap().to_path_buf();
+    let at = cg.placement().unwrap();
     // Every hierarchy the driver joins, named ones (name=systemd) included.
     for hierarchy in h.list() {
         guard.extra_dirs.push(hierarchy.mountpoint.join(&parent));
     }
     guard.target.create(None, &[]).unwrap();
-    let sub = h.dir("memory", &rel).unwrap().join("inner");
+    let sub = h.dir("memory", &at).unwrap().join("inner");
     std::fs::create_dir(&sub).unwrap();
     guard.target.destroy().unwrap();
-    assert!(!sub.exists() && !h.dir("memory", &rel).unwrap().exists());
+    assert!(!sub.exists() && !h.dir("memory", &at).unwrap().exists());
     assert!(
-        h.dir("memory", Path::new(&parent)).unwrap().is_dir(),
+        h.dir("memory", &Placement::Uniform(Path::new(&parent)))
+            .unwrap()
+            .is_dir(),
         "parent must stay"
     );
 }

@@ -13,9 +13,11 @@ mod fs;
 mod host_tests;
 mod path;
 pub mod stats;
+mod sub;
 mod v1;
 mod v2;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -23,9 +25,13 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
+pub use sub::SubCgroups;
+
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
+use crate::sys::kernel_files::KernelFileError;
+
 /// Where cgroup hierarchies are mounted on a standard host.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const PROC_SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
 const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
 
 /// Errors of cgroup operations.
@@ -40,15 +46,10 @@ pub enum CgroupError {
         #[source]
         source: nix::Error,
     },
-    /// a file describing the process or the mounts cannot be read
-    #[error("cannot read {path}")]
-    ReadProc {
-        /// The proc file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// a proc file (the process's cgroups, the mount table) or a cgroup statistics file cannot
+    /// be read or does not parse
+    #[error(transparent)]
+    KernelFile(#[from] KernelFileError),
     /// no cgroup v1 controller hierarchy is mounted
     #[error("no cgroup v1 controller hierarchy is mounted (looked in {mountinfo})")]
     NoHierarchy {
@@ -71,22 +72,19 @@ pub enum CgroupError {
         /// The proc file that was read.
         proc_cgroup: PathBuf,
     },
-    /// v1 controllers disagree on the calling process's cgroup, so a relative path is ambiguous
-    #[error(
-        "relative cgroups path {path:?} is ambiguous: this process is in {first_path:?} for {first} \
-         but in {second_path:?} for {second}"
-    )]
-    AmbiguousOwnCgroup {
-        /// The relative path as given.
+    /// an `exec --cgroup` argument cannot be used
+    #[error("invalid --cgroup {arg:?}: {reason}")]
+    SubCgroup {
+        /// The argument (or the part of it that is refused).
+        arg: String,
+        /// Why.
+        reason: String,
+    },
+    /// an `exec --cgroup` sub-cgroup does not exist
+    #[error("sub-cgroup {path} does not exist (exec --cgroup joins existing cgroups only)")]
+    SubCgroupMissing {
+        /// The directory that was looked for.
         path: PathBuf,
-        /// One controller.
-        first: String,
-        /// Its cgroup.
-        first_path: PathBuf,
-        /// Another controller.
-        second: String,
-        /// Its (different) cgroup.
-        second_path: PathBuf,
     },
     /// a cgroup directory cannot be created
     #[error("cannot create cgroup directory {path}")]
@@ -116,14 +114,6 @@ pub enum CgroupError {
         /// Why.
         #[source]
         source: io::Error,
-    },
-    /// a cgroup file holds something unexpected
-    #[error("unexpected content {content:?} in {path}")]
-    Parse {
-        /// The cgroup file.
-        path: PathBuf,
-        /// The offending content.
-        content: String,
     },
     /// a resource is set but the controller it needs is not available
     #[error("{field} is set but the {controller} controller is not available")]
@@ -228,8 +218,18 @@ impl Driver {
 pub struct Cgroup {
     /// Driver in use.
     pub driver: Driver,
-    /// Path below each hierarchy's root, always absolute (`/refeng/abc`).
+    /// Path below the hierarchy's root, always absolute (`/refeng/abc`): v2's one hierarchy.
+    /// Under v1, the path most hierarchies share (all of them for an absolute `cgroupsPath`);
+    /// where the container is in each one is [`Cgroup::hierarchies`].
     pub path: PathBuf,
+    /// v1 only: the path in each hierarchy the container is in, keyed by the hierarchy's
+    /// controllers as `/proc/<pid>/cgroup` lists them (`cpu,cpuacct`, `name=systemd`; empty for
+    /// the cgroup2 hierarchy of a hybrid host). A relative `cgroupsPath` goes below the caller's
+    /// own cgroup in each hierarchy, and a caller may sit in different cgroups per hierarchy
+    /// (runc resolves it the same way). Empty in state files written before it existed: then
+    /// every controller and named hierarchy holds `path`, and the cgroup2 one nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hierarchies: BTreeMap<String, PathBuf>,
 }
 
 /// The mounted hierarchies a driver acts on, discovered per call.
@@ -250,38 +250,99 @@ impl Backend {
 
 impl Cgroup {
     /// Resolves the container's cgroup from `linux.cgroupsPath` (absolute: below the hierarchy root;
-    /// relative: below the calling process's own cgroup; absent: `/<id>` like runc) and detects the driver.
+    /// relative: below the calling process's own cgroup in each hierarchy; absent: `/<id>` like
+    /// runc) and detects the driver.
     ///
     /// # Errors
-    /// Fails if no cgroup hierarchy is mounted or the path is not usable: it escapes the
-    /// hierarchy root with `..`, names the root itself, or is relative while the calling process
-    /// sits in different cgroups for different v1 controllers.
+    /// Fails if no cgroup hierarchy is mounted, `/proc/self/cgroup` cannot be read (for a
+    /// relative path), or the path is not usable: it escapes the hierarchy root with `..` or
+    /// names the root itself.
     #[tracing::instrument(level = "debug")]
     pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<Self, CgroupError> {
         let driver = Driver::detect()?;
         let own = match cgroups_path {
-            Some(p) if p.is_relative() => Some(read_proc(PROC_SELF_CGROUP)?),
+            Some(p) if p.is_relative() => Some(ProcCgroup::read(None)?),
             _ => None,
         };
-        let path = match driver {
+        let cgroup = match driver {
             Driver::V1 => {
-                let hierarchies = v1::Hierarchies::discover()?;
-                path::resolve(
+                let found = v1::Hierarchies::discover()?;
+                let paths =
+                    path::resolve(cgroups_path, id, own.as_ref(), &found.own_cgroup_sources())?;
+                let path = most_common(&paths)
+                    .ok_or_else(|| CgroupError::NoHierarchy {
+                        mountinfo: PathBuf::from("/proc/self/mountinfo"),
+                    })?
+                    .clone();
+                Self {
+                    driver,
+                    path,
+                    hierarchies: found
+                        .list()
+                        .iter()
+                        .map(v1::Hierarchy::key)
+                        .zip(paths)
+                        .collect(),
+                }
+            }
+            Driver::V2 => {
+                let mut paths = path::resolve(
                     cgroups_path,
                     id,
-                    own.as_deref(),
-                    &hierarchies.own_cgroup_sources(),
-                )?
+                    own.as_ref(),
+                    &[path::OwnSource::unified()],
+                )?;
+                Self {
+                    driver,
+                    path: paths.remove(0),
+                    hierarchies: BTreeMap::new(),
+                }
             }
-            Driver::V2 => path::resolve(
-                cgroups_path,
-                id,
-                own.as_deref(),
-                &[path::OwnSource::unified()],
-            )?,
         };
-        tracing::debug!(?driver, path = %path.display(), "resolved cgroup");
-        Ok(Self { driver, path })
+        tracing::debug!(?driver, path = %cgroup.path.display(), hierarchies = ?cgroup.hierarchies, "resolved cgroup");
+        Ok(cgroup)
+    }
+
+    /// The container's cgroup in the v1 hierarchy that carries any of `controllers` (as a
+    /// mount's super options or a `/proc/<pid>/cgroup` line list them), or [`Cgroup::path`]
+    /// when the state records no per-hierarchy paths; `None` when the container is not in that
+    /// hierarchy.
+    #[must_use]
+    pub fn path_in(&self, controllers: &[String]) -> Option<&Path> {
+        if self.hierarchies.is_empty() {
+            return Some(&self.path);
+        }
+        self.hierarchies
+            .iter()
+            .find(|(key, _)| {
+                key.split(',')
+                    .any(|c| !c.is_empty() && controllers.iter().any(|x| x == c))
+            })
+            .map(|(_, path)| path.as_path())
+    }
+
+    /// Where the cgroup is in each v1 hierarchy, checked.
+    fn placement(&self) -> Result<v1::Placement<'_>, CgroupError> {
+        if self.hierarchies.is_empty() {
+            return Ok(v1::Placement::Uniform(path::checked(&self.path)?));
+        }
+        let map = self
+            .hierarchies
+            .iter()
+            .map(|(key, p)| Ok((key.as_str(), path::checked(p)?)))
+            .collect::<Result<_, CgroupError>>()?;
+        Ok(v1::Placement::PerHierarchy(map))
+    }
+
+    /// The cgroup in v2's one hierarchy, checked.
+    fn unified_path(&self) -> Result<&Path, CgroupError> {
+        if !self.hierarchies.is_empty() {
+            return Err(CgroupError::InvalidPath {
+                path: self.path.clone(),
+                reason: "per-hierarchy paths are for cgroup v1 only",
+            });
+        }
+        path::checked(&self.path)
     }
 
     /// Creates the cgroup and applies `resources`; `extra_device_allows` are appended after the
@@ -298,12 +359,11 @@ impl Cgroup {
         resources: Option<&LinuxResources>,
         extra_device_allows: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
-        let rel = path::checked(&self.path)?;
         let resources = resources.map(unset_zeros);
         let resources = resources.as_ref();
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.create(rel, resources, extra_device_allows),
-            Backend::V2(u) => u.create(rel, resources, extra_device_allows),
+            Backend::V1(h) => h.create(&self.placement()?, resources, extra_device_allows),
+            Backend::V2(u) => u.create(self.unified_path()?, resources, extra_device_allows),
         }
     }
 
@@ -314,11 +374,10 @@ impl Cgroup {
     /// As [`Cgroup::create`], and fails if the cgroup does not exist.
     #[tracing::instrument(level = "debug", skip(resources), fields(path = %self.path.display()))]
     pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
-        let rel = path::checked(&self.path)?;
         let resources = &unset_zeros(resources);
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.update(rel, resources),
-            Backend::V2(u) => u.update(rel, resources),
+            Backend::V1(h) => h.update(&self.placement()?, resources),
+            Backend::V2(u) => u.update(self.unified_path()?, resources),
         }
     }
 
@@ -328,10 +387,14 @@ impl Cgroup {
     /// # Errors
     /// Fails if the hierarchies cannot be discovered or the path is not usable.
     pub fn exists(&self) -> Result<bool, CgroupError> {
-        let rel = path::checked(&self.path)?;
         Ok(match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.list().iter().any(|x| x.mountpoint.join(rel).is_dir()),
-            Backend::V2(u) => u.dir(rel).is_dir(),
+            Backend::V1(h) => {
+                let at = self.placement()?;
+                h.list()
+                    .iter()
+                    .any(|x| at.rel(x).is_some_and(|rel| x.mountpoint.join(rel).is_dir()))
+            }
+            Backend::V2(u) => u.dir(self.unified_path()?).is_dir(),
         })
     }
 
@@ -340,10 +403,9 @@ impl Cgroup {
     /// # Errors
     /// Fails if cgroup.procs cannot be written.
     pub fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.add_process(rel, pid),
-            Backend::V2(u) => u.add_process(rel, pid),
+            Backend::V1(h) => h.add_process(&self.placement()?, pid),
+            Backend::V2(u) => u.add_process(self.unified_path()?, pid),
         }
     }
 
@@ -352,10 +414,9 @@ impl Cgroup {
     /// # Errors
     /// Fails if cgroup.procs cannot be read.
     pub fn procs(&self) -> Result<Vec<Pid>, CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.procs(rel),
-            Backend::V2(u) => u.procs(rel),
+            Backend::V1(h) => h.procs(&self.placement()?),
+            Backend::V2(u) => u.procs(self.unified_path()?),
         }
     }
 
@@ -367,10 +428,9 @@ impl Cgroup {
     /// written, or does not settle within a few seconds.
     #[tracing::instrument(level = "debug", fields(path = %self.path.display()))]
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.freeze(rel, frozen),
-            Backend::V2(u) => u.freeze(rel, frozen),
+            Backend::V1(h) => h.freeze(&self.placement()?, frozen),
+            Backend::V2(u) => u.freeze(self.unified_path()?, frozen),
         }
     }
 
@@ -379,10 +439,9 @@ impl Cgroup {
     /// # Errors
     /// Fails if the freezer state cannot be read.
     pub fn is_frozen(&self) -> Result<bool, CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.is_frozen(rel),
-            Backend::V2(u) => u.is_frozen(rel),
+            Backend::V1(h) => h.is_frozen(&self.placement()?),
+            Backend::V2(u) => u.is_frozen(self.unified_path()?),
         }
     }
 
@@ -393,12 +452,20 @@ impl Cgroup {
     /// Fails if a directory stays busy after retries.
     #[tracing::instrument(level = "debug", fields(path = %self.path.display()))]
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        let rel = path::checked(&self.path)?;
         match Backend::discover(self.driver)? {
-            Backend::V1(h) => h.destroy(rel),
-            Backend::V2(u) => u.destroy(rel),
+            Backend::V1(h) => h.destroy(&self.placement()?),
+            Backend::V2(u) => u.destroy(self.unified_path()?),
         }
     }
+}
+
+/// The value that occurs most often, the first of them on a tie; `None` for no values.
+fn most_common<T: PartialEq>(values: &[T]) -> Option<&T> {
+    // max_by_key keeps the last of equal maxima: walk backwards to keep the first.
+    values
+        .iter()
+        .rev()
+        .max_by_key(|v| values.iter().filter(|w| w == v).count())
 }
 
 /// runc reads zero cpu shares, quota and period, zero blkio weights and zero kernel memory,
@@ -439,16 +506,73 @@ fn unset_zeros(resources: &LinuxResources) -> LinuxResources {
     r
 }
 
-fn read_proc(path: &str) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::ReadProc {
-        path: PathBuf::from(path),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_files_without_per_hierarchy_paths_still_load() {
+        let old: Cgroup = serde_json::from_str(r#"{"driver":"v1","path":"/refeng/a"}"#).unwrap();
+        assert!(old.hierarchies.is_empty());
+        assert_eq!(
+            old.placement().unwrap(),
+            v1::Placement::Uniform(Path::new("refeng/a"))
+        );
+        assert_eq!(
+            old.path_in(&["memory".to_owned()]),
+            Some(Path::new("/refeng/a"))
+        );
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(written.get("hierarchies").is_none(), "{written}");
+    }
+
+    #[test]
+    fn per_hierarchy_paths_round_trip_and_are_checked() {
+        let cg = Cgroup {
+            driver: Driver::V1,
+            path: PathBuf::from("/c"),
+            hierarchies: BTreeMap::from([
+                ("cpu,cpuacct".to_owned(), PathBuf::from("/c")),
+                ("memory".to_owned(), PathBuf::from("/sandbox/x/c")),
+                (String::new(), PathBuf::from("/c")),
+            ]),
+        };
+        let again: Cgroup = serde_json::from_str(&serde_json::to_string(&cg).unwrap()).unwrap();
+        assert_eq!(again, cg);
+        assert_eq!(
+            cg.path_in(&["memory".to_owned()]),
+            Some(Path::new("/sandbox/x/c"))
+        );
+        assert_eq!(cg.path_in(&["cpuacct".to_owned()]), Some(Path::new("/c")));
+        assert_eq!(cg.path_in(&["pids".to_owned()]), None);
+        assert_eq!(
+            cg.path_in(&[]),
+            None,
+            "the cgroup2 key matches no controller"
+        );
+        let mut bad = cg.clone();
+        bad.hierarchies
+            .insert("pids".to_owned(), PathBuf::from("/a/../b"));
+        assert!(matches!(
+            bad.placement(),
+            Err(CgroupError::InvalidPath { .. })
+        ));
+        let v2 = Cgroup {
+            driver: Driver::V2,
+            ..cg
+        };
+        assert!(matches!(
+            v2.unified_path(),
+            Err(CgroupError::InvalidPath { .. })
+        ));
+    }
+
+    #[test]
+    fn the_shared_path_is_the_most_common_then_the_first() {
+        assert_eq!(most_common(&["/a", "/m/a", "/a"]), Some(&"/a"));
+        assert_eq!(most_common(&["/m/a", "/a"]), Some(&"/m/a"));
+        assert_eq!(most_common::<&str>(&[]), None);
+    }
 
     #[test]
     fn zero_cpu_values_mean_unset_as_in_runc() {

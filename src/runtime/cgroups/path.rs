@@ -5,6 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{CgroupError, PROC_SELF_CGROUP};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
 
 /// How to find the calling process's own cgroup for one hierarchy in `/proc/self/cgroup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,38 +34,38 @@ impl OwnSource {
         }
     }
 
-    /// This source's own cgroup from the text of `/proc/self/cgroup`, relative to the mount point.
-    fn own_path(&self, proc_cgroup: &str) -> Option<PathBuf> {
-        let path = proc_cgroup.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (id, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let matches = if self.controllers.is_empty() {
-                id == "0" && list.is_empty()
-            } else {
-                let listed: Vec<&str> = list.split(',').collect();
-                self.controllers
-                    .iter()
-                    .any(|c| listed.contains(&c.as_str()))
-            };
-            matches.then(|| PathBuf::from(path))
-        })?;
+    /// This source's own cgroup from `/proc/self/cgroup`, relative to the mount point.
+    fn own_path(&self, proc_cgroup: &ProcCgroup) -> Option<PathBuf> {
+        let path = if self.controllers.is_empty() {
+            proc_cgroup.unified()?
+        } else {
+            &proc_cgroup
+                .memberships
+                .iter()
+                .find(|m| self.controllers.iter().any(|c| m.has(c)))?
+                .path
+        };
         Some(match path.strip_prefix(&self.mount_root) {
             Ok(rest) => Path::new("/").join(rest),
-            Err(_) => path,
+            Err(_) => path.to_path_buf(),
         })
     }
 }
 
-/// Resolves `cgroups_path` to a normalized absolute path: absolute paths as given, relative
-/// ones below the calling process's own cgroup (`proc_cgroup` is the text of
-/// `/proc/self/cgroup`, needed only then), and `/<id>` when absent.
+/// Resolves `cgroups_path` in each hierarchy of `sources` to a normalized absolute path below
+/// that hierarchy's root: an absolute path as given, the same in every hierarchy; a relative one
+/// below the calling process's own cgroup in each hierarchy (`proc_cgroup` is
+/// `/proc/self/cgroup`, needed only then); `/<id>` when absent.
+///
+/// A relative path stays below the caller's cgroup: like runc (`utils.CleanPath`), `..` at its
+/// start stops there instead of climbing out. One path per source, in order.
 pub(super) fn resolve(
     cgroups_path: Option<&Path>,
     id: &str,
-    proc_cgroup: Option<&str>,
+    proc_cgroup: Option<&ProcCgroup>,
     sources: &[OwnSource],
-) -> Result<PathBuf, CgroupError> {
-    let joined = match cgroups_path {
+) -> Result<Vec<PathBuf>, CgroupError> {
+    let joined: Vec<PathBuf> = match cgroups_path {
         None => {
             let id_path = Path::new(id);
             let single = id_path.components().count() == 1
@@ -75,48 +76,69 @@ pub(super) fn resolve(
                     reason: "a container id used as cgroup name must be one path component",
                 });
             }
-            Path::new("/").join(id_path)
+            vec![Path::new("/").join(id_path); sources.len().max(1)]
         }
-        Some(p) if p.is_absolute() => p.to_path_buf(),
+        Some(p) if p.is_absolute() => vec![p.to_path_buf(); sources.len().max(1)],
         Some(p) => {
-            let text = proc_cgroup.unwrap_or_default();
-            let mut own: Option<(&OwnSource, PathBuf)> = None;
-            for source in sources {
-                let path = source
-                    .own_path(text)
-                    .ok_or_else(|| CgroupError::OwnCgroupMissing {
-                        controller: source.label(),
-                        proc_cgroup: PathBuf::from(PROC_SELF_CGROUP),
-                    })?;
-                match &own {
-                    None => own = Some((source, path)),
-                    Some((first, first_path)) if *first_path != path => {
-                        return Err(CgroupError::AmbiguousOwnCgroup {
-                            path: p.to_path_buf(),
-                            first: first.label(),
-                            first_path: first_path.clone(),
-                            second: source.label(),
-                            second_path: path,
-                        })
-                    }
-                    Some(_) => {}
-                }
+            let below = clamped(p);
+            if below.as_os_str().is_empty() {
+                return Err(CgroupError::InvalidPath {
+                    path: p.to_path_buf(),
+                    reason: "a relative cgroups path must name a cgroup below the caller's own",
+                });
             }
-            let (_, base) = own.ok_or(CgroupError::InvalidPath {
-                path: p.to_path_buf(),
-                reason: "no hierarchy to resolve a relative path against",
-            })?;
-            base.join(p)
+            if sources.is_empty() {
+                return Err(CgroupError::InvalidPath {
+                    path: p.to_path_buf(),
+                    reason: "no hierarchy to resolve a relative path against",
+                });
+            }
+            let empty = ProcCgroup::default();
+            let own = proc_cgroup.unwrap_or(&empty);
+            sources
+                .iter()
+                .map(|source| {
+                    let base =
+                        source
+                            .own_path(own)
+                            .ok_or_else(|| CgroupError::OwnCgroupMissing {
+                                controller: source.label(),
+                                proc_cgroup: PathBuf::from(PROC_SELF_CGROUP),
+                            })?;
+                    Ok(base.join(&below))
+                })
+                .collect::<Result<_, CgroupError>>()?
         }
     };
-    let normalized = normalize(&joined)?;
-    if normalized.parent().is_none() {
-        return Err(CgroupError::InvalidPath {
-            path: joined,
-            reason: "it names the hierarchy root",
-        });
+    joined
+        .into_iter()
+        .map(|joined| {
+            let normalized = normalize(&joined)?;
+            if normalized.parent().is_none() {
+                return Err(CgroupError::InvalidPath {
+                    path: joined,
+                    reason: "it names the hierarchy root",
+                });
+            }
+            Ok(normalized)
+        })
+        .collect()
+}
+
+/// A relative path cleaned as if it started at a root: `.` dropped, `..` removing the component
+/// before it and doing nothing at the start. The result is relative and plain.
+fn clamped(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
     }
-    Ok(normalized)
+    out
 }
 
 /// Lexically normalizes an absolute path, refusing `..` that climbs above the root.
@@ -179,6 +201,10 @@ mod tests {
 0::/user.slice/session-1.scope
 ";
 
+    fn own(text: &str) -> ProcCgroup {
+        ProcCgroup::parse(text.as_bytes()).unwrap()
+    }
+
     fn v1(controllers: &[&str], root: &str) -> OwnSource {
         OwnSource {
             controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
@@ -186,9 +212,19 @@ mod tests {
         }
     }
 
+    fn one(path: &str) -> Vec<PathBuf> {
+        vec![PathBuf::from(path)]
+    }
+
     #[test]
     fn absent_path_is_slash_id() {
-        assert_eq!(resolve(None, "abc", None, &[]).unwrap(), Path::new("/abc"));
+        assert_eq!(resolve(None, "abc", None, &[]).unwrap(), one("/abc"));
+        let sources = [v1(&["cpu"], "/"), v1(&["memory"], "/")];
+        assert_eq!(
+            resolve(None, "abc", None, &sources).unwrap(),
+            [Path::new("/abc"), Path::new("/abc")],
+            "one path per hierarchy"
+        );
     }
 
     #[test]
@@ -207,7 +243,7 @@ mod tests {
     #[test]
     fn absolute_path_is_normalized_and_kept() {
         let p = resolve(Some(Path::new("/refeng//x/./y/../z")), "id", None, &[]).unwrap();
-        assert_eq!(p, Path::new("/refeng/x/z"));
+        assert_eq!(p, one("/refeng/x/z"));
     }
 
     #[test]
@@ -228,18 +264,24 @@ mod tests {
         let p = resolve(
             Some(Path::new("refeng/c1")),
             "c1",
-            Some(PROC_CGROUP),
+            Some(&own(PROC_CGROUP)),
             &sources,
         )
         .unwrap();
-        assert_eq!(p, Path::new("/user.slice/refeng/c1"));
+        assert_eq!(p, [Path::new("/user.slice/refeng/c1"); 3]);
     }
 
     #[test]
     fn relative_path_strips_the_mount_root() {
         let sources = [v1(&["memory"], "/user.slice")];
-        let p = resolve(Some(Path::new("c1")), "c1", Some(PROC_CGROUP), &sources).unwrap();
-        assert_eq!(p, Path::new("/c1"));
+        let p = resolve(
+            Some(Path::new("c1")),
+            "c1",
+            Some(&own(PROC_CGROUP)),
+            &sources,
+        )
+        .unwrap();
+        assert_eq!(p, one("/c1"));
     }
 
     #[test]
@@ -247,36 +289,51 @@ mod tests {
         let p = resolve(
             Some(Path::new("c1")),
             "c1",
-            Some(PROC_CGROUP),
+            Some(&own(PROC_CGROUP)),
             &[OwnSource::unified()],
         )
         .unwrap();
-        assert_eq!(p, Path::new("/user.slice/session-1.scope/c1"));
+        assert_eq!(p, one("/user.slice/session-1.scope/c1"));
     }
 
     #[test]
-    fn relative_path_may_climb_but_not_above_root() {
+    fn relative_path_stays_below_own_cgroup_like_runc() {
         let src = [OwnSource::unified()];
-        let p = resolve(Some(Path::new("../../c1")), "c1", Some(PROC_CGROUP), &src).unwrap();
-        assert_eq!(p, Path::new("/c1"));
-        let err = resolve(
-            Some(Path::new("../../../c1")),
-            "c1",
-            Some(PROC_CGROUP),
-            &src,
-        )
-        .unwrap_err();
-        assert!(matches!(err, CgroupError::InvalidPath { .. }));
+        let resolved = |p: &str| resolve(Some(Path::new(p)), "c1", Some(&own(PROC_CGROUP)), &src);
+        assert_eq!(
+            resolved("../../c1").unwrap(),
+            one("/user.slice/session-1.scope/c1"),
+            "leading .. stops at the caller's cgroup"
+        );
+        assert_eq!(
+            resolved("./a/x/../b").unwrap(),
+            one("/user.slice/session-1.scope/a/b")
+        );
+        for p in ["..", ".", "a/..", "../.."] {
+            let err = resolved(p).unwrap_err();
+            assert!(matches!(err, CgroupError::InvalidPath { .. }), "{p}: {err}");
+        }
     }
 
     #[test]
-    fn disagreeing_v1_own_cgroups_are_refused_for_relative_paths() {
-        let text = "4:memory:/sandbox/x\n1:cpu:/\n";
-        let sources = [v1(&["cpu"], "/"), v1(&["memory"], "/")];
-        let err = resolve(Some(Path::new("c1")), "c1", Some(text), &sources).unwrap_err();
-        assert!(
-            matches!(err, CgroupError::AmbiguousOwnCgroup { .. }),
-            "{err}"
+    fn disagreeing_v1_own_cgroups_give_a_path_per_hierarchy() {
+        // This host's layout: memory sandboxed, the other controllers at the root.
+        let text = "9:name=systemd:/\n4:memory:/sandbox/x\n1:cpu:/\n0::/\n";
+        let sources = [
+            v1(&["cpu"], "/"),
+            v1(&["memory"], "/"),
+            v1(&["name=systemd"], "/"),
+            OwnSource::unified(),
+        ];
+        let p = resolve(Some(Path::new("a/c1")), "c1", Some(&own(text)), &sources).unwrap();
+        assert_eq!(
+            p,
+            [
+                Path::new("/a/c1"),
+                Path::new("/sandbox/x/a/c1"),
+                Path::new("/a/c1"),
+                Path::new("/a/c1")
+            ]
         );
     }
 
@@ -285,7 +342,7 @@ mod tests {
         let err = resolve(
             Some(Path::new("c1")),
             "c1",
-            Some("1:cpu:/\n"),
+            Some(&own("1:cpu:/\n")),
             &[v1(&["pids"], "/")],
         )
         .unwrap_err();

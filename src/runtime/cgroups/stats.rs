@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{path, Backend, Cgroup, CgroupError};
+use super::{Backend, Cgroup, CgroupError};
+use crate::sys::kernel_files::{self, cgroup_file, KernelFileError, Malformed};
 
 /// CPU usage, nanoseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -134,77 +135,78 @@ pub struct Stats {
     pub hugetlb: BTreeMap<String, Hugetlb>,
 }
 
-fn read(dir: &Path, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(file)).ok()
+/// A single-value file; `None` when the kernel does not provide it.
+fn read_u64(dir: &Path, file: &str) -> Result<Option<u64>, CgroupError> {
+    Ok(kernel_files::read_optional(
+        &dir.join(file),
+        cgroup_file::single_u64,
+    )?)
 }
 
-fn read_u64(dir: &Path, file: &str) -> Option<u64> {
-    let text = read(dir, file)?;
-    let text = text.trim();
-    if text == "max" {
-        return Some(u64::MAX);
-    }
-    text.parse().ok()
+/// A flat-keyed file; empty when the kernel does not provide it.
+fn read_keyed(dir: &Path, file: &str) -> Result<BTreeMap<String, u64>, CgroupError> {
+    Ok(kernel_files::read_optional(&dir.join(file), cgroup_file::flat_keyed)?.unwrap_or_default())
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events).
-fn key_values(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+/// v1 blkio counters (`8:0 Read 4096`); empty when the kernel does not provide the file.
+fn read_blkio_v1(dir: &Path, file: &str) -> Result<Vec<BlkioEntry>, CgroupError> {
+    let counters = kernel_files::read_optional(&dir.join(file), cgroup_file::blkio_v1_counters)?;
+    Ok(counters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| BlkioEntry {
+            major: c.major,
+            minor: c.minor,
+            op: c.op,
+            value: c.value,
         })
-        .collect()
+        .collect())
 }
 
-/// v1 blkio lines: `8:0 Read 4096`.
-fn blkio_v1(text: &str) -> Vec<BlkioEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (major, minor) = it.next()?.split_once(':')?;
-            Some(BlkioEntry {
-                major: major.parse().ok()?,
-                minor: minor.parse().ok()?,
-                op: it.next()?.to_string(),
-                value: it.next()?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// v2 io.stat lines: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...`.
-fn io_stat_v2(text: &str) -> Blkio {
+/// v2 `io.stat` (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...`) as runc reports it: bytes and
+/// operations per device, read and write; empty when the kernel does not provide the file.
+fn read_io_stat(dir: &Path) -> Result<Blkio, CgroupError> {
+    let path = dir.join("io.stat");
+    let malformed = |source| KernelFileError::Malformed {
+        path: path.clone(),
+        source,
+    };
+    let entries = kernel_files::read_optional(&path, cgroup_file::nested_keyed)?;
     let mut out = Blkio::default();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let Some((major, minor)) = it.next().and_then(|d| d.split_once(':')) else {
-            continue;
-        };
-        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
-            continue;
-        };
-        for kv in it {
-            let Some((k, v)) = kv.split_once('=') else {
-                continue;
-            };
-            let Ok(value) = v.parse() else { continue };
-            let (list, op) = match k {
-                "rbytes" => (&mut out.service_bytes, "Read"),
-                "wbytes" => (&mut out.service_bytes, "Write"),
-                "rios" => (&mut out.serviced, "Read"),
-                "wios" => (&mut out.serviced, "Write"),
-                _ => continue,
-            };
-            list.push(BlkioEntry {
-                major,
-                minor,
-                op: op.to_string(),
-                value,
-            });
+    for entry in entries.iter().flatten() {
+        let (major, minor) = entry
+            .key
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| {
+                malformed(Malformed::new(
+                    entry.line,
+                    entry.key.as_bytes(),
+                    "the device is not MAJOR:MINOR",
+                ))
+            })?;
+        for (key, bytes, op) in [
+            ("rbytes", true, "Read"),
+            ("wbytes", true, "Write"),
+            ("rios", false, "Read"),
+            ("wios", false, "Write"),
+        ] {
+            if let Some(value) = entry.get_u64(key).map_err(malformed)? {
+                let list = if bytes {
+                    &mut out.service_bytes
+                } else {
+                    &mut out.serviced
+                };
+                list.push(BlkioEntry {
+                    major,
+                    minor,
+                    op: op.to_string(),
+                    value,
+                });
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Huge page size as runc names it from a file suffix: `2048kB` → `2MB`, `1GB` stays.
@@ -221,65 +223,62 @@ fn user_hz() -> u64 {
     100
 }
 
-fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Stats {
+fn v1_stats(
+    h: &super::v1::Hierarchies,
+    at: &super::v1::Placement<'_>,
+) -> Result<Stats, CgroupError> {
     let mut s = Stats::default();
-    if let Some(dir) = h.dir("cpuacct", rel) {
-        s.cpu.usage.total = read_u64(&dir, "cpuacct.usage").unwrap_or(0);
-        s.cpu.usage.percpu = read(&dir, "cpuacct.usage_percpu")
-            .map(|t| {
-                t.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let stat = key_values(&read(&dir, "cpuacct.stat").unwrap_or_default());
+    if let Some(dir) = h.dir("cpuacct", at) {
+        s.cpu.usage.total = read_u64(&dir, "cpuacct.usage")?.unwrap_or(0);
+        s.cpu.usage.percpu =
+            kernel_files::read_optional(&dir.join("cpuacct.usage_percpu"), cgroup_file::list)?
+                .unwrap_or_default();
+        let stat = read_keyed(&dir, "cpuacct.stat")?;
         let to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / user_hz());
         s.cpu.usage.user = to_ns(stat.get("user").copied().unwrap_or(0));
         s.cpu.usage.kernel = to_ns(stat.get("system").copied().unwrap_or(0));
     }
-    if let Some(dir) = h.dir("cpu", rel) {
-        let stat = key_values(&read(&dir, "cpu.stat").unwrap_or_default());
+    if let Some(dir) = h.dir("cpu", at) {
+        let stat = read_keyed(&dir, "cpu.stat")?;
         s.cpu.throttling = Throttling {
             periods: stat.get("nr_periods").copied().unwrap_or(0),
             throttled_periods: stat.get("nr_throttled").copied().unwrap_or(0),
             throttled_time: stat.get("throttled_time").copied().unwrap_or(0),
         };
     }
-    if let Some(dir) = h.dir("memory", rel) {
-        s.memory.raw = key_values(&read(&dir, "memory.stat").unwrap_or_default());
+    if let Some(dir) = h.dir("memory", at) {
+        s.memory.raw = read_keyed(&dir, "memory.stat")?;
         s.memory.cache = s.memory.raw.get("cache").copied().unwrap_or(0);
         s.memory.usage = MemoryEntry {
-            limit: read_u64(&dir, "memory.limit_in_bytes").unwrap_or(0),
-            usage: read_u64(&dir, "memory.usage_in_bytes").unwrap_or(0),
-            max: read_u64(&dir, "memory.max_usage_in_bytes"),
-            failcnt: read_u64(&dir, "memory.failcnt"),
+            limit: read_u64(&dir, "memory.limit_in_bytes")?.unwrap_or(0),
+            usage: read_u64(&dir, "memory.usage_in_bytes")?.unwrap_or(0),
+            max: read_u64(&dir, "memory.max_usage_in_bytes")?,
+            failcnt: read_u64(&dir, "memory.failcnt")?,
         };
-        if let Some(usage) = read_u64(&dir, "memory.memsw.usage_in_bytes") {
+        if let Some(usage) = read_u64(&dir, "memory.memsw.usage_in_bytes")? {
             s.memory.swap = Some(MemoryEntry {
-                limit: read_u64(&dir, "memory.memsw.limit_in_bytes").unwrap_or(0),
+                limit: read_u64(&dir, "memory.memsw.limit_in_bytes")?.unwrap_or(0),
                 usage,
-                max: read_u64(&dir, "memory.memsw.max_usage_in_bytes"),
-                failcnt: read_u64(&dir, "memory.memsw.failcnt"),
+                max: read_u64(&dir, "memory.memsw.max_usage_in_bytes")?,
+                failcnt: read_u64(&dir, "memory.memsw.failcnt")?,
             });
         }
-        s.memory.oom_kills = key_values(&read(&dir, "memory.oom_control").unwrap_or_default())
+        s.memory.oom_kills = read_keyed(&dir, "memory.oom_control")?
             .get("oom_kill")
             .copied()
             .unwrap_or(0);
     }
-    if let Some(dir) = h.dir("pids", rel) {
-        s.pids.current = read_u64(&dir, "pids.current").unwrap_or(0);
-        s.pids.limit = read_u64(&dir, "pids.max")
+    if let Some(dir) = h.dir("pids", at) {
+        s.pids.current = read_u64(&dir, "pids.current")?.unwrap_or(0);
+        s.pids.limit = read_u64(&dir, "pids.max")?
             .filter(|m| *m != u64::MAX)
             .unwrap_or(0);
     }
-    if let Some(dir) = h.dir("blkio", rel) {
-        s.blkio.service_bytes =
-            blkio_v1(&read(&dir, "blkio.throttle.io_service_bytes_recursive").unwrap_or_default());
-        s.blkio.serviced =
-            blkio_v1(&read(&dir, "blkio.throttle.io_serviced_recursive").unwrap_or_default());
+    if let Some(dir) = h.dir("blkio", at) {
+        s.blkio.service_bytes = read_blkio_v1(&dir, "blkio.throttle.io_service_bytes_recursive")?;
+        s.blkio.serviced = read_blkio_v1(&dir, "blkio.throttle.io_serviced_recursive")?;
     }
-    if let Some(dir) = h.dir("hugetlb", rel) {
+    if let Some(dir) = h.dir("hugetlb", at) {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(size) = name
@@ -289,20 +288,20 @@ fn v1_stats(h: &super::v1::Hierarchies, rel: &Path) -> Stats {
                 s.hugetlb.insert(
                     page_size_name(size),
                     Hugetlb {
-                        usage: read_u64(&dir, &name).unwrap_or(0),
-                        max: read_u64(&dir, &format!("hugetlb.{size}.max_usage_in_bytes")),
-                        failcnt: read_u64(&dir, &format!("hugetlb.{size}.failcnt")).unwrap_or(0),
+                        usage: read_u64(&dir, &name)?.unwrap_or(0),
+                        max: read_u64(&dir, &format!("hugetlb.{size}.max_usage_in_bytes"))?,
+                        failcnt: read_u64(&dir, &format!("hugetlb.{size}.failcnt"))?.unwrap_or(0),
                     },
                 );
             }
         }
     }
-    s
+    Ok(s)
 }
 
-fn v2_stats(dir: &Path) -> Stats {
+fn v2_stats(dir: &Path) -> Result<Stats, CgroupError> {
     let mut s = Stats::default();
-    let cpu = key_values(&read(dir, "cpu.stat").unwrap_or_default());
+    let cpu = read_keyed(dir, "cpu.stat")?;
     let us = |k: &str| cpu.get(k).copied().unwrap_or(0).saturating_mul(1000);
     s.cpu.usage = CpuUsage {
         total: us("usage_usec"),
@@ -315,64 +314,63 @@ fn v2_stats(dir: &Path) -> Stats {
         throttled_periods: cpu.get("nr_throttled").copied().unwrap_or(0),
         throttled_time: us("throttled_usec"),
     };
-    s.memory.raw = key_values(&read(dir, "memory.stat").unwrap_or_default());
+    s.memory.raw = read_keyed(dir, "memory.stat")?;
     s.memory.cache = s.memory.raw.get("file").copied().unwrap_or(0);
     s.memory.usage = MemoryEntry {
-        limit: read_u64(dir, "memory.max").unwrap_or(u64::MAX),
-        usage: read_u64(dir, "memory.current").unwrap_or(0),
-        max: read_u64(dir, "memory.peak"),
+        limit: read_u64(dir, "memory.max")?.unwrap_or(u64::MAX),
+        usage: read_u64(dir, "memory.current")?.unwrap_or(0),
+        max: read_u64(dir, "memory.peak")?,
         failcnt: None,
     };
-    if let Some(usage) = read_u64(dir, "memory.swap.current") {
+    if let Some(usage) = read_u64(dir, "memory.swap.current")? {
         s.memory.swap = Some(MemoryEntry {
-            limit: read_u64(dir, "memory.swap.max").unwrap_or(u64::MAX),
+            limit: read_u64(dir, "memory.swap.max")?.unwrap_or(u64::MAX),
             usage,
-            max: read_u64(dir, "memory.swap.peak"),
+            max: read_u64(dir, "memory.swap.peak")?,
             failcnt: None,
         });
     }
-    s.memory.oom_kills = key_values(&read(dir, "memory.events").unwrap_or_default())
+    s.memory.oom_kills = read_keyed(dir, "memory.events")?
         .get("oom_kill")
         .copied()
         .unwrap_or(0);
-    s.pids.current = read_u64(dir, "pids.current").unwrap_or(0);
-    s.pids.limit = read_u64(dir, "pids.max")
+    s.pids.current = read_u64(dir, "pids.current")?.unwrap_or(0);
+    s.pids.limit = read_u64(dir, "pids.max")?
         .filter(|m| *m != u64::MAX)
         .unwrap_or(0);
-    s.blkio = io_stat_v2(&read(dir, "io.stat").unwrap_or_default());
+    s.blkio = read_io_stat(dir)?;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(size) = name
             .strip_prefix("hugetlb.")
             .and_then(|n| n.strip_suffix(".current"))
         {
-            let events =
-                key_values(&read(dir, &format!("hugetlb.{size}.events")).unwrap_or_default());
+            let events = read_keyed(dir, &format!("hugetlb.{size}.events"))?;
             s.hugetlb.insert(
                 size.to_string(),
                 Hugetlb {
-                    usage: read_u64(dir, &name).unwrap_or(0),
+                    usage: read_u64(dir, &name)?.unwrap_or(0),
                     max: None,
                     failcnt: events.get("max").copied().unwrap_or(0),
                 },
             );
         }
     }
-    s
+    Ok(s)
 }
 
 impl Cgroup {
     /// Reads the cgroup's resource usage.
     ///
     /// # Errors
-    /// Fails if the hierarchies cannot be discovered; files of controllers that are not mounted
-    /// leave their section at zero.
+    /// Fails if the hierarchies cannot be discovered or a statistics file cannot be read or
+    /// does not parse; files of controllers that are not mounted (or counters this kernel does
+    /// not keep) leave their fields at zero.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
-        let rel = path::checked(&self.path)?;
-        Ok(match Backend::discover(self.driver)? {
-            Backend::V1(h) => v1_stats(&h, rel),
-            Backend::V2(u) => v2_stats(&u.dir(rel)),
-        })
+        match Backend::discover(self.driver)? {
+            Backend::V1(h) => v1_stats(&h, &self.placement()?),
+            Backend::V2(u) => v2_stats(&u.dir(self.unified_path()?)),
+        }
     }
 }
 
@@ -383,16 +381,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parsers_read_kernel_formats() {
-        let kv = key_values("cache 4096\nrss 8192\nbad\n");
-        assert_eq!(kv.get("cache"), Some(&4096));
-        assert_eq!(kv.len(), 2);
-        let b = blkio_v1("8:0 Read 4096\n8:0 Write 10\nTotal 4106\n");
-        assert_eq!(b.len(), 2);
-        assert_eq!(b[1].op, "Write");
-        let io = io_stat_v2("8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0\n");
+    fn io_stat_gives_runc_blkio_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("io.stat"),
+            "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0\n253:0\n",
+        )
+        .unwrap();
+        let io = read_io_stat(tmp.path()).unwrap();
         assert_eq!(io.service_bytes.len(), 2);
+        assert_eq!(io.service_bytes[1].op, "Write");
         assert_eq!(io.serviced[1].value, 2);
+        std::fs::write(tmp.path().join("io.stat"), "8:0 rbytes=lots\n").unwrap();
+        let err = read_io_stat(tmp.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CgroupError::KernelFile(KernelFileError::Malformed { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            read_io_stat(&tmp.path().join("absent")).unwrap(),
+            Blkio::default()
+        );
+    }
+
+    #[test]
+    fn malformed_stat_files_are_errors_and_missing_ones_zero() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            v2_stats(tmp.path()).unwrap(),
+            Stats {
+                memory: Memory {
+                    usage: MemoryEntry {
+                        limit: u64::MAX,
+                        ..MemoryEntry::default()
+                    },
+                    ..Memory::default()
+                },
+                ..Stats::default()
+            }
+        );
+        std::fs::write(tmp.path().join("memory.stat"), "anon 1\nfile\n").unwrap();
+        let err = v2_stats(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("memory.stat"), "{err}");
+    }
+
+    #[test]
+    fn page_sizes_are_named_like_runc() {
         assert_eq!(page_size_name("2048kB"), "2MB");
         assert_eq!(page_size_name("1GB"), "1GB");
     }

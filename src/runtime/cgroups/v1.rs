@@ -1,7 +1,7 @@
 //! The cgroup v1 (cgroupfs) driver: one directory per mounted controller hierarchy, found in
 //! `/proc/self/mountinfo`, with runc's write order and conventions for every limit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,8 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources, LinuxThrottleDevice};
 
 use super::devices::{self, Rule};
 use super::path::OwnSource;
-use super::{fs, read_proc, CgroupError, PROC_SELF_MOUNTINFO};
+use super::{fs, CgroupError};
+use crate::sys::kernel_files::mountinfo::{self, MountInfo};
 
 /// Controllers a v1 hierarchy can carry; other super options (`rw`, `clone_children`) are not
 /// controllers. Named hierarchies (`name=systemd`) carry no controller but are joined too, as
@@ -32,63 +33,92 @@ const KNOWN_CONTROLLERS: &[&str] = &[
     "rdma",
 ];
 
-/// One mounted v1 hierarchy.
+/// Where a hybrid host mounts its cgroup2 hierarchy beside the v1 ones. runc's cgroupfs driver
+/// puts the container there too (it shows as the `0::` line of `/proc/<pid>/cgroup`), though no
+/// controller is attached to it.
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+/// One mounted hierarchy the v1 driver puts containers in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Hierarchy {
     /// Where it is mounted (`/sys/fs/cgroup/memory`).
     pub mountpoint: PathBuf,
     /// The mount's root inside the hierarchy (usually `/`).
     pub root: PathBuf,
-    /// Its controllers (`["cpu", "cpuacct"]` when co-mounted).
+    /// Its controllers (`["cpu", "cpuacct"]` when co-mounted, `["name=systemd"]` for a named
+    /// one); empty for the cgroup2 hierarchy of a hybrid host.
     pub controllers: Vec<String>,
 }
 
-/// The controller hierarchies of the host, one entry per distinct controller set.
+impl Hierarchy {
+    /// The hierarchy's key in [`super::Cgroup::hierarchies`]: its controllers as
+    /// `/proc/<pid>/cgroup` lists them (`cpu,cpuacct`), empty for the cgroup2 hierarchy.
+    pub fn key(&self) -> String {
+        self.controllers.join(",")
+    }
+}
+
+/// The hierarchies of the host, one entry per distinct controller set, in mount order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Hierarchies {
     list: Vec<Hierarchy>,
 }
 
+/// Where a container's cgroup is in each hierarchy, relative to the hierarchy roots (already
+/// checked by `path::checked`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Placement<'a> {
+    /// The same path in every controller and named hierarchy, and none in the cgroup2 one: what
+    /// state files written before per-hierarchy paths describe.
+    Uniform(&'a Path),
+    /// The path in each hierarchy the container is in, by [`Hierarchy::key`].
+    PerHierarchy(BTreeMap<&'a str, &'a Path>),
+}
+
+impl Placement<'_> {
+    /// The container's cgroup in `h`, or `None` when it is not in that hierarchy.
+    pub fn rel(&self, h: &Hierarchy) -> Option<&Path> {
+        match self {
+            Self::Uniform(rel) => (!h.controllers.is_empty()).then_some(*rel),
+            Self::PerHierarchy(map) => map.get(h.key().as_str()).copied(),
+        }
+    }
+}
+
 impl Hierarchies {
     /// Reads the calling process's mount table.
     pub fn discover() -> Result<Self, CgroupError> {
-        let hierarchies = Self::parse(&read_proc(PROC_SELF_MOUNTINFO)?);
-        if hierarchies.list.is_empty() {
+        let hierarchies = Self::from_mounts(&mountinfo::read(None)?);
+        if hierarchies.list.iter().all(|h| h.controllers.is_empty()) {
             return Err(CgroupError::NoHierarchy {
-                mountinfo: PathBuf::from(PROC_SELF_MOUNTINFO),
+                mountinfo: PathBuf::from("/proc/self/mountinfo"),
             });
         }
         Ok(hierarchies)
     }
 
-    /// Parses mountinfo text, keeping the first mount of each controller set.
-    pub fn parse(mountinfo: &str) -> Self {
+    /// The cgroup v1 hierarchies among `mounts` and a hybrid host's cgroup2 one, keeping the
+    /// first mount of each controller set.
+    pub fn from_mounts(mounts: &[MountInfo]) -> Self {
         let mut list: Vec<Hierarchy> = Vec::new();
-        for line in mountinfo.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                continue;
+        for mount in mounts {
+            let controllers: Vec<String> = match mount.fs_type.as_str() {
+                "cgroup" => mount
+                    .super_options
+                    .iter()
+                    .filter(|o| KNOWN_CONTROLLERS.contains(&o.as_str()) || o.starts_with("name="))
+                    .cloned()
+                    .collect(),
+                "cgroup2" if mount.mount_point == Path::new(HYBRID_UNIFIED) => Vec::new(),
+                _ => continue,
             };
-            let (Some(root), Some(mountpoint)) = (fields.get(3), fields.get(4)) else {
-                continue;
-            };
-            if fields.get(sep + 1) != Some(&"cgroup") {
-                continue;
-            }
-            let Some(options) = fields.get(sep + 3) else {
-                continue;
-            };
-            let controllers: Vec<String> = options
-                .split(',')
-                .filter(|o| KNOWN_CONTROLLERS.contains(o) || o.starts_with("name="))
-                .map(str::to_owned)
-                .collect();
-            if controllers.is_empty() || list.iter().any(|h| h.controllers == controllers) {
+            let v1_without_controller = controllers.is_empty() && mount.fs_type == "cgroup";
+            if v1_without_controller || list.iter().any(|h| h.controllers == controllers) {
                 continue;
             }
             list.push(Hierarchy {
-                mountpoint: PathBuf::from(unescape(mountpoint)),
-                root: PathBuf::from(unescape(root)),
+                mountpoint: mount.mount_point.clone(),
+                root: mount.root.clone(),
                 controllers,
             });
         }
@@ -111,46 +141,56 @@ impl Hierarchies {
         &self.list
     }
 
-    /// The cgroup directory `rel` in the hierarchy carrying `controller`, if mounted.
-    pub fn dir(&self, controller: &str, rel: &Path) -> Option<PathBuf> {
-        self.list
+    /// The container's cgroup directory in the hierarchy carrying `controller`, if that is
+    /// mounted and the container is in it.
+    pub fn dir(&self, controller: &str, at: &Placement<'_>) -> Option<PathBuf> {
+        let h = self
+            .list
             .iter()
-            .find(|h| h.controllers.iter().any(|c| c == controller))
-            .map(|h| h.mountpoint.join(rel))
+            .find(|h| h.controllers.iter().any(|c| c == controller))?;
+        Some(h.mountpoint.join(at.rel(h)?))
     }
 
-    fn need(&self, controller: &str, rel: &Path, field: &str) -> Result<PathBuf, CgroupError> {
-        self.dir(controller, rel)
+    fn need(
+        &self,
+        controller: &str,
+        at: &Placement<'_>,
+        field: &str,
+    ) -> Result<PathBuf, CgroupError> {
+        self.dir(controller, at)
             .ok_or_else(|| CgroupError::MissingController {
                 field: field.to_owned(),
                 controller: controller.to_owned(),
             })
     }
 
-    fn dirs<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = PathBuf> + 'a {
-        self.list.iter().map(move |h| h.mountpoint.join(rel))
+    /// The container's cgroup directory in every hierarchy it is in.
+    fn dirs<'a>(&'a self, at: &'a Placement<'_>) -> impl Iterator<Item = PathBuf> + 'a {
+        self.list
+            .iter()
+            .filter_map(move |h| Some(h.mountpoint.join(at.rel(h)?)))
     }
 
     /// Creates the cgroup in every hierarchy and applies the limits; see `Cgroup::create`.
     pub fn create(
         &self,
-        rel: &Path,
+        at: &Placement<'_>,
         resources: Option<&LinuxResources>,
         extra_device_allows: &[LinuxDeviceCgroup],
     ) -> Result<(), CgroupError> {
         let rules = devices::combined(resources, extra_device_allows)?;
         if let Some(r) = resources {
-            self.check(rel, r)?;
+            self.check(at, r)?;
         }
         if !rules.is_empty() {
-            self.need("devices", rel, "linux.resources.devices")?;
+            self.need("devices", at, "linux.resources.devices")?;
         }
         let mut created = Vec::new();
-        let result = self.make_dirs(rel, &mut created).and_then(|()| {
+        let result = self.make_dirs(at, &mut created).and_then(|()| {
             if let Some(r) = resources {
-                self.apply(rel, r)?;
+                self.apply(at, r)?;
             }
-            self.apply_devices(rel, &rules)
+            self.apply_devices(at, &rules)
         });
         if result.is_err() {
             for dir in created {
@@ -162,8 +202,9 @@ impl Hierarchies {
         result
     }
 
-    fn make_dirs(&self, rel: &Path, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    fn make_dirs(&self, at: &Placement<'_>, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
         for h in &self.list {
+            let Some(rel) = at.rel(h) else { continue };
             let dir = h.mountpoint.join(rel);
             if fs::mkdir_all(&dir)? {
                 created.push(dir);
@@ -176,9 +217,13 @@ impl Hierarchies {
     }
 
     /// Applies `resources` to the existing cgroup; see `Cgroup::update`.
-    pub fn update(&self, rel: &Path, resources: &LinuxResources) -> Result<(), CgroupError> {
-        self.check(rel, resources)?;
-        for dir in self.dirs(rel) {
+    pub fn update(
+        &self,
+        at: &Placement<'_>,
+        resources: &LinuxResources,
+    ) -> Result<(), CgroupError> {
+        self.check(at, resources)?;
+        for dir in self.dirs(at) {
             if !dir.is_dir() {
                 return Err(CgroupError::Read {
                     path: dir,
@@ -186,19 +231,19 @@ impl Hierarchies {
                 });
             }
         }
-        self.apply(rel, resources)?;
+        self.apply(at, resources)?;
         let rules = devices::combined(Some(resources), &[])?;
         if !rules.is_empty() {
-            self.need("devices", rel, "linux.resources.devices")?;
+            self.need("devices", at, "linux.resources.devices")?;
         }
-        self.apply_devices(rel, &rules)
+        self.apply_devices(at, &rules)
     }
 
     /// Refuses, before anything is written, fields whose controller is not mounted and fields
     /// v1 cannot express.
-    fn check(&self, rel: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
+    fn check(&self, at: &Placement<'_>, r: &LinuxResources) -> Result<(), CgroupError> {
         if r.memory().is_some() {
-            self.need("memory", rel, "linux.resources.memory")?;
+            self.need("memory", at, "linux.resources.memory")?;
         }
         if let Some(cpu) = r.cpu() {
             let cfs = cpu.shares().is_some()
@@ -209,31 +254,31 @@ impl Hierarchies {
                 || cpu.realtime_runtime().is_some()
                 || cpu.realtime_period().is_some();
             if cfs {
-                self.need("cpu", rel, "linux.resources.cpu")?;
+                self.need("cpu", at, "linux.resources.cpu")?;
             }
             if cpu.cpus().is_some() || cpu.mems().is_some() {
-                self.need("cpuset", rel, "linux.resources.cpu.cpus/mems")?;
+                self.need("cpuset", at, "linux.resources.cpu.cpus/mems")?;
             }
         }
         if r.pids().is_some() {
-            self.need("pids", rel, "linux.resources.pids")?;
+            self.need("pids", at, "linux.resources.pids")?;
         }
         if r.block_io().is_some() {
-            self.need("blkio", rel, "linux.resources.blockIO")?;
+            self.need("blkio", at, "linux.resources.blockIO")?;
         }
         if r.hugepage_limits().as_ref().is_some_and(|l| !l.is_empty()) {
-            self.need("hugetlb", rel, "linux.resources.hugepageLimits")?;
+            self.need("hugetlb", at, "linux.resources.hugepageLimits")?;
         }
         if let Some(net) = r.network() {
             if net.class_id().is_some() {
-                self.need("net_cls", rel, "linux.resources.network.classID")?;
+                self.need("net_cls", at, "linux.resources.network.classID")?;
             }
             if net.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
-                self.need("net_prio", rel, "linux.resources.network.priorities")?;
+                self.need("net_prio", at, "linux.resources.network.priorities")?;
             }
         }
         if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-            self.need("rdma", rel, "linux.resources.rdma")?;
+            self.need("rdma", at, "linux.resources.rdma")?;
         }
         if r.unified().as_ref().is_some_and(|m| !m.is_empty()) {
             return Err(CgroupError::Unsupported {
@@ -244,16 +289,16 @@ impl Hierarchies {
         Ok(())
     }
 
-    fn apply(&self, rel: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
+    fn apply(&self, at: &Placement<'_>, r: &LinuxResources) -> Result<(), CgroupError> {
         if let Some(mem) = r.memory() {
-            let dir = self.need("memory", rel, "linux.resources.memory")?;
+            let dir = self.need("memory", at, "linux.resources.memory")?;
             apply_memory(&dir, mem)?;
         }
         if let Some(cpu) = r.cpu() {
-            if let Some(dir) = self.dir("cpu", rel) {
+            if let Some(dir) = self.dir("cpu", at) {
                 apply_cpu(&dir, cpu)?;
             }
-            if let Some(dir) = self.dir("cpuset", rel) {
+            if let Some(dir) = self.dir("cpuset", at) {
                 if let Some(cpus) = cpu.cpus() {
                     fs::write_setting(&dir, "cpuset.cpus", cpus, "linux.resources.cpu.cpus")?;
                 }
@@ -263,7 +308,7 @@ impl Hierarchies {
             }
         }
         if let Some(pids) = r.pids() {
-            let dir = self.need("pids", rel, "linux.resources.pids")?;
+            let dir = self.need("pids", at, "linux.resources.pids")?;
             fs::write_setting(
                 &dir,
                 "pids.max",
@@ -272,11 +317,11 @@ impl Hierarchies {
             )?;
         }
         if let Some(bio) = r.block_io() {
-            let dir = self.need("blkio", rel, "linux.resources.blockIO")?;
+            let dir = self.need("blkio", at, "linux.resources.blockIO")?;
             apply_blkio(&dir, bio)?;
         }
         for limit in r.hugepage_limits().iter().flatten() {
-            let dir = self.need("hugetlb", rel, "linux.resources.hugepageLimits")?;
+            let dir = self.need("hugetlb", at, "linux.resources.hugepageLimits")?;
             let size = super::v2::checked_page_size(limit.page_size())?;
             fs::write_setting(
                 &dir,
@@ -287,7 +332,7 @@ impl Hierarchies {
         }
         if let Some(net) = r.network() {
             if let Some(id) = net.class_id() {
-                let dir = self.need("net_cls", rel, "linux.resources.network.classID")?;
+                let dir = self.need("net_cls", at, "linux.resources.network.classID")?;
                 fs::write_setting(
                     &dir,
                     "net_cls.classid",
@@ -296,7 +341,7 @@ impl Hierarchies {
                 )?;
             }
             for prio in net.priorities().iter().flatten() {
-                let dir = self.need("net_prio", rel, "linux.resources.network.priorities")?;
+                let dir = self.need("net_prio", at, "linux.resources.network.priorities")?;
                 fs::write_setting(
                     &dir,
                     "net_prio.ifpriomap",
@@ -307,7 +352,7 @@ impl Hierarchies {
         }
         if let Some(rdma) = r.rdma() {
             for (device, limits) in super::v2::sorted(rdma) {
-                let dir = self.need("rdma", rel, "linux.resources.rdma")?;
+                let dir = self.need("rdma", at, "linux.resources.rdma")?;
                 if let Some(line) = super::v2::rdma_line(device, limits) {
                     fs::write_setting(&dir, "rdma.max", &line, "linux.resources.rdma")?;
                 }
@@ -317,11 +362,11 @@ impl Hierarchies {
     }
 
     /// Writes the device rules in order; a leading `a` deny resets the cgroup to deny-all.
-    fn apply_devices(&self, rel: &Path, rules: &[Rule]) -> Result<(), CgroupError> {
+    fn apply_devices(&self, at: &Placement<'_>, rules: &[Rule]) -> Result<(), CgroupError> {
         if rules.is_empty() {
             return Ok(());
         }
-        let dir = self.need("devices", rel, "linux.resources.devices")?;
+        let dir = self.need("devices", at, "linux.resources.devices")?;
         for rule in rules {
             let file = if rule.allow {
                 "devices.allow"
@@ -334,17 +379,17 @@ impl Hierarchies {
     }
 
     /// Writes `pid` to `cgroup.procs` in every hierarchy.
-    pub fn add_process(&self, rel: &Path, pid: Pid) -> Result<(), CgroupError> {
-        for dir in self.dirs(rel) {
+    pub fn add_process(&self, at: &Placement<'_>, pid: Pid) -> Result<(), CgroupError> {
+        for dir in self.dirs(at) {
             fs::write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
 
     /// The union of `cgroup.procs` over the hierarchies.
-    pub fn procs(&self, rel: &Path) -> Result<Vec<Pid>, CgroupError> {
+    pub fn procs(&self, at: &Placement<'_>) -> Result<Vec<Pid>, CgroupError> {
         let mut all = BTreeSet::new();
-        for dir in self.dirs(rel) {
+        for dir in self.dirs(at) {
             all.extend(
                 fs::read_pids(&dir.join("cgroup.procs"))?
                     .into_iter()
@@ -355,8 +400,8 @@ impl Hierarchies {
     }
 
     /// Freezes or thaws through `freezer.state`, waiting until the state settles.
-    pub fn freeze(&self, rel: &Path, frozen: bool) -> Result<(), CgroupError> {
-        let dir = self.need("freezer", rel, "freeze")?;
+    pub fn freeze(&self, at: &Placement<'_>, frozen: bool) -> Result<(), CgroupError> {
+        let dir = self.need("freezer", at, "freeze")?;
         let state = dir.join("freezer.state");
         let wanted = if frozen { "FROZEN" } else { "THAWED" };
         let mut last = String::new();
@@ -383,16 +428,16 @@ impl Hierarchies {
     }
 
     /// Whether `freezer.state` reads `FROZEN`.
-    pub fn is_frozen(&self, rel: &Path) -> Result<bool, CgroupError> {
-        let dir = self.need("freezer", rel, "freeze")?;
+    pub fn is_frozen(&self, at: &Placement<'_>) -> Result<bool, CgroupError> {
+        let dir = self.need("freezer", at, "freeze")?;
         Ok(fs::read(&dir.join("freezer.state"))? == "FROZEN")
     }
 
     /// Removes the leaf (and sub-cgroups below it) in every hierarchy, trying them all before
     /// reporting the first failure.
-    pub fn destroy(&self, rel: &Path) -> Result<(), CgroupError> {
+    pub fn destroy(&self, at: &Placement<'_>) -> Result<(), CgroupError> {
         let mut first = None;
-        for dir in self.dirs(rel) {
+        for dir in self.dirs(at) {
             if let Err(e) = fs::remove_tree(&dir) {
                 tracing::warn!(error = %e, "cannot remove cgroup");
                 first.get_or_insert(e);
@@ -736,29 +781,6 @@ fn apply_blkio(dir: &Path, bio: &oci_spec::runtime::LinuxBlockIo) -> Result<(), 
     Ok(())
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,9 +795,13 @@ mod tests {
 42 31 0:39 /docker/x /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
 ";
 
+    fn parse(text: &str) -> Hierarchies {
+        Hierarchies::from_mounts(&mountinfo::parse(text.as_bytes()).unwrap())
+    }
+
     #[test]
     fn mountinfo_yields_controller_and_named_hierarchies() {
-        let h = Hierarchies::parse(MOUNTINFO);
+        let h = parse(MOUNTINFO);
         let summary: Vec<(String, Vec<String>)> = h
             .list
             .iter()
@@ -796,21 +822,60 @@ mod tests {
                     "/sys/fs/cgroup/systemd".to_owned(),
                     vec!["name=systemd".to_owned()]
                 ),
+                ("/sys/fs/cgroup/unified".to_owned(), vec![]),
                 ("/sys/fs/cgroup/pids".to_owned(), vec!["pids".to_owned()]),
             ]
         );
-        assert_eq!(h.list[3].root, Path::new("/docker/x"));
+        assert_eq!(h.list[4].root, Path::new("/docker/x"));
+        let keys: Vec<String> = h.list.iter().map(Hierarchy::key).collect();
+        assert_eq!(keys, ["cpu,cpuacct", "memory", "name=systemd", "", "pids"]);
+        let at = Placement::Uniform(Path::new("a/b"));
         assert_eq!(
-            h.dir("cpuacct", Path::new("a/b")).unwrap(),
+            h.dir("cpuacct", &at).unwrap(),
             Path::new("/sys/fs/cgroup/cpu,cpuacct/a/b")
         );
-        assert!(h.dir("freezer", Path::new("a")).is_none());
+        assert!(h.dir("freezer", &at).is_none());
     }
 
     #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape("/mnt/memory\\040again"), "/mnt/memory again");
-        assert_eq!(unescape("/plain\\"), "/plain\\");
+    fn only_a_cgroup2_mount_at_the_hybrid_place_is_joined() {
+        let h = parse("41 31 0:38 / /mnt/elsewhere rw - cgroup2 cgroup2 rw\n");
+        assert!(h.list.is_empty());
+    }
+
+    #[test]
+    fn a_placement_gives_each_hierarchy_its_own_path() {
+        let h = parse(MOUNTINFO);
+        let dirs = |at: &Placement<'_>| -> Vec<PathBuf> { h.dirs(at).collect() };
+        // State files from before per-hierarchy paths: every v1 hierarchy, not the cgroup2 one.
+        assert_eq!(
+            dirs(&Placement::Uniform(Path::new("c"))),
+            [
+                Path::new("/sys/fs/cgroup/cpu,cpuacct/c"),
+                Path::new("/sys/fs/cgroup/memory/c"),
+                Path::new("/sys/fs/cgroup/systemd/c"),
+                Path::new("/sys/fs/cgroup/pids/c"),
+            ]
+        );
+        let at = Placement::PerHierarchy(BTreeMap::from([
+            ("memory", Path::new("sandbox/c")),
+            ("cpu,cpuacct", Path::new("c")),
+            ("", Path::new("c")),
+        ]));
+        assert_eq!(
+            dirs(&at),
+            [
+                Path::new("/sys/fs/cgroup/cpu,cpuacct/c"),
+                Path::new("/sys/fs/cgroup/memory/sandbox/c"),
+                Path::new("/sys/fs/cgroup/unified/c"),
+            ],
+            "only the hierarchies the container is in"
+        );
+        assert_eq!(
+            h.dir("memory", &at).unwrap(),
+            Path::new("/sys/fs/cgroup/memory/sandbox/c")
+        );
+        assert!(h.dir("pids", &at).is_none());
     }
 
     #[test]
@@ -822,7 +887,7 @@ mod tests {
 
     #[test]
     fn missing_controller_is_named() {
-        let h = Hierarchies::parse(MOUNTINFO);
+        let h = parse(MOUNTINFO);
         let res = oci_spec::runtime::LinuxResourcesBuilder::default()
             .hugepage_limits(vec![oci_spec::runtime::LinuxHugepageLimitBuilder::default(
             )
@@ -832,7 +897,9 @@ mod tests {
             .unwrap()])
             .build()
             .unwrap();
-        let err = h.check(Path::new("x"), &res).unwrap_err();
+        let err = h
+            .check(&Placement::Uniform(Path::new("x")), &res)
+            .unwrap_err();
         assert!(
             matches!(&err, CgroupError::MissingController { field, controller } if field == "linux.resources.hugepageLimits" && controller == "hugetlb"),
             "{err}"
@@ -845,7 +912,7 @@ mod tests {
             .build()
             .unwrap();
         assert!(matches!(
-            h.check(Path::new("x"), &res),
+            h.check(&Placement::Uniform(Path::new("x")), &res),
             Err(CgroupError::Unsupported { .. })
         ));
     }

@@ -15,14 +15,16 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::MntFlags;
 
-use super::mountinfo::{self, MountInfo};
 use super::RootfsError;
+use crate::sys::kernel_files::mountinfo::{self, MountInfo};
 
 fn read_mounts() -> Result<Vec<MountInfo>, RootfsError> {
-    mountinfo::read().map_err(|source| RootfsError::ReadProc {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })
+    Ok(mountinfo::read(None)?)
+}
+
+/// The id of a mount, as the state records it.
+fn id_of(m: &MountInfo) -> u64 {
+    u64::from(m.mount_id)
 }
 
 /// The mounts at the rootfs before `create` ran, to tell the container's bind from the caller's.
@@ -42,7 +44,7 @@ impl HostRootfs {
         let before = read_mounts()?
             .into_iter()
             .filter(|m| m.mount_point == rootfs)
-            .map(|m| m.id)
+            .map(|m| id_of(&m))
             .collect();
         Ok(Self {
             rootfs: rootfs.to_path_buf(),
@@ -59,12 +61,12 @@ impl HostRootfs {
         let mounts = read_mounts()?;
         let new: Vec<&MountInfo> = mounts
             .iter()
-            .filter(|m| m.mount_point == self.rootfs && !self.before.contains(&m.id))
+            .filter(|m| m.mount_point == self.rootfs && !self.before.contains(&id_of(m)))
             .collect();
         Ok(new
             .iter()
-            .find(|m| !new.iter().any(|other| other.id == m.parent))
-            .map(|m| m.id))
+            .find(|m| !new.iter().any(|other| other.mount_id == m.parent_id))
+            .map(|m| id_of(m)))
     }
 
     /// The container's bind, which must exist once init reported the rootfs ready.
@@ -99,7 +101,7 @@ fn tree_of<'m>(mounts: &'m [MountInfo], top: &'m MountInfo) -> Vec<(usize, &'m M
         tree.extend(
             mounts
                 .iter()
-                .filter(|m| m.parent == mount.id && m.id != mount.id)
+                .filter(|m| m.parent_id == mount.mount_id && m.mount_id != mount.mount_id)
                 .map(|m| (depth + 1, m)),
         );
         next += 1;
@@ -116,7 +118,7 @@ fn tree_of<'m>(mounts: &'m [MountInfo], top: &'m MountInfo) -> Vec<(usize, &'m M
 /// when some are still there afterwards, or an unreadable mount table.
 pub fn release_host_mounts(rootfs: &Path, id: u64) -> Result<(), RootfsError> {
     let mounts = read_mounts()?;
-    let Some(top) = mounts.iter().find(|m| m.id == id) else {
+    let Some(top) = mounts.iter().find(|m| id_of(m) == id) else {
         return Ok(());
     };
     if top.mount_point != rootfs {
@@ -126,7 +128,7 @@ pub fn release_host_mounts(rootfs: &Path, id: u64) -> Result<(), RootfsError> {
     }
     let mut tree = tree_of(&mounts, top);
     tree.sort_by_key(|(depth, _)| Reverse(*depth));
-    let ids: BTreeSet<u64> = tree.iter().map(|(_, m)| m.id).collect();
+    let ids: BTreeSet<u64> = tree.iter().map(|(_, m)| id_of(m)).collect();
     for (_, mount) in &tree {
         // The paths are the kernel's current ones; a mount hidden under a later one at a parent
         // path does not resolve (EINVAL/ENOENT) and goes with the bind at the end. Lazy: the
@@ -146,7 +148,7 @@ pub fn release_host_mounts(rootfs: &Path, id: u64) -> Result<(), RootfsError> {
     }
     let left = read_mounts()?
         .iter()
-        .filter(|m| ids.contains(&m.id))
+        .filter(|m| ids.contains(&id_of(m)))
         .count();
     if left > 0 {
         return Err(RootfsError::MountsLeft {
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn the_tree_below_a_mount_comes_with_depths() {
         let mounts = mountinfo::parse(
-            "\
+            b"\
 1 0 8:1 / / rw - ext4 /dev/sda rw
 10 1 8:1 /b/rootfs /b/rootfs rw - ext4 /dev/sda rw
 11 10 0:5 / /b/rootfs/proc rw - proc proc rw
@@ -173,11 +175,12 @@ mod tests {
 13 12 0:7 / /b/rootfs/dev/pts rw - devpts devpts rw
 20 1 0:8 / /other rw - tmpfs tmpfs rw
 ",
-        );
-        let top = mounts.iter().find(|m| m.id == 10).unwrap();
+        )
+        .unwrap();
+        let top = mounts.iter().find(|m| m.mount_id == 10).unwrap();
         let tree: Vec<(usize, u64)> = tree_of(&mounts, top)
             .iter()
-            .map(|(depth, m)| (*depth, m.id))
+            .map(|(depth, m)| (*depth, id_of(m)))
             .collect();
         assert_eq!(tree, [(0, 10), (1, 11), (1, 12), (2, 13)]);
     }

@@ -11,7 +11,6 @@ mod devices;
 mod finalize;
 mod host;
 mod inroot;
-mod mountinfo;
 mod mounts;
 mod options;
 #[cfg(test)]
@@ -23,7 +22,10 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
+use crate::runtime::cgroups::Cgroup;
+use crate::sys::kernel_files::{mountinfo, KernelFileError};
 pub use host::{release_host_mounts, HostRootfs};
+
 pub use options::{OptionError, MOUNT_OPTIONS};
 
 use inroot::RootDir;
@@ -57,7 +59,10 @@ pub enum RootfsError {
         #[source]
         source: Errno,
     },
-    /// /proc/self/mountinfo or /proc/self/cgroup could not be read
+    /// /proc/self/mountinfo or /proc/self/cgroup could not be read or parsed
+    #[error(transparent)]
+    ProcFile(#[from] KernelFileError),
+    /// /proc/cgroups could not be read
     #[error("cannot read {path}")]
     ReadProc {
         path: PathBuf,
@@ -274,10 +279,9 @@ pub struct RootfsContext {
     pub user_namespace: bool,
     /// The container has its own cgroup namespace (cgroup mounts show the container's own cgroup).
     pub cgroup_namespace: bool,
-    /// The container's cgroup below each hierarchy root (`/refeng/abc`, as in
-    /// [`crate::runtime::cgroups::Cgroup::path`]); what a `cgroup` mount shows without a cgroup
-    /// namespace. `None`: the init process's own cgroups from /proc/self/cgroup.
-    pub cgroup_path: Option<PathBuf>,
+    /// The container's cgroup (its path in each hierarchy); what a `cgroup` mount shows without
+    /// a cgroup namespace. `None`: the init process's own cgroups from /proc/self/cgroup.
+    pub cgroup: Option<Cgroup>,
 }
 
 /// `linux.rootfsPropagation` as mount(2) flags; runc's default is `rslave`.
@@ -382,11 +386,8 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<(), RootfsError> {
 /// runc rootfsParentMountPrivate: pivot_root fails when the mount holding the new root is shared,
 /// and a shared parent would propagate our rootfs bind back to the host.
 fn make_parent_private(rootfs: &std::path::Path) -> Result<(), RootfsError> {
-    let mounts = mountinfo::read().map_err(|source| RootfsError::ReadProc {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })?;
-    let Some(parent) = mountinfo::mount_of(&mounts, rootfs) else {
+    let mounts = mountinfo::read(None)?;
+    let Some(parent) = mountinfo::covering(&mounts, rootfs) else {
         return Ok(());
     };
     if parent.optional.iter().any(|o| o.starts_with("shared:")) {
@@ -477,12 +478,9 @@ fn pivot_root(rootfs: &std::path::Path) -> Result<(), RootfsError> {
 /// after a chroot, and a reachable full procfs lets the kernel allow new procfs mounts; hide them
 /// first, then move the rootfs onto / and chroot.
 fn move_root(rootfs: &std::path::Path) -> Result<(), RootfsError> {
-    let mounts = mountinfo::read().map_err(|source| RootfsError::ReadProc {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })?;
+    let mounts = mountinfo::read(None)?;
     for m in mounts.iter().rev() {
-        if (m.fstype != "proc" && m.fstype != "sysfs") || m.mount_point.starts_with(rootfs) {
+        if (m.fs_type != "proc" && m.fs_type != "sysfs") || m.mount_point.starts_with(rootfs) {
             continue;
         }
         let hide_err = |source| RootfsError::HideHostMount {

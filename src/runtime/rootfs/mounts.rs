@@ -15,7 +15,9 @@ use oci_spec::runtime::Mount;
 
 use super::inroot::{clean_relative, RootDir};
 use super::options::{self, MountOptions};
-use super::{mountinfo, RootfsContext, RootfsError};
+use super::{RootfsContext, RootfsError};
+use crate::sys::kernel_files::mountinfo::{self, MountInfo};
+use crate::sys::kernel_files::proc_cgroup::ProcCgroup;
 use crate::sys::openat2::proc_fd_path;
 
 /// Files below /proc that runc lets a mount cover (lxcfs and friends).
@@ -547,8 +549,8 @@ fn cgroup2(entry: &Entry<'_>) -> Result<(), RootfsError> {
         Ok(()) => entry.propagate(),
         Err(Errno::EPERM | Errno::EBUSY) => {
             let host = Path::new("/sys/fs/cgroup");
-            let source = match (&entry.ctx.cgroup_path, entry.ctx.cgroup_namespace) {
-                (Some(path), true) => host.join(clean_relative(path)),
+            let source = match (&entry.ctx.cgroup, entry.ctx.cgroup_namespace) {
+                (Some(cgroup), true) => host.join(clean_relative(&cgroup.path)),
                 _ => host.to_path_buf(),
             };
             tracing::debug!(source = %source.display(), "cgroup2 mount refused, binding instead");
@@ -567,30 +569,11 @@ fn cgroup2(entry: &Entry<'_>) -> Result<(), RootfsError> {
 }
 
 /// The controllers a v1 hierarchy carries (from its super options).
-fn v1_subsystems(super_options: &str, known: &[String]) -> Vec<String> {
+fn v1_subsystems(super_options: &[String], known: &[String]) -> Vec<String> {
     super_options
-        .split(',')
-        .filter(|o| o.starts_with("name=") || known.iter().any(|k| k == o))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// /proc/self/cgroup v1 lines: controller list → cgroup path.
-fn own_v1_cgroups(text: &str) -> Vec<(Vec<String>, PathBuf)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let _id = parts.next()?;
-            let controllers = parts.next()?;
-            let path = parts.next()?;
-            if controllers.is_empty() {
-                return None;
-            }
-            Some((
-                controllers.split(',').map(str::to_owned).collect(),
-                PathBuf::from(path),
-            ))
-        })
+        .iter()
+        .filter(|o| o.starts_with("name=") || known.contains(o))
+        .cloned()
         .collect()
 }
 
@@ -606,17 +589,16 @@ fn read_proc(path: &str) -> Result<String, RootfsError> {
 /// symlinks for co-mounted controllers (`cpu -> cpu,cpuacct`).
 fn cgroup_v1(entry: &Entry<'_>) -> Result<(), RootfsError> {
     let rootfs = entry.root.path();
-    let hierarchies: Vec<mountinfo::MountInfo> =
-        mountinfo::parse(&read_proc("/proc/self/mountinfo")?)
-            .into_iter()
-            .filter(|m| m.fstype == "cgroup" && !m.mount_point.starts_with(rootfs))
-            .collect();
+    let hierarchies: Vec<MountInfo> = mountinfo::read(None)?
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" && !m.mount_point.starts_with(rootfs))
+        .collect();
     let known: Vec<String> = read_proc("/proc/cgroups")?
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
-    let own = own_v1_cgroups(&read_proc("/proc/self/cgroup")?);
+    let own = ProcCgroup::read(None)?;
 
     let base = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let target = entry.create_dir()?;
@@ -657,15 +639,23 @@ fn cgroup_v1(entry: &Entry<'_>) -> Result<(), RootfsError> {
             )
             .map_err(sub.mount_err("cgroup"))?;
         } else {
-            let cgroup = match &entry.ctx.cgroup_path {
-                Some(path) => path.clone(),
+            // The container's cgroup in this hierarchy, which is the init process's own (it
+            // has joined) when the caller does not say.
+            let recorded = entry
+                .ctx
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.path_in(&subsystems));
+            let cgroup = match recorded {
+                Some(path) => path.to_path_buf(),
                 None => own
+                    .memberships
                     .iter()
-                    .find(|(controllers, _)| {
-                        controllers.len() == subsystems.len()
-                            && subsystems.iter().all(|s| controllers.contains(s))
+                    .find(|m| {
+                        m.controllers.len() == subsystems.len()
+                            && subsystems.iter().all(|s| m.has(s))
                     })
-                    .map(|(_, path)| path.clone())
+                    .map(|m| m.path.clone())
                     .ok_or_else(|| RootfsError::CgroupPath {
                         destination: sub.destination.clone(),
                         reason: format!(
@@ -728,25 +718,17 @@ mod tests {
     }
 
     #[test]
-    fn v1_cgroup_parsing() {
+    fn v1_subsystems_are_the_known_controllers_and_names() {
         let known = vec!["cpu".to_owned(), "cpuacct".to_owned(), "memory".to_owned()];
+        let opts = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(
-            v1_subsystems("rw,cpu,cpuacct", &known),
+            v1_subsystems(&opts("rw,cpu,cpuacct"), &known),
             vec!["cpu", "cpuacct"]
         );
         assert_eq!(
-            v1_subsystems("rw,xattr,name=systemd", &known),
+            v1_subsystems(&opts("rw,xattr,name=systemd"), &known),
             vec!["name=systemd"]
         );
-        assert!(v1_subsystems("rw,nsdelegate", &known).is_empty());
-        let own = own_v1_cgroups("12:cpu,cpuacct:/a/b\n1:name=systemd:/x\n0::/unified\n");
-        assert_eq!(own.len(), 2);
-        assert_eq!(
-            own[0],
-            (
-                vec!["cpu".to_owned(), "cpuacct".to_owned()],
-                PathBuf::from("/a/b")
-            )
-        );
+        assert!(v1_subsystems(&opts("rw,nsdelegate"), &known).is_empty());
     }
 }

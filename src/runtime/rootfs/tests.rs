@@ -45,7 +45,7 @@ impl Bundle {
             mount_namespace: true,
             user_namespace: false,
             cgroup_namespace: false,
-            cgroup_path: None,
+            cgroup: None,
         }
     }
 }
@@ -83,8 +83,8 @@ fn readonly(path: &str) -> Result<bool, String> {
 
 /// Mount points in this process's namespace, as it sees them.
 fn mount_points() -> Vec<PathBuf> {
-    super::mountinfo::read()
-        .unwrap_or_default()
+    crate::sys::kernel_files::mountinfo::read(None)
+        .unwrap()
         .into_iter()
         .map(|m| m.mount_point)
         .collect()
