@@ -584,20 +584,43 @@ fn read_proc(path: &str) -> Result<String, RootfsError> {
     })
 }
 
+/// One mount per v1 hierarchy, in mount order: the host's own under `/sys/fs/cgroup` where a
+/// hierarchy is mounted several times. Other copies exist while another container without a mount
+/// namespace runs (its cgroup binds sit under its rootfs in the host's table) or where an admin
+/// mounted one twice; binding from such a copy would show the wrong cgroup, and fail once that
+/// container is deleted. Mounts under this container's own rootfs never count.
+fn v1_hierarchies(mounts: Vec<MountInfo>, rootfs: &Path, known: &[String]) -> Vec<MountInfo> {
+    let host = Path::new("/sys/fs/cgroup");
+    let mut out: Vec<(Vec<String>, MountInfo)> = Vec::new();
+    for m in mounts {
+        if m.fs_type != "cgroup" || m.mount_point.starts_with(rootfs) {
+            continue;
+        }
+        let mut key = v1_subsystems(&m.super_options, known);
+        key.sort();
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, kept)) => {
+                if !kept.mount_point.starts_with(host) && m.mount_point.starts_with(host) {
+                    *kept = m;
+                }
+            }
+            None => out.push((key, m)),
+        }
+    }
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
 /// runc mountCgroupV1: a tmpfs at the destination and one directory per host hierarchy, showing
 /// the container's cgroup (a bind of it, or a new cgroup mount inside a cgroup namespace), plus
 /// symlinks for co-mounted controllers (`cpu -> cpu,cpuacct`).
 fn cgroup_v1(entry: &Entry<'_>) -> Result<(), RootfsError> {
     let rootfs = entry.root.path();
-    let hierarchies: Vec<MountInfo> = mountinfo::read(None)?
-        .into_iter()
-        .filter(|m| m.fs_type == "cgroup" && !m.mount_point.starts_with(rootfs))
-        .collect();
     let known: Vec<String> = read_proc("/proc/cgroups")?
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
+    let hierarchies = v1_hierarchies(mountinfo::read(None)?, rootfs, &known);
     let own = ProcCgroup::read(None)?;
 
     let base = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -730,5 +753,30 @@ mod tests {
             vec!["name=systemd"]
         );
         assert!(v1_subsystems(&opts("rw,nsdelegate"), &known).is_empty());
+    }
+    #[test]
+    fn each_v1_hierarchy_is_taken_once_from_the_hosts_mount() {
+        let text = b"\
+20 1 0:30 / /tmp/other/rootfs/sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+21 1 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+22 1 0:31 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+23 1 0:31 /x /tmp/other/rootfs/sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpuacct,cpu
+24 1 0:32 / /me/rootfs/sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+25 1 0:33 / /mnt/pids rw - cgroup cgroup rw,pids
+";
+        let known = ["memory", "cpu", "cpuacct", "pids"].map(String::from);
+        let mounts = crate::sys::kernel_files::mountinfo::parse(text).unwrap();
+        let picked: Vec<String> = v1_hierarchies(mounts, Path::new("/me/rootfs"), &known)
+            .iter()
+            .map(|m| m.mount_point.display().to_string())
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/mnt/pids"
+            ]
+        );
     }
 }
