@@ -242,17 +242,22 @@ fn v1_create_writes_limits_and_destroy_removes_every_hierarchy() {
         .build()
         .unwrap();
     let mut res = res;
-    // The weight needs CFQ's or BFQ's file; a host whose disks use neither (mq-deadline, as in
-    // some VMs without modules) has none, and then the weight must be refused by name, with
+    // The weight needs CFQ's or BFQ's file; a host whose disks use neither (mq-deadline, as on
+    // this host without the BFQ module) has none, and then the weight must be refused by name, with
     // nothing made.
     let blkio_root = h
         .list()
         .iter()
         .find(|x| x.controllers.iter().any(|c| c == "blkio"));
+    // The kernel shows the weight files only below the root cgroup, so look in a probe child.
     let weighable = blkio_root.is_some_and(|b| {
-        ["blkio.weight", "blkio.bfq.weight"]
+        let probe = b.mountpoint.join(format!("{}-probe", unique_name()));
+        std::fs::create_dir(&probe).unwrap();
+        let found = ["blkio.weight", "blkio.bfq.weight"]
             .iter()
-            .any(|f| b.mountpoint.join(f).exists())
+            .any(|f| probe.join(f).exists());
+        std::fs::remove_dir(&probe).unwrap();
+        found
     });
     res.set_block_io(Some(
         LinuxBlockIoBuilder::default()
