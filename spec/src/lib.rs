@@ -2,3 +2,4 @@
 
 pub mod oci;
 pub mod shim;
+pub mod task;
