@@ -274,6 +274,24 @@ fn last_logged_error(log: &Path, start: u64) -> Option<String> {
     })
 }
 
+/// A process launched without a stderr gets `/dev/null`, as [`ProcessIo`] promises: otherwise it
+/// would inherit the pipe `run` reads the runtime's own stderr from, and that read would wait as
+/// long as the process lives (a task created with empty stdio, as `ctr run --null-io` sends,
+/// hung in Create). A terminal process gets the pty instead.
+fn null_stderr(mut io: ProcessIo, terminal: bool) -> Result<ProcessIo, RuntimeError> {
+    if io.stderr.is_none() && !terminal {
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|source| RuntimeError::File {
+                path: PathBuf::from("/dev/null"),
+                source,
+            })?;
+        io.stderr = Some(null.into());
+    }
+    Ok(io)
+}
+
 fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
@@ -292,7 +310,8 @@ impl Runtime for RuncCli {
             args.extend([os("--console-socket"), os(socket)]);
         }
         args.push(os(launch.id));
-        self.run(&args, launch.io, false)?;
+        let io = null_stderr(launch.io, launch.console_socket.is_some())?;
+        self.run(&args, io, false)?;
         self.read_pid(&pid_file)
     }
 
@@ -320,7 +339,8 @@ impl Runtime for RuncCli {
             args.extend([os("--console-socket"), os(socket)]);
         }
         args.push(os(launch.id));
-        let result = self.run(&args, launch.io, false);
+        let io = null_stderr(launch.io, launch.console_socket.is_some())?;
+        let result = self.run(&args, io, false);
         let _ = std::fs::remove_file(&process_file);
         result?;
         let pid = self.read_pid(&pid_file);

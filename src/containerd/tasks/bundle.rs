@@ -124,9 +124,10 @@ pub struct TaskRecord {
     /// Exec ids added and not yet deleted.
     #[serde(default)]
     pub execs: Vec<String>,
-    /// Processes whose exit was published ("" for init).
+    /// Exits already published: (exec id, "" for init; pid). Kept after DeleteProcess, so a
+    /// shim's late copy of the same exit is still recognised.
     #[serde(default)]
-    pub exits_published: Vec<String>,
+    pub exits_published: Vec<(String, u32)>,
 }
 
 /// One task's bundle.

@@ -243,14 +243,21 @@ fn now() -> Timestamp {
 }
 
 type Key = (String, String);
+/// Published exits: (exec id, "" for init; pid).
+type Published = Vec<(String, u32)>;
 
 /// Every task, by (namespace, id).
 pub struct TaskManager {
     config: ManagerConfig,
     layout: Layout,
     tasks: Mutex<BTreeMap<Key, Arc<Entry>>>,
+    /// The published exits of recently deleted tasks, oldest first.
+    deleted: Mutex<std::collections::VecDeque<(Key, Published)>>,
     bus: EventSink,
 }
+
+/// How many deleted tasks' exits are remembered: shims deliver late copies within seconds.
+const DELETED_KEPT: usize = 1024;
 
 impl std::fmt::Debug for TaskManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,6 +310,7 @@ impl TaskManager {
             config,
             layout,
             tasks: Mutex::new(BTreeMap::new()),
+            deleted: Mutex::new(std::collections::VecDeque::new()),
             bus,
         })
     }
@@ -357,33 +365,60 @@ impl TaskManager {
                 .as_ref()
                 .and_then(|a| ev::TaskExit::parse_from_bytes(&a.value).ok())
             {
-                let exec = if exit.id == exit.container_id || exit.id.is_empty() {
-                    String::new()
-                } else {
-                    exit.id.clone()
-                };
-                let entry = self.entry(&env.namespace, &exit.container_id).ok();
-                if let Some(entry) = entry {
-                    let mut inner = lock(&entry.inner);
-                    let at = exit.exited_at.clone().into_option().unwrap_or_default();
-                    let done = Exit {
-                        pid: exit.pid,
-                        exit_status: exit.exit_status,
-                        exited_at: at.clone(),
-                    };
-                    apply_exit(&mut inner, &exec, done);
-                    if inner.record.exits_published.contains(&exec) {
-                        tracing::debug!(id = %exit.container_id, %exec, "exit already published");
-                        return;
-                    }
-                    inner.record.exits_published.push(exec);
-                    if let Err(e) = entry.bundle.write_record(&inner.record) {
-                        tracing::warn!(error = %e, "exit not recorded; it may be published again");
-                    }
+                if !self.note_exit(&env.namespace, &exit) {
+                    tracing::debug!(id = %exit.container_id, process = %exit.id, pid = exit.pid, "exit already published");
+                    return;
                 }
             }
         }
         (self.bus)(env);
+    }
+
+    /// Applies an exit a shim reported and records it as published; false when it was
+    /// published before (the daemon published it after a restart, or the task is deleted and
+    /// this is the shim's late copy).
+    fn note_exit(&self, namespace: &str, exit: &ev::TaskExit) -> bool {
+        let exec = if exit.id == exit.container_id || exit.id.is_empty() {
+            String::new()
+        } else {
+            exit.id.clone()
+        };
+        let key = (exec.clone(), exit.pid);
+        let tomb = (namespace.to_string(), exit.container_id.clone());
+        if let Ok(entry) = self.entry(namespace, &exit.container_id) {
+            let mut inner = lock(&entry.inner);
+            if inner.record.exits_published.contains(&key) {
+                return false;
+            }
+            let init_pid = inner.init.as_ref().map_or(0, TaskState::pid);
+            let same_task = !exec.is_empty() || exit.pid == 0 || init_pid == exit.pid;
+            if same_task {
+                let done = Exit {
+                    pid: exit.pid,
+                    exit_status: exit.exit_status,
+                    exited_at: exit.exited_at.clone().into_option().unwrap_or_default(),
+                };
+                apply_exit(&mut inner, &exec, done);
+                inner.record.exits_published.push(key);
+                if let Err(e) = entry.bundle.write_record(&inner.record) {
+                    tracing::warn!(error = %e, "exit not recorded; it may be published again");
+                }
+                return true;
+            }
+        }
+        // Not (or no longer) this daemon's task: a deleted task's late exit is known here.
+        !lock(&self.deleted)
+            .iter()
+            .any(|(k, published)| *k == tomb && published.contains(&key))
+    }
+
+    /// Remembers a deleted task's published exits, for the shim's late copies.
+    fn bury(&self, namespace: &str, id: &str, published: Published) {
+        let mut deleted = lock(&self.deleted);
+        if deleted.len() >= DELETED_KEPT {
+            deleted.pop_front();
+        }
+        deleted.push_back(((namespace.to_string(), id.to_string()), published));
     }
 
     fn publish_exit(&self, bundle: &Bundle, exec: &str, exit: &Exit) {
@@ -749,7 +784,7 @@ impl TaskManager {
             Err(TaskOpError::Shim(e)) if e.is_unreachable() => {
                 // The shim died: clean up after it as a restart would, and the task is gone.
                 tracing::warn!(%id, error = %e, "shim gone; cleaning up with its delete");
-                let record = inner.record.clone();
+                let mut record = inner.record.clone();
                 inner.deleted = true;
                 drop(inner);
                 lock(&self.tasks).remove(&(namespace.to_string(), id.to_string()));
@@ -759,22 +794,34 @@ impl TaskManager {
                     exit_status: resp.exit_status,
                     exited_at: resp.exited_at.into_option().unwrap_or_else(now),
                 };
-                if !record.exits_published.iter().any(String::is_empty) {
+                if !record.exits_published.iter().any(|(e, _)| e.is_empty()) {
                     self.publish_exit(&entry.bundle, "", &exit);
+                    record.exits_published.push((String::new(), exit.pid));
                 }
+                self.bury(namespace, id, record.exits_published);
                 entry.bundle.remove();
                 return Ok(exit);
             }
             Err(e) => return Err(e),
         };
         inner.deleted = true;
+        let published = inner.record.exits_published.clone();
         drop(inner);
         lock(&self.tasks).remove(&(namespace.to_string(), id.to_string()));
+        self.bury(namespace, id, published);
         self.shut_down(&entry);
         Ok(exit)
     }
 
     fn shut_down(&self, entry: &Entry) {
+        let shim_pid = entry
+            .shim
+            .connect_info(&api::ConnectRequest {
+                id: entry.bundle.id.clone(),
+                ..Default::default()
+            })
+            .map(|r| r.shim_pid)
+            .unwrap_or(0);
         if let Err(e) = entry.shim.shutdown(&api::ShutdownRequest {
             id: entry.bundle.id.clone(),
             ..Default::default()
@@ -784,6 +831,9 @@ impl TaskManager {
                 tracing::warn!(id = %entry.bundle.id, error = %e, "shim shutdown");
             }
         }
+        // The shim may still write into its bundle on its way out (its log, its socket's
+        // files): the bundle goes once the process has.
+        wait_gone(shim_pid, SHIM_EXIT_WAIT);
         entry.bundle.remove();
     }
 
@@ -864,7 +914,6 @@ impl TaskManager {
         })?;
         inner.execs.remove(exec);
         inner.record.execs.retain(|e| e != exec);
-        inner.record.exits_published.retain(|e| e != exec);
         if let Err(e) = entry.bundle.write_record(&inner.record) {
             tracing::warn!(error = %e, "exec removal not recorded");
         }
@@ -1189,9 +1238,9 @@ impl TaskManager {
             if let Some(x) = inner.init.as_ref().and_then(TaskState::exit) {
                 missed.push((String::new(), x));
             }
-            missed.retain(|(k, _)| !inner.record.exits_published.contains(k));
-            for (k, _) in &missed {
-                inner.record.exits_published.push(k.clone());
+            missed.retain(|(k, x)| !inner.record.exits_published.contains(&(k.clone(), x.pid)));
+            for (k, x) in &missed {
+                inner.record.exits_published.push((k.clone(), x.pid));
             }
             if let Err(e) = bundle.write_record(&inner.record) {
                 tracing::warn!(%id, error = %e, "restored record not written");
@@ -1218,7 +1267,8 @@ impl TaskManager {
         let id = &bundle.id;
         match invocation.delete() {
             Ok(resp) => {
-                if !record.exits_published.iter().any(String::is_empty) {
+                let mut published = record.exits_published.clone();
+                if !published.iter().any(|(e, _)| e.is_empty()) {
                     self.publish_exit(
                         bundle,
                         "",
@@ -1228,7 +1278,9 @@ impl TaskManager {
                             exited_at: resp.exited_at.into_option().unwrap_or_else(now),
                         },
                     );
+                    published.push((String::new(), resp.pid));
                 }
+                self.bury(&bundle.namespace, id, published);
             }
             Err(e) => tracing::warn!(%id, error = %e, "shim delete of a dead shim"),
         }
@@ -1244,6 +1296,31 @@ impl TaskManager {
             .filter(|(ns, _)| ns == namespace)
             .map(|(_, id)| id.clone())
             .collect()
+    }
+}
+
+/// How long a shim may take to exit after Shutdown before its bundle is removed anyway.
+const SHIM_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until process `pid` (not our child: shims are daemons) is gone, at most `limit`.
+fn wait_gone(pid: u32, limit: std::time::Duration) {
+    if pid == 0 {
+        return;
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    // Gone, or a zombie its parent has not reaped yet (it wrote its last byte).
+    let running = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if running() {
+        tracing::warn!(pid, "shim still running after shutdown");
     }
 }
 
