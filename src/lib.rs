@@ -2,6 +2,7 @@
 //! the binaries in `src/bin/` are thin mains over these modules.
 
 pub mod conformance;
+pub mod containerd;
 pub mod image;
 pub mod oci;
 pub mod runtime;
