@@ -9,6 +9,7 @@
 //! [`metadata::Read::get`] / [`metadata::Txn::put`]); [`error::Error`] is the one error type.
 
 pub mod config;
+pub mod containers;
 pub mod error;
 pub mod events;
 pub mod filters;
@@ -23,6 +24,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use containerd_client::services::v1::Plugin;
+
+/// Registers a unary method whose handler gets the daemon: `unary!(router, daemon, PATH,
+/// |d, req: RequestType| body)`, with `body` an expression of type `Result<Response, Error>`
+/// (evaluated in an async block, so `?` and `.await` work).
+#[macro_export]
+macro_rules! unary {
+    ($router:expr, $daemon:expr, $path:expr, |$d:ident, $req:ident : $t:ty| $body:expr) => {{
+        let daemon = ::std::sync::Arc::clone($daemon);
+        $router.unary($path, move |$req: ::tonic::Request<$t>| {
+            let $d = ::std::sync::Arc::clone(&daemon);
+            async move { $body }
+        });
+    }};
+}
 
 pub use config::Config;
 pub use error::Error;
@@ -97,6 +112,11 @@ impl Daemon {
     }
 }
 
+/// Now, as a protobuf timestamp.
+pub fn now() -> prost_types::Timestamp {
+    std::time::SystemTime::now().into()
+}
+
 fn load_uuid(root: &Path) -> Result<String, Error> {
     let path = root.join("uuid");
     if let Ok(s) = std::fs::read_to_string(&path) {
@@ -155,6 +175,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Router {
     namespaces::register(&mut s, daemon);
     events::register(&mut s.router, daemon.events());
     s.plugin("io.containerd.grpc.v1", "events");
+    containers::register(&mut s, daemon);
     introspection::register(&mut s, daemon);
     let mut plugins = s.plugins;
     plugins.sort_by(|a, b| (&a.r#type, &a.id).cmp(&(&b.r#type, &b.id)));

@@ -295,3 +295,16 @@ impl Drop for Events {
         let _ = self.child.wait();
     }
 }
+
+/// A gRPC channel to the daemon, as Go's containerd client opens one.
+pub async fn channel(d: &Daemon) -> tonic::transport::Channel {
+    containerd_client::connect(d.socket()).await.unwrap()
+}
+
+/// A request in namespace `ns`.
+pub fn req<T>(ns: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("containerd-namespace", ns.parse().unwrap());
+    r
+}
