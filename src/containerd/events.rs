@@ -1,0 +1,209 @@
+//! The event bus of refeng-containerd and its Events service: every service publishes what it
+//! did (`/containers/create`, `/images/delete`, ...) on the one in-process bus; clients publish
+//! and forward their own, and subscribe with containerd's filters.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use containerd_client::services::v1::{ForwardRequest, PublishRequest, SubscribeRequest};
+use containerd_client::types::Envelope;
+use prost_types::Any;
+use tokio::sync::broadcast;
+
+use super::error::Error;
+use super::filters::{Fields, Filter};
+use super::grpc::{self, ResponseStream, Router};
+use super::identifiers;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const BACKLOG: usize = 4096;
+
+/// The bus. Cloning it gives another handle to the same bus.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Envelope>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fields for Envelope {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path {
+            [f] if f == "namespace" => Some(self.namespace.clone()),
+            [f] if f == "topic" => Some(self.topic.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a topic as containerd's exchange does: `/` then identifiers joined by `/`.
+///
+/// # Errors
+/// `InvalidArgument` saying what is wrong with it.
+pub fn validate_topic(topic: &str) -> Result<(), Error> {
+    let Some(rest) = topic.strip_prefix('/') else {
+        return Err(Error::InvalidArgument(format!(
+            "topic {topic:?} must start with '/'"
+        )));
+    };
+    if rest.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "topic {topic:?} must have at least one component"
+        )));
+    }
+    for component in rest.split('/') {
+        identifiers::validate(component).map_err(|e| {
+            Error::InvalidArgument(format!("failed validation on component {component:?}: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Wraps an event message in an `Any` with the type URL containerd gives it (its full
+/// protobuf name, which Go's typeurl resolves).
+pub fn to_any<E: prost::Name>(event: &E) -> Any {
+    Any {
+        type_url: E::full_name(),
+        value: event.encode_to_vec(),
+    }
+}
+
+impl EventBus {
+    /// A new bus with no subscribers.
+    pub fn new() -> Self {
+        EventBus {
+            tx: broadcast::channel(BACKLOG).0,
+        }
+    }
+
+    /// Publishes an event of the daemon in namespace `ns` under `topic`.
+    pub fn publish<E: prost::Name>(&self, ns: &str, topic: &str, event: &E) {
+        self.publish_any(ns, topic, to_any(event));
+    }
+
+    /// Publishes an already wrapped event, stamped now.
+    pub fn publish_any(&self, ns: &str, topic: &str, event: Any) {
+        self.forward(Envelope {
+            timestamp: Some(SystemTime::now().into()),
+            namespace: ns.to_string(),
+            topic: topic.to_string(),
+            event: Some(event),
+        });
+    }
+
+    /// Sends an envelope on as it is (a shim's or a client's forwarded event).
+    pub fn forward(&self, envelope: Envelope) {
+        tracing::debug!(topic = %envelope.topic, namespace = %envelope.namespace, "event");
+        // No subscriber is not an error: the event is simply not seen by anyone.
+        let _ = self.tx.send(Arc::new(envelope));
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn receiver(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.tx.subscribe()
+    }
+
+    /// A stream of the events from now on that pass `filter`.
+    pub fn subscribe(&self, filter: Filter) -> ResponseStream<Envelope> {
+        let mut rx = self.receiver();
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(env) => {
+                        if filter.matches(env.as_ref())
+                            && tx.send(Ok(Envelope::clone(&env))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        grpc::stream_from(out)
+    }
+}
+
+/// Registers the Events service (`containerd.services.events.v1.Events`).
+pub fn register(router: &mut Router, bus: &EventBus) {
+    const S: &str = "/containerd.services.events.v1.Events/";
+    let b = bus.clone();
+    router.unary(
+        &format!("{S}Publish"),
+        move |req: tonic::Request<PublishRequest>| {
+            let b = b.clone();
+            async move {
+                let ns = grpc::namespace(&req)?;
+                let req = req.into_inner();
+                validate_topic(&req.topic)?;
+                let event = req
+                    .event
+                    .ok_or_else(|| Error::InvalidArgument("event must not be empty".into()))?;
+                b.publish_any(&ns, &req.topic, event);
+                Ok(())
+            }
+        },
+    );
+    let b = bus.clone();
+    router.unary(
+        &format!("{S}Forward"),
+        move |req: tonic::Request<ForwardRequest>| {
+            let b = b.clone();
+            async move {
+                let env = req
+                    .into_inner()
+                    .envelope
+                    .ok_or_else(|| Error::InvalidArgument("envelope must not be empty".into()))?;
+                identifiers::validate(&env.namespace)?;
+                validate_topic(&env.topic)?;
+                b.forward(env);
+                Ok(())
+            }
+        },
+    );
+    let b = bus.clone();
+    router.server_streaming(
+        &format!("{S}Subscribe"),
+        move |req: tonic::Request<SubscribeRequest>| {
+            let b = b.clone();
+            async move {
+                let filter = Filter::parse(&req.into_inner().filters)?;
+                Ok(b.subscribe(filter))
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_checked_like_containerds_exchange() {
+        assert!(validate_topic("/tasks/exit").is_ok());
+        assert!(validate_topic("/a").is_ok());
+        for bad in ["", "/", "tasks", "/tasks/", "/a//b", "/a b"] {
+            assert!(validate_topic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_matching_events_only() {
+        use tokio_stream::StreamExt;
+        let bus = EventBus::new();
+        let mut s = bus.subscribe(Filter::parse(&["topic==\"/a/b\""]).unwrap());
+        bus.publish_any("ns", "/a/c", Any::default());
+        bus.publish_any("ns", "/a/b", Any::default());
+        let env = s.next().await.unwrap().unwrap();
+        assert_eq!(env.topic, "/a/b");
+        assert_eq!(env.namespace, "ns");
+    }
+}
