@@ -177,6 +177,7 @@ pub fn router(daemon: &Arc<Daemon>) -> Router {
     events::register(&mut s.router, daemon.events());
     s.plugin("io.containerd.grpc.v1", "events");
     containers::register(&mut s, daemon);
+    tasks::service::register(&mut s, daemon);
     introspection::register(&mut s, daemon);
     let mut plugins = s.plugins;
     plugins.sort_by(|a, b| (&a.r#type, &a.id).cmp(&(&b.r#type, &b.id)));

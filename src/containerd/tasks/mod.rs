@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod forward;
 pub mod manager;
+pub mod service;
 pub mod shim;
 pub mod task;
 
