@@ -355,7 +355,9 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
                 }),
                 backend_key: bkey.clone(),
             };
-            let stored = d.metadata().update(|tx| {
+            // Should this fail (a racing commit to the same name), the committed backend
+            // snapshot has no record and the collector removes it.
+            d.metadata().update(|tx| {
                 if tx.get_kind::<SnapshotRecord>(&ns, &sk, &r.name)?.is_some() {
                     return Err(Error::AlreadyExists(format!("snapshot {:?}", r.name)));
                 }
@@ -365,11 +367,7 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
                     leases::add_resource(tx, &ns, l, &sk, &r.name)?;
                 }
                 Ok(())
-            });
-            if let Err(e) = stored {
-                // The committed backend snapshot has no record: the collector removes it.
-                return Err(e);
-            }
+            })?;
             drop(_gc);
             d.events().publish(
                 &ns,
