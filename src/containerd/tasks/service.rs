@@ -175,7 +175,7 @@ pub fn start(
             ttrpc_address: ttrpc.into(),
             publish_binary,
             shim_dirs: super::shim::search_dirs(),
-            shim_env: Vec::new(),
+            shim_env: shim_path(),
         },
         Arc::new(move |e| {
             if let Some(d) = weak.upgrade() {
@@ -188,6 +188,16 @@ pub fn start(
         .serve_events()
         .map_err(|e| Error::internal("task events endpoint", e))?;
     Ok((manager, endpoint))
+}
+
+/// `PATH` for shims: the daemon's own directory first, so that refeng-shim finds refeng-runc
+/// installed beside refeng-containerd (as it finds the shim there), then the daemon's `PATH`.
+fn shim_path() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let dirs = super::shim::search_dirs();
+    match std::env::join_paths(dirs) {
+        Ok(path) => vec![("PATH".into(), path)],
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The manager and the endpoint it needs alive, shared by the handlers.
