@@ -5,6 +5,7 @@
 //! the transcripts must match after normalising times and the daemons' directories.
 
 mod containerd_support;
+mod registry_support;
 mod rootfs;
 
 use std::fs;
@@ -220,4 +221,64 @@ fn snapshots_containers_content_export_and_gc_like_containerd() {
         ours.contains("c1 docker.io/library/busybox:latest"),
         "{ours}"
     );
+}
+
+/// `ctr images push` from refeng-containerd to a loopback docker-registry, then `ctr images pull
+/// --plain-http` of it into a fresh refeng-containerd and a fresh containerd.
+#[test]
+fn push_and_pull_plain_http_like_containerd() {
+    let a = archives();
+    let registry = registry_support::RegistryServer::plain();
+    let remote = format!("{}/library/busybox:latest", registry.host());
+    {
+        let d = Daemon::start(Peer::Refeng);
+        d.ctr_ok(&["images", "import", &s(&a.oci)]);
+        d.ctr_ok(&["images", "tag", IMAGE, &remote]);
+        let out = d.ctr_ok(&["images", "push", "--plain-http", &remote]);
+        assert!(out.contains("elapsed"), "{out}");
+    }
+    let missing = format!("{}/library/nothere:1", registry.host());
+    let script: Vec<Vec<&str>> = vec![
+        vec!["images", "pull", "--plain-http", &remote],
+        vec!["images", "ls"],
+        vec!["images", "check"],
+        vec!["snapshots", "ls"],
+        vec!["content", "ls", "-q"],
+        vec![
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            &remote,
+        ],
+        vec!["snapshots", "--snapshotter", "native", "ls"],
+        vec!["images", "pull", "--plain-http", &missing],
+    ];
+    let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
+    // ctr pull prints a progress table whose rows depend on timing: keep what it resolved.
+    let keep = |t: String| {
+        t.lines()
+            .filter(|l| {
+                !l.contains("elapsed")
+                    && !l.starts_with("done:")
+                    && !l.contains("|")
+                    && !l.starts_with("manifest-")
+                    && !l.starts_with("layer-")
+                    && !l.starts_with("config-")
+                    && !l.starts_with("index-")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let ours = {
+        let d = Daemon::start(Peer::Refeng);
+        keep(run_script(&d, &script))
+    };
+    let theirs = {
+        let d = Daemon::start(Peer::Containerd);
+        keep(run_script(&d, &script))
+    };
+    assert_eq!(ours, theirs);
+    assert!(ours.contains(&remote), "{ours}");
 }
