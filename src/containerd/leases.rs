@@ -145,7 +145,10 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
         |d, req: CreateRequest| {
             let ns = grpc::namespace(&req)?;
             let req = req.into_inner();
-            identifiers::validate(&req.id)?;
+            // containerd takes any non-empty id (its clients make random ones like `12-AbC-`).
+            if req.id.is_empty() {
+                return Err(Error::InvalidArgument("lease id must not be empty".into()));
+            }
             identifiers::validate_labels(&req.labels)?;
             let lease = Lease {
                 id: req.id.clone(),

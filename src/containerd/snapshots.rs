@@ -5,7 +5,6 @@
 //! key maps to a backend key of its own, so namespaces never see each other's snapshots.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use containerd_client::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
@@ -23,7 +22,7 @@ use super::filters::{label_field, Fields, Filter};
 use super::grpc;
 use super::identifiers;
 use super::leases;
-use super::metadata::Read;
+use super::metadata::{self, Read};
 use super::{now, Daemon, Services};
 use crate::image::snapshot::{MountSpec, SnapshotError, SnapshotKind, Snapshotter};
 
@@ -43,13 +42,30 @@ pub fn kind(snapshotter: &str) -> String {
     format!("snapshots/{snapshotter}")
 }
 
-fn backend_key(ns: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{ns}/{t}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+/// A counter in the metadata store.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Sequence {
+    #[prost(uint64, tag = "1")]
+    last: u64,
+}
+
+/// A new backend key for `key` of namespace `ns`: `<ns>/<n>/<key>` with `n` counting per
+/// namespace and snapshotter, the form containerd's metadata store gives its backends (so the
+/// backend's messages name snapshots as containerd's do).
+fn backend_key(d: &Daemon, ns: &str, sn: &str, key: &str) -> Result<String, Error> {
+    let n = d.metadata().update(|tx| {
+        let last = tx
+            .get_kind::<Sequence>(ns, metadata::INTERNAL_SEQUENCES, sn)?
+            .map_or(0, |s| s.last);
+        tx.put_kind(
+            ns,
+            metadata::INTERNAL_SEQUENCES,
+            sn,
+            &Sequence { last: last + 1 },
+        )?;
+        Ok(last + 1)
+    })?;
+    Ok(format!("{ns}/{n}/{key}"))
 }
 
 fn does_not_exist(key: &str) -> Error {
@@ -76,9 +92,9 @@ fn backend_error(key: &str, e: SnapshotError) -> Error {
         SnapshotError::NotActive(_) => {
             Error::FailedPrecondition(format!("snapshot {key} is not active"))
         }
-        SnapshotError::ParentNotCommitted(_) => {
-            Error::InvalidArgument("parent is not committed snapshot".into())
-        }
+        SnapshotError::ParentNotCommitted(p) => Error::InvalidArgument(format!(
+            "failed to create snapshot: parent {p:?} is not committed snapshot"
+        )),
         SnapshotError::InUse { .. } => {
             Error::FailedPrecondition("cannot remove snapshot with child".into())
         }
@@ -187,7 +203,7 @@ pub async fn create(
         }
         Some(Some(r)) => Some(r.backend_key),
     };
-    let bkey = backend_key(ns);
+    let bkey = backend_key(d, ns, sn, key)?;
     let (d2, sn2, bkey2) = (d.clone(), sn.to_string(), bkey.clone());
     let key2 = key.to_string();
     let gc = d.clone();
@@ -335,11 +351,11 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
             }
             if info.kind != Kind::Active as i32 {
                 return Err(Error::FailedPrecondition(format!(
-                    "snapshot {} is not active",
-                    r.key
+                    "failed to commit snapshot: snapshot {:?} is not active",
+                    rec.backend_key
                 )));
             }
-            let bkey = backend_key(&ns);
+            let bkey = backend_key(&d, &ns, &r.snapshotter, &r.name)?;
             let _gc = d.gc_read();
             b.commit(&bkey, &rec.backend_key)
                 .map_err(|e| backend_error(&r.key, e))?;
