@@ -591,7 +591,11 @@ fn ctr_task_script_matches_real_containerd() {
         }
         if task_status(&d, id).as_deref() != Some("STOPPED") {
             std::thread::sleep(Duration::from_millis(500));
-            assert_eq!(task_status(&d, id).as_deref(), Some("STOPPED"), "{peer:?}:\n{out}");
+            assert_eq!(
+                task_status(&d, id).as_deref(),
+                Some("STOPPED"),
+                "{peer:?}:\n{out}"
+            );
         }
         for args in [
             vec!["task", "ls"],

@@ -623,6 +623,10 @@ impl TaskManager {
             inner.init = Some(next);
             return result;
         }
+        // The model's order: an unknown exec is not found whatever the task's state.
+        if !inner.execs.contains_key(exec) {
+            return Err(exec_not_found(id, exec));
+        }
         self.require_running(&inner, id, "start a process in")?;
         let e = inner
             .execs
@@ -677,6 +681,9 @@ impl TaskManager {
                 Some(TaskState::Paused(_)) => Err(refuse("kill", id, Status::Paused).into()),
                 Some(TaskState::Stopped(_)) | None => Err(not_found(id)),
             };
+        }
+        if !inner.execs.contains_key(exec) {
+            return Err(exec_not_found(id, exec));
         }
         if let Some(Status::Paused) = inner.init.as_ref().map(TaskState::status) {
             return Err(refuse("kill a process in", id, Status::Paused).into());
