@@ -17,6 +17,9 @@ use containerd_client::services::v1::{
     CheckpointTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, WaitRequest,
 };
 use containerd_support::{channel, normalise, req, Daemon, Events, Peer};
+use refeng::image::archive::{self, RootfsImport, Sink};
+use refeng::image::content::{ContentStore, Limits};
+use refeng::image::tar::Builder;
 use tonic::Code;
 
 const REFENG: &str = "io.containerd.refeng.v2";
@@ -615,4 +618,87 @@ fn ctr_task_script_matches_real_containerd() {
         transcripts[1], transcripts[0],
         "refeng-containerd (left) vs containerd (right)"
     );
+}
+
+/// A busybox image as an OCI archive, made by refeng's image library.
+fn busybox_archive(dir: &Path) -> PathBuf {
+    let rootfs_dir = dir.join("image-rootfs");
+    rootfs::busybox(&rootfs_dir);
+    rootfs::tar(&rootfs_dir, &dir.join("rootfs.tar"));
+    let store = ContentStore::open(dir.join("content"), Limits::default()).unwrap();
+    let m = archive::import_rootfs(
+        &store,
+        std::fs::File::open(dir.join("rootfs.tar")).unwrap(),
+        "docker.io/library/busybox:latest",
+        &RootfsImport {
+            cmd: vec!["/bin/sh".into()],
+            created: Some("2026-01-01T00:00:00Z".into()),
+            ..RootfsImport::default()
+        },
+    )
+    .unwrap();
+    let oci = dir.join("oci.tar");
+    archive::export_oci(
+        &store,
+        &[("docker.io/library/busybox:latest".to_string(), m)],
+        Sink::Tar(Builder::new(std::fs::File::create(&oci).unwrap())),
+    )
+    .unwrap();
+    oci
+}
+
+/// `ctr run --rm IMAGE`: the task's rootfs is the image's snapshot, mounted by the shim from
+/// the mounts ctr passes in Create; both shims, and `run -d` with exec on the snapshot.
+#[test]
+fn run_from_an_imported_image_with_both_shims() {
+    let d = Daemon::start(Peer::Refeng);
+    let s = Scene::new(&d);
+    let oci = busybox_archive(s.rootfs_dir.path());
+    d.ctr_ok(&["images", "import", &oci.to_string_lossy()]);
+    for runtime in [REFENG, RUNC] {
+        let id = s.id(&format!("img-{}", runtime.split('.').nth(2).unwrap()));
+        let out = d.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "docker.io/library/busybox:latest",
+            &id,
+            "sh",
+            "-c",
+            "echo from-image; test -x /bin/busybox",
+        ]);
+        assert!(out.status.success(), "{runtime}: {out:?}\n{}", d.log());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from-image\n");
+        let id = s.id(&format!("imgd-{}", runtime.split('.').nth(2).unwrap()));
+        d.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            runtime,
+            "docker.io/library/busybox:latest",
+            &id,
+            "sleep",
+            "1000",
+        ]);
+        assert_eq!(
+            d.ctr_ok(&[
+                "task",
+                "exec",
+                "--exec-id",
+                "w",
+                &id,
+                "sh",
+                "-c",
+                "echo x > /f; cat /f"
+            ]),
+            "x\n"
+        );
+        remove(&d, &id);
+        let snapshots = d.ctr_ok(&["snapshots", "ls"]);
+        assert!(
+            !snapshots.contains(&id),
+            "the container's snapshot goes with it: {snapshots}"
+        );
+    }
 }
