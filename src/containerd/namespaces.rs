@@ -70,10 +70,14 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
             async move {
                 let name = req.into_inner().name;
                 identifiers::validate(&name)?;
+                // containerd answers a namespace that does not exist (yet) as one without labels.
                 let ns = d
                     .metadata()
                     .view(|v| v.namespace(&name))?
-                    .ok_or_else(|| Error::NotFound(subject(&name)))?;
+                    .unwrap_or(Namespace {
+                        name: name.clone(),
+                        labels: HashMap::new(),
+                    });
                 Ok(GetNamespaceResponse {
                     namespace: Some(ns),
                 })
