@@ -265,7 +265,7 @@ async fn write_session(
             updated_at: Some(now()),
             offset: writer.offset() as i64,
             total,
-            digest: String::new(),
+            digest: writer.digest().to_string(),
         };
         match action {
             WriteAction::Stat => {}
@@ -286,6 +286,7 @@ async fn write_session(
                         .map_err(|e| Error::InvalidArgument(format!("writing {reference}: {e}")))?;
                 }
                 resp.offset = writer.offset() as i64;
+                resp.digest = writer.digest().to_string();
                 if action == WriteAction::Commit {
                     let size = writer.offset();
                     let gc = d.gc_read();

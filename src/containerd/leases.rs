@@ -43,7 +43,8 @@ fn subject(id: &str) -> String {
 /// Checks a resource's type and id as containerd does.
 ///
 /// # Errors
-/// `InvalidArgument` for an unknown type or a content id that is not a digest.
+/// `NotImplemented` for an unknown type, `InvalidArgument` for a content id that is not a
+/// digest.
 pub fn validate_resource(r: &Resource) -> Result<(), Error> {
     match r.r#type.as_str() {
         "content" => {
@@ -53,7 +54,7 @@ pub fn validate_resource(r: &Resource) -> Result<(), Error> {
         "ingests" => {}
         t if t.strip_prefix("snapshots/").is_some_and(|s| !s.is_empty()) => {}
         t => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::NotImplemented(format!(
                 "unsupported resource type {t:?}"
             )))
         }

@@ -23,6 +23,7 @@ pub mod introspection;
 pub mod leases;
 pub mod metadata;
 pub mod namespaces;
+pub mod requests;
 pub mod snapshots;
 pub mod tasks;
 pub mod version;

@@ -752,6 +752,12 @@ impl Writer<'_> {
         self.offset
     }
 
+    /// The digest of the bytes written so far.
+    #[must_use]
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Gives the ingest up (the blob landed through another writer): its data is removed.
     pub fn abandon(self) {
         let data = self.dir.join("data");
