@@ -6,6 +6,8 @@
 //! Needs root, containerd, runc and busybox-static, which .ci/setup installs.
 
 mod containerd_support;
+// containerd_support's archive module has its own copy for the image it builds.
+#[allow(clippy::duplicate_mod)]
 mod rootfs;
 
 use std::path::{Path, PathBuf};
@@ -17,9 +19,6 @@ use containerd_client::services::v1::{
     CheckpointTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, WaitRequest,
 };
 use containerd_support::{channel, normalise, req, Daemon, Events, Peer};
-use refeng::image::archive::{self, RootfsImport, Sink};
-use refeng::image::content::{ContentStore, Limits};
-use refeng::image::tar::Builder;
 use tonic::Code;
 
 const REFENG: &str = "io.containerd.refeng.v2";
@@ -620,41 +619,14 @@ fn ctr_task_script_matches_real_containerd() {
     );
 }
 
-/// A busybox image as an OCI archive, made by refeng's image library.
-fn busybox_archive(dir: &Path) -> PathBuf {
-    let rootfs_dir = dir.join("image-rootfs");
-    rootfs::busybox(&rootfs_dir);
-    rootfs::tar(&rootfs_dir, &dir.join("rootfs.tar"));
-    let store = ContentStore::open(dir.join("content"), Limits::default()).unwrap();
-    let m = archive::import_rootfs(
-        &store,
-        std::fs::File::open(dir.join("rootfs.tar")).unwrap(),
-        "docker.io/library/busybox:latest",
-        &RootfsImport {
-            cmd: vec!["/bin/sh".into()],
-            created: Some("2026-01-01T00:00:00Z".into()),
-            ..RootfsImport::default()
-        },
-    )
-    .unwrap();
-    let oci = dir.join("oci.tar");
-    archive::export_oci(
-        &store,
-        &[("docker.io/library/busybox:latest".to_string(), m)],
-        Sink::Tar(Builder::new(std::fs::File::create(&oci).unwrap())),
-    )
-    .unwrap();
-    oci
-}
-
 /// `ctr run --rm IMAGE`: the task's rootfs is the image's snapshot, mounted by the shim from
 /// the mounts ctr passes in Create; both shims, and `run -d` with exec on the snapshot.
 #[test]
 fn run_from_an_imported_image_with_both_shims() {
     let d = Daemon::start(Peer::Refeng);
     let s = Scene::new(&d);
-    let oci = busybox_archive(s.rootfs_dir.path());
-    d.ctr_ok(&["images", "import", &oci.to_string_lossy()]);
+    let archives = containerd_support::archive::archives();
+    d.ctr_ok(&["images", "import", &archives.oci.to_string_lossy()]);
     for runtime in [REFENG, RUNC] {
         let id = s.id(&format!("img-{}", runtime.split('.').nth(2).unwrap()));
         let out = d.ctr(&[

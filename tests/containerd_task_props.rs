@@ -6,6 +6,8 @@
 //! refeng-shim and refeng-runc. Needs root and busybox-static.
 
 mod containerd_support;
+// containerd_support's archive module has its own copy for the image it builds.
+#[allow(clippy::duplicate_mod)]
 mod rootfs;
 
 use std::path::{Path, PathBuf};

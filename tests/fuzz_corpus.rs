@@ -169,3 +169,33 @@ fn containerd_request_seeds_are_checked_or_refused_cleanly() {
     assert!(accepted >= 12, "only {accepted} requests were accepted");
     assert!(refused >= 10, "only {refused} requests were refused");
 }
+
+#[test]
+fn containerd_task_input_seeds_are_accepted_or_refused_as_named() {
+    use refeng::containerd::tasks::input::{check, INPUTS};
+    let (mut accepted, mut refused) = (0, 0);
+    for (name, bytes) in seeds("containerd_task_inputs") {
+        let Some((&which, body)) = bytes.split_first() else {
+            continue;
+        };
+        match check(INPUTS[usize::from(which) % INPUTS.len()], body) {
+            Ok(()) => {
+                assert!(
+                    !name.contains("bad") && name != "garbage",
+                    "{name}: accepted"
+                );
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(!name.ends_with("_ok"), "{name}: refused: {e}");
+                assert!(
+                    !e.to_string().is_empty(),
+                    "{name}: an error without a message"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(accepted >= 10, "only {accepted} inputs were accepted");
+    assert!(refused >= 12, "only {refused} inputs were refused");
+}

@@ -130,6 +130,14 @@ pub struct TaskRecord {
     pub exits_published: Vec<(String, u32)>,
 }
 
+/// Parses a task record (the bundle's `refeng-task.json`).
+///
+/// # Errors
+/// The JSON error for anything but a record.
+pub fn parse_record(bytes: &[u8]) -> Result<TaskRecord, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 /// One task's bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -285,7 +293,7 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|source| BundleError::Record { path, source })
+        parse_record(&bytes).map_err(|source| BundleError::Record { path, source })
     }
 
     /// The address the shim wrote, if any.

@@ -360,11 +360,7 @@ impl TaskManager {
     /// published as it comes.
     pub fn on_event(&self, env: Envelope) {
         if env.topic == "/tasks/exit" {
-            if let Some(exit) = env
-                .event
-                .as_ref()
-                .and_then(|a| ev::TaskExit::parse_from_bytes(&a.value).ok())
-            {
+            if let Some(exit) = exit_of(&env) {
                 if !self.note_exit(&env.namespace, &exit) {
                     tracing::debug!(id = %exit.container_id, process = %exit.id, pid = exit.pid, "exit already published");
                     return;
@@ -1304,6 +1300,21 @@ impl TaskManager {
             .map(|(_, id)| id.clone())
             .collect()
     }
+}
+
+/// The exit a `/tasks/exit` envelope carries, if it is one.
+pub fn exit_of(env: &Envelope) -> Option<ev::TaskExit> {
+    if env.topic != "/tasks/exit" {
+        return None;
+    }
+    env.event
+        .as_ref()
+        .and_then(|a| ev::TaskExit::parse_from_bytes(&a.value).ok())
+}
+
+/// The exit in an encoded envelope as a shim forwards it (the fuzz target's entry).
+pub fn exit_of_envelope(bytes: &[u8]) -> Option<ev::TaskExit> {
+    exit_of(&Envelope::parse_from_bytes(bytes).ok()?)
 }
 
 /// How long a shim may take to exit after Shutdown before its bundle is removed anyway.

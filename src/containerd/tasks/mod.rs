@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod forward;
+pub mod input;
 pub mod manager;
 pub mod service;
 pub mod shim;

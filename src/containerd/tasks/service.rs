@@ -251,11 +251,7 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
         &plugin,
         "Create",
         |d, m, ns, req: CreateTaskRequest| {
-            if req.checkpoint.is_some() {
-                return Err(Error::NotImplemented(
-                    "creating a task from a checkpoint (refeng has no CRIU support)".into(),
-                ));
-            }
+            super::input::check_create(&req)?;
             let container = containers::get(&d, &ns, &req.container_id)?;
             let runtime = container.runtime.clone().unwrap_or_default();
             let name = if !req.runtime_path.is_empty() {
@@ -384,13 +380,8 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
         &plugin,
         "Exec",
         |d, m, ns, req: ExecProcessRequest| {
-            if req.exec_id.is_empty() {
-                return Err(Error::InvalidArgument("exec id must not be empty".into()));
-            }
+            super::input::check_exec(&req)?;
             let spec = req.spec.map(any_to_shim);
-            if spec.is_none() {
-                return Err(Error::InvalidArgument("exec needs a process spec".into()));
-            }
             let stdio = Stdio {
                 stdin: req.stdin,
                 stdout: req.stdout,
