@@ -491,7 +491,9 @@ impl TaskManager {
     ) -> Result<(Arc<Entry>, ProcessInfo), TaskOpError> {
         let log = ShimLog::open(&bundle.path.join("log"), &bundle.namespace, &bundle.id)
             .map_err(|e| TaskOpError::Log(bundle.id.clone(), e))?;
+        let began = std::time::Instant::now();
         let address = invocation.start(req.options.as_ref())?;
+        tracing::debug!(elapsed = ?began.elapsed(), %address, "shim started");
         let cleanup = |e: TaskOpError| {
             if let Err(de) = invocation.delete() {
                 tracing::warn!(error = %de, "shim delete after a failed create");
@@ -510,8 +512,12 @@ impl TaskManager {
             options: req.options.clone().into(),
             ..Default::default()
         };
+        let began = std::time::Instant::now();
         let pid = match shim.create(&create) {
-            Ok(resp) => resp.pid,
+            Ok(resp) => {
+                tracing::debug!(elapsed = ?began.elapsed(), pid = resp.pid, "shim created the task");
+                resp.pid
+            }
             Err(e) => {
                 let _ = shim.shutdown(&api::ShutdownRequest {
                     id: req.id.clone(),
