@@ -674,3 +674,74 @@ fn run_from_an_imported_image_with_both_shims() {
         );
     }
 }
+
+/// The topics `ctr events` shows for `run --rm`, `run -d`, exec, pause, resume, kill and rm,
+/// in order, from a private real containerd and from refeng-containerd (containerd-shim-runc-v2
+/// under both).
+#[test]
+fn event_topics_match_real_containerd() {
+    const WANT: [&str; 17] = [
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ];
+    let mut seen = Vec::new();
+    for peer in [Peer::Containerd, Peer::Refeng] {
+        let d = Daemon::start(peer);
+        let s = Scene::new(&d);
+        let events = Events::start(&d, &[]);
+        let rootfs = s.rootfs();
+        let id = "evdiff";
+        s.ids.borrow_mut().push(id.to_string());
+        let run = |mode: &str, name: &str, cmd: &[&str]| {
+            let mut args = vec![
+                "run",
+                mode,
+                "--runtime",
+                RUNC,
+                "--env",
+                "PATH=/bin",
+                "--rootfs",
+            ];
+            args.push(&rootfs);
+            args.push(name);
+            args.extend_from_slice(cmd);
+            d.ctr_ok(&args);
+        };
+        run("--rm", "evonce", &["true"]);
+        run("-d", id, &["sleep", "1000"]);
+        d.ctr_ok(&["task", "exec", "--exec-id", "x", id, "true"]);
+        d.ctr_ok(&["task", "pause", id]);
+        d.ctr_ok(&["task", "resume", id]);
+        d.ctr_ok(&["task", "kill", "-s", "KILL", id]);
+        wait_status(&d, id, "STOPPED");
+        d.ctr_ok(&["task", "rm", id]);
+        d.ctr_ok(&["container", "rm", id]);
+        let lines = events.lines(WANT.len());
+        let topics: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+            .map(str::to_string)
+            .collect();
+        seen.push(topics);
+    }
+    assert_eq!(seen[0], WANT, "what containerd publishes");
+    assert_eq!(
+        seen[1], seen[0],
+        "refeng-containerd (left) vs containerd (right)"
+    );
+}
