@@ -291,3 +291,40 @@ fn snapshot_diff_makes_the_layer_containerd_makes() {
     );
     assert_eq!(ours, run(Peer::Containerd));
 }
+
+/// The events an import, a tag, a container and their removal publish: the same topics and
+/// payloads, in the same order, as containerd's.
+#[test]
+fn events_of_image_and_container_verbs_match_containerd() {
+    let a = archives();
+    let oci = s(&a.oci);
+    let run = |peer| {
+        let d = Daemon::start(peer);
+        let ev = containerd_support::Events::start(&d, &[]);
+        let script: Vec<Vec<&str>> = vec![
+            vec!["images", "import", &oci],
+            vec!["images", "tag", IMAGE, "example.com/t:1"],
+            vec!["containers", "create", IMAGE, "c1"],
+            vec!["containers", "label", "c1", "k=v"],
+            vec!["containers", "rm", "c1"],
+            vec!["images", "rm", "--sync", "example.com/t:1"],
+        ];
+        let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
+        run_script(&d, &script);
+        let lines = ev.lines(10);
+        // Unpack keys carry a time and a random part; snapshot ids in events are those keys.
+        let key = regex::Regex::new(r"extract-\d+-[A-Za-z0-9_-]+").unwrap();
+        lines
+            .iter()
+            .map(|l| key.replace_all(l, "extract-<n>").into_owned())
+            .collect::<Vec<_>>()
+    };
+    let ours = run(Peer::Refeng);
+    let theirs = run(Peer::Containerd);
+    assert_eq!(ours, theirs, "\nours:   {ours:#?}\ntheirs: {theirs:#?}");
+    assert!(
+        ours.iter().any(|l| l.contains("/images/create")),
+        "{ours:#?}"
+    );
+    assert_eq!(ours.len(), 10, "{ours:#?}");
+}
