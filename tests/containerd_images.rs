@@ -223,3 +223,108 @@ fn push_and_pull_plain_http_like_containerd() {
     assert_eq!(ours, theirs);
     assert!(ours.contains(&remote), "{ours}");
 }
+
+/// `ctr snapshots diff --keep` makes a layer of what changed in an active snapshot, labelled
+/// with its uncompressed digest; the layer lists the same entries (added, changed, whiteouts)
+/// as containerd's.
+#[test]
+fn snapshot_diff_makes_the_layer_containerd_makes() {
+    let a = archives();
+    let oci = s(&a.oci);
+    let run = |peer| {
+        let d = Daemon::start(peer);
+        d.ctr_ok(&["images", "import", &oci]);
+        let (chain, _) = ids_after_import(&d);
+        d.ctr_ok(&["snapshots", "prepare", "work", &chain]);
+        let mnt = d.path().join("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let cmd = d.ctr_ok(&["snapshots", "mounts", &s(&mnt), "work"]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.trim())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(mnt.join("hello"), "hello\n").unwrap();
+        fs::write(mnt.join("etc/marker"), "changed\n").unwrap();
+        fs::remove_file(mnt.join("etc/group")).unwrap();
+        fs::create_dir_all(mnt.join("newdir/sub")).unwrap();
+        nix::mount::umount(&mnt).unwrap();
+        // ctr writes the layer it had made to stdout.
+        let out = d.ctr(&["snapshots", "diff", "--keep", "work"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let layer = out.stdout;
+        let digest = {
+            use sha2::Digest as _;
+            format!("sha256:{:x}", sha2::Sha256::digest(&layer))
+        };
+        let listing = std::process::Command::new("tar")
+            .args(["-tzf", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                std::io::Write::write_all(c.stdin.as_mut().unwrap(), &layer)?;
+                drop(c.stdin.take());
+                c.wait_with_output()
+            })
+            .unwrap();
+        let info = d.ctr_ok(&["content", "ls"]);
+        let labelled = info
+            .lines()
+            .any(|l| l.starts_with(&digest) && l.contains("containerd.io/uncompressed=sha256:"));
+        assert!(labelled, "{info}");
+        String::from_utf8(listing.stdout).unwrap()
+    };
+    let ours = run(Peer::Refeng);
+    assert!(
+        ours.contains("hello") && ours.contains("etc/.wh.group"),
+        "{ours}"
+    );
+    assert_eq!(ours, run(Peer::Containerd));
+}
+
+/// The events an import, a tag, a container and their removal publish: the same topics and
+/// payloads, in the same order, as containerd's.
+#[test]
+fn events_of_image_and_container_verbs_match_containerd() {
+    let a = archives();
+    let oci = s(&a.oci);
+    let run = |peer| {
+        let d = Daemon::start(peer);
+        let ev = containerd_support::Events::start(&d, &[]);
+        let script: Vec<Vec<&str>> = vec![
+            vec!["images", "import", &oci],
+            vec!["images", "tag", IMAGE, "example.com/t:1"],
+            vec!["containers", "create", IMAGE, "c1"],
+            vec!["containers", "label", "c1", "k=v"],
+            vec!["containers", "rm", "c1"],
+            vec!["images", "rm", "--sync", "example.com/t:1"],
+        ];
+        let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
+        run_script(&d, &script);
+        let lines = ev.lines(10);
+        // Unpack keys carry a time and a random part; snapshot ids in events are those keys.
+        let key = regex::Regex::new(r"extract-\d+-[A-Za-z0-9_-]+").unwrap();
+        lines
+            .iter()
+            .map(|l| key.replace_all(l, "extract-<n>").into_owned())
+            .collect::<Vec<_>>()
+    };
+    let ours = run(Peer::Refeng);
+    let theirs = run(Peer::Containerd);
+    assert_eq!(ours, theirs, "\nours:   {ours:#?}\ntheirs: {theirs:#?}");
+    assert!(
+        ours.iter().any(|l| l.contains("/images/create")),
+        "{ours:#?}"
+    );
+    assert_eq!(ours.len(), 10, "{ours:#?}");
+}

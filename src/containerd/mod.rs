@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod identifiers;
 pub mod images;
 pub mod introspection;
+pub mod layerdiff;
 pub mod leases;
 pub mod metadata;
 pub mod namespaces;
