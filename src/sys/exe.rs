@@ -19,6 +19,24 @@ fn seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
+/// The subcommands that fork processes ending up inside a container (`create`, `run`, `exec`:
+/// `runtime::cli::Command::builds_container_processes`), as they appear on the command line.
+const SEALED_COMMANDS: &[&str] = &["create", "run", "exec"];
+
+/// Whether any of `args` (the command line without the program name) is the name of a command
+/// that must run sealed. Runs before the command line is parsed, so it over-approximates: an
+/// option value or container id spelled like such a command counts too, which costs one
+/// re-execution and is otherwise harmless; a command that must run sealed is never missed (its
+/// name is always one argument of its own).
+pub fn names_sealed_command<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .any(|a| SEALED_COMMANDS.iter().any(|c| a.as_ref() == *c))
+}
+
 /// Whether the running binary is a sealed memfd.
 pub fn running_sealed() -> bool {
     File::open("/proc/self/exe")
@@ -66,4 +84,24 @@ pub fn ensure_sealed() -> Result<(), Errno> {
 
 fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_sealed_command;
+
+    #[test]
+    fn sealed_commands_are_found_wherever_they_stand() {
+        assert!(names_sealed_command(["run", "--bundle", "b", "id"]));
+        assert!(names_sealed_command([
+            "--root", "/r", "--log=/l", "create", "id"
+        ]));
+        assert!(names_sealed_command(["--debug", "exec", "-t", "id", "sh"]));
+        assert!(!names_sealed_command(["state", "id"]));
+        assert!(!names_sealed_command([
+            "--root", "/run/x", "delete", "runner"
+        ]));
+        // Over-approximation: a container named like a command.
+        assert!(names_sealed_command(["kill", "run"]));
+    }
 }
