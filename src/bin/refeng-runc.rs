@@ -3,6 +3,12 @@
 use clap::Parser;
 use refeng::runtime::cli::{self, Cli};
 
+/// musl's malloc is slow at the many small allocations of parsing a config; the installed
+/// (static musl) build uses dlmalloc instead (benches/README.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() {
     // Every process a container can see during setup descends from this one: run from a sealed
     // copy of the binary, so that none of them exposes the host file (CVE-2019-5736). First of
