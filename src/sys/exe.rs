@@ -14,9 +14,19 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 /// make us re-execute forever.
 const MARKER: &str = "_REFENG_RUNC_SEALED";
 
-/// The seals that make the copy immutable.
+/// The seals that make the copy immutable: no write(2), no new writable shared mapping, no
+/// change of size, no change of the seals. F_SEAL_FUTURE_WRITE (Linux 5.1) rather than
+/// F_SEAL_WRITE: both refuse every write from then on, through any descriptor, also one the
+/// container reopens through /proc; F_SEAL_WRITE in addition makes sure no writable mapping
+/// exists yet, and to be sure it waits for every page of the copy still referenced elsewhere
+/// (pages sitting in another CPU's LRU batch right after the copy count) and fails with EBUSY
+/// if they stay so. Nothing ever maps the copy, so that wait is pure cost, and its EBUSY an
+/// occasional failed container start.
 fn seals() -> SealFlag {
-    SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
+    SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_FUTURE_WRITE
 }
 
 /// The subcommands that fork processes ending up inside a container (`create`, `run`, `exec`:
