@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side by side: `run` of /bin/true on one busybox bundle with refeng-runc (release build), runc and
+# Side by side: `run` of /bin/true on one busybox bundle with refeng-runc (the installed build:
+# static musl, profile `runtime`, made by benches/build_runtime.sh), runc and
 # crun, timed by hyperfine in a single run, then the peak RSS of each (`/usr/bin/time -v`), and
 # the ratios refeng-runc/runc and refeng-runc/crun. Needs root, hyperfine, runc, crun, time,
 # busybox-static (`bash .ci/setup` installs them).
@@ -25,8 +26,8 @@ if [ -n "${REFENG_RUNTIME:-}" ]; then
   refeng=$REFENG_RUNTIME
   echo "side_by_side: timing $refeng in refeng-runc's place"
 else
-  cargo build --release --quiet --bin refeng-runc
-  refeng=$here/target/release/refeng-runc
+  refeng=$(bash "$here/benches/build_runtime.sh" 2>/dev/null) ||
+    { echo "side_by_side: bash benches/build_runtime.sh failed" >&2; exit 1; }
 fi
 runc=$(command -v runc)
 crun=$(command -v crun)

@@ -149,6 +149,94 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     let _ = fs::remove_dir_all(scratch_bin);
 }
 
+/// CVE-2019-5736 as the published exploit runs it: a process in the container opens init's
+/// exe while init is still the runtime, keeps the descriptor past `start` (when init becomes
+/// the container's program and the runtime has exited), then reopens it for writing through
+/// /proc/self/fd. The runtime is invoked with global flags before the command, as containerd
+/// does, so the re-execution from the sealed copy (decided from the raw arguments, before they
+/// are parsed) must recognise `create` there too.
+#[test]
+fn runtime_binary_cannot_be_overwritten_through_a_descriptor_kept_past_start() {
+    let scratch_bin = scratch("hardening-exe-fd-bin");
+    let copy = scratch_bin.join("refeng-runc");
+    peers::ok(Command::new("cp").arg(runtime_bin()).arg(&copy));
+    let before = sha(&copy);
+    let mut b = Bundle::with_runtime("exefd", copy.clone());
+    b.args(&["sleep", "30"]);
+    // The exec'd process reports through a file in the rootfs.
+    b.edit(|c| c["root"]["readonly"] = false.into());
+    b.ids.push("exefd".into());
+    let dir = b.dir.to_str().unwrap().to_owned();
+    let out = b.runtime(&["--log-format", "json", "create", "--bundle", &dir, "exefd"]);
+    assert!(out.status.success(), "create: {out:?}");
+    // Detached: it waits for init to become `sleep`, then writes; its report lands in the
+    // rootfs, where the test reads it.
+    let script = "exec 3</proc/1/exe || { echo NOOPEN > /tmp/report; exit; }; \
+                  readlink /proc/1/exe > /tmp/init-exe; \
+                  i=0; while [ \"$(readlink /proc/1/exe)\" != /bin/busybox ] && [ $i -lt 200 ]; do \
+                  sleep 0.05; i=$((i+1)); done; \
+                  if echo overwritten >> /proc/self/fd/3; then echo WROTE; else echo REFUSED; fi > /tmp/report";
+    let out = b.runtime(&[
+        "--log-format",
+        "json",
+        "exec",
+        "-d",
+        "exefd",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.status.success(), "exec: {out:?}");
+    let init_exe = b.rootfs().join("tmp/init-exe");
+    let report = b.rootfs().join("tmp/report");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !init_exe.exists() && !report.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exec'd process never opened init's exe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = b.runtime(&["start", "exefd"]);
+    assert!(out.status.success(), "start: {out:?}");
+    while !report.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report from the exec'd process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let seen = fs::read_to_string(&init_exe).unwrap_or_default();
+    let text = fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        !seen.contains(copy.to_str().unwrap()),
+        "init's exe was the host binary: {seen}"
+    );
+    assert_ne!(
+        text.trim(),
+        "WROTE",
+        "the container wrote through init's exe ({seen:?})"
+    );
+    // refeng-runc's init can be opened (it is the sealed copy), so the write itself is what
+    // must be refused; a peer may refuse the open already.
+    let refeng = runtime_bin()
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("refeng"));
+    let expected: &[&str] = if refeng {
+        &["REFUSED"]
+    } else {
+        &["REFUSED", "NOOPEN"]
+    };
+    assert!(
+        expected.contains(&text.trim()),
+        "report {text:?}, init's exe was {seen:?}"
+    );
+    drop(b);
+    assert!(sha(&copy) == before, "the runtime binary changed");
+    let _ = fs::remove_dir_all(scratch_bin);
+}
+
 /// CVE-2024-21626: no descriptor of the runtime reaches the container, and a cwd naming one
 /// through /proc/self/fd is refused rather than landing on the host.
 #[test]

@@ -927,6 +927,24 @@ fn memory_hog_is_oom_killed() {
     );
 }
 
+/// The runtime's intermediate process forks init from inside the container's cgroup (so that
+/// init is born there), except where a pid limit of 1 leaves room for init alone: that
+/// container must still start, and its one process still cannot fork.
+#[test]
+fn a_pid_limit_of_one_leaves_room_for_init() {
+    let (code, out, err) = run(Bundle::new("pidsone")
+        .resources(json!({ "pids": { "limit": 1 } }))
+        .sh("echo started; (exit 0); echo forked"));
+    assert_eq!(
+        out, "started\n",
+        "init starts under pids.max 1: code {code} err {err}"
+    );
+    assert!(
+        err.contains("can't fork"),
+        "its subshell cannot fork: code {code} err {err}"
+    );
+}
+
 #[test]
 fn fork_loop_stops_at_pids_max() {
     // The inner shell forks 20 sleeps (and gives up at the first failed fork); the outer one then

@@ -859,6 +859,31 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// main re-executes sealed before parsing, from the raw arguments
+    /// (`sys::exe::names_sealed_command`): every command that builds container processes must
+    /// be one it recognises by name, and no other command name (or alias) may be.
+    #[test]
+    fn the_raw_argument_check_knows_exactly_the_sealed_commands() {
+        use crate::sys::exe::names_sealed_command;
+        use clap::CommandFactory;
+        for line in [
+            &["refeng-runc", "create", "id"][..],
+            &["refeng-runc", "run", "id"],
+            &["refeng-runc", "exec", "id", "true"],
+        ] {
+            let cli = Cli::try_parse_from(line).expect(line[1]);
+            assert!(cli.command.builds_container_processes(), "{line:?}");
+            assert!(names_sealed_command(&line[1..]), "{line:?}");
+        }
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let sealed = ["create", "run", "exec"].contains(&sub.get_name());
+            for name in std::iter::once(sub.get_name()).chain(sub.get_all_aliases()) {
+                assert_eq!(names_sealed_command([name]), sealed, "{name}");
+            }
+        }
+    }
+
     #[test]
     fn signals_parse_like_runc() {
         for (text, sig) in [

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, Spec};
 
 use crate::oci::config::{load_bundle_config, ConfigError};
-use crate::runtime::cgroups::{Cgroup, CgroupError};
+use crate::runtime::cgroups::{Cgroup, CgroupError, Entry};
 use crate::runtime::channel::{self, ChannelError, Message};
 use crate::runtime::container::{Container, Created};
 use crate::runtime::hooks::{self, HookError, HookPoint};
@@ -449,11 +449,24 @@ fn build(
         hook_state: StateReport::new(&persisted, Status::Creating),
     };
 
+    // init is born in its cgroup (cgroups::Entry), unless a pid limit of 1 leaves no room for
+    // the intermediate beside it: then it is moved there below.
+    let pids_limit_one = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.pids().as_ref())
+        .is_some_and(|p| p.limit() == 1);
+    let entry = if pids_limit_one {
+        None
+    } else {
+        Some(cgroup.entry()?)
+    };
+
     let (parent, child) = channel::pair()?;
     let intermediate = match clone_fork(CloneFlags::empty())? {
         Forked::Child => {
             drop(parent);
-            intermediate_main(&spec, ns, ctx, child)
+            intermediate_main(&spec, ns, entry.as_ref(), ctx, child)
         }
         Forked::Parent(pid) => pid,
     };
@@ -484,7 +497,10 @@ fn build(
         let path = format!("/proc/{pid}/oom_score_adj");
         fs::write(&path, adj.to_string()).map_err(path_err("write", Path::new(&path)))?;
     }
-    cgroup.add_process(pid)?;
+    if entry.is_none() {
+        cgroup.add_process(pid)?;
+    }
+    drop(entry);
     parent.send(&Message::Go(pid.as_raw()))?;
 
     persisted.pid = pid.as_raw();
@@ -552,15 +568,22 @@ fn stopped_report(
     }
 }
 
-/// The intermediate process: joins namespaces by path, makes the time namespace, clones init
-/// into the new namespaces, reports its pid and exits.
+/// The intermediate process: enters the container's v1 cgroups (see `cgroups::Entry`), joins
+/// namespaces by path, makes the time namespace, clones init into the new namespaces and its
+/// cgroup, reports its pid and exits.
 fn intermediate_main(
     spec: &Spec,
     ns: NamespacePlan,
+    entry: Option<&Entry>,
     ctx: InitContext<'_>,
     channel: channel::Channel,
 ) -> ! {
     let result = (|| -> Result<Pid, String> {
+        if let Some(entry) = entry {
+            entry
+                .join_v1()
+                .map_err(|e| format!("join cgroup: {}", init::error_chain(&e)))?;
+        }
         for (typ, fd) in &ns.join {
             setns(fd.as_fd(), clone_flag(*typ))
                 .map_err(|e| format!("join {typ:?} namespace: {e}"))?;
@@ -570,9 +593,14 @@ fn intermediate_main(
                 .map_err(|e| format!("unshare time namespace: {e}"))?;
             write_time_offsets(spec)?;
         }
-        match clone_fork(ns.clone)
-            .map_err(|e| format!("clone init: {}", crate::runtime::init::error_chain(&e)))?
-        {
+        let forked = match entry {
+            Some(entry) => entry
+                .fork(ns.clone)
+                .map_err(|e| format!("clone init: {}", init::error_chain(&e)))?,
+            None => clone_fork(ns.clone)
+                .map_err(|e| format!("clone init: {}", init::error_chain(&e)))?,
+        };
+        match forked {
             Forked::Child => init::run(ctx, &channel),
             Forked::Parent(pid) => Ok(pid),
         }

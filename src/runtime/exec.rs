@@ -408,19 +408,22 @@ pub fn exec(root: &StateRoot, opts: &ExecOptions) -> Result<i32, ExecError> {
     if !opts.detach {
         nix::sys::prctl::set_child_subreaper(true).map_err(sys("set child subreaper"))?;
     }
+    // The process is born in the cgroup (cgroups::Entry).
+    let entry = cgroup.entry()?;
     let (parent, child) = channel::pair()?;
     let intermediate = match clone_fork(CloneFlags::empty())? {
         Forked::Child => {
             drop(parent);
             let result = (|| -> Result<Pid, String> {
-                cgroup
-                    .add_process(nix::unistd::getpid())
+                entry
+                    .join_v1()
                     .map_err(|e| crate::runtime::init::error_chain(&e))?;
                 for (flag, fd) in &namespaces {
                     setns(fd.as_fd(), *flag)
                         .map_err(|e| format!("join namespace {flag:?}: {e}"))?;
                 }
-                match clone_fork(CloneFlags::empty())
+                match entry
+                    .fork(CloneFlags::empty())
                     .map_err(|e| crate::runtime::init::error_chain(&e))?
                 {
                     Forked::Child => {

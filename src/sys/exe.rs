@@ -14,9 +14,37 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 /// make us re-execute forever.
 const MARKER: &str = "_REFENG_RUNC_SEALED";
 
-/// The seals that make the copy immutable.
+/// The seals that make the copy immutable: no write(2), no new writable shared mapping, no
+/// change of size, no change of the seals. F_SEAL_FUTURE_WRITE (Linux 5.1) rather than
+/// F_SEAL_WRITE: both refuse every write from then on, through any descriptor, also one the
+/// container reopens through /proc; F_SEAL_WRITE in addition makes sure no writable mapping
+/// exists yet, and to be sure it waits for every page of the copy still referenced elsewhere
+/// (pages sitting in another CPU's LRU batch right after the copy count) and fails with EBUSY
+/// if they stay so. Nothing ever maps the copy, so that wait is pure cost, and its EBUSY an
+/// occasional failed container start.
 fn seals() -> SealFlag {
-    SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
+    SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_FUTURE_WRITE
+}
+
+/// The subcommands that fork processes ending up inside a container (`create`, `run`, `exec`:
+/// `runtime::cli::Command::builds_container_processes`), as they appear on the command line.
+const SEALED_COMMANDS: &[&str] = &["create", "run", "exec"];
+
+/// Whether any of `args` (the command line without the program name) is the name of a command
+/// that must run sealed. Runs before the command line is parsed, so it over-approximates: an
+/// option value or container id spelled like such a command counts too, which costs one
+/// re-execution and is otherwise harmless; a command that must run sealed is never missed (its
+/// name is always one argument of its own).
+pub fn names_sealed_command<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .any(|a| SEALED_COMMANDS.iter().any(|c| a.as_ref() == *c))
 }
 
 /// Whether the running binary is a sealed memfd.
@@ -66,4 +94,24 @@ pub fn ensure_sealed() -> Result<(), Errno> {
 
 fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_sealed_command;
+
+    #[test]
+    fn sealed_commands_are_found_wherever_they_stand() {
+        assert!(names_sealed_command(["run", "--bundle", "b", "id"]));
+        assert!(names_sealed_command([
+            "--root", "/r", "--log=/l", "create", "id"
+        ]));
+        assert!(names_sealed_command(["--debug", "exec", "-t", "id", "sh"]));
+        assert!(!names_sealed_command(["state", "id"]));
+        assert!(!names_sealed_command([
+            "--root", "/run/x", "delete", "runner"
+        ]));
+        // Over-approximation: a container named like a command.
+        assert!(names_sealed_command(["kill", "run"]));
+    }
 }

@@ -409,6 +409,52 @@ impl Cgroup {
         }
     }
 
+    /// What a process needs to fork a child that is born in this cgroup, opened now (in the
+    /// runtime's mount namespace): see [`Entry`].
+    ///
+    /// # Errors
+    /// Fails if the hierarchies cannot be discovered or a file of the cgroup cannot be opened.
+    pub fn entry(&self) -> Result<Entry, CgroupError> {
+        let (v1_dirs, unified) = match Backend::discover(self.driver)? {
+            Backend::V1(h) => h.entry_dirs(&self.placement()?),
+            Backend::V2(u) => (Vec::new(), Some(u.dir(self.unified_path()?))),
+        };
+        let open = |path: PathBuf| -> Result<(PathBuf, std::fs::File), CgroupError> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map(|f| (path.clone(), f))
+                .map_err(|source| CgroupError::Write {
+                    path,
+                    value: "0".into(),
+                    source,
+                })
+        };
+        let tasks = v1_dirs
+            .into_iter()
+            .map(|d| open(d.join("tasks")))
+            .collect::<Result<_, _>>()?;
+        let unified = match unified {
+            Some(dir) => {
+                let fd = nix::fcntl::open(
+                    &dir,
+                    nix::fcntl::OFlag::O_RDONLY
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| CgroupError::Read {
+                    path: dir.clone(),
+                    source: e.into(),
+                })?;
+                let procs = open(dir.join("cgroup.procs"))?;
+                Some(UnifiedEntry { dir: fd, procs })
+            }
+            None => None,
+        };
+        Ok(Entry { tasks, unified })
+    }
+
     /// The pids currently in the cgroup (under v1, in any of its hierarchies), sorted.
     ///
     /// # Errors
@@ -455,6 +501,104 @@ impl Cgroup {
         match Backend::discover(self.driver)? {
             Backend::V1(h) => h.destroy(&self.placement()?),
             Backend::V2(u) => u.destroy(self.unified_path()?),
+        }
+    }
+}
+
+/// How a forked process is born inside the container's cgroup, instead of being moved there
+/// once it runs.
+///
+/// Moving a process (its pid written to `cgroup.procs`) takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing, and taking that waits for an RCU grace period: 5 to
+/// 20 ms on this project's 2-core machine, the largest single cost of a container start
+/// (benches/README.md). The kernel skips that lock for a move that cannot race with the moved
+/// process forking or exiting: a single thread moving itself (`0` written to a v1 `tasks` file,
+/// kernel/cgroup/cgroup.c `cgroup_procs_write_start`), and a child created inside its cgroup
+/// (`clone3(2)` with CLONE_INTO_CGROUP, which takes the lock only for reading). So the
+/// single-threaded process that forks the container's process first moves itself into every v1
+/// hierarchy ([`Entry::join_v1`], before it joins any namespace: a joined user namespace would
+/// not be allowed to write the files), then forks the child into the cgroup2 one
+/// ([`Entry::fork`]). Where clone3 is refused (a kernel before 5.7, a seccomp filter without
+/// clone3, a joined namespace without the right to the directory) it moves itself into the
+/// cgroup2 directory through the `cgroup.procs` opened beforehand in the runtime's namespaces,
+/// paying the lock, and forks normally: the child is in the cgroup either way.
+///
+/// The forking process is in the cgroup while it forks, so it counts against a `pids` limit
+/// until it exits: with a limit of 1, callers move the child from outside instead
+/// ([`Cgroup::add_process`]).
+#[derive(Debug)]
+pub struct Entry {
+    /// The `tasks` file of the container's cgroup in each v1 hierarchy.
+    tasks: Vec<(PathBuf, std::fs::File)>,
+    /// The container's cgroup in the cgroup2 hierarchy (v2, or a hybrid host's unified one).
+    unified: Option<UnifiedEntry>,
+}
+
+#[derive(Debug)]
+struct UnifiedEntry {
+    /// The directory, for CLONE_INTO_CGROUP.
+    dir: std::os::fd::OwnedFd,
+    /// Its `cgroup.procs`, for the fallback move.
+    procs: (PathBuf, std::fs::File),
+}
+
+/// Why [`Entry::fork`] did not fork a child inside the cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// a cgroup file could not be written
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// the fork failed
+    #[error(transparent)]
+    Fork(#[from] crate::sys::process::ForkError),
+}
+
+/// Writes `0` (the calling thread, or with `cgroup.procs` its process) to an open cgroup file.
+fn write_self(path: &Path, mut file: &std::fs::File) -> Result<(), CgroupError> {
+    use std::io::Write;
+    file.write_all(b"0").map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: "0".into(),
+        source,
+    })
+}
+
+impl Entry {
+    /// Moves the calling thread, which must be its process's only one, into the container's
+    /// cgroup in every v1 hierarchy.
+    ///
+    /// # Errors
+    /// Fails if a `tasks` file cannot be written.
+    pub fn join_v1(&self) -> Result<(), CgroupError> {
+        for (path, file) in &self.tasks {
+            write_self(path, file)?;
+        }
+        Ok(())
+    }
+
+    /// Forks (with namespace `flags`, as [`crate::sys::process::clone_fork`]) a child born in
+    /// the container's cgroup2 directory; after [`Entry::join_v1`], the child is in the
+    /// container's cgroup everywhere.
+    ///
+    /// # Errors
+    /// The fork's error, or the fallback move's.
+    pub fn fork(
+        &self,
+        flags: nix::sched::CloneFlags,
+    ) -> Result<crate::sys::process::Forked, EntryError> {
+        use crate::sys::process::{clone_fork, clone_fork_into, ForkError};
+        use std::os::fd::AsFd;
+        let Some(unified) = &self.unified else {
+            return Ok(clone_fork(flags)?);
+        };
+        match clone_fork_into(flags, unified.dir.as_fd()) {
+            Err(ForkError::Clone(errno)) => {
+                tracing::debug!(%errno, "clone3 into the cgroup refused; moving the forking process instead");
+                let (path, file) = &unified.procs;
+                write_self(path, file)?;
+                Ok(clone_fork(flags)?)
+            }
+            other => Ok(other?),
         }
     }
 }

@@ -386,6 +386,23 @@ impl Hierarchies {
         Ok(())
     }
 
+    /// The container's cgroup directory in every v1 hierarchy it is in, and apart from them its
+    /// directory in a hybrid host's cgroup2 hierarchy (the one without controllers).
+    pub fn entry_dirs(&self, at: &Placement<'_>) -> (Vec<PathBuf>, Option<PathBuf>) {
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for h in &self.list {
+            let Some(rel) = at.rel(h) else { continue };
+            let dir = h.mountpoint.join(rel);
+            if h.controllers.is_empty() {
+                unified = Some(dir);
+            } else {
+                v1.push(dir);
+            }
+        }
+        (v1, unified)
+    }
+
     /// The union of `cgroup.procs` over the hierarchies.
     pub fn procs(&self, at: &Placement<'_>) -> Result<Vec<Pid>, CgroupError> {
         let mut all = BTreeSet::new();

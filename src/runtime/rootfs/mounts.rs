@@ -534,9 +534,21 @@ fn cgroup(entry: &Entry<'_>) -> Result<(), RootfsError> {
     }
 }
 
-/// runc mountCgroupV2: a new cgroup2 instance; where the kernel refuses one (user namespace
-/// without a cgroup namespace) a bind of the container's cgroup, or of the whole hierarchy.
+/// The cgroup2 hierarchy: inside a cgroup namespace a new cgroup2 instance (runc
+/// mountCgroupV2), showing the namespace's root, which is the container's cgroup; where the
+/// kernel refuses one, a bind of the container's cgroup.
+///
+/// Without a cgroup namespace the container sees the whole hierarchy either way, and it gets a
+/// bind of the host's `/sys/fs/cgroup` rather than a new instance (runc mounts one): a cgroup2
+/// mount made in the host's cgroup namespace applies its options to the hierarchy's root for
+/// everyone (kernel/cgroup/cgroup.c `apply_cgroup_root_flags`), so the container's options would
+/// silently drop the host's `nsdelegate`, `memory_recursiveprot` or `favordynmods` (and turning
+/// `favordynmods` on or off waits for an RCU grace period). The bind changes nothing on the host
+/// and costs one mount.
 fn cgroup2(entry: &Entry<'_>) -> Result<(), RootfsError> {
+    if !entry.ctx.cgroup_namespace {
+        return cgroup2_bind(entry);
+    }
     let target = entry.create_dir()?;
     let result = nix::mount::mount(
         Some("cgroup2"),
@@ -548,24 +560,30 @@ fn cgroup2(entry: &Entry<'_>) -> Result<(), RootfsError> {
     match result {
         Ok(()) => entry.propagate(),
         Err(Errno::EPERM | Errno::EBUSY) => {
-            let host = Path::new("/sys/fs/cgroup");
-            let source = match (&entry.ctx.cgroup, entry.ctx.cgroup_namespace) {
-                (Some(cgroup), true) => host.join(clean_relative(&cgroup.path)),
-                _ => host.to_path_buf(),
-            };
-            tracing::debug!(source = %source.display(), "cgroup2 mount refused, binding instead");
-            let fallback = Entry {
-                destination: entry.destination.clone(),
-                options: MountOptions {
-                    flags: entry.options.flags | MsFlags::MS_BIND,
-                    ..entry.options.clone()
-                },
-                ..*entry
-            };
-            bind(&fallback, Some(&source))
+            tracing::debug!("cgroup2 mount refused, binding instead");
+            cgroup2_bind(entry)
         }
         Err(e) => Err(entry.mount_err("cgroup2")(e)),
     }
+}
+
+/// A bind of the container's cgroup (in a cgroup namespace) or of the whole hierarchy, with
+/// the entry's flags (`ro` stays read-only).
+fn cgroup2_bind(entry: &Entry<'_>) -> Result<(), RootfsError> {
+    let host = Path::new("/sys/fs/cgroup");
+    let source = match (&entry.ctx.cgroup, entry.ctx.cgroup_namespace) {
+        (Some(cgroup), true) => host.join(clean_relative(&cgroup.path)),
+        _ => host.to_path_buf(),
+    };
+    let bind_entry = Entry {
+        destination: entry.destination.clone(),
+        options: MountOptions {
+            flags: entry.options.flags | MsFlags::MS_BIND,
+            ..entry.options.clone()
+        },
+        ..*entry
+    };
+    bind(&bind_entry, Some(&source))
 }
 
 /// The controllers a v1 hierarchy carries (from its super options).

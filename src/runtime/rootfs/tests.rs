@@ -161,6 +161,17 @@ fn default_spec_builds_a_runc_like_rootfs() {
         !masked_files.is_empty() && !masked_dirs.is_empty(),
         "nothing to check masking with"
     );
+    // The hierarchy's root options before: a cgroup2 mount made without a cgroup namespace
+    // would reset them for the whole host (mounts::cgroup2).
+    let host_cgroup_options = || {
+        crate::sys::kernel_files::mountinfo::read(None)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
+            .map(|m| m.super_options)
+            .last()
+    };
+    let options_before = host_cgroup_options();
     run_container(Spec::default(), bundle.ctx(), move || {
         ensure(fs_type("/proc")? == PROC_SUPER_MAGIC, "/proc is not procfs")?;
         ensure(fs_type("/dev")? == TMPFS_MAGIC, "/dev is not tmpfs")?;
@@ -241,6 +252,8 @@ fn default_spec_builds_a_runc_like_rootfs() {
                 fs_type("/sys/fs/cgroup")? == nix::sys::statfs::CGROUP2_SUPER_MAGIC,
                 "cgroup2",
             )?;
+            // Without a cgroup namespace a bind of the host's hierarchy, read-only as asked.
+            ensure(readonly("/sys/fs/cgroup")?, "/sys/fs/cgroup is writable")?;
         } else {
             ensure(
                 fs_type("/sys/fs/cgroup")? == TMPFS_MAGIC,
@@ -277,6 +290,11 @@ fn default_spec_builds_a_runc_like_rootfs() {
         )
     })
     .unwrap();
+    assert_eq!(
+        host_cgroup_options(),
+        options_before,
+        "the host's /sys/fs/cgroup options changed"
+    );
 }
 
 #[test]
