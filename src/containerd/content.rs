@@ -153,6 +153,8 @@ pub fn update_labels(
     what: &str,
 ) -> Result<(), Error> {
     apply_label_paths(labels, new, paths, what)?;
+    // containerd's store writes no label with an empty value: setting one removes it.
+    labels.retain(|_, v| !v.is_empty());
     identifiers::validate_labels(&*labels)
 }
 
