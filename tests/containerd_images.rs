@@ -45,6 +45,15 @@ fn import_and_inspect_images_like_containerd() {
         vec!["snapshots", "ls"],
         vec!["snapshots", "--snapshotter", "native", "ls"],
         vec!["snapshots", "--snapshotter", "nosuch", "ls"],
+        // The same image in a second namespace: the bytes are shared, the records are not.
+        vec!["-n", "second", "images", "import", &oci],
+        vec!["-n", "second", "images", "ls", "-q"],
+        vec!["-n", "second", "content", "ls"],
+        vec!["-n", "second", "snapshots", "ls"],
+        vec!["-n", "second", "images", "rm", "--sync", IMAGE],
+        vec!["-n", "second", "content", "ls", "-q"],
+        vec!["content", "ls", "-q"],
+        vec!["namespaces", "ls", "-q"],
     ];
     let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
     let ours = {
