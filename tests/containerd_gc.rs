@@ -332,10 +332,15 @@ fn kill_during_import_leaves_a_consistent_store() {
         // The collection shortly after the start removes bytes the crash left without a record.
         std::thread::sleep(Duration::from_millis(500));
         let listed = d.ctr_ok(&["content", "ls", "-q"]);
-        let blobs = d.root().join("io.containerd.content.v1.content/blobs/sha256");
+        let blobs = d
+            .root()
+            .join("io.containerd.content.v1.content/blobs/sha256");
         for f in std::fs::read_dir(&blobs).unwrap().flatten() {
             let dg = format!("sha256:{}", f.file_name().to_string_lossy());
-            assert!(listed.contains(&dg), "bytes without a record after a restart: {dg}");
+            assert!(
+                listed.contains(&dg),
+                "bytes without a record after a restart: {dg}"
+            );
         }
         d.ctr_ok(&["images", "import", &oci]);
         assert_consistent(&d);
