@@ -288,11 +288,7 @@ impl Events {
             .arg("events")
             .args(filters)
             // Filters are alternatives: the probes get through whatever the test filters.
-            .args(
-                (!filters.is_empty())
-                    .then(|| format!("topic==\"{PROBE_TOPIC}\""))
-                    .into_iter(),
-            )
+            .args((!filters.is_empty()).then(|| format!("topic==\"{PROBE_TOPIC}\"")))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
