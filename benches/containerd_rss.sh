@@ -79,9 +79,12 @@ pids+=($!); refeng_pid=$!
 refeng_up=$(up "$work/refeng/c.sock")
 echo "up (start to answering ctr version, incl. one ctr run): refeng-containerd ${refeng_up} ms, containerd ${real_up} ms"
 
-for s in "$work/real/c.sock" "$work/refeng/c.sock"; do
-  ctr -a "$s" images import --index-name bench/busybox:1 "$work/busybox-oci.tar" >/dev/null
+for who in real refeng; do
+  start=$(date +%s%N)
+  ctr -a "$work/$who/c.sock" images import --index-name bench/busybox:1 "$work/busybox-oci.tar" >/dev/null
+  eval "${who}_import=\$(( (\$(date +%s%N) - start) / 1000000 ))"
 done
+echo "ctr images import (busybox, unpacked to overlayfs): refeng-containerd ${refeng_import} ms, containerd ${real_import} ms"
 sleep "$settle"
 
 rss() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
