@@ -197,9 +197,11 @@ async fn write_session(
         }
         // Shared content: the bytes are here already (another namespace wrote them); the blob
         // joins this namespace without being sent again.
+        // Under the collector's read lock from the look at the bytes to the record, so that
+        // the bytes cannot be collected in between.
+        let gc = d.gc_read();
         if let Ok(existing) = d.content().info(e) {
             if total <= 0 || total as u64 == existing.size {
-                let _gc = d.gc_read();
                 d.metadata().update(|tx| {
                     let t = now();
                     tx.put(
@@ -221,6 +223,7 @@ async fn write_session(
                 return Err(Error::AlreadyExists(format!("content {e}")));
             }
         }
+        drop(gc);
     }
     let iref = ingest_ref(&ns, &reference);
     let store = d.content();
