@@ -219,6 +219,9 @@ fn push_and_pull_plain_http_like_containerd() {
             &remote,
         ],
         vec!["snapshots", "--snapshotter", "native", "ls"],
+        // Into a second namespace: the bytes are shared, the labels of the pull recorded there.
+        vec!["-n", "second", "images", "pull", "--plain-http", &remote],
+        vec!["-n", "second", "content", "ls"],
         vec!["images", "pull", "--plain-http", &missing],
     ];
     let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
@@ -251,6 +254,14 @@ fn push_and_pull_plain_http_like_containerd() {
     };
     assert_eq!(ours, theirs);
     assert!(ours.contains(&remote), "{ours}");
+    let second = ours
+        .split("-n second content ls")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        second.contains("containerd.io/distribution.source."),
+        "{ours}"
+    );
 }
 
 /// `ctr snapshots diff --keep` makes a layer of what changed in an active snapshot, labelled
