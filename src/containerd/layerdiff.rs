@@ -219,6 +219,12 @@ mod tests {
         fs::write(up.join("changed"), "new!").unwrap();
         fs::write(up.join("etc/new"), "n").unwrap();
         std::os::unix::fs::symlink("keep", up.join("link")).unwrap();
+        // The lower etc/ is older than the upper one, whatever the clock's granularity.
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::open(lo.join("etc"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let mut b = Builder::new(Vec::new());
         write_changes(&lo, &up, None, &mut b).unwrap();
         let bytes = b.finish().unwrap();
@@ -227,6 +233,7 @@ mod tests {
         while let Some(e) = r.next_entry().unwrap() {
             seen.push(String::from_utf8(e.path).unwrap());
         }
-        assert_eq!(seen, ["changed", "etc/new", ".wh.gone", "link"]);
+        // etc/ changed too: a file was added to it (its mtime moved), as containerd sees it.
+        assert_eq!(seen, ["changed", "etc/", "etc/new", ".wh.gone", "link"]);
     }
 }

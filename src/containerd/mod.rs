@@ -315,6 +315,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         grpc::bind(&address).map_err(|e| anyhow::anyhow!("binding {}: {e}", address.display()))?;
     tracing::info!(address = %address.display(), "serving containerd API");
+    // As containerd does shortly after its start: collect what a crash left without a record
+    // (bytes written, or a snapshot made, just before the kill).
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Err(e) = d.collect_garbage().await {
+            tracing::warn!(error = %e, "garbage collection at start failed");
+        }
+    });
     router.serve(listener).await?;
     Ok(())
 }
