@@ -204,7 +204,13 @@ fn run_rm_detached_and_task_commands(runtime: &str) {
     let id = s.id("rm");
     let out = ctr_out(&d, &s.run_args(&["--rm"], runtime, &id, &["echo", "hello"]));
     assert!(out.status.success(), "{out:?}\n{}", d.log());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\n",
+        "{runtime}: stderr {:?}\n--- daemon log ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
     let id = s.id("code");
     let out = ctr_out(
         &d,
