@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 
 use super::runtime::ProcessIo;
 
@@ -92,10 +92,10 @@ fn open_output(name: &str) -> Result<Option<File>, IoError> {
         .map_err(open_err(path))
 }
 
-/// Opens the stdin FIFO for reading without waiting for a writer, and a writer of our own that
-/// keeps the process from reading end-of-file before the caller attached; dropping the writer
-/// (CloseIO) lets end-of-file through once the caller closes its side too.
-fn open_input(name: &str) -> Result<Option<(File, File)>, IoError> {
+/// Opens the stdin FIFO for reading without waiting for a writer. The caller's end-of-file is
+/// seen as a hangup once a writer has connected and gone (Linux reports no hangup on a FIFO whose
+/// reader opened before any writer until one came), so a caller that attaches late is waited for.
+fn open_input(name: &str) -> Result<Option<File>, IoError> {
     if name.is_empty() {
         return Ok(None);
     }
@@ -103,36 +103,79 @@ fn open_input(name: &str) -> Result<Option<(File, File)>, IoError> {
         return Err(IoError::Unsupported(name.to_string()));
     }
     let path = Path::new(name);
-    let reader = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(open_err(path))?;
-    let keeper = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(open_err(path))?;
-    // The process reads with blocking semantics.
-    fcntl(reader.as_fd(), FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| IoError::Open {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    Ok(Some((reader, keeper)))
+        .map(Some)
+        .map_err(open_err(path))
+}
+
+/// Copies the caller's stdin FIFO into `to` (the process's stdin pipe, or the pty master) on a
+/// thread, until the caller closed its side (end-of-file), `stop` is closed (CloseIO, or the
+/// process record went), or `to` is gone. With `close_at_end` the copy then drops `to`, so the
+/// process reads end-of-file; a pty master is kept (closing it would hang up the terminal).
+fn spawn_stdin_pump(fifo: File, to: File, stop: OwnedFd, name: &str) -> Result<(), IoError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(64 * 1024)
+        .spawn(move || pump(fifo, to, stop))
+        .map(drop)
+        .map_err(IoError::Thread)
+}
+
+fn pump(mut fifo: File, mut to: File, stop: OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let (readable, stopped) = {
+            let mut fds = [
+                PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if readable || stopped {
+            // Take what is there; at CloseIO too, so that nothing the caller wrote is lost.
+            loop {
+                match fifo.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        if stopped {
+            return;
+        }
+    }
 }
 
 /// The shim's side of a process's stdio, kept as long as the process record lives.
 #[derive(Debug, Default)]
 pub struct ShimIo {
-    /// Our writer on the stdin FIFO (see [`open_input`]); dropped by CloseIO.
-    stdin_keeper: Option<File>,
+    /// Closing it stops the stdin copy ([`spawn_stdin_pump`]): CloseIO, or the record's end.
+    stdin_keeper: Option<OwnedFd>,
     /// The pty master, for resizes.
     console: Option<Arc<OwnedFd>>,
 }
 
 impl ShimIo {
-    /// Closes the shim's hold on stdin (CloseIO), so the process sees end-of-file once the caller
-    /// closed its side.
+    /// Ends the process's stdin (CloseIO): what the caller wrote is passed on, then the process
+    /// reads end-of-file.
     pub fn close_stdin(&mut self) {
         self.stdin_keeper = None;
     }
@@ -153,7 +196,16 @@ pub fn open_direct(paths: &StdioPaths) -> Result<(ProcessIo, ShimIo), IoError> {
     let stdout = open_output(&paths.stdout)?;
     let stderr = open_output(&paths.stderr)?;
     let (stdin, keeper) = match input {
-        Some((reader, keeper)) => (Some(OwnedFd::from(reader)), Some(keeper)),
+        Some(fifo) => {
+            // The process reads a pipe the shim fills from the FIFO, so that it sees end-of-file
+            // when the caller closes the FIFO (ctr run does; it sends no CloseIO) or at CloseIO.
+            let (process_end, shim_end) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IoError::Thread(e.into()))?;
+            let (stop_read, stop_write) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IoError::Thread(e.into()))?;
+            spawn_stdin_pump(fifo, File::from(shim_end), stop_read, "stdin")?;
+            (Some(process_end), Some(stop_write))
+        }
         None => (None, None),
     };
     Ok((
@@ -232,10 +284,12 @@ impl ConsoleSocket {
 pub fn start_console_copy(master: OwnedFd, paths: &StdioPaths) -> Result<ShimIo, IoError> {
     let master = Arc::new(master);
     let mut keeper = None;
-    if let Some((reader, stdin_keeper)) = open_input(&paths.stdin)? {
-        keeper = Some(stdin_keeper);
+    if let Some(fifo) = open_input(&paths.stdin)? {
+        let (stop_read, stop_write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| IoError::Thread(e.into()))?;
         let to_master = File::from(master.try_clone().map_err(IoError::Thread)?);
-        spawn_copy("pty-in", reader, to_master)?;
+        spawn_stdin_pump(fifo, to_master, stop_read, "pty-in")?;
+        keeper = Some(stop_write);
     }
     if let Some(out) = open_output(&paths.stdout)? {
         let from_master = File::from(master.try_clone().map_err(IoError::Thread)?);
@@ -270,8 +324,33 @@ mod tests {
         path.to_str().unwrap().to_string()
     }
 
+    /// `ctr run` closes its side of the stdin FIFO at its end-of-file and sends no CloseIO:
+    /// the process reads what was written, then end-of-file. (With the shim's own writer on the
+    /// FIFO this replaced, `echo hi | ctr run ... cat` never ended.)
     #[test]
-    fn stdin_sees_eof_only_after_close_io_and_caller_close() {
+    fn stdin_ends_when_the_caller_closes_its_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdin = fifo(dir.path(), "in");
+        let paths = StdioPaths {
+            stdin: stdin.clone(),
+            ..Default::default()
+        };
+        let (io, _shim) = open_direct(&paths).unwrap();
+        let mut process = File::from(io.stdin.unwrap());
+        // The caller attaches after the shim opened the FIFO: nothing ends before it came.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut caller = OpenOptions::new().write(true).open(&stdin).unwrap();
+        caller.write_all(b"hello").unwrap();
+        drop(caller);
+        let mut all = Vec::new();
+        process.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"hello");
+    }
+
+    /// CloseIO ends the process's stdin while the caller still holds its side open, after what
+    /// the caller wrote.
+    #[test]
+    fn close_io_ends_stdin_after_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         let stdin = fifo(dir.path(), "in");
         let paths = StdioPaths {
@@ -281,15 +360,16 @@ mod tests {
         let (io, mut shim) = open_direct(&paths).unwrap();
         let mut caller = OpenOptions::new().write(true).open(&stdin).unwrap();
         caller.write_all(b"hi").unwrap();
-        drop(caller);
         let mut process = File::from(io.stdin.unwrap());
         let mut buf = [0u8; 2];
         process.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hi");
+        caller.write_all(b"!").unwrap();
         shim.close_stdin();
         let mut rest = Vec::new();
         process.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert_eq!(rest, b"!");
+        drop(caller);
     }
 
     #[test]
