@@ -67,6 +67,16 @@ impl ApiError {
         ApiError::Internal(format!("{doing}: {err}"))
     }
 
+    /// The answer for a call the container lifecycle refuses (`refeng_spec::engine`), for the
+    /// container the caller named `name` whose id is `id`.
+    pub fn from_refusal(r: refeng_spec::engine::Refusal, name: &str, id: &str) -> ApiError {
+        let message = r.message(name, id);
+        match r.status() {
+            404 => ApiError::NotFound(message),
+            _ => ApiError::Conflict(message),
+        }
+    }
+
     /// The answer for a failed containerd call, by its gRPC code (containerd's errdefs classes
     /// map to dockerd's the same way).
     pub fn from_grpc(doing: &str, status: &tonic::Status) -> ApiError {
@@ -102,6 +112,14 @@ mod tests {
         let e = ApiError::from_grpc("get image", &tonic::Status::not_found("image \"a\""));
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         let e = ApiError::from_grpc("x", &tonic::Status::failed_precondition("busy"));
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        use refeng_spec::engine::Refusal;
+        let e = ApiError::from_refusal(Refusal::NoSuchContainer, "web", "0");
+        assert_eq!(
+            (e.status(), e.to_string()),
+            (StatusCode::NOT_FOUND, "No such container: web".into())
+        );
+        let e = ApiError::from_refusal(Refusal::StartPaused, "web", "0");
         assert_eq!(e.status(), StatusCode::CONFLICT);
     }
 }

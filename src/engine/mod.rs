@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod lifecycle;
 pub mod server;
 pub mod supervisor;
 pub mod system;
