@@ -137,3 +137,35 @@ fn kernel_file_seeds_parse_or_name_the_bad_line() {
     assert!(accepted >= 10, "only {accepted} seeds were accepted");
     assert!(refused >= 5, "only {refused} seeds were refused");
 }
+
+#[test]
+fn containerd_request_seeds_are_checked_or_refused_cleanly() {
+    use refeng::containerd::requests::{check, METHODS};
+    let mut accepted = 0;
+    let mut refused = 0;
+    for (name, bytes) in seeds("containerd_requests") {
+        let Some((&which, body)) = bytes.split_first() else {
+            continue;
+        };
+        match check(METHODS[usize::from(which) % METHODS.len()], body) {
+            Ok(()) => {
+                assert!(
+                    !name.contains("bad") && name != "garbage",
+                    "{name}: accepted"
+                );
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(!name.ends_with("_ok"), "{name}: refused: {e}");
+                assert!(
+                    !e.to_string().is_empty(),
+                    "{name}: an error without a message"
+                );
+                refused += 1;
+            }
+        }
+    }
+    // The corpus holds well-formed requests of every method as well as broken ones.
+    assert!(accepted >= 12, "only {accepted} requests were accepted");
+    assert!(refused >= 10, "only {refused} requests were refused");
+}

@@ -74,10 +74,32 @@ pub fn validate(c: &Container) -> Result<(), Error> {
     Ok(())
 }
 
+/// containerd's type URL of a runtime spec in an `Any` (Go's typeurl name for specs.Spec).
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The runtime spec a container record (or a task request) carries in an `Any`.
+///
+/// # Errors
+/// `InvalidArgument` when the type URL is not a runtime spec's or the JSON is not a valid spec.
+pub fn spec_of(any: &prost_types::Any) -> Result<oci_spec::runtime::Spec, Error> {
+    let url = any
+        .type_url
+        .strip_prefix("type.googleapis.com/")
+        .unwrap_or(&any.type_url);
+    if url != SPEC_TYPE_URL {
+        return Err(Error::InvalidArgument(format!(
+            "spec of type {:?} is not supported (want {SPEC_TYPE_URL})",
+            any.type_url
+        )));
+    }
+    crate::oci::config::parse_config(&any.value)
+        .map_err(|e| Error::InvalidArgument(format!("container spec: {e}")))
+}
+
 /// Applies an Update as containerd does: no paths replace labels, spec, extensions, image and
 /// snapshot key (and refuse a changed snapshotter or runtime, which are immutable); otherwise
 /// each path names what to take from `new`.
-fn apply_update(old: &mut Container, new: &Container, paths: &[String]) -> Result<(), Error> {
+pub fn apply_update(old: &mut Container, new: &Container, paths: &[String]) -> Result<(), Error> {
     let all: Vec<String>;
     let paths = if paths.is_empty() {
         if new.snapshotter != old.snapshotter {

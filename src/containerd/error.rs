@@ -30,6 +30,9 @@ pub enum Error {
     /// {0}: aborted
     #[error("{0}: aborted")]
     Aborted(String),
+    /// {0} (a write at an offset other than the ingest's)
+    #[error("{0}")]
+    OutOfRange(String),
     /// an error of the daemon itself (I/O, the metadata store); containerd reports those as Unknown
     #[error("{0}")]
     Internal(String),
@@ -46,6 +49,7 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::NotImplemented(_) => Code::Unimplemented,
             Error::Aborted(_) => Code::Aborted,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::Internal(_) => Code::Unknown,
         }
     }
@@ -68,6 +72,7 @@ impl Error {
             Code::Unavailable => Error::Unavailable(strip(msg, ": unavailable")),
             Code::Unimplemented => Error::NotImplemented(strip(msg, ": not implemented")),
             Code::Aborted => Error::Aborted(strip(msg, ": aborted")),
+            Code::OutOfRange => Error::OutOfRange(msg),
             _ => Error::Internal(msg),
         }
     }

@@ -256,6 +256,18 @@ pub fn namespace<T>(req: &tonic::Request<T>) -> Result<String, Error> {
     Ok(ns.to_string())
 }
 
+/// The metadata key containerd's clients name the lease of a request with.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// The lease a request works under (`containerd-lease`), if any.
+pub fn lease<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata()
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// A stream from a vector of ready messages.
 pub fn stream_of<T: Send + 'static>(items: Vec<T>) -> ResponseStream<T> {
     Box::pin(tokio_stream::iter(items.into_iter().map(Ok)))

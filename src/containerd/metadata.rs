@@ -23,6 +23,10 @@ use super::error::Error;
 const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
 const OBJECTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("objects");
 
+/// The kind of the store's own counters; kinds starting with `~` are bookkeeping, not objects
+/// (a namespace holding only those is empty).
+pub const INTERNAL_SEQUENCES: &str = "~sequences";
+
 /// A kind of record and the protobuf message it is stored as.
 pub trait Record: prost::Message + Default {
     /// The kind's name in the store's keys (`containers`, `images`, ...).
@@ -201,10 +205,13 @@ pub trait Read {
     /// # Errors
     /// `Internal` when the store cannot be read.
     fn first_kind_in(&self, ns: &str) -> Result<Option<String>, Error> {
-        if let Some(entry) = self.objects_table().range((ns, "", "")..)?.next() {
+        for entry in self.objects_table().range((ns, "", "")..)? {
             let (k, _) = entry?;
             let (kns, kind, _) = k.value();
-            if kns == ns {
+            if kns != ns {
+                break;
+            }
+            if !kind.starts_with('~') {
                 return Ok(Some(kind.to_string()));
             }
         }

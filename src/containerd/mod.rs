@@ -10,18 +10,26 @@
 
 pub mod config;
 pub mod containers;
+pub mod content;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod gc;
 pub mod grpc;
 pub mod identifiers;
+pub mod images;
 pub mod introspection;
+pub mod leases;
 pub mod metadata;
 pub mod namespaces;
+pub mod requests;
+pub mod snapshots;
 pub mod version;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use containerd_client::services::v1::Plugin;
 
@@ -45,6 +53,9 @@ use events::EventBus;
 use grpc::Router;
 use metadata::Metadata;
 
+use crate::image::content::{ContentStore, Limits};
+use crate::image::snapshot::{Backend, Snapshotter};
+
 /// The daemon's shared state: what every service works on.
 #[derive(Debug)]
 pub struct Daemon {
@@ -53,6 +64,11 @@ pub struct Daemon {
     events: EventBus,
     uuid: String,
     plugins: OnceLock<Vec<Plugin>>,
+    content: ContentStore,
+    snapshotters: BTreeMap<String, Snapshotter>,
+    /// Writers that put bytes down before their records hold it shared; a collection holds it
+    /// exclusively, so it never sees bytes whose record is still on its way.
+    gc_lock: RwLock<()>,
 }
 
 impl Daemon {
@@ -67,12 +83,39 @@ impl Daemon {
         }
         let metadata = Metadata::open(&config.root.join("meta.redb"))?;
         let uuid = load_uuid(&config.root)?;
+        let content = ContentStore::open(
+            config.root.join("io.containerd.content.v1.content"),
+            Limits::default(),
+        )
+        .map_err(|e| Error::internal("opening the content store", e))?;
+        let mut snapshotters = BTreeMap::new();
+        // `overlayfs` where the kernel mounts overlays here, plain copies where it does not
+        // (the snapshots then mount as binds); `native` is always copies, as containerd's is.
+        for (name, backend) in [("overlayfs", None), ("native", Some(Backend::Copy))] {
+            let root = config
+                .root
+                .join(format!("io.containerd.snapshotter.v1.{name}"));
+            std::fs::create_dir_all(&root)
+                .map_err(|e| Error::internal(&format!("creating {}", root.display()), e))?;
+            let backend = backend.unwrap_or_else(|| Backend::detect(&root));
+            if name == "overlayfs" && backend == Backend::Copy {
+                tracing::warn!(
+                    "overlayfs cannot be mounted here: the overlayfs snapshotter copies"
+                );
+            }
+            let sn = Snapshotter::open(&root, backend)
+                .map_err(|e| Error::internal(&format!("opening snapshotter {name}"), e))?;
+            snapshotters.insert(name.to_string(), sn);
+        }
         Ok(Arc::new(Daemon {
             config,
             metadata,
             events: EventBus::new(),
             uuid,
             plugins: OnceLock::new(),
+            content,
+            snapshotters,
+            gc_lock: RwLock::new(()),
         }))
     }
 
@@ -104,6 +147,46 @@ impl Daemon {
     /// The daemon's UUID (kept in `<root>/uuid` across restarts).
     pub fn uuid(&self) -> &str {
         &self.uuid
+    }
+
+    /// The blob store (bytes only; which namespace sees a blob is in the metadata store).
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshotter backend `name`.
+    pub fn snapshotter(&self, name: &str) -> Option<&Snapshotter> {
+        self.snapshotters.get(name)
+    }
+
+    /// The names of the snapshotters.
+    pub fn snapshotter_names(&self) -> Vec<String> {
+        self.snapshotters.keys().cloned().collect()
+    }
+
+    /// Held while bytes are put down before their record (see `gc_lock`).
+    pub fn gc_read(&self) -> RwLockReadGuard<'_, ()> {
+        self.gc_lock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Held by a collection.
+    pub fn gc_write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gc_lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs a garbage collection (on a blocking thread) and waits for it.
+    ///
+    /// # Errors
+    /// As [`gc::collect`].
+    pub async fn collect_garbage(self: &Arc<Self>) -> Result<gc::Report, Error> {
+        let d = self.clone();
+        tokio::task::spawn_blocking(move || gc::collect(&d))
+            .await
+            .map_err(|e| Error::internal("garbage collection task", e))?
     }
 
     /// The plugins Introspection lists (set once, when the router is built).
@@ -176,6 +259,11 @@ pub fn router(daemon: &Arc<Daemon>) -> Router {
     events::register(&mut s.router, daemon.events());
     s.plugin("io.containerd.grpc.v1", "events");
     containers::register(&mut s, daemon);
+    content::register(&mut s, daemon);
+    images::register(&mut s, daemon);
+    leases::register(&mut s, daemon);
+    snapshots::register(&mut s, daemon);
+    diff::register(&mut s, daemon);
     introspection::register(&mut s, daemon);
     let mut plugins = s.plugins;
     plugins.sort_by(|a, b| (&a.r#type, &a.id).cmp(&(&b.r#type, &b.id)));

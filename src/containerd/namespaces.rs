@@ -25,9 +25,13 @@ fn header_namespace<T>(req: &tonic::Request<T>) -> String {
     super::grpc::namespace(req).unwrap_or_default()
 }
 
-/// Applies an update mask to `labels` as containerd's namespaces service does: no paths replace
-/// all labels; `labels` replaces all; `labels.<key>` sets (or, with no value, removes) one key.
-fn apply_labels(
+/// Applies an update mask to the labels of namespace `name` as containerd's namespaces service
+/// does: no paths replace all labels; `labels` replaces all; `labels.<key>` sets (or, with no
+/// value, removes) one key.
+///
+/// # Errors
+/// `InvalidArgument` for a path other than `labels` and `labels.<key>`.
+pub fn apply_labels(
     name: &str,
     labels: &mut HashMap<String, String>,
     new: &HashMap<String, String>,
@@ -70,10 +74,14 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
             async move {
                 let name = req.into_inner().name;
                 identifiers::validate(&name)?;
+                // containerd answers a namespace that does not exist (yet) as one without labels.
                 let ns = d
                     .metadata()
                     .view(|v| v.namespace(&name))?
-                    .ok_or_else(|| Error::NotFound(subject(&name)))?;
+                    .unwrap_or(Namespace {
+                        name: name.clone(),
+                        labels: HashMap::new(),
+                    });
                 Ok(GetNamespaceResponse {
                     namespace: Some(ns),
                 })

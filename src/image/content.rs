@@ -318,11 +318,7 @@ impl ContentStore {
                 limit: self.limits.max_blob_size,
             });
         }
-        // The reference is caller-chosen text: hash it into a safe directory name.
-        let dir = self
-            .root
-            .join("ingest")
-            .join(Digest::sha256(reference.as_bytes()).hex());
+        let dir = self.ingest_dir(reference);
         let data = dir.join("data");
         // A writer of the same reference that just committed removes the (then empty) folder:
         // make it again if it vanished between our mkdir and our open.
@@ -398,6 +394,50 @@ impl ContentStore {
             expected: expected.cloned(),
             expected_size,
         })
+    }
+
+    fn ingest_dir(&self, reference: &str) -> PathBuf {
+        // The reference is caller-chosen text: hash it into a safe directory name.
+        self.root
+            .join("ingest")
+            .join(Digest::sha256(reference.as_bytes()).hex())
+    }
+
+    /// Bytes an unfinished ingest of `reference` holds, if there is one (for a status report;
+    /// the resuming writer re-reads them).
+    #[must_use]
+    pub fn ingest_size(&self, reference: &str) -> Option<u64> {
+        fs::metadata(self.ingest_dir(reference).join("data"))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    /// Discards the unfinished ingest of `reference`; false when there was none. A writer that
+    /// still holds it keeps its open file and finds nothing to commit into later.
+    ///
+    /// # Errors
+    /// [`ContentError::Io`].
+    pub fn abort_ingest(&self, reference: &str) -> Result<bool, ContentError> {
+        let dir = self.ingest_dir(reference);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
+    }
+
+    /// Removes a blob file only (for a caller that keeps labels elsewhere, as
+    /// refeng-containerd's metadata store does). Removing a missing blob is not an error.
+    ///
+    /// # Errors
+    /// [`ContentError::Io`].
+    pub fn remove_blob(&self, digest: &Digest) -> Result<(), ContentError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     /// Writes everything `reader` yields as one blob and commits it.
@@ -712,6 +752,12 @@ impl Writer<'_> {
         self.offset
     }
 
+    /// The digest of the bytes written so far.
+    #[must_use]
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Gives the ingest up (the blob landed through another writer): its data is removed.
     pub fn abandon(self) {
         let data = self.dir.join("data");
@@ -732,6 +778,18 @@ impl Writer<'_> {
             .map_or(Algorithm::Sha256, Digest::algorithm)
             .hasher();
         Ok(())
+    }
+
+    /// As [`Writer::commit`], with the expected digest given (or changed) at the end, as a
+    /// containerd client may send it only with its commit; labels are the caller's business.
+    ///
+    /// # Errors
+    /// As [`Writer::commit`].
+    pub fn commit_with(mut self, expected: Option<&Digest>) -> Result<Digest, ContentError> {
+        if let Some(e) = expected {
+            self.expected = Some(e.clone());
+        }
+        self.commit(BTreeMap::new())
     }
 
     /// Verifies size and digest, then makes the blob visible atomically. A blob that fails

@@ -34,6 +34,8 @@ pub enum SnapshotKind {
     Committed,
     /// A container's writable layer.
     Active,
+    /// A read-only view of a committed snapshot (containerd's `View`).
+    View,
 }
 
 /// What the snapshotter records about one snapshot.
@@ -70,6 +72,12 @@ pub enum SnapshotError {
         /// a child
         child: String,
     },
+    /// the snapshot is not an active one (only those can be committed)
+    #[error("snapshot {0:?} is not active")]
+    NotActive(String),
+    /// a new snapshot's parent is not a committed snapshot
+    #[error("parent snapshot {0:?} is not committed")]
+    ParentNotCommitted(String),
     /// overlay mount options exceed a page
     #[error("overlay options for {0:?} exceed the mount data limit")]
     TooManyLayers(String),
@@ -435,11 +443,29 @@ impl Snapshotter {
     /// mount it.
     ///
     /// # Errors
-    /// [`SnapshotError::AlreadyExists`], [`SnapshotError::NotFound`].
+    /// [`SnapshotError::AlreadyExists`], [`SnapshotError::NotFound`],
+    /// [`SnapshotError::ParentNotCommitted`].
     pub fn prepare(
         &self,
         key: &str,
         parent: Option<&str>,
+    ) -> Result<Vec<MountSpec>, SnapshotError> {
+        self.create(key, parent, SnapshotKind::Active)
+    }
+
+    /// Creates the read-only view `key` of the committed `parent` and returns how to mount it.
+    ///
+    /// # Errors
+    /// As [`Snapshotter::prepare`].
+    pub fn view(&self, key: &str, parent: Option<&str>) -> Result<Vec<MountSpec>, SnapshotError> {
+        self.create(key, parent, SnapshotKind::View)
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: SnapshotKind,
     ) -> Result<Vec<MountSpec>, SnapshotError> {
         let _g = self
             .lock
@@ -450,8 +476,12 @@ impl Snapshotter {
             return Err(SnapshotError::AlreadyExists(key.to_owned()));
         }
         if let Some(p) = parent {
-            if !m.snapshots.contains_key(p) {
-                return Err(SnapshotError::NotFound(p.to_owned()));
+            match m.snapshots.get(p) {
+                None => return Err(SnapshotError::NotFound(p.to_owned())),
+                Some(i) if i.kind != SnapshotKind::Committed => {
+                    return Err(SnapshotError::ParentNotCommitted(p.to_owned()))
+                }
+                Some(_) => {}
             }
         }
         let (id, dir) = self.reserve(&mut m)?;
@@ -465,13 +495,65 @@ impl Snapshotter {
             key.to_owned(),
             SnapshotInfo {
                 id,
-                kind: SnapshotKind::Active,
+                kind,
                 parent: parent.map(ToOwned::to_owned),
             },
         );
         self.save(&m)?;
         drop(_g);
         self.mounts(key)
+    }
+
+    /// Turns the active snapshot `key` into the committed snapshot `name` (its files stay
+    /// where they are; only the record changes, atomically).
+    ///
+    /// # Errors
+    /// [`SnapshotError::NotFound`], [`SnapshotError::NotActive`],
+    /// [`SnapshotError::AlreadyExists`] when `name` is taken.
+    pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
+        let _g = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self.load()?;
+        let info = m
+            .snapshots
+            .get(key)
+            .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
+        if info.kind != SnapshotKind::Active {
+            return Err(SnapshotError::NotActive(key.to_owned()));
+        }
+        if m.snapshots.contains_key(name) {
+            return Err(SnapshotError::AlreadyExists(name.to_owned()));
+        }
+        let mut info = m.snapshots.remove(key).unwrap_or_else(|| unreachable!());
+        info.kind = SnapshotKind::Committed;
+        m.snapshots.insert(name.to_owned(), info);
+        self.save(&m)
+    }
+
+    /// Disk usage of the snapshot's own files (not its parents'): bytes in allocated blocks
+    /// and inodes, hard links counted once, as containerd's `fs.DiskUsage` counts them.
+    ///
+    /// # Errors
+    /// [`SnapshotError::NotFound`], [`SnapshotError::Io`].
+    pub fn usage(&self, key: &str) -> Result<(u64, u64), SnapshotError> {
+        let dir = self.fs_dir(key)?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut size = 0u64;
+        let mut stack = vec![dir];
+        while let Some(p) = stack.pop() {
+            let md = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+            if seen.insert((md.dev(), md.ino())) {
+                size += md.blocks() * 512;
+            }
+            if md.is_dir() {
+                for entry in fs::read_dir(&p).map_err(io_err(&p))? {
+                    stack.push(entry.map_err(io_err(&p))?.path());
+                }
+            }
+        }
+        Ok((size, seen.len() as u64))
     }
 
     /// How to mount `key`: overlay over its chain (read-only for a committed snapshot), or a bind
@@ -486,7 +568,7 @@ impl Snapshotter {
             .get(key)
             .ok_or_else(|| SnapshotError::NotFound(key.to_owned()))?;
         let dir = self.dir(info.id);
-        let ro = info.kind == SnapshotKind::Committed;
+        let ro = info.kind != SnapshotKind::Active;
         let bind = |p: PathBuf| MountSpec {
             fs_type: "bind".into(),
             source: p,
@@ -497,8 +579,8 @@ impl Snapshotter {
         }
         let lowers = match (info.kind, &info.parent) {
             (SnapshotKind::Committed, _) => self.chain(&m, key)?,
-            (SnapshotKind::Active, Some(p)) => self.chain(&m, p)?,
-            (SnapshotKind::Active, None) => Vec::new(),
+            (SnapshotKind::Active | SnapshotKind::View, Some(p)) => self.chain(&m, p)?,
+            (SnapshotKind::Active | SnapshotKind::View, None) => Vec::new(),
         };
         let lowerdir = lowers
             .iter()
@@ -509,7 +591,11 @@ impl Snapshotter {
         match info.kind {
             SnapshotKind::Committed if lowers.len() == 1 => return Ok(vec![bind(dir.join("fs"))]),
             SnapshotKind::Committed => options.push(format!("lowerdir={lowerdir}")),
-            SnapshotKind::Active if lowers.is_empty() => return Ok(vec![bind(dir.join("fs"))]),
+            SnapshotKind::Active | SnapshotKind::View if lowers.is_empty() => {
+                return Ok(vec![bind(dir.join("fs"))])
+            }
+            SnapshotKind::View if lowers.len() == 1 => return Ok(vec![bind(lowers[0].clone())]),
+            SnapshotKind::View => options.push(format!("lowerdir={lowerdir}")),
             SnapshotKind::Active => {
                 options.push(format!("lowerdir={lowerdir}"));
                 options.push(format!("upperdir={}", dir.join("fs").display()));

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod archive;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -226,11 +228,28 @@ pub fn normalise(s: &str) -> String {
     .unwrap();
     let uuid =
         regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
+    // ctr's AGE column (go-units HumanDuration).
+    let age =
+        regex::Regex::new(r"Less than a second|About a minute|\d+ (seconds?|minutes?)").unwrap();
     let mut out = String::new();
     for line in s.lines() {
         let line = time.replace_all(line, "<time>");
+        let line = age.replace_all(&line, "<age>");
         let line = uuid.replace_all(&line, "<uuid>");
-        out.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
+        // Label lists (`a=b,c=d`) come from Go maps, in random order.
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(|w| {
+                if w.contains('=') && w.contains(',') {
+                    let mut parts: Vec<&str> = w.split(',').collect();
+                    parts.sort_unstable();
+                    parts.join(",")
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        out.push_str(&words.join(" "));
         out.push('\n');
     }
     out
