@@ -3,13 +3,16 @@
 //! names) and reaches containerd only through its gRPC client ([`backend`]); without
 //! `--containerd` it starts and watches its own refeng-containerd ([`supervisor`]).
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod images;
 pub mod lifecycle;
 pub mod server;
+pub mod store;
 pub mod supervisor;
 pub mod system;
 

@@ -210,6 +210,46 @@ enum Route {
     Version,
     Info,
     Events,
+    ImagesCreate,
+    ImagesList,
+    ImageInspect(String),
+    ImageHistory(String),
+    ImageTag(String),
+    ImageDelete(String),
+}
+
+/// The path segments between `images/` and a trailing `tail` (image names contain `/`).
+fn image_name(segments: &[&str], tail: Option<&str>) -> Option<String> {
+    let inner = match tail {
+        Some(t) => match segments {
+            ["images", inner @ .., last] if *last == t && !inner.is_empty() => inner,
+            _ => return None,
+        },
+        None => match segments {
+            ["images", inner @ ..] if !inner.is_empty() => inner,
+            _ => return None,
+        },
+    };
+    let joined = inner.join("/");
+    let decoded = percent_decode(&joined)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn route(method: &Method, segments: &[&str]) -> Option<Route> {
@@ -218,6 +258,14 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::GET, ["version"]) => Route::Version,
         (&Method::GET, ["info"]) => Route::Info,
         (&Method::GET, ["events"]) => Route::Events,
+        (&Method::POST, ["images", "create"]) => Route::ImagesCreate,
+        (&Method::GET, ["images", "json"]) => Route::ImagesList,
+        (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
+        (&Method::GET, [.., "history"]) => {
+            Route::ImageHistory(image_name(segments, Some("history"))?)
+        }
+        (&Method::POST, [.., "tag"]) => Route::ImageTag(image_name(segments, Some("tag"))?),
+        (&Method::DELETE, ["images", ..]) => Route::ImageDelete(image_name(segments, None)?),
         _ => return None,
     })
 }
@@ -267,7 +315,79 @@ async fn dispatch(
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
         Route::Events => events_stream(engine, &query),
+        Route::ImagesCreate => images_create(engine, &query, &req).await,
+        Route::ImagesList => Ok(json(
+            StatusCode::OK,
+            &engine
+                .images_json(&query.filters()?, query.bool("all"))
+                .await?,
+        )),
+        Route::ImageInspect(name) => Ok(json(StatusCode::OK, &engine.image_inspect(&name).await?)),
+        Route::ImageHistory(name) => Ok(json(StatusCode::OK, &engine.image_history(&name).await?)),
+        Route::ImageTag(name) => {
+            engine
+                .image_tag(
+                    &name,
+                    query.get("repo").unwrap_or(""),
+                    query.get("tag").unwrap_or(""),
+                )
+                .await?;
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::CREATED;
+            Ok(r)
+        }
+        Route::ImageDelete(name) => Ok(json(
+            StatusCode::OK,
+            &engine.image_delete(&name, query.bool("force")).await?,
+        )),
     }
+}
+
+/// `POST /images/create`: a pull (`fromImage`); `fromSrc` imports come with their own change.
+async fn images_create(
+    engine: &Arc<Engine>,
+    query: &Query,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    if query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::NotImplemented(
+            "fromSrc (docker import) is not implemented by refengd yet".into(),
+        ));
+    }
+    for p in ["repo", "message", "changes"] {
+        if query.get(p).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::BadRequest(format!(
+                "{p} applies to fromSrc imports only, which refengd does not implement yet"
+            )));
+        }
+    }
+    let Some(image) = query.get("fromImage").filter(|s| !s.is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "fromImage or fromSrc is required".into(),
+        ));
+    };
+    let auth = req
+        .headers()
+        .get("X-Registry-Auth")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .unwrap_or("");
+    let credentials = super::auth::decode(auth)?;
+    let rx = engine
+        .pull(
+            image,
+            query.get("tag").unwrap_or(""),
+            query.get("platform").unwrap_or(""),
+            credentials,
+        )
+        .await?;
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
 }
 
 fn ping(method: &Method) -> Response<Body> {
