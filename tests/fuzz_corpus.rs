@@ -169,3 +169,27 @@ fn containerd_request_seeds_are_checked_or_refused_cleanly() {
     assert!(accepted >= 12, "only {accepted} requests were accepted");
     assert!(refused >= 10, "only {refused} requests were refused");
 }
+
+#[test]
+fn engine_request_seeds_parse_or_are_refused_with_a_400() {
+    let mut accepted = 0;
+    let mut refused = 0;
+    for (name, bytes) in seeds("engine_requests") {
+        let kind = String::from_utf8_lossy(&bytes);
+        let kind = kind.split('\n').next().unwrap_or("");
+        assert!(
+            refeng::engine::requests::KINDS.contains(&kind),
+            "{name}: unknown kind {kind:?}"
+        );
+        if refeng::engine::requests::check(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // The corpus holds what clients send and what they must not.
+    assert!(
+        accepted >= 12 && refused >= 10,
+        "{accepted} accepted, {refused} refused"
+    );
+}

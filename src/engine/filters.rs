@@ -127,6 +127,11 @@ impl Filters {
         Ok(out)
     }
 
+    /// The filters in the current JSON form (`{"key":["value",...]}`), keys and values sorted.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.map).unwrap_or_else(|_| "{}".into())
+    }
+
     /// Whether no filter was given.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
