@@ -165,6 +165,8 @@ fn main() {
             ("x_registry_auth_reaches_the_registry", &registry_auth),
             ("docker_py_pulls_lists_tags_and_removes", &docker_py),
             ("a_moved_tag_leaves_a_dangling_image", &dangling),
+            ("prune_removes_dangling_then_labelled_images", &prune),
+            ("image_events_tell_pull_tag_untag_delete", &image_events),
             ("images_work_over_the_real_containerd", &real_containerd),
             ("inspect_and_list_match_dockerd", &differential),
         ],
@@ -609,6 +611,93 @@ fn dangling() {
     w.refengd.docker(&["rmi", &short(&a.config.to_string())]);
     w.refengd.docker(&["rmi", &b.reference]);
     assert!(ids(w, r#"{"dangling":["true"]}"#).is_empty());
+}
+
+fn prune() {
+    let w = world();
+    let reg = RegistryServer::plain();
+    let a = push_image(
+        &reg,
+        "prune/img:1",
+        &[(31, 4 << 10)],
+        "keep",
+        "2026-05-01T00:00:00Z",
+        None,
+    );
+    w.refengd.docker(&["pull", "-q", &a.reference]);
+    let b = push_image(
+        &reg,
+        "prune/img:1",
+        &[(32, 4 << 10)],
+        "drop",
+        "2026-05-02T00:00:00Z",
+        None,
+    );
+    w.refengd.docker(&["pull", "-q", &b.reference]);
+    // Only the dangling one goes by default.
+    let r = w.refengd.request("POST", "/images/prune", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(
+        v["ImagesDeleted"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Deleted": a.config.to_string()})),
+        "{v}"
+    );
+    assert!(v["SpaceReclaimed"].as_i64().unwrap() >= 4 << 10, "{v}");
+    assert!(ids(w, r#"{"dangling":["true"]}"#).is_empty());
+    let r = w.refengd.request("POST", "/images/prune", None);
+    assert_eq!(
+        r.json(),
+        json!({"ImagesDeleted": null, "SpaceReclaimed": 0})
+    );
+    // All unused ones with a label, through the CLI.
+    let out = w
+        .refengd
+        .docker(&["image", "prune", "-a", "-f", "--filter", "label=tier=drop"]);
+    assert!(out.contains(&format!("deleted: {}", b.config)), "{out}");
+    assert!(ids(w, r#"{"label":["tier=drop"]}"#).is_empty());
+    let q: String = form_urlencoded::byte_serialize(br#"{"until":["1h"]}"#).collect();
+    assert_eq!(
+        w.refengd
+            .request("POST", &format!("/images/prune?filters={q}"), None)
+            .status,
+        400
+    );
+}
+
+fn image_events() {
+    let w = world();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    w.refengd.docker(&["pull", "-q", &w.tool.reference]);
+    w.refengd.docker(&["tag", &w.tool.reference, "ev/tool:1"]);
+    w.refengd.docker(&["rmi", "ev/tool:1"]);
+    w.refengd.docker(&["rmi", &w.tool.reference]);
+    let until = since + 60.0;
+    let r = w.refengd.request(
+        "GET",
+        &format!(
+            "/events?since={since:.3}&until={:.3}&filters=%7B%22type%22%3A%5B%22image%22%5D%7D",
+            until.min(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+                    + 0.2
+            )
+        ),
+        None,
+    );
+    let evs = r.json_lines();
+    let actions: Vec<&str> = evs.iter().map(|e| e["Action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["pull", "tag", "untag", "delete"], "{evs:?}");
+    assert_eq!(evs[0]["Actor"]["ID"], w.tool.reference);
+    assert_eq!(evs[1]["Actor"]["Attributes"]["name"], "ev/tool:1");
+    assert_eq!(evs[3]["Actor"]["ID"], w.tool.config.to_string());
 }
 
 fn real_containerd() {

@@ -616,6 +616,60 @@ impl Engine {
         Ok(Value::Array(out))
     }
 
+    /// `POST /images/prune`: removes dangling images (`dangling=false`: every image, since no
+    /// container holds one yet), with `label` / `label!` filters; answers what went and the
+    /// bytes freed (the snapshots' use, measured before they are collected).
+    ///
+    /// # Errors
+    /// `BadRequest` for unknown filters; containerd's failures.
+    pub async fn images_prune(&self, filters: &Filters) -> Result<Value, ApiError> {
+        filters.validate(&["dangling", "label", "label!"])?;
+        let only_dangling = filters.bool_value("dangling")?.unwrap_or(true);
+        let catalog = self.catalog().await?;
+        let mut groups: BTreeMap<String, (Arc<Resolved>, Vec<String>)> = BTreeMap::new();
+        for (name, r) in &catalog {
+            groups
+                .entry(r.id.clone())
+                .or_insert_with(|| (r.clone(), Vec::new()))
+                .1
+                .push(name.clone());
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0i64;
+        for (id, (r, names)) in groups {
+            let dangling = names.iter().all(|n| n.starts_with(DANGLING));
+            if only_dangling && !dangling {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = r
+                .config
+                .pointer("/config/Labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            let excluded = filters.get("label!").any(|v| match v.split_once('=') {
+                Some((k, val)) => labels.get(k).is_some_and(|have| have == val),
+                None => labels.contains_key(v),
+            });
+            if !filters.match_labels("label", &labels) || excluded {
+                continue;
+            }
+            reclaimed += self.size_of(&r).await?;
+            for v in self
+                .image_delete(&id, true)
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                deleted.push(v.clone());
+            }
+        }
+        Ok(json!({
+            "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
+            "SpaceReclaimed": reclaimed,
+        }))
+    }
+
     /// `POST /images/create?fromImage=…`: checks the request, starts the pull, and answers with
     /// its JSON progress stream once the registry resolved the reference (a failure before
     /// that is a plain error answer with its status, as dockerd's).

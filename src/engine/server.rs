@@ -212,6 +212,7 @@ enum Route {
     Events,
     ImagesCreate,
     ImagesList,
+    ImagesPrune,
     ImageInspect(String),
     ImageHistory(String),
     ImageTag(String),
@@ -260,6 +261,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::GET, ["events"]) => Route::Events,
         (&Method::POST, ["images", "create"]) => Route::ImagesCreate,
         (&Method::GET, ["images", "json"]) => Route::ImagesList,
+        (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
         (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
         (&Method::GET, [.., "history"]) => {
             Route::ImageHistory(image_name(segments, Some("history"))?)
@@ -316,6 +318,10 @@ async fn dispatch(
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
         Route::Events => events_stream(engine, &query),
         Route::ImagesCreate => images_create(engine, &query, &req).await,
+        Route::ImagesPrune => Ok(json(
+            StatusCode::OK,
+            &engine.images_prune(&query.filters()?).await?,
+        )),
         Route::ImagesList => Ok(json(
             StatusCode::OK,
             &engine
