@@ -15,7 +15,7 @@ use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
-    CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest,
+    CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest, ViewSnapshotRequest,
 };
 use containerd_client::services::v1::{
     AbortRequest, AddResourceRequest, Container, CreateContainerRequest, CreateImageRequest,
@@ -440,6 +440,46 @@ async fn script(d: &Daemon) -> Vec<String> {
             .await;
         out.push(format!("snapshot commit {what}: {}", code(r)));
     }
+    for (what, key, parent) in [
+        ("ok", "v1", "n1"),
+        ("missing parent", "v2", "nope"),
+        ("active parent", "v3", "k1"),
+    ] {
+        let r = snaps
+            .view(req(
+                NS,
+                ViewSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: key.into(),
+                    parent: parent.into(),
+                    labels: [("containerd.io/gc.root".to_string(), "t".to_string())].into(),
+                },
+            ))
+            .await;
+        let ro: Option<bool> = r.as_ref().ok().map(|m| {
+            m.get_ref().mounts.iter().all(|m| {
+                m.options.iter().any(|o| o == "ro")
+                    || m.options.iter().all(|o| !o.starts_with("upperdir="))
+            })
+        });
+        out.push(format!(
+            "snapshot view {what}: {} read-only {:?}",
+            code(r),
+            ro
+        ));
+    }
+    let r = snaps
+        .commit(req(
+            NS,
+            CommitSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                name: "n3".into(),
+                key: "v1".into(),
+                labels: Default::default(),
+            },
+        ))
+        .await;
+    out.push(format!("snapshot commit a view: {}", code(r)));
     out.push(format!(
         "snapshot stat unknown: {}",
         code(

@@ -108,3 +108,70 @@ fn bad_filters_are_invalid_argument() {
     let err = d.ctr_err(&["plugins", "ls", "id=="]);
     assert!(err.contains("invalid argument"), "{err}");
 }
+
+/// `--config` takes containerd's keys; a key refeng-containerd does not implement stops it with
+/// the key's name, rather than being ignored.
+#[test]
+fn config_file_keys_and_refusals() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::Builder::new()
+        .prefix("rctd-cfg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path();
+    let bad = d.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nx = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(containerd_support::REFENG_CONTAINERD)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plugins"), "{err}");
+    let good = d.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\naddress = \"{0}/c.sock\"\n[debug]\nlevel = \"debug\"\nformat = \"json\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(d.join("log")).unwrap();
+    let mut child = Command::new(containerd_support::REFENG_CONTAINERD)
+        .arg("--config")
+        .arg(&good)
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ok = loop {
+        let o = Command::new("ctr")
+            .arg("--address")
+            .arg(d.join("c.sock"))
+            .arg("version")
+            .output()
+            .unwrap();
+        if o.status.success() || Instant::now() > deadline {
+            break o.status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "not serving on the configured address");
+    assert!(d.join("root/meta.redb").exists());
+    let log = std::fs::read_to_string(d.join("log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        "{log}"
+    );
+}

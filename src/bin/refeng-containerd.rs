@@ -19,12 +19,15 @@ struct Args {
     /// The directory of volatile state (task bundles, sockets).
     #[arg(long)]
     state: Option<PathBuf>,
-    /// A TOML file with containerd's keys (root, state, [grpc] address, [debug] level).
+    /// A TOML file with containerd's keys (root, state, [grpc] address, [debug] level, format).
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// trace, debug, info, warn or error.
     #[arg(short, long)]
     log_level: Option<String>,
+    /// text (level, message and fields on one line) or json (one object per line).
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         config.log_level = l;
     }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
     let level: tracing::Level = match config.log_level.as_str() {
         "fatal" | "panic" => tracing::Level::ERROR,
         "warning" => tracing::Level::WARN,
@@ -54,13 +60,18 @@ fn main() -> anyhow::Result<()> {
     };
     // Our own records at the chosen level; the HTTP/2 and gRPC libraries' only from warn up,
     // or `debug` drowns in frame traces.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,refeng={level},refeng_containerd={level}"
-        )))
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,refeng={level},refeng_containerd={level}"
+    ));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format.as_str() {
+        "text" => logs.init(),
+        "json" => logs.json().init(),
+        other => anyhow::bail!("--log-format {other:?}: use text or json"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,6 +1,6 @@
 //! The daemon's configuration: command-line flags over an optional TOML file with containerd's
-//! key names (`root`, `state`, `[grpc] address`, `[debug] level`). A key refeng-containerd does
-//! not implement is refused by name rather than ignored.
+//! key names (`root`, `state`, `[grpc] address`, `[debug] level` and `format`). A key
+//! refeng-containerd does not implement is refused by name rather than ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,8 @@ pub struct Config {
     pub state: PathBuf,
     /// The log level (trace, debug, info, warn, error).
     pub log_level: String,
+    /// The log format (text or json).
+    pub log_format: String,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             root: DEFAULT_ROOT.into(),
             state: DEFAULT_STATE.into(),
             log_level: "info".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -88,6 +91,7 @@ struct GrpcSection {
 #[serde(deny_unknown_fields)]
 struct DebugSection {
     level: Option<String>,
+    format: Option<String>,
 }
 
 impl Config {
@@ -123,8 +127,13 @@ impl Config {
         if let Some(a) = f.grpc.and_then(|g| g.address) {
             self.address = a;
         }
-        if let Some(l) = f.debug.and_then(|d| d.level) {
-            self.log_level = l;
+        if let Some(d) = f.debug {
+            if let Some(l) = d.level {
+                self.log_level = l;
+            }
+            if let Some(f) = d.format {
+                self.log_format = f;
+            }
         }
         Ok(())
     }

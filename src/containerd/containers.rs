@@ -240,6 +240,8 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
                 .container
                 .ok_or_else(|| Error::InvalidArgument("container must not be empty".into()))?;
             validate(&c)?;
+            // containerd's store writes no label with an empty value.
+            c.labels.retain(|_, v| !v.is_empty());
             let t = now();
             c.created_at = Some(t);
             c.updated_at = Some(t);
@@ -283,6 +285,8 @@ pub fn register(s: &mut Services, daemon: &Arc<Daemon>) {
                     .get::<Container>(&ns, &new.id)?
                     .ok_or_else(|| Error::NotFound(subject(&new.id)))?;
                 apply_update(&mut c, &new, &paths)?;
+                // containerd's store writes no label with an empty value: setting one removes it.
+                c.labels.retain(|_, v| !v.is_empty());
                 validate(&c)?;
                 c.updated_at = Some(now());
                 tx.put(&ns, &c.id, &c)?;

@@ -153,6 +153,8 @@ pub fn update_labels(
     what: &str,
 ) -> Result<(), Error> {
     apply_label_paths(labels, new, paths, what)?;
+    // containerd's store writes no label with an empty value: setting one removes it.
+    labels.retain(|_, v| !v.is_empty());
     identifiers::validate_labels(&*labels)
 }
 
@@ -164,6 +166,101 @@ fn status_of(d: &Daemon, ns: &str, mut st: Status) -> Status {
     st
 }
 
+/// How a Write of bytes the store already has ended.
+enum Shared {
+    /// Committed (or the client went away).
+    Done,
+    /// The client sent bytes after all; this message carries them.
+    Bytes(WriteContentRequest),
+}
+
+/// A Write of content whose bytes another namespace already has: every status shows them all
+/// written; a commit records the blob here with the commit's labels.
+#[allow(clippy::too_many_arguments)]
+async fn shared_session(
+    d: &Arc<Daemon>,
+    ns: &str,
+    lease: Option<&str>,
+    digest: &Digest,
+    size: u64,
+    first: WriteContentRequest,
+    inbound: &mut Streaming<WriteContentRequest>,
+    out: &mpsc::Sender<Result<WriteContentResponse, tonic::Status>>,
+) -> Result<Shared, Error> {
+    let started = Some(now());
+    let key = digest.to_string();
+    let mut msg = first;
+    loop {
+        let action = WriteAction::try_from(msg.action)
+            .map_err(|_| Error::InvalidArgument(format!("unknown write action {}", msg.action)))?;
+        if !msg.data.is_empty() {
+            return Ok(Shared::Bytes(msg));
+        }
+        if !msg.expected.is_empty() && msg.expected != key {
+            return Err(Error::FailedPrecondition(format!(
+                "unexpected commit digest {key}, expected {}",
+                msg.expected
+            )));
+        }
+        if msg.total > 0 && msg.total as u64 != size {
+            return Err(Error::FailedPrecondition(format!(
+                "unexpected commit size {size}, expected {}",
+                msg.total
+            )));
+        }
+        let resp = WriteContentResponse {
+            action: msg.action,
+            started_at: started,
+            updated_at: Some(now()),
+            offset: size as i64,
+            total: size as i64,
+            digest: key.clone(),
+        };
+        if action == WriteAction::Commit {
+            identifiers::validate_labels(&msg.labels)?;
+            // Under the collector's read lock from the look at the bytes to the record.
+            let gc = d.gc_read();
+            if !d.content().contains(digest) {
+                return Err(Error::Aborted(format!(
+                    "content {key} was collected while being shared; write it again"
+                )));
+            }
+            d.metadata().update(|tx| {
+                let t = now();
+                let created = tx
+                    .get::<Info>(ns, &key)?
+                    .and_then(|i| i.created_at)
+                    .unwrap_or(t);
+                tx.put(
+                    ns,
+                    &key,
+                    &Info {
+                        digest: key.clone(),
+                        size: size as i64,
+                        created_at: Some(created),
+                        updated_at: Some(t),
+                        labels: msg.labels.clone(),
+                    },
+                )?;
+                if let Some(l) = lease {
+                    leases::add_resource(tx, ns, l, "content", &key)?;
+                }
+                Ok(())
+            })?;
+            drop(gc);
+            let _ = out.send(Ok(resp)).await;
+            return Ok(Shared::Done);
+        }
+        if out.send(Ok(resp)).await.is_err() {
+            return Ok(Shared::Done);
+        }
+        msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => return Ok(Shared::Done),
+        };
+    }
+}
+
 /// Runs one Write stream to its end. Errors go to the client as the stream's status.
 async fn write_session(
     d: Arc<Daemon>,
@@ -172,7 +269,7 @@ async fn write_session(
     mut inbound: Streaming<WriteContentRequest>,
     out: mpsc::Sender<Result<WriteContentResponse, tonic::Status>>,
 ) -> Result<(), Error> {
-    let first = match inbound.message().await {
+    let mut first = match inbound.message().await {
         Ok(Some(m)) => m,
         Ok(None) | Err(_) => return Ok(()),
     };
@@ -193,30 +290,27 @@ async fn write_session(
         if d.metadata().view(|v| v.get::<Info>(&ns, &key))?.is_some() {
             return Err(Error::AlreadyExists(format!("content {e}")));
         }
-        // Shared content: the bytes are here already (another namespace wrote them); the blob
-        // joins this namespace without being sent again.
+        // Shared content: the bytes are here already (another namespace wrote them). As in
+        // containerd, the status says they are all there, so the client commits without
+        // sending them, and the commit (with its labels) records the blob in this namespace.
         if let Ok(existing) = d.content().info(e) {
             if total <= 0 || total as u64 == existing.size {
-                let _gc = d.gc_read();
-                d.metadata().update(|tx| {
-                    let t = now();
-                    tx.put(
-                        &ns,
-                        &key,
-                        &Info {
-                            digest: key.clone(),
-                            size: existing.size as i64,
-                            created_at: Some(t),
-                            updated_at: Some(t),
-                            labels: HashMap::new(),
-                        },
-                    )?;
-                    if let Some(l) = &lease {
-                        leases::add_resource(tx, &ns, l, "content", &key)?;
-                    }
-                    Ok(())
-                })?;
-                return Err(Error::AlreadyExists(format!("content {e}")));
+                match shared_session(
+                    &d,
+                    &ns,
+                    lease.as_deref(),
+                    e,
+                    existing.size,
+                    first,
+                    &mut inbound,
+                    &out,
+                )
+                .await?
+                {
+                    Shared::Done => return Ok(()),
+                    // The client sends the bytes after all: take them as any write.
+                    Shared::Bytes(m) => first = m,
+                }
             }
         }
     }

@@ -113,7 +113,12 @@ impl EventBus {
         let (tx, out) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
+                // A subscriber that went away ends its task at once, not at the next event.
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
                     Ok(env) => {
                         if filter.matches(env.as_ref())
                             && tx.send(Ok(Envelope::clone(&env))).await.is_err()

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod identifiers;
 pub mod images;
 pub mod introspection;
+pub mod layerdiff;
 pub mod leases;
 pub mod metadata;
 pub mod namespaces;
@@ -97,7 +98,10 @@ impl Daemon {
                 .join(format!("io.containerd.snapshotter.v1.{name}"));
             std::fs::create_dir_all(&root)
                 .map_err(|e| Error::internal(&format!("creating {}", root.display()), e))?;
-            let backend = backend.unwrap_or_else(|| Backend::detect(&root));
+            let backend = match backend {
+                Some(b) => b,
+                None => chosen_backend(&root)?,
+            };
             if name == "overlayfs" && backend == Backend::Copy {
                 tracing::warn!(
                     "overlayfs cannot be mounted here: the overlayfs snapshotter copies"
@@ -200,6 +204,33 @@ pub fn now() -> prost_types::Timestamp {
     std::time::SystemTime::now().into()
 }
 
+/// The backend of the `overlayfs` snapshotter: what the first start found (overlayfs if the
+/// kernel mounts it here, else copies), kept in `<root>/backend` so that snapshots made by one
+/// backend are never read by the other, and later starts skip the mount probe (a probe and its
+/// unmount cost tens of milliseconds).
+fn chosen_backend(root: &Path) -> Result<Backend, Error> {
+    let path = root.join("backend");
+    match std::fs::read_to_string(&path).as_deref().map(str::trim) {
+        Ok("overlay") => return Ok(Backend::Overlay),
+        Ok("copy") => return Ok(Backend::Copy),
+        Ok(other) => {
+            return Err(Error::Internal(format!(
+                "{}: unknown snapshot backend {other:?} (overlay or copy)",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    let b = Backend::detect(root);
+    let name = match b {
+        Backend::Overlay => "overlay",
+        Backend::Copy => "copy",
+    };
+    crate::sys::durable::write(&path, 0o644, name.as_bytes())
+        .map_err(|e| Error::internal(&format!("writing {}", path.display()), e))?;
+    Ok(b)
+}
+
 fn load_uuid(root: &Path) -> Result<String, Error> {
     let path = root.join("uuid");
     if let Ok(s) = std::fs::read_to_string(&path) {
@@ -282,6 +313,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         grpc::bind(&address).map_err(|e| anyhow::anyhow!("binding {}: {e}", address.display()))?;
     tracing::info!(address = %address.display(), "serving containerd API");
+    // As containerd does shortly after its start: collect what a crash left without a record
+    // (bytes written, or a snapshot made, just before the kill).
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Err(e) = d.collect_garbage().await {
+            tracing::warn!(error = %e, "garbage collection at start failed");
+        }
+    });
     router.serve(listener).await?;
     Ok(())
 }

@@ -207,19 +207,6 @@ pub async fn create(
     let (d2, sn2, bkey2) = (d.clone(), sn.to_string(), bkey.clone());
     let key2 = key.to_string();
     let gc = d.clone();
-    let mounts = tokio::task::spawn_blocking(move || {
-        let _gc = gc.gc_read();
-        let b = backend(&d2, &sn2)?;
-        let mounts = if view {
-            b.view(&bkey2, parent_bkey.as_deref())
-        } else {
-            b.prepare(&bkey2, parent_bkey.as_deref())
-        }
-        .map_err(|e| backend_error(&key2, e))?;
-        Ok::<_, Error>(mounts)
-    })
-    .await
-    .map_err(|e| Error::internal("snapshot task", e))??;
     let t = now();
     let rec = SnapshotRecord {
         info: Some(Info {
@@ -232,23 +219,39 @@ pub async fn create(
         }),
         backend_key: bkey.clone(),
     };
-    let stored = {
-        let _gc = d.gc_read();
-        d.metadata().update(|tx| {
-            if tx.get_kind::<SnapshotRecord>(ns, &kind(sn), key)?.is_some() {
-                return Err(Error::AlreadyExists(format!("snapshot {key:?}")));
+    let (ns2, lease2) = (ns.to_string(), lease.map(str::to_string));
+    // The backend snapshot and its record under one hold of the collector's read lock: a
+    // collection in between would take the new snapshot for garbage.
+    let mounts = tokio::task::spawn_blocking(move || {
+        let _gc = gc.gc_read();
+        let b = backend(&d2, &sn2)?;
+        let mounts = if view {
+            b.view(&bkey2, parent_bkey.as_deref())
+        } else {
+            b.prepare(&bkey2, parent_bkey.as_deref())
+        }
+        .map_err(|e| backend_error(&key2, e))?;
+        let stored = d2.metadata().update(|tx| {
+            if tx
+                .get_kind::<SnapshotRecord>(&ns2, &kind(&sn2), &key2)?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists(format!("snapshot {key2:?}")));
             }
-            tx.put_kind(ns, &kind(sn), key, &rec)?;
-            if let Some(l) = lease {
-                leases::add_resource(tx, ns, l, &kind(sn), key)?;
+            tx.put_kind(&ns2, &kind(&sn2), &key2, &rec)?;
+            if let Some(l) = &lease2 {
+                leases::add_resource(tx, &ns2, l, &kind(&sn2), &key2)?;
             }
             Ok(())
-        })
-    };
-    if let Err(e) = stored {
-        let _ = backend(d, sn).map(|b| b.remove(&bkey));
-        return Err(e);
-    }
+        });
+        if let Err(e) = stored {
+            let _ = b.remove(&bkey2);
+            return Err(e);
+        }
+        Ok::<_, Error>(mounts)
+    })
+    .await
+    .map_err(|e| Error::internal("snapshot task", e))??;
     d.events().publish(
         ns,
         "/snapshot/prepare",

@@ -269,6 +269,9 @@ pub fn transcript(d: &Daemon, script: &[&[&str]]) -> String {
     out
 }
 
+/// The topic of the events that tell a `ctr events` has subscribed.
+const PROBE_TOPIC: &str = "/refeng-test/probe";
+
 /// A `ctr events` running in the background; dropping it kills it (by pid).
 pub struct Events {
     child: Child,
@@ -284,22 +287,65 @@ impl Events {
             .arg(d.socket())
             .arg("events")
             .args(filters)
+            // Filters are alternatives: the probes get through whatever the test filters.
+            .args((!filters.is_empty()).then(|| format!("topic==\"{PROBE_TOPIC}\"")))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        // ctr subscribes before it prints anything; give it the moment to do so.
-        std::thread::sleep(Duration::from_millis(300));
-        Events { child, out }
+        // ctr prints nothing once it has subscribed: publish probe events until one shows,
+        // so that the script's first event is never missed (and no sleep guesses how long
+        // ctr takes to start).
+        let ev = Events { child, out };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        rt.block_on(async {
+            let mut c =
+                containerd_client::services::v1::events_client::EventsClient::new(channel(d).await);
+            loop {
+                c.publish(req(
+                    "default",
+                    containerd_client::services::v1::PublishRequest {
+                        topic: PROBE_TOPIC.into(),
+                        event: Some(prost_types::Any {
+                            type_url: "containerd.events.ContentDelete".into(),
+                            value: Vec::new(),
+                        }),
+                    },
+                ))
+                .await
+                .unwrap();
+                if std::fs::read_to_string(&ev.out)
+                    .unwrap_or_default()
+                    .contains(PROBE_TOPIC)
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "ctr events never showed a probe event"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        ev
     }
 
-    /// Waits until `n` lines arrived (or 10 s) and returns them, normalised.
+    /// Waits until `n` lines arrived (or 10 s) and returns them, normalised, without the
+    /// probes.
     pub fn lines(&self, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-            let lines: Vec<String> = normalise(&text).lines().map(str::to_string).collect();
+            let lines: Vec<String> = normalise(&text)
+                .lines()
+                .filter(|l| !l.contains(PROBE_TOPIC))
+                .map(str::to_string)
+                .collect();
             if lines.len() >= n || Instant::now() > deadline {
                 return lines;
             }
