@@ -25,7 +25,10 @@ use serde_json::{json, Value};
 /// What the whole binary shares.
 struct World {
     refengd: Refengd,
-    registry: RegistryServer,
+    /// Taken and dropped (stopped by pid) when the binary ends: a static is never dropped.
+    registry: std::sync::Mutex<Option<RegistryServer>>,
+    /// Its `host:port`.
+    registry_host: String,
     /// `host/test/app:1`: two layers, labels `tier=web`, created 2026-01-01.
     app: Pushed,
     /// `host/test/tool:1`: one layer, label `tier=tool`, created 2026-02-01.
@@ -63,7 +66,8 @@ fn world() -> &'static World {
         );
         World {
             refengd: Refengd::start(),
-            registry,
+            registry_host: registry.host(),
+            registry: std::sync::Mutex::new(Some(registry)),
             app,
             tool,
         }
@@ -173,6 +177,7 @@ fn main() {
         || {
             if let Some(w) = WORLD.get() {
                 w.refengd.shutdown();
+                drop(w.registry.lock().unwrap_or_else(|e| e.into_inner()).take());
             }
         },
     )
@@ -308,7 +313,7 @@ fn list_filters() {
     assert_eq!(
         ids(
             w,
-            &format!(r#"{{"reference":["{}/test/t*"]}}"#, w.registry.host())
+            &format!(r#"{{"reference":["{}/test/t*"]}}"#, w.registry_host.clone())
         ),
         vec![tool.clone()]
     );
@@ -446,7 +451,7 @@ fn create(w: &World, params: &[(&str, &str)], auth: Option<&str>) -> engine_supp
 
 fn pull_errors() {
     let w = world();
-    let host = w.registry.host();
+    let host = w.registry_host.clone();
     let r = create(
         w,
         &[("fromImage", &format!("{host}/test/nosuch")), ("tag", "1")],
