@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod containerd;
+pub mod engine;
 pub mod image;
 pub mod oci;
 pub mod runtime;

@@ -199,3 +199,27 @@ fn containerd_task_input_seeds_are_accepted_or_refused_as_named() {
     assert!(accepted >= 10, "only {accepted} inputs were accepted");
     assert!(refused >= 12, "only {refused} inputs were refused");
 }
+
+#[test]
+fn engine_request_seeds_parse_or_are_refused_with_a_400() {
+    let mut accepted = 0;
+    let mut refused = 0;
+    for (name, bytes) in seeds("engine_requests") {
+        let kind = String::from_utf8_lossy(&bytes);
+        let kind = kind.split('\n').next().unwrap_or("");
+        assert!(
+            refeng::engine::requests::KINDS.contains(&kind),
+            "{name}: unknown kind {kind:?}"
+        );
+        if refeng::engine::requests::check(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // The corpus holds what clients send and what they must not.
+    assert!(
+        accepted >= 12 && refused >= 10,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -1,0 +1,118 @@
+//! The `X-Registry-Auth` header of pull and push (and the body of `POST /auth`): base64url of a
+//! JSON `AuthConfig` (`username`/`password`, `auth` as base64 `user:pass`, `identitytoken`).
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::image::registry::auth::Credentials;
+
+/// The fields of dockerd's `registry.AuthConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthConfig {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    auth: String,
+    /// Deprecated and unused by registries; clients still send it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    email: String,
+    /// The registry the client meant; the reference being pulled decides which one is asked.
+    #[serde(default)]
+    #[allow(dead_code)]
+    serveraddress: String,
+    #[serde(default)]
+    identitytoken: String,
+    #[serde(default)]
+    registrytoken: String,
+}
+
+/// Decodes the header's value; an absent, empty or `{}` header is no credentials.
+///
+/// # Errors
+/// `BadRequest` for text that is not base64 of an AuthConfig JSON object, or one that asks for
+/// something refengd does not do (a bearer `registrytoken`).
+pub fn decode(header: &str) -> Result<Option<Credentials>, ApiError> {
+    let header = header.trim();
+    if header.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: String| ApiError::BadRequest(format!("invalid X-Registry-Auth header: {why}"));
+    let trimmed = header.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|e| bad(e.to_string()))?;
+    let cfg: AuthConfig = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if !cfg.registrytoken.is_empty() {
+        return Err(bad(
+            "registrytoken is not supported (use identitytoken or a password)".into(),
+        ));
+    }
+    if !cfg.identitytoken.is_empty() {
+        return Ok(Some(Credentials::IdentityToken(cfg.identitytoken)));
+    }
+    let (username, password) = if !cfg.auth.is_empty() {
+        let plain = base64::engine::general_purpose::STANDARD
+            .decode(cfg.auth.trim())
+            .map_err(|e| bad(format!("auth: {e}")))?;
+        let plain = String::from_utf8(plain).map_err(|_| bad("auth: not UTF-8".into()))?;
+        let (u, p) = plain
+            .split_once(':')
+            .ok_or_else(|| bad("auth: not user:password".into()))?;
+        (u.to_string(), p.to_string())
+    } else {
+        (cfg.username, cfg.password)
+    };
+    if username.is_empty() && password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials::Basic { username, password }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(json: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE.encode(json)
+    }
+
+    #[test]
+    fn the_forms_clients_send() {
+        assert_eq!(decode("").unwrap(), None);
+        assert_eq!(decode(&enc("{}")).unwrap(), None);
+        let basic = Credentials::Basic {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
+        let c = decode(&enc(
+            r#"{"username":"alice","password":"s3cret","serveraddress":"r:5000"}"#,
+        ));
+        assert_eq!(c.unwrap(), Some(basic.clone()));
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let c = decode(&enc(&format!(r#"{{"auth":"{auth}"}}"#)));
+        assert_eq!(c.unwrap(), Some(basic));
+        let c = decode(&enc(r#"{"identitytoken":"tok"}"#)).unwrap();
+        assert_eq!(c, Some(Credentials::IdentityToken("tok".into())));
+    }
+
+    #[test]
+    fn bad_headers_are_400s() {
+        for h in [
+            "%%%".to_string(),
+            enc("[1]"),
+            enc(r#"{"username":1}"#),
+            enc(r#"{"bogus":"x"}"#),
+            enc(r#"{"registrytoken":"t"}"#),
+            enc(r#"{"auth":"bm9jb2xvbg=="}"#),
+        ] {
+            let e = decode(&h).unwrap_err();
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{h}");
+        }
+    }
+}

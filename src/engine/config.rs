@@ -1,0 +1,534 @@
+//! refengd's configuration: command-line flags over an optional `daemon.json` with dockerd's key
+//! names. A key refengd does not implement is refused by name, and a key given both as a flag and
+//! in the file is refused, as dockerd refuses it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The default API socket (`-H`).
+pub const DEFAULT_HOST: &str = "unix:///run/refeng/refeng.sock";
+/// The default persistent directory (`--data-root`).
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/refeng";
+/// The default volatile directory (`--exec-root`).
+pub const DEFAULT_EXEC_ROOT: &str = "/run/refeng";
+/// The group that owns the API socket (dockerd's is `docker`).
+pub const DEFAULT_GROUP: &str = "refeng";
+/// The containerd namespace the engine keeps its images and containers in (dockerd's).
+pub const DEFAULT_NAMESPACE: &str = "moby";
+
+/// The log drivers refengd implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDriver {
+    /// `json-file`: one JSON object per line, with rotation.
+    JsonFile,
+    /// `none`: output is dropped.
+    None,
+}
+
+impl LogDriver {
+    /// The name the API uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogDriver::JsonFile => "json-file",
+            LogDriver::None => "none",
+        }
+    }
+}
+
+/// What the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The unix sockets the API is served on.
+    pub hosts: Vec<PathBuf>,
+    /// Persistent state: container records, logs, the engine's id; refeng-containerd's root is
+    /// `<data-root>/containerd` when refengd starts it.
+    pub data_root: PathBuf,
+    /// Volatile state: the pidfile, the supervised refeng-containerd's socket and state.
+    pub exec_root: PathBuf,
+    /// The containerd API socket to drive; `None`: start and supervise refeng-containerd.
+    pub containerd: Option<PathBuf>,
+    /// The containerd namespace of the engine's objects.
+    pub containerd_namespace: String,
+    /// The group that owns the API socket.
+    pub group: String,
+    /// `--pidfile`.
+    pub pidfile: PathBuf,
+    /// trace, debug, info, warn or error.
+    pub log_level: String,
+    /// The default log driver of containers.
+    pub log_driver: LogDriver,
+    /// The default log driver's options (`max-size`, `max-file`).
+    pub log_opts: BTreeMap<String, String>,
+    /// Registries reached over plain HTTP (beside loopback ones).
+    pub insecure_registries: Vec<String>,
+    /// The engine's labels (`/info` Labels).
+    pub labels: Vec<String>,
+    /// Whether experimental features are announced.
+    pub experimental: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: Vec::new(),
+            data_root: DEFAULT_DATA_ROOT.into(),
+            exec_root: DEFAULT_EXEC_ROOT.into(),
+            containerd: None,
+            containerd_namespace: DEFAULT_NAMESPACE.into(),
+            group: DEFAULT_GROUP.into(),
+            pidfile: PathBuf::new(),
+            log_level: "info".into(),
+            log_driver: LogDriver::JsonFile,
+            log_opts: BTreeMap::new(),
+            insecure_registries: Vec::new(),
+            labels: Vec::new(),
+            experimental: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// reading {path}: {source}
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// {path}: not a JSON object: {source}
+    #[error("{path}: not a JSON object: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// the following directives don't match any configuration option: {0}
+    #[error("the following directives don't match any configuration option: {0}")]
+    UnknownKeys(String),
+    /// the following directives are specified both as a flag and in the configuration file: {0}
+    #[error(
+        "the following directives are specified both as a flag and in the configuration file: {0}"
+    )]
+    Conflict(String),
+    /// invalid value for {key}: {reason}
+    #[error("invalid value for {key}: {reason}")]
+    Value {
+        /// The key or flag.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What was given on the command line, before the file is merged in.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `-H`/`--host`, repeatable.
+    pub hosts: Vec<String>,
+    /// `--data-root`.
+    pub data_root: Option<PathBuf>,
+    /// `--exec-root`.
+    pub exec_root: Option<PathBuf>,
+    /// `--containerd`.
+    pub containerd: Option<PathBuf>,
+    /// `--containerd-namespace`.
+    pub containerd_namespace: Option<String>,
+    /// `-G`/`--group`.
+    pub group: Option<String>,
+    /// `-p`/`--pidfile`.
+    pub pidfile: Option<PathBuf>,
+    /// `-l`/`--log-level`.
+    pub log_level: Option<String>,
+    /// `-D`/`--debug`.
+    pub debug: bool,
+    /// `--config-file`.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The daemon.json keys refengd honours. Everything else dockerd knows (storage drivers,
+/// networks, swarm, TLS over TCP, ...) belongs to a part refengd does not have, and is refused
+/// by name rather than silently ignored.
+const KEYS: &[&str] = &[
+    "hosts",
+    "data-root",
+    "exec-root",
+    "containerd",
+    "containerd-namespace",
+    "group",
+    "pidfile",
+    "debug",
+    "log-level",
+    "log-driver",
+    "log-opts",
+    "insecure-registries",
+    "labels",
+    "experimental",
+    "live-restore",
+];
+
+/// The json-file options refengd implements.
+const LOG_OPTS: &[&str] = &["max-size", "max-file"];
+
+impl Config {
+    /// Builds the configuration from the flags and, when `--config-file` names one, the file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed, names a key refengd does not implement, repeats a
+    /// flag, or a value is not valid.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path.clone(), text))
+            }
+            None => None,
+        };
+        Self::from_parts(flags, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
+    }
+
+    /// As [`Config::load`], with the file's text already read.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_parts(flags: &Flags, file: Option<(&Path, &str)>) -> Result<Config, ConfigError> {
+        let map: serde_json::Map<String, Value> = match file {
+            // An empty file is no configuration, as dockerd reads it.
+            Some((_, text)) if text.trim().is_empty() => serde_json::Map::new(),
+            Some((path, text)) => {
+                serde_json::from_str(text).map_err(|source| ConfigError::Json {
+                    path: path.into(),
+                    source,
+                })?
+            }
+            None => serde_json::Map::new(),
+        };
+        let unknown: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownKeys(unknown.join(", ")));
+        }
+        let mut conflicts = Vec::new();
+        let mut conflict = |key: &str, flag: Option<String>| {
+            if let (Some(f), Some(v)) = (flag, map.get(key)) {
+                conflicts.push(format!("{key}: (from flag: {f}, from file: {v})"));
+            }
+        };
+        conflict(
+            "hosts",
+            (!flags.hosts.is_empty()).then(|| format!("{:?}", flags.hosts)),
+        );
+        conflict(
+            "data-root",
+            flags.data_root.as_ref().map(|p| p.display().to_string()),
+        );
+        conflict(
+            "exec-root",
+            flags.exec_root.as_ref().map(|p| p.display().to_string()),
+        );
+        conflict(
+            "containerd",
+            flags.containerd.as_ref().map(|p| p.display().to_string()),
+        );
+        conflict("containerd-namespace", flags.containerd_namespace.clone());
+        conflict("group", flags.group.clone());
+        conflict(
+            "pidfile",
+            flags.pidfile.as_ref().map(|p| p.display().to_string()),
+        );
+        conflict("log-level", flags.log_level.clone());
+        conflict("debug", flags.debug.then(|| "true".to_string()));
+        if !conflicts.is_empty() {
+            return Err(ConfigError::Conflict(conflicts.join(", ")));
+        }
+
+        let mut c = Config::default();
+        let hosts: Vec<String> = if flags.hosts.is_empty() {
+            match map.get("hosts") {
+                Some(v) => strings("hosts", v)?,
+                None => Vec::new(),
+            }
+        } else {
+            flags.hosts.clone()
+        };
+        let hosts = if hosts.is_empty() {
+            vec![DEFAULT_HOST.to_string()]
+        } else {
+            hosts
+        };
+        c.hosts = hosts
+            .iter()
+            .map(|h| parse_host(h))
+            .collect::<Result<_, _>>()?;
+        if let Some(p) = flags.data_root.clone().or(path(&map, "data-root")?) {
+            c.data_root = p;
+        }
+        if let Some(p) = flags.exec_root.clone().or(path(&map, "exec-root")?) {
+            c.exec_root = p;
+        }
+        c.containerd = flags.containerd.clone().or(path(&map, "containerd")?);
+        if let Some(ns) = flags
+            .containerd_namespace
+            .clone()
+            .or(string(&map, "containerd-namespace")?)
+        {
+            if ns.is_empty() {
+                return Err(value_error("containerd-namespace", "must not be empty"));
+            }
+            c.containerd_namespace = ns;
+        }
+        if let Some(g) = flags.group.clone().or(string(&map, "group")?) {
+            c.group = g;
+        }
+        c.pidfile = flags
+            .pidfile
+            .clone()
+            .or(path(&map, "pidfile")?)
+            .unwrap_or_else(|| c.exec_root.join("refengd.pid"));
+        let debug = flags.debug || boolean(&map, "debug")?.unwrap_or(false);
+        if let Some(l) = flags.log_level.clone().or(string(&map, "log-level")?) {
+            match l.as_str() {
+                "trace" | "debug" | "info" | "warn" | "error" | "fatal" => c.log_level = l,
+                other => {
+                    return Err(value_error(
+                        "log-level",
+                        &format!("{other:?}: use trace, debug, info, warn, error or fatal"),
+                    ))
+                }
+            }
+        }
+        if debug {
+            c.log_level = "debug".into();
+        }
+        if let Some(d) = string(&map, "log-driver")? {
+            c.log_driver = match d.as_str() {
+                "json-file" => LogDriver::JsonFile,
+                "none" => LogDriver::None,
+                other => {
+                    return Err(value_error(
+                        "log-driver",
+                        &format!("{other:?} is not supported (json-file and none are)"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = map.get("log-opts") {
+            let Value::Object(opts) = v else {
+                return Err(value_error("log-opts", "must be an object of strings"));
+            };
+            for (k, v) in opts {
+                if !LOG_OPTS.contains(&k.as_str()) {
+                    return Err(value_error(
+                        "log-opts",
+                        &format!(
+                            "unknown log opt '{k}' for {} log driver",
+                            c.log_driver.name()
+                        ),
+                    ));
+                }
+                let Value::String(s) = v else {
+                    return Err(value_error(&format!("log-opts.{k}"), "must be a string"));
+                };
+                c.log_opts.insert(k.clone(), s.clone());
+            }
+        }
+        if let Some(v) = map.get("insecure-registries") {
+            c.insecure_registries = strings("insecure-registries", v)?;
+        }
+        if let Some(v) = map.get("labels") {
+            c.labels = strings("labels", v)?;
+            if let Some(bad) = c.labels.iter().find(|l| !l.contains('=')) {
+                return Err(value_error(
+                    "labels",
+                    &format!("{bad:?} is not a valid label: it needs the form key=value"),
+                ));
+            }
+        }
+        c.experimental = boolean(&map, "experimental")?.unwrap_or(false);
+        if boolean(&map, "live-restore")? == Some(false) {
+            return Err(value_error(
+                "live-restore",
+                "refengd always restores containers live; false is not supported",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The socket of the refeng-containerd refengd supervises.
+    pub fn supervised_socket(&self) -> PathBuf {
+        self.exec_root.join("containerd/containerd.sock")
+    }
+
+    /// The containerd socket the engine drives.
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.containerd
+            .clone()
+            .unwrap_or_else(|| self.supervised_socket())
+    }
+}
+
+/// Parses one `-H` value. Only unix sockets: TCP needs `--tlsverify` with client certificates,
+/// which refengd does not implement yet, so a TCP address is refused rather than served in the
+/// clear.
+///
+/// # Errors
+/// `Value` naming the address.
+pub fn parse_host(h: &str) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = h.strip_prefix("unix://") {
+        if p.is_empty() {
+            return Ok(PathBuf::from("/run/refeng/refeng.sock"));
+        }
+        if !p.starts_with('/') {
+            return Err(value_error(
+                "hosts",
+                &format!("{h:?}: the socket path must be absolute"),
+            ));
+        }
+        return Ok(PathBuf::from(p));
+    }
+    if h.starts_with("tcp://") || h.starts_with("fd://") || h.starts_with("npipe://") {
+        return Err(value_error(
+            "hosts",
+            &format!(
+                "{h:?}: only unix:// sockets are served (TCP needs --tlsverify with client \
+                 certificates, which refengd does not implement)"
+            ),
+        ));
+    }
+    if h.starts_with('/') {
+        return Ok(PathBuf::from(h));
+    }
+    Err(value_error(
+        "hosts",
+        &format!("{h:?}: not a unix:// address"),
+    ))
+}
+
+fn value_error(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Value {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn string(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(value_error(key, "must be a string")),
+    }
+}
+
+fn path(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    match string(map, key)? {
+        Some(s) if s.starts_with('/') => Ok(Some(PathBuf::from(s))),
+        Some(s) => Err(value_error(key, &format!("{s:?} is not an absolute path"))),
+        None => Ok(None),
+    }
+}
+
+fn boolean(map: &serde_json::Map<String, Value>, key: &str) -> Result<Option<bool>, ConfigError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(value_error(key, "must be true or false")),
+    }
+}
+
+fn strings(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    let Value::Array(items) = v else {
+        return Err(value_error(key, "must be an array of strings"));
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(value_error(key, "must be an array of strings")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Config, ConfigError> {
+        Config::from_parts(&Flags::default(), Some((Path::new("daemon.json"), text)))
+    }
+
+    #[test]
+    fn defaults_are_the_issues() {
+        let c = Config::from_parts(&Flags::default(), None).unwrap();
+        assert_eq!(c.hosts, vec![PathBuf::from("/run/refeng/refeng.sock")]);
+        assert_eq!(c.data_root, PathBuf::from("/var/lib/refeng"));
+        assert_eq!(c.exec_root, PathBuf::from("/run/refeng"));
+        assert_eq!(c.pidfile, PathBuf::from("/run/refeng/refengd.pid"));
+        assert_eq!(
+            c.containerd_socket(),
+            PathBuf::from("/run/refeng/containerd/containerd.sock")
+        );
+        assert_eq!(c.containerd_namespace, "moby");
+    }
+
+    #[test]
+    fn file_keys_apply() {
+        let c = file(
+            r#"{"data-root":"/d","exec-root":"/e","debug":true,"log-driver":"none",
+                "log-opts":{"max-size":"10m","max-file":"3"},"labels":["a=b"],
+                "insecure-registries":["r:5000"],"live-restore":true,"hosts":["unix:///s.sock"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/d"));
+        assert_eq!(c.pidfile, PathBuf::from("/e/refengd.pid"));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.log_driver, LogDriver::None);
+        assert_eq!(c.log_opts.get("max-file").map(String::as_str), Some("3"));
+        assert_eq!(c.hosts, vec![PathBuf::from("/s.sock")]);
+    }
+
+    #[test]
+    fn unknown_keys_and_options_are_refused_by_name() {
+        let e = file(r#"{"storage-driver":"overlay2","bip":"1.2.3.4/24"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage-driver") && e.contains("bip"), "{e}");
+        let e = file(r#"{"log-opts":{"compress":"true"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compress"), "{e}");
+        let e = file(r#"{"log-driver":"syslog"}"#).unwrap_err().to_string();
+        assert!(e.contains("syslog"), "{e}");
+        let e = file(r#"{"live-restore":false}"#).unwrap_err().to_string();
+        assert!(e.contains("live-restore"), "{e}");
+        let e = file(r#"{"hosts":["tcp://0.0.0.0:2375"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tcp://0.0.0.0:2375"), "{e}");
+        assert!(file("[1]").is_err());
+    }
+
+    #[test]
+    fn a_flag_repeated_in_the_file_is_refused() {
+        let flags = Flags {
+            data_root: Some("/x".into()),
+            ..Flags::default()
+        };
+        let e = Config::from_parts(&flags, Some((Path::new("d.json"), r#"{"data-root":"/y"}"#)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data-root") && e.contains("/x"), "{e}");
+    }
+}

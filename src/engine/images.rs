@@ -1,0 +1,1051 @@
+//! The image endpoints: pull (`POST /images/create?fromImage=`), list, inspect, tag, remove and
+//! history, over containerd's image store reached through [`Store`] (gRPC only).
+//!
+//! A pull runs the registry client into a private staging content store of the engine (under
+//! `<data-root>/tmp`), then copies each blob into containerd with Content.Write under a lease,
+//! names the image with Images.Create and unpacks it with Snapshots.Prepare, Diff.Apply and
+//! Snapshots.Commit — what containerd's own client does for `ctr pull`. The registry client
+//! writes into a local store by design; staging keeps the engine off containerd's directories,
+//! so the same pull works against the real containerd 1.6, at the cost of a second local copy
+//! of each blob while the pull runs (the staging store is removed when it ends).
+//!
+//! Image ids are config digests and the repository names are containerd image names
+//! (`docker.io/library/busybox:latest`); an image whose last name moved away is kept as
+//! `moby-dangling@<target digest>`, as dockerd does with containerd.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use containerd_client::types::Descriptor;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::events::Event;
+use super::filters::Filters;
+use super::store::Store;
+use super::Engine;
+use crate::image::content::{ContentStore, Limits};
+use crate::image::digest::Digest;
+use crate::image::format::{self, Document, PlatformWanted};
+use crate::image::registry::auth::{CredentialStore, Credentials};
+use crate::image::registry::progress::{ProgressEvent, ProgressSink};
+use crate::image::registry::{Client, ClientConfig, Reference};
+
+/// The name prefix of images kept without a name.
+pub const DANGLING: &str = "moby-dangling@";
+/// How long a pull's lease lives if refengd dies during the pull.
+const PULL_LEASE_LIFE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The `/images/json` filter keys.
+const LIST_FILTERS: &[&str] = &["dangling", "label", "before", "since", "reference", "until"];
+
+/// An image as the engine sees it: a containerd target resolved to this platform's manifest.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// What the image names point at (an index or a manifest).
+    pub target: Descriptor,
+    /// The manifest for this platform.
+    pub manifest: String,
+    /// The config digest: the image id.
+    pub id: String,
+    /// The config document.
+    pub config: Value,
+    /// The layers, bottom first.
+    pub layers: Vec<Descriptor>,
+    /// The layers' diff ids.
+    pub diff_ids: Vec<String>,
+    /// The layers' chain ids (snapshot names).
+    pub chain_ids: Vec<String>,
+}
+
+/// The familiar form of a containerd image name, as docker prints it (`busybox:latest`).
+pub fn familiar(name: &str) -> String {
+    let rest = name.strip_prefix("docker.io/").unwrap_or(name);
+    if name.starts_with("docker.io/") {
+        if let Some(r) = rest.strip_prefix("library/") {
+            if !r.contains('/') {
+                return r.to_string();
+            }
+        }
+    }
+    rest.to_string()
+}
+
+/// The repository of an image name (without tag or digest).
+fn repository(name: &str) -> &str {
+    let no_digest = name.split('@').next().unwrap_or(name);
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
+}
+
+fn media_type_of(bytes: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    match v.get("mediaType").and_then(Value::as_str) {
+        Some(m) => m.to_string(),
+        None if v.get("manifests").is_some() => format::OCI_INDEX.to_string(),
+        None => format::OCI_MANIFEST.to_string(),
+    }
+}
+
+fn descriptor(d: &oci_spec::image::Descriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type().to_string(),
+        digest: d.digest().to_string(),
+        size: i64::try_from(d.size()).unwrap_or(i64::MAX),
+        annotations: HashMap::new(),
+    }
+}
+
+fn no_such_image(name: &str) -> ApiError {
+    ApiError::NotFound(format!("No such image: {name}"))
+}
+
+/// Progress events from the registry client's threads into the response stream.
+struct Forward(mpsc::UnboundedSender<ProgressEvent>);
+
+impl ProgressSink for Forward {
+    fn report(&self, event: ProgressEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+fn line(v: &Value) -> Bytes {
+    let mut b = serde_json::to_vec(v).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+fn error_line(e: &ApiError) -> Bytes {
+    let m = e.to_string();
+    line(&json!({"errorDetail": {"message": m}, "error": m}))
+}
+
+impl Engine {
+    fn store(&self) -> Store {
+        Store::new(self.backend.clone())
+    }
+
+    /// Resolves a containerd image's target for this platform, reading documents through
+    /// Content.Read.
+    ///
+    /// # Errors
+    /// `NotFound` for missing content, `Internal` for documents that do not parse.
+    pub async fn resolve(&self, target: &Descriptor) -> Result<Resolved, ApiError> {
+        let store = self.store();
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            ApiError::Internal(format!("image {}: {what}: {e}", target.digest))
+        };
+        let mut digest = target.digest.clone();
+        let mut declared = Some(target.media_type.clone());
+        for _ in 0..4 {
+            let bytes = store.read(&digest).await?;
+            match format::parse_document(&bytes, declared.as_deref())
+                .map_err(|e| bad("manifest", &e))?
+            {
+                Document::Index(i) => {
+                    let d = format::select_platform(&i, &PlatformWanted::host())
+                        .map_err(|e| bad("index", &e))?;
+                    digest = d.digest().to_string();
+                    declared = Some(d.media_type().to_string());
+                }
+                Document::Manifest(m) => {
+                    let cfg_digest = m.config().digest().to_string();
+                    let cfg_bytes = store.read(&cfg_digest).await?;
+                    let (_, diff_ids) = format::parse_config(&cfg_bytes, m.layers().len())
+                        .map_err(|e| bad("config", &e))?;
+                    let config: Value =
+                        serde_json::from_slice(&cfg_bytes).map_err(|e| bad("config", &e))?;
+                    return Ok(Resolved {
+                        target: target.clone(),
+                        manifest: digest,
+                        id: cfg_digest,
+                        config,
+                        layers: m.layers().iter().map(descriptor).collect(),
+                        chain_ids: format::chain_ids(&diff_ids)
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        diff_ids: diff_ids.iter().map(ToString::to_string).collect(),
+                    });
+                }
+            }
+        }
+        Err(bad("index", &"nested too deep"))
+    }
+
+    /// Every image name of the namespace with its resolved image (names whose content is
+    /// missing for this platform are left out).
+    async fn catalog(&self) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
+        let mut by_target: HashMap<String, Arc<Resolved>> = HashMap::new();
+        let mut out = Vec::new();
+        for img in self.store().images().await? {
+            let Some(target) = img.target else { continue };
+            let r = match by_target.get(&target.digest) {
+                Some(r) => r.clone(),
+                None => match self.resolve(&target).await {
+                    Ok(r) => {
+                        let r = Arc::new(r);
+                        by_target.insert(target.digest.clone(), r.clone());
+                        r
+                    }
+                    Err(e) => {
+                        tracing::debug!(name = %img.name, error = %e, "image left out");
+                        continue;
+                    }
+                },
+            };
+            out.push((img.name, r));
+        }
+        Ok(out)
+    }
+
+    /// Finds the image `name` names: a full id (`sha256:…`), a reference, or a unique id
+    /// prefix, in dockerd's order. Returns the image and all its names.
+    async fn find(&self, name: &str) -> Result<(Arc<Resolved>, Vec<String>), ApiError> {
+        let catalog = self.catalog().await?;
+        let names_of = |id: &str| -> Vec<String> {
+            catalog
+                .iter()
+                .filter(|(_, r)| r.id == id)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let by_id = |id: &str| {
+            catalog
+                .iter()
+                .find(|(_, r)| r.id == id)
+                .map(|(_, r)| r.clone())
+        };
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if hex.len() == 64 {
+                return by_id(name)
+                    .map(|r| (r.clone(), names_of(&r.id)))
+                    .ok_or_else(|| no_such_image(name));
+            }
+        }
+        if let Ok(r) = Reference::parse(name) {
+            let full = r.to_string();
+            if let Some((_, res)) = catalog.iter().find(|(n, _)| *n == full) {
+                return Ok((res.clone(), names_of(&res.id)));
+            }
+        }
+        let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+        if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let ids: BTreeSet<&str> = catalog
+                .iter()
+                .map(|(_, r)| r.id.as_str())
+                .filter(|id| id.trim_start_matches("sha256:").starts_with(prefix))
+                .collect();
+            match ids.len() {
+                1 => {
+                    let id = ids.into_iter().next().unwrap_or_default().to_string();
+                    let r = by_id(&id).ok_or_else(|| no_such_image(name))?;
+                    return Ok((r, names_of(&id)));
+                }
+                0 => {}
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "multiple IDs found with provided prefix: {prefix}"
+                    )))
+                }
+            }
+        }
+        Err(no_such_image(name))
+    }
+
+    async fn size_of(&self, r: &Resolved) -> Result<i64, ApiError> {
+        let store = self.store();
+        let mut total = 0;
+        for chain in &r.chain_ids {
+            total += store.usage(chain).await?;
+        }
+        Ok(total)
+    }
+
+    /// `GET /images/json`.
+    ///
+    /// # Errors
+    /// `BadRequest` for bad filters; containerd's failures.
+    pub async fn images_json(&self, filters: &Filters, all: bool) -> Result<Value, ApiError> {
+        let _ = all; // Every image is a top-level one: refengd keeps no intermediate build images.
+        filters.validate(LIST_FILTERS)?;
+        if filters.contains("until") {
+            return Err(ApiError::BadRequest(
+                "invalid filter 'until': not supported by /images/json".into(),
+            ));
+        }
+        let dangling = filters.bool_value("dangling")?;
+        let catalog = self.catalog().await?;
+        let created = |r: &Resolved| -> i64 {
+            r.config
+                .get("created")
+                .and_then(Value::as_str)
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map_or(0, |t| t.timestamp())
+        };
+        let bound = |key: &str| -> Result<Option<i64>, ApiError> {
+            let Some(v) = filters.get(key).next() else {
+                return Ok(None);
+            };
+            let catalog_hit = catalog.iter().find(|(n, r)| {
+                familiar(n) == v
+                    || *n
+                        == Reference::parse(v)
+                            .map(|r| r.to_string())
+                            .unwrap_or_default()
+                    || r.id == v
+                    || r.id.trim_start_matches("sha256:").starts_with(v)
+            });
+            catalog_hit
+                .map(|(_, r)| Some(created(r)))
+                .ok_or_else(|| no_such_image(v))
+        };
+        let before = bound("before")?;
+        let since = bound("since")?;
+        let mut groups: BTreeMap<String, (Arc<Resolved>, Vec<String>)> = BTreeMap::new();
+        for (name, r) in &catalog {
+            groups
+                .entry(r.id.clone())
+                .or_insert_with(|| (r.clone(), Vec::new()))
+                .1
+                .push(name.clone());
+        }
+        let mut out = Vec::new();
+        for (id, (r, names)) in groups {
+            let is_dangling = names.iter().all(|n| n.starts_with(DANGLING));
+            if dangling.is_some_and(|d| d != is_dangling) {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = r
+                .config
+                .pointer("/config/Labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            if !filters.match_labels("label", &labels) {
+                continue;
+            }
+            let c = created(&r);
+            if before.is_some_and(|b| c >= b) || since.is_some_and(|s| c <= s) {
+                continue;
+            }
+            let named: Vec<&String> = names.iter().filter(|n| !n.starts_with(DANGLING)).collect();
+            if filters.contains("reference")
+                && !named.iter().any(|n| {
+                    let f = familiar(n);
+                    filters
+                        .get("reference")
+                        .any(|pat| reference_matches(pat, &f))
+                })
+            {
+                continue;
+            }
+            let tags: Vec<String> = named
+                .iter()
+                .filter(|n| !n.contains('@'))
+                .map(|n| familiar(n))
+                .collect();
+            let digests: BTreeSet<String> = named
+                .iter()
+                .map(|n| format!("{}@{}", familiar(repository(n)), r.target.digest))
+                .collect();
+            out.push(json!({
+                "Id": id,
+                "ParentId": "",
+                "RepoTags": tags,
+                "RepoDigests": digests,
+                "Created": c,
+                "Size": self.size_of(&r).await?,
+                "SharedSize": -1,
+                "Labels": if labels.is_empty() { Value::Null } else { json!(labels) },
+                "Containers": -1,
+            }));
+        }
+        out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
+        Ok(Value::Array(out))
+    }
+
+    /// `GET /images/{name}/json`.
+    ///
+    /// # Errors
+    /// `NotFound` (`No such image: NAME`); containerd's failures.
+    pub async fn image_inspect(&self, name: &str) -> Result<Value, ApiError> {
+        let (r, names) = self.find(name).await?;
+        let named: Vec<&String> = names.iter().filter(|n| !n.starts_with(DANGLING)).collect();
+        let tags: Vec<String> = named
+            .iter()
+            .filter(|n| !n.contains('@'))
+            .map(|n| familiar(n))
+            .collect();
+        let digests: BTreeSet<String> = named
+            .iter()
+            .map(|n| format!("{}@{}", familiar(repository(n)), r.target.digest))
+            .collect();
+        let c = r.config.get("config").cloned().unwrap_or(json!({}));
+        let field = |k: &str, default: Value| c.get(k).cloned().unwrap_or(default);
+        let config = json!({
+            "Hostname": "",
+            "Domainname": "",
+            "User": field("User", json!("")),
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "ExposedPorts": field("ExposedPorts", Value::Null),
+            "Tty": false,
+            "OpenStdin": false,
+            "StdinOnce": false,
+            "Env": field("Env", Value::Null),
+            "Cmd": field("Cmd", Value::Null),
+            "Image": "",
+            "Volumes": field("Volumes", Value::Null),
+            "WorkingDir": field("WorkingDir", json!("")),
+            "Entrypoint": field("Entrypoint", Value::Null),
+            "OnBuild": Value::Null,
+            "Labels": field("Labels", Value::Null),
+            "StopSignal": field("StopSignal", Value::Null),
+        });
+        let mut config = config;
+        if let Value::Object(m) = &mut config {
+            m.retain(|k, v| !(k == "ExposedPorts" || k == "StopSignal") || !v.is_null());
+        }
+        Ok(json!({
+            "Id": r.id,
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Parent": "",
+            "Comment": r.config.get("comment").cloned().unwrap_or(json!("")),
+            "Created": r.config.get("created").cloned().unwrap_or(json!("")),
+            "DockerVersion": r.config.get("docker_version").cloned().unwrap_or(json!("")),
+            "Author": r.config.get("author").cloned().unwrap_or(json!("")),
+            "Config": config,
+            "Architecture": r.config.get("architecture").cloned().unwrap_or(json!("")),
+            "Os": r.config.get("os").cloned().unwrap_or(json!("")),
+            "Size": self.size_of(&r).await?,
+            "GraphDriver": {"Data": null, "Name": super::store::SNAPSHOTTER},
+            "RootFS": {"Type": "layers", "Layers": r.diff_ids},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        }))
+    }
+
+    /// `GET /images/{name}/history`: the config's history, newest first, with each
+    /// non-empty step's layer size.
+    ///
+    /// # Errors
+    /// `NotFound`; containerd's failures.
+    pub async fn image_history(&self, name: &str) -> Result<Value, ApiError> {
+        let (r, names) = self.find(name).await?;
+        let store = self.store();
+        let history = r
+            .config
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut layer = 0usize;
+        let mut rows = Vec::new();
+        for h in &history {
+            let empty = h
+                .get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
+                let s = match r.chain_ids.get(layer) {
+                    Some(chain) => store.usage(chain).await?,
+                    None => 0,
+                };
+                layer += 1;
+                s
+            };
+            let created = h
+                .get("created")
+                .and_then(Value::as_str)
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map_or(0, |t| t.timestamp());
+            rows.push(json!({
+                "Id": "<missing>",
+                "Created": created,
+                "CreatedBy": h.get("created_by").cloned().unwrap_or(json!("")),
+                "Tags": Value::Null,
+                "Size": size,
+                "Comment": h.get("comment").cloned().unwrap_or(json!("")),
+            }));
+        }
+        rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top["Id"] = json!(r.id);
+            let tags: Vec<String> = names
+                .iter()
+                .filter(|n| !n.starts_with(DANGLING) && !n.contains('@'))
+                .map(|n| familiar(n))
+                .collect();
+            top["Tags"] = json!(tags);
+        }
+        Ok(Value::Array(rows))
+    }
+
+    /// `POST /images/{name}/tag?repo=&tag=`.
+    ///
+    /// # Errors
+    /// `NotFound`, `BadRequest` for a bad reference; containerd's failures.
+    pub async fn image_tag(&self, name: &str, repo: &str, tag: &str) -> Result<(), ApiError> {
+        let (r, _) = self.find(name).await?;
+        if repo.is_empty() {
+            return Err(ApiError::BadRequest(
+                "repository name must have at least one component".into(),
+            ));
+        }
+        let text = if tag.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{repo}:{tag}")
+        };
+        let reference = Reference::parse(&text)
+            .map_err(|e| ApiError::BadRequest(format!("invalid reference format: {e}")))?;
+        if reference.digest.is_some() {
+            return Err(ApiError::BadRequest(
+                "refusing to create a tag with a digest reference".into(),
+            ));
+        }
+        let full = reference.to_string();
+        let old = self.store().image(&full).await?;
+        self.store().put_image(&full, r.target.clone()).await?;
+        self.keep_dangling(old.and_then(|i| i.target), &full)
+            .await?;
+        self.drop_dangling(&r.target.digest).await?;
+        self.events.emit(Event::new(
+            "image",
+            "tag",
+            &r.id,
+            BTreeMap::from([("name".to_string(), familiar(&full))]),
+        ));
+        Ok(())
+    }
+
+    /// After `name` moved away from `old`: keeps `old` as a dangling image when no other name
+    /// holds it.
+    async fn keep_dangling(&self, old: Option<Descriptor>, name: &str) -> Result<(), ApiError> {
+        let Some(old) = old else { return Ok(()) };
+        let images = self.store().images().await?;
+        let held = images
+            .iter()
+            .any(|i| i.name != name && i.target.as_ref().is_some_and(|t| t.digest == old.digest));
+        let still = images
+            .iter()
+            .any(|i| i.name == name && i.target.as_ref().is_some_and(|t| t.digest == old.digest));
+        if !held && !still {
+            let dangling = format!("{DANGLING}{}", old.digest);
+            self.store().put_image(&dangling, old).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the dangling name of `target` once a real name holds it.
+    async fn drop_dangling(&self, target: &str) -> Result<(), ApiError> {
+        let dangling = format!("{DANGLING}{target}");
+        if self.store().image(&dangling).await?.is_some() {
+            self.store().delete_image(&dangling, false).await?;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /images/{name}`: untags a name that is not the image's last, else deletes the
+    /// image (and its content and snapshots, which containerd then collects). `force` also
+    /// deletes an image named in several repositories when asked by id. `noprune` keeps
+    /// untagged parent images, which pulled and loaded images do not have.
+    ///
+    /// # Errors
+    /// `NotFound`; `Conflict` for an id named in several repositories without `force`.
+    pub async fn image_delete(&self, name: &str, force: bool) -> Result<Value, ApiError> {
+        let (r, names) = self.find(name).await?;
+        let by_reference = Reference::parse(name)
+            .ok()
+            .map(|x| x.to_string())
+            .filter(|full| names.contains(full));
+        let mut out = Vec::new();
+        let named: Vec<&String> = names.iter().filter(|n| !n.starts_with(DANGLING)).collect();
+        if let Some(full) = &by_reference {
+            if named.len() > 1 {
+                self.store().delete_image(full, false).await?;
+                self.events.emit(Event::new(
+                    "image",
+                    "untag",
+                    &r.id,
+                    BTreeMap::from([("name".to_string(), r.id.clone())]),
+                ));
+                return Ok(json!([{"Untagged": familiar(full)}]));
+            }
+        } else if named.len() > 1 && !force {
+            let short: String =
+                r.id.trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+            return Err(ApiError::Conflict(format!(
+                "conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+            )));
+        }
+        for (i, n) in names.iter().enumerate() {
+            // The last delete is synchronous: containerd collects the content and snapshots no
+            // name holds any more before answering, so `Deleted` tells what went.
+            self.store().delete_image(n, i + 1 == names.len()).await?;
+            if !n.starts_with(DANGLING) {
+                out.push(json!({"Untagged": familiar(n)}));
+                if !n.contains('@') {
+                    out.push(json!({"Untagged": format!("{}@{}", familiar(repository(n)), r.target.digest)}));
+                }
+            }
+        }
+        self.events.emit(Event::new(
+            "image",
+            "delete",
+            &r.id,
+            BTreeMap::from([("name".to_string(), r.id.clone())]),
+        ));
+        out.push(json!({"Deleted": r.id}));
+        for chain in r.chain_ids.iter().rev() {
+            out.push(json!({"Deleted": chain}));
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|v| seen.insert(v.to_string()));
+        Ok(Value::Array(out))
+    }
+
+    /// `POST /images/prune`: removes dangling images (`dangling=false`: every image, since no
+    /// container holds one yet), with `label` / `label!` filters; answers what went and the
+    /// bytes freed (the snapshots' use, measured before they are collected).
+    ///
+    /// # Errors
+    /// `BadRequest` for unknown filters; containerd's failures.
+    pub async fn images_prune(&self, filters: &Filters) -> Result<Value, ApiError> {
+        filters.validate(&["dangling", "label", "label!"])?;
+        let only_dangling = filters.bool_value("dangling")?.unwrap_or(true);
+        let catalog = self.catalog().await?;
+        let mut groups: BTreeMap<String, (Arc<Resolved>, Vec<String>)> = BTreeMap::new();
+        for (name, r) in &catalog {
+            groups
+                .entry(r.id.clone())
+                .or_insert_with(|| (r.clone(), Vec::new()))
+                .1
+                .push(name.clone());
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0i64;
+        for (id, (r, names)) in groups {
+            let dangling = names.iter().all(|n| n.starts_with(DANGLING));
+            if only_dangling && !dangling {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = r
+                .config
+                .pointer("/config/Labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            let excluded = filters.get("label!").any(|v| match v.split_once('=') {
+                Some((k, val)) => labels.get(k).is_some_and(|have| have == val),
+                None => labels.contains_key(v),
+            });
+            if !filters.match_labels("label", &labels) || excluded {
+                continue;
+            }
+            reclaimed += self.size_of(&r).await?;
+            for v in self
+                .image_delete(&id, true)
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                deleted.push(v.clone());
+            }
+        }
+        Ok(json!({
+            "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
+            "SpaceReclaimed": reclaimed,
+        }))
+    }
+
+    /// `POST /images/create?fromImage=…`: checks the request, starts the pull, and answers with
+    /// its JSON progress stream once the registry resolved the reference (a failure before
+    /// that is a plain error answer with its status, as dockerd's).
+    ///
+    /// # Errors
+    /// `BadRequest` for a bad reference or parameter, the registry's refusal before any
+    /// progress (404 for an unknown manifest, 401 for refused credentials).
+    pub async fn pull(
+        self: &Arc<Self>,
+        from_image: &str,
+        tag: &str,
+        platform: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        if !platform.is_empty() {
+            let host = format!("linux/{}", super::system::go_arch());
+            if platform != host {
+                return Err(ApiError::BadRequest(format!(
+                    "platform {platform:?} is not supported: refengd pulls for {host} only"
+                )));
+            }
+        }
+        let text = if tag.is_empty() {
+            from_image.to_string()
+        } else if tag.starts_with("sha256:") {
+            format!("{from_image}@{tag}")
+        } else {
+            format!("{from_image}:{tag}")
+        };
+        let reference = Reference::parse(&text)
+            .map_err(|e| ApiError::BadRequest(format!("invalid reference format: {e}")))?;
+        let config = self.config();
+        let mut creds = CredentialStore::default();
+        if let Some(c) = credentials {
+            creds = creds.with(&reference.registry, c);
+        }
+        let client = Client::new(ClientConfig {
+            credentials: creds,
+            insecure_registries: config.insecure_registries.clone(),
+            ..ClientConfig::default()
+        });
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let staging = config.data_root.join("tmp").join(format!(
+            "pull-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        {
+            let reference = reference.clone();
+            let staging = staging.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = ContentStore::open(&staging, Limits::default())
+                    .map_err(|e| ApiError::internal("opening the staging store", e))
+                    .and_then(|store| {
+                        client
+                            .pull(&reference, &store, None, &Forward(progress_tx))
+                            .map(|p| (store, p))
+                            .map_err(|e| registry_error(&reference, &e))
+                    });
+                let _ = done_tx.send(result);
+            });
+        }
+        // Wait for the first sign of life: progress means the stream starts; an early result
+        // is answered as a whole.
+        let first = tokio::select! {
+            e = progress_rx.recv() => Ok(e),
+            r = &mut done_rx => Err(r),
+        };
+        // The registry client's threads may all be gone (the sender dropped) before its
+        // result is read: that too is an early result.
+        let first = match first {
+            Ok(None) => Err((&mut done_rx).await),
+            other => other,
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let early_result = match first {
+            Err(Ok(Err(e))) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+            Err(Ok(Ok(done))) => Some(Ok(done)),
+            Err(Err(_)) => Some(Err(ApiError::Internal(
+                "the pull ended without a result".into(),
+            ))),
+            Ok(_) => None,
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let name = reference.to_string();
+            let short_tag = reference
+                .tag
+                .clone()
+                .or_else(|| reference.digest.as_ref().map(ToString::to_string))
+                .unwrap_or_default();
+            let _ = tx
+                .send(line(&json!({
+                    "status": format!("Pulling from {}", familiar(&reference.name())),
+                    "id": short_tag,
+                })))
+                .await;
+            let result = match early_result {
+                Some(r) => r,
+                None => loop {
+                    tokio::select! {
+                        e = progress_rx.recv() => match e {
+                            Some(ev) => forward(&tx, &ev).await,
+                            None => {
+                                break done_rx.await.unwrap_or_else(|_| {
+                                    Err(ApiError::Internal("the pull ended without a result".into()))
+                                });
+                            }
+                        },
+                        r = &mut done_rx => {
+                            while let Ok(ev) = progress_rx.try_recv() {
+                                forward(&tx, &ev).await;
+                            }
+                            break r.unwrap_or_else(|_| Err(ApiError::Internal("the pull ended without a result".into())));
+                        }
+                    }
+                },
+            };
+            let outcome = match result {
+                Ok((store, pulled)) => engine.transfer(&store, &pulled, &name, &tx).await,
+                Err(e) => Err(e),
+            };
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            match outcome {
+                Ok((top, fresh)) => {
+                    let f = familiar(&name);
+                    let _ = tx
+                        .send(line(&json!({"status": format!("Digest: {top}")})))
+                        .await;
+                    let status = if fresh {
+                        format!("Status: Downloaded newer image for {f}")
+                    } else {
+                        format!("Status: Image is up to date for {f}")
+                    };
+                    let _ = tx.send(line(&json!({"status": status}))).await;
+                    engine.events.emit(Event::new(
+                        "image",
+                        "pull",
+                        &f,
+                        BTreeMap::from([("name".to_string(), familiar(&reference.name()))]),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(reference = %name, error = %e, "pull failed");
+                    let _ = tx.send(error_line(&e)).await;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Copies a pulled image from the staging store into containerd, names it and unpacks it.
+    /// Returns the target digest and whether the name now points somewhere new.
+    async fn transfer(
+        &self,
+        staging: &ContentStore,
+        pulled: &crate::image::registry::pull::Pulled,
+        name: &str,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Result<(Digest, bool), ApiError> {
+        let store = self.store();
+        let lease = format!(
+            "refengd-pull-{}-{}",
+            std::process::id(),
+            pulled.target.hex().chars().take(12).collect::<String>()
+        );
+        store.lease(&lease, PULL_LEASE_LIFE).await?;
+        let result = async {
+            let blobs = staging
+                .list()
+                .map_err(|e| ApiError::internal("listing the staging store", e))?;
+            let top_chain = pulled.resolved.chain_ids.last().map(ToString::to_string);
+            for d in &blobs {
+                let digest = d.to_string();
+                if store.info(&digest).await?.is_some() {
+                    continue;
+                }
+                let info = staging
+                    .info(d)
+                    .map_err(|e| ApiError::internal("reading the staging store", e))?;
+                let mut labels: HashMap<String, String> = info.labels.into_iter().collect();
+                if *d == pulled.resolved.config {
+                    if let Some(chain) = &top_chain {
+                        labels.insert(
+                            format!(
+                                "containerd.io/gc.ref.snapshot.{}",
+                                super::store::SNAPSHOTTER
+                            ),
+                            chain.clone(),
+                        );
+                    }
+                }
+                let file = tokio::fs::File::open(staging.blob_path(d))
+                    .await
+                    .map_err(|e| ApiError::internal("opening a staged blob", e))?;
+                store
+                    .write(&digest, info.size, file, labels, &lease)
+                    .await?;
+            }
+            let top_bytes = staging
+                .read_small(&pulled.target)
+                .map_err(|e| ApiError::internal("reading the staged manifest", e))?;
+            let target = Descriptor {
+                media_type: media_type_of(&top_bytes),
+                digest: pulled.target.to_string(),
+                size: i64::try_from(top_bytes.len()).unwrap_or(i64::MAX),
+                annotations: HashMap::new(),
+            };
+            let resolved = self.resolve(&target).await?;
+            let mut parent = String::new();
+            for ((layer, diff_id), chain) in resolved
+                .layers
+                .iter()
+                .zip(&resolved.diff_ids)
+                .zip(&resolved.chain_ids)
+            {
+                let short: String = layer
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+                if !store.has_snapshot(chain).await? {
+                    let _ = tx
+                        .send(line(
+                            &json!({"status": "Extracting", "progressDetail": {}, "id": short}),
+                        ))
+                        .await;
+                    store
+                        .unpack(chain, &parent, layer.clone(), diff_id, &lease)
+                        .await?;
+                }
+                let _ = tx
+                    .send(line(
+                        &json!({"status": "Pull complete", "progressDetail": {}, "id": short}),
+                    ))
+                    .await;
+                parent = chain.clone();
+            }
+            let old = store.image(name).await?.and_then(|i| i.target);
+            let fresh = old.as_ref().is_none_or(|o| o.digest != target.digest);
+            store.put_image(name, target.clone()).await?;
+            self.keep_dangling(old, name).await?;
+            self.drop_dangling(&target.digest).await?;
+            Ok((pulled.target.clone(), fresh))
+        }
+        .await;
+        if let Err(e) = store.end_lease(&lease).await {
+            tracing::warn!(%lease, error = %e, "lease not ended; it expires by itself");
+        }
+        result
+    }
+}
+
+async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
+    if matches!(ev, ProgressEvent::Resolved { .. }) {
+        // dockerd prints the digest once, at the end.
+        return;
+    }
+    let mut v = ev.to_json_message();
+    if let ProgressEvent::Downloading { current, total, .. } = ev {
+        v["progress"] = json!(progress_bar(*current, *total));
+    }
+    if v.get("progressDetail").is_none() {
+        v["progressDetail"] = json!({});
+    }
+    let _ = tx.send(line(&v)).await;
+}
+
+/// The CLI's own bar, which dockerd sends beside `progressDetail` for older clients.
+fn progress_bar(current: u64, total: u64) -> String {
+    let width = 50u64;
+    let filled = usize::try_from(
+        (current.min(total).saturating_mul(width))
+            .checked_div(total)
+            .unwrap_or(0),
+    )
+    .unwrap_or(0);
+    let bar = if filled >= width as usize {
+        "=".repeat(width as usize)
+    } else if filled == 0 {
+        format!(">{}", " ".repeat(width as usize - 1))
+    } else {
+        format!(
+            "{}>{}",
+            "=".repeat(filled),
+            " ".repeat(width as usize - filled - 1)
+        )
+    };
+    format!("[{bar}] {current}B/{total}B")
+}
+
+/// The registry client's error, as dockerd classes it: refused credentials 401, a missing
+/// repository or manifest 404, an image refeng cannot use 400, the rest 500.
+fn registry_error(r: &Reference, e: &crate::image::registry::RegistryError) -> ApiError {
+    use crate::image::registry::RegistryError as E;
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    match e {
+        E::WrongCredentials { .. } | E::AuthRequired { .. } | E::Unauthorized { .. } => {
+            ApiError::Unauthorized(text)
+        }
+        E::InsufficientScope { .. } => ApiError::Forbidden(text),
+        E::Refused { status: 404, .. } | E::NotFound(_) => ApiError::NotFound(format!(
+            "manifest for {} not found: {text}",
+            familiar(&r.to_string())
+        )),
+        E::Refused { status: 401, .. } => ApiError::Unauthorized(text),
+        E::Refused { status: 403, .. } => ApiError::Forbidden(text),
+        E::Schema1 { .. } | E::Reference(_) | E::Format { .. } => ApiError::BadRequest(text),
+        _ => ApiError::Internal(text),
+    }
+}
+
+/// Whether a `reference` filter pattern matches a familiar name (dockerd matches the pattern
+/// as a path glob against the name with and without its tag).
+fn reference_matches(pattern: &str, name: &str) -> bool {
+    let repo = repository(name);
+    glob(pattern, name) || glob(pattern, repo)
+}
+
+/// `path.Match`-style glob: `*` matches any run of non-`/` characters, `?` one of them.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != b'/')
+                .any(|i| go(rest, &t[i..])),
+            Some((b'?', rest)) => t.first().is_some_and(|&c| c != b'/') && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn familiar_names_are_dockers() {
+        assert_eq!(
+            familiar("docker.io/library/busybox:latest"),
+            "busybox:latest"
+        );
+        assert_eq!(familiar("docker.io/user/app:1"), "user/app:1");
+        assert_eq!(familiar("127.0.0.1:5000/x/y:2"), "127.0.0.1:5000/x/y:2");
+        assert_eq!(repository("127.0.0.1:5000/x:2"), "127.0.0.1:5000/x");
+        assert_eq!(repository("127.0.0.1:5000/x"), "127.0.0.1:5000/x");
+        assert_eq!(repository("busybox@sha256:ab"), "busybox");
+    }
+
+    #[test]
+    fn reference_filters_glob_like_dockerd() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:latest"));
+        assert!(reference_matches("busybox:lat*", "busybox:latest"));
+        assert!(!reference_matches("alpine", "busybox:latest"));
+        assert!(!reference_matches("*", "127.0.0.1:5000/x:1"));
+        assert!(reference_matches("*/*", "127.0.0.1:5000/x:1"));
+    }
+
+    #[test]
+    fn progress_bars_fill() {
+        assert!(progress_bar(0, 100).starts_with("[>"));
+        assert!(progress_bar(100, 100).starts_with(&format!("[{}]", "=".repeat(50))));
+    }
+}

@@ -1,0 +1,100 @@
+//! One entry to every parser refengd runs on request input that is not a route — the
+//! `filters` query parameter, the `X-Registry-Auth` header, `since`/`until` times, the API
+//! version prefix and path, and daemon.json — for the `engine_requests` fuzz target and the
+//! replay of its seeds in `tests/fuzz_corpus.rs`. Input is a kind on the first line and the
+//! text after it; each parser must refuse bad text with a 400 (never panic), and what it
+//! accepts must hold its invariant.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::config::{Config, Flags};
+use super::error::ApiError;
+use super::filters::Filters;
+use super::{auth, events, server};
+
+/// The kinds of input, as the first line of a seed names them.
+pub const KINDS: &[&str] = &["filters", "auth", "time", "path", "daemon.json"];
+
+/// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
+/// `Ok(false)`: refused as it should be (or not a known kind).
+///
+/// # Panics
+/// When an accepted input breaks the parser's invariant, or a refusal is not a 400: the fuzz
+/// target's findings.
+pub fn check(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let (kind, input) = text.split_once('\n').unwrap_or((text, ""));
+    let refused = |e: ApiError| {
+        assert_eq!(
+            e.status(),
+            http::StatusCode::BAD_REQUEST,
+            "{kind}: a refusal must be a 400: {e}"
+        );
+        false
+    };
+    match kind {
+        "filters" => match Filters::parse(input) {
+            Ok(f) => {
+                let again = Filters::parse(&f.to_json()).expect("printed filters parse");
+                assert_eq!(again, f, "filters do not survive a round trip");
+                // The checks every endpoint makes on accepted filters refuse cleanly.
+                let _ = events::validate_filters(&f).map_err(refused);
+                let _ = f.bool_value("dangling").map_err(refused);
+                true
+            }
+            Err(e) => refused(e),
+        },
+        "auth" => match auth::decode(input) {
+            Ok(_) => true,
+            Err(e) => refused(e),
+        },
+        "time" => {
+            let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            match events::parse_timestamp(input, now) {
+                Ok(t) => {
+                    let _ = events::unix_nanos(t);
+                    true
+                }
+                Err(e) => refused(e),
+            }
+        }
+        "path" => {
+            let (version, rest) = server::strip_version(input);
+            assert!(input.ends_with(rest), "the route is a suffix of the path");
+            match server::check_version(version) {
+                Ok(v) => {
+                    let shown = v.to_string();
+                    assert_eq!(server::ApiVersion::parse(&shown), Some(v));
+                    true
+                }
+                Err(e) => refused(e),
+            }
+        }
+        "daemon.json" => {
+            Config::from_parts(&Flags::default(), Some((Path::new("daemon.json"), input))).is_ok()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_accepts_and_refuses() {
+        assert!(check(b"filters\n{\"label\":[\"a=b\"]}"));
+        assert!(!check(b"filters\n{\"label\":1}"));
+        assert!(check(b"auth\neyJ1c2VybmFtZSI6ImEiLCJwYXNzd29yZCI6ImIifQ=="));
+        assert!(!check(b"auth\n!!"));
+        assert!(check(b"time\n10m"));
+        assert!(!check(b"time\nlater"));
+        assert!(check(b"path\n/v1.41/info"));
+        assert!(!check(b"path\n/v9.99/info"));
+        assert!(check(b"daemon.json\n{\"debug\":true}"));
+        assert!(!check(b"daemon.json\n{\"bip\":\"x\"}"));
+    }
+}

@@ -1,0 +1,622 @@
+//! The Engine API over HTTP/1.1 on unix sockets: API-version prefixes (`/v1.44/...` and
+//! unversioned paths), dockerd's common headers, the route table, and error answers in
+//! dockerd's shape. Handlers live beside the state they work on; this module only reads the
+//! request and writes the answer.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::error::ApiError;
+use super::events::{self, Event};
+use super::filters::Filters;
+use super::system::{API_VERSION, MIN_API_VERSION, VERSION};
+use super::Engine;
+
+/// A response body: whole or streamed.
+pub type Body = BoxBody<Bytes, Infallible>;
+/// The request as hyper hands it over.
+pub type Request = http::Request<Incoming>;
+
+/// An API version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl ApiVersion {
+    /// Parses `1.44`.
+    pub fn parse(s: &str) -> Option<ApiVersion> {
+        let (a, b) = s.split_once('.')?;
+        if a.is_empty() || b.is_empty() || !(a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()))
+        {
+            return None;
+        }
+        Some(ApiVersion(a.parse().ok()?, b.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// Splits `/v1.44/containers/json` into the version text and the route; a path without a
+/// version prefix (`/_ping`, `/volumes`) has none.
+pub fn strip_version(path: &str) -> (Option<&str>, &str) {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return (None, path);
+    };
+    let (v, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        return (None, path);
+    }
+    (Some(v), tail)
+}
+
+/// The version a request asks for: the current one when unversioned; one outside
+/// [min, current] is dockerd's 400.
+///
+/// # Errors
+/// `BadRequest` with dockerd's "too new" / "too old" messages, or for a malformed version.
+pub fn check_version(text: Option<&str>) -> Result<ApiVersion, ApiError> {
+    let current = ApiVersion::parse(API_VERSION).unwrap_or(ApiVersion(1, 44));
+    let min = ApiVersion::parse(MIN_API_VERSION).unwrap_or(ApiVersion(1, 24));
+    let Some(text) = text else {
+        return Ok(current);
+    };
+    let version = ApiVersion::parse(text)
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid API version {text:?}")))?;
+    if version > current {
+        return Err(ApiError::BadRequest(format!(
+            "client version {version} is too new. Maximum supported API version is {current}"
+        )));
+    }
+    if version < min {
+        return Err(ApiError::BadRequest(format!(
+            "client version {version} is too old. Minimum supported API version is {min}, please upgrade your client to a newer version"
+        )));
+    }
+    Ok(version)
+}
+
+/// [`strip_version`] then [`check_version`].
+///
+/// # Errors
+/// As [`check_version`].
+pub fn split_version(path: &str) -> Result<(ApiVersion, &str), ApiError> {
+    let (v, rest) = strip_version(path);
+    Ok((check_version(v)?, rest))
+}
+
+/// The query parameters of a request (of a repeated key the first value counts, as with Go's
+/// `r.Form.Get` in dockerd).
+#[derive(Debug, Default)]
+pub struct Query(BTreeMap<String, String>);
+
+impl Query {
+    /// Parses a query string.
+    pub fn parse(q: Option<&str>) -> Query {
+        let mut m = BTreeMap::new();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            m.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+        Query(m)
+    }
+
+    /// The value of `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A boolean parameter as dockerd's `httputils.BoolValue` reads it: absent, empty, `0`,
+    /// `no`, `false` and `none` are false.
+    pub fn bool(&self, key: &str) -> bool {
+        !matches!(
+            self.get(key)
+                .map(|s| s.trim().to_ascii_lowercase())
+                .as_deref(),
+            None | Some("" | "0" | "no" | "false" | "none")
+        )
+    }
+
+    /// The `filters` parameter, parsed.
+    ///
+    /// # Errors
+    /// `BadRequest` when it is not valid filter JSON.
+    pub fn filters(&self) -> Result<Filters, ApiError> {
+        Filters::parse(self.get("filters").unwrap_or(""))
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A JSON answer (dockerd ends each with a newline).
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut b = serde_json::to_vec(value).unwrap_or_default();
+    b.push(b'\n');
+    let mut r = Response::new(full(b));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    let mut r = Response::new(match err.body() {
+        Some(b) => full(b),
+        None => full(Bytes::new()),
+    });
+    *r.status_mut() = err.status();
+    if err.body().is_some() {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    r
+}
+
+/// A streamed answer: each item sent on the returned sender becomes one chunk, written at once.
+pub fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (tx, r)
+}
+
+fn add_common_headers(engine: &Engine, r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert(
+        "Docker-Experimental",
+        HeaderValue::from_static(if engine.config().experimental {
+            "true"
+        } else {
+            "false"
+        }),
+    );
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    if let Ok(v) = HeaderValue::from_str(&format!("refengd/{VERSION} (linux)")) {
+        h.insert(header::SERVER, v);
+    }
+}
+
+/// What a request asks for, from its method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Ping,
+    Version,
+    Info,
+    Events,
+    ImagesCreate,
+    ImagesList,
+    ImagesPrune,
+    ImageInspect(String),
+    ImageHistory(String),
+    ImageTag(String),
+    ImageDelete(String),
+}
+
+/// The path segments between `images/` and a trailing `tail` (image names contain `/`).
+fn image_name(segments: &[&str], tail: Option<&str>) -> Option<String> {
+    let inner = match tail {
+        Some(t) => match segments {
+            ["images", inner @ .., last] if *last == t && !inner.is_empty() => inner,
+            _ => return None,
+        },
+        None => match segments {
+            ["images", inner @ ..] if !inner.is_empty() => inner,
+            _ => return None,
+        },
+    };
+    let joined = inner.join("/");
+    let decoded = percent_decode(&joined)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn route(method: &Method, segments: &[&str]) -> Option<Route> {
+    Some(match (method, segments) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Route::Ping,
+        (&Method::GET, ["version"]) => Route::Version,
+        (&Method::GET, ["info"]) => Route::Info,
+        (&Method::GET, ["events"]) => Route::Events,
+        (&Method::POST, ["images", "create"]) => Route::ImagesCreate,
+        (&Method::GET, ["images", "json"]) => Route::ImagesList,
+        (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
+        (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
+        (&Method::GET, [.., "history"]) => {
+            Route::ImageHistory(image_name(segments, Some("history"))?)
+        }
+        (&Method::POST, [.., "tag"]) => Route::ImageTag(image_name(segments, Some("tag"))?),
+        (&Method::DELETE, ["images", ..]) => Route::ImageDelete(image_name(segments, None)?),
+        _ => return None,
+    })
+}
+
+/// Answers one request.
+pub async fn handle(engine: Arc<Engine>, req: Request) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (version, rest) = strip_version(&path);
+    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let Some(route) = route(&method, &segments) else {
+        // As dockerd: an unknown route gets neither a version check nor the API headers.
+        tracing::debug!(%method, %path, "no route");
+        return error_response(&ApiError::NotFound("page not found".into()));
+    };
+    let result = match check_version(version) {
+        Ok(v) => {
+            tracing::debug!(%method, %path, version = %v, "request");
+            dispatch(&engine, route, v, req).await
+        }
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::error!(%method, %path, error = %e, "request failed");
+            } else {
+                tracing::debug!(%method, %path, error = %e, "request refused");
+            }
+            error_response(&e)
+        }
+    };
+    add_common_headers(&engine, &mut resp);
+    resp
+}
+
+async fn dispatch(
+    engine: &Arc<Engine>,
+    route: Route,
+    _version: ApiVersion,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query());
+    match route {
+        Route::Ping => Ok(ping(req.method())),
+        Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
+        Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
+        Route::Events => events_stream(engine, &query),
+        Route::ImagesCreate => images_create(engine, &query, &req).await,
+        Route::ImagesPrune => Ok(json(
+            StatusCode::OK,
+            &engine.images_prune(&query.filters()?).await?,
+        )),
+        Route::ImagesList => Ok(json(
+            StatusCode::OK,
+            &engine
+                .images_json(&query.filters()?, query.bool("all"))
+                .await?,
+        )),
+        Route::ImageInspect(name) => Ok(json(StatusCode::OK, &engine.image_inspect(&name).await?)),
+        Route::ImageHistory(name) => Ok(json(StatusCode::OK, &engine.image_history(&name).await?)),
+        Route::ImageTag(name) => {
+            engine
+                .image_tag(
+                    &name,
+                    query.get("repo").unwrap_or(""),
+                    query.get("tag").unwrap_or(""),
+                )
+                .await?;
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::CREATED;
+            Ok(r)
+        }
+        Route::ImageDelete(name) => Ok(json(
+            StatusCode::OK,
+            &engine.image_delete(&name, query.bool("force")).await?,
+        )),
+    }
+}
+
+/// `POST /images/create`: a pull (`fromImage`); `fromSrc` imports come with their own change.
+async fn images_create(
+    engine: &Arc<Engine>,
+    query: &Query,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    if query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::NotImplemented(
+            "fromSrc (docker import) is not implemented by refengd yet".into(),
+        ));
+    }
+    for p in ["repo", "message", "changes"] {
+        if query.get(p).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::BadRequest(format!(
+                "{p} applies to fromSrc imports only, which refengd does not implement yet"
+            )));
+        }
+    }
+    let Some(image) = query.get("fromImage").filter(|s| !s.is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "fromImage or fromSrc is required".into(),
+        ));
+    };
+    let auth = req
+        .headers()
+        .get("X-Registry-Auth")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .unwrap_or("");
+    let credentials = super::auth::decode(auth)?;
+    let rx = engine
+        .pull(
+            image,
+            query.get("tag").unwrap_or(""),
+            query.get("platform").unwrap_or(""),
+            credentials,
+        )
+        .await?;
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+fn ping(method: &Method) -> Response<Body> {
+    let body = if method == Method::HEAD {
+        full(Bytes::new())
+    } else {
+        full(Bytes::from_static(b"OK"))
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    // Builds have an issue of their own; until then clients are told to use the classic
+    // builder's protocol rather than BuildKit's session.
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    if method == Method::HEAD {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    r
+}
+
+/// `GET /events`: the past events since `since` from the log, then live ones until `until` or
+/// until the client goes away.
+fn events_stream(engine: &Arc<Engine>, query: &Query) -> Result<Response<Body>, ApiError> {
+    let now = SystemTime::now();
+    let since_text = query.get("since").filter(|s| !s.is_empty());
+    let until_text = query.get("until").filter(|s| !s.is_empty());
+    let since = since_text
+        .map(|s| events::parse_timestamp(s, now).map(events::unix_nanos))
+        .transpose()?;
+    let until = until_text
+        .map(|s| events::parse_timestamp(s, now).map(events::unix_nanos))
+        .transpose()?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s > u {
+            return Err(ApiError::BadRequest(format!(
+                "`since` time ({}) cannot be after `until` time ({})",
+                since_text.unwrap_or(""),
+                until_text.unwrap_or("")
+            )));
+        }
+    }
+    let filters = query.filters()?;
+    events::validate_filters(&filters)?;
+    let (mut live, past) = engine.events.subscribe();
+    let (tx, resp) = stream("application/json");
+    tokio::spawn(async move {
+        let send = |e: &Event| {
+            let mut b = serde_json::to_vec(e).unwrap_or_default();
+            b.push(b'\n');
+            Bytes::from(b)
+        };
+        let in_window = |e: &Event| {
+            since.is_none_or(|s| e.time_nano >= s) && until.is_none_or(|u| e.time_nano <= u)
+        };
+        let mut last = 0u64;
+        if since.is_some() {
+            for (n, e) in &past {
+                last = *n;
+                if in_window(e) && e.matches(&filters) && tx.send(send(e)).await.is_err() {
+                    return;
+                }
+            }
+        } else if let Some((n, _)) = past.last() {
+            last = *n;
+        }
+        let until_instant = until.map(|u| {
+            let left = u.saturating_sub(events::unix_nanos(SystemTime::now()));
+            tokio::time::Instant::now()
+                + std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0))
+        });
+        loop {
+            let next = async {
+                match until_instant {
+                    Some(t) => tokio::time::timeout_at(t, live.recv()).await.ok(),
+                    None => Some(live.recv().await),
+                }
+            };
+            tokio::select! {
+                r = next => match r {
+                    None => return,
+                    Some(Ok((n, e))) => {
+                        if n <= last {
+                            continue;
+                        }
+                        last = n;
+                        if in_window(&e) && e.matches(&filters) && tx.send(send(&e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(k))) => {
+                        tracing::warn!(missed = k, "an /events client fell behind");
+                    }
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let mut resp = resp;
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
+}
+
+/// Binds the API socket at `path`: a stale socket is replaced, the parent made, and the socket
+/// made `0660 root:<group>` (the group created when missing), as dockerd does with `docker`.
+///
+/// # Errors
+/// When the socket cannot be bound, or its group not made or set.
+pub fn bind(path: &Path, group: &str) -> anyhow::Result<UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let gid = ensure_group(group)?;
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
+        .with_context(|| format!("chown root:{group} {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The id of `group`, made with `groupadd --system` when it does not exist.
+fn ensure_group(group: &str) -> anyhow::Result<nix::unistd::Gid> {
+    use anyhow::Context;
+    if let Some(g) = nix::unistd::Group::from_name(group).context("looking up the group")? {
+        return Ok(g.gid);
+    }
+    let out = std::process::Command::new("groupadd")
+        .args(["--system", group])
+        .output()
+        .context("running groupadd")?;
+    // Another refengd may have made it meanwhile (exit 9: the group exists).
+    if !out.status.success() && out.status.code() != Some(9) {
+        anyhow::bail!(
+            "groupadd --system {group}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    nix::unistd::Group::from_name(group)
+        .context("looking up the group")?
+        .map(|g| g.gid)
+        .with_context(|| format!("group {group} missing after groupadd"))
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(engine: Arc<Engine>, listener: UnixListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request| {
+                let engine = engine.clone();
+                async move { Ok::<_, Infallible>(handle(engine, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_split_and_bounded_as_dockerd_does() {
+        assert_eq!(
+            split_version("/v1.41/containers/json").unwrap(),
+            (ApiVersion(1, 41), "/containers/json")
+        );
+        assert_eq!(
+            split_version("/_ping").unwrap(),
+            (ApiVersion(1, 44), "/_ping")
+        );
+        assert_eq!(
+            split_version("/volumes").unwrap(),
+            (ApiVersion(1, 44), "/volumes")
+        );
+        let e = split_version("/v1.99/info").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "client version 1.99 is too new. Maximum supported API version is 1.44"
+        );
+        let e = split_version("/v1.12/info").unwrap_err();
+        assert!(
+            e.to_string().starts_with("client version 1.12 is too old."),
+            "{e}"
+        );
+        assert!(ApiVersion(1, 9) < ApiVersion(1, 10));
+    }
+
+    #[test]
+    fn query_booleans_read_like_dockerds() {
+        let q = Query::parse(Some("a=1&b=false&c=&d=True&e=none"));
+        assert!(q.bool("a") && q.bool("d"));
+        assert!(!q.bool("b") && !q.bool("c") && !q.bool("e") && !q.bool("zz"));
+    }
+}

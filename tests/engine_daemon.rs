@@ -1,0 +1,525 @@
+//! refengd as a daemon: its socket, `/_ping`, API versions, `/version`, `/info`, `/events`,
+//! daemon.json, the refeng-containerd it supervises, `--containerd` over the real containerd
+//! 1.6, and the same requests answered by a private dockerd. Clients: raw HTTP, the docker CLI
+//! 28 and docker-py 7. One refengd serves the whole binary; tests that need their own start it.
+
+#[path = "containerd_support/mod.rs"]
+mod containerd_support;
+mod engine_support;
+mod peers;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine_support::{Options, Refengd};
+use nix::sys::signal::{kill, Signal};
+use serde_json::Value;
+
+static DAEMON: OnceLock<Refengd> = OnceLock::new();
+
+fn daemon() -> &'static Refengd {
+    DAEMON.get_or_init(Refengd::start)
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the engine tests run as root"
+    );
+    engine_support::run(
+        &[
+            ("ping_answers_get_and_head_with_dockerds_headers", &ping),
+            ("api_versions_are_negotiated_and_bounded", &api_versions),
+            ("socket_is_0660_root_refeng", &socket_mode),
+            (
+                "docker_cli_28_negotiates_and_reads_version_and_info",
+                &docker_cli,
+            ),
+            ("docker_py_7_works_with_auto_and_1_41", &docker_py),
+            ("events_replay_since_until_and_filter", &events_window),
+            ("docker_events_streams_live_events", &docker_events_live),
+            (
+                "daemon_json_refuses_unknown_keys_by_name",
+                &daemon_json_refused,
+            ),
+            (
+                "supervised_containerd_is_restarted_when_it_dies",
+                &containerd_restarted,
+            ),
+            (
+                "a_crashed_refengd_adopts_its_running_containerd",
+                &adopts_containerd,
+            ),
+            (
+                "drives_the_real_containerd_with_dash_dash_containerd",
+                &real_containerd,
+            ),
+            ("answers_like_dockerd_for_the_same_requests", &differential),
+        ],
+        || {
+            if let Some(d) = DAEMON.get() {
+                d.shutdown();
+            }
+        },
+    )
+}
+
+fn ping() {
+    let d = daemon();
+    let r = d.request("GET", "/_ping", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "OK");
+    assert_eq!(r.header("Api-Version"), Some("1.44"));
+    assert_eq!(r.header("Ostype"), Some("linux"));
+    assert_eq!(r.header("Docker-Experimental"), Some("false"));
+    assert_eq!(r.header("Builder-Version"), Some("1"));
+    assert_eq!(r.header("Pragma"), Some("no-cache"));
+    let r = d.request("HEAD", "/v1.41/_ping", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("0"));
+    assert_eq!(r.header("Api-Version"), Some("1.44"));
+}
+
+fn api_versions() {
+    let d = daemon();
+    for path in [
+        "/version",
+        "/v1.24/version",
+        "/v1.41/version",
+        "/v1.44/version",
+    ] {
+        let r = d.request("GET", path, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["ApiVersion"], "1.44");
+        assert_eq!(v["MinAPIVersion"], "1.24");
+    }
+    let r = d.request("GET", "/v1.45/info", None);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["message"],
+        "client version 1.45 is too new. Maximum supported API version is 1.44"
+    );
+    let r = d.request("GET", "/v1.23/info", None);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("client version 1.23 is too old. Minimum supported API version is 1.24"));
+    for (m, p) in [
+        ("GET", "/nope"),
+        ("POST", "/_ping"),
+        ("DELETE", "/v1.41/info"),
+    ] {
+        let r = d.request(m, p, None);
+        assert_eq!(r.status, 404, "{m} {p}");
+        assert_eq!(r.json(), serde_json::json!({"message": "page not found"}));
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+    }
+}
+
+fn socket_mode() {
+    let d = daemon();
+    let meta = std::fs::metadata(d.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.uid(), 0);
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
+        .unwrap()
+        .expect("the socket's group exists");
+    assert_eq!(group.name, "refeng");
+}
+
+fn docker_cli() {
+    let d = daemon();
+    let out = d.docker(&[
+        "version",
+        "--format",
+        "{{.Client.APIVersion}} {{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Server.Os}}",
+    ]);
+    assert_eq!(out.trim(), "1.44 1.44 1.24 linux");
+    let components = d.docker(&["version", "--format", "{{json .Server.Components}}"]);
+    let components: Value = serde_json::from_str(&components).unwrap();
+    let ctd = components
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "containerd")
+        .expect("containerd component");
+    assert!(ctd["Version"].as_str().unwrap().contains("refeng"), "{ctd}");
+    let info: Value = serde_json::from_str(&d.docker(&["info", "--format", "{{json .}}"])).unwrap();
+    assert_eq!(info["ServerErrors"], Value::Null, "{info}");
+    assert_eq!(
+        info["DockerRootDir"],
+        d.dir().join("data").to_str().unwrap()
+    );
+    assert_eq!(info["OSType"], "linux");
+    assert_eq!(info["LiveRestoreEnabled"], true);
+    assert_eq!(
+        info["NCPU"],
+        std::thread::available_parallelism().unwrap().get()
+    );
+    let id = info["ID"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.dir().join("data/engine-id"))
+            .unwrap()
+            .trim(),
+        id
+    );
+    assert_eq!(info["Containers"], 0);
+    let mem: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert_eq!(info["MemTotal"], mem * 1024);
+}
+
+fn docker_py() {
+    let d = daemon();
+    let out = d.python(
+        r#"
+import docker, json
+import os
+for v in ["auto", "1.41"]:
+    c = docker.from_env(version=v)
+    assert c.ping() is True
+    ver = c.version()
+    info = c.info()
+    print(json.dumps([v, c.api.api_version, ver["ApiVersion"], info["DockerRootDir"], info["ID"]]))
+try:
+    docker.APIClient(base_url=os.environ["DOCKER_HOST"], version="1.99").info()
+    print("no error")
+except docker.errors.APIError as e:
+    print(json.dumps([e.status_code, e.explanation]))
+"#,
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let root = d.dir().join("data");
+    assert_eq!(lines[0][0], "auto");
+    assert_eq!(lines[0][1], "1.44");
+    assert_eq!(lines[1][1], "1.41");
+    for l in &lines[..2] {
+        assert_eq!(l[2], "1.44");
+        assert_eq!(l[3], root.to_str().unwrap());
+        assert_eq!(l[4], lines[0][4]);
+    }
+    assert_eq!(lines[2][0], 400, "{out}");
+    assert!(lines[2][1].as_str().unwrap().contains("too new"), "{out}");
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Writes daemon.json and sends HUP; waits until the reload shows in the log.
+fn reload(d: &Refengd, json: &str) {
+    std::fs::write(d.dir().join("daemon.json"), json).unwrap();
+    let before = d.log().matches("configuration reloaded").count();
+    d.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.log().matches("configuration reloaded").count() == before {
+        assert!(Instant::now() < deadline, "no reload:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn events_window() {
+    let d = daemon();
+    let t0 = now_secs() - 1.0;
+    reload(d, r#"{"labels":["tier=test"]}"#);
+    reload(d, r#"{"labels":["tier=two"],"debug":true}"#);
+    let t1 = now_secs() + 0.5;
+    std::thread::sleep(Duration::from_millis(600));
+    // A past window: replayed from the log, and the stream ends at `until`.
+    let r = d.request("GET", &format!("/events?since={t0:.3}&until={t1:.3}"), None);
+    assert_eq!(r.status, 200);
+    let evs = r.json_lines();
+    let reloads: Vec<&Value> = evs.iter().filter(|e| e["Action"] == "reload").collect();
+    assert_eq!(reloads.len(), 2, "{evs:?}");
+    assert_eq!(reloads[0]["Type"], "daemon");
+    assert_eq!(reloads[0]["Actor"]["Attributes"]["labels"], "[tier=test]");
+    assert_eq!(reloads[1]["Actor"]["Attributes"]["labels"], "[tier=two]");
+    assert_eq!(reloads[1]["Actor"]["Attributes"]["debug"], "true");
+    assert_eq!(reloads[0]["scope"], "local");
+    assert!(reloads[0].get("status").is_none());
+    let info = d.request("GET", "/info", None).json();
+    assert_eq!(info["Labels"], serde_json::json!(["tier=two"]));
+    assert_eq!(info["Debug"], true);
+    assert_eq!(reloads[0]["Actor"]["ID"], info["ID"]);
+    // Filters select; unknown ones and bad windows are a 400.
+    let f = |json: &str| {
+        let q: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
+        d.request(
+            "GET",
+            &format!("/events?since={t0:.3}&until={t1:.3}&filters={q}"),
+            None,
+        )
+    };
+    assert_eq!(f(r#"{"type":["container"]}"#).json_lines().len(), 0);
+    assert_eq!(
+        f(r#"{"type":["daemon"],"event":["reload"]}"#)
+            .json_lines()
+            .len(),
+        2
+    );
+    let r = f(r#"{"bogus":["x"]}"#);
+    assert_eq!(
+        (r.status, r.json()["message"].clone()),
+        (400, "invalid filter 'bogus'".into())
+    );
+    assert_eq!(f("{").status, 400);
+    let r = d.request("GET", "/events?since=10&until=5", None);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["message"],
+        "`since` time (10) cannot be after `until` time (5)"
+    );
+    assert_eq!(d.request("GET", "/events?since=soon", None).status, 400);
+    // Relative forms, as the CLI's `--since 1m`.
+    let r = d.request("GET", "/events?since=1m&until=0s", None);
+    assert!(r.status == 200 || r.status == 400, "{}", r.text());
+    reload(d, "{}");
+}
+
+fn docker_events_live() {
+    let d = daemon();
+    let mut child = d
+        .docker_cmd(&[
+            "events",
+            "--filter",
+            "type=daemon",
+            "--format",
+            "{{json .}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The CLI is subscribed once the daemon counts a listener.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.request("GET", "/info", None).json()["NEventsListener"] == 0 {
+        assert!(Instant::now() < deadline, "docker events did not subscribe");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reload(d, r#"{"labels":["live=1"]}"#);
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("an event line").unwrap();
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["Action"], "reload");
+    assert_eq!(ev["Actor"]["Attributes"]["labels"], "[live=1]");
+    reload(d, "{}");
+}
+
+fn daemon_json_refused() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let json = dir.path().join("daemon.json");
+    let run = |text: &str| {
+        std::fs::write(&json, text).unwrap();
+        // Other directories, so nothing of the shared daemon is touched.
+        let out = std::process::Command::new(engine_support::REFENGD)
+            .args(["-H", &format!("unix://{}/x.sock", dir.path().display())])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--config-file")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(r#"{"storage-driver":"overlay2","registry-mirrors":[]}"#);
+    assert!(!ok);
+    assert!(
+        err.contains("the following directives don't match any configuration option")
+            && err.contains("storage-driver")
+            && err.contains("registry-mirrors"),
+        "{err}"
+    );
+    let (ok, err) = run(r#"{"log-driver":"syslog"}"#);
+    assert!(!ok && err.contains("syslog"), "{err}");
+    assert!(!dir.path().join("x.sock").exists());
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn containerd_restarted() {
+    let d = daemon();
+    let old = d.containerd_pid().expect("supervised containerd pid");
+    kill(old, Signal::SIGKILL).unwrap();
+    wait_until("a new refeng-containerd", Duration::from_secs(20), || {
+        d.containerd_pid().is_some_and(|p| p != old)
+    });
+    wait_until(
+        "/version through the new one",
+        Duration::from_secs(20),
+        || d.request("GET", "/version", None).status == 200,
+    );
+    let r = d.request("GET", "/info", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn adopts_containerd() {
+    let d = Refengd::start();
+    let before = d.containerd_pid().unwrap();
+    d.restart(&Options::default());
+    assert_eq!(d.containerd_pid(), Some(before), "{}", d.log());
+    assert!(d.log().contains("adopting the running refeng-containerd"));
+    assert_eq!(d.request("GET", "/version", None).status, 200);
+    // A TERM stops refengd and its containerd, and removes the pidfiles and socket.
+    d.signal(Signal::SIGTERM);
+    wait_until("refeng-containerd to stop", Duration::from_secs(20), || {
+        kill(before, None).is_err()
+            || std::fs::read_to_string(format!("/proc/{before}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    let status = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("refengd exits on TERM");
+    assert!(status.success(), "{status}");
+    assert!(!d.socket().exists());
+    assert!(!d.dir().join("exec/refengd.pid").exists());
+    assert!(!d.dir().join("exec/containerd/containerd.pid").exists());
+}
+
+fn real_containerd() {
+    use containerd_support::{Daemon, Peer};
+    let ctd = Daemon::start(Peer::Containerd);
+    let d = Refengd::start_with(Options {
+        containerd: Some(ctd.socket()),
+        ..Options::default()
+    });
+    assert!(d.containerd_pid().is_none(), "nothing is supervised");
+    let v = d.request("GET", "/version", None).json();
+    let c = v["Components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "containerd")
+        .unwrap()
+        .clone();
+    assert!(c["Version"].as_str().unwrap().starts_with("1.6"), "{c}");
+    let out = d.docker(&["info", "--format", "{{.Images}} {{.ContainerdCommit.ID}}"]);
+    assert!(out.starts_with("0 "), "{out}");
+    let py =
+        d.python("import docker; print(docker.from_env(version='auto').version()['ApiVersion'])");
+    assert_eq!(py.trim(), "1.44");
+}
+
+/// The same requests to a private dockerd (20.10: API 1.41) and to refengd: status codes,
+/// error bodies and the ping headers must agree. Known differences are asserted as such.
+fn differential() {
+    let dockerd = peers::dockerd::Dockerd::start();
+    let d = daemon();
+    let sock = dockerd.dir().join("docker.sock");
+    let cases: &[(&str, &str)] = &[
+        ("GET", "/_ping"),
+        ("HEAD", "/_ping"),
+        ("GET", "/v1.41/_ping"),
+        ("POST", "/_ping"),
+        ("GET", "/nope"),
+        ("DELETE", "/v1.41/info"),
+        ("GET", "/vx/info"),
+        ("GET", "/v1.41/version"),
+        ("GET", "/v1.41/info"),
+        ("GET", "/v1.41/events?since=10&until=5"),
+        ("GET", "/v1.41/events?since=1&until=2"),
+    ];
+    for (m, p) in cases {
+        let want = engine_support::try_request(&sock, m, p, &[], None).unwrap();
+        let got = d.request(m, p, None);
+        assert_eq!(
+            got.status,
+            want.status,
+            "{m} {p}: {} vs dockerd {}",
+            got.text(),
+            want.text()
+        );
+        if want.status >= 400 {
+            assert_eq!(got.json(), want.json(), "{m} {p}");
+        }
+        for h in [
+            "Content-Type",
+            "Cache-Control",
+            "Pragma",
+            "Ostype",
+            "Docker-Experimental",
+        ] {
+            assert_eq!(got.header(h), want.header(h), "{m} {p}: header {h}");
+        }
+        if *p == "/_ping" && *m == "GET" {
+            assert_eq!(got.body, want.body);
+        }
+        if p.ends_with("/info") && want.status == 200 {
+            let (g, w) = (got.json(), want.json());
+            for k in [
+                "NCPU",
+                "MemTotal",
+                "OSType",
+                "Architecture",
+                "KernelVersion",
+                "OperatingSystem",
+                "OSVersion",
+                "CgroupVersion",
+                "CgroupDriver",
+                "IndexServerAddress",
+                "Name",
+                "MemoryLimit",
+                "SwapLimit",
+                "CpuCfsQuota",
+                "CPUShares",
+                "CPUSet",
+                "PidsLimit",
+                "Containers",
+                "Images",
+            ] {
+                assert_eq!(g[k], w[k], "/info {k}");
+            }
+        }
+    }
+    // Too-new versions: the same 400 and wording, with each daemon's own maximum.
+    let want = engine_support::try_request(&sock, "GET", "/v1.99/info", &[], None).unwrap();
+    let got = d.request("GET", "/v1.99/info", None);
+    assert_eq!((got.status, want.status), (400, 400));
+    assert_eq!(
+        got.json()["message"]
+            .as_str()
+            .unwrap()
+            .replace("1.44", "MAX"),
+        want.json()["message"]
+            .as_str()
+            .unwrap()
+            .replace("1.41", "MAX")
+    );
+}
