@@ -9,7 +9,7 @@
 # inside `unshare -m` with that mount removed. That wrapper costs time of its own, so it is timed
 # alone as well and subtracted before the crun ratio is taken (the raw numbers are printed too).
 #
-# Usage: bash benches/side_by_side.sh [RUNS]      (default 100 runs each, 10 warm-up runs)
+# Usage: bash benches/side_by_side.sh [RUNS]      (default 100 runs each, in ROUNDS=5 rounds)
 #        REFENG_RUNTIME=/path/to/runtime ...       (time that binary in refeng-runc's place, no build)
 set -euo pipefail
 
@@ -62,11 +62,23 @@ for c in "$cmd_refeng" "$cmd_runc" "$cmd_crun"; do
   sh -c "$c" </dev/null || { echo "side_by_side: failed: $c" >&2; exit 1; }
 done
 
-hyperfine --runs "$runs" --warmup 10 -N --export-csv "$work/times.csv" \
-  -n refeng-runc "$cmd_refeng" \
-  -n runc "$cmd_runc" \
-  -n crun "$cmd_crun" \
-  -n crun-wrapper-alone "$cmd_wrap"
+# hyperfine times one command after the other, so on a shared machine a change of load between
+# two blocks of runs shows up as a difference between runtimes. The runs are therefore split into
+# ROUNDS rounds (default 5), each timing every command, in reverse order every other round, and a
+# runtime's mean is the mean over all its runs.
+rounds=${ROUNDS:-5}
+per_round=$(( (runs + rounds - 1) / rounds ))
+: > "$work/times.csv"
+for round in $(seq 1 "$rounds"); do
+  set -- -n refeng-runc "$cmd_refeng" -n runc "$cmd_runc" -n crun "$cmd_crun" -n crun-wrapper-alone "$cmd_wrap"
+  if (( round % 2 == 0 )); then
+    set -- -n crun-wrapper-alone "$cmd_wrap" -n crun "$cmd_crun" -n runc "$cmd_runc" -n refeng-runc "$cmd_refeng"
+  fi
+  warmup=$(( round == 1 ? 10 : 2 ))
+  echo "side_by_side: round $round of $rounds ($per_round runs each), load $(cut -d' ' -f1 /proc/loadavg)"
+  hyperfine --runs "$per_round" --warmup "$warmup" -N --style none --export-csv "$work/round.csv" "$@" >/dev/null
+  tail -n +2 "$work/round.csv" >> "$work/times.csv"
+done
 
 peak_rss_kib() { # the largest max-RSS among the command and the children it waited for
   /usr/bin/time -v sh -c "$1" </dev/null 2>&1 >/dev/null | awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}'
@@ -75,8 +87,8 @@ rss_refeng=$(peak_rss_kib "$cmd_refeng")
 rss_runc=$(peak_rss_kib "$cmd_runc")
 rss_crun=$(peak_rss_kib "$cmd_crun")
 
-# hyperfine's CSV: command,mean,stddev,median,user,system,min,max (seconds).
-mean() { awk -F, -v n="$1" '$1 == n {print $2}' "$work/times.csv"; }
+# hyperfine's CSV: command,mean,stddev,median,user,system,min,max (seconds); one line per round.
+mean() { awk -F, -v n="$1" '$1 == n {s += $2; c++} END {print s / c}' "$work/times.csv"; }
 t_refeng=$(mean refeng-runc); t_runc=$(mean runc); t_crun=$(mean crun); t_wrap=$(mean crun-wrapper-alone)
 
 awk -v r="$t_refeng" -v u="$t_runc" -v c="$t_crun" -v w="$t_wrap" \

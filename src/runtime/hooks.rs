@@ -173,3 +173,16 @@ fn run_one(point: HookPoint, hook: &Hook, stdin: &[u8]) -> Result<(), HookError>
         stderr,
     })
 }
+
+/// Whether `spec` has hooks that run in the runtime's namespace while init waits (runtime-spec
+/// "Lifecycle" step 4: prestart, deprecated, and createRuntime). Without any, init does not stop
+/// for them.
+#[must_use]
+pub fn has_runtime_namespace_hooks(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        #[allow(deprecated)]
+        let prestart = h.prestart();
+        prestart.as_ref().is_some_and(|l| !l.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|l| !l.is_empty())
+    })
+}

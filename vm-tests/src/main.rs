@@ -36,6 +36,13 @@ struct Cli {
     #[arg(long = "suite")]
     suites: Vec<String>,
 
+    /// A script to run in the guest with bash, after the suites, from the project root: the
+    /// path and its arguments in one value (`--script 'benches/side_by_side.sh 30'`). Its output
+    /// goes to the console; a non-zero exit fails the run. Given without `--suite`, the guest
+    /// runs the scripts only. Repeatable.
+    #[arg(long = "script")]
+    scripts: Vec<String>,
+
     /// Extra environment for the suites, e.g. `PROPTEST_CASES=8`.
     #[arg(long = "env", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -109,7 +116,10 @@ fn host(cli: &Cli) -> Result<bool> {
 
     let kernel = kernel::ensure(&cache)?;
     let initramfs = initramfs::build(&cache, &kernel, &cli.busybox)?;
-    let built = suites::build(&project, &cli.suites, &cli.libtest_args)?;
+    let mut built = suites::build(&project, &cli.suites, &cli.libtest_args)?;
+    if !cli.scripts.is_empty() && cli.suites.is_empty() {
+        built.suites.clear();
+    }
     let agent = std::env::current_exe()?.canonicalize()?;
     for path in built
         .suites
@@ -123,6 +133,20 @@ fn host(cli: &Cli) -> Result<bool> {
             path.display(),
             project.display()
         );
+    }
+    for script in &cli.scripts {
+        let mut words = script.split_whitespace().map(str::to_owned);
+        let path = words.next().context("--script needs a path")?;
+        anyhow::ensure!(
+            project.join(&path).is_file(),
+            "--script {path}: no such file in {}",
+            project.display()
+        );
+        built.suites.push(plan::Suite {
+            name: format!("script {path}"),
+            path: PathBuf::from("/bin/bash"),
+            args: std::iter::once(path).chain(words).collect(),
+        });
     }
     let accel = qemu::choose_accel(
         cli.accel,

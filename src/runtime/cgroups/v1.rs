@@ -88,7 +88,7 @@ impl Placement<'_> {
 impl Hierarchies {
     /// Reads the calling process's mount table.
     pub fn discover() -> Result<Self, CgroupError> {
-        let hierarchies = Self::from_mounts(&mountinfo::read(None)?);
+        let hierarchies = Self::from_mounts(&mountinfo::read_self_cached()?);
         if hierarchies.list.iter().all(|h| h.controllers.is_empty()) {
             return Err(CgroupError::NoHierarchy {
                 mountinfo: PathBuf::from("/proc/self/mountinfo"),

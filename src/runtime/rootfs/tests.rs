@@ -167,9 +167,8 @@ fn default_spec_builds_a_runc_like_rootfs() {
         crate::sys::kernel_files::mountinfo::read(None)
             .unwrap()
             .into_iter()
-            .filter(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
+            .rfind(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
             .map(|m| m.super_options)
-            .last()
     };
     let options_before = host_cgroup_options();
     run_container(Spec::default(), bundle.ctx(), move || {

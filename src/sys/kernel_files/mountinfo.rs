@@ -172,6 +172,93 @@ pub fn read(pid: Option<u32>) -> Result<Vec<MountInfo>, KernelFileError> {
     read_parsed(&path, parse)
 }
 
+/// The calling process's mount table as last read by [`read_self_cached`].
+#[derive(Debug)]
+struct Cached {
+    pid: u32,
+    /// Inode of the mount namespace it was read in.
+    namespace: u64,
+    /// `/proc/self/mountinfo`, open since that read: its poll(2) says whether the table changed.
+    file: std::fs::File,
+    mounts: std::sync::Arc<Vec<MountInfo>>,
+}
+
+static CACHE: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+
+/// `/proc/self/mountinfo`, parsed, read again only when the mount table may have changed.
+///
+/// A `create` looks at the cgroup hierarchies several times (resolve, create, enter) and
+/// `delete` again; reading and parsing the table each time was ~3% of the CPU time of a
+/// container start (benches/README.md). The kernel tells a reader of mountinfo when the table
+/// changed: poll(2) on the open file reports POLLPRI once the namespace's mounts changed since
+/// the file was opened or last polled (fs/proc_namespace.c `mounts_poll`). So the file stays
+/// open after a read, and a later call polls it (zero timeout) and returns the parsed table
+/// again when nothing happened. The table belongs to the process and mount namespace that read
+/// it: a forked child or a process in another mount namespace reads afresh.
+///
+/// # Errors
+/// As [`read`].
+pub fn read_self_cached() -> Result<std::sync::Arc<Vec<MountInfo>>, KernelFileError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::MetadataExt;
+    let path = Path::new("/proc/self/mountinfo");
+    let io_err = |source| KernelFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let pid = std::process::id();
+    let namespace = std::fs::metadata("/proc/self/ns/mnt")
+        .map_err(io_err)?
+        .ino();
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(c) = cache
+        .as_ref()
+        .filter(|c| c.pid == pid && c.namespace == namespace)
+    {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&c.file),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        let changed = match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(_) => fds[0].revents().is_none_or(|r| {
+                r.intersects(nix::poll::PollFlags::POLLPRI | nix::poll::PollFlags::POLLERR)
+            }),
+            Err(_) => true,
+        };
+        if !changed {
+            return Ok(c.mounts.clone());
+        }
+    }
+    // The file is opened before it is read: a change in between is reported by the next poll.
+    let mut file = match cache
+        .take()
+        .filter(|c| c.pid == pid && c.namespace == namespace)
+    {
+        Some(c) => {
+            let mut f = c.file;
+            f.rewind().map_err(io_err)?;
+            f
+        }
+        None => std::fs::File::open(path).map_err(io_err)?,
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err)?;
+    let mounts =
+        std::sync::Arc::new(parse(&bytes).map_err(|source| KernelFileError::Malformed {
+            path: path.to_path_buf(),
+            source,
+        })?);
+    *cache = Some(Cached {
+        pid,
+        namespace,
+        file,
+        mounts: mounts.clone(),
+    });
+    Ok(mounts)
+}
+
 /// The mount visible at exactly `path`: the last one stacked there.
 #[must_use]
 pub fn at<'m>(mounts: &'m [MountInfo], path: &Path) -> Option<&'m MountInfo> {
@@ -353,5 +440,39 @@ mod tests {
     fn own_mountinfo_reads() {
         let mounts = read(None).unwrap();
         assert!(at(&mounts, Path::new("/proc")).is_some_and(|m| m.fs_type == "proc"));
+    }
+
+    /// The cached table is read afresh once something is mounted (a tmpfs on a fresh
+    /// directory, unmounted at once) and once it is gone. (That an unchanged table is not read
+    /// again is not asserted: other tests of this binary mount and unmount in between.)
+    #[test]
+    fn the_cached_table_is_read_again_after_a_mount() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        read_self_cached().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let point = dir.path().canonicalize().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &point,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let after = read_self_cached();
+        nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        let after = after.unwrap();
+        assert!(
+            after.iter().any(|m| m.mount_point == point),
+            "the new mount at {} is in the table read after it",
+            point.display()
+        );
+        let gone = read_self_cached().unwrap();
+        assert!(
+            !gone.iter().any(|m| m.mount_point == point),
+            "and gone after the unmount"
+        );
     }
 }
