@@ -9,6 +9,7 @@ mod containerd_support;
 // containerd_support's archive module has its own copy for the image it builds.
 #[allow(clippy::duplicate_mod)]
 mod rootfs;
+mod shims;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -100,25 +101,7 @@ impl Scene {
 
     fn shim_pids(&self) -> Vec<i32> {
         let address = self.socket.to_string_lossy().into_owned();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.first().is_some_and(|a| a.contains("containerd-shim-"))
-                && args.contains(&address)
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        shims::serving(&address, "containerd-shim-")
     }
 }
 

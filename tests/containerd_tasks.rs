@@ -6,6 +6,7 @@
 //! containerd (for the runc shim) and busybox-static, which .ci/setup installs.
 
 mod rootfs;
+mod shims;
 
 use std::ffi::OsString;
 use std::os::unix::fs::symlink;
@@ -293,25 +294,7 @@ impl Env {
     /// The shims serving this test's daemon (their command line names its address).
     fn shim_pids(&self) -> Vec<i32> {
         let address = self.path().join("c.sock").to_string_lossy().into_owned();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.first().is_some_and(|a| a.contains("containerd-shim-"))
-                && args.contains(&address)
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        shims::serving(&address, "containerd-shim-")
     }
 }
 

@@ -7,6 +7,7 @@
 //! `containerd-shim-refeng-v2`, the name the tests find the serving shims by.
 
 mod rootfs;
+mod shims;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -215,27 +216,7 @@ impl Env {
     /// The shims serving this containerd (their command line names its socket).
     fn shim_pids(&self) -> Vec<i32> {
         let address = self.path().join("c.sock").to_string_lossy().into_owned();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args
-                .first()
-                .is_some_and(|a| a.ends_with("containerd-shim-refeng-v2"))
-                && args.contains(&address)
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        shims::serving(&address, "containerd-shim-refeng-v2")
     }
 
     /// Removes one task and container the way a user would.
