@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod image_archive;
 pub mod images;
 pub mod lifecycle;
 pub mod requests;

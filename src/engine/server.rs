@@ -217,6 +217,8 @@ enum Route {
     ImageHistory(String),
     ImageTag(String),
     ImageDelete(String),
+    ImagesLoad,
+    ImagesSave(Vec<String>),
 }
 
 /// The path segments between `images/` and a trailing `tail` (image names contain `/`).
@@ -262,6 +264,9 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::POST, ["images", "create"]) => Route::ImagesCreate,
         (&Method::GET, ["images", "json"]) => Route::ImagesList,
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
+        (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
+        (&Method::GET, ["images", "get"]) => Route::ImagesSave(Vec::new()),
+        (&Method::GET, [.., "get"]) => Route::ImagesSave(vec![image_name(segments, Some("get"))?]),
         (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
         (&Method::GET, [.., "history"]) => {
             Route::ImageHistory(image_name(segments, Some("history"))?)
@@ -346,6 +351,23 @@ async fn dispatch(
             StatusCode::OK,
             &engine.image_delete(&name, query.bool("force")).await?,
         )),
+        Route::ImagesLoad => {
+            let quiet = query.bool("quiet");
+            let answer = engine.images_load(req.into_body(), quiet).await?;
+            let mut r = Response::new(full(answer));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        Route::ImagesSave(mut names) => {
+            if names.is_empty() {
+                names = super::image_archive::query_all(req.uri().query(), "names");
+            }
+            let rx = engine.images_save(&names).await?;
+            Ok(streamed(rx, "application/x-tar"))
+        }
     }
 }
 
@@ -394,6 +416,16 @@ async fn images_create(
         HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// A streamed answer of `content_type` from a channel of chunks.
+fn streamed(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<Body> {
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 fn ping(method: &Method) -> Response<Body> {

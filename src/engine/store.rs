@@ -121,6 +121,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Content.Read of a whole blob of any size, each chunk handed to `sink` as it comes.
+    /// Returns the bytes read.
+    ///
+    /// # Errors
+    /// `NotFound` when absent; the call's failures; `Internal` when `sink` fails.
+    pub async fn read_with(
+        &self,
+        digest: &str,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ApiError> {
+        let mut stream = ContentClient::new(self.backend.channel())
+            .read(self.req(
+                ReadContentRequest {
+                    digest: digest.into(),
+                    offset: 0,
+                    size: 0,
+                },
+                None,
+            ))
+            .await
+            .map_err(|s| ApiError::from_grpc(&format!("reading {digest}"), &s))?
+            .into_inner();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| ApiError::from_grpc(&format!("reading {digest}"), &s))?;
+            sink(&chunk.data).map_err(|e| ApiError::internal(&format!("copying {digest}"), e))?;
+            total += chunk.data.len() as u64;
+        }
+        Ok(total)
+    }
+
     /// Writes the blob `digest` of `size` bytes from `file` with Content.Write (continuing an
     /// earlier partial write of the same ref) and commits it with `labels`, under `lease`.
     ///

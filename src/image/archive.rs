@@ -179,10 +179,14 @@ impl Files {
             return Ok(());
         }
         let expected = blob_name(path);
-        let is_blob = expected.is_some()
-            || path.ends_with("layer.tar")
-            || (path.ends_with(".json") && !path.contains('/'));
-        if !is_blob {
+        // Any other file may be what manifest.json names: `<id>/layer.tar` in docker's legacy
+        // layout, `<hex>.tar` and `<hex>.json` in skopeo's docker-archive, `blobs/...` in
+        // the OCI one. Only the legacy per-layer metadata (`<id>/json`, `<id>/VERSION`) is
+        // never named, and is skipped.
+        let legacy_metadata = path.contains('/')
+            && expected.is_none()
+            && (path.ends_with("/json") || path.ends_with("/VERSION"));
+        if legacy_metadata {
             io::copy(&mut data.take(size), &mut io::sink()).map_err(io_err(path))?;
             return Ok(());
         }
@@ -783,4 +787,46 @@ pub fn export_docker<W: Write>(
     })?;
     sink.file("repositories", r.len() as u64, &r[..])?;
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(b: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut e = Entry::new(path, Kind::File);
+        e.size = data.len() as u64;
+        b.append(&e, data).unwrap();
+    }
+
+    /// skopeo's docker-archive names its blobs `<hex>.tar` and `<hex>.json` at the top.
+    #[test]
+    fn skopeo_docker_archives_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(dir.path().join("c"), Default::default()).unwrap();
+        let mut layer = Builder::new(Vec::new());
+        file(&mut layer, "etc/marker", b"hi\n");
+        let layer = layer.finish().unwrap();
+        let diff_id = Digest::sha256(&layer);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}}))
+        .unwrap();
+        let cfg = Digest::sha256(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": format!("{}.json", cfg.hex()),
+            "RepoTags": ["sk/bb:2"],
+            "Layers": [format!("{}.tar", diff_id.hex())]}]))
+        .unwrap();
+        let mut b = Builder::new(Vec::new());
+        file(&mut b, &format!("{}.tar", diff_id.hex()), &layer);
+        file(&mut b, &format!("{}.json", cfg.hex()), &config);
+        file(&mut b, "manifest.json", &manifest);
+        file(&mut b, "repositories", b"{}");
+        let tar = b.finish().unwrap();
+        let imported = import_tar(&content, &tar[..]).unwrap();
+        assert_eq!(imported.len(), 1);
+        assert_eq!(imported[0].name, "sk/bb:2");
+        assert_eq!(manifest_config(&content, &imported[0].target).unwrap(), cfg);
+    }
 }
