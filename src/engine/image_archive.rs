@@ -127,12 +127,12 @@ impl Write for ChunkWriter {
 
 /// A staging store's directory, removed when dropped (also when a request fails half-way or
 /// its task is cancelled).
-struct Staging {
+pub(super) struct Staging {
     dir: PathBuf,
 }
 
 impl Staging {
-    fn new(engine: &Engine, purpose: &str) -> Staging {
+    pub(super) fn new(engine: &Engine, purpose: &str) -> Staging {
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         Staging {
             dir: engine.config().data_root.join("tmp").join(format!(
@@ -143,7 +143,7 @@ impl Staging {
         }
     }
 
-    fn open(&self) -> Result<ContentStore, ApiError> {
+    pub(super) fn open(&self) -> Result<ContentStore, ApiError> {
         ContentStore::open(&self.dir, Limits::default())
             .map_err(|e| ApiError::internal("opening the staging store", error_chain(&e)))
     }
@@ -356,7 +356,7 @@ impl Engine {
 
     /// Copies `d` and what it reaches (an index's manifests that containerd has, a manifest's
     /// config and layers) from containerd into `staging`.
-    async fn copy_out(
+    pub(super) async fn copy_out(
         &self,
         staging: &ContentStore,
         d: &Descriptor,

@@ -1032,7 +1032,9 @@ pub(super) async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
         return;
     }
     let mut v = ev.to_json_message();
-    if let ProgressEvent::Downloading { current, total, .. } = ev {
+    if let ProgressEvent::Downloading { current, total, .. }
+    | ProgressEvent::Pushing { current, total, .. } = ev
+    {
         v["progress"] = json!(progress_bar(*current, *total));
     }
     if v.get("progressDetail").is_none() {

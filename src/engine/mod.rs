@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod filters;
 pub mod image_archive;
+pub mod image_push;
 pub mod images;
 pub mod lifecycle;
 pub mod requests;

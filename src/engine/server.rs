@@ -219,6 +219,8 @@ enum Route {
     ImageDelete(String),
     ImagesLoad,
     ImagesSave(Vec<String>),
+    ImagePush(String),
+    Auth,
 }
 
 /// The path segments between `images/` and a trailing `tail` (image names contain `/`).
@@ -265,6 +267,8 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::GET, ["images", "json"]) => Route::ImagesList,
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
         (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
+        (&Method::POST, ["auth"]) => Route::Auth,
+        (&Method::POST, [.., "push"]) => Route::ImagePush(image_name(segments, Some("push"))?),
         (&Method::GET, ["images", "get"]) => Route::ImagesSave(Vec::new()),
         (&Method::GET, [.., "get"]) => Route::ImagesSave(vec![image_name(segments, Some("get"))?]),
         (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
@@ -368,6 +372,17 @@ async fn dispatch(
             let rx = engine.images_save(&names).await?;
             Ok(streamed(rx, "application/x-tar"))
         }
+        Route::ImagePush(name) => {
+            let credentials = super::auth::decode(registry_auth(&req))?;
+            let rx = engine
+                .image_push(&name, query.get("tag").unwrap_or(""), credentials)
+                .await?;
+            Ok(streamed(rx, "application/json"))
+        }
+        Route::Auth => {
+            let body = read_body(req, MAX_SMALL_BODY).await?;
+            Ok(json(StatusCode::OK, &engine.auth(&body).await?))
+        }
     }
 }
 
@@ -394,12 +409,7 @@ async fn images_create(
             "fromImage or fromSrc is required".into(),
         ));
     };
-    let auth = req
-        .headers()
-        .get("X-Registry-Auth")
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-        .unwrap_or("");
-    let credentials = super::auth::decode(auth)?;
+    let credentials = super::auth::decode(registry_auth(req))?;
     let rx = engine
         .pull(
             image,
@@ -416,6 +426,27 @@ async fn images_create(
         HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// The largest JSON body read whole (`POST /auth`).
+const MAX_SMALL_BODY: usize = 1 << 20;
+
+/// The `X-Registry-Auth` header's text (a value that is not text is refused by its decoder).
+fn registry_auth(req: &Request) -> &str {
+    req.headers()
+        .get("X-Registry-Auth")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .unwrap_or("")
+}
+
+/// The whole body of a request, refused with a 400 beyond `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    limited
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))
 }
 
 /// A streamed answer of `content_type` from a channel of chunks.
