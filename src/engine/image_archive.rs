@@ -39,6 +39,8 @@ use crate::image::tar::Builder;
 
 /// Bytes per chunk of a save's response.
 const SAVE_CHUNK: usize = 256 << 10;
+/// How much of a refused request's body is read (and dropped) before the connection is cut.
+const MAX_DRAIN: usize = 1 << 30;
 /// How deep an index may nest when an image is copied out of containerd.
 const MAX_NESTING: usize = 4;
 
@@ -72,16 +74,24 @@ impl Read for BodyReader {
     }
 }
 
-/// Starts copying `body` into a [`BodyReader`].
+/// Starts copying `body` into a [`BodyReader`]. When the reader is dropped before the end
+/// (the request was refused), the rest is read and dropped, up to [`MAX_DRAIN`] bytes, so that
+/// the client gets the answer rather than a broken pipe while it still sends.
 pub(super) fn body_reader(mut body: Incoming) -> BodyReader {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(16);
     tokio::spawn(async move {
+        let mut drained = 0usize;
         loop {
             match body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        if tx.send(Ok(data)).await.is_err() {
-                            return;
+                        if tx.is_closed() {
+                            drained += data.len();
+                            if drained > MAX_DRAIN {
+                                return;
+                            }
+                        } else if tx.send(Ok(data)).await.is_err() {
+                            continue;
                         }
                     }
                 }

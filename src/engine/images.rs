@@ -405,13 +405,22 @@ impl Engine {
             "Volumes": field("Volumes", Value::Null),
             "WorkingDir": field("WorkingDir", json!("")),
             "Entrypoint": field("Entrypoint", Value::Null),
-            "OnBuild": Value::Null,
+            "OnBuild": field("OnBuild", Value::Null),
             "Labels": field("Labels", Value::Null),
             "StopSignal": field("StopSignal", Value::Null),
+            "Healthcheck": field("Healthcheck", Value::Null),
+            "ArgsEscaped": field("ArgsEscaped", Value::Null),
+            "Shell": field("Shell", Value::Null),
         });
         let mut config = config;
         if let Value::Object(m) = &mut config {
-            m.retain(|k, v| !(k == "ExposedPorts" || k == "StopSignal") || !v.is_null());
+            // dockerd leaves these out when unset (`omitempty`).
+            m.retain(|k, v| {
+                !matches!(
+                    k.as_str(),
+                    "ExposedPorts" | "StopSignal" | "Healthcheck" | "ArgsEscaped" | "Shell"
+                ) || !(v.is_null() || *v == json!(false))
+            });
         }
         Ok(json!({
             "Id": r.id,

@@ -326,6 +326,24 @@ async fn dispatch(
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
         Route::Events => events_stream(engine, &query),
+        Route::ImagesCreate if query.get("fromSrc").is_some_and(|s| !s.is_empty()) => {
+            let changes = super::image_archive::query_all(req.uri().query(), "changes");
+            let import = super::image_import::ImportRequest {
+                src: query.get("fromSrc").unwrap_or("").to_string(),
+                repo: query.get("repo").unwrap_or("").to_string(),
+                tag: query.get("tag").unwrap_or("").to_string(),
+                changes,
+                message: query.get("message").unwrap_or("").to_string(),
+                platform: query.get("platform").unwrap_or("").to_string(),
+            };
+            let answer = engine.image_import(req.into_body(), import).await?;
+            let mut r = Response::new(full(answer));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
         Route::ImagesCreate => images_create(engine, &query, &req).await,
         Route::ImagesPrune => Ok(json(
             StatusCode::OK,
@@ -386,21 +404,16 @@ async fn dispatch(
     }
 }
 
-/// `POST /images/create`: a pull (`fromImage`); `fromSrc` imports come with their own change.
+/// `POST /images/create?fromImage=`: a pull (`fromSrc` imports are routed before).
 async fn images_create(
     engine: &Arc<Engine>,
     query: &Query,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    if query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::NotImplemented(
-            "fromSrc (docker import) is not implemented by refengd yet".into(),
-        ));
-    }
     for p in ["repo", "message", "changes"] {
         if query.get(p).is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::BadRequest(format!(
-                "{p} applies to fromSrc imports only, which refengd does not implement yet"
+                "{p} applies to fromSrc imports only"
             )));
         }
     }

@@ -483,6 +483,14 @@ pub struct RootfsImport {
     pub platform: Option<PlatformWanted>,
     /// `created` timestamp (RFC 3339); fixed input gives a reproducible image.
     pub created: Option<String>,
+    /// The whole `config` object (`Cmd`, `Env`, `Labels`, ...); when given, `cmd` and `env`
+    /// are not used.
+    pub config: Option<serde_json::Value>,
+    /// The image's `comment` and its history entry's (dockerd: the import message, else
+    /// `Imported from SRC`).
+    pub comment: Option<String>,
+    /// The history entry's `created_by`; `refeng import` when `None`, left out when empty.
+    pub created_by: Option<String>,
 }
 
 /// Builds a one-layer image from a root filesystem tarball (plain, gzip or zstd), like
@@ -508,13 +516,30 @@ pub fn import_rootfs<R: Read>(
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("rootfs"))?;
     let (diff_id, _) = hashing.finish();
     let p = opts.platform.clone().unwrap_or_else(PlatformWanted::host);
+    let config = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"Cmd": opts.cmd, "Env": opts.env}));
+    let comment = opts
+        .comment
+        .clone()
+        .unwrap_or_else(|| "Imported from tarball".into());
+    let mut history = serde_json::json!({"comment": comment});
+    match opts.created_by.as_deref() {
+        None => history["created_by"] = "refeng import".into(),
+        Some("") => {}
+        Some(by) => history["created_by"] = by.into(),
+    }
     let mut cfg = serde_json::json!({
         "architecture": p.architecture,
         "os": p.os,
-        "config": {"Cmd": opts.cmd, "Env": opts.env},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-        "history": [{"created_by": "refeng import", "comment": "Imported from tarball"}],
+        "history": [history],
     });
+    if opts.comment.is_some() {
+        cfg["comment"] = comment.into();
+    }
     if let Some(v) = &p.variant {
         cfg["variant"] = v.clone().into();
     }
