@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(archive_name("latest").unwrap(), None);
         let d = Digest::sha256(b"x").to_string();
         assert_eq!(archive_name(&d).unwrap(), None);
-        assert!(archive_name("UPPER/case:1").is_err());
+        assert!(archive_name("x/y:bad tag!").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod changes;
 pub mod config;
+pub mod df;
 pub mod error;
 pub mod events;
 pub mod filters;

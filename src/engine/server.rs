@@ -221,6 +221,7 @@ enum Route {
     ImagesSave(Vec<String>),
     ImagePush(String),
     Auth,
+    SystemDf,
 }
 
 /// The path segments between `images/` and a trailing `tail` (image names contain `/`).
@@ -268,6 +269,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
         (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
         (&Method::POST, ["auth"]) => Route::Auth,
+        (&Method::GET, ["system", "df"]) => Route::SystemDf,
         (&Method::POST, [.., "push"]) => Route::ImagePush(image_name(segments, Some("push"))?),
         (&Method::GET, ["images", "get"]) => Route::ImagesSave(Vec::new()),
         (&Method::GET, [.., "get"]) => Route::ImagesSave(vec![image_name(segments, Some("get"))?]),
@@ -396,6 +398,10 @@ async fn dispatch(
                 .image_push(&name, query.get("tag").unwrap_or(""), credentials)
                 .await?;
             Ok(streamed(rx, "application/json"))
+        }
+        Route::SystemDf => {
+            let types = super::image_archive::query_all(req.uri().query(), "type");
+            Ok(json(StatusCode::OK, &engine.system_df(&types).await?))
         }
         Route::Auth => {
             let body = read_body(req, MAX_SMALL_BODY).await?;
