@@ -378,12 +378,17 @@ async fn dispatch(
         Route::ImagesLoad => {
             let quiet = query.bool("quiet");
             let answer = engine.images_load(req.into_body(), quiet).await?;
-            let mut r = Response::new(full(answer));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(r)
+            // One chunk per JSON line, as dockerd streams them: docker-py decodes chunk by
+            // chunk.
+            let lines: Vec<Bytes> = answer
+                .split_inclusive(|b| *b == b'\n')
+                .map(Bytes::copy_from_slice)
+                .collect();
+            let (tx, rx) = mpsc::channel(lines.len().max(1));
+            for l in lines {
+                let _ = tx.try_send(l);
+            }
+            Ok(streamed(rx, "application/json"))
         }
         Route::ImagesSave(mut names) => {
             if names.is_empty() {
