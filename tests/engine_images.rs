@@ -10,11 +10,11 @@ mod engine_support;
 mod peers;
 mod registry_images;
 mod registry_support;
-mod rootfs;
 
 use std::path::Path;
 use std::sync::OnceLock;
 
+use containerd_support::archive::rootfs;
 use engine_support::{Options, Refengd};
 use refeng::image::content::{ContentStore, Limits};
 use refeng::image::digest::Digest;

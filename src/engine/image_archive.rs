@@ -401,7 +401,7 @@ impl Engine {
             }
             Document::Manifest(m) => {
                 for blob in std::iter::once(m.config()).chain(m.layers()) {
-                    self.copy_blob(staging, &blob.digest().to_string(), None)
+                    self.copy_blob(staging, blob.digest().as_ref(), None)
                         .await?;
                 }
             }
