@@ -618,8 +618,12 @@ impl Engine {
             BTreeMap::from([("name".to_string(), r.id.clone())]),
         ));
         out.push(json!({"Deleted": r.id}));
+        // Only the layers that went: one another image shares stays (the last delete was
+        // synchronous, so what is still there is still held).
         for chain in r.chain_ids.iter().rev() {
-            out.push(json!({"Deleted": chain}));
+            if !self.store().has_snapshot(chain).await? {
+                out.push(json!({"Deleted": chain}));
+            }
         }
         let mut seen = BTreeSet::new();
         out.retain(|v| seen.insert(v.to_string()));
