@@ -20,7 +20,7 @@ use refeng::image::content::{ContentStore, Limits};
 use refeng::image::digest::Digest;
 use refeng::image::registry::auth::{CredentialStore, Credentials};
 use refeng::image::registry::{Client, ClientConfig, NoProgress, Reference};
-use registry_support::RegistryServer;
+use registry_support::{RegistryServer, TokenServer};
 use serde_json::{json, Value};
 
 /// What the whole binary shares.
@@ -187,6 +187,7 @@ fn main() {
                 "push_and_login_against_a_basic_auth_registry",
                 &push_and_login_against_a_basic_auth_registry,
             ),
+            ("login_and_push_against_a_token_registry", &token_registry),
             (
                 "docker_py_load_save_push_import",
                 &docker_py_load_save_push_import,
@@ -1366,4 +1367,57 @@ print(json.dumps(out))
     assert_eq!(out[3], json!([["py/imp:1"]]));
     assert_eq!(out[4], true);
     d.docker(&["rmi", "py/imp:1"]);
+}
+
+/// Login and push against a registry behind a token server: /auth asks for a token with the
+/// credentials (a wrong password is a 401), and a push with X-Registry-Auth gets a push token.
+fn token_registry() {
+    let w = world();
+    let d = &w.refengd;
+    let tokens = TokenServer::builder()
+        .user("carol", "pw", &["*"])
+        .anonymous(&["pull"])
+        .start();
+    let reg = RegistryServer::token(&tokens);
+    let host = reg.host();
+    let login = |pw: &str| {
+        d.request(
+            "POST",
+            "/v1.44/auth",
+            Some(
+                json!({"username": "carol", "password": pw, "serveraddress": host})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        )
+    };
+    assert_eq!(login("nope").status, 401);
+    let ok = login("pw");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    d.docker(&["pull", "-q", &w.tool.reference]);
+    let dest = format!("{host}/team/tool:1");
+    d.docker(&["tag", &w.tool.reference, &dest]);
+    let auth = base64_auth("carol", "pw");
+    let r = d.request_with(
+        "POST",
+        &format!("/v1.44/images/{host}/team/tool/push?tag=1"),
+        &[("X-Registry-Auth", &auth)],
+        None,
+    );
+    let lines = r.json_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["aux"]["Digest"] == w.tool.manifest.to_string()),
+        "{lines:?}"
+    );
+    // Anonymous callers may pull but not push: the refusal is the stream's last line.
+    let r = d.request(
+        "POST",
+        &format!("/v1.44/images/{host}/team/tool/push?tag=1"),
+        None,
+    );
+    let last = r.json_lines().last().cloned().unwrap();
+    assert!(last.get("error").is_some(), "{last}");
+    d.docker(&["rmi", &dest]);
 }
