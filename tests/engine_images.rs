@@ -188,6 +188,7 @@ fn main() {
                 &push_and_login_against_a_basic_auth_registry,
             ),
             ("login_and_push_against_a_token_registry", &token_registry),
+            ("load_labels_content_containerd_already_has", &load_relabels),
             (
                 "docker_py_load_save_push_import",
                 &docker_py_load_save_push_import,
@@ -1420,4 +1421,72 @@ fn token_registry() {
     let last = r.json_lines().last().cloned().unwrap();
     assert!(last.get("error").is_some(), "{last}");
     d.docker(&["rmi", &dest]);
+}
+
+/// The bug behind "the loaded image vanished": a manifest containerd already had (here put
+/// there by `ctr content ingest`, without labels) was kept as it was, so after the load's
+/// lease ended the next collection took the config and layers it did not reference. Load now
+/// adds the missing `gc.ref` labels to blobs it finds in place.
+fn load_relabels() {
+    let w = world();
+    let d = &w.refengd;
+    let tar = busybox_tar("relabel");
+    d.docker(&["import", tar.to_str().unwrap(), "rl/img:1"]);
+    let saved = d.dir().join("relabel-saved.tar");
+    d.docker(&["save", "-o", saved.to_str().unwrap(), "rl/img:1"]);
+    let v = inspect_cli(d, "rl/img:1");
+    let id = v["Id"].as_str().unwrap().to_string();
+    let manifest = v["RepoDigests"][0]
+        .as_str()
+        .unwrap()
+        .split_once('@')
+        .unwrap()
+        .1
+        .to_string();
+    d.docker(&["rmi", "rl/img:1"]);
+    let sock = d.dir().join("exec/containerd/containerd.sock");
+    let ctr = |args: &[&str]| {
+        std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "moby"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let bytes = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&saved)
+        .arg("-O")
+        .arg(format!(
+            "blobs/sha256/{}",
+            manifest.trim_start_matches("sha256:")
+        ))
+        .output()
+        .unwrap()
+        .stdout;
+    let mut c = ctr(&["content", "ingest", "relabel-test"]);
+    {
+        use std::io::Write as _;
+        c.stdin.take().unwrap().write_all(&bytes).unwrap();
+    }
+    assert!(c.wait_with_output().unwrap().status.success());
+    d.docker(&["load", "-i", saved.to_str().unwrap()]);
+    // A synchronous collection: another image's last name goes.
+    d.docker(&["import", tar.to_str().unwrap(), "rl/other:1"]);
+    d.docker(&["rmi", "rl/other:1"]);
+    assert_eq!(inspect_cli(d, "rl/img:1")["Id"], id);
+    let out = ctr(&["content", "ls"]).wait_with_output().unwrap();
+    let ls = String::from_utf8_lossy(&out.stdout);
+    let line = ls.lines().find(|l| l.starts_with(&manifest)).unwrap();
+    assert!(
+        line.contains(&format!("containerd.io/gc.ref.content.config={id}")),
+        "{line}"
+    );
+    let again = d.dir().join("relabel-again.tar");
+    d.docker(&["save", "-o", again.to_str().unwrap(), "rl/img:1"]);
+    d.docker(&["rmi", "rl/img:1"]);
 }

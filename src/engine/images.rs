@@ -902,9 +902,6 @@ impl Engine {
                 .map_err(|e| ApiError::internal("listing the staging store", e))?;
             for d in &blobs {
                 let digest = d.to_string();
-                if store.info(&digest).await?.is_some() {
-                    continue;
-                }
                 let info = staging
                     .info(d)
                     .map_err(|e| ApiError::internal("reading the staging store", e))?;
@@ -914,6 +911,22 @@ impl Engine {
                         format!("containerd.io/gc.ref.snapshot.{}", super::store::SNAPSHOTTER),
                         chain.clone(),
                     );
+                }
+                if let Some(have) = store.info(&digest).await? {
+                    // A blob containerd already has may lack the references this image needs
+                    // (written by another client, or by an import that labelled nothing):
+                    // without them the collector takes the config and layers once the lease
+                    // ends, and the image is left pointing at a manifest alone.
+                    let missing: HashMap<String, String> = labels
+                        .into_iter()
+                        .filter(|(k, v)| {
+                            k.starts_with("containerd.io/gc.ref.") && have.labels.get(k) != Some(v)
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        store.add_labels(&digest, missing).await?;
+                    }
+                    continue;
                 }
                 let file = tokio::fs::File::open(staging.blob_path(d))
                     .await

@@ -16,8 +16,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteImageRequest,
-    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, ListImagesRequest,
-    ReadContentRequest, UpdateImageRequest, WriteContentRequest,
+    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, Info as ContentInfo, InfoRequest,
+    ListImagesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use tokio::io::AsyncReadExt;
@@ -119,6 +119,34 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Sets `labels` on a blob containerd already has (Content.Update with one `labels.<key>`
+    /// path each, so its other labels stay).
+    ///
+    /// # Errors
+    /// The call's failures (`NotFound` when the blob went).
+    pub async fn add_labels(
+        &self,
+        digest: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        ContentClient::new(self.backend.channel())
+            .update(self.req(
+                UpdateRequest {
+                    info: Some(ContentInfo {
+                        digest: digest.into(),
+                        labels,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                },
+                None,
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("labelling {digest}"), &s))
     }
 
     /// Content.Read of a whole blob of any size, each chunk handed to `sink` as it comes.
