@@ -14,12 +14,13 @@ mod registry_support;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use containerd_support::archive::rootfs;
 use engine_support::{Options, Refengd};
 use refeng::image::content::{ContentStore, Limits};
 use refeng::image::digest::Digest;
 use refeng::image::registry::auth::{CredentialStore, Credentials};
 use refeng::image::registry::{Client, ClientConfig, NoProgress, Reference};
-use registry_support::RegistryServer;
+use registry_support::{RegistryServer, TokenServer};
 use serde_json::{json, Value};
 
 /// What the whole binary shares.
@@ -173,6 +174,25 @@ fn main() {
             ("image_events_tell_pull_tag_untag_delete", &image_events),
             ("images_work_over_the_real_containerd", &real_containerd),
             ("inspect_and_list_match_dockerd", &differential),
+            (
+                "load_and_save_interoperate_with_dockerd",
+                &load_and_save_interoperate_with_dockerd,
+            ),
+            (
+                "hostile_archives_are_refused_and_leave_nothing",
+                &hostile_archives_are_refused_and_leave_nothing,
+            ),
+            ("import_matches_dockerd", &import_matches_dockerd),
+            (
+                "push_and_login_against_a_basic_auth_registry",
+                &push_and_login_against_a_basic_auth_registry,
+            ),
+            ("login_and_push_against_a_token_registry", &token_registry),
+            ("load_labels_content_containerd_already_has", &load_relabels),
+            (
+                "docker_py_load_save_push_import",
+                &docker_py_load_save_push_import,
+            ),
         ],
         || {
             if let Some(w) = WORLD.get() {
@@ -735,9 +755,48 @@ fn real_containerd() {
         "ls",
     ]);
     assert_eq!(snaps.lines().count(), 3, "{snaps}");
+    // Save, remove, load back, import and push over the real containerd: the same content
+    // and the same garbage-collection labels work there.
+    let saved = d.dir().join("real.tar");
+    d.docker(&["save", "-o", saved.to_str().unwrap(), &w.app.reference]);
     d.docker(&["rmi", &w.app.reference]);
     let ls = ctd.ctr_ok(&["-n", "moby", "images", "ls", "-q"]);
     assert!(ls.trim().is_empty(), "{ls}");
+    let out = d.docker(&["load", "-i", saved.to_str().unwrap()]);
+    assert_eq!(out.trim(), format!("Loaded image: {}", w.app.reference));
+    // Collected content would show here: containerd's own GC ran when the image went.
+    let info = ctd.ctr_ok(&["-n", "moby", "content", "ls", "-q"]);
+    for d in [&w.app.manifest, &w.app.config] {
+        assert!(
+            info.lines().any(|l| l == d.to_string()),
+            "{d} missing: {info}"
+        );
+    }
+    assert_eq!(
+        inspect_cli(&d, &w.app.reference)["RootFS"]["Layers"],
+        json!(w.app.diff_ids)
+    );
+    let tar = busybox_tar("real");
+    d.docker(&[
+        "import",
+        "-c",
+        "ENV R=1",
+        tar.to_str().unwrap(),
+        "real/imp:1",
+    ]);
+    assert_eq!(
+        inspect_cli(&d, "real/imp:1")["Config"]["Env"],
+        json!(["R=1"])
+    );
+    let dest = format!("{}/real/imp:1", w.registry_host);
+    d.docker(&["tag", "real/imp:1", &dest]);
+    let out = d.docker(&["push", &dest]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    d.docker(&["rmi", &w.app.reference, "real/imp:1", &dest]);
+    let ls = ctd.ctr_ok(&["-n", "moby", "images", "ls", "-q"]);
+    assert!(ls.trim().is_empty(), "{ls}");
+    let leases = ctd.ctr_ok(&["-n", "moby", "leases", "ls", "-q"]);
+    assert!(leases.trim().is_empty(), "{leases}");
 }
 
 /// Normalises what differs by design between two daemons' answers for the same image: sizes
@@ -827,4 +886,607 @@ fn differential() {
     };
     assert_eq!(strip(&g), strip(&d));
     let _ = Path::new("/");
+}
+
+/// A busybox root filesystem with `/etc/marker` as a tarball under the shared refengd's
+/// directory (removed with it).
+fn busybox_tar(name: &str) -> std::path::PathBuf {
+    let w = world();
+    let dir = w.refengd.dir().join(format!("rootfs-{name}"));
+    rootfs::busybox(&dir);
+    std::fs::write(dir.join("etc/marker"), format!("{name}\n")).unwrap();
+    let tar = w.refengd.dir().join(format!("{name}.tar"));
+    rootfs::tar(&dir, &tar);
+    let _ = std::fs::remove_dir_all(&dir);
+    tar
+}
+
+fn inspect_cli(d: &Refengd, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&d.docker(&["image", "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// What containerd holds for refengd that a load or import could leave behind.
+fn leftovers(d: &Refengd) -> (String, Vec<std::path::PathBuf>) {
+    let sock = d.dir().join("exec/containerd/containerd.sock");
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "moby", "leases", "ls", "-q"])
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let staging: Vec<_> = std::fs::read_dir(d.dir().join("data/tmp"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        staging,
+    )
+}
+
+/// docker save of the real dockerd loads into refengd with the same id, layers and config;
+/// refengd's save loads into dockerd, which runs it; skopeo's docker-archive and OCI archive
+/// load too; what was loaded survives containerd's collection; docker system df counts it.
+fn load_and_save_interoperate_with_dockerd() {
+    let w = world();
+    let d = &w.refengd;
+    let tar = busybox_tar("interop");
+    let dockerd = peers::dockerd::Dockerd::start();
+    dockerd.docker(&[
+        "import",
+        "-c",
+        r#"CMD ["/bin/sh"]"#,
+        "-c",
+        "ENV A=1",
+        tar.to_str().unwrap(),
+        "io/bb:1",
+    ]);
+    let saved = d.dir().join("from-dockerd.tar");
+    dockerd.docker(&["save", "-o", saved.to_str().unwrap(), "io/bb:1"]);
+    let want: Value =
+        serde_json::from_str(&dockerd.docker(&["image", "inspect", "io/bb:1"])).unwrap();
+    let want = &want[0];
+    let out = d.docker(&["load", "-i", saved.to_str().unwrap()]);
+    assert_eq!(out.trim(), "Loaded image: io/bb:1");
+    let got = inspect_cli(d, "io/bb:1");
+    assert_eq!(got["Id"], want["Id"]);
+    assert_eq!(got["RootFS"], want["RootFS"]);
+    for k in ["Cmd", "Env", "Entrypoint", "WorkingDir", "User", "Labels"] {
+        assert_eq!(got["Config"][k], want["Config"][k], "Config.{k}");
+    }
+    assert_eq!(got["Created"], want["Created"]);
+    // The raw stream: progress per layer, then the name (quiet: the name only).
+    let body = std::fs::read(&saved).unwrap();
+    let r = d.request_with("POST", "/v1.44/images/load", &[], Some(&body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines = r.json_lines();
+    assert_eq!(lines[0]["status"], "Loading layer", "{lines:?}");
+    assert_eq!(lines.last().unwrap()["stream"], "Loaded image: io/bb:1\n");
+    let r = d.request_with("POST", "/v1.44/images/load?quiet=1", &[], Some(&body));
+    assert_eq!(
+        r.json_lines(),
+        vec![json!({"stream": "Loaded image: io/bb:1\n"})]
+    );
+    // skopeo's docker-archive (blobs as <hex>.tar) and an OCI archive with a gzip wrapper.
+    let sk = d.dir().join("skopeo.tar");
+    let oci = d.dir().join("oci.tar");
+    for (src, dst) in [
+        (
+            format!("docker-archive:{}", saved.display()),
+            format!("docker-archive:{}:io/sk:2", sk.display()),
+        ),
+        (
+            format!("docker-archive:{}", saved.display()),
+            format!("oci-archive:{}:io/oci:3", oci.display()),
+        ),
+    ] {
+        let o = std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", &src, &dst])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(
+        d.docker(&["load", "-i", sk.to_str().unwrap()]).trim(),
+        "Loaded image: io/sk:2"
+    );
+    let gz = d.dir().join("oci.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&oci).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    assert_eq!(
+        d.docker(&["load", "-i", gz.to_str().unwrap()]).trim(),
+        "Loaded image: io/oci:3"
+    );
+    assert_eq!(inspect_cli(d, "io/sk:2")["Id"], want["Id"]);
+    assert_eq!(inspect_cli(d, "io/oci:3")["RootFS"], want["RootFS"]);
+    // A synchronous collection (the last name of another image goes) keeps what load stored.
+    d.docker(&["tag", "io/bb:1", "io/gone:1"]);
+    // io/oci:3 is its own image (an OCI manifest) over the same layer: the layer stays.
+    let gone = d.docker(&["rmi", "io/oci:3"]);
+    let layer = want["RootFS"]["Layers"][0].as_str().unwrap();
+    assert!(
+        !gone.contains(layer),
+        "a shared layer is not deleted: {gone}"
+    );
+    d.docker(&["rmi", "io/sk:2"]);
+    let out_tar = d.dir().join("from-refengd.tar");
+    d.docker(&["save", "-o", out_tar.to_str().unwrap(), "io/bb:1"]);
+    // Both index.json and manifest.json, as dockerd 25+ writes them.
+    let names = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&out_tar)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout);
+    for f in ["manifest.json", "index.json", "oci-layout", "repositories"] {
+        assert!(names.lines().any(|l| l == f), "{f} missing: {names}");
+    }
+    dockerd.docker(&["rmi", "io/bb:1"]);
+    let out = dockerd.docker(&["load", "-i", out_tar.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: io/bb:1"), "{out}");
+    let ran = dockerd.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "io/bb:1",
+        "cat",
+        "/etc/marker",
+    ]);
+    assert_eq!(ran, "interop\n");
+    // refengd loads its own save back, and saves by id and by several names.
+    d.docker(&["rmi", "io/bb:1", "io/gone:1"]);
+    assert_eq!(
+        d.docker(&["load", "-i", out_tar.to_str().unwrap()]).trim(),
+        "Loaded image: io/bb:1"
+    );
+    assert_eq!(inspect_cli(d, "io/bb:1")["Id"], want["Id"]);
+    let r = d.request(
+        "GET",
+        "/v1.44/images/get?names=io%2Fbb%3A1&names=nosuch%3A9",
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = d.request(
+        "GET",
+        &format!("/v1.44/images/{}/get", want["Id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/x-tar"));
+    let r = d.request_with("POST", "/v1.44/images/load", &[], Some(&r.body));
+    assert_eq!(
+        r.json_lines().last().unwrap()["stream"],
+        format!("Loaded image ID: {}\n", want["Id"].as_str().unwrap())
+    );
+    // docker system df: the layers once, the image's size, nothing shared yet.
+    let df = d.request("GET", "/v1.44/system/df", None).json();
+    let img = df["Images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["Id"] == want["Id"])
+        .unwrap()
+        .clone();
+    assert!(img["Size"].as_i64().unwrap() > 1_000_000, "{img}");
+    assert_eq!(img["Containers"], 0);
+    let layers = df["LayersSize"].as_i64().unwrap();
+    assert!(layers >= img["Size"].as_i64().unwrap(), "{df}");
+    assert_eq!(df["Containers"], json!([]));
+    assert_eq!(df["Volumes"], json!([]));
+    let cli = d.docker(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(cli.lines().any(|l| l.starts_with("Images ")), "{cli}");
+    let (leases, staging) = leftovers(d);
+    assert_eq!((leases.as_str(), staging.len()), ("", 0), "{staging:?}");
+}
+
+/// Hostile and broken archives (the fuzz corpus' seeds) are a 400 naming the fault and leave
+/// no lease, no staging store and no image behind.
+fn hostile_archives_are_refused_and_leave_nothing() {
+    let w = world();
+    let d = &w.refengd;
+    let before = d.request("GET", "/v1.44/images/json", None).json();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/image_docker_manifest");
+    for (name, want) in [
+        ("dotdot_layer", "escapes the archive"),
+        ("absolute_names", "does not contain"),
+        ("symlink_out", "escapes the archive"),
+        ("truncated_gzip", "invalid archive"),
+        ("huge_size", "truncated"),
+        ("oci_wrong_digest", "mismatch"),
+        ("escaping_symlink", "invalid archive"),
+    ] {
+        let body = std::fs::read(corpus.join(name)).unwrap();
+        let r = d.request_with("POST", "/v1.44/images/load", &[], Some(&body));
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        let m = r.json()["message"].as_str().unwrap().to_string();
+        assert!(m.contains(want), "{name}: {m}");
+    }
+    let r = d.request_with("POST", "/v1.44/images/load", &[], Some(b"not a tar at all"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A broken import tarball and a refused change, both before containerd sees a byte.
+    let r = d.request_with(
+        "POST",
+        "/v1.44/images/create?fromSrc=-&repo=bad&tag=1",
+        &[],
+        Some(&b"not a tarball ".repeat(100)),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = d.request_with(
+        "POST",
+        "/v1.44/images/create?fromSrc=-&repo=bad&tag=1&changes=RUN+true",
+        &[],
+        Some(&[0u8; 1024]),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["message"], "run is not a valid change command");
+    assert_eq!(d.request("GET", "/v1.44/images/json", None).json(), before);
+    let (leases, staging) = leftovers(d);
+    assert_eq!((leases.as_str(), staging.len()), ("", 0), "{staging:?}");
+}
+
+/// docker import with changes gives the config dockerd gives for the same import; from a
+/// loopback URL too; docker history shows the message.
+fn import_matches_dockerd() {
+    let w = world();
+    let d = &w.refengd;
+    let tar = busybox_tar("import");
+    let dockerd = peers::dockerd::Dockerd::start();
+    let changes = [
+        r#"ENV A=1 B="two words""#,
+        "EXPOSE 80 443/udp",
+        "LABEL x=y",
+        "USER nobody",
+        "WORKDIR /w",
+        "VOLUME /data",
+        r#"ENTRYPOINT ["/bin/sh"]"#,
+        "CMD echo hi",
+        "ONBUILD run echo x",
+        "HEALTHCHECK --interval=30s CMD true",
+    ];
+    let mut args = vec!["import".to_string()];
+    for c in changes {
+        args.push("-c".into());
+        args.push(c.into());
+    }
+    args.extend([
+        "-m".into(),
+        "hello".into(),
+        tar.display().to_string(),
+        "imp:1".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    dockerd.docker(&args);
+    d.docker(&args);
+    let want: Value =
+        serde_json::from_str(&dockerd.docker(&["image", "inspect", "imp:1"])).unwrap();
+    let got = inspect_cli(d, "imp:1");
+    assert_eq!(got["Config"], want[0]["Config"]);
+    assert_eq!(got["Comment"], want[0]["Comment"]);
+    assert_eq!(got["RootFS"], want[0]["RootFS"]);
+    let h = d.docker(&[
+        "history",
+        "--format",
+        "{{.Comment}}|{{.CreatedBy}}",
+        "imp:1",
+    ]);
+    assert_eq!(h.trim(), "hello|");
+    // From an http URL on loopback; no repo: an unnamed image, its id answered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bytes = std::fs::read(&tar).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        )
+        .unwrap();
+        s.write_all(&bytes).unwrap();
+    });
+    let url = format!("http://127.0.0.1:{port}/rootfs.tar");
+    let r = d.request(
+        "POST",
+        &format!(
+            "/v1.44/images/create?fromSrc={}",
+            form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        ),
+        None,
+    );
+    server.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json_lines()[0]["status"].as_str().unwrap().to_string();
+    let v = d
+        .request("GET", &format!("/v1.44/images/{id}/json"), None)
+        .json();
+    assert_eq!(v["RepoTags"], json!([]));
+    assert_eq!(v["Comment"], format!("Imported from {url}"));
+    assert_eq!(v["RootFS"], want[0]["RootFS"]);
+    d.docker(&["rmi", "imp:1", &id]);
+}
+
+/// docker login checks the credentials against an htpasswd registry; docker push sends the
+/// image there with dockerd's lines, and what the registry holds is the image refengd has.
+fn push_and_login_against_a_basic_auth_registry() {
+    let w = world();
+    let d = &w.refengd;
+    let reg = RegistryServer::basic(&[("alice", "s3cret")]);
+    let host = reg.host();
+    let bad = d
+        .docker_cmd(&["login", "-u", "alice", "--password-stdin", &host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(b"wrong\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!bad.status.success());
+    let r = d.request(
+        "POST",
+        "/v1.44/auth",
+        Some(
+            json!({"username": "alice", "password": "wrong", "serveraddress": host})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = d.request(
+        "POST",
+        "/v1.44/auth",
+        Some(
+            json!({"username": "alice", "password": "s3cret", "serveraddress": host})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(
+        r.json(),
+        json!({"Status": "Login Succeeded", "IdentityToken": ""})
+    );
+    let out = d.docker(&["login", "-u", "alice", "-p", "s3cret", &host]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    d.docker(&["pull", "-q", &w.tool.reference]);
+    let dest = format!("{host}/pushed/tool:7");
+    d.docker(&["tag", &w.tool.reference, &dest]);
+    let out = d.docker(&["push", &dest]);
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{host}/pushed/tool]"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("7: digest: {} size:", w.tool.manifest)),
+        "{out}"
+    );
+    // The raw stream carries the aux record the CLI takes the digest from.
+    let auth = base64_auth("alice", "s3cret");
+    let r = d.request_with(
+        "POST",
+        &format!("/v1.44/images/{host}/pushed/tool/push?tag=7"),
+        &[("X-Registry-Auth", &auth)],
+        None,
+    );
+    let lines = r.json_lines();
+    assert!(
+        lines.iter().any(|l| l["status"] == "Layer already exists"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["aux"]["Digest"] == w.tool.manifest.to_string()),
+        "{lines:?}"
+    );
+    // Without credentials the registry's refusal is an error line.
+    let r = d.request(
+        "POST",
+        &format!("/v1.44/images/{host}/pushed/tool/push?tag=7"),
+        None,
+    );
+    assert!(
+        r.json_lines().last().unwrap().get("error").is_some(),
+        "{}",
+        r.text()
+    );
+    let r = d.request(
+        "POST",
+        &format!("/v1.44/images/{host}/pushed/nosuch/push?tag=1"),
+        None,
+    );
+    assert_eq!(r.status, 404);
+    // The registry serves what was pushed: pull it back under another name.
+    d.docker(&["rmi", &dest]);
+    d.docker(&["pull", &dest]);
+    assert_eq!(inspect_cli(d, &dest)["Id"], w.tool.config.to_string());
+    d.docker(&["logout", &host]);
+    d.docker(&["rmi", &dest]);
+}
+
+fn base64_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE
+        .encode(json!({"username": user, "password": password}).to_string())
+}
+
+/// docker-py 7: login, push, save, load and import_image.
+fn docker_py_load_save_push_import() {
+    let w = world();
+    let d = &w.refengd;
+    let reg = RegistryServer::basic(&[("bob", "pw")]);
+    let tar = busybox_tar("py");
+    let script = format!(
+        r#"
+import docker, json, io
+c = docker.from_env(version="auto")
+out = []
+out.append(c.login(username="bob", password="pw", registry="{host}")["Status"])
+c.api.import_image(src="{tar}", repository="py/imp", tag="1", changes=["CMD [\"/bin/sh\"]", "ENV X=y"])
+img = c.images.get("py/imp:1")
+out.append([img.attrs["Config"]["Cmd"], img.attrs["Config"]["Env"]])
+img.tag("{host}/py/imp", "2")
+lines = list(c.images.push("{host}/py/imp", tag="2", stream=True, decode=True, auth_config={{"username": "bob", "password": "pw"}}))
+out.append([l["aux"]["Tag"] for l in lines if "aux" in l])
+data = b"".join(img.save(named=True))
+c.images.remove("py/imp:1")
+c.images.remove("{host}/py/imp:2")
+loaded = c.images.load(data)
+out.append([sorted(i.tags) for i in loaded])
+out.append(loaded[0].id == img.id)
+print(json.dumps(out))
+"#,
+        host = reg.host(),
+        tar = tar.display()
+    );
+    let out: Value =
+        serde_json::from_str(d.python(&script).trim().lines().last().unwrap()).unwrap();
+    assert_eq!(out[0], "Login Succeeded");
+    assert_eq!(out[1], json!([["/bin/sh"], ["X=y"]]));
+    assert_eq!(out[2], json!(["2"]));
+    assert_eq!(out[3], json!([["py/imp:1"]]));
+    assert_eq!(out[4], true);
+    d.docker(&["rmi", "py/imp:1"]);
+}
+
+/// Login and push against a registry behind a token server: /auth asks for a token with the
+/// credentials (a wrong password is a 401), and a push with X-Registry-Auth gets a push token.
+fn token_registry() {
+    let w = world();
+    let d = &w.refengd;
+    let tokens = TokenServer::builder()
+        .user("carol", "pw", &["*"])
+        .anonymous(&["pull"])
+        .start();
+    let reg = RegistryServer::token(&tokens);
+    let host = reg.host();
+    let login = |pw: &str| {
+        d.request(
+            "POST",
+            "/v1.44/auth",
+            Some(
+                json!({"username": "carol", "password": pw, "serveraddress": host})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        )
+    };
+    assert_eq!(login("nope").status, 401);
+    let ok = login("pw");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    d.docker(&["pull", "-q", &w.tool.reference]);
+    let dest = format!("{host}/team/tool:1");
+    d.docker(&["tag", &w.tool.reference, &dest]);
+    let auth = base64_auth("carol", "pw");
+    let r = d.request_with(
+        "POST",
+        &format!("/v1.44/images/{host}/team/tool/push?tag=1"),
+        &[("X-Registry-Auth", &auth)],
+        None,
+    );
+    let lines = r.json_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["aux"]["Digest"] == w.tool.manifest.to_string()),
+        "{lines:?}"
+    );
+    // Anonymous callers may pull but not push: the refusal is the stream's last line.
+    let r = d.request(
+        "POST",
+        &format!("/v1.44/images/{host}/team/tool/push?tag=1"),
+        None,
+    );
+    let last = r.json_lines().last().cloned().unwrap();
+    assert!(last.get("error").is_some(), "{last}");
+    d.docker(&["rmi", &dest]);
+}
+
+/// The bug behind "the loaded image vanished": a manifest containerd already had (here put
+/// there by `ctr content ingest`, without labels) was kept as it was, so after the load's
+/// lease ended the next collection took the config and layers it did not reference. Load now
+/// adds the missing `gc.ref` labels to blobs it finds in place.
+fn load_relabels() {
+    let w = world();
+    let d = &w.refengd;
+    let tar = busybox_tar("relabel");
+    d.docker(&["import", tar.to_str().unwrap(), "rl/img:1"]);
+    let saved = d.dir().join("relabel-saved.tar");
+    d.docker(&["save", "-o", saved.to_str().unwrap(), "rl/img:1"]);
+    let v = inspect_cli(d, "rl/img:1");
+    let id = v["Id"].as_str().unwrap().to_string();
+    let manifest = v["RepoDigests"][0]
+        .as_str()
+        .unwrap()
+        .split_once('@')
+        .unwrap()
+        .1
+        .to_string();
+    d.docker(&["rmi", "rl/img:1"]);
+    let sock = d.dir().join("exec/containerd/containerd.sock");
+    let ctr = |args: &[&str]| {
+        std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "moby"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let bytes = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&saved)
+        .arg("-O")
+        .arg(format!(
+            "blobs/sha256/{}",
+            manifest.trim_start_matches("sha256:")
+        ))
+        .output()
+        .unwrap()
+        .stdout;
+    let mut c = ctr(&["content", "ingest", "relabel-test"]);
+    {
+        use std::io::Write as _;
+        c.stdin.take().unwrap().write_all(&bytes).unwrap();
+    }
+    assert!(c.wait_with_output().unwrap().status.success());
+    d.docker(&["load", "-i", saved.to_str().unwrap()]);
+    // A synchronous collection: another image's last name goes.
+    d.docker(&["import", tar.to_str().unwrap(), "rl/other:1"]);
+    d.docker(&["rmi", "rl/other:1"]);
+    assert_eq!(inspect_cli(d, "rl/img:1")["Id"], id);
+    let out = ctr(&["content", "ls"]).wait_with_output().unwrap();
+    let ls = String::from_utf8_lossy(&out.stdout);
+    let line = ls.lines().find(|l| l.starts_with(&manifest)).unwrap();
+    assert!(
+        line.contains(&format!("containerd.io/gc.ref.content.config={id}")),
+        "{line}"
+    );
+    let again = d.dir().join("relabel-again.tar");
+    d.docker(&["save", "-o", again.to_str().unwrap(), "rl/img:1"]);
+    d.docker(&["rmi", "rl/img:1"]);
 }

@@ -89,6 +89,15 @@ fn document_seeds_parse_or_are_refused_as_expected() {
                 archive::import_tar(&store, &data[..]).unwrap()[0].name,
                 "seed:1"
             ),
+            // skopeo's docker-archive names its blobs `<hex>.tar` / `<hex>.json`.
+            "skopeo_archive" => assert_eq!(
+                archive::import_tar(&store, &data[..]).unwrap()[0].name,
+                "seed:2"
+            ),
+            "oci_layout" | "oci_layout_gzip" => assert_eq!(
+                archive::import_tar(&store, &data[..]).unwrap()[0].name,
+                "docker.io/library/seed:3"
+            ),
             _ => assert!(archive::import_tar(&store, &data[..]).is_err(), "{name}"),
         }
     }

@@ -97,6 +97,7 @@ fn imported_busybox(dir: &Path, content: &ContentStore) -> Digest {
             env: vec![],
             platform: None,
             created: Some("2026-01-01T00:00:00Z".into()),
+            ..RootfsImport::default()
         },
     )
     .unwrap()

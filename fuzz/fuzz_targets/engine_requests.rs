@@ -1,5 +1,6 @@
 //! Fuzzes what refengd parses from requests besides routes (`refeng::engine::requests::check`):
-//! `filters`, `X-Registry-Auth`, `since`/`until`, the API version in the path, and daemon.json.
+//! `filters`, `X-Registry-Auth`, the `POST /auth` body, import `changes`, `since`/`until`, the
+//! API version in the path, and daemon.json.
 //! The first line picks the parser; bad input must be a 400, never a panic, and what is
 //! accepted must keep its invariant (filters survive a round trip, versions print back).
 #![no_main]

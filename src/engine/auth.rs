@@ -21,9 +21,9 @@ struct AuthConfig {
     #[serde(default)]
     #[allow(dead_code)]
     email: String,
-    /// The registry the client meant; the reference being pulled decides which one is asked.
+    /// The registry the client meant: what `POST /auth` checks; for pull and push the
+    /// reference decides which registry is asked.
     #[serde(default)]
-    #[allow(dead_code)]
     serveraddress: String,
     #[serde(default)]
     identitytoken: String,
@@ -48,6 +48,41 @@ pub fn decode(header: &str) -> Result<Option<Credentials>, ApiError> {
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
         .map_err(|e| bad(e.to_string()))?;
     let cfg: AuthConfig = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    credentials_of(cfg, &bad)
+}
+
+/// A login request (`POST /auth`): the registry the client names (`serveraddress`, the host
+/// part of it; Docker Hub's `https://index.docker.io/v1/` is `docker.io`) and the credentials.
+///
+/// # Errors
+/// `BadRequest` for a body that is not an AuthConfig JSON object, one without credentials or
+/// server address, or one asking for what refengd does not do (a `registrytoken`).
+pub fn decode_login(body: &[u8]) -> Result<(String, Credentials), ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("invalid login request: {why}"));
+    let cfg: AuthConfig = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    let address = cfg.serveraddress.trim().to_string();
+    let host = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(&address)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let registry = match host.as_str() {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    };
+    match credentials_of(cfg, &bad)? {
+        Some(c) => Ok((registry, c)),
+        None => Err(bad("no username and password or identity token".into())),
+    }
+}
+
+fn credentials_of(
+    cfg: AuthConfig,
+    bad: &dyn Fn(String) -> ApiError,
+) -> Result<Option<Credentials>, ApiError> {
     if !cfg.registrytoken.is_empty() {
         return Err(bad(
             "registrytoken is not supported (use identitytoken or a password)".into(),
@@ -99,6 +134,33 @@ mod tests {
         assert_eq!(c.unwrap(), Some(basic));
         let c = decode(&enc(r#"{"identitytoken":"tok"}"#)).unwrap();
         assert_eq!(c, Some(Credentials::IdentityToken("tok".into())));
+    }
+
+    #[test]
+    fn login_bodies_name_the_registry() {
+        let (r, c) = decode_login(
+            br#"{"username":"alice","password":"pw","serveraddress":"127.0.0.1:5000"}"#,
+        )
+        .unwrap();
+        assert_eq!(r, "127.0.0.1:5000");
+        assert_eq!(
+            c,
+            Credentials::Basic {
+                username: "alice".into(),
+                password: "pw".into()
+            }
+        );
+        let (r, _) = decode_login(
+            br#"{"username":"a","password":"b","serveraddress":"https://index.docker.io/v1/"}"#,
+        )
+        .unwrap();
+        assert_eq!(r, "docker.io");
+        for bad in [&b"{}"[..], b"[]", br#"{"username":"a","nosuch":1}"#] {
+            assert_eq!(
+                decode_login(bad).unwrap_err().status(),
+                http::StatusCode::BAD_REQUEST
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::image::format::{self, Document, PlatformWanted};
 use crate::image::registry::auth::{CredentialStore, Credentials};
 use crate::image::registry::progress::{ProgressEvent, ProgressSink};
 use crate::image::registry::{Client, ClientConfig, Reference};
+use crate::image::unpack;
 
 /// The name prefix of images kept without a name.
 pub const DANGLING: &str = "moby-dangling@";
@@ -75,7 +76,7 @@ pub fn familiar(name: &str) -> String {
 }
 
 /// The repository of an image name (without tag or digest).
-fn repository(name: &str) -> &str {
+pub(super) fn repository(name: &str) -> &str {
     let no_digest = name.split('@').next().unwrap_or(name);
     match no_digest.rfind(':') {
         Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
@@ -106,7 +107,7 @@ fn no_such_image(name: &str) -> ApiError {
 }
 
 /// Progress events from the registry client's threads into the response stream.
-struct Forward(mpsc::UnboundedSender<ProgressEvent>);
+pub(super) struct Forward(pub(super) mpsc::UnboundedSender<ProgressEvent>);
 
 impl ProgressSink for Forward {
     fn report(&self, event: ProgressEvent) {
@@ -114,19 +115,19 @@ impl ProgressSink for Forward {
     }
 }
 
-fn line(v: &Value) -> Bytes {
+pub(super) fn line(v: &Value) -> Bytes {
     let mut b = serde_json::to_vec(v).unwrap_or_default();
     b.push(b'\n');
     Bytes::from(b)
 }
 
-fn error_line(e: &ApiError) -> Bytes {
+pub(super) fn error_line(e: &ApiError) -> Bytes {
     let m = e.to_string();
     line(&json!({"errorDetail": {"message": m}, "error": m}))
 }
 
 impl Engine {
-    fn store(&self) -> Store {
+    pub(super) fn store(&self) -> Store {
         Store::new(self.backend.clone())
     }
 
@@ -180,7 +181,7 @@ impl Engine {
 
     /// Every image name of the namespace with its resolved image (names whose content is
     /// missing for this platform are left out).
-    async fn catalog(&self) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
+    pub(super) async fn catalog(&self) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
         let mut by_target: HashMap<String, Arc<Resolved>> = HashMap::new();
         let mut out = Vec::new();
         for img in self.store().images().await? {
@@ -206,7 +207,7 @@ impl Engine {
 
     /// Finds the image `name` names: a full id (`sha256:…`), a reference, or a unique id
     /// prefix, in dockerd's order. Returns the image and all its names.
-    async fn find(&self, name: &str) -> Result<(Arc<Resolved>, Vec<String>), ApiError> {
+    pub(super) async fn find(&self, name: &str) -> Result<(Arc<Resolved>, Vec<String>), ApiError> {
         let catalog = self.catalog().await?;
         let names_of = |id: &str| -> Vec<String> {
             catalog
@@ -258,7 +259,7 @@ impl Engine {
         Err(no_such_image(name))
     }
 
-    async fn size_of(&self, r: &Resolved) -> Result<i64, ApiError> {
+    pub(super) async fn size_of(&self, r: &Resolved) -> Result<i64, ApiError> {
         let store = self.store();
         let mut total = 0;
         for chain in &r.chain_ids {
@@ -404,13 +405,22 @@ impl Engine {
             "Volumes": field("Volumes", Value::Null),
             "WorkingDir": field("WorkingDir", json!("")),
             "Entrypoint": field("Entrypoint", Value::Null),
-            "OnBuild": Value::Null,
+            "OnBuild": field("OnBuild", Value::Null),
             "Labels": field("Labels", Value::Null),
             "StopSignal": field("StopSignal", Value::Null),
+            "Healthcheck": field("Healthcheck", Value::Null),
+            "ArgsEscaped": field("ArgsEscaped", Value::Null),
+            "Shell": field("Shell", Value::Null),
         });
         let mut config = config;
         if let Value::Object(m) = &mut config {
-            m.retain(|k, v| !(k == "ExposedPorts" || k == "StopSignal") || !v.is_null());
+            // dockerd leaves these out when unset (`omitempty`).
+            m.retain(|k, v| {
+                !matches!(
+                    k.as_str(),
+                    "ExposedPorts" | "StopSignal" | "Healthcheck" | "ArgsEscaped" | "Shell"
+                ) || !(v.is_null() || *v == json!(false))
+            });
         }
         Ok(json!({
             "Id": r.id,
@@ -608,8 +618,12 @@ impl Engine {
             BTreeMap::from([("name".to_string(), r.id.clone())]),
         ));
         out.push(json!({"Deleted": r.id}));
+        // Only the layers that went: one another image shares stays (the last delete was
+        // synchronous, so what is still there is still held).
         for chain in r.chain_ids.iter().rev() {
-            out.push(json!({"Deleted": chain}));
+            if !self.store().has_snapshot(chain).await? {
+                out.push(json!({"Deleted": chain}));
+            }
         }
         let mut seen = BTreeSet::new();
         out.retain(|v| seen.insert(v.to_string()));
@@ -835,37 +849,84 @@ impl Engine {
         name: &str,
         tx: &mpsc::Sender<Bytes>,
     ) -> Result<(Digest, bool), ApiError> {
+        let done = self
+            .transfer_staged(
+                staging,
+                &[(pulled.target.clone(), vec![name.to_string()])],
+                tx,
+                Unpacking::Pull,
+            )
+            .await?;
+        let fresh = done.first().is_some_and(|t| t.fresh);
+        Ok((pulled.target.clone(), fresh))
+    }
+
+    /// Copies images from a staging store into containerd under one lease (blobs containerd
+    /// already has are kept as they are), unpacks each one's layers for this platform, then
+    /// names them; the lease ends only once the names and the `gc.ref` labels hold
+    /// everything. `images` pairs each target (manifest or index) with its full names.
+    ///
+    /// # Errors
+    /// `BadRequest` when a staged image is not usable on this platform; containerd's failures.
+    pub(super) async fn transfer_staged(
+        &self,
+        staging: &ContentStore,
+        images: &[(Digest, Vec<String>)],
+        tx: &mpsc::Sender<Bytes>,
+        how: Unpacking,
+    ) -> Result<Vec<Transferred>, ApiError> {
         let store = self.store();
+        // Resolving in the staging store labels what it walks (index -> manifests, manifest ->
+        // config and layers), and those labels travel with the blobs into containerd: without
+        // them the collector keeps the target and drops the rest once the lease ends.
+        let mut snapshot_of_config: HashMap<Digest, String> = HashMap::new();
+        for (target, _) in images {
+            let r = unpack::resolve(staging, target, &PlatformWanted::host()).map_err(|e| {
+                ApiError::BadRequest(format!("image {target}: {}", error_chain(&e)))
+            })?;
+            if let Some(top) = r.chain_ids.last() {
+                snapshot_of_config.insert(r.config.clone(), top.to_string());
+            }
+        }
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
         let lease = format!(
-            "refengd-pull-{}-{}",
+            "refengd-{}-{}-{}",
+            how.verb(),
             std::process::id(),
-            pulled.target.hex().chars().take(12).collect::<String>()
+            SERIAL.fetch_add(1, Ordering::Relaxed)
         );
         store.lease(&lease, PULL_LEASE_LIFE).await?;
         let result = async {
             let blobs = staging
                 .list()
                 .map_err(|e| ApiError::internal("listing the staging store", e))?;
-            let top_chain = pulled.resolved.chain_ids.last().map(ToString::to_string);
             for d in &blobs {
                 let digest = d.to_string();
-                if store.info(&digest).await?.is_some() {
-                    continue;
-                }
                 let info = staging
                     .info(d)
                     .map_err(|e| ApiError::internal("reading the staging store", e))?;
                 let mut labels: HashMap<String, String> = info.labels.into_iter().collect();
-                if *d == pulled.resolved.config {
-                    if let Some(chain) = &top_chain {
-                        labels.insert(
-                            format!(
-                                "containerd.io/gc.ref.snapshot.{}",
-                                super::store::SNAPSHOTTER
-                            ),
-                            chain.clone(),
-                        );
+                if let Some(chain) = snapshot_of_config.get(d) {
+                    labels.insert(
+                        format!("containerd.io/gc.ref.snapshot.{}", super::store::SNAPSHOTTER),
+                        chain.clone(),
+                    );
+                }
+                if let Some(have) = store.info(&digest).await? {
+                    // A blob containerd already has may lack the references this image needs
+                    // (written by another client, or by an import that labelled nothing):
+                    // without them the collector takes the config and layers once the lease
+                    // ends, and the image is left pointing at a manifest alone.
+                    let missing: HashMap<String, String> = labels
+                        .into_iter()
+                        .filter(|(k, v)| {
+                            k.starts_with("containerd.io/gc.ref.") && have.labels.get(k) != Some(v)
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        store.add_labels(&digest, missing).await?;
                     }
+                    continue;
                 }
                 let file = tokio::fs::File::open(staging.blob_path(d))
                     .await
@@ -874,52 +935,74 @@ impl Engine {
                     .write(&digest, info.size, file, labels, &lease)
                     .await?;
             }
-            let top_bytes = staging
-                .read_small(&pulled.target)
-                .map_err(|e| ApiError::internal("reading the staged manifest", e))?;
-            let target = Descriptor {
-                media_type: media_type_of(&top_bytes),
-                digest: pulled.target.to_string(),
-                size: i64::try_from(top_bytes.len()).unwrap_or(i64::MAX),
-                annotations: HashMap::new(),
-            };
-            let resolved = self.resolve(&target).await?;
-            let mut parent = String::new();
-            for ((layer, diff_id), chain) in resolved
-                .layers
-                .iter()
-                .zip(&resolved.diff_ids)
-                .zip(&resolved.chain_ids)
-            {
-                let short: String = layer
-                    .digest
-                    .trim_start_matches("sha256:")
-                    .chars()
-                    .take(12)
-                    .collect();
-                if !store.has_snapshot(chain).await? {
-                    let _ = tx
-                        .send(line(
-                            &json!({"status": "Extracting", "progressDetail": {}, "id": short}),
-                        ))
-                        .await;
-                    store
-                        .unpack(chain, &parent, layer.clone(), diff_id, &lease)
-                        .await?;
+            let mut out = Vec::new();
+            for (target_digest, names) in images {
+                let top_bytes = staging
+                    .read_small(target_digest)
+                    .map_err(|e| ApiError::internal("reading the staged manifest", e))?;
+                let target = Descriptor {
+                    media_type: media_type_of(&top_bytes),
+                    digest: target_digest.to_string(),
+                    size: i64::try_from(top_bytes.len()).unwrap_or(i64::MAX),
+                    annotations: HashMap::new(),
+                };
+                let resolved = self.resolve(&target).await?;
+                let mut parent = String::new();
+                for ((layer, diff_id), chain) in resolved
+                    .layers
+                    .iter()
+                    .zip(&resolved.diff_ids)
+                    .zip(&resolved.chain_ids)
+                {
+                    let short: String = layer
+                        .digest
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect();
+                    if !store.has_snapshot(chain).await? {
+                        if how == Unpacking::Pull {
+                            let _ = tx
+                                .send(line(
+                                    &json!({"status": "Extracting", "progressDetail": {}, "id": short}),
+                                ))
+                                .await;
+                        }
+                        store
+                            .unpack(chain, &parent, layer.clone(), diff_id, &lease)
+                            .await?;
+                    }
+                    let done = match how {
+                        Unpacking::Pull => {
+                            json!({"status": "Pull complete", "progressDetail": {}, "id": short})
+                        }
+                        Unpacking::Load => {
+                            let size = u64::try_from(layer.size).unwrap_or(0);
+                            json!({"status": "Loading layer",
+                                   "progressDetail": {"current": size, "total": size},
+                                   "progress": progress_bar(size, size),
+                                   "id": short})
+                        }
+                    };
+                    let _ = tx.send(line(&done)).await;
+                    parent = chain.clone();
                 }
-                let _ = tx
-                    .send(line(
-                        &json!({"status": "Pull complete", "progressDetail": {}, "id": short}),
-                    ))
-                    .await;
-                parent = chain.clone();
+                let mut fresh = false;
+                for name in names {
+                    let old = store.image(name).await?.and_then(|i| i.target);
+                    fresh |= old.as_ref().is_none_or(|o| o.digest != target.digest);
+                    store.put_image(name, target.clone()).await?;
+                    self.keep_dangling(old, name).await?;
+                }
+                if names.iter().any(|n| !n.starts_with(DANGLING)) {
+                    self.drop_dangling(&target.digest).await?;
+                }
+                out.push(Transferred {
+                    resolved,
+                    fresh,
+                });
             }
-            let old = store.image(name).await?.and_then(|i| i.target);
-            let fresh = old.as_ref().is_none_or(|o| o.digest != target.digest);
-            store.put_image(name, target.clone()).await?;
-            self.keep_dangling(old, name).await?;
-            self.drop_dangling(&target.digest).await?;
-            Ok((pulled.target.clone(), fresh))
+            Ok(out)
         }
         .await;
         if let Err(e) = store.end_lease(&lease).await {
@@ -929,13 +1012,55 @@ impl Engine {
     }
 }
 
-async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
+/// What [`Engine::transfer_staged`] reports per layer: pull's or load's progress lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unpacking {
+    /// `Extracting` / `Pull complete`.
+    Pull,
+    /// `Loading layer`.
+    Load,
+}
+
+impl Unpacking {
+    fn verb(self) -> &'static str {
+        match self {
+            Unpacking::Pull => "pull",
+            Unpacking::Load => "load",
+        }
+    }
+}
+
+/// One image [`Engine::transfer_staged`] stored.
+#[derive(Debug)]
+pub(super) struct Transferred {
+    /// The image as containerd now has it.
+    pub resolved: Resolved,
+    /// Whether one of its names now points somewhere new.
+    pub fresh: bool,
+}
+
+/// An error with its sources, `: `-joined (the image and registry errors keep their detail in
+/// their sources).
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+pub(super) async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
     if matches!(ev, ProgressEvent::Resolved { .. }) {
         // dockerd prints the digest once, at the end.
         return;
     }
     let mut v = ev.to_json_message();
-    if let ProgressEvent::Downloading { current, total, .. } = ev {
+    if let ProgressEvent::Downloading { current, total, .. }
+    | ProgressEvent::Pushing { current, total, .. } = ev
+    {
         v["progress"] = json!(progress_bar(*current, *total));
     }
     if v.get("progressDetail").is_none() {
@@ -945,7 +1070,7 @@ async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
 }
 
 /// The CLI's own bar, which dockerd sends beside `progressDetail` for older clients.
-fn progress_bar(current: u64, total: u64) -> String {
+pub(super) fn progress_bar(current: u64, total: u64) -> String {
     let width = 50u64;
     let filled = usize::try_from(
         (current.min(total).saturating_mul(width))
@@ -969,7 +1094,7 @@ fn progress_bar(current: u64, total: u64) -> String {
 
 /// The registry client's error, as dockerd classes it: refused credentials 401, a missing
 /// repository or manifest 404, an image refeng cannot use 400, the rest 500.
-fn registry_error(r: &Reference, e: &crate::image::registry::RegistryError) -> ApiError {
+pub(super) fn registry_error(r: &Reference, e: &crate::image::registry::RegistryError) -> ApiError {
     use crate::image::registry::RegistryError as E;
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

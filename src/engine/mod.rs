@@ -5,10 +5,15 @@
 
 pub mod auth;
 pub mod backend;
+pub mod changes;
 pub mod config;
+pub mod df;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod image_archive;
+pub mod image_import;
+pub mod image_push;
 pub mod images;
 pub mod lifecycle;
 pub mod requests;

@@ -1,9 +1,9 @@
 //! One entry to every parser refengd runs on request input that is not a route — the
-//! `filters` query parameter, the `X-Registry-Auth` header, `since`/`until` times, the API
-//! version prefix and path, and daemon.json — for the `engine_requests` fuzz target and the
-//! replay of its seeds in `tests/fuzz_corpus.rs`. Input is a kind on the first line and the
-//! text after it; each parser must refuse bad text with a 400 (never panic), and what it
-//! accepts must hold its invariant.
+//! `filters` query parameter, the `X-Registry-Auth` header, the `POST /auth` body, import
+//! `changes`, `since`/`until` times, the API version prefix and path, and daemon.json — for
+//! the `engine_requests` fuzz target and the replay of its seeds in `tests/fuzz_corpus.rs`.
+//! Input is a kind on the first line and the text after it; each parser must refuse bad text
+//! with a 400 (never panic), and what it accepts must hold its invariant.
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -11,10 +11,18 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::config::{Config, Flags};
 use super::error::ApiError;
 use super::filters::Filters;
-use super::{auth, events, server};
+use super::{auth, changes, events, server};
 
 /// The kinds of input, as the first line of a seed names them.
-pub const KINDS: &[&str] = &["filters", "auth", "time", "path", "daemon.json"];
+pub const KINDS: &[&str] = &[
+    "filters",
+    "auth",
+    "login",
+    "changes",
+    "time",
+    "path",
+    "daemon.json",
+];
 
 /// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
 /// `Ok(false)`: refused as it should be (or not a known kind).
@@ -51,6 +59,28 @@ pub fn check(data: &[u8]) -> bool {
             Ok(_) => true,
             Err(e) => refused(e),
         },
+        "login" => match auth::decode_login(input.as_bytes()) {
+            Ok((registry, _)) => {
+                assert!(!registry.contains('/'), "a login names a host: {registry}");
+                true
+            }
+            Err(e) => refused(e),
+        },
+        "changes" => {
+            // One change per line, as the repeated `changes` parameters come.
+            let changes: Vec<String> = input.split('\n').map(str::to_string).collect();
+            let mut config = serde_json::Map::new();
+            match changes::apply(&mut config, &changes) {
+                Ok(()) => {
+                    // What was accepted is a config dockerd's decoder takes.
+                    let v = serde_json::Value::Object(config);
+                    assert!(v.get("Env").is_none_or(serde_json::Value::is_array));
+                    assert!(v.get("Cmd").is_none_or(|c| c.is_array() || c.is_null()));
+                    true
+                }
+                Err(e) => refused(e),
+            }
+        }
         "time" => {
             let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
             match events::parse_timestamp(input, now) {
@@ -90,6 +120,12 @@ mod tests {
         assert!(!check(b"filters\n{\"label\":1}"));
         assert!(check(b"auth\neyJ1c2VybmFtZSI6ImEiLCJwYXNzd29yZCI6ImIifQ=="));
         assert!(!check(b"auth\n!!"));
+        assert!(check(
+            b"login\n{\"username\":\"a\",\"password\":\"b\",\"serveraddress\":\"127.0.0.1:5000\"}"
+        ));
+        assert!(!check(b"login\n{}"));
+        assert!(check(b"changes\nENV A=1\nCMD [\"sh\"]\nEXPOSE 80/udp"));
+        assert!(!check(b"changes\nRUN true"));
         assert!(check(b"time\n10m"));
         assert!(!check(b"time\nlater"));
         assert!(check(b"path\n/v1.41/info"));

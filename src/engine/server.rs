@@ -217,6 +217,11 @@ enum Route {
     ImageHistory(String),
     ImageTag(String),
     ImageDelete(String),
+    ImagesLoad,
+    ImagesSave(Vec<String>),
+    ImagePush(String),
+    Auth,
+    SystemDf,
 }
 
 /// The path segments between `images/` and a trailing `tail` (image names contain `/`).
@@ -262,6 +267,12 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::POST, ["images", "create"]) => Route::ImagesCreate,
         (&Method::GET, ["images", "json"]) => Route::ImagesList,
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
+        (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
+        (&Method::POST, ["auth"]) => Route::Auth,
+        (&Method::GET, ["system", "df"]) => Route::SystemDf,
+        (&Method::POST, [.., "push"]) => Route::ImagePush(image_name(segments, Some("push"))?),
+        (&Method::GET, ["images", "get"]) => Route::ImagesSave(Vec::new()),
+        (&Method::GET, [.., "get"]) => Route::ImagesSave(vec![image_name(segments, Some("get"))?]),
         (&Method::GET, [.., "json"]) => Route::ImageInspect(image_name(segments, Some("json"))?),
         (&Method::GET, [.., "history"]) => {
             Route::ImageHistory(image_name(segments, Some("history"))?)
@@ -317,6 +328,24 @@ async fn dispatch(
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
         Route::Events => events_stream(engine, &query),
+        Route::ImagesCreate if query.get("fromSrc").is_some_and(|s| !s.is_empty()) => {
+            let changes = super::image_archive::query_all(req.uri().query(), "changes");
+            let import = super::image_import::ImportRequest {
+                src: query.get("fromSrc").unwrap_or("").to_string(),
+                repo: query.get("repo").unwrap_or("").to_string(),
+                tag: query.get("tag").unwrap_or("").to_string(),
+                changes,
+                message: query.get("message").unwrap_or("").to_string(),
+                platform: query.get("platform").unwrap_or("").to_string(),
+            };
+            let answer = engine.image_import(req.into_body(), import).await?;
+            let mut r = Response::new(full(answer));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
         Route::ImagesCreate => images_create(engine, &query, &req).await,
         Route::ImagesPrune => Ok(json(
             StatusCode::OK,
@@ -346,24 +375,56 @@ async fn dispatch(
             StatusCode::OK,
             &engine.image_delete(&name, query.bool("force")).await?,
         )),
+        Route::ImagesLoad => {
+            let quiet = query.bool("quiet");
+            let answer = engine.images_load(req.into_body(), quiet).await?;
+            // One chunk per JSON line, as dockerd streams them: docker-py decodes chunk by
+            // chunk.
+            let lines: Vec<Bytes> = answer
+                .split_inclusive(|b| *b == b'\n')
+                .map(Bytes::copy_from_slice)
+                .collect();
+            let (tx, rx) = mpsc::channel(lines.len().max(1));
+            for l in lines {
+                let _ = tx.try_send(l);
+            }
+            Ok(streamed(rx, "application/json"))
+        }
+        Route::ImagesSave(mut names) => {
+            if names.is_empty() {
+                names = super::image_archive::query_all(req.uri().query(), "names");
+            }
+            let rx = engine.images_save(&names).await?;
+            Ok(streamed(rx, "application/x-tar"))
+        }
+        Route::ImagePush(name) => {
+            let credentials = super::auth::decode(registry_auth(&req))?;
+            let rx = engine
+                .image_push(&name, query.get("tag").unwrap_or(""), credentials)
+                .await?;
+            Ok(streamed(rx, "application/json"))
+        }
+        Route::SystemDf => {
+            let types = super::image_archive::query_all(req.uri().query(), "type");
+            Ok(json(StatusCode::OK, &engine.system_df(&types).await?))
+        }
+        Route::Auth => {
+            let body = read_body(req, MAX_SMALL_BODY).await?;
+            Ok(json(StatusCode::OK, &engine.auth(&body).await?))
+        }
     }
 }
 
-/// `POST /images/create`: a pull (`fromImage`); `fromSrc` imports come with their own change.
+/// `POST /images/create?fromImage=`: a pull (`fromSrc` imports are routed before).
 async fn images_create(
     engine: &Arc<Engine>,
     query: &Query,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    if query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::NotImplemented(
-            "fromSrc (docker import) is not implemented by refengd yet".into(),
-        ));
-    }
     for p in ["repo", "message", "changes"] {
         if query.get(p).is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::BadRequest(format!(
-                "{p} applies to fromSrc imports only, which refengd does not implement yet"
+                "{p} applies to fromSrc imports only"
             )));
         }
     }
@@ -372,12 +433,7 @@ async fn images_create(
             "fromImage or fromSrc is required".into(),
         ));
     };
-    let auth = req
-        .headers()
-        .get("X-Registry-Auth")
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-        .unwrap_or("");
-    let credentials = super::auth::decode(auth)?;
+    let credentials = super::auth::decode(registry_auth(req))?;
     let rx = engine
         .pull(
             image,
@@ -394,6 +450,37 @@ async fn images_create(
         HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// The largest JSON body read whole (`POST /auth`).
+const MAX_SMALL_BODY: usize = 1 << 20;
+
+/// The `X-Registry-Auth` header's text (a value that is not text is refused by its decoder).
+fn registry_auth(req: &Request) -> &str {
+    req.headers()
+        .get("X-Registry-Auth")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .unwrap_or("")
+}
+
+/// The whole body of a request, refused with a 400 beyond `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    limited
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))
+}
+
+/// A streamed answer of `content_type` from a channel of chunks.
+fn streamed(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<Body> {
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 fn ping(method: &Method) -> Response<Body> {

@@ -16,8 +16,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteImageRequest,
-    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, ListImagesRequest,
-    ReadContentRequest, UpdateImageRequest, WriteContentRequest,
+    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, Info as ContentInfo, InfoRequest,
+    ListImagesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use tokio::io::AsyncReadExt;
@@ -119,6 +119,65 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Sets `labels` on a blob containerd already has (Content.Update with one `labels.<key>`
+    /// path each, so its other labels stay).
+    ///
+    /// # Errors
+    /// The call's failures (`NotFound` when the blob went).
+    pub async fn add_labels(
+        &self,
+        digest: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        ContentClient::new(self.backend.channel())
+            .update(self.req(
+                UpdateRequest {
+                    info: Some(ContentInfo {
+                        digest: digest.into(),
+                        labels,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                },
+                None,
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("labelling {digest}"), &s))
+    }
+
+    /// Content.Read of a whole blob of any size, each chunk handed to `sink` as it comes.
+    /// Returns the bytes read.
+    ///
+    /// # Errors
+    /// `NotFound` when absent; the call's failures; `Internal` when `sink` fails.
+    pub async fn read_with(
+        &self,
+        digest: &str,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, ApiError> {
+        let mut stream = ContentClient::new(self.backend.channel())
+            .read(self.req(
+                ReadContentRequest {
+                    digest: digest.into(),
+                    offset: 0,
+                    size: 0,
+                },
+                None,
+            ))
+            .await
+            .map_err(|s| ApiError::from_grpc(&format!("reading {digest}"), &s))?
+            .into_inner();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| ApiError::from_grpc(&format!("reading {digest}"), &s))?;
+            sink(&chunk.data).map_err(|e| ApiError::internal(&format!("copying {digest}"), e))?;
+            total += chunk.data.len() as u64;
+        }
+        Ok(total)
     }
 
     /// Writes the blob `digest` of `size` bytes from `file` with Content.Write (continuing an

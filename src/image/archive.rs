@@ -179,10 +179,14 @@ impl Files {
             return Ok(());
         }
         let expected = blob_name(path);
-        let is_blob = expected.is_some()
-            || path.ends_with("layer.tar")
-            || (path.ends_with(".json") && !path.contains('/'));
-        if !is_blob {
+        // Any other file may be what manifest.json names: `<id>/layer.tar` in docker's legacy
+        // layout, `<hex>.tar` and `<hex>.json` in skopeo's docker-archive, `blobs/...` in
+        // the OCI one. Only the legacy per-layer metadata (`<id>/json`, `<id>/VERSION`) is
+        // never named, and is skipped.
+        let legacy_metadata = path.contains('/')
+            && expected.is_none()
+            && (path.ends_with("/json") || path.ends_with("/VERSION"));
+        if legacy_metadata {
             io::copy(&mut data.take(size), &mut io::sink()).map_err(io_err(path))?;
             return Ok(());
         }
@@ -479,6 +483,14 @@ pub struct RootfsImport {
     pub platform: Option<PlatformWanted>,
     /// `created` timestamp (RFC 3339); fixed input gives a reproducible image.
     pub created: Option<String>,
+    /// The whole `config` object (`Cmd`, `Env`, `Labels`, ...); when given, `cmd` and `env`
+    /// are not used.
+    pub config: Option<serde_json::Value>,
+    /// The image's `comment` and its history entry's (dockerd: the import message, else
+    /// `Imported from SRC`).
+    pub comment: Option<String>,
+    /// The history entry's `created_by`; `refeng import` when `None`, left out when empty.
+    pub created_by: Option<String>,
 }
 
 /// Builds a one-layer image from a root filesystem tarball (plain, gzip or zstd), like
@@ -504,13 +516,30 @@ pub fn import_rootfs<R: Read>(
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("rootfs"))?;
     let (diff_id, _) = hashing.finish();
     let p = opts.platform.clone().unwrap_or_else(PlatformWanted::host);
+    let config = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"Cmd": opts.cmd, "Env": opts.env}));
+    let comment = opts
+        .comment
+        .clone()
+        .unwrap_or_else(|| "Imported from tarball".into());
+    let mut history = serde_json::json!({"comment": comment});
+    match opts.created_by.as_deref() {
+        None => history["created_by"] = "refeng import".into(),
+        Some("") => {}
+        Some(by) => history["created_by"] = by.into(),
+    }
     let mut cfg = serde_json::json!({
         "architecture": p.architecture,
         "os": p.os,
-        "config": {"Cmd": opts.cmd, "Env": opts.env},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-        "history": [{"created_by": "refeng import", "comment": "Imported from tarball"}],
+        "history": [history],
     });
+    if opts.comment.is_some() {
+        cfg["comment"] = comment.into();
+    }
     if let Some(v) = &p.variant {
         cfg["variant"] = v.clone().into();
     }
@@ -783,4 +812,46 @@ pub fn export_docker<W: Write>(
     })?;
     sink.file("repositories", r.len() as u64, &r[..])?;
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(b: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut e = Entry::new(path, Kind::File);
+        e.size = data.len() as u64;
+        b.append(&e, data).unwrap();
+    }
+
+    /// skopeo's docker-archive names its blobs `<hex>.tar` and `<hex>.json` at the top.
+    #[test]
+    fn skopeo_docker_archives_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(dir.path().join("c"), Default::default()).unwrap();
+        let mut layer = Builder::new(Vec::new());
+        file(&mut layer, "etc/marker", b"hi\n");
+        let layer = layer.finish().unwrap();
+        let diff_id = Digest::sha256(&layer);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}}))
+        .unwrap();
+        let cfg = Digest::sha256(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": format!("{}.json", cfg.hex()),
+            "RepoTags": ["sk/bb:2"],
+            "Layers": [format!("{}.tar", diff_id.hex())]}]))
+        .unwrap();
+        let mut b = Builder::new(Vec::new());
+        file(&mut b, &format!("{}.tar", diff_id.hex()), &layer);
+        file(&mut b, &format!("{}.json", cfg.hex()), &config);
+        file(&mut b, "manifest.json", &manifest);
+        file(&mut b, "repositories", b"{}");
+        let tar = b.finish().unwrap();
+        let imported = import_tar(&content, &tar[..]).unwrap();
+        assert_eq!(imported.len(), 1);
+        assert_eq!(imported[0].name, "sk/bb:2");
+        assert_eq!(manifest_config(&content, &imported[0].target).unwrap(), cfg);
+    }
 }

@@ -9,7 +9,7 @@ use refeng::image::format::PlatformWanted;
 use refeng::image::tar::Builder;
 
 #[path = "../rootfs/mod.rs"]
-mod rootfs;
+pub mod rootfs;
 
 /// The name the OCI archive gives its image.
 pub const IMAGE: &str = "docker.io/library/busybox:latest";

@@ -244,6 +244,29 @@ impl Client {
         Ok(format!("{scheme}://{host}"))
     }
 
+    /// Checks the credentials configured for `registry` as `docker login` does: `GET /v2/`,
+    /// answering the registry's basic or bearer challenge (a token without repository scope).
+    /// A registry that asks for no authentication accepts any credentials, as with dockerd.
+    ///
+    /// # Errors
+    /// [`RegistryError::WrongCredentials`], [`RegistryError::AuthRequired`] or
+    /// [`RegistryError::Unauthorized`] when the credentials are refused; transport failures;
+    /// [`RegistryError::Refused`] for any other non-success answer.
+    pub fn login(&self, registry: &str) -> Result<(), RegistryError> {
+        let r = Reference {
+            registry: registry.to_owned(),
+            repository: String::new(),
+            tag: None,
+            digest: None,
+        };
+        let resp = self.send(&r, &[], &Req::new(Method::GET, "/v2/"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.refused(&r, "log in", resp))
+        }
+    }
+
     /// Sends `req` for repository operations needing `scopes`, authenticating as the registry
     /// asks. Returns any HTTP answer but `401`; a `401` that survives fresh credentials becomes
     /// an error.
