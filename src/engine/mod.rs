@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod build;
 pub mod config;
 pub mod error;
 pub mod events;
