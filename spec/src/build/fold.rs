@@ -422,11 +422,16 @@ pub enum StepError {
     #[error("VOLUME specified can not be an empty string")]
     EmptyVolume,
     /// `COPY --from=5` past the stages built.
-    #[error("invalid from flag value {0}: invalid stage index")]
+    #[error("invalid from flag value {0}: index out of bounds")]
     StageIndex(String),
     /// An `ONBUILD` trigger of the base image does not parse.
-    #[error("onbuild trigger: {0}")]
-    Trigger(Box<ParseError>),
+    #[error("{} (ONBUILD trigger {text:?} of the base image)", .error.reason)]
+    Trigger {
+        /// The trigger.
+        text: String,
+        /// Why it does not parse.
+        error: Box<ParseError>,
+    },
     /// `FROM` or `ONBUILD` as a trigger.
     #[error("{0} isn't allowed as an ONBUILD trigger")]
     TriggerNotAllowed(String),
@@ -638,6 +643,18 @@ impl Folder<'_> {
     }
 }
 
+/// The config of `FROM scratch`: an empty `container.Config` as Go serialises it.
+fn scratch_config() -> ImageConfig {
+    let mut config = ImageConfig::default();
+    for key in ["Hostname", "Domainname"] {
+        config.other.insert(key.into(), serde_json::Value::String(String::new()));
+    }
+    for key in ["AttachStdin", "AttachStdout", "AttachStderr", "Tty"] {
+        config.other.insert(key.into(), serde_json::Value::Bool(false));
+    }
+    config
+}
+
 /// `nat.ParsePortSpec`, reduced to the container ports it exposes (`80/tcp`).
 fn exposed_ports(raw: &str) -> Result<Vec<String>, String> {
     let parts: Vec<&str> = raw.split(':').collect();
@@ -752,7 +769,7 @@ impl Folder<'_> {
         let (base, mut config) = if let Some(i) = self.stages.iter().position(|s| s.name.as_deref() == Some(&lower)) {
             (Base::Stage(i), self.stages[i].config.clone())
         } else if name == "scratch" {
-            (Base::Scratch, ImageConfig::default())
+            (Base::Scratch, scratch_config())
         } else {
             let image = self.images.image(&name).map_err(|e| fail(StepError::Image(e)))?;
             (
@@ -781,7 +798,12 @@ impl Folder<'_> {
         };
         let triggers = state.config.on_build.take().unwrap_or_default();
         for text in triggers {
-            let located = dockerfile::parse_trigger(&text).map_err(|e| fail(StepError::Trigger(Box::new(e))))?;
+            let located = dockerfile::parse_trigger(&text).map_err(|e| {
+                fail(StepError::Trigger {
+                    text: text.clone(),
+                    error: Box::new(e),
+                })
+            })?;
             if let Instruction::From(_) | Instruction::Onbuild(_) | Instruction::Maintainer(_) = located.instruction {
                 return Err(fail(StepError::TriggerNotAllowed(located.instruction.keyword().to_owned())));
             }

@@ -252,16 +252,19 @@ impl Lexer<'_> {
                     Err(_) if self.peek().is_none() => return Err(WordError::MissingBrace),
                     Err(e) => return Err(e),
                 };
-                let value = self.lookup(&name).unwrap_or_default();
+                let found = self.lookup(&name);
+                let value = found.unwrap_or_default();
                 match modifier {
                     Some('+') => Ok(if value.is_empty() { String::new() } else { word }),
                     Some('-') => Ok(if value.is_empty() { word } else { value.to_owned() }),
                     Some('?') => {
                         if value.is_empty() {
-                            let message = if word.is_empty() {
-                                "is not allowed to be blank".to_owned()
-                            } else {
+                            let message = if !word.is_empty() {
                                 word
+                            } else if found.is_none() {
+                                "is not allowed to be unset".to_owned()
+                            } else {
+                                "is not allowed to be empty".to_owned()
                             };
                             Err(WordError::Required { name, message })
                         } else {
