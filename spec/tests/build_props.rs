@@ -8,7 +8,8 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use refeng_spec::build::dockerfile::{
-    ArgDecl, CommandLine, CopyArgs, Dockerfile, From, Healthcheck, Instruction, KeyValues, Located, Onbuild, Run,
+    ArgDecl, CommandLine, CopyArgs, Dockerfile, From, Healthcheck, Instruction, KeyValues, Located,
+    Onbuild, Run,
 };
 use refeng_spec::build::fold::{BaseImage, ImageConfig, ImageSource, Work};
 use refeng_spec::build::{parse, plan, BuildOptions};
@@ -40,7 +41,10 @@ fn command() -> impl Strategy<Value = CommandLine> {
 
 fn key_values() -> impl Strategy<Value = KeyValues> {
     prop_oneof![
-        vec((name(), value()), 1..4).prop_map(|pairs| KeyValues { pairs, legacy: false }),
+        vec((name(), value()), 1..4).prop_map(|pairs| KeyValues {
+            pairs,
+            legacy: false
+        }),
         (name(), "[a-z0-9][a-z0-9 ]{0,6}[a-z0-9]").prop_map(|(k, v)| KeyValues {
             pairs: vec![(k, v)],
             legacy: true,
@@ -72,14 +76,18 @@ fn duration() -> impl Strategy<Value = Option<i64>> {
 /// Any instruction but `FROM` and `ONBUILD`.
 fn body() -> impl Strategy<Value = Instruction> {
     prop_oneof![
-        (command(), vec("[a-z=,/]{1,10}", 0..2)).prop_map(|(command, mounts)| Instruction::Run(Run { command, mounts })),
+        (command(), vec("[a-z=,/]{1,10}", 0..2))
+            .prop_map(|(command, mounts)| Instruction::Run(Run { command, mounts })),
         command().prop_map(Instruction::Cmd),
         command().prop_map(Instruction::Entrypoint),
         vec("\\PC{0,6}", 1..3).prop_map(Instruction::Shell),
         key_values().prop_map(Instruction::Env),
         key_values().prop_map(Instruction::Label),
-        vec((name(), option::of(value())), 1..3)
-            .prop_map(|d| Instruction::Arg(d.into_iter().map(|(name, default)| ArgDecl { name, default }).collect())),
+        vec((name(), option::of(value())), 1..3).prop_map(|d| Instruction::Arg(
+            d.into_iter()
+                .map(|(name, default)| ArgDecl { name, default })
+                .collect()
+        )),
         text().prop_map(Instruction::Workdir),
         text().prop_map(Instruction::User),
         vec("[0-9]{1,5}(/tcp|/udp)?", 1..4).prop_map(|mut p| {
@@ -91,18 +99,23 @@ fn body() -> impl Strategy<Value = Instruction> {
         prop_oneof![
             Just(Healthcheck::None),
             (
-                prop_oneof![vec("\\PC{0,6}", 1..3).prop_map(CommandLine::Exec), text().prop_map(CommandLine::Shell)],
+                prop_oneof![
+                    vec("\\PC{0,6}", 1..3).prop_map(CommandLine::Exec),
+                    text().prop_map(CommandLine::Shell)
+                ],
                 duration(),
                 duration(),
                 duration(),
                 option::of(1i64..100),
             )
-                .prop_map(|(command, interval, timeout, start_period, retries)| Healthcheck::Check {
-                    command,
-                    interval,
-                    timeout,
-                    start_period,
-                    retries,
+                .prop_map(|(command, interval, timeout, start_period, retries)| {
+                    Healthcheck::Check {
+                        command,
+                        interval,
+                        timeout,
+                        start_period,
+                        retries,
+                    }
                 }),
         ]
         .prop_map(Instruction::Healthcheck),
@@ -125,9 +138,16 @@ fn instruction() -> impl Strategy<Value = Instruction> {
 
 fn from() -> impl Strategy<Value = Instruction> {
     (
-        prop_oneof![Just("base".to_owned()), Just("scratch".to_owned()), "[a-z][a-z0-9:/._-]{0,10}"],
+        prop_oneof![
+            Just("base".to_owned()),
+            Just("scratch".to_owned()),
+            "[a-z][a-z0-9:/._-]{0,10}"
+        ],
         option::of("[a-z][a-z0-9_.-]{0,5}"),
-        option::of(prop_oneof![Just("linux/amd64".to_owned()), "[a-z]{1,5}/[a-z0-9]{1,5}"]),
+        option::of(prop_oneof![
+            Just("linux/amd64".to_owned()),
+            "[a-z]{1,5}/[a-z0-9]{1,5}"
+        ]),
     )
         .prop_map(|(image, stage_name, platform)| {
             Instruction::From(From {
@@ -142,8 +162,13 @@ fn dockerfile() -> impl Strategy<Value = Dockerfile> {
     (
         prop_oneof![Just('\\'), Just('`')],
         vec(
-            vec((name(), option::of(value())), 1..2)
-                .prop_map(|d| Instruction::Arg(d.into_iter().map(|(name, default)| ArgDecl { name, default }).collect())),
+            vec((name(), option::of(value())), 1..2).prop_map(|d| {
+                Instruction::Arg(
+                    d.into_iter()
+                        .map(|(name, default)| ArgDecl { name, default })
+                        .collect(),
+                )
+            }),
             0..2,
         ),
         from(),
@@ -217,6 +242,16 @@ proptest! {
                 }
                 prop_assert!(stage.config.env.as_ref().is_some_and(|e| e.iter().any(|v| v.starts_with("PATH="))));
             }
+        }
+    }
+
+    #[test]
+    fn any_bytes_parse_or_are_refused_with_a_line(bytes in vec(any::<u8>(), 0..300)) {
+        match parse(&bytes) {
+            Ok(d) => {
+                let _ = plan(&d, &BuildOptions::default(), &OneImage);
+            }
+            Err(e) => prop_assert!(e.line >= 1 && e.line <= bytes.split(|b| *b == b'\n').count(), "{e}"),
         }
     }
 

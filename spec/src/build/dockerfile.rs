@@ -297,7 +297,9 @@ pub enum ParseReason {
     #[error("FROM requires either one or three arguments")]
     FromArguments,
     /// `FROM x AS 1a`.
-    #[error("invalid name for build stage: {0:?}, name can't start with a number or contain symbols")]
+    #[error(
+        "invalid name for build stage: {0:?}, name can't start with a number or contain symbols"
+    )]
     StageName(String),
     /// `ONBUILD ONBUILD`.
     #[error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")]
@@ -356,21 +358,19 @@ pub fn parse(bytes: &[u8]) -> Result<Dockerfile, ParseError> {
     let mut stage_seen = false;
     for node in &nodes {
         let located = node_instruction(node, heredoc_at)?;
-        if let Some(located) = located {
-            if matches!(located.instruction, Instruction::From(_)) {
-                stage_seen = true;
-            } else if !stage_seen && !matches!(located.instruction, Instruction::Arg(_)) {
-                return Err(ParseError {
-                    line: node.line,
-                    instruction: Some(node.keyword_upper()),
-                    reason: ParseReason::NoBuildStage,
-                });
-            }
-            if opens_heredoc(&located.instruction) {
-                heredoc_at = Some(node.line);
-            }
-            instructions.push(located);
+        if matches!(located.instruction, Instruction::From(_)) {
+            stage_seen = true;
+        } else if !stage_seen && !matches!(located.instruction, Instruction::Arg(_)) {
+            return Err(ParseError {
+                line: node.line,
+                instruction: Some(node.keyword_upper()),
+                reason: ParseReason::NoBuildStage,
+            });
         }
+        if opens_heredoc(&located.instruction) {
+            heredoc_at = Some(node.line);
+        }
+        instructions.push(located);
     }
     Ok(Dockerfile {
         escape: directives.escape,
@@ -394,17 +394,16 @@ pub fn parse_trigger(text: &str) -> Result<Located, ParseError> {
             reason: ParseReason::ExactlyOneArgument("ONBUILD trigger"),
         });
     }
-    node_instruction(&nodes[0], None)?.ok_or_else(|| ParseError {
-        line: 1,
-        instruction: None,
-        reason: ParseReason::NoInstructions,
-    })
+    node_instruction(&nodes[0], None)
 }
 
 fn opens_heredoc(i: &Instruction) -> bool {
     let has = |s: &str| {
-        s.match_indices("<<")
-            .any(|(at, _)| s[at + 2..].trim_start_matches(['-', '"', '\'']).starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        s.match_indices("<<").any(|(at, _)| {
+            s[at + 2..]
+                .trim_start_matches(['-', '"', '\''])
+                .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        })
     };
     match i {
         Instruction::Run(Run {
@@ -563,7 +562,11 @@ fn parse_nodes(text: &str) -> Result<(Vec<Node>, Directives, Vec<String>), Parse
         d.line(stripped, i + 1)?;
         i += 1;
         let start = i;
-        let first = if stripped.starts_with('#') { "" } else { stripped };
+        let first = if stripped.starts_with('#') {
+            ""
+        } else {
+            stripped
+        };
         let (mut line, mut end) = match continuation(first, d.escape) {
             Some(l) => (l.to_owned(), false),
             None => (first.to_owned(), true),
@@ -655,9 +658,11 @@ fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<
         }
         "expose" | "from" => NodeArgs::plain(split_token_space(rest)),
         "healthcheck" => health_args(rest).map_err(err)?,
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            NodeArgs::plain(if rest.is_empty() { vec![] } else { vec![rest.to_owned()] })
-        }
+        "maintainer" | "stopsignal" | "user" | "workdir" => NodeArgs::plain(if rest.is_empty() {
+            vec![]
+        } else {
+            vec![rest.to_owned()]
+        }),
         "onbuild" => {
             let sub = if rest.is_empty() {
                 None
@@ -870,7 +875,7 @@ fn name_values(rest: &str, key: &'static str, escape: char) -> Result<NodeArgs, 
 enum Json {
     Strings(Vec<String>),
     NotStrings,
-    NotJson,
+    Other,
 }
 
 /// dockerd's `parseJSON`: the first JSON value of the text (what follows it is ignored, as Go's
@@ -878,7 +883,7 @@ enum Json {
 fn json(rest: &str) -> Json {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
-        return Json::NotJson;
+        return Json::Other;
     }
     let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
     match stream.next() {
@@ -892,7 +897,7 @@ fn json(rest: &str) -> Json {
             }
             Json::Strings(out)
         }
-        _ => Json::NotJson,
+        _ => Json::Other,
     }
 }
 
@@ -908,7 +913,7 @@ fn maybe_json(rest: &str) -> Result<NodeArgs, ParseReason> {
             sub: None,
         }),
         Json::NotStrings => Err(ParseReason::JsonNotStrings),
-        Json::NotJson => Ok(NodeArgs::plain(vec![rest.to_owned()])),
+        Json::Other => Ok(NodeArgs::plain(vec![rest.to_owned()])),
     }
 }
 
@@ -921,7 +926,7 @@ fn maybe_json_list(rest: &str) -> Result<NodeArgs, ParseReason> {
             sub: None,
         }),
         Json::NotStrings => Err(ParseReason::JsonNotStrings),
-        Json::NotJson => Ok(NodeArgs::plain(split_token_space(rest))),
+        Json::Other => Ok(NodeArgs::plain(split_token_space(rest))),
     }
 }
 
@@ -949,8 +954,13 @@ struct Flags<'a> {
 }
 
 impl<'a> Flags<'a> {
-    fn parse(given: &'a [String], known: &[&'static str], multi: &[&'static str]) -> Result<Self, ParseReason> {
-        let mut values: Vec<(&'static str, Vec<String>)> = known.iter().map(|k| (*k, vec![])).collect();
+    fn parse(
+        given: &'a [String],
+        known: &[&'static str],
+        multi: &[&'static str],
+    ) -> Result<Self, ParseReason> {
+        let mut values: Vec<(&'static str, Vec<String>)> =
+            known.iter().map(|k| (*k, vec![])).collect();
         for arg in given {
             let Some(body) = arg.strip_prefix("--") else {
                 return Err(ParseReason::NotAFlag(arg.clone()));
@@ -1037,7 +1047,11 @@ fn duration_flag(flags: &Flags<'_>, name: &str) -> Result<Option<i64>, ParseReas
     }
 }
 
-fn copy_args(node: &Node, key: &'static str, known: &[&'static str]) -> Result<CopyArgs, ParseReason> {
+fn copy_args(
+    node: &Node,
+    key: &'static str,
+    known: &[&'static str],
+) -> Result<CopyArgs, ParseReason> {
     let args = &node.args.args;
     if args.len() < 2 {
         return Err(ParseReason::NoDestination(key));
@@ -1053,19 +1067,19 @@ fn copy_args(node: &Node, key: &'static str, known: &[&'static str]) -> Result<C
     })
 }
 
-fn node_instruction(node: &Node, heredoc_at: Option<usize>) -> Result<Option<Located>, ParseError> {
+fn node_instruction(node: &Node, heredoc_at: Option<usize>) -> Result<Located, ParseError> {
     let err = |reason| ParseError {
         line: node.line,
         instruction: Some(node.keyword_upper()),
         reason,
     };
     let instruction = instruction(node, heredoc_at).map_err(err)?;
-    Ok(Some(Located {
+    Ok(Located {
         line: node.line,
         end_line: node.end_line,
         source: node.original.trim().to_owned(),
         instruction,
-    }))
+    })
 }
 
 fn instruction(node: &Node, heredoc_at: Option<usize>) -> Result<Instruction, ParseReason> {
@@ -1104,9 +1118,11 @@ fn instruction(node: &Node, heredoc_at: Option<usize>) -> Result<Instruction, Pa
                 3 if args[1].eq_ignore_ascii_case("as") => {
                     let name = args[2].to_lowercase();
                     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+                        && name.chars().all(|c| {
+                            c.is_ascii_lowercase()
+                                || c.is_ascii_digit()
+                                || matches!(c, '-' | '_' | '.')
+                        });
                     if !valid {
                         return Err(ParseReason::StageName(args[2].clone()));
                     }
@@ -1173,7 +1189,11 @@ fn instruction(node: &Node, heredoc_at: Option<usize>) -> Result<Instruction, Pa
                 }
                 if let Some(f) = node.flags.first() {
                     return Err(ParseReason::HealthcheckNoneFlags(
-                        f.trim_start_matches('-').split('=').next().unwrap_or("").to_owned(),
+                        f.trim_start_matches('-')
+                            .split('=')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned(),
                     ));
                 }
                 Instruction::Healthcheck(Healthcheck::None)
@@ -1337,7 +1357,11 @@ fn copy_text(c: &CopyArgs) -> String {
     flag(&mut out, "chmod", c.chmod.as_ref());
     let mut all = c.sources.clone();
     all.push(c.dest.clone());
-    if all.iter().any(|w| w.is_empty() || w.contains(is_token_space)) || all[0].starts_with('[') {
+    if all
+        .iter()
+        .any(|w| w.is_empty() || w.contains(is_token_space))
+        || all[0].starts_with('[')
+    {
         out.push_str(&json_list(&all));
     } else {
         out.push_str(&all.join(" "));
@@ -1379,7 +1403,9 @@ impl fmt::Display for Instruction {
                 })
                 .collect::<Vec<_>>()
                 .join(" "),
-            Self::Workdir(s) | Self::User(s) | Self::StopSignal(s) | Self::Maintainer(s) => s.clone(),
+            Self::Workdir(s) | Self::User(s) | Self::StopSignal(s) | Self::Maintainer(s) => {
+                s.clone()
+            }
             Self::Expose(ports) => ports.join(" "),
             Self::Volume(v) => json_list(v),
             Self::Healthcheck(Healthcheck::None) => "NONE".to_owned(),
@@ -1431,5 +1457,126 @@ impl Dockerfile {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Instruction {
+        let d = parse(format!("FROM base\n{text}\n").as_bytes()).unwrap();
+        d.instructions[1].instruction.clone()
+    }
+
+    fn reason(text: &str) -> (usize, ParseReason) {
+        let e = parse(text.as_bytes()).unwrap_err();
+        (e.line, e.reason)
+    }
+
+    #[test]
+    fn lines_join_as_dockerd_joins_them() {
+        let d = parse(b"FROM base\nENV A=1 \\\n  # comment\n\n   B=2\nRUN a \\\\  \nb\n").unwrap();
+        let env = &d.instructions[1];
+        assert_eq!((env.line, env.end_line), (2, 5));
+        assert_eq!(env.source, "ENV A=1    B=2");
+        assert_eq!(d.warnings.len(), 2, "{:?}", d.warnings);
+        // An escaped escape at the end of a line still continues it.
+        assert_eq!(d.instructions[2].source, "RUN a \\b");
+    }
+
+    #[test]
+    fn directives_stop_at_the_first_other_line() {
+        let d = parse(b"# syntax=x/y\n#  ESCAPE = ` \nFROM base\nENV A=`\n  B=1\n").unwrap();
+        assert_eq!((d.escape, d.syntax.as_deref()), ('`', Some("x/y")));
+        let d = parse(b"# note\n# escape=`\nFROM base\n").unwrap();
+        assert_eq!(d.escape, '\\');
+        assert_eq!(
+            reason("#escape=x\nFROM base\n"),
+            (1, ParseReason::InvalidEscape("x".into()))
+        );
+        assert_eq!(
+            reason("# escape=`\n# escape=\\\nFROM base\n"),
+            (2, ParseReason::DuplicateDirective("escape".into()))
+        );
+    }
+
+    #[test]
+    fn forms_and_flags() {
+        assert_eq!(
+            one("CMD [\"a\", \"b\"] trailing"),
+            Instruction::Cmd(CommandLine::Exec(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            one("CMD [\"a\","),
+            Instruction::Cmd(CommandLine::Shell("[\"a\",".into()))
+        );
+        assert_eq!(one("CMD"), Instruction::Cmd(CommandLine::Absent));
+        let Instruction::Copy(c) = one("COPY --from=\"s 1\" --chown=a\\ b x \"y z\" /d/") else {
+            panic!()
+        };
+        assert_eq!(c.from.as_deref(), Some("s 1"));
+        assert_eq!(c.chown.as_deref(), Some("a b"));
+        assert_eq!(c.sources, ["x", "\"y", "z\""]);
+        assert_eq!(
+            one("ENV A=\"x y\" B=c\\ d"),
+            Instruction::Env(KeyValues {
+                pairs: vec![("A".into(), "\"x y\"".into()), ("B".into(), "c\\ d".into())],
+                legacy: false
+            })
+        );
+        assert_eq!(
+            one("EXPOSE 90 8080 100"),
+            Instruction::Expose(vec!["100".into(), "8080".into(), "90".into()])
+        );
+        let Instruction::Onbuild(o) = one("onbuild run echo hi  ") else {
+            panic!()
+        };
+        assert_eq!(
+            (o.keyword.as_str(), o.expression.as_str()),
+            ("RUN", "run echo hi  ")
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_line_and_instruction() {
+        let e = parse(b"FROM base\n\nENV --foo A=1\n").unwrap_err();
+        assert_eq!(e.to_string(), "Dockerfile:3: ENV: unknown flag: foo");
+        assert_eq!(
+            reason("FROM base\nCOPY --link a b\n").1,
+            ParseReason::UnknownFlag("link".into())
+        );
+        assert_eq!(
+            reason("FROM base\nCOPY --chown a b\n").1,
+            ParseReason::MissingFlagValue("chown".into())
+        );
+        assert_eq!(
+            reason("FROM base\nENV A\n"),
+            (2, ParseReason::TwoArguments("ENV"))
+        );
+        assert_eq!(
+            reason("ENV A=1\nFROM base\n"),
+            (1, ParseReason::NoBuildStage)
+        );
+        assert_eq!(reason("\n# c\n\n").1, ParseReason::NoInstructions);
+        assert_eq!(parse(b"FROM base\nENV A=\xff\n").unwrap_err().line, 2);
+        assert_eq!(
+            reason("FROM base\nRUN <<EOF\necho hi\nEOF\n"),
+            (
+                3,
+                ParseReason::HeredocLine {
+                    instruction: "ECHO".into(),
+                    heredoc_line: 2
+                }
+            )
+        );
+        assert_eq!(
+            reason("FROM base\nFOO\n").1,
+            ParseReason::UnknownInstruction("FOO".into())
+        );
+        assert_eq!(
+            reason("FROM base\nHEALTHCHECK --interval=500us CMD x\n").1,
+            ParseReason::DurationTooShort("interval".into())
+        );
     }
 }

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::dockerfile::{
-    self, ArgDecl, CommandLine, CopyArgs, Dockerfile, Healthcheck, Instruction, KeyValues, Located, ParseError,
+    self, ArgDecl, CommandLine, CopyArgs, Dockerfile, Healthcheck, Instruction, KeyValues, Located,
+    ParseError,
 };
 use super::go_text;
 use super::words::{self, ExpandError};
@@ -49,11 +50,17 @@ mod set_as_object {
     #[allow(clippy::ref_option)]
     pub fn serialize<S: Serializer>(v: &Option<BTreeSet<String>>, s: S) -> Result<S::Ok, S::Error> {
         v.as_ref()
-            .map(|set| set.iter().map(|k| (k.clone(), Empty {})).collect::<BTreeMap<_, _>>())
+            .map(|set| {
+                set.iter()
+                    .map(|k| (k.clone(), Empty {}))
+                    .collect::<BTreeMap<_, _>>()
+            })
             .serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeSet<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeSet<String>>, D::Error> {
         let m: Option<BTreeMap<String, serde::de::IgnoredAny>> = Option::deserialize(d)?;
         Ok(m.map(|m| m.into_keys().collect()))
     }
@@ -68,7 +75,11 @@ pub struct ImageConfig {
     #[serde(default)]
     pub user: String,
     /// `ExposedPorts` (`80/tcp`).
-    #[serde(default, with = "set_as_object", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "set_as_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exposed_ports: Option<BTreeSet<String>>,
     /// `Env` (`KEY=value`).
     #[serde(default)]
@@ -477,7 +488,10 @@ impl BuildArgs {
 
     /// The allowed arguments not set in `env`, as `KEY=value`, sorted.
     fn filter_allowed(&self, env: &[String]) -> Vec<String> {
-        let set: BTreeSet<&str> = env.iter().map(|e| e.split('=').next().unwrap_or("")).collect();
+        let set: BTreeSet<&str> = env
+            .iter()
+            .map(|e| e.split('=').next().unwrap_or(""))
+            .collect();
         let mut all = self.all_from(&self.allowed);
         all.retain(|k, _| !set.contains(k.as_str()));
         Self::env_list(all)
@@ -531,7 +545,10 @@ pub fn plan(
         let at = stages
             .iter()
             .position(|(from, _)| match &from.instruction {
-                Instruction::From(f) => f.stage_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(target)),
+                Instruction::From(f) => f
+                    .stage_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(target)),
                 _ => false,
             })
             .ok_or_else(|| BuildError::Target(target.clone()))?;
@@ -551,9 +568,8 @@ pub fn plan(
             }),
         })
         .collect();
-    let steps_total = meta.len()
-        + stages.iter().map(|(_, c)| 1 + c.len()).sum::<usize>()
-        + label_steps.len();
+    let steps_total =
+        meta.len() + stages.iter().map(|(_, c)| 1 + c.len()).sum::<usize>() + label_steps.len();
 
     let mut folder = Folder {
         escape: dockerfile.escape,
@@ -588,7 +604,11 @@ pub fn plan(
         let from_number = number;
         let (mut state, base) = folder.begin(from, from_number, &root)?;
         let last = index + 1 == stage_count;
-        let extra = if last { label_steps.iter().collect() } else { Vec::new() };
+        let extra = if last {
+            label_steps.iter().collect()
+        } else {
+            Vec::new()
+        };
         for cmd in cmds.into_iter().chain(extra) {
             number += 1;
             folder
@@ -636,9 +656,17 @@ impl Folder<'_> {
         words::expand(word, env, self.escape)
     }
 
-    fn expand_arg(&self, d: &ArgDecl, env: &[String]) -> Result<(String, Option<String>), ExpandError> {
+    fn expand_arg(
+        &self,
+        d: &ArgDecl,
+        env: &[String],
+    ) -> Result<(String, Option<String>), ExpandError> {
         let key = self.expand(&d.name, env)?;
-        let value = d.default.as_ref().map(|v| self.expand(v, env)).transpose()?;
+        let value = d
+            .default
+            .as_ref()
+            .map(|v| self.expand(v, env))
+            .transpose()?;
         Ok((key, value))
     }
 }
@@ -647,10 +675,14 @@ impl Folder<'_> {
 fn scratch_config() -> ImageConfig {
     let mut config = ImageConfig::default();
     for key in ["Hostname", "Domainname"] {
-        config.other.insert(key.into(), serde_json::Value::String(String::new()));
+        config
+            .other
+            .insert(key.into(), serde_json::Value::String(String::new()));
     }
     for key in ["AttachStdin", "AttachStdout", "AttachStderr", "Tty"] {
-        config.other.insert(key.into(), serde_json::Value::Bool(false));
+        config
+            .other
+            .insert(key.into(), serde_json::Value::Bool(false));
     }
     config
 }
@@ -664,7 +696,10 @@ fn exposed_ports(raw: &str) -> Result<Vec<String>, String> {
         1 => ("", ""),
         2 => ("", parts[0]),
         3 => (parts[0], parts[1]),
-        _ => (&raw[..raw.len() - container.len() - parts[n - 2].len() - 2], parts[n - 2]),
+        _ => (
+            &raw[..raw.len() - container.len() - parts[n - 2].len() - 2],
+            parts[n - 2],
+        ),
     };
     let (proto, container) = match container.split_once('/') {
         _ if container.is_empty() || container.starts_with('/') => ("", ""),
@@ -688,7 +723,8 @@ fn exposed_ports(raw: &str) -> Result<Vec<String>, String> {
             }
         }
     };
-    let (start, end) = range(container).ok_or_else(|| format!("Invalid containerPort: {container}"))?;
+    let (start, end) =
+        range(container).ok_or_else(|| format!("Invalid containerPort: {container}"))?;
     if !host.is_empty() {
         let (hs, he) = range(host).ok_or_else(|| format!("Invalid hostPort: {host}"))?;
         if he - hs != end - start && he != hs && end != start {
@@ -741,7 +777,12 @@ fn clean(path: &str) -> String {
 }
 
 impl Folder<'_> {
-    fn begin(&self, from: &Located, number: usize, root: &BuildArgs) -> Result<(State, Base), BuildError> {
+    fn begin(
+        &self,
+        from: &Located,
+        number: usize,
+        root: &BuildArgs,
+    ) -> Result<(State, Base), BuildError> {
         let Instruction::From(f) = &from.instruction else {
             unreachable!("stages start with FROM")
         };
@@ -756,22 +797,35 @@ impl Folder<'_> {
                 }));
             }
         }
-        let name = self.expand(&f.image, &meta_env).map_err(|e| fail(e.into()))?;
+        let name = self
+            .expand(&f.image, &meta_env)
+            .map_err(|e| fail(e.into()))?;
         if name.is_empty() {
             return Err(fail(StepError::BlankBase(f.image.clone())));
         }
         if let Some(stage_name) = &f.stage_name {
-            if self.stages.iter().any(|s| s.name.as_ref() == Some(stage_name)) {
+            if self
+                .stages
+                .iter()
+                .any(|s| s.name.as_ref() == Some(stage_name))
+            {
                 return Err(fail(StepError::StageNameUsed(stage_name.clone())));
             }
         }
         let lower = name.to_lowercase();
-        let (base, mut config) = if let Some(i) = self.stages.iter().position(|s| s.name.as_deref() == Some(&lower)) {
+        let (base, mut config) = if let Some(i) = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(&lower))
+        {
             (Base::Stage(i), self.stages[i].config.clone())
         } else if name == "scratch" {
             (Base::Scratch, scratch_config())
         } else {
-            let image = self.images.image(&name).map_err(|e| fail(StepError::Image(e)))?;
+            let image = self
+                .images
+                .image(&name)
+                .map_err(|e| fail(StepError::Image(e)))?;
             (
                 Base::Image {
                     reference: name,
@@ -784,8 +838,12 @@ impl Folder<'_> {
         if !env.iter().any(|e| e.split('=').next() == Some("PATH")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        config.other.insert("OpenStdin".into(), serde_json::Value::Bool(false));
-        config.other.insert("StdinOnce".into(), serde_json::Value::Bool(false));
+        config
+            .other
+            .insert("OpenStdin".into(), serde_json::Value::Bool(false));
+        config
+            .other
+            .insert("StdinOnce".into(), serde_json::Value::Bool(false));
         let mut args = root.clone();
         args.allowed.clear();
         args.referenced.clear();
@@ -804,21 +862,34 @@ impl Folder<'_> {
                     error: Box::new(e),
                 })
             })?;
-            if let Instruction::From(_) | Instruction::Onbuild(_) | Instruction::Maintainer(_) = located.instruction {
-                return Err(fail(StepError::TriggerNotAllowed(located.instruction.keyword().to_owned())));
+            if let Instruction::From(_) | Instruction::Onbuild(_) | Instruction::Maintainer(_) =
+                located.instruction
+            {
+                return Err(fail(StepError::TriggerNotAllowed(
+                    located.instruction.keyword().to_owned(),
+                )));
             }
             let located = Located {
                 line: from.line,
                 end_line: from.end_line,
                 ..located
             };
-            self.dispatch(&mut state, &located, number, true).map_err(fail)?;
+            self.dispatch(&mut state, &located, number, true)
+                .map_err(fail)?;
         }
         Ok((state, base))
     }
 
     /// Records a step: its work, the config after it and its cache key.
-    fn push(state: &mut State, at: &Located, number: usize, trigger: bool, work: Work, container_config: ImageConfig, created_by: CreatedBy) {
+    fn push(
+        state: &mut State,
+        at: &Located,
+        number: usize,
+        trigger: bool,
+        work: Work,
+        container_config: ImageConfig,
+        created_by: CreatedBy,
+    ) {
         let parent = state.steps.len().checked_sub(1);
         state.steps.push(Step {
             number,
@@ -845,7 +916,15 @@ impl Folder<'_> {
             cmd: Some(cmd),
             ..state.config.clone()
         };
-        Self::push(state, at, number, trigger, Work::Commit, container_config, CreatedBy::Text(created_by));
+        Self::push(
+            state,
+            at,
+            number,
+            trigger,
+            Work::Commit,
+            container_config,
+            CreatedBy::Text(created_by),
+        );
     }
 
     fn resolve_command(config: &ImageConfig, c: &CommandLine) -> Option<Vec<String>> {
@@ -861,7 +940,13 @@ impl Folder<'_> {
     }
 
     #[allow(clippy::too_many_lines)]
-    fn dispatch(&self, state: &mut State, at: &Located, number: usize, trigger: bool) -> Result<(), StepError> {
+    fn dispatch(
+        &self,
+        state: &mut State,
+        at: &Located,
+        number: usize,
+        trigger: bool,
+    ) -> Result<(), StepError> {
         let mut env: Vec<String> = state.config.env().to_vec();
         env.extend(state.args.filter_allowed(state.config.env()));
         let x = |w: &str| self.expand(w, &env);
@@ -875,7 +960,10 @@ impl Folder<'_> {
                     comment.push(' ');
                     comment.push_str(&item);
                     let list = state.config.env.get_or_insert_with(Vec::new);
-                    match list.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
+                    match list
+                        .iter_mut()
+                        .find(|e| e.split('=').next() == Some(k.as_str()))
+                    {
                         Some(e) => *e = item,
                         None => list.push(item),
                     }
@@ -887,9 +975,17 @@ impl Folder<'_> {
                 let expand = at.line != 0;
                 let mut comment = String::from("LABEL");
                 for (k, v) in &kv.pairs {
-                    let (k, v) = if expand { (x(k)?, x(v)?) } else { (k.clone(), v.clone()) };
+                    let (k, v) = if expand {
+                        (x(k)?, x(v)?)
+                    } else {
+                        (k.clone(), v.clone())
+                    };
                     comment.push_str(&format!(" {k}={v}"));
-                    state.config.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
+                    state
+                        .config
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, v);
                 }
                 Self::commit(state, at, number, trigger, comment);
             }
@@ -907,7 +1003,13 @@ impl Folder<'_> {
                     });
                     state.args.add(&k, v);
                 }
-                Self::commit(state, at, number, trigger, format!("ARG {}", items.join(" ")));
+                Self::commit(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    format!("ARG {}", items.join(" ")),
+                );
             }
             Instruction::Workdir(p) => {
                 let p = x(p)?;
@@ -927,7 +1029,15 @@ impl Folder<'_> {
                     ..state.config.clone()
                 };
                 let path = state.config.working_dir.clone();
-                Self::push(state, at, number, trigger, Work::Workdir { path }, container_config, CreatedBy::Text(created_by));
+                Self::push(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    Work::Workdir { path },
+                    container_config,
+                    CreatedBy::Text(created_by),
+                );
             }
             Instruction::User(u) => {
                 state.config.user = x(u)?;
@@ -941,10 +1051,20 @@ impl Folder<'_> {
                     if v.is_empty() {
                         return Err(StepError::EmptyVolume);
                     }
-                    state.config.volumes.get_or_insert_with(BTreeSet::new).insert(v.clone());
+                    state
+                        .config
+                        .volumes
+                        .get_or_insert_with(BTreeSet::new)
+                        .insert(v.clone());
                     expanded.push(v);
                 }
-                Self::commit(state, at, number, trigger, format!("VOLUME {}", go_text::plain_list(&expanded)));
+                Self::commit(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    format!("VOLUME {}", go_text::plain_list(&expanded)),
+                );
             }
             Instruction::StopSignal(s) => {
                 let s = x(s)?;
@@ -961,9 +1081,19 @@ impl Folder<'_> {
                 }
                 for p in &all {
                     let exposed = exposed_ports(p).map_err(StepError::Port)?;
-                    state.config.exposed_ports.get_or_insert_with(BTreeSet::new).extend(exposed);
+                    state
+                        .config
+                        .exposed_ports
+                        .get_or_insert_with(BTreeSet::new)
+                        .extend(exposed);
                 }
-                Self::commit(state, at, number, trigger, format!("EXPOSE {}", all.join(" ")));
+                Self::commit(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    format!("EXPOSE {}", all.join(" ")),
+                );
             }
             Instruction::Cmd(c) => {
                 let cmd = Self::resolve_command(&state.config, c).or_else(|| {
@@ -972,7 +1102,9 @@ impl Folder<'_> {
                 });
                 state.config.cmd.clone_from(&cmd);
                 state.config.args_escaped = false;
-                if !matches!(c, CommandLine::Absent | CommandLine::Exec(_)) || matches!(c, CommandLine::Exec(v) if !v.is_empty()) {
+                if !matches!(c, CommandLine::Absent | CommandLine::Exec(_))
+                    || matches!(c, CommandLine::Exec(v) if !v.is_empty())
+                {
                     state.cmd_set = true;
                 }
                 let comment = format!("CMD {}", go_text::quote_list(&cmd.unwrap_or_default()));
@@ -988,7 +1120,10 @@ impl Folder<'_> {
                 if !state.cmd_set {
                     state.config.cmd = None;
                 }
-                let comment = format!("ENTRYPOINT {}", go_text::quote_list(&ep.unwrap_or_default()));
+                let comment = format!(
+                    "ENTRYPOINT {}",
+                    go_text::quote_list(&ep.unwrap_or_default())
+                );
                 Self::commit(state, at, number, trigger, comment);
             }
             Instruction::Healthcheck(h) => {
@@ -1005,7 +1140,9 @@ impl Folder<'_> {
                         retries,
                     } => {
                         let test = match command {
-                            CommandLine::Exec(v) => std::iter::once("CMD".to_owned()).chain(v.iter().cloned()).collect(),
+                            CommandLine::Exec(v) => std::iter::once("CMD".to_owned())
+                                .chain(v.iter().cloned())
+                                .collect(),
                             CommandLine::Shell(s) => vec!["CMD-SHELL".to_owned(), s.clone()],
                             CommandLine::Absent => vec!["CMD-SHELL".to_owned()],
                         };
@@ -1031,17 +1168,34 @@ impl Folder<'_> {
             }
             Instruction::Shell(argv) => {
                 state.config.shell = Some(argv.clone());
-                Self::commit(state, at, number, trigger, format!("SHELL {}", go_text::plain_list(argv)));
+                Self::commit(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    format!("SHELL {}", go_text::plain_list(argv)),
+                );
             }
             Instruction::Onbuild(o) => {
-                state.config.on_build.get_or_insert_with(Vec::new).push(o.expression.clone());
-                Self::commit(state, at, number, trigger, format!("ONBUILD {}", o.expression));
+                state
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(o.expression.clone());
+                Self::commit(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    format!("ONBUILD {}", o.expression),
+                );
             }
             Instruction::Run(run) => {
                 if !run.mounts.is_empty() {
                     return Err(StepError::Mount);
                 }
-                let argv = Self::resolve_command(&state.config, &run.command).unwrap_or_else(|| state.config.shell_or_default());
+                let argv = Self::resolve_command(&state.config, &run.command)
+                    .unwrap_or_else(|| state.config.shell_or_default());
                 let build_args = state.args.filter_allowed(state.config.env());
                 let mut save_cmd = argv.clone();
                 if !build_args.is_empty() {
@@ -1073,7 +1227,15 @@ impl Folder<'_> {
                     user: state.config.user.clone(),
                     working_dir: state.config.working_dir.clone(),
                 });
-                Self::push(state, at, number, trigger, work, container_config, CreatedBy::Text(created_by));
+                Self::push(
+                    state,
+                    at,
+                    number,
+                    trigger,
+                    work,
+                    container_config,
+                    CreatedBy::Text(created_by),
+                );
             }
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let add = matches!(at.instruction, Instruction::Add(_));
@@ -1084,28 +1246,53 @@ impl Folder<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn copy(&self, state: &mut State, at: &Located, number: usize, trigger: bool, c: &CopyArgs, add: bool, env: &[String]) -> Result<(), StepError> {
+    fn copy(
+        &self,
+        state: &mut State,
+        at: &Located,
+        number: usize,
+        trigger: bool,
+        c: &CopyArgs,
+        add: bool,
+        env: &[String],
+    ) -> Result<(), StepError> {
         if c.chmod.as_deref().is_some_and(|m| !m.is_empty()) {
             return Err(StepError::Chmod);
         }
         let x = |w: &str| self.expand(w, env);
-        let chown = c.chown.as_deref().map(x).transpose()?.filter(|s| !s.is_empty());
-        let sources = c.sources.iter().map(|s| x(s)).collect::<Result<Vec<_>, _>>()?;
+        let chown = c
+            .chown
+            .as_deref()
+            .map(x)
+            .transpose()?
+            .filter(|s| !s.is_empty());
+        let sources = c
+            .sources
+            .iter()
+            .map(|s| x(s))
+            .collect::<Result<Vec<_>, _>>()?;
         let dest = x(&c.dest)?;
         let from = match c.from.as_deref().filter(|f| !f.is_empty()) {
             None => CopyFrom::Context,
             Some(f) => {
                 if let Ok(index) = f.parse::<i64>() {
-                    match usize::try_from(index).ok().filter(|i| *i < self.stages.len()) {
+                    match usize::try_from(index)
+                        .ok()
+                        .filter(|i| *i < self.stages.len())
+                    {
                         Some(i) => CopyFrom::Stage(i),
                         None => return Err(StepError::StageIndex(f.to_owned())),
                     }
-                } else if let Some(i) = self.stages.iter().position(|s| s.name.as_deref() == Some(f.to_lowercase().as_str())) {
+                } else if let Some(i) = self
+                    .stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(f.to_lowercase().as_str()))
+                {
                     CopyFrom::Stage(i)
                 } else {
-                    self.images
-                        .image(f)
-                        .map_err(|e| StepError::Image(format!("invalid from flag value {f}: {e}")))?;
+                    self.images.image(f).map_err(|e| {
+                        StepError::Image(format!("invalid from flag value {f}: {e}"))
+                    })?;
                     CopyFrom::Image(f.to_owned())
                 }
             }
@@ -1141,7 +1328,186 @@ impl Folder<'_> {
             chown,
             preserve_ownership,
         });
-        Self::push(state, at, number, trigger, work, container_config, CreatedBy::Copy { prefix, dest });
+        Self::push(
+            state,
+            at,
+            number,
+            trigger,
+            work,
+            container_config,
+            CreatedBy::Copy { prefix, dest },
+        );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::parse;
+
+    struct Store;
+
+    impl ImageSource for Store {
+        fn image(&self, reference: &str) -> Result<BaseImage, String> {
+            match reference {
+                "base" => Ok(BaseImage {
+                    id: "sha256:b".into(),
+                    config: ImageConfig {
+                        env: Some(vec!["PATH=/bin".into()]),
+                        cmd: Some(vec!["sh".into()]),
+                        on_build: Some(vec!["ENV T=1".into()]),
+                        ..ImageConfig::default()
+                    },
+                }),
+                _ => Err(format!("no image {reference}")),
+            }
+        }
+    }
+
+    fn build(text: &str, options: &BuildOptions) -> Result<Plan, BuildError> {
+        plan(&parse(text.as_bytes()).unwrap(), options, &Store)
+    }
+
+    fn created_by(p: &Plan) -> Vec<String> {
+        p.stages
+            .last()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.cache.created_by.text("file:h"))
+            .collect()
+    }
+
+    #[test]
+    fn steps_carry_dockerds_created_by() {
+        let mut options = BuildOptions::default();
+        options.build_args.insert("B".into(), Some("bee".into()));
+        options
+            .build_args
+            .insert("HTTP_PROXY".into(), Some("p".into()));
+        let p = build(
+            "FROM base\nARG A=x\nARG B\nENV E=\"1 2\"\nRUN echo $A\nSHELL [\"/bin/sh\", \"-ec\"]\nWORKDIR w\nCOPY --chown=1:1 a b d/\nCMD [\"x\"]\n",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            created_by(&p),
+            [
+                "/bin/sh -c #(nop)  ENV T=1",
+                "/bin/sh -c #(nop)  ARG A=x",
+                "/bin/sh -c #(nop)  ARG B",
+                "/bin/sh -c #(nop)  ENV E=1 2",
+                "|2 A=x B=bee /bin/sh -c echo $A",
+                "/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]",
+                "/bin/sh -ec #(nop) WORKDIR /w",
+                "/bin/sh -ec #(nop) COPY --chown=1:1file:h in d/ ",
+                "/bin/sh -ec #(nop)  CMD [\"x\"]",
+            ]
+        );
+        let stage = &p.stages[0];
+        assert!(stage.steps[0].trigger);
+        let Work::Run(run) = &stage.steps[4].work else {
+            panic!()
+        };
+        // The proxy is in the environment but, undeclared, not in the cache key.
+        assert_eq!(
+            run.env,
+            ["PATH=/bin", "T=1", "E=1 2", "A=x", "B=bee", "HTTP_PROXY=p"]
+        );
+        let Work::Copy(copy) = &stage.steps[7].work else {
+            panic!()
+        };
+        assert_eq!(
+            (copy.dest_path.as_str(), copy.from.clone()),
+            ("/w/d/", CopyFrom::Context)
+        );
+        assert!(p.unused_build_args.is_empty());
+    }
+
+    #[test]
+    fn stages_args_and_targets() {
+        let text = "ARG V=1\nARG IMG=base\nFROM $IMG AS one\nARG V\nENV V=$V\nFROM one AS two\nENV W=${V:-none}\nFROM base\nCOPY --from=one /a /b\n";
+        let p = build(text, &BuildOptions::default()).unwrap();
+        assert_eq!(p.stages.len(), 3);
+        assert_eq!(p.steps_total, 2 + 3 + 2 + 2);
+        assert_eq!(p.stages[1].base, Base::Stage(0));
+        // Stage two inherits ENV V from one; the meta ARG is not in scope without an ARG.
+        assert!(p.stages[1]
+            .config
+            .env
+            .as_ref()
+            .unwrap()
+            .contains(&"W=1".to_owned()));
+        let Work::Copy(c) = &p.stages[2].steps.last().unwrap().work else {
+            panic!()
+        };
+        assert_eq!(
+            (c.from.clone(), c.preserve_ownership),
+            (CopyFrom::Stage(0), true)
+        );
+        let target = BuildOptions {
+            target: Some("ONE".into()),
+            ..BuildOptions::default()
+        };
+        assert_eq!(build(text, &target).unwrap().stages.len(), 1);
+        let nope = BuildOptions {
+            target: Some("x".into()),
+            ..BuildOptions::default()
+        };
+        assert_eq!(
+            build(text, &nope).unwrap_err(),
+            BuildError::Target("x".into())
+        );
+    }
+
+    #[test]
+    fn refusals_come_at_their_step() {
+        let e = build(
+            "FROM base\nENV A=1\nCOPY --chmod=644 a b\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::Step {
+                    step: 3,
+                    line: 3,
+                    reason: StepError::Chmod,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = build("FROM nosuch\n", &BuildOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::Step {
+                    step: 1,
+                    reason: StepError::Image(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = build(
+            "FROM --platform=linux/arm64 base\n",
+            &BuildOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("linux/arm64"), "{e}");
+        let e = build("ARG A=1\n", &BuildOptions::default()).unwrap_err();
+        assert_eq!(e, BuildError::NoStage);
+        assert_eq!(exposed_ports("1.2.3.4:90:91").unwrap(), ["91/tcp"]);
+        assert_eq!(exposed_ports("80-81/UDP").unwrap(), ["80/udp", "81/udp"]);
+        assert!(exposed_ports("80/xyz").is_err());
+        assert!(
+            valid_signal("sigrtmin+3")
+                && valid_signal("-3")
+                && !valid_signal("0")
+                && !valid_signal("FOO")
+        );
     }
 }

@@ -255,8 +255,16 @@ impl Lexer<'_> {
                 let found = self.lookup(&name);
                 let value = found.unwrap_or_default();
                 match modifier {
-                    Some('+') => Ok(if value.is_empty() { String::new() } else { word }),
-                    Some('-') => Ok(if value.is_empty() { word } else { value.to_owned() }),
+                    Some('+') => Ok(if value.is_empty() {
+                        String::new()
+                    } else {
+                        word
+                    }),
+                    Some('-') => Ok(if value.is_empty() {
+                        word
+                    } else {
+                        value.to_owned()
+                    }),
                     Some('?') => {
                         if value.is_empty() {
                             let message = if !word.is_empty() {
@@ -317,7 +325,10 @@ mod tests {
     use super::*;
 
     fn env() -> Vec<String> {
-        ["A=1", "B=x y", "EMPTY="].iter().map(|s| s.to_string()).collect()
+        ["A=1", "B=x y", "EMPTY="]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
@@ -362,6 +373,9 @@ mod tests {
     #[test]
     fn splits_words_after_substitution() {
         let e = env();
-        assert_eq!(expand_words("$B '$B' z", &e, '\\').unwrap(), ["x", "y", "$B", "z"]);
+        assert_eq!(
+            expand_words("$B '$B' z", &e, '\\').unwrap(),
+            ["x", "y", "$B", "z"]
+        );
     }
 }
