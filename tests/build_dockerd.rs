@@ -17,12 +17,20 @@ use std::path::Path;
 
 use peers::dockerd::Dockerd;
 use refeng::engine::build::dockerignore::Dockerignore;
-use refeng_spec::build::fold::{BaseImage, BuildError, CreatedBy, ImageConfig, ImageSource, StepError};
+use refeng_spec::build::fold::{
+    BaseImage, BuildError, CreatedBy, ImageConfig, ImageSource, StepError,
+};
 use refeng_spec::build::{parse, plan, BuildOptions};
 
 /// The base images: busybox with a config (`PATH`, `CMD`, `ONBUILD` triggers) and without.
 const BASES: [(&str, &[&str]); 3] = [
-    ("bb:base", &["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CMD [\"sh\"]"]),
+    (
+        "bb:base",
+        &[
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "CMD [\"sh\"]",
+        ],
+    ),
     ("bb:plain", &[]),
     (
         "bb:triggers",
@@ -126,6 +134,12 @@ fn corpus() -> Vec<Case> {
         same("from-two-args", "FROM bb:base x\n"),
         same("blank-base", "ARG B\nFROM ${B}\n"),
         same("expose-bad-port", "FROM bb:base\nEXPOSE 99999\n"),
+        same("workdir-chain", "FROM bb:base\nWORKDIR /a\nWORKDIR b/../c\nWORKDIR ./d/\nENV W=e\nWORKDIR $W\n"),
+        same("empty-expose-variable", "FROM bb:base\nEXPOSE 80 $NOPE\n"),
+        same("trigger-flags-refused-later", "FROM bb:base AS t\nONBUILD COPY --chmod=600 a b\nFROM t\n"),
+        same("add-chmod", "FROM bb:base\nADD --chmod=600 a b\n"),
+        same("label-keys-substituted", "FROM bb:base\nENV K=key\nLABEL $K=v ${K}2=\"$K w\"\n"),
+        same("arg-before-from-only-in-from", "ARG A=meta\nFROM bb:base\nENV A=${A:-unset}\n"),
         // Refused by both, at the same step, for the same reason.
         same("unknown-instruction", "FROM bb:base\nFOO bar\n"),
         same("env-without-value", "FROM bb:base\nENV A\n"),
@@ -209,7 +223,9 @@ fn options(flags: &[&str]) -> BuildOptions {
         let v = *it.next().expect("flag value");
         match *f {
             "--build-arg" => {
-                let (k, val) = v.split_once('=').map_or((v, None), |(k, x)| (k, Some(x.to_owned())));
+                let (k, val) = v
+                    .split_once('=')
+                    .map_or((v, None), |(k, x)| (k, Some(x.to_owned())));
                 o.build_args.insert(k.to_owned(), val);
             }
             "--target" => o.target = Some(v.to_owned()),
@@ -225,7 +241,11 @@ fn options(flags: &[&str]) -> BuildOptions {
 
 /// What dockerd did with a Dockerfile.
 enum Built {
-    Image { config: ImageConfig, author: String, history: Vec<String> },
+    Image {
+        config: Box<ImageConfig>,
+        author: String,
+        history: Vec<String>,
+    },
     /// The last `Step N/M` printed (0: none) and the error line.
     Refused { step: usize, message: String },
 }
@@ -237,32 +257,48 @@ fn docker_build(dockerd: &Dockerd, ctx: &Path, dockerfile: &str, flags: &[&str])
     let ctx_str = ctx.to_str().unwrap();
     args.push(ctx_str);
     let out = peers::run(&mut dockerd.command(&args));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let step = text
             .lines()
-            .filter_map(|l| l.strip_prefix("Step ")?.split('/').next()?.parse().ok())
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("Step ")?.split('/').next()?.parse().ok())
             .unwrap_or(0);
-        let message = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
+        let message = text
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_owned();
         return Built::Refused { step, message };
     }
     let id = text
         .lines()
-        .filter_map(|l| l.strip_prefix("Successfully built "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("Successfully built "))
         .unwrap_or_else(|| panic!("no image id in: {text}"))
         .trim()
         .to_owned();
-    let inspect = dockerd.docker(&["inspect", "--format", "{{json .Config}}\n{{json .Author}}", &id]);
+    let inspect = dockerd.docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config}}\n{{json .Author}}",
+        &id,
+    ]);
     let (config, author) = inspect.trim().split_once('\n').unwrap();
     let history = dockerd
-        .docker(&["history", "--no-trunc", "--format", "{{json .CreatedBy}}", &id])
+        .docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{json .CreatedBy}}",
+            &id,
+        ])
         .lines()
         .map(|l| serde_json::from_str::<String>(l).unwrap())
         .collect();
     Built::Image {
-        config: serde_json::from_str(config).unwrap(),
+        config: Box::new(serde_json::from_str(config).unwrap()),
         author: serde_json::from_str(author).unwrap(),
         history,
     }
@@ -280,10 +316,20 @@ fn check(case: &Case, built: Built, store: &Store) -> Result<(), String> {
         .and_then(|df| plan(&df, &options(case.flags), store));
     match (&case.outcome, built, ours) {
         (Outcome::Refused(_), Built::Image { .. }, Err(_)) => Ok(()),
-        (Outcome::Refused(why), _, ours) => Err(format!("expected a deliberate refusal ({why}), got {ours:?}")),
-        (Outcome::Same, Built::Image { config, author, history }, Ok(plan)) => {
+        (Outcome::Refused(why), _, ours) => Err(format!(
+            "expected a deliberate refusal ({why}), got {ours:?}"
+        )),
+        (
+            Outcome::Same,
+            Built::Image {
+                config,
+                author,
+                history,
+            },
+            Ok(plan),
+        ) => {
             let last = plan.stages.last().unwrap();
-            let (want, got) = (normalised(config), normalised(last.config.clone()));
+            let (want, got) = (normalised(*config), normalised(last.config.clone()));
             if want != got {
                 return Err(format!(
                     "config differs:\n dockerd {}\n refeng  {}",
@@ -292,40 +338,59 @@ fn check(case: &Case, built: Built, store: &Store) -> Result<(), String> {
                 ));
             }
             if author != last.author {
-                return Err(format!("author: dockerd {author:?}, refeng {:?}", last.author));
+                return Err(format!(
+                    "author: dockerd {author:?}, refeng {:?}",
+                    last.author
+                ));
             }
             for (step, theirs) in last.steps.iter().rev().zip(&history) {
                 let ok = match &step.cache.created_by {
                     CreatedBy::Text(t) => t == theirs,
                     CreatedBy::Copy { prefix, dest } => {
-                        theirs.starts_with(prefix.as_str()) && theirs.ends_with(&format!(" in {dest} "))
+                        theirs.starts_with(prefix.as_str())
+                            && theirs.ends_with(&format!(" in {dest} "))
                     }
                 };
                 if !ok {
-                    return Err(format!("CreatedBy of {:?}: dockerd {theirs:?}, refeng {:?}", step.source, step.cache.created_by));
+                    return Err(format!(
+                        "CreatedBy of {:?}: dockerd {theirs:?}, refeng {:?}",
+                        step.source, step.cache.created_by
+                    ));
                 }
             }
             if history.len() < last.steps.len() {
-                return Err(format!("dockerd has {} history entries for {} steps", history.len(), last.steps.len()));
+                return Err(format!(
+                    "dockerd has {} history entries for {} steps",
+                    history.len(),
+                    last.steps.len()
+                ));
             }
             Ok(())
         }
-        (Outcome::Same, Built::Image { .. }, Err(e)) => Err(format!("dockerd built it, refeng refused: {e}")),
-        (Outcome::Same, Built::Refused { step, message }, Ok(_)) => {
-            Err(format!("dockerd refused it at step {step} ({message}), refeng planned it"))
+        (Outcome::Same, Built::Image { .. }, Err(e)) => {
+            Err(format!("dockerd built it, refeng refused: {e}"))
         }
+        (Outcome::Same, Built::Refused { step, message }, Ok(_)) => Err(format!(
+            "dockerd refused it at step {step} ({message}), refeng planned it"
+        )),
         (Outcome::Same, Built::Refused { step, message }, Err(e)) => {
             let (our_step, reason, line) = match &e {
                 BuildError::Parse(p) => (0, p.reason.to_string(), Some(p.line)),
                 BuildError::Target(_) | BuildError::NoStage => (0, e.to_string(), None),
                 BuildError::Step { step, reason, .. } => {
                     // dockerd checks a stage's name before it announces the FROM.
-                    let printed = if matches!(reason, StepError::StageNameUsed(_)) { step - 1 } else { *step };
+                    let printed = if matches!(reason, StepError::StageNameUsed(_)) {
+                        step - 1
+                    } else {
+                        *step
+                    };
                     (printed, reason.to_string(), None)
                 }
             };
             if our_step != step {
-                return Err(format!("dockerd refused at step {step} ({message}), refeng at step {our_step} ({e})"));
+                return Err(format!(
+                    "dockerd refused at step {step} ({message}), refeng at step {our_step} ({e})"
+                ));
             }
             // Our notes after dockerd's reason: where a heredoc or a trigger came from.
             let core = reason
@@ -338,7 +403,10 @@ fn check(case: &Case, built: Built, store: &Store) -> Result<(), String> {
                 return Err(format!("reasons differ: dockerd {message:?}, refeng {e}"));
             }
             if let (Some(line), Some(at)) = (line, message.find("line ")) {
-                let theirs: String = message[at + 5..].chars().take_while(char::is_ascii_digit).collect();
+                let theirs: String = message[at + 5..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
                 if theirs != line.to_string() {
                     return Err(format!("line: dockerd {message:?}, refeng {e}"));
                 }
@@ -377,9 +445,25 @@ fn dockerfile_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
 /// Builds a context with `.dockerignore` through dockerd and lists what `COPY . /ctx` copied.
 fn dockerignore_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
     let files = [
-        "Dockerfile", "a.txt", "b.md", "README.md", "README-secret.md", "docs/x.md", "docs/keep/y.md",
-        "src/main.go", "src/pkg/util.go", "src/pkg/util_test.go", "tmp/cache/1", "tmp/keep", "deep/a/b/c/temp",
-        "temp1", "temporary", "x/temp", "x/y/temp.txt", "odd+name", "oddd+name",
+        "Dockerfile",
+        "a.txt",
+        "b.md",
+        "README.md",
+        "README-secret.md",
+        "docs/x.md",
+        "docs/keep/y.md",
+        "src/main.go",
+        "src/pkg/util.go",
+        "src/pkg/util_test.go",
+        "tmp/cache/1",
+        "tmp/keep",
+        "deep/a/b/c/temp",
+        "temp1",
+        "temporary",
+        "x/temp",
+        "x/y/temp.txt",
+        "odd+name",
+        "oddd+name",
     ];
     let ignores = [
         "# docs example\n*/temp*\n*/*/temp*\ntemp?\n",
@@ -438,7 +522,11 @@ fn dockerignore_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
 fn collect(root: &Path, rel: &str, out: &mut Vec<(String, bool)>) {
     for e in fs::read_dir(root.join(rel)).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let dir = e.file_type().unwrap().is_dir();
         out.push((path.clone(), dir));
         if dir {
@@ -467,5 +555,10 @@ fn classic_builder_agrees_with_the_fold_and_the_matcher() {
     }
     let mut failures = dockerfile_corpus(&dockerd, work.path());
     failures.extend(dockerignore_corpus(&dockerd, work.path()));
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
