@@ -465,7 +465,7 @@ fn dockerignore_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
         "odd+name",
         "oddd+name",
     ];
-    let ignores = [
+    let mut ignores: Vec<String> = [
         "# docs example\n*/temp*\n*/*/temp*\ntemp?\n",
         "*.md\n!README*.md\nREADME-secret.md\n",
         "**/*.go\n!src/pkg/*_test.go\n",
@@ -474,7 +474,11 @@ fn dockerignore_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
         "*\n!src\n!*.txt\n",
         "Dockerfile\n.dockerignore\nodd+name\n",
         " ./a.txt \n\n#!a.txt\n**\n!x/\n",
-    ];
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    ignores.extend(random_ignores(24));
     let mut failures = Vec::new();
     for (n, ignore) in ignores.iter().enumerate() {
         let ctx = work.join(format!("ignore{n}"));
@@ -517,6 +521,41 @@ fn dockerignore_corpus(dockerd: &Dockerd, work: &Path) -> Vec<String> {
         dockerd.docker(&["rmi", &tag]);
     }
     failures
+}
+
+/// `.dockerignore` files drawn from pieces that hit the context's names, by a fixed-seed
+/// generator (the same files every run, so a failure is reproducible).
+fn random_ignores(count: usize) -> Vec<String> {
+    const SEGMENTS: [&str; 16] = [
+        "*", "**", "?", "a*", "src", "docs", "tmp", "keep", "*.md", "*.go", "temp?", "x", "y.md",
+        "[a-c]*", "pkg", "..",
+    ];
+    let mut state: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move |n: usize| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(state >> 33).unwrap() % n
+    };
+    (0..count)
+        .map(|_| {
+            let mut text = String::new();
+            for _ in 0..1 + next(4) {
+                if next(10) < 3 {
+                    text.push('!');
+                }
+                if next(10) == 0 {
+                    text.push('/');
+                }
+                let parts: Vec<&str> = (0..1 + next(3))
+                    .map(|_| SEGMENTS[next(SEGMENTS.len())])
+                    .collect();
+                text.push_str(&parts.join("/"));
+                text.push('\n');
+            }
+            text
+        })
+        .collect()
 }
 
 fn collect(root: &Path, rel: &str, out: &mut Vec<(String, bool)>) {
