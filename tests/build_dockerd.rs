@@ -245,6 +245,7 @@ enum Built {
         config: Box<ImageConfig>,
         author: String,
         history: Vec<String>,
+        output: String,
     },
     /// The last `Step N/M` printed (0: none) and the error line.
     Refused { step: usize, message: String },
@@ -301,6 +302,7 @@ fn docker_build(dockerd: &Dockerd, ctx: &Path, dockerfile: &str, flags: &[&str])
         config: Box::new(serde_json::from_str(config).unwrap()),
         author: serde_json::from_str(author).unwrap(),
         history,
+        output: text,
     }
 }
 
@@ -325,9 +327,35 @@ fn check(case: &Case, built: Built, store: &Store) -> Result<(), String> {
                 config,
                 author,
                 history,
+                output,
             },
             Ok(plan),
         ) => {
+            // What `docker build` prints: every step as `Step N/M : SOURCE`, and the warning
+            // about build arguments nothing declared.
+            for step in plan
+                .stages
+                .iter()
+                .flat_map(|s| &s.steps)
+                .filter(|s| !s.trigger && s.line > 0)
+            {
+                let line = format!(
+                    "Step {}/{} : {}",
+                    step.number, plan.steps_total, step.source
+                );
+                if !output.lines().any(|l| l == line) {
+                    return Err(format!("dockerd did not print {line:?}:\n{output}"));
+                }
+            }
+            if !plan.unused_build_args.is_empty() {
+                let warning = format!(
+                    "[Warning] One or more build-args [{}] were not consumed",
+                    plan.unused_build_args.join(" ")
+                );
+                if !output.contains(&warning) {
+                    return Err(format!("dockerd did not warn {warning:?}:\n{output}"));
+                }
+            }
             let last = plan.stages.last().unwrap();
             let (want, got) = (normalised(*config), normalised(last.config.clone()));
             if want != got {
