@@ -137,6 +137,7 @@ fn corpus() -> Vec<Case> {
         same("workdir-chain", "FROM bb:base\nWORKDIR /a\nWORKDIR b/../c\nWORKDIR ./d/\nENV W=e\nWORKDIR $W\n"),
         same("empty-expose-variable", "FROM bb:base\nEXPOSE 80 $NOPE\n"),
         same("trigger-flags-refused-later", "FROM bb:base AS t\nONBUILD COPY --chmod=600 a b\nFROM t\n"),
+        same("copy-url", "FROM bb:base\nCOPY http://127.0.0.1:9/x /x\n"),
         same("add-chmod", "FROM bb:base\nADD --chmod=600 a b\n"),
         same("label-keys-substituted", "FROM bb:base\nENV K=key\nLABEL $K=v ${K}2=\"$K w\"\n"),
         same("arg-before-from-only-in-from", "ARG A=meta\nFROM bb:base\nENV A=${A:-unset}\n"),

@@ -303,7 +303,8 @@ pub struct CopyWork {
     pub add: bool,
     /// Where the sources are.
     pub from: CopyFrom,
-    /// The sources after substitution (globs for the executor to expand).
+    /// The sources after substitution: globs for the executor to expand, or for `ADD` URLs
+    /// ([`is_url`]) to download.
     pub sources: Vec<String>,
     /// The destination after substitution, as written (it shows in the history).
     pub dest: String,
@@ -417,6 +418,9 @@ pub enum StepError {
     /// `--chmod`.
     #[error("the --chmod option {NEEDS_BUILDKIT}")]
     Chmod,
+    /// `COPY http://...`.
+    #[error("source can't be a URL for COPY")]
+    CopyUrl,
     /// `RUN --mount`.
     #[error("the --mount option {NEEDS_BUILDKIT}")]
     Mount,
@@ -669,6 +673,12 @@ impl Folder<'_> {
             .transpose()?;
         Ok((key, value))
     }
+}
+
+/// Whether an `ADD` source is downloaded rather than taken from the context (`urlutil.IsURL`).
+#[must_use]
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
 }
 
 /// The config of `FROM scratch`: an empty `container.Config` as Go serialises it.
@@ -1271,6 +1281,9 @@ impl Folder<'_> {
             .iter()
             .map(|s| x(s))
             .collect::<Result<Vec<_>, _>>()?;
+        if !add && sources.iter().any(|s| is_url(s)) {
+            return Err(StepError::CopyUrl);
+        }
         let dest = x(&c.dest)?;
         let from = match c.from.as_deref().filter(|f| !f.is_empty()) {
             None => CopyFrom::Context,
