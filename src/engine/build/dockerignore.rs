@@ -420,4 +420,34 @@ mod tests {
             [".dockerignore", "a", "a/drop", "a/keep", "c.txt"]
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn the_walk_sends_nothing_ignored_and_everything_else_when_there_are_no_exceptions(
+            patterns in proptest::collection::vec("!?/?(\\*\\*|\\*|\\?|a|b|c\\*|\\.\\.)(/(\\*|a|b|c))?", 0..4),
+        ) {
+            let tree = ["a", "a/a", "a/b", "a/b/c", "b", "b/c1", "c2", "Dockerfile", ".dockerignore"];
+            let entries: Vec<(String, bool)> = tree
+                .iter()
+                .map(|p| ((*p).to_owned(), matches!(*p, "a" | "a/b" | "b")))
+                .collect();
+            let text = patterns.join("\n");
+            let Ok(d) = Dockerignore::parse(text.as_bytes()) else {
+                return Ok(());
+            };
+            let sent = d.context_paths(&entries, "Dockerfile");
+            for p in &sent {
+                proptest::prop_assert!(!d.matches(p), "{} sent but ignored by {:?}", p, text);
+            }
+            if !d.has_exclusions() {
+                for (p, _) in &entries {
+                    let ancestors_kept = p
+                        .match_indices('/')
+                        .all(|(at, _)| !d.matches(&p[..at]));
+                    let expected = ancestors_kept && !d.matches(p);
+                    proptest::prop_assert_eq!(sent.contains(p), expected, "{} with {:?}", p, text);
+                }
+            }
+        }
+    }
 }

@@ -35,12 +35,18 @@ pub fn check_dockerfile(data: &[u8]) -> bool {
     let lines = data.split(|b| *b == b'\n').count().max(1);
     match parse(data) {
         Err(e) => {
-            assert!(e.line >= 1 && e.line <= lines, "{e}: line out of 1..={lines}");
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "{e}: line out of 1..={lines}"
+            );
             false
         }
         Ok(d) => {
             for i in &d.instructions {
-                assert!(i.line >= 1 && i.line <= i.end_line && i.end_line <= lines, "{i:?}");
+                assert!(
+                    i.line >= 1 && i.line <= i.end_line && i.end_line <= lines,
+                    "{i:?}"
+                );
             }
             if let Ok(p) = plan(&d, &BuildOptions::default(), &FuzzStore) {
                 for s in &p.stages {
