@@ -223,3 +223,36 @@ fn engine_request_seeds_parse_or_are_refused_with_a_400() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+#[test]
+fn dockerfile_seeds_parse_or_are_refused_with_their_line() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (_, bytes) in seeds("dockerfile_parse") {
+        if refeng::engine::build::check_dockerfile(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // The corpus holds Dockerfiles dockerd builds and ones it refuses at parse time.
+    assert!(
+        accepted >= 10 && refused >= 8,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+#[test]
+fn dockerignore_seeds_match_or_are_refused() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (_, bytes) in seeds("dockerignore") {
+        if refeng::engine::build::check_dockerignore(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted >= 8 && refused >= 3,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod build;
 pub mod changes;
 pub mod config;
 pub mod df;

@@ -1,0 +1,88 @@
+//! Image builds: what of the builder belongs to the engine rather than to the pure model in
+//! `refeng_spec::build` (the Dockerfile parser and the build fold): `.dockerignore` matching,
+//! which reproduces Go's regexp engine on the patterns and so needs the regex crate.
+
+pub mod dockerignore;
+
+use refeng_spec::build::fold::{BaseImage, ImageConfig, ImageSource};
+use refeng_spec::build::{parse, plan, BuildOptions};
+
+/// A store of one image, `base`, with `ONBUILD` triggers, for [`check_dockerfile`].
+struct FuzzStore;
+
+impl ImageSource for FuzzStore {
+    fn image(&self, reference: &str) -> Result<BaseImage, String> {
+        (reference == "base")
+            .then(|| BaseImage {
+                id: "sha256:base".into(),
+                config: ImageConfig {
+                    on_build: Some(vec!["ENV T=1".into(), "LABEL t=$T".into()]),
+                    ..ImageConfig::default()
+                },
+            })
+            .ok_or_else(|| format!("no image {reference}"))
+    }
+}
+
+/// The fuzz target `dockerfile_parse`: parses `data` as a Dockerfile and plans the build of
+/// what parses. `true`: parsed (whether the build plans or stops at a step).
+///
+/// # Panics
+/// When an error names a line outside the text, an instruction claims a line outside it, or a
+/// planned stage lost its `PATH`: the fuzz target's findings.
+#[must_use]
+pub fn check_dockerfile(data: &[u8]) -> bool {
+    let lines = data.split(|b| *b == b'\n').count().max(1);
+    match parse(data) {
+        Err(e) => {
+            assert!(
+                e.line >= 1 && e.line <= lines,
+                "{e}: line out of 1..={lines}"
+            );
+            false
+        }
+        Ok(d) => {
+            for i in &d.instructions {
+                assert!(
+                    i.line >= 1 && i.line <= i.end_line && i.end_line <= lines,
+                    "{i:?}"
+                );
+            }
+            if let Ok(p) = plan(&d, &BuildOptions::default(), &FuzzStore) {
+                for s in &p.stages {
+                    let env = s.config.env.as_deref().unwrap_or(&[]);
+                    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+                }
+            }
+            true
+        }
+    }
+}
+
+/// The fuzz target `dockerignore`: the first line is a path, the rest a `.dockerignore`.
+/// `true`: the patterns parsed.
+///
+/// # Panics
+/// When the walk sends a path that the patterns ignore (other than one kept by an exception
+/// below an ignored directory's pattern): the fuzz target's findings.
+#[must_use]
+pub fn check_dockerignore(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let (path, patterns) = text.split_once('\n').unwrap_or((&text, ""));
+    let Ok(d) = dockerignore::Dockerignore::parse(patterns.as_bytes()) else {
+        return false;
+    };
+    let path = dockerignore::clean(path.trim_start_matches('/'));
+    let _ = d.matches(&path);
+    let mut entries = Vec::new();
+    let mut at = path.as_str();
+    entries.push((at.to_owned(), false));
+    while let Some((parent, _)) = at.rsplit_once('/') {
+        entries.push((parent.to_owned(), true));
+        at = parent;
+    }
+    for sent in d.context_paths(&entries, "Dockerfile") {
+        assert!(!d.matches(&sent), "{sent} is ignored but sent");
+    }
+    true
+}
