@@ -67,6 +67,10 @@ pub struct Config {
     pub labels: Vec<String>,
     /// Whether experimental features are announced.
     pub experimental: bool,
+    /// `bip`: the default bridge's address and subnet (parsed by the network layer).
+    pub bip: Option<crate::engine::network::ipam::Subnet>,
+    /// `default-address-pools` (parsed by the network layer); `None`: dockerd's defaults.
+    pub default_address_pools: Option<Vec<crate::engine::network::ipam::PoolSpec>>,
 }
 
 impl Default for Config {
@@ -85,6 +89,8 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             labels: Vec::new(),
             experimental: false,
+            bip: None,
+            default_address_pools: None,
         }
     }
 }
@@ -172,6 +178,8 @@ const KEYS: &[&str] = &[
     "labels",
     "experimental",
     "live-restore",
+    "bip",
+    "default-address-pools",
 ];
 
 /// The json-file options refengd implements.
@@ -358,6 +366,21 @@ impl Config {
             }
         }
         c.experimental = boolean(&map, "experimental")?.unwrap_or(false);
+        if let Some(b) = string(&map, "bip")? {
+            c.bip = Some(crate::engine::network::ipam::parse_bip(&b).map_err(|e| {
+                value_error("bip", &crate::engine::network::ipam::config_reason(&e))
+            })?);
+        }
+        if let Some(v) = map.get("default-address-pools") {
+            c.default_address_pools = Some(
+                crate::engine::network::ipam::parse_default_address_pools(v).map_err(|e| {
+                    value_error(
+                        "default-address-pools",
+                        &crate::engine::network::ipam::config_reason(&e),
+                    )
+                })?,
+            );
+        }
         if boolean(&map, "live-restore")? == Some(false) {
             return Err(value_error(
                 "live-restore",

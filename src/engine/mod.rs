@@ -11,6 +11,7 @@ pub mod events;
 pub mod filters;
 pub mod images;
 pub mod lifecycle;
+pub mod network;
 pub mod requests;
 pub mod server;
 pub mod store;

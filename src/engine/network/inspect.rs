@@ -1,0 +1,61 @@
+//! The network JSON dockerd 20.10 answers `GET /networks/{id}` and `GET /networks` with
+//! (api/types NetworkResource), from a network's record.
+
+use serde_json::{json, Map, Value};
+
+use super::state::NetworkRecord;
+
+/// A network as dockerd shows it; `containers`: whether to fill `Containers` (inspect does,
+/// list leaves it empty).
+pub fn network(n: &NetworkRecord, containers: bool) -> Value {
+    let mut config = Map::new();
+    let subnet = n.subnet_given.unwrap_or(n.pool.subnet);
+    config.insert("Subnet".into(), json!(subnet.to_string()));
+    if let Some(r) = n.pool.range {
+        config.insert("IPRange".into(), json!(r.to_string()));
+    }
+    // dockerd shows the gateway it picked too, except that it only remembers a gateway the
+    // user gave or it chose for an automatic subnet; both end up here.
+    config.insert(
+        "Gateway".into(),
+        json!(n.gateway_given.unwrap_or(n.pool.gateway).to_string()),
+    );
+    let mut members = Map::new();
+    if containers {
+        for (id, e) in &n.endpoints {
+            members.insert(
+                id.clone(),
+                json!({
+                    "Name": e.container_name,
+                    "EndpointID": e.endpoint_id,
+                    "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{}", e.ip, n.pool.subnet.prefix),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            // dockerd keeps no IPAM options for the default network (null) and an empty map
+            // for networks made through the API.
+            "Options": if n.default { Value::Null } else { json!({}) },
+            "Config": [Value::Object(config)],
+        },
+        "Internal": n.internal,
+        "Attachable": n.attachable,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": members,
+        "Options": n.options,
+        "Labels": n.labels,
+    })
+}
