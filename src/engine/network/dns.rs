@@ -185,7 +185,8 @@ impl Reader<'_> {
                 0xc0 => {
                     let lo = *self.buf.get(at + 1).ok_or(DnsError::Truncated("name"))?;
                     let to = usize::from(u16::from_be_bytes([b & 0x3f, lo]));
-                    if to >= limit {
+                    // Into the header is as wrong as forwards: names start at offset 12.
+                    if to >= limit || to < 12 {
                         return Err(DnsError::BadPointer { at, to });
                     }
                     if !jumped {
@@ -336,6 +337,29 @@ pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     out.extend_from_slice(&qtype.to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     out
+}
+
+/// The check of the `engine_dns` fuzz target and its corpus replay: parses `data` and, when it
+/// is a message with one question, builds the answers the resolver would give and parses them
+/// back. Returns whether `data` was accepted; panics when an invariant breaks.
+pub fn check(data: &[u8]) -> bool {
+    let Ok(m) = Message::parse(data) else {
+        return false;
+    };
+    for rcode in [rcode::FORMERR, rcode::SERVFAIL] {
+        let r = Message::parse(&reply(data, &m, rcode)).expect("a reply parses");
+        assert_eq!((r.header.id, r.header.rcode()), (m.header.id, rcode));
+        assert_eq!(r.questions, m.questions);
+    }
+    if let [q] = m.questions.as_slice() {
+        let ips = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        let a = Message::parse(&answer_a(data, &m, &ips, 600)).expect("an answer parses");
+        assert_eq!(a.records.len(), 2);
+        assert!(a.records.iter().all(|r| r.name == q.name));
+        let p = Message::parse(&answer_ptr(data, &m, "web.net", 600)).expect("a PTR parses");
+        assert_eq!(p.records[0].name, q.name);
+    }
+    true
 }
 
 #[cfg(test)]

@@ -1,0 +1,487 @@
+//! refengd's network layer driven directly (the API endpoints come with the containers code):
+//! two "containers" (network namespaces the layer makes) on a user bridge ping each other and
+//! resolve each other through the embedded DNS; a published port reaches a server inside a
+//! container from the host's loopback and through DNAT; a restart keeps the allocations and
+//! the rules without duplicates; removal leaves no device, chain or mount.
+//!
+//! Every test re-runs itself inside `unshare --net --mount` (a network namespace and a private
+//! mount namespace of its own), so nothing is added to the host's interfaces, routes, firewall
+//! or mounts, and whatever a failure leaves behind vanishes with the process.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use refeng::engine::network::dns::{self, rtype, Message};
+use refeng::engine::network::ipam::{IpamError, Subnet};
+use refeng::engine::network::ports::{PortRequest, Protocol};
+use refeng::engine::network::{
+    netlink, EndpointOptions, IpamConfig, IpamRequest, NetworkConfig, NetworkController,
+    NetworkCreate, NetworkError,
+};
+
+const INNER: &str = "REFENG_NETWORK_TEST_INNER";
+
+/// Runs `body` in a fresh network and mount namespace: re-executes this test binary for just
+/// `name` under `unshare`, and fails with the inner run's output when it fails.
+fn in_private_netns(name: &str, body: impl FnOnce()) {
+    if std::env::var_os(INNER).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(INNER, "1")
+        .output()
+        .expect("run unshare");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "inner run failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "the inner test did not run:\n{text}"
+    );
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("refeng-net-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::write(dir.path().join("resolv.conf"), "nameserver 10.77.0.53\n").unwrap();
+        Fixture {
+            dir,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn config(&self) -> NetworkConfig {
+        let mut c = NetworkConfig::new(
+            &self.dir.path().join("data"),
+            &self.dir.path().join("exec"),
+            Some("10.66.0.1/24".parse().unwrap()),
+            None,
+        );
+        c.host_resolv_conf = self.dir.path().join("resolv.conf");
+        c
+    }
+
+    fn open(&self) -> NetworkController {
+        NetworkController::open(self.config(), self.rt.handle().clone()).expect("open")
+    }
+}
+
+fn user_network(name: &str, subnet: &str) -> NetworkCreate {
+    NetworkCreate {
+        name: name.into(),
+        ipam: Some(IpamRequest {
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.into()),
+                ..IpamConfig::default()
+            }]),
+            ..IpamRequest::default()
+        }),
+        ..NetworkCreate::default()
+    }
+}
+
+fn endpoint(id: &str, name: &str, aliases: &[&str]) -> EndpointOptions {
+    EndpointOptions {
+        container_id: format!("{id:0<64}"),
+        container_name: name.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        ..EndpointOptions::default()
+    }
+}
+
+/// `busybox ping` from inside a namespace.
+fn ping(netns: &Path, ip: Ipv4Addr) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["busybox", "ping", "-c", "1", "-W", "2"])
+        .arg(ip.to_string())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// A DNS query sent from inside `netns` to the embedded server.
+fn lookup(netns: &Path, name: &str, qtype: u16) -> Message {
+    let netns = netns.to_path_buf();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        netlink::enter(&netns).unwrap();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(&dns::query(42, &name, qtype), "127.0.0.11:53")
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let n = s.recv(&mut buf).expect("an answer from 127.0.0.11");
+        Message::parse(&buf[..n]).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = m
+        .records
+        .iter()
+        .filter(|r| r.rtype == rtype::A)
+        .map(|r| Ipv4Addr::new(r.data[0], r.data[1], r.data[2], r.data[3]))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A TCP server inside `netns` on `port` that answers each connection with `greeting`.
+fn serve_in(netns: &Path, port: u16, greeting: &'static str) {
+    let netns = netns.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        netlink::enter(&netns).unwrap();
+        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        tx.send(()).unwrap();
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let _ = c.write_all(greeting.as_bytes());
+        }
+    });
+    rx.recv().unwrap();
+}
+
+fn fetch(addr: SocketAddr) -> String {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+fn iptables_save() -> String {
+    let out = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packets that hit the DNAT rule of `port` (the proxy listens too: this tells them apart).
+fn dnat_hits(port: u16) -> u64 {
+    let out = Command::new("iptables")
+        .args(["-t", "nat", "-nvx", "-L", "REFENG"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("dpt:{port} ")) && l.contains("DNAT"))
+        .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn containers_on_a_user_bridge_talk_resolve_publish_and_survive_a_restart() {
+    in_private_netns(
+        "containers_on_a_user_bridge_talk_resolve_publish_and_survive_a_restart",
+        || {
+            let f = Fixture::new();
+            let net = f.open();
+            let id = net
+                .create_network(&user_network("app", "10.123.0.0/24"))
+                .unwrap();
+            let rec = net.get("app").unwrap();
+            assert_eq!(rec.bridge, format!("br-{}", &id[..12]));
+            assert!(netlink::links(None).unwrap().contains(&rec.bridge));
+            assert!(netlink::links(None)
+                .unwrap()
+                .contains(&"refeng0".to_string()));
+
+            let a = net.netns_path("aaaa");
+            let b = net.netns_path("bbbb");
+            net.create_netns(&a).unwrap();
+            net.create_netns(&b).unwrap();
+            let ea = net
+                .connect(&a, "app", &endpoint("aaaa", "alpha", &["svc"]))
+                .unwrap();
+            let mut bopts = endpoint("bbbb", "beta", &["svc"]);
+            bopts.ports = vec![
+                PortRequest {
+                    protocol: Protocol::Tcp,
+                    container_port: 8080,
+                    host_ip: None,
+                    host_ports: (18080, 18080),
+                },
+                PortRequest {
+                    protocol: Protocol::Tcp,
+                    container_port: 8080,
+                    host_ip: None,
+                    host_ports: (0, 0),
+                },
+            ];
+            let eb = net.connect(&b, "app", &bopts).unwrap();
+            assert_eq!(ea.ip, Ipv4Addr::new(10, 123, 0, 2));
+            assert_eq!(eb.ip, Ipv4Addr::new(10, 123, 0, 3));
+            assert_eq!(ea.gateway, Some(Ipv4Addr::new(10, 123, 0, 1)));
+            assert_eq!(ea.mac, "02:42:0a:7b:00:02");
+            assert_eq!(
+                netlink::links(Some(&a))
+                    .unwrap()
+                    .iter()
+                    .filter(|l| *l == "eth0")
+                    .count(),
+                1
+            );
+
+            // By IP both ways, over the bridge.
+            assert!(ping(&a, eb.ip), "alpha cannot ping beta");
+            assert!(ping(&b, ea.ip), "beta cannot ping alpha");
+            // By name, alias (every matching container), name.network; AAAA is empty.
+            assert_eq!(a_records(&lookup(&a, "beta", rtype::A)), vec![eb.ip]);
+            assert_eq!(a_records(&lookup(&a, "BETA.app", rtype::A)), vec![eb.ip]);
+            assert_eq!(a_records(&lookup(&b, "svc", rtype::A)), vec![ea.ip, eb.ip]);
+            assert!(lookup(&a, "beta", rtype::AAAA).records.is_empty());
+            let ptr = lookup(&a, "3.0.123.10.in-addr.arpa", rtype::PTR);
+            assert_eq!(ptr.records[0].data, b"\x04beta\x03app\x00".to_vec());
+            // Unknown names go upstream; the fixture's upstream does not answer: SERVFAIL.
+            assert_eq!(
+                lookup(&a, "nowhere.example", rtype::A).header.rcode(),
+                dns::rcode::SERVFAIL
+            );
+
+            // Published: from the host's loopback (proxy) and its bridge address (DNAT).
+            serve_in(&b, 8080, "hello from beta");
+            assert_eq!(fetch("127.0.0.1:18080".parse().unwrap()), "hello from beta");
+            assert_eq!(dnat_hits(18080), 0);
+            assert_eq!(
+                fetch("10.123.0.1:18080".parse().unwrap()),
+                "hello from beta"
+            );
+            assert!(
+                dnat_hits(18080) > 0,
+                "a local non-loopback address goes through DNAT"
+            );
+            let random = eb.ports[1].host_port;
+            assert_ne!(random, 0);
+            assert_eq!(
+                fetch(SocketAddr::from((Ipv4Addr::LOCALHOST, random))),
+                "hello from beta"
+            );
+            // A port already taken: dockerd's error, and no veth or address left behind.
+            let links_before = netlink::links(None).unwrap();
+            let c = net.netns_path("cccc");
+            net.create_netns(&c).unwrap();
+            let mut taken = endpoint("cccc", "gamma", &[]);
+            taken.ports = vec![PortRequest {
+                protocol: Protocol::Tcp,
+                container_port: 80,
+                host_ip: None,
+                host_ports: (18080, 18080),
+            }];
+            let err = net.connect(&c, "app", &taken).unwrap_err();
+            assert!(err.to_string().contains("address already in use"), "{err}");
+            assert_eq!(netlink::links(None).unwrap(), links_before);
+            assert!(!net
+                .get("app")
+                .unwrap()
+                .pool
+                .allocated
+                .contains(&Ipv4Addr::new(10, 123, 0, 4)));
+
+            // Restart: drop the live parts, rebuild from the data root.
+            let rules_before = iptables_save();
+            net.shutdown();
+            drop(net);
+            let net = f.open();
+            assert_eq!(
+                iptables_save().matches("DNAT").count(),
+                rules_before.matches("DNAT").count()
+            );
+            assert_eq!(
+                iptables_save().matches("-j REFENG\n").count(),
+                2,
+                "{}",
+                iptables_save()
+            );
+            assert_eq!(fetch("127.0.0.1:18080".parse().unwrap()), "hello from beta");
+            assert_eq!(a_records(&lookup(&a, "beta", rtype::A)), vec![eb.ip]);
+            let ec = net
+                .connect(&c, "app", &endpoint("cccc", "gamma", &[]))
+                .unwrap();
+            assert_eq!(
+                ec.ip,
+                Ipv4Addr::new(10, 123, 0, 4),
+                "a restart must not hand out .2 or .3 again"
+            );
+            // A fixed address that is taken, and one that is free.
+            let d = net.netns_path("dddd");
+            net.create_netns(&d).unwrap();
+            let mut fixed = endpoint("dddd", "delta", &[]);
+            fixed.ip = Some(Ipv4Addr::new(10, 123, 0, 3));
+            assert!(matches!(
+                net.connect(&d, "app", &fixed),
+                Err(NetworkError::Ipam(IpamError::InUse))
+            ));
+            fixed.ip = Some(Ipv4Addr::new(10, 123, 0, 200));
+            assert_eq!(
+                net.connect(&d, "app", &fixed).unwrap().ip,
+                fixed.ip.unwrap()
+            );
+
+            // Removal.
+            assert!(matches!(
+                net.remove_network("app"),
+                Err(NetworkError::InUse { .. })
+            ));
+            assert!(matches!(
+                net.disconnect("nope", "app"),
+                Err(NetworkError::NotConnected { .. })
+            ));
+            for (id, ns) in [("aaaa", &a), ("bbbb", &b), ("cccc", &c), ("dddd", &d)] {
+                net.disconnect(&format!("{id:0<64}"), "app").unwrap();
+                net.remove_netns(ns).unwrap();
+            }
+            assert!(
+                TcpStream::connect("127.0.0.1:18080").is_err(),
+                "the proxy is gone"
+            );
+            net.remove_network("app").unwrap();
+            net.teardown().unwrap();
+            assert_eq!(netlink::links(None).unwrap(), vec!["lo".to_string()]);
+            let rules = iptables_save();
+            assert!(!rules.contains("REFENG"), "{rules}");
+            assert!(
+                mounts_under(f.dir.path()).is_empty(),
+                "{:?}",
+                mounts_under(f.dir.path())
+            );
+        },
+    );
+}
+
+#[test]
+fn bad_networks_are_refused_with_dockerds_errors() {
+    in_private_netns("bad_networks_are_refused_with_dockerds_errors", || {
+        let f = Fixture::new();
+        let net = f.open();
+        let bridge = net.get("bridge").unwrap();
+        assert_eq!(
+            bridge.pool.subnet,
+            "10.66.0.0/24".parse::<Subnet>().unwrap(),
+            "bip"
+        );
+        assert_eq!(bridge.pool.gateway, Ipv4Addr::new(10, 66, 0, 1));
+        assert!(matches!(
+            net.remove_network("bridge"),
+            Err(NetworkError::Predefined(_))
+        ));
+        let err = net
+            .create_network(&user_network("x", "10.0.0.0/33"))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "invalid CIDR address: 10.0.0.0/33");
+        net.create_network(&user_network("one", "10.50.0.0/16"))
+            .unwrap();
+        let err = net
+            .create_network(&user_network("two", "10.50.1.0/24"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Pool overlaps with other one on this address space"
+        );
+        assert!(matches!(
+            net.create_network(&user_network("one", "10.51.0.0/16")),
+            Err(NetworkError::NameTaken(_))
+        ));
+        let mut ipv6 = user_network("v6", "10.52.0.0/16");
+        ipv6.enable_ipv6 = true;
+        assert!(net
+            .create_network(&ipv6)
+            .unwrap_err()
+            .to_string()
+            .contains("EnableIPv6"));
+        let mut opt = user_network("opt", "10.53.0.0/16");
+        opt.options = Some([("com.example.unknown".to_string(), "1".to_string())].into());
+        assert!(net
+            .create_network(&opt)
+            .unwrap_err()
+            .to_string()
+            .contains("com.example.unknown"));
+        // An automatic subnet avoids the routes of this namespace (10.66.0.0/24 is refeng0's,
+        // the first default pool is free here) and the other networks.
+        let auto = net
+            .create_network(&NetworkCreate {
+                name: "auto".into(),
+                ..NetworkCreate::default()
+            })
+            .unwrap();
+        assert_eq!(
+            net.get(&auto).unwrap().pool.subnet,
+            "172.17.0.0/16".parse::<Subnet>().unwrap()
+        );
+        let internal = net
+            .create_network(&NetworkCreate {
+                name: "int".into(),
+                internal: true,
+                options: Some(
+                    [(
+                        "com.docker.network.bridge.name".to_string(),
+                        "refeng-int".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..NetworkCreate::default()
+            })
+            .unwrap();
+        assert_eq!(
+            net.get(&internal).unwrap().pool.subnet,
+            "172.18.0.0/16".parse::<Subnet>().unwrap()
+        );
+        // The internal network's container has no default route.
+        let ns = net.netns_path("iiii");
+        net.create_netns(&ns).unwrap();
+        let e = net
+            .connect(&ns, "int", &endpoint("iiii", "lonely", &[]))
+            .unwrap();
+        assert_eq!(e.gateway, None);
+        let routes = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["ip", "route"])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        assert!(!routes.contains("default"), "{routes}");
+        assert!(iptables_save().contains("-A REFENG-FORWARD -i refeng-int ! -o refeng-int -j DROP"));
+        net.disconnect(&format!("{:0<64}", "iiii"), "int").unwrap();
+        net.remove_netns(&ns).unwrap();
+        assert_eq!(net.prune().unwrap(), vec!["auto", "int", "one"]);
+        net.teardown().unwrap();
+        assert_eq!(netlink::links(None).unwrap(), vec!["lo".to_string()]);
+    });
+}
