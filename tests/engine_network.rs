@@ -22,6 +22,9 @@ use refeng::engine::network::{
     NetworkCreate, NetworkError,
 };
 
+mod peers;
+mod rootfs;
+
 const INNER: &str = "REFENG_NETWORK_TEST_INNER";
 
 /// Runs `body` in a fresh network and mount namespace: re-executes this test binary for just
@@ -483,5 +486,364 @@ fn bad_networks_are_refused_with_dockerds_errors() {
         assert_eq!(net.prune().unwrap(), vec!["auto", "int", "one"]);
         net.teardown().unwrap();
         assert_eq!(netlink::links(None).unwrap(), vec!["lo".to_string()]);
+    });
+}
+
+/// `cat` of the three files inside a dockerd container run with `args`, split.
+fn dockerd_files(dockerd: &peers::dockerd::Dockerd, args: &[&str]) -> [String; 3] {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        DIFF_IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; echo '@@'; cat /etc/hosts; echo '@@'; cat /etc/hostname",
+    ]);
+    let out = dockerd.docker(&all);
+    let parts: Vec<&str> = out.split("@@\n").collect();
+    assert_eq!(parts.len(), 3, "{out}");
+    [
+        parts[0].to_string(),
+        parts[1].to_string(),
+        parts[2].to_string(),
+    ]
+}
+
+const DIFF_IMAGE: &str = "refeng-busybox:net";
+
+/// Compares the shape of two JSON values: the same keys at every level and the same kind of
+/// value; `paths` lists where the values must be equal too.
+fn same_shape(ours: &serde_json::Value, theirs: &serde_json::Value, at: &str) {
+    use serde_json::Value;
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            let ka: Vec<&String> = a.keys().collect();
+            let kb: Vec<&String> = b.keys().collect();
+            // Containers and Options/Labels maps are keyed by data, not by schema.
+            if !at.ends_with("Containers") && !at.ends_with("Labels") {
+                assert_eq!(ka, kb, "keys at {at}");
+            }
+            for (k, v) in a {
+                if let Some(w) = b.get(k) {
+                    same_shape(v, w, &format!("{at}.{k}"));
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "length at {at}");
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                same_shape(v, w, &format!("{at}[{i}]"));
+            }
+        }
+        (a, b) => assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "kind at {at}: ours {a}, dockerd's {b}"
+        ),
+    }
+}
+
+fn api_get(dockerd: &peers::dockerd::Dockerd, path: &str) -> serde_json::Value {
+    let sock = dockerd.dir().join("docker.sock");
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(&sock)
+        .arg(format!("http://docker/v1.41{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {path}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn files_and_inspect_match_a_private_dockerd() {
+    use refeng::engine::network::files::{self, DnsOptions, FileMode};
+    in_private_netns("files_and_inspect_match_a_private_dockerd", || {
+        // dockerd first, with its default bridge and iptables, in this namespace only.
+        let dockerd = peers::dockerd::Dockerd::options()
+            .arg("--bridge=")
+            .arg("--iptables=true")
+            .arg("--ip-masq=true")
+            .arg("--bip=10.66.0.1/24")
+            .start();
+        let work = tempfile::tempdir().unwrap();
+        rootfs::busybox(&work.path().join("rootfs"));
+        let tar = work.path().join("busybox.tar");
+        rootfs::tar(&work.path().join("rootfs"), &tar);
+        dockerd.docker(&["import", tar.to_str().unwrap(), DIFF_IMAGE]);
+        dockerd.docker(&[
+            "network",
+            "create",
+            "--subnet",
+            "10.91.0.0/24",
+            "--label",
+            "tier=web",
+            "app",
+        ]);
+        dockerd.docker(&[
+            "network",
+            "create",
+            "--subnet",
+            "10.92.0.0/16",
+            "--ip-range",
+            "10.92.5.0/24",
+            "--gateway",
+            "10.92.0.254",
+            "--internal",
+            "-o",
+            "com.docker.network.bridge.name=brint",
+            "int",
+        ]);
+        let embedded = dockerd_files(
+            &dockerd,
+            &[
+                "--network",
+                "app",
+                "--ip",
+                "10.91.0.7",
+                "--hostname",
+                "web",
+                "--domainname",
+                "example.org",
+                "--add-host",
+                "db:10.1.1.1",
+                "--dns-search",
+                "corp.example",
+                "--dns-option",
+                "timeout:2",
+            ],
+        );
+        let plain = dockerd_files(
+            &dockerd,
+            &[
+                "--network",
+                "app",
+                "--ip",
+                "10.91.0.8",
+                "--hostname",
+                "plain",
+            ],
+        );
+        let bridge = dockerd_files(
+            &dockerd,
+            &[
+                "--network",
+                "bridge",
+                "--hostname",
+                "b",
+                "--dns",
+                "1.1.1.1",
+                "--dns-option",
+                "ndots:2",
+            ],
+        );
+        let bridge_default =
+            dockerd_files(&dockerd, &["--network", "bridge", "--hostname", "bd.lan"]);
+        let none = dockerd_files(
+            &dockerd,
+            &[
+                "--network",
+                "none",
+                "--hostname",
+                "n",
+                "--add-host",
+                "h:10.2.2.2",
+            ],
+        );
+        let host = dockerd_files(&dockerd, &["--network", "host"]);
+        // Network JSON: a user network with a container, an internal one, the default bridge.
+        dockerd.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "--network",
+            "app",
+            "--ip",
+            "10.91.0.7",
+            DIFF_IMAGE,
+            "sleep",
+            "60",
+        ]);
+        let theirs_app = api_get(&dockerd, "/networks/app");
+        let theirs_int = api_get(&dockerd, "/networks/int");
+        let theirs_bridge = api_get(&dockerd, "/networks/bridge");
+        let theirs_list = api_get(&dockerd, "/networks");
+        dockerd.docker(&["rm", "-f", "c1"]);
+        drop(dockerd);
+
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        let dns = |servers: &[&str], search: &[&str], options: &[&str]| DnsOptions {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            search: search.iter().map(|s| s.to_string()).collect(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+        };
+        let extra = [files::parse_extra_host("db:10.1.1.1", None).unwrap()];
+        assert_eq!(
+            files::resolv_conf(
+                &host_resolv,
+                FileMode::Embedded,
+                &dns(&[], &["corp.example"], &["timeout:2"])
+            )
+            .text,
+            embedded[0]
+        );
+        assert_eq!(
+            files::hosts_file(
+                FileMode::Embedded,
+                "",
+                ip("10.91.0.7"),
+                "web",
+                "example.org",
+                &extra
+            ),
+            embedded[1]
+        );
+        assert_eq!(files::hostname_file("web"), embedded[2]);
+        assert_eq!(
+            files::resolv_conf(&host_resolv, FileMode::Embedded, &DnsOptions::default()).text,
+            plain[0]
+        );
+        assert_eq!(
+            files::hosts_file(FileMode::Embedded, "", ip("10.91.0.8"), "plain", "", &[]),
+            plain[1]
+        );
+        assert_eq!(
+            files::resolv_conf(
+                &host_resolv,
+                FileMode::Private,
+                &dns(&["1.1.1.1"], &[], &["ndots:2"])
+            )
+            .text,
+            bridge[0]
+        );
+        assert_eq!(
+            files::hosts_file(FileMode::Private, "", ip("10.66.0.2"), "b", "", &[]),
+            bridge[1]
+        );
+        assert_eq!(
+            files::resolv_conf(&host_resolv, FileMode::Private, &DnsOptions::default()).text,
+            bridge_default[0]
+        );
+        assert_eq!(
+            files::hosts_file(FileMode::Private, "", ip("10.66.0.2"), "bd.lan", "", &[]),
+            bridge_default[1]
+        );
+        assert_eq!(files::hostname_file("bd.lan"), bridge_default[2]);
+        let extra_none = [files::parse_extra_host("h:10.2.2.2", None).unwrap()];
+        assert_eq!(
+            files::resolv_conf(&host_resolv, FileMode::Private, &DnsOptions::default()).text,
+            none[0]
+        );
+        assert_eq!(
+            files::hosts_file(FileMode::Private, "", None, "n", "", &extra_none),
+            none[1]
+        );
+        assert_eq!(
+            files::resolv_conf(&host_resolv, FileMode::Host, &DnsOptions::default()).text,
+            host[0]
+        );
+        assert_eq!(
+            files::hosts_file(FileMode::Host, &host_hosts, None, "", "", &[]),
+            host[1]
+        );
+
+        // The same networks here.
+        let f = Fixture::new();
+        let net = f.open();
+        let mut app = user_network("app", "10.91.0.0/24");
+        app.labels = Some([("tier".to_string(), "web".to_string())].into());
+        net.create_network(&app).unwrap();
+        net.create_network(&NetworkCreate {
+            name: "int".into(),
+            internal: true,
+            ipam: Some(IpamRequest {
+                config: Some(vec![IpamConfig {
+                    subnet: Some("10.92.0.0/16".into()),
+                    ip_range: Some("10.92.5.0/24".into()),
+                    gateway: Some("10.92.0.254".into()),
+                    ..IpamConfig::default()
+                }]),
+                ..IpamRequest::default()
+            }),
+            options: Some(
+                [(
+                    "com.docker.network.bridge.name".to_string(),
+                    "brint".to_string(),
+                )]
+                .into(),
+            ),
+            ..NetworkCreate::default()
+        })
+        .unwrap();
+        let ns = net.netns_path("c1");
+        net.create_netns(&ns).unwrap();
+        let mut c1 = endpoint("c1", "c1", &[]);
+        c1.ip = ip("10.91.0.7");
+        net.connect(&ns, "app", &c1).unwrap();
+        let ours_app = net.inspect("app").unwrap();
+        let ours_int = net.inspect("int").unwrap();
+        let ours_bridge = net.inspect("bridge").unwrap();
+        let ours_list = serde_json::Value::Array(net.list());
+        net.disconnect(&format!("{:0<64}", "c1"), "app").unwrap();
+        net.remove_netns(&ns).unwrap();
+        net.remove_network("app").unwrap();
+        net.remove_network("int").unwrap();
+        net.teardown().unwrap();
+
+        same_shape(&ours_app, &theirs_app, "app");
+        same_shape(&ours_int, &theirs_int, "int");
+        same_shape(&ours_bridge, &theirs_bridge, "bridge");
+        for k in [
+            "Scope",
+            "Driver",
+            "EnableIPv6",
+            "IPAM",
+            "Internal",
+            "Attachable",
+            "Ingress",
+            "ConfigFrom",
+            "ConfigOnly",
+            "Options",
+            "Labels",
+        ] {
+            assert_eq!(ours_app[k], theirs_app[k], "app {k}");
+            assert_eq!(ours_int[k], theirs_int[k], "int {k}");
+        }
+        let member = |v: &serde_json::Value| {
+            v["Containers"]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .cloned()
+                .unwrap()
+        };
+        let (ours_c, theirs_c) = (member(&ours_app), member(&theirs_app));
+        for k in ["Name", "MacAddress", "IPv4Address", "IPv6Address"] {
+            assert_eq!(ours_c[k], theirs_c[k], "container {k}");
+        }
+        let mut bridge_opts = theirs_bridge["Options"].clone();
+        bridge_opts["com.docker.network.bridge.name"] = "refeng0".into();
+        assert_eq!(ours_bridge["Options"], bridge_opts);
+        let shape_of = |list: &serde_json::Value, name: &str| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["Name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        same_shape(
+            &shape_of(&ours_list, "app"),
+            &shape_of(&theirs_list, "app"),
+            "list.app",
+        );
+        assert_eq!(
+            shape_of(&ours_list, "app")["Containers"],
+            shape_of(&theirs_list, "app")["Containers"]
+        );
     });
 }

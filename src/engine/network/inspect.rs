@@ -8,18 +8,24 @@ use super::state::NetworkRecord;
 /// A network as dockerd shows it; `containers`: whether to fill `Containers` (inspect does,
 /// list leaves it empty).
 pub fn network(n: &NetworkRecord, containers: bool) -> Value {
+    // dockerd shows the IPAM config as the user gave it (no gateway when none was given), and
+    // the subnet and gateway it picked for an automatic one.
     let mut config = Map::new();
-    let subnet = n.subnet_given.unwrap_or(n.pool.subnet);
-    config.insert("Subnet".into(), json!(subnet.to_string()));
-    if let Some(r) = n.pool.range {
-        config.insert("IPRange".into(), json!(r.to_string()));
+    match n.subnet_given {
+        Some(subnet) => {
+            config.insert("Subnet".into(), json!(subnet.to_string()));
+            if let Some(r) = n.pool.range {
+                config.insert("IPRange".into(), json!(r.to_string()));
+            }
+            if let Some(g) = n.gateway_given {
+                config.insert("Gateway".into(), json!(g.to_string()));
+            }
+        }
+        None => {
+            config.insert("Subnet".into(), json!(n.pool.subnet.to_string()));
+            config.insert("Gateway".into(), json!(n.pool.gateway.to_string()));
+        }
     }
-    // dockerd shows the gateway it picked too, except that it only remembers a gateway the
-    // user gave or it chose for an automatic subnet; both end up here.
-    config.insert(
-        "Gateway".into(),
-        json!(n.gateway_given.unwrap_or(n.pool.gateway).to_string()),
-    );
     let mut members = Map::new();
     if containers {
         for (id, e) in &n.endpoints {

@@ -416,7 +416,8 @@ impl NetworkController {
             bridge: cfg.default_bridge.clone(),
             pool,
             subnet_given: Some(subnet),
-            gateway_given: Some(gateway.unwrap_or(Ipv4Addr::from(u32::from(subnet.network()) + 1))),
+            // dockerd shows the default bridge's gateway only when `bip` names it.
+            gateway_given: gateway,
             internal: false,
             attachable: false,
             default: true,
