@@ -523,11 +523,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_options_are_refused_by_name() {
-        let e = file(r#"{"storage-driver":"overlay2","bip":"1.2.3.4/24"}"#)
+    fn network_keys_are_parsed_by_the_network_layer() {
+        let c = file(
+            r#"{"bip":"192.168.7.5/24","default-address-pools":[{"base":"10.80.0.0/16","size":24}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.bip.map(|b| b.to_string()).as_deref(),
+            Some("192.168.7.5/24")
+        );
+        assert_eq!(c.default_address_pools.map(|p| p.len()), Some(1));
+        let e = file(r#"{"bip":"192.168.7.0/24"}"#).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value for bip: 192.168.7.0/24"),
+            "{e}"
+        );
+        let e = file(r#"{"default-address-pools":[{"base":"10.0.0.0/8","size":4}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("storage-driver") && e.contains("bip"), "{e}");
+        assert!(
+            e.contains("default-address-pools") && e.contains("size 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_options_are_refused_by_name() {
+        let e = file(r#"{"storage-driver":"overlay2","fixed-cidr":"1.2.3.0/25"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage-driver") && e.contains("fixed-cidr"),
+            "{e}"
+        );
         let e = file(r#"{"log-opts":{"compress":"true"}}"#)
             .unwrap_err()
             .to_string();
