@@ -147,6 +147,81 @@ fn lookup(netns: &Path, name: &str, qtype: u16) -> Message {
     .unwrap()
 }
 
+/// The same over TCP (two-byte length prefix).
+fn lookup_tcp(netns: &Path, name: &str) -> Message {
+    let netns = netns.to_path_buf();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        netlink::enter(&netns).unwrap();
+        let mut s = TcpStream::connect("127.0.0.11:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let q = dns::query(43, &name, rtype::A);
+        s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+        s.write_all(&q).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).unwrap();
+        Message::parse(&buf).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A stand-in upstream DNS server on `ip` (added to this namespace's loopback) answering every
+/// A query with 192.0.2.99, over UDP and TCP.
+fn fake_upstream(ip: Ipv4Addr) {
+    let added = Command::new("ip")
+        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let answer = |q: &[u8]| {
+        let m = Message::parse(q).unwrap();
+        dns::answer_a(q, &m, &[Ipv4Addr::new(192, 0, 2, 99)], 60)
+    };
+    let udp = UdpSocket::bind((ip, 53)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&answer(&buf[..n]), from);
+        }
+    });
+    let tcp = TcpListener::bind((ip, 53)).unwrap();
+    std::thread::spawn(move || {
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            let r = answer(&q);
+            let _ = c.write_all(&(r.len() as u16).to_be_bytes());
+            let _ = c.write_all(&r);
+        }
+    });
+}
+
+/// A UDP echo server inside `netns`.
+fn udp_echo_in(netns: &Path, port: u16) {
+    let netns = netns.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        netlink::enter(&netns).unwrap();
+        let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    rx.recv().unwrap();
+}
+
 fn a_records(m: &Message) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> = m
         .records
@@ -248,6 +323,12 @@ fn containers_on_a_user_bridge_talk_resolve_publish_and_survive_a_restart() {
                     host_ip: None,
                     host_ports: (0, 0),
                 },
+                PortRequest {
+                    protocol: Protocol::Udp,
+                    container_port: 5353,
+                    host_ip: Some(Ipv4Addr::LOCALHOST),
+                    host_ports: (15353, 15360),
+                },
             ];
             let eb = net.connect(&b, "app", &bopts).unwrap();
             assert_eq!(ea.ip, Ipv4Addr::new(10, 123, 0, 2));
@@ -273,11 +354,14 @@ fn containers_on_a_user_bridge_talk_resolve_publish_and_survive_a_restart() {
             assert!(lookup(&a, "beta", rtype::AAAA).records.is_empty());
             let ptr = lookup(&a, "3.0.123.10.in-addr.arpa", rtype::PTR);
             assert_eq!(ptr.records[0].data, b"\x04beta\x03app\x00".to_vec());
-            // Unknown names go upstream; the fixture's upstream does not answer: SERVFAIL.
-            assert_eq!(
-                lookup(&a, "nowhere.example", rtype::A).header.rcode(),
-                dns::rcode::SERVFAIL
-            );
+            // Unknown names go to the upstream of the fixture's resolv.conf (a stand-in server
+            // on this namespace's loopback), over UDP and TCP.
+            fake_upstream(Ipv4Addr::new(10, 77, 0, 53));
+            let fwd = lookup(&a, "elsewhere.example", rtype::A);
+            assert_eq!(a_records(&fwd), vec![Ipv4Addr::new(192, 0, 2, 99)]);
+            assert_eq!(fwd.header.id, 42);
+            let fwd = lookup_tcp(&a, "elsewhere.example");
+            assert_eq!(a_records(&fwd), vec![Ipv4Addr::new(192, 0, 2, 99)]);
 
             // Published: from the host's loopback (proxy) and its bridge address (DNAT).
             serve_in(&b, 8080, "hello from beta");
@@ -291,6 +375,16 @@ fn containers_on_a_user_bridge_talk_resolve_publish_and_survive_a_restart() {
                 dnat_hits(18080) > 0,
                 "a local non-loopback address goes through DNAT"
             );
+            // UDP: a datagram echo inside beta, reached through the loopback proxy.
+            udp_echo_in(&b, 5353);
+            let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            assert_eq!(eb.ports[2].host_port, 15353);
+            u.send_to(b"marco", ("127.0.0.1", eb.ports[2].host_port))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let n = u.recv(&mut buf).expect("an echo through the UDP proxy");
+            assert_eq!(&buf[..n], b"marco");
             let random = eb.ports[1].host_port;
             assert_ne!(random, 0);
             assert_eq!(
@@ -480,6 +574,12 @@ fn bad_networks_are_refused_with_dockerds_errors() {
             .unwrap();
         let routes = String::from_utf8_lossy(&routes.stdout);
         assert!(!routes.contains("default"), "{routes}");
+        // Nothing leaves an internal network, not even a forwarded query.
+        assert_eq!(
+            lookup(&ns, "elsewhere.example", rtype::A).header.rcode(),
+            dns::rcode::SERVFAIL
+        );
+        assert_eq!(a_records(&lookup(&ns, "lonely", rtype::A)), vec![e.ip]);
         assert!(iptables_save().contains("-A REFENG-FORWARD -i refeng-int ! -o refeng-int -j DROP"));
         net.disconnect(&format!("{:0<64}", "iiii"), "int").unwrap();
         net.remove_netns(&ns).unwrap();
