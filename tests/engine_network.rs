@@ -14,11 +14,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use refeng::engine::filters::Filters;
 use refeng::engine::network::dns::{self, rtype, Message};
 use refeng::engine::network::ipam::{IpamError, Subnet};
 use refeng::engine::network::ports::{PortRequest, Protocol};
 use refeng::engine::network::{
-    netlink, EndpointOptions, IpamConfig, IpamRequest, NetworkConfig, NetworkController,
+    api, netlink, EndpointOptions, IpamConfig, IpamRequest, NetworkConfig, NetworkController,
     NetworkCreate, NetworkError,
 };
 
@@ -499,6 +500,24 @@ fn bad_networks_are_refused_with_dockerds_errors() {
             net.remove_network("bridge"),
             Err(NetworkError::Predefined(_))
         ));
+        for name in ["host", "none"] {
+            assert!(matches!(
+                net.remove_network(name),
+                Err(NetworkError::Predefined(_))
+            ));
+            let err = net
+                .connect(&net.netns_path("x"), name, &endpoint("x", "x", &[]))
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("connected to {name} network")),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            net.create_network(&user_network("host", "10.49.0.0/16")),
+            Err(NetworkError::NameTaken(_))
+        ));
         let err = net
             .create_network(&user_network("x", "10.0.0.0/33"))
             .unwrap_err();
@@ -644,16 +663,58 @@ fn same_shape(ours: &serde_json::Value, theirs: &serde_json::Value, at: &str) {
 }
 
 fn api_get(dockerd: &peers::dockerd::Dockerd, path: &str) -> serde_json::Value {
+    api(dockerd, "GET", path, None)
+}
+
+/// A request to dockerd's socket, with `filters` (JSON) URL-encoded when given.
+fn api(
+    dockerd: &peers::dockerd::Dockerd,
+    method: &str,
+    path: &str,
+    filters: Option<&str>,
+) -> serde_json::Value {
     let sock = dockerd.dir().join("docker.sock");
+    let mut url = format!("http://docker/v1.41{path}");
+    if let Some(f) = filters {
+        url.push_str("?filters=");
+        url.push_str(&form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>());
+    }
     let out = Command::new("curl")
-        .args(["-sf", "--unix-socket"])
+        .args(["-sf", "-X", method, "--unix-socket"])
         .arg(&sock)
-        .arg(format!("http://docker/v1.41{path}"))
+        .arg(&url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "GET {path}");
+    assert!(out.status.success(), "{method} {url}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The names in a network list, sorted.
+fn names(list: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// List filters both daemons are asked with (the `app` network is in use by then).
+const LIST_CASES: &[&str] = &[
+    r#"{"type":["custom"]}"#,
+    r#"{"type":["builtin"]}"#,
+    r#"{"name":["ap"]}"#,
+    r#"{"name":["^b"]}"#,
+    r#"{"label":["tier=web"]}"#,
+    r#"{"label":["tier"]}"#,
+    r#"{"driver":["bridge"]}"#,
+    r#"{"driver":["null"]}"#,
+    r#"{"dangling":["true"]}"#,
+    r#"{"dangling":["false"]}"#,
+    r#"{"scope":["local"]}"#,
+];
 
 #[test]
 fn files_and_inspect_match_a_private_dockerd() {
@@ -769,7 +830,25 @@ fn files_and_inspect_match_a_private_dockerd() {
         let theirs_int = api_get(&dockerd, "/networks/int");
         let theirs_bridge = api_get(&dockerd, "/networks/bridge");
         let theirs_list = api_get(&dockerd, "/networks");
+        let theirs_host = api_get(&dockerd, "/networks/host");
+        let theirs_none = api_get(&dockerd, "/networks/none");
+        let theirs_filtered: Vec<Vec<String>> = LIST_CASES
+            .iter()
+            .map(|f| names(&api(&dockerd, "GET", "/networks", Some(f))))
+            .collect();
+        let theirs_prune_none = api(
+            &dockerd,
+            "POST",
+            "/networks/prune",
+            Some(r#"{"label":["tier=nothing"]}"#),
+        );
         dockerd.docker(&["rm", "-f", "c1"]);
+        let theirs_prune = api(
+            &dockerd,
+            "POST",
+            "/networks/prune",
+            Some(r#"{"label!":["tier=web"]}"#),
+        );
         drop(dockerd);
 
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
@@ -887,11 +966,46 @@ fn files_and_inspect_match_a_private_dockerd() {
         let ours_int = net.inspect("int").unwrap();
         let ours_bridge = net.inspect("bridge").unwrap();
         let ours_list = serde_json::Value::Array(net.list());
+        let ours_host = net.inspect("host").unwrap();
+        let ours_none = net.inspect("none").unwrap();
+        let ours_filtered: Vec<Vec<String>> = LIST_CASES
+            .iter()
+            .map(|f| names(&api::list(&net, &Filters::parse(f).unwrap()).unwrap()))
+            .collect();
+        let ours_prune_none = api::prune(
+            &net,
+            &Filters::parse(r#"{"label":["tier=nothing"]}"#).unwrap(),
+        )
+        .unwrap();
         net.disconnect(&format!("{:0<64}", "c1"), "app").unwrap();
         net.remove_netns(&ns).unwrap();
+        let ours_prune =
+            api::prune(&net, &Filters::parse(r#"{"label!":["tier=web"]}"#).unwrap()).unwrap();
         net.remove_network("app").unwrap();
-        net.remove_network("int").unwrap();
         net.teardown().unwrap();
+
+        for (i, f) in LIST_CASES.iter().enumerate() {
+            assert_eq!(
+                ours_filtered[i], theirs_filtered[i],
+                "GET /networks?filters={f}"
+            );
+        }
+        assert_eq!(ours_prune_none, theirs_prune_none);
+        assert_eq!(ours_prune, theirs_prune);
+        assert_eq!(ours_prune, serde_json::json!({"NetworksDeleted": ["int"]}));
+        for (ours, theirs, name) in [
+            (&ours_host, &theirs_host, "host"),
+            (&ours_none, &theirs_none, "none"),
+        ] {
+            same_shape(ours, theirs, name);
+            let mut a = ours.clone();
+            let mut b = theirs.clone();
+            for k in ["Id", "Created"] {
+                a[k] = serde_json::Value::Null;
+                b[k] = serde_json::Value::Null;
+            }
+            assert_eq!(a, b, "{name}");
+        }
 
         same_shape(&ours_app, &theirs_app, "app");
         same_shape(&ours_int, &theirs_int, "int");

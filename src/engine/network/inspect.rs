@@ -3,7 +3,28 @@
 
 use serde_json::{json, Map, Value};
 
-use super::state::NetworkRecord;
+use super::state::{NetworkRecord, PredefinedNetwork};
+
+/// `host` or `none` as dockerd shows them: no IPAM config, no options.
+pub fn predefined(p: &PredefinedNetwork) -> Value {
+    json!({
+        "Name": p.name,
+        "Id": p.id,
+        "Created": p.created,
+        "Scope": "local",
+        "Driver": p.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": []},
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": {},
+        "Options": {},
+        "Labels": {},
+    })
+}
 
 /// A network as dockerd shows it; `containers`: whether to fill `Containers` (inspect does,
 /// list leaves it empty).

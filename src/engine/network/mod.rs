@@ -18,6 +18,7 @@
 //! async callers use `spawn_blocking`. DNS servers and port proxies run as tasks on the tokio
 //! runtime handed to [`NetworkController::open`].
 
+pub mod api;
 pub mod dns;
 pub mod files;
 pub mod inspect;
@@ -372,6 +373,21 @@ impl NetworkController {
         if !has_default {
             c.create_default()?;
         }
+        for (name, driver) in [("host", "host"), ("none", "null")] {
+            let missing = !lock(&c.inner.state)
+                .predefined
+                .iter()
+                .any(|p| p.name == name);
+            if missing {
+                let p = state::PredefinedNetwork {
+                    id: random_hex(32),
+                    name: name.into(),
+                    driver: driver.into(),
+                    created: now_rfc3339(),
+                };
+                c.commit(|s| s.predefined.push(p))?;
+            }
+        }
         let nets: Vec<NetworkRecord> = lock(&c.inner.state).networks.values().cloned().collect();
         for n in &nets {
             netlink::ensure_bridge(&n.bridge, gateway_cidr(&n.pool), n.mtu)?;
@@ -498,12 +514,13 @@ impl NetworkController {
         if req.name.is_empty() {
             return invalid("network name must not be empty".into());
         }
-        if lock(&self.inner.state)
-            .networks
-            .values()
-            .any(|n| n.name == req.name)
         {
-            return Err(NetworkError::NameTaken(req.name.clone()));
+            let s = lock(&self.inner.state);
+            if s.networks.values().any(|n| n.name == req.name)
+                || s.predefined.iter().any(|p| p.name == req.name)
+            {
+                return Err(NetworkError::NameTaken(req.name.clone()));
+            }
         }
         match req.driver.as_deref() {
             None | Some("") | Some("bridge") => {}
@@ -671,6 +688,9 @@ impl NetworkController {
     /// [`NetworkError::InUse`] while containers are connected.
     pub fn remove_network(&self, key: &str) -> Result<(), NetworkError> {
         let _ops = lock(&self.inner.ops);
+        if let Some(p) = lock(&self.inner.state).find_predefined(key) {
+            return Err(NetworkError::Predefined(p.name.clone()));
+        }
         let n = self.get(key)?;
         if n.default {
             return Err(NetworkError::Predefined(n.name));
@@ -694,10 +714,22 @@ impl NetworkController {
     /// # Errors
     /// As [`NetworkController::remove_network`].
     pub fn prune(&self) -> Result<Vec<String>, NetworkError> {
+        self.prune_matching(|_| true)
+    }
+
+    /// As [`NetworkController::prune`], limited to the networks `wanted` accepts (the API's
+    /// `until` and `label` filters).
+    ///
+    /// # Errors
+    /// As [`NetworkController::remove_network`].
+    pub fn prune_matching(
+        &self,
+        wanted: impl Fn(&NetworkRecord) -> bool,
+    ) -> Result<Vec<String>, NetworkError> {
         let idle: Vec<String> = lock(&self.inner.state)
             .networks
             .values()
-            .filter(|n| !n.default && n.endpoints.is_empty())
+            .filter(|n| !n.default && n.endpoints.is_empty() && wanted(n))
             .map(|n| n.id.clone())
             .collect();
         let mut removed = Vec::new();
@@ -752,6 +784,13 @@ impl NetworkController {
         opts: &EndpointOptions,
     ) -> Result<Endpoint, NetworkError> {
         let _ops = lock(&self.inner.ops);
+        if let Some(p) = lock(&self.inner.state).find_predefined(network) {
+            // dockerd's words: host and none are chosen at create, not connected.
+            return Err(NetworkError::Invalid(format!(
+                "container cannot be disconnected from host network or connected to {} network",
+                p.name
+            )));
+        }
         let n = self.get(network)?;
         if n.endpoints.contains_key(&opts.container_id) {
             return Err(NetworkError::AlreadyConnected {
@@ -951,7 +990,10 @@ impl NetworkController {
         for n in &nets {
             netlink::delete_link(None, &n.bridge)?;
         }
-        self.commit(|s| s.networks.clear())?;
+        self.commit(|s| {
+            s.networks.clear();
+            s.predefined.clear();
+        })?;
         Ok(())
     }
 
@@ -1018,17 +1060,23 @@ impl NetworkController {
     /// # Errors
     /// [`NetworkError::NotFound`].
     pub fn inspect(&self, key: &str) -> Result<Value, NetworkError> {
+        if let Some(p) = lock(&self.inner.state).find_predefined(key) {
+            return Ok(inspect::predefined(p));
+        }
         Ok(inspect::network(&self.get(key)?, true))
     }
 
     /// Every network as `GET /networks` lists them (dockerd leaves `Containers` empty there).
     pub fn list(&self) -> Vec<Value> {
         let s = lock(&self.inner.state);
-        let mut nets: Vec<&NetworkRecord> = s.networks.values().collect();
-        nets.sort_by(|a, b| a.name.cmp(&b.name));
-        nets.into_iter()
+        let mut out: Vec<Value> = s
+            .networks
+            .values()
             .map(|n| inspect::network(n, false))
-            .collect()
+            .chain(s.predefined.iter().map(inspect::predefined))
+            .collect();
+        out.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+        out
     }
 }
 

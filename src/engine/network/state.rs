@@ -75,11 +75,28 @@ pub struct NetworkRecord {
     pub endpoints: BTreeMap<String, EndpointRecord>,
 }
 
+/// `host` or `none`: networks dockerd always lists, which only say how a container's namespace
+/// is chosen (the host's, or a private one with loopback only); no devices, no addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredefinedNetwork {
+    /// 64 hex digits.
+    pub id: String,
+    /// `host` or `none`.
+    pub name: String,
+    /// `host` or `null`, as dockerd names their drivers.
+    pub driver: String,
+    /// When it was first made.
+    pub created: String,
+}
+
 /// All networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// By network id.
     pub networks: BTreeMap<String, NetworkRecord>,
+    /// `host` and `none`.
+    #[serde(default)]
+    pub predefined: Vec<PredefinedNetwork>,
 }
 
 /// Why the state cannot be read or written.
@@ -152,9 +169,31 @@ impl State {
         if let Some(n) = self.networks.values().find(|n| n.name == key) {
             return Some(n);
         }
-        let mut by_prefix = self.networks.values().filter(|n| n.id.starts_with(key));
+        let mut by_prefix = self
+            .networks
+            .values()
+            .filter(|n| n.id.starts_with(key) && !key.is_empty());
         match (by_prefix.next(), by_prefix.next()) {
-            (Some(n), None) if !key.is_empty() => Some(n),
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The predefined network called `key` (id, name or unique id prefix).
+    pub fn find_predefined(&self, key: &str) -> Option<&PredefinedNetwork> {
+        if let Some(p) = self
+            .predefined
+            .iter()
+            .find(|p| p.id == key || p.name == key)
+        {
+            return Some(p);
+        }
+        let mut by_prefix = self
+            .predefined
+            .iter()
+            .filter(|p| p.id.starts_with(key) && !key.is_empty());
+        match (by_prefix.next(), by_prefix.next()) {
+            (Some(p), None) if self.find(key).is_none() => Some(p),
             _ => None,
         }
     }
