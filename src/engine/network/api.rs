@@ -23,10 +23,18 @@ pub const PRUNE_FILTERS: &[&str] = &["until", "label", "label!"];
 /// 400 for a body that is not a create request (naming the field) or an unsupported option,
 /// 409 for a name in use, 403 for an overlapping subnet.
 pub fn create(net: &NetworkController, body: &[u8]) -> Result<Value, ApiError> {
-    let req: NetworkCreate = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid network create request: {e}")))?;
+    let req = parse_create(body)?;
     let id = net.create_network(&req)?;
     Ok(json!({"Id": id, "Warning": ""}))
+}
+
+/// Reads a create request's body; a field refengd does not know is refused by name.
+///
+/// # Errors
+/// 400 with serde's message (which names the field and its position).
+pub fn parse_create(body: &[u8]) -> Result<NetworkCreate, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid network create request: {e}")))
 }
 
 /// `GET /networks/{id}`.
@@ -131,4 +139,29 @@ pub fn prune(net: &NetworkController, filters: &Filters) -> Result<Value, ApiErr
     Ok(json!({
         "NetworksDeleted": if removed.is_empty() { Value::Null } else { json!(removed) }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bodies_are_read_strictly() {
+        // What the docker CLI sends for `network create --subnet ... -o ... --label ... app`.
+        let req = parse_create(
+            br#"{"Name":"app","CheckDuplicate":true,"Driver":"bridge","Scope":"","EnableIPv6":false,
+                "IPAM":{"Driver":"default","Options":{},"Config":[{"Subnet":"10.1.0.0/16","IPRange":"10.1.2.0/24","Gateway":"10.1.0.254"}]},
+                "Internal":false,"Attachable":false,"Ingress":false,"ConfigOnly":false,
+                "ConfigFrom":null,"Options":{"com.docker.network.driver.mtu":"1400"},"Labels":{"a":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.name, "app");
+        let cfg = &req.ipam.unwrap().config.unwrap()[0];
+        assert_eq!(cfg.ip_range.as_deref(), Some("10.1.2.0/24"));
+        let e = parse_create(br#"{"Name":"x","Frobnicate":1}"#).unwrap_err();
+        assert!(e.to_string().contains("Frobnicate"), "{e}");
+        let e = parse_create(br#"{"Name":"x","IPAM":{"Config":[{"AuxAddress":{},"Bogus":1}]}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("Bogus"), "{e}");
+    }
 }

@@ -212,6 +212,9 @@ pub struct NetworkCreate {
     /// Refused when true: refengd's networks are IPv4.
     #[serde(default, rename = "EnableIPv6")]
     pub enable_ipv6: bool,
+    /// API 1.47's `EnableIPv4`: only true (or absent) is supported.
+    #[serde(default, rename = "EnableIPv4")]
+    pub enable_ipv4: Option<bool>,
     /// Address settings.
     #[serde(default, rename = "IPAM")]
     pub ipam: Option<IpamRequest>,
@@ -539,6 +542,11 @@ impl NetworkController {
         }
         if req.enable_ipv6 {
             return invalid("EnableIPv6 is not supported: refengd's networks are IPv4 only".into());
+        }
+        if req.enable_ipv4 == Some(false) {
+            return invalid(
+                "EnableIPv4=false is not supported: refengd's networks are IPv4".into(),
+            );
         }
         if req.config_only || req.config_from.as_ref().is_some_and(|v| !v.is_null()) {
             return invalid("ConfigOnly and ConfigFrom networks are not supported".into());
