@@ -320,6 +320,8 @@ struct Inner {
     ops: Mutex<()>,
     state: Mutex<State>,
     live: Mutex<Live>,
+    /// The jumps into our chains were checked by this process (see [`nat::apply`]).
+    jumps_in_place: std::sync::atomic::AtomicBool,
 }
 
 /// The network layer of one daemon.
@@ -363,6 +365,7 @@ impl NetworkController {
                 ops: Mutex::new(()),
                 state: Mutex::new(state),
                 live: Mutex::new(Live::default()),
+                jumps_in_place: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         c.restore()?;
@@ -906,12 +909,21 @@ impl NetworkController {
                 e.ports = bound.clone();
             }
         });
-        let live = saved.and_then(|()| self.apply_rules()).and_then(|()| {
-            if !n.default {
-                self.ensure_resolver(&opts.container_id, netns)?;
-            }
-            Ok(())
-        });
+        // Rules depend on the networks and the published ports only.
+        let live = saved
+            .and_then(|()| {
+                if bound.is_empty() {
+                    Ok(())
+                } else {
+                    self.apply_rules()
+                }
+            })
+            .and_then(|()| {
+                if !n.default {
+                    self.ensure_resolver(&opts.container_id, netns)?;
+                }
+                Ok(())
+            });
         if let Err(e) = live {
             undo(self);
             return Err(e);
@@ -954,7 +966,9 @@ impl NetworkController {
                 m.pool.release(e.ip);
             }
         })?;
-        self.apply_rules()?;
+        if !e.ports.is_empty() {
+            self.apply_rules()?;
+        }
         let still_embedded = lock(&self.inner.state)
             .networks
             .values()
@@ -995,6 +1009,9 @@ impl NetworkController {
         self.shutdown();
         let nets: Vec<NetworkRecord> = lock(&self.inner.state).networks.values().cloned().collect();
         nat::remove()?;
+        self.inner
+            .jumps_in_place
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         for n in &nets {
             netlink::delete_link(None, &n.bridge)?;
         }
@@ -1060,7 +1077,15 @@ impl NetworkController {
                     .collect(),
             })
             .collect();
-        Ok(nat::apply(&rules)?)
+        let check = !self
+            .inner
+            .jumps_in_place
+            .load(std::sync::atomic::Ordering::Relaxed);
+        nat::apply(&rules, check)?;
+        self.inner
+            .jumps_in_place
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The network's inspect JSON as dockerd answers `GET /networks/{id}`.
