@@ -256,3 +256,20 @@ fn dockerignore_seeds_match_or_are_refused() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+#[test]
+fn engine_dns_seeds_parse_or_fail_cleanly() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (_name, bytes) in seeds("engine_dns") {
+        if refeng::engine::network::dns::check(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // Queries and responses containers send, and broken messages.
+    assert!(
+        accepted >= 7 && refused >= 8,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -67,6 +67,10 @@ pub struct Config {
     pub labels: Vec<String>,
     /// Whether experimental features are announced.
     pub experimental: bool,
+    /// `bip`: the default bridge's address and subnet (parsed by the network layer).
+    pub bip: Option<crate::engine::network::ipam::Subnet>,
+    /// `default-address-pools` (parsed by the network layer); `None`: dockerd's defaults.
+    pub default_address_pools: Option<Vec<crate::engine::network::ipam::PoolSpec>>,
 }
 
 impl Default for Config {
@@ -85,6 +89,8 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             labels: Vec::new(),
             experimental: false,
+            bip: None,
+            default_address_pools: None,
         }
     }
 }
@@ -172,6 +178,8 @@ const KEYS: &[&str] = &[
     "labels",
     "experimental",
     "live-restore",
+    "bip",
+    "default-address-pools",
 ];
 
 /// The json-file options refengd implements.
@@ -358,6 +366,21 @@ impl Config {
             }
         }
         c.experimental = boolean(&map, "experimental")?.unwrap_or(false);
+        if let Some(b) = string(&map, "bip")? {
+            c.bip = Some(crate::engine::network::ipam::parse_bip(&b).map_err(|e| {
+                value_error("bip", &crate::engine::network::ipam::config_reason(&e))
+            })?);
+        }
+        if let Some(v) = map.get("default-address-pools") {
+            c.default_address_pools = Some(
+                crate::engine::network::ipam::parse_default_address_pools(v).map_err(|e| {
+                    value_error(
+                        "default-address-pools",
+                        &crate::engine::network::ipam::config_reason(&e),
+                    )
+                })?,
+            );
+        }
         if boolean(&map, "live-restore")? == Some(false) {
             return Err(value_error(
                 "live-restore",
@@ -500,11 +523,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_options_are_refused_by_name() {
-        let e = file(r#"{"storage-driver":"overlay2","bip":"1.2.3.4/24"}"#)
+    fn network_keys_are_parsed_by_the_network_layer() {
+        let c = file(
+            r#"{"bip":"192.168.7.5/24","default-address-pools":[{"base":"10.80.0.0/16","size":24}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.bip.map(|b| b.to_string()).as_deref(),
+            Some("192.168.7.5/24")
+        );
+        assert_eq!(c.default_address_pools.map(|p| p.len()), Some(1));
+        let e = file(r#"{"bip":"192.168.7.0/24"}"#).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value for bip: 192.168.7.0/24"),
+            "{e}"
+        );
+        let e = file(r#"{"default-address-pools":[{"base":"10.0.0.0/8","size":4}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("storage-driver") && e.contains("bip"), "{e}");
+        assert!(
+            e.contains("default-address-pools") && e.contains("size 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_options_are_refused_by_name() {
+        let e = file(r#"{"storage-driver":"overlay2","fixed-cidr":"1.2.3.0/25"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage-driver") && e.contains("fixed-cidr"),
+            "{e}"
+        );
         let e = file(r#"{"log-opts":{"compress":"true"}}"#)
             .unwrap_err()
             .to_string();

@@ -17,6 +17,7 @@ pub mod image_import;
 pub mod image_push;
 pub mod images;
 pub mod lifecycle;
+pub mod network;
 pub mod requests;
 pub mod server;
 pub mod store;
@@ -82,6 +83,8 @@ impl Engine {
                 a.containerd_namespace.clone(),
                 a.group.clone(),
                 a.pidfile.clone(),
+                a.bip,
+                a.default_address_pools.clone(),
             ) == (
                 b.hosts.clone(),
                 b.data_root.clone(),
@@ -90,12 +93,15 @@ impl Engine {
                 b.containerd_namespace.clone(),
                 b.group.clone(),
                 b.pidfile.clone(),
+                b.bip,
+                b.default_address_pools.clone(),
             )
         };
         if !fixed(&c, &fresh) {
             anyhow::bail!(
-                "hosts, data-root, exec-root, containerd, containerd-namespace, group and \
-                 pidfile take effect only at start; restart refengd to change them"
+                "hosts, data-root, exec-root, containerd, containerd-namespace, group, pidfile, \
+                 bip and default-address-pools take effect only at start; restart refengd to \
+                 change them"
             );
         }
         *c = fresh;
