@@ -4,7 +4,6 @@
 //! timestamps, tail, follow). A client going away ends only its own stream.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -333,7 +332,7 @@ fn inode(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.ino())
 }
 
-fn read_lines(path: &PathBuf) -> Vec<LogLine> {
+fn read_lines(path: &std::path::Path) -> Vec<LogLine> {
     let mut out = Vec::new();
     for f in log_files(path) {
         let Ok(file) = std::fs::File::open(&f) else {

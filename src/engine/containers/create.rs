@@ -58,9 +58,9 @@ pub fn restart_policy(b: &body::RestartPolicyBody) -> Result<RestartPolicy, ApiE
         }
     };
     if retries != 0 && !matches!(p, RestartPolicy::OnFailure(_)) {
-        return Err(ApiError::BadRequest(format!(
-            "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-        )));
+        return Err(ApiError::BadRequest(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'".into(),
+        ));
     }
     Ok(p)
 }
@@ -241,17 +241,11 @@ impl Engine {
     async fn image_for_container(&self, name: &str) -> Result<(String, Resolved), ApiError> {
         let store = super::super::store::Store::new(self.backend.clone());
         let not_found = || {
-            let shown = match Reference::parse(name) {
-                Ok(r)
-                    if !name.contains('@')
-                        && !name.rsplit('/').next().unwrap_or("").contains(':') =>
-                {
-                    format!("{name}:latest")
-                        .trim_start_matches("docker.io/library/")
-                        .to_string()
-                        .replace(&r.to_string(), &r.to_string())
-                }
-                _ => name.to_string(),
+            let last = name.rsplit('/').next().unwrap_or(name);
+            let shown = if name.contains('@') || last.contains(':') {
+                name.to_string()
+            } else {
+                format!("{name}:latest")
             };
             ApiError::NotFound(format!("No such image: {shown}"))
         };

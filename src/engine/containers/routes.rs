@@ -285,9 +285,9 @@ async fn container(
                 )
             };
             if matches!(status, Status::Removing | Status::Dead) {
-                return Err(ApiError::Conflict(format!(
-                    "You cannot attach to a stopped container, start it first"
-                )));
+                return Err(ApiError::Conflict(
+                    "You cannot attach to a stopped container, start it first".into(),
+                ));
             }
             let (so, se) = (q.bool("stdout"), q.bool("stderr"));
             let mut replay = Vec::new();
@@ -431,7 +431,7 @@ async fn exec(
                 tty,
                 stdout: b("AttachStdout") || !b("AttachStderr"),
                 stderr: b("AttachStderr") || !b("AttachStdout"),
-                stdin: b("AttachStdin").then(|| (pio, true)),
+                stdin: b("AttachStdin").then_some((pio, true)),
                 detach_keys: keys,
                 finish: Some(ex.done.subscribe()),
             };

@@ -166,7 +166,7 @@ pub fn capabilities(host: &HostConfig, all: &[String]) -> Result<Vec<String>, Ap
         caps.retain(|c| !drops.contains(c));
     }
     for a in adds.iter().filter(|c| !is_all(c)) {
-        if !caps.contains(a) && !(drops.contains(a) && !drops.iter().any(is_all)) {
+        if !caps.contains(a) && (!drops.contains(a) || drops.iter().any(is_all)) {
             caps.push(a.clone());
         }
     }
