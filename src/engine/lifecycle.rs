@@ -240,7 +240,8 @@ pub enum Unchanged {
 }
 
 /// A container whose state is known only at run time: loaded from disk, or named in a call.
-#[derive(Debug)]
+/// Cloning it lets a caller ask the model whether a call is legal before making its effect.
+#[derive(Debug, Clone)]
 pub enum AnyContainer {
     /// created
     Created(Container<Created>),
@@ -276,6 +277,35 @@ impl AnyContainer {
     /// Its status.
     pub fn status(&self) -> Status {
         self.record().status
+    }
+
+    fn record_mut(&mut self) -> &mut Record {
+        match self {
+            Self::Created(c) => &mut c.record,
+            Self::Running(c) => &mut c.record,
+            Self::Paused(c) => &mut c.record,
+            Self::Restarting(c) => &mut c.record,
+            Self::Removing(c) => &mut c.record,
+            Self::Exited(c) => &mut c.record,
+            Self::Dead(c) => &mut c.record,
+        }
+    }
+
+    /// Records the exit code the process really ended with (the model says 137 for a stop by
+    /// hand; a process that handles the stop signal ends with its own code, as in dockerd).
+    pub fn set_exit_code(&mut self, code: i32) {
+        self.record_mut().exit_code = code;
+    }
+
+    /// `rename`: the record's new name (the caller checked that it is free).
+    pub fn rename(&mut self, name: &str) {
+        self.record_mut().name = name.into();
+    }
+
+    /// A `kill` whose signal did not end the process was still a stop by hand: the policy does
+    /// not restart it when it ends (dockerd's `HasBeenManuallyStopped`).
+    pub fn mark_stopped_by_hand(&mut self) {
+        self.record_mut().stopped_by_hand = true;
     }
 
     /// Its record.

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod build;
 pub mod changes;
 pub mod config;
+pub mod containers;
 pub mod df;
 pub mod error;
 pub mod events;
@@ -54,6 +55,8 @@ pub struct Engine {
     pub events: EventLog,
     /// The engine's id (kept in `<data-root>/engine-id`).
     pub id: String,
+    /// The containers.
+    pub containers: containers::Registry,
 }
 
 impl Engine {
@@ -190,13 +193,22 @@ async fn follow_containerd(engine: Arc<Engine>) {
         match engine.backend.subscribe().await {
             Ok(mut stream) => loop {
                 match stream.message().await {
-                    Ok(Some(env)) => {
-                        if let Some(ev) = TaskEvent::decode(&env) {
-                            // Container records arrive with the containers endpoints; until
-                            // then no task belongs to an engine container.
-                            tracing::debug!(event = ?ev, "task event for no engine container");
+                    Ok(Some(env)) => match TaskEvent::decode(&env) {
+                        Some(TaskEvent::Exited {
+                            container_id,
+                            id,
+                            exit_status,
+                        }) => {
+                            let engine = engine.clone();
+                            tokio::spawn(async move {
+                                engine.on_task_exit(&container_id, &id, exit_status).await;
+                            });
                         }
-                    }
+                        Some(TaskEvent::OomKilled { container_id }) => {
+                            engine.on_task_oom(&container_id);
+                        }
+                        Some(TaskEvent::Paused { .. } | TaskEvent::Resumed { .. }) | None => {}
+                    },
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "containerd event stream ended");
@@ -294,6 +306,20 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             id: load_id(&config.data_root)?,
             config: RwLock::new(config.clone()),
             flags,
+            containers: containers::Registry::new(
+                &config.data_root,
+                &config.exec_root,
+                containers::ctd::Ctd::new(
+                    backend.clone(),
+                    // refeng-containerd runs its own shim and runtime by default; the real
+                    // containerd gets runc's shim, as dockerd asks for.
+                    if config.containerd.is_some() {
+                        "io.containerd.runc.v2"
+                    } else {
+                        crate::containerd::tasks::service::DEFAULT_RUNTIME
+                    },
+                ),
+            ),
             backend,
             events: EventLog::default(),
         });
@@ -305,6 +331,8 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             tokio::spawn(server::serve(engine.clone(), listener));
         }
         tokio::spawn(follow_containerd(engine.clone()));
+        // After subscribing: an exit while records load is caught by their final check.
+        engine.restore_containers().await;
         let mut term = signal(SignalKind::terminate()).context("TERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("INT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("HUP handler")?;

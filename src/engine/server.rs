@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
+use super::containers::routes::Call;
 use super::error::ApiError;
 use super::events::{self, Event};
 use super::filters::Filters;
@@ -222,6 +223,50 @@ enum Route {
     ImagePush(String),
     Auth,
     SystemDf,
+    /// `/containers/...` and `/exec/...`.
+    Containers(Call),
+}
+
+/// The verbs of `/containers/{id}/VERB`, by method.
+const CONTAINER_VERBS: &[(&str, &str)] = &[
+    ("GET", "json"),
+    ("GET", "logs"),
+    ("GET", "top"),
+    ("POST", "start"),
+    ("POST", "stop"),
+    ("POST", "restart"),
+    ("POST", "kill"),
+    ("POST", "pause"),
+    ("POST", "unpause"),
+    ("POST", "rename"),
+    ("POST", "wait"),
+    ("POST", "attach"),
+    ("POST", "resize"),
+    ("POST", "exec"),
+];
+
+fn container_route(method: &Method, segments: &[&str]) -> Option<Route> {
+    container_call(method, segments).map(Route::Containers)
+}
+
+fn container_call(method: &Method, segments: &[&str]) -> Option<Call> {
+    type Route = Call;
+    match (method, segments) {
+        (&Method::POST, ["containers", "create"]) => Some(Route::Create),
+        (&Method::GET, ["containers", "json"]) => Some(Route::List),
+        (&Method::POST, ["containers", "prune"]) => Some(Route::Prune),
+        (&Method::DELETE, ["containers", id]) if !id.is_empty() => {
+            Some(Route::Container(percent_decode(id)?, ""))
+        }
+        (m, ["containers", id, verb]) if !id.is_empty() => CONTAINER_VERBS
+            .iter()
+            .find(|(vm, v)| m.as_str() == *vm && v == verb)
+            .and_then(|(_, v)| Some(Route::Container(percent_decode(id)?, v))),
+        (&Method::POST, ["exec", id, "start"]) => Some(Route::Exec((*id).to_string(), "start")),
+        (&Method::POST, ["exec", id, "resize"]) => Some(Route::Exec((*id).to_string(), "resize")),
+        (&Method::GET, ["exec", id, "json"]) => Some(Route::Exec((*id).to_string(), "json")),
+        _ => None,
+    }
 }
 
 /// The path segments between `images/` and a trailing `tail` (image names contain `/`).
@@ -259,6 +304,9 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn route(method: &Method, segments: &[&str]) -> Option<Route> {
+    if matches!(segments.first(), Some(&"containers" | &"exec")) {
+        return container_route(method, segments);
+    }
     Some(match (method, segments) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Route::Ping,
         (&Method::GET, ["version"]) => Route::Version,
@@ -324,6 +372,9 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query());
     match route {
+        Route::Containers(call) => {
+            super::containers::routes::dispatch(engine, call, &query, req).await
+        }
         Route::Ping => Ok(ping(req.method())),
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),
@@ -413,6 +464,13 @@ async fn dispatch(
             Ok(json(StatusCode::OK, &engine.auth(&body).await?))
         }
     }
+}
+
+/// An empty answer with `status`.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
 }
 
 /// `POST /images/create?fromImage=`: a pull (`fromSrc` imports are routed before).

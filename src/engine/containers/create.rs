@@ -1,0 +1,813 @@
+//! `POST /containers/create`: the name, the image (through the image code's resolver), the
+//! Config merged with the image's as dockerd merges it, the files dockerd writes, the
+//! snapshot (Snapshots.Prepare over the image's top chain id), the user from the container's
+//! own `/etc/passwd` and `/etc/group`, the OCI spec, Containers.Create, and the record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+use super::super::error::ApiError;
+use super::super::events::Event;
+use super::super::images::Resolved;
+use super::super::lifecycle::{AnyContainer, Container};
+use super::super::Engine;
+use super::body::{self, CreateBody};
+use super::spec::{self, NetworkMode, SpecInput};
+use super::{etc, io, names, Entry, RunState, Stored, WaitState};
+use crate::image::registry::Reference;
+use refeng_spec::engine::{Refusal, RestartPolicy};
+
+/// The cgroup parent of every container (dockerd's is `/docker`).
+pub const CGROUP_PARENT: &str = "/refeng";
+
+/// Where an init binary is looked for (`Init: true`), in order: it must be static, since it
+/// runs inside the container's root filesystem.
+const INIT_CANDIDATES: &[&str] = &[
+    "/usr/bin/tini-static",
+    "/usr/libexec/docker/docker-init",
+    "/usr/bin/docker-init",
+    "/usr/local/bin/docker-init",
+];
+
+/// The restart policy of a HostConfig.
+///
+/// # Errors
+/// `BadRequest` with dockerd's messages.
+pub fn restart_policy(b: &body::RestartPolicyBody) -> Result<RestartPolicy, ApiError> {
+    let retries = b.maximum_retry_count;
+    let p = match b.name.as_str() {
+        "" | "no" => RestartPolicy::No,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        "on-failure" => {
+            if retries < 0 {
+                return Err(ApiError::BadRequest(
+                    "invalid restart policy: maximum retry count can't be negative".into(),
+                ));
+            }
+            RestartPolicy::OnFailure(u32::try_from(retries).unwrap_or(u32::MAX))
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+            )))
+        }
+    };
+    if retries != 0 && !matches!(p, RestartPolicy::OnFailure(_)) {
+        return Err(ApiError::BadRequest(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// The stop signal's number (`SIGTERM`, `TERM`, `15`).
+///
+/// # Errors
+/// `BadRequest` naming it.
+pub fn signal_number(s: &str) -> Result<i32, ApiError> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| ApiError::BadRequest(format!("Invalid signal: {s}")))
+}
+
+fn merge_env(image: &[String], user: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = image.to_vec();
+    for e in user {
+        let key = e.split('=').next().unwrap_or("");
+        match out
+            .iter_mut()
+            .find(|x| x.split('=').next().unwrap_or("") == key)
+        {
+            Some(slot) => *slot = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// Merges the image's config into the request's, as dockerd's `merge` does, and checks what
+/// refengd cannot honour from the image (VOLUME, HEALTHCHECK).
+fn merge_image(
+    cfg: &mut body::Config,
+    image: &Value,
+    healthcheck_off: bool,
+) -> Result<(), ApiError> {
+    let ic = image.get("config").cloned().unwrap_or(Value::Null);
+    if let Some(v) = ic.get("Volumes").filter(|v| !body::is_zero(v)) {
+        return Err(ApiError::BadRequest(format!(
+            "the image declares volumes {v}, and refengd does not implement volumes yet"
+        )));
+    }
+    if ic.get("Healthcheck").is_some_and(|h| !body::is_zero(h)) && !healthcheck_off {
+        return Err(ApiError::BadRequest(
+            "the image has a HEALTHCHECK, and refengd does not run health checks yet; \
+             disable it (--no-healthcheck)"
+                .into(),
+        ));
+    }
+    let image_env = ic.get("Env").and_then(strings).unwrap_or_default();
+    cfg.env = Some(merge_env(&image_env, cfg.env.as_deref().unwrap_or(&[])));
+    if cfg.entrypoint.as_ref().is_none_or(Vec::is_empty) {
+        if cfg.cmd.as_ref().is_none_or(Vec::is_empty) {
+            cfg.cmd = ic.get("Cmd").and_then(strings);
+        }
+        if cfg.entrypoint.is_none() {
+            cfg.entrypoint = ic.get("Entrypoint").and_then(strings);
+        }
+    }
+    if cfg.working_dir.is_empty() {
+        cfg.working_dir = ic
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into();
+    }
+    if cfg.user.is_empty() {
+        cfg.user = ic.get("User").and_then(Value::as_str).unwrap_or("").into();
+    }
+    if cfg.stop_signal.is_empty() {
+        cfg.stop_signal = ic
+            .get("StopSignal")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into();
+    }
+    let mut labels: BTreeMap<String, String> = ic
+        .get("Labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.extend(cfg.labels.take().unwrap_or_default());
+    cfg.labels = Some(labels);
+    if let Some(p) = ic.get("ExposedPorts").and_then(Value::as_object) {
+        let mut ports = cfg.exposed_ports.take().unwrap_or_default();
+        for (k, v) in p {
+            ports.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        cfg.exposed_ports = Some(ports);
+    }
+    if cfg.on_build.is_none() {
+        cfg.on_build = ic.get("OnBuild").and_then(strings);
+    }
+    if cfg.shell.is_none() {
+        cfg.shell = ic.get("Shell").and_then(strings);
+    }
+    Ok(())
+}
+
+/// Reads `files` (paths inside the root filesystem) from a snapshot, by mounting its mounts
+/// read-only on a private directory for the time of the read. Missing files read as empty.
+fn read_from_rootfs(
+    mounts: &[containerd_client::types::Mount],
+    scratch: &Path,
+    files: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let target = scratch.join("rootfs");
+    std::fs::create_dir_all(&target)
+        .map_err(|e| ApiError::internal("creating a mount point", e))?;
+    let result = (|| {
+        for m in mounts {
+            let opts: Vec<&str> = m
+                .options
+                .iter()
+                .map(String::as_str)
+                .filter(|o| !matches!(*o, "rbind" | "bind" | "ro" | "rw"))
+                .collect();
+            let bind = m.r#type == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+            let (fstype, flags) = if bind {
+                (None, MsFlags::MS_BIND | MsFlags::MS_REC)
+            } else {
+                (Some(m.r#type.as_str()), MsFlags::MS_RDONLY)
+            };
+            let data = opts.join(",");
+            mount(
+                Some(m.source.as_str()),
+                &target,
+                fstype,
+                flags,
+                if bind || data.is_empty() {
+                    None
+                } else {
+                    Some(data.as_str())
+                },
+            )
+            .map_err(|e| ApiError::internal(&format!("mounting the snapshot ({})", m.r#type), e))?;
+        }
+        Ok(files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(target.join(f.trim_start_matches('/'))).unwrap_or_default()
+            })
+            .collect())
+    })();
+    for _ in mounts {
+        let _ = umount2(&target, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
+impl Engine {
+    /// Finds an image for a container: a reference, a full id or a unique id prefix.
+    async fn image_for_container(&self, name: &str) -> Result<(String, Resolved), ApiError> {
+        let store = super::super::store::Store::new(self.backend.clone());
+        let not_found = || {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            let shown = if name.contains('@') || last.contains(':') {
+                name.to_string()
+            } else {
+                format!("{name}:latest")
+            };
+            ApiError::NotFound(format!("No such image: {shown}"))
+        };
+        if let Ok(r) = Reference::parse(name) {
+            if let Some(img) = store.image(&r.to_string()).await? {
+                if let Some(t) = img.target {
+                    return Ok((img.name, self.resolve(&t).await?));
+                }
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: Option<(String, Resolved)> = None;
+            for img in store.images().await? {
+                let Some(t) = img.target.clone() else {
+                    continue;
+                };
+                let Ok(r) = self.resolve(&t).await else {
+                    continue;
+                };
+                if r.id.trim_start_matches("sha256:").starts_with(hex) {
+                    if let Some((_, prev)) = &found {
+                        if prev.id != r.id {
+                            return Err(ApiError::BadRequest(format!(
+                                "multiple IDs found with provided prefix: {hex}"
+                            )));
+                        }
+                        continue;
+                    }
+                    found = Some((img.name, r));
+                }
+            }
+            if let Some(f) = found {
+                return Ok(f);
+            }
+        }
+        Err(not_found())
+    }
+
+    /// `POST /containers/create?name=`.
+    ///
+    /// # Errors
+    /// `BadRequest` for the body and its values, `NotFound` for the image, `Conflict` for a
+    /// taken name, containerd's failures.
+    #[tracing::instrument(skip(self, bytes), fields(name = name))]
+    pub async fn container_create(
+        self: &Arc<Self>,
+        name: &str,
+        platform: &str,
+        bytes: &[u8],
+    ) -> Result<Value, ApiError> {
+        if !platform.is_empty() && platform != format!("linux/{}", super::super::system::go_arch())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "platform {platform:?} is not supported: refengd runs linux/{} only",
+                super::super::system::go_arch()
+            )));
+        }
+        let CreateBody {
+            mut config,
+            mut host,
+        } = body::parse(bytes)?;
+        if config.image.is_empty() {
+            return Err(ApiError::BadRequest(
+                "config cannot be empty in order to create a container".into(),
+            ));
+        }
+        let reg = &self.containers;
+        let name = if name.is_empty() {
+            None
+        } else {
+            Some(names::validate(name)?)
+        };
+        let policy = restart_policy(&host.restart_policy)?;
+        if host.auto_remove && policy != RestartPolicy::No {
+            return Err(ApiError::BadRequest(
+                "can't create 'AutoRemove' container with restart policy".into(),
+            ));
+        }
+        if let Some(t) = config.stop_timeout {
+            if t < -1 {
+                return Err(ApiError::BadRequest(format!("invalid StopTimeout {t}")));
+            }
+        }
+        if !config.stop_signal.is_empty() {
+            signal_number(&config.stop_signal)?;
+        }
+        match host.runtime.as_str() {
+            "" | "runc" => host.runtime = "runc".into(),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown or invalid runtime name: {other}"
+                )))
+            }
+        }
+        if !matches!(host.isolation.as_str(), "" | "default") {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid isolation: {:?} - linux only supports 'default'",
+                host.isolation
+            )));
+        }
+        let daemon_cfg = self.config();
+        let log = match host.log_config.kind.as_str() {
+            "" | "json-file" if !(host.log_config.kind.is_empty() && daemon_cfg.log_driver == super::super::config::LogDriver::None) => {
+                host.log_config.kind = "json-file".into();
+                let mut opts = daemon_cfg.log_opts.clone();
+                opts.extend(host.log_config.config.clone().unwrap_or_default());
+                Some(io::Rotation::from_opts(opts.iter())?)
+            }
+            "" | "none" => {
+                host.log_config.kind = "none".into();
+                if host.log_config.config.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(ApiError::BadRequest(
+                        "the none log driver takes no options".into(),
+                    ));
+                }
+                None
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "logger: no log driver named '{other}' is registered (refengd has json-file and none)"
+                )))
+            }
+        };
+        if host.log_config.config.is_none() {
+            host.log_config.config = Some(BTreeMap::new());
+        }
+        // The network mode: default/bridge have no network yet and are run as none; inspect
+        // says so (no networks in NetworkSettings).
+        let network = if config.network_disabled {
+            NetworkMode::None
+        } else {
+            match host.network_mode.as_str() {
+                "" | "default" | "bridge" | "none" => NetworkMode::None,
+                "host" => NetworkMode::Host,
+                m if m.starts_with("container:") => {
+                    let other = reg.find(&m["container:".len()..])?;
+                    NetworkMode::Container { id: other, path: None }
+                }
+                m => {
+                    return Err(ApiError::NotFound(format!(
+                        "network {m} not found (refengd has only the network modes none, host and container:<id> yet)"
+                    )))
+                }
+            }
+        };
+        if host.network_mode.is_empty() {
+            host.network_mode = "default".into();
+        }
+        let network_name = match &network {
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Host => "host".to_string(),
+            NetworkMode::Container { id, .. } => format!("container:{id}"),
+        };
+        if host.shm_size == 0 {
+            host.shm_size = spec::DEFAULT_SHM_SIZE;
+        }
+        let (image_ref, image) = self.image_for_container(&config.image).await?;
+        let healthcheck_off = bytes_healthcheck_off(bytes);
+        merge_image(&mut config, &image.config, healthcheck_off)?;
+        let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+        argv.extend(config.cmd.clone().unwrap_or_default());
+        if argv.is_empty() {
+            return Err(ApiError::BadRequest("No command specified".into()));
+        }
+        let init_binary: Option<PathBuf> = if host.init == Some(true) {
+            match INIT_CANDIDATES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+            {
+                Some(p) => Some(p),
+                None => {
+                    return Err(ApiError::BadRequest(format!(
+                        "Init: no static tini-like init found (looked for {})",
+                        INIT_CANDIDATES.join(", ")
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        let id = names::new_id()?;
+        // Reserve the name under the lock with a placeholder-free check; the insert below
+        // checks again (two creates may race on one name).
+        let name = match name {
+            Some(n) => {
+                check_name(reg, &n)?;
+                n
+            }
+            None => {
+                let mut n = names::generate(0)?;
+                let mut retry = 0;
+                while check_name(reg, &n).is_err() {
+                    retry += 1;
+                    n = names::generate(retry)?;
+                }
+                n
+            }
+        };
+        let hostname = match &network {
+            NetworkMode::Host if config.hostname.is_empty() => super::super::system::hostname(),
+            NetworkMode::Container { id: other, .. } => {
+                let map = reg.lock();
+                map.get(other)
+                    .and_then(|e| e.stored.spec["hostname"].as_str().map(String::from))
+                    .unwrap_or_else(|| other[..12].to_string())
+            }
+            _ if config.hostname.is_empty() => id[..12].to_string(),
+            _ => config.hostname.clone(),
+        };
+        config.hostname = hostname.clone();
+        let dir = reg.dir_of(&id);
+        let result = self
+            .create_resources(CreateParts {
+                id: &id,
+                dir: &dir,
+                config: &config,
+                host: &host,
+                network: network.clone(),
+                image: &image,
+                image_ref: &image_ref,
+                argv: &argv,
+                init: init_binary.as_deref(),
+            })
+            .await;
+        let spec = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.containers.ctd.remove_snapshot(&id).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let stored = Stored {
+            id: id.clone(),
+            created: io::now_rfc3339(),
+            path: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            config: config.clone(),
+            host,
+            image_id: image.id.clone(),
+            image_ref,
+            network: network_name,
+            state: RunState::default(),
+            spec,
+            log,
+        };
+        let lc = AnyContainer::Created(Container::new(id.clone(), name.clone(), policy));
+        let (hub, _) = broadcast::channel(256);
+        let (wait, _) = watch::channel(WaitState {
+            exits: 0,
+            exit_code: 0,
+            running: false,
+            removed: false,
+        });
+        let entry = Entry {
+            stored,
+            lc,
+            op: Arc::new(tokio::sync::Mutex::new(())),
+            hub,
+            io: None,
+            wait,
+            execs: Vec::new(),
+        };
+        let inserted = {
+            let mut map = reg.lock();
+            match map.values().find(|e| e.name() == name) {
+                Some(other) => Err(ApiError::from_refusal(
+                    Refusal::NameInUse,
+                    &name,
+                    &other.stored.id,
+                )),
+                None => {
+                    reg.persist(&entry)?;
+                    map.insert(id.clone(), entry);
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = inserted {
+            let _ = self.containers.ctd.delete_container(&id).await;
+            let _ = self.containers.ctd.remove_snapshot(&id).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.container_event(&id, "create", BTreeMap::new());
+        Ok(json!({"Id": id, "Warnings": []}))
+    }
+
+    /// The event `action` about container `id`, with dockerd's attributes (image, name, the
+    /// labels) and `extra`.
+    pub fn container_event(&self, id: &str, action: &str, extra: BTreeMap<String, String>) {
+        let attrs = {
+            let map = self.containers.lock();
+            let Some(e) = map.get(id) else { return };
+            let mut a: BTreeMap<String, String> =
+                e.stored.config.labels.clone().unwrap_or_default();
+            a.insert("image".into(), e.stored.config.image.clone());
+            a.insert("name".into(), e.name().to_string());
+            a
+        };
+        let mut attrs = attrs;
+        attrs.extend(extra);
+        self.events.emit(Event::new("container", action, id, attrs));
+    }
+
+    async fn create_resources(&self, p: CreateParts<'_>) -> Result<Value, ApiError> {
+        let reg = &self.containers;
+        let top = p
+            .image
+            .chain_ids
+            .last()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal(format!("image {} has no layers", p.image.id)))?;
+        std::fs::create_dir_all(p.dir)
+            .map_err(|e| ApiError::internal(&format!("creating {}", p.dir.display()), e))?;
+        // The image must be unpacked: a pull unpacks it; one whose snapshot went away is
+        // refused with what to do.
+        let mounts = reg.ctd.prepare(p.id, &top).await.map_err(|e| match e {
+            ApiError::NotFound(m) => ApiError::Conflict(format!(
+                "the image {} is not unpacked ({m}); pull it again",
+                p.image_ref
+            )),
+            other => other,
+        })?;
+        let scratch = reg.run_dir.join(format!("{}-peek", p.id));
+        let m2 = mounts.clone();
+        let files = tokio::task::spawn_blocking(move || {
+            read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"])
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the user database", e))??;
+        let user = etc::resolve_user(
+            &p.config.user,
+            &files[0],
+            &files[1],
+            p.host.group_add.as_deref().unwrap_or(&[]),
+        )?;
+        // The files dockerd writes for the container.
+        let write = |name: &str, text: &str| {
+            crate::sys::durable::write(&p.dir.join(name), 0o644, text.as_bytes())
+                .map_err(|e| ApiError::internal(&format!("writing {name}"), e))
+        };
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        match &p.network {
+            NetworkMode::Host => {
+                write(
+                    "hosts",
+                    &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+                )?;
+            }
+            _ => write(
+                "hosts",
+                &etc::hosts(p.host.extra_hosts.as_deref().unwrap_or(&[]))?,
+            )?,
+        }
+        write("hostname", &format!("{}\n", p.config.hostname))?;
+        write(
+            "resolv.conf",
+            &etc::resolv_conf(
+                &host_resolv,
+                p.network == NetworkMode::Host,
+                p.host.dns.as_deref().unwrap_or(&[]),
+                p.host.dns_search.as_deref().unwrap_or(&[]),
+                p.host.dns_options.as_deref().unwrap_or(&[]),
+            ),
+        )?;
+        let all_caps: Vec<String> = {
+            let mut v: Vec<String> = caps::runtime::procfs_all_supported(None)
+                .unwrap_or_else(|_| caps::all())
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            v.sort();
+            v
+        };
+        let host_devices = if p.host.privileged {
+            host_devices()
+        } else {
+            Vec::new()
+        };
+        let env = p.config.env.clone().unwrap_or_default();
+        let spec = spec::generate(&SpecInput {
+            id: p.id,
+            hostname: &p.config.hostname,
+            domainname: &p.config.domainname,
+            args: p.argv.to_vec(),
+            env: &env,
+            cwd: &p.config.working_dir,
+            user: &user,
+            tty: p.config.tty,
+            host: p.host,
+            network: p.network.clone(),
+            files_dir: p.dir,
+            init_binary: p.init,
+            cgroup_parent: CGROUP_PARENT,
+            cgroup_v2: super::super::system::cgroup_version() == "2",
+            all_caps: &all_caps,
+            host_devices: &host_devices,
+            ncpu: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })?;
+        for b in p.host.binds.iter().flatten() {
+            // dockerd makes a missing host directory of a bind.
+            let src = b.split(':').next().unwrap_or("");
+            if !Path::new(src).exists() {
+                std::fs::create_dir_all(src)
+                    .map_err(|e| ApiError::BadRequest(format!("Binds: creating {src}: {e}")))?;
+            }
+        }
+        let mut labels = HashMap::new();
+        labels.insert(
+            "com.docker/engine.bundle.path".to_string(),
+            p.dir.to_string_lossy().into_owned(),
+        );
+        reg.ctd
+            .create_container(p.id, p.image_ref, &spec, labels)
+            .await?;
+        Ok(spec)
+    }
+}
+
+struct CreateParts<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    config: &'a body::Config,
+    host: &'a body::HostConfig,
+    network: NetworkMode,
+    image: &'a Resolved,
+    image_ref: &'a str,
+    argv: &'a [String],
+    init: Option<&'a Path>,
+}
+
+fn bytes_healthcheck_off(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("Healthcheck").cloned())
+        .and_then(|h| h.get("Test").cloned())
+        .and_then(|t| t.get(0).and_then(Value::as_str).map(|s| s == "NONE"))
+        .unwrap_or(false)
+}
+
+fn check_name(reg: &super::Registry, name: &str) -> Result<(), ApiError> {
+    let map = reg.lock();
+    match map.values().find(|e| e.name() == name) {
+        Some(other) => Err(ApiError::from_refusal(
+            Refusal::NameInUse,
+            name,
+            &other.stored.id,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The host's devices for a privileged container, as dockerd lists them (every character and
+/// block device under /dev, except the pty, shm, mqueue and fd trees).
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let ft = md.file_type();
+            if ft.is_dir() {
+                let n = e.file_name();
+                if !matches!(
+                    n.to_str(),
+                    Some("pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev")
+                ) {
+                    stack.push(p);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if p == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = md.rdev();
+            out.push(json!({
+                "path": p.to_string_lossy(),
+                "type": kind,
+                "major": nix::sys::stat::major(rdev),
+                "minor": nix::sys::stat::minor(rdev),
+                "fileMode": md.mode() & 0o7777,
+                "uid": md.uid(),
+                "gid": md.gid(),
+            }));
+        }
+    }
+    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_as_dockerd_parses_them() {
+        let p = |n: &str, c| {
+            restart_policy(&body::RestartPolicyBody {
+                name: n.into(),
+                maximum_retry_count: c,
+            })
+        };
+        assert_eq!(p("", 0).unwrap(), RestartPolicy::No);
+        assert_eq!(p("on-failure", 3).unwrap(), RestartPolicy::OnFailure(3));
+        assert_eq!(
+            p("unless-stopped", 0).unwrap(),
+            RestartPolicy::UnlessStopped
+        );
+        assert!(p("always", 2).is_err());
+        assert!(p("sometimes", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown policy 'sometimes'"));
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(signal_number("SIGTERM").unwrap(), 15);
+        assert_eq!(signal_number("kill").unwrap(), 9);
+        assert_eq!(signal_number("10").unwrap(), 10);
+        assert!(signal_number("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn the_image_config_merges_under_the_request() {
+        let image = json!({"config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Entrypoint": null,
+            "WorkingDir": "/w", "Labels": {"l": "image", "m": "image"}, "User": "user"}});
+        let mut c = body::Config {
+            env: Some(vec!["A=2".into(), "B=3".into()]),
+            labels: Some([("m".to_string(), "mine".to_string())].into()),
+            ..Default::default()
+        };
+        merge_image(&mut c, &image, false).unwrap();
+        assert_eq!(c.env.unwrap(), ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(c.cmd.unwrap(), ["sh"]);
+        assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/w", "user"));
+        assert_eq!(c.labels.unwrap()["m"], "mine");
+        // An entrypoint of the request drops the image's Cmd.
+        let mut c = body::Config {
+            entrypoint: Some(vec!["echo".into()]),
+            ..Default::default()
+        };
+        merge_image(&mut c, &image, false).unwrap();
+        assert_eq!(c.cmd, None);
+        let vol = json!({"config": {"Volumes": {"/data": {}}}});
+        assert!(merge_image(&mut body::Config::default(), &vol, false).is_err());
+    }
+}

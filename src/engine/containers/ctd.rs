@@ -1,0 +1,470 @@
+//! The containerd calls a container needs, through the gRPC clients only: Snapshots
+//! (Prepare, Mounts, Remove), Containers (Create, Update, Delete) and Tasks (Create, Start,
+//! Kill, Wait, Delete, Pause, Resume, Get, Exec, ResizePty, CloseIO, ListPids, Metrics).
+
+use std::collections::HashMap;
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest,
+    PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, UpdateContainerRequest,
+    WaitRequest,
+};
+use containerd_client::types::Mount;
+
+use super::super::backend::Backend;
+use super::super::error::ApiError;
+use super::super::store::SNAPSHOTTER;
+
+/// The type URL containerd stores an OCI spec under.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// A task's state as containerd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// No task.
+    Absent,
+    /// Created, not started.
+    Created,
+    /// Running (pid).
+    Running(u32),
+    /// Frozen (pid).
+    Paused(u32),
+    /// Exited with this status.
+    Stopped(u32),
+}
+
+/// The stdio of a process, as FIFO paths ("" for none).
+#[derive(Debug, Clone, Default)]
+pub struct Stdio {
+    /// stdin FIFO.
+    pub stdin: String,
+    /// stdout FIFO.
+    pub stdout: String,
+    /// stderr FIFO.
+    pub stderr: String,
+    /// A pty.
+    pub terminal: bool,
+}
+
+fn any_spec(spec: &serde_json::Value) -> prost_types::Any {
+    prost_types::Any {
+        type_url: SPEC_TYPE_URL.into(),
+        value: serde_json::to_vec(spec).unwrap_or_default(),
+    }
+}
+
+/// The engine's handle on containerd for containers.
+#[derive(Debug, Clone)]
+pub struct Ctd {
+    backend: Backend,
+    /// The runtime name for Containers.Create ("" lets refeng-containerd pick its own).
+    runtime: String,
+}
+
+impl Ctd {
+    /// Over `backend`, creating containers with `runtime`.
+    pub fn new(backend: Backend, runtime: &str) -> Ctd {
+        Ctd {
+            backend,
+            runtime: runtime.into(),
+        }
+    }
+
+    fn tasks(&self) -> TasksClient<tonic::transport::Channel> {
+        TasksClient::new(self.backend.channel())
+    }
+
+    /// Snapshots.Prepare of the container's writable layer `key` over `parent` (a chain id).
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        SnapshotsClient::new(self.backend.channel())
+            .prepare(self.backend.request(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.into(),
+                parent: parent.into(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map(|r| r.into_inner().mounts)
+            .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {key}"), &s))
+    }
+
+    /// Snapshots.Mounts of `key`.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn mounts(&self, key: &str) -> Result<Vec<Mount>, ApiError> {
+        SnapshotsClient::new(self.backend.channel())
+            .mounts(self.backend.request(MountsRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().mounts)
+            .map_err(|s| ApiError::from_grpc(&format!("mounts of snapshot {key}"), &s))
+    }
+
+    /// Snapshots.Remove of `key`; absent is fine.
+    ///
+    /// # Errors
+    /// Other failures of the call.
+    pub async fn remove_snapshot(&self, key: &str) -> Result<(), ApiError> {
+        match SnapshotsClient::new(self.backend.channel())
+            .remove(self.backend.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.into(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(ApiError::from_grpc(&format!("removing snapshot {key}"), &s)),
+        }
+    }
+
+    /// Containers.Create with the spec, the image name and the snapshot.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        image: &str,
+        spec: &serde_json::Value,
+        labels: HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let c = Container {
+            id: id.into(),
+            labels,
+            image: image.into(),
+            runtime: Some(Runtime {
+                name: self.runtime.clone(),
+                options: None,
+            }),
+            spec: Some(any_spec(spec)),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.into(),
+            ..Default::default()
+        };
+        ContainersClient::new(self.backend.channel())
+            .create(
+                self.backend
+                    .request(CreateContainerRequest { container: Some(c) }),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("creating container {id}"), &s))
+    }
+
+    /// Containers.Update of the spec (and labels).
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn update_spec(&self, id: &str, spec: &serde_json::Value) -> Result<(), ApiError> {
+        let c = Container {
+            id: id.into(),
+            spec: Some(any_spec(spec)),
+            ..Default::default()
+        };
+        ContainersClient::new(self.backend.channel())
+            .update(self.backend.request(UpdateContainerRequest {
+                container: Some(c),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["spec".into()],
+                }),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("updating container {id}"), &s))
+    }
+
+    /// Containers.Delete; absent is fine.
+    ///
+    /// # Errors
+    /// Other failures of the call.
+    pub async fn delete_container(&self, id: &str) -> Result<(), ApiError> {
+        match ContainersClient::new(self.backend.channel())
+            .delete(
+                self.backend
+                    .request(DeleteContainerRequest { id: id.into() }),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(ApiError::from_grpc(&format!("deleting container {id}"), &s)),
+        }
+    }
+
+    /// Tasks.Create over the snapshot's mounts; returns the pid.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn create_task(
+        &self,
+        id: &str,
+        rootfs: Vec<Mount>,
+        io: &Stdio,
+    ) -> Result<u32, ApiError> {
+        self.tasks()
+            .create(self.backend.request(CreateTaskRequest {
+                container_id: id.into(),
+                rootfs,
+                stdin: io.stdin.clone(),
+                stdout: io.stdout.clone(),
+                stderr: io.stderr.clone(),
+                terminal: io.terminal,
+                ..Default::default()
+            }))
+            .await
+            .map(|r| r.into_inner().pid)
+            .map_err(|s| ApiError::from_grpc(&format!("creating the task of {id}"), &s))
+    }
+
+    /// Tasks.Start of the init process (`exec` "") or an exec; returns the pid.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn start(&self, id: &str, exec: &str) -> Result<u32, ApiError> {
+        self.tasks()
+            .start(self.backend.request(StartRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().pid)
+            .map_err(|s| ApiError::from_grpc(&format!("starting {id}"), &s))
+    }
+
+    /// Tasks.Kill.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn kill(&self, id: &str, exec: &str, signal: u32, all: bool) -> Result<(), ApiError> {
+        self.tasks()
+            .kill(self.backend.request(KillRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                signal,
+                all,
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("signalling {id}"), &s))
+    }
+
+    /// Tasks.Wait: blocks until the process exits; returns its status.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn wait(&self, id: &str, exec: &str) -> Result<u32, ApiError> {
+        self.tasks()
+            .wait(self.backend.request(WaitRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().exit_status)
+            .map_err(|s| ApiError::from_grpc(&format!("waiting for {id}"), &s))
+    }
+
+    /// Tasks.Delete of the (stopped) task; returns its exit status, `None` when there was
+    /// no task.
+    ///
+    /// # Errors
+    /// Other failures of the call.
+    pub async fn delete_task(&self, id: &str) -> Result<Option<u32>, ApiError> {
+        match self
+            .tasks()
+            .delete(self.backend.request(DeleteTaskRequest {
+                container_id: id.into(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(Some(r.into_inner().exit_status)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(ApiError::from_grpc(
+                &format!("deleting the task of {id}"),
+                &s,
+            )),
+        }
+    }
+
+    /// Tasks.Get of the init process (`exec` "") or an exec.
+    ///
+    /// # Errors
+    /// Failures other than NotFound.
+    pub async fn state(&self, id: &str, exec: &str) -> Result<TaskState, ApiError> {
+        use containerd_client::types::v1::Status;
+        match self
+            .tasks()
+            .get(self.backend.request(GetRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+            }))
+            .await
+        {
+            Ok(r) => {
+                let Some(p) = r.into_inner().process else {
+                    return Ok(TaskState::Absent);
+                };
+                Ok(
+                    match Status::try_from(p.status).unwrap_or(Status::Unknown) {
+                        Status::Created => TaskState::Created,
+                        Status::Running | Status::Pausing => TaskState::Running(p.pid),
+                        Status::Paused => TaskState::Paused(p.pid),
+                        Status::Stopped | Status::Unknown => TaskState::Stopped(p.exit_status),
+                    },
+                )
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(TaskState::Absent),
+            Err(s) => Err(ApiError::from_grpc(&format!("task of {id}"), &s)),
+        }
+    }
+
+    /// Tasks.Pause.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn pause(&self, id: &str) -> Result<(), ApiError> {
+        self.tasks()
+            .pause(self.backend.request(PauseTaskRequest {
+                container_id: id.into(),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("pausing {id}"), &s))
+    }
+
+    /// Tasks.Resume.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn resume(&self, id: &str) -> Result<(), ApiError> {
+        self.tasks()
+            .resume(self.backend.request(ResumeTaskRequest {
+                container_id: id.into(),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("resuming {id}"), &s))
+    }
+
+    /// Tasks.Exec of `process` (an OCI process object) as `exec`.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec: &str,
+        process: &serde_json::Value,
+        io: &Stdio,
+    ) -> Result<(), ApiError> {
+        self.tasks()
+            .exec(self.backend.request(ExecProcessRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                stdin: io.stdin.clone(),
+                stdout: io.stdout.clone(),
+                stderr: io.stderr.clone(),
+                terminal: io.terminal,
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                    value: serde_json::to_vec(process).unwrap_or_default(),
+                }),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("exec in {id}"), &s))
+    }
+
+    /// Tasks.DeleteProcess of an exec; absent is fine.
+    ///
+    /// # Errors
+    /// Other failures of the call.
+    pub async fn delete_exec(&self, id: &str, exec: &str) -> Result<(), ApiError> {
+        use containerd_client::services::v1::DeleteProcessRequest;
+        match self
+            .tasks()
+            .delete_process(self.backend.request(DeleteProcessRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(ApiError::from_grpc(&format!("deleting exec {exec}"), &s)),
+        }
+    }
+
+    /// Tasks.ResizePty.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn resize(
+        &self,
+        id: &str,
+        exec: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ApiError> {
+        self.tasks()
+            .resize_pty(self.backend.request(ResizePtyRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                width,
+                height,
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("resizing the tty of {id}"), &s))
+    }
+
+    /// Tasks.CloseIO of stdin.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn close_stdin(&self, id: &str, exec: &str) -> Result<(), ApiError> {
+        self.tasks()
+            .close_io(self.backend.request(CloseIoRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                stdin: true,
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("closing stdin of {id}"), &s))
+    }
+
+    /// Tasks.ListPids.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn pids(&self, id: &str) -> Result<Vec<u32>, ApiError> {
+        self.tasks()
+            .list_pids(self.backend.request(ListPidsRequest {
+                container_id: id.into(),
+            }))
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .processes
+                    .into_iter()
+                    .map(|p| p.pid)
+                    .collect()
+            })
+            .map_err(|s| ApiError::from_grpc(&format!("listing the processes of {id}"), &s))
+    }
+}
