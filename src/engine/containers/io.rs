@@ -640,11 +640,8 @@ mod tests {
                 .unwrap();
         }
         let mut got = Vec::new();
-        loop {
-            match rx.blocking_recv().unwrap() {
-                Chunk::Out(_, b) => got.extend_from_slice(&b),
-                Chunk::End => break,
-            }
+        while let Chunk::Out(_, b) = rx.blocking_recv().unwrap() {
+            got.extend_from_slice(&b);
         }
         assert_eq!(got, b"hello\nwor");
         let text = std::fs::read_to_string(dir.path().join("l.log")).unwrap();
