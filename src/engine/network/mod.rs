@@ -19,6 +19,7 @@
 //! runtime handed to [`NetworkController::open`].
 
 pub mod api;
+pub mod containers;
 pub mod dns;
 pub mod files;
 pub mod inspect;
@@ -27,6 +28,7 @@ pub mod nat;
 pub mod netlink;
 pub mod ports;
 pub mod resolver;
+pub mod routes;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -163,6 +165,8 @@ pub struct NetworkConfig {
     pub host_resolv_conf: PathBuf,
     /// The default network's bridge device.
     pub default_bridge: String,
+    /// Whether the default `bridge` network exists (false with `bridge: none`).
+    pub default_network: bool,
 }
 
 impl NetworkConfig {
@@ -181,6 +185,7 @@ impl NetworkConfig {
             bip,
             host_resolv_conf: "/etc/resolv.conf".into(),
             default_bridge: DEFAULT_BRIDGE.into(),
+            default_network: true,
         }
     }
 }
@@ -376,7 +381,7 @@ impl NetworkController {
         let c = self;
         let _ops = lock(&c.inner.ops);
         let has_default = lock(&c.inner.state).networks.values().any(|n| n.default);
-        if !has_default {
+        if !has_default && c.inner.config.default_network {
             c.create_default()?;
         }
         for (name, driver) in [("host", "host"), ("none", "null")] {
