@@ -392,13 +392,15 @@ impl Config {
         match flags.bridge.clone().or(string(&map, "bridge")?).as_deref() {
             None | Some("") => {}
             Some("none") => c.bridge_none = true,
-            Some(other) => return Err(value_error(
-                "bridge",
-                &format!(
+            Some(other) => {
+                return Err(value_error(
+                    "bridge",
+                    &format!(
                     "{other:?}: refengd makes its own default bridge; only \"none\" (no default \
                          bridge network) is supported"
                 ),
-            )),
+                ))
+            }
         }
         if boolean(&map, "live-restore")? == Some(false) {
             return Err(value_error(

@@ -337,6 +337,14 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
                 n
             }),
         });
+        tokio::spawn(follow_containerd(engine.clone()));
+        if engine.network.open_at_start() {
+            engine.network.get().await?;
+        }
+        // After subscribing: an exit while records load is caught by their final check.
+        engine.restore_containers().await;
+        // As dockerd: the API answers once the containers are loaded (a request before would
+        // not find them).
         let mut sockets: Vec<PathBuf> = Vec::new();
         for host in &config.hosts {
             let listener = server::bind(host, &config.group)?;
@@ -344,12 +352,6 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             tracing::info!(socket = %host.display(), "API listen");
             tokio::spawn(server::serve(engine.clone(), listener));
         }
-        tokio::spawn(follow_containerd(engine.clone()));
-        if engine.network.open_at_start() {
-            engine.network.get().await?;
-        }
-        // After subscribing: an exit while records load is caught by their final check.
-        engine.restore_containers().await;
         let mut term = signal(SignalKind::terminate()).context("TERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("INT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("HUP handler")?;

@@ -22,6 +22,12 @@ fn dns_options(s: &Stored) -> DnsOptions {
     }
 }
 
+/// Whether the container has a namespace of its own wired to bridge networks (its mode is
+/// neither none, host nor container:X), even when disconnected from all of them.
+pub fn bridged(s: &Stored) -> bool {
+    !matches!(s.network.as_str(), "none" | "host") && !s.network.starts_with("container:")
+}
+
 fn exposed(s: &Stored) -> Vec<String> {
     s.config
         .exposed_ports
@@ -37,7 +43,7 @@ impl Engine {
     /// # Errors
     /// The network layer's failure (a taken host port, an address in use, ...), after undoing.
     pub(super) async fn network_attach(&self, stored: &Stored) -> Result<(), ApiError> {
-        if stored.networks.is_empty() {
+        if !bridged(stored) {
             return Ok(());
         }
         let net = self.network.get().await?.clone();
@@ -78,10 +84,9 @@ impl Engine {
             .values()
             .find(|n| n.default)
             .map(|n| n.pool.gateway);
-        let mode = if stored.networks[0].0 == DEFAULT_NETWORK {
-            FileMode::Private
-        } else {
-            FileMode::Embedded
+        let mode = match stored.networks.first() {
+            Some((n, _)) if n != DEFAULT_NETWORK => FileMode::Embedded,
+            _ => FileMode::Private,
         };
         let written = netc::etc_files(
             mode,
@@ -154,7 +159,7 @@ impl Engine {
                 .ok_or_else(|| ApiError::NotFound(format!("No such container: {container}")))?;
             (e.stored.clone(), e.lc.status(), e.name().to_string())
         };
-        if stored.networks.is_empty() {
+        if !bridged(&stored) {
             return Err(ApiError::BadRequest(format!(
                 "container {name} is in network mode {:?}: it cannot be connected to networks",
                 stored.host.network_mode

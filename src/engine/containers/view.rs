@@ -262,7 +262,7 @@ impl Engine {
                 &self.containers.log_path(&id).to_string_lossy(),
                 &self.containers.dir_of(&id).to_string_lossy(),
             );
-            if !e.stored.networks.is_empty() {
+            if super::net::bridged(&e.stored) {
                 v["NetworkSettings"] = self.network_settings(e);
             }
             v
@@ -411,7 +411,7 @@ impl Engine {
                     "State": status.as_str(),
                     "Status": status_text(e),
                     "HostConfig": {"NetworkMode": e.stored.host.network_mode},
-                    "NetworkSettings": {"Networks": if e.stored.networks.is_empty() {
+                    "NetworkSettings": {"Networks": if !super::net::bridged(&e.stored) {
                         networks(e)
                     } else {
                         self.network_settings(e)["Networks"].take()

@@ -488,17 +488,18 @@ pub fn mode_network(mode: &str) -> &str {
 /// `endpoints` (NetworkingConfig.EndpointsConfig) asks of it, keyed by the network's name.
 ///
 /// # Errors
-/// 404 "network X not found" for a network that does not exist.
+/// 400 "network X not found" for a network that does not exist.
 pub fn resolve_attachments(
     net: &NetworkController,
     mode: &str,
     mut endpoints: BTreeMap<String, EndpointRequest>,
 ) -> Result<Attachments, ApiError> {
     let state = net.snapshot();
+    // 400, not 404: the docker CLI reads a 404 from create as a missing image and pulls.
     let find = |key: &str| {
         state
             .find(mode_network(key))
-            .ok_or_else(|| ApiError::NotFound(format!("network {key} not found")))
+            .ok_or_else(|| ApiError::BadRequest(format!("network {key} not found")))
     };
     let primary = find(mode)?;
     let mut out: Attachments = Vec::new();

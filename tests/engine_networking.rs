@@ -1,0 +1,671 @@
+//! refengd's containers on networks, driven by the docker CLI 28, docker-py and Debian's
+//! docker-compose 1.29: published ports, user networks with names and aliases, connect and
+//! disconnect, `container:X`, the DNS and hosts options, and what removal and a killed daemon
+//! leave behind.
+//!
+//! The whole binary re-runs itself inside `unshare --net --mount`: refengd, its
+//! refeng-containerd and every container live in a network namespace the test made, so nothing
+//! touches the host's interfaces, routes or packet filter, and all traffic stays in there.
+
+mod engine_support;
+mod peers;
+mod rootfs;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use engine_support::{Options, Refengd};
+use serde_json::Value;
+
+const INNER: &str = "REFENG_NETWORKING_TEST_INNER";
+
+/// What the whole binary shares.
+struct World {
+    refengd: Refengd,
+    /// The packet filter once the daemon made its default bridge (nothing else published).
+    baseline_rules: String,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+fn opts() -> Options {
+    Options {
+        bridge: true,
+        ..Options::default()
+    }
+}
+
+fn world() -> &'static World {
+    WORLD.get_or_init(|| {
+        let refengd = Refengd::start_with(opts());
+        let dir = refengd.dir().join("rootfs");
+        rootfs::busybox(&dir);
+        let tar = refengd.dir().join("busybox.tar");
+        rootfs::tar(&dir, &tar);
+        let _ = std::fs::remove_dir_all(&dir);
+        refengd.docker(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            "-c",
+            "EXPOSE 80",
+            &tar.to_string_lossy(),
+            "busybox:latest",
+        ]);
+        World {
+            baseline_rules: rules(),
+            refengd,
+        }
+    })
+}
+
+fn d() -> &'static Refengd {
+    &world().refengd
+}
+
+/// `docker args`, which must fail; returns its stderr.
+#[track_caller]
+fn docker_fails(args: &[&str]) -> String {
+    let out = d().docker_cmd(args).output().expect("run docker");
+    assert!(
+        !out.status.success(),
+        "docker {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The packet filter's rules, without counters and comments.
+fn rules() -> String {
+    let out = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.split_once(" [") {
+            Some((chain, _)) if l.starts_with(':') => chain.to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The namespace's network interfaces.
+fn links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// `GET path` from `port` on the namespace's loopback (busybox httpd answers HTTP/1.0),
+/// retried for a few seconds while the server starts; the body.
+fn fetch(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tried = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            match text.split_once("\r\n\r\n") {
+                Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+                    Ok(body.to_string())
+                }
+                _ => Err(std::io::Error::other(format!("answer: {text:?}"))),
+            }
+        })();
+        match tried {
+            Ok(b) => return b,
+            Err(e) if Instant::now() > deadline => panic!("GET 127.0.0.1:{port}{path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn inspect(name: &str) -> Value {
+    let v: Value = serde_json::from_str(&d().docker(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// A detached busybox httpd serving /etc on port 80, with `args` before the image.
+fn httpd(name: &str, args: &[&str]) -> String {
+    let mut all = vec!["run", "-d", "--name", name];
+    all.extend(args);
+    all.extend(["busybox", "httpd", "-f", "-p", "80", "-h", "/etc"]);
+    d().docker(&all).trim().to_string()
+}
+
+/// Removes what a test made when it ends, also when it fails (containers, then networks).
+struct Made(&'static [&'static str], &'static [&'static str]);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let mut args = vec!["rm", "-f"];
+        args.extend(self.0);
+        let _ = d().docker_cmd(&args).output();
+        for n in self.1 {
+            let _ = d().docker_cmd(&["network", "rm", n]).output();
+        }
+    }
+}
+
+fn rm(names: &[&str]) {
+    let mut all = vec!["rm", "-f"];
+    all.extend(names);
+    d().docker(&all);
+}
+
+fn published_ports_reach_the_container() {
+    let _made = Made(&["web", "clash", "local", "any", "range"], &[]);
+    let id = httpd("web", &["-p", "18080:80"]);
+    assert_eq!(fetch(18080, "/hostname"), format!("{}\n", &id[..12]));
+    assert_eq!(d().docker(&["port", "web"]), "80/tcp -> 0.0.0.0:18080\n");
+    assert_eq!(d().docker(&["port", "web", "80"]), "0.0.0.0:18080\n");
+    let ps = d().docker(&["ps", "--filter", "name=web", "--format", "{{.Ports}}"]);
+    assert_eq!(ps.trim(), "0.0.0.0:18080->80/tcp");
+    let v = inspect("web");
+    assert_eq!(
+        v["HostConfig"]["PortBindings"],
+        serde_json::json!({"80/tcp": [{"HostIp": "", "HostPort": "18080"}]})
+    );
+    assert_eq!(
+        v["NetworkSettings"]["Ports"],
+        serde_json::json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]})
+    );
+    let ip = v["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("172.17.0."), "{v}");
+    assert_eq!(v["NetworkSettings"]["IPAddress"], ip.as_str());
+    // A taken host port is refused with dockerd's words; the container leaves nothing behind.
+    let e = docker_fails(&[
+        "run", "-d", "--name", "clash", "-p", "18080:80", "busybox", "sleep", "60",
+    ]);
+    assert!(e.contains("address already in use"), "{e}");
+    rm(&["clash"]);
+
+    // An address, -P with the image's EXPOSE, and a range.
+    httpd("local", &["-p", "127.0.0.1:18081:80"]);
+    assert_eq!(
+        d().docker(&["port", "local"]),
+        "80/tcp -> 127.0.0.1:18081\n"
+    );
+    fetch(18081, "/hostname");
+    httpd("any", &["-P"]);
+    let line = d().docker(&["port", "any", "80/tcp"]);
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(port > 1024, "{line}");
+    fetch(port, "/hostname");
+    httpd("range", &["-p", "18090-18091:80-81/tcp"]);
+    assert_eq!(
+        d().docker(&["port", "range"]),
+        "80/tcp -> 0.0.0.0:18090\n81/tcp -> 0.0.0.0:18091\n"
+    );
+    fetch(18090, "/hostname");
+    // Stopped: no ports; started again: the same ones.
+    d().docker(&["stop", "-t", "1", "web"]);
+    assert_eq!(
+        inspect("web")["NetworkSettings"]["Ports"],
+        serde_json::json!({})
+    );
+    assert!(TcpStream::connect(("127.0.0.1", 18080)).is_err());
+    d().docker(&["start", "web"]);
+    fetch(18080, "/hostname");
+    rm(&["web", "local", "any", "range"]);
+    assert!(TcpStream::connect(("127.0.0.1", 18080)).is_err());
+}
+
+fn user_networks_resolve_names_and_aliases() {
+    let _made = Made(&["a1", "web2", "pinned", "pinned2"], &["app", "fixed"]);
+    d().docker(&["network", "create", "app"]);
+    let a1 = httpd("a1", &["--network", "app", "--network-alias", "db"]);
+    let got = d().docker(&[
+        "run", "--rm", "--network", "app", "busybox", "sh", "-c",
+        "wget -qO- http://a1/hostname && wget -qO- http://db/hostname && wget -qO- http://db.app/hostname",
+    ]);
+    assert_eq!(got, format!("{0}\n{0}\n{0}\n", &a1[..12]));
+    // nc over the bridge, to the container's address.
+    let ip = inspect("a1")["NetworkSettings"]["Networks"]["app"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc {ip} 80 | tail -n 1"),
+    ]);
+    assert_eq!(got.trim(), &a1[..12]);
+    let n: Value = serde_json::from_str(&d().docker(&["network", "inspect", "app"])).unwrap();
+    assert_eq!(n[0]["Containers"][&a1]["Name"], "a1");
+    assert_eq!(
+        n[0]["Containers"][&a1]["IPv4Address"],
+        format!(
+            "{ip}/{}",
+            inspect("a1")["NetworkSettings"]["Networks"]["app"]["IPPrefixLen"]
+        )
+    );
+    let e = docker_fails(&["network", "rm", "app"]);
+    assert!(e.contains("has active endpoints"), "{e}");
+    let ls = d().docker(&[
+        "network",
+        "ls",
+        "--filter",
+        "name=app",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(ls, "app\n");
+
+    // Connect a running container of the default bridge, with an alias; then disconnect it.
+    let web = httpd("web2", &[]);
+    d().docker(&["network", "connect", "--alias", "w2", "app", "web2"]);
+    let v = inspect("web2");
+    assert_eq!(
+        v["NetworkSettings"]["Networks"]["app"]["Aliases"],
+        serde_json::json!(["w2"])
+    );
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://w2/hostname",
+    ]);
+    assert_eq!(got, format!("{}\n", &web[..12]));
+    let e = docker_fails(&["network", "connect", "app", "web2"]);
+    assert!(e.contains("already exists in network app"), "{e}");
+    d().docker(&["network", "disconnect", "app", "web2"]);
+    assert!(inspect("web2")["NetworkSettings"]["Networks"]["app"].is_null());
+    let out = d()
+        .docker_cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "app",
+            "busybox",
+            "wget",
+            "-qO-",
+            "-T",
+            "2",
+            "http://w2/hostname",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "w2 still resolves after disconnect");
+
+    // container:X shares X's namespace (and its loopback).
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:a1",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1/hostname",
+    ]);
+    assert_eq!(got, format!("{}\n", &a1[..12]));
+
+    // A fixed address on a network with a given subnet.
+    d().docker(&["network", "create", "--subnet", "10.123.0.0/24", "fixed"]);
+    d().docker(&[
+        "run",
+        "-d",
+        "--name",
+        "pinned",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.123.0.50",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        inspect("pinned")["NetworkSettings"]["Networks"]["fixed"]["IPAddress"],
+        "10.123.0.50"
+    );
+    let e = docker_fails(&[
+        "run",
+        "-d",
+        "--name",
+        "pinned2",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.123.0.50",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(e.contains("Address already in use"), "{e}");
+    let e = docker_fails(&["run", "--rm", "--ip", "172.17.0.77", "busybox", "true"]);
+    assert!(e.contains("user defined networks only"), "{e}");
+    let e = docker_fails(&["run", "--rm", "--network", "nosuch", "busybox", "true"]);
+    assert!(e.contains("network nosuch not found"), "{e}");
+    let e = docker_fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "--mac-address",
+        "02:42:0a:00:00:09",
+        "busybox",
+        "true",
+    ]);
+    assert!(e.contains("MacAddress"), "{e}");
+    rm(&["a1", "web2", "pinned", "pinned2"]);
+    d().docker(&["network", "rm", "app", "fixed"]);
+    let e = docker_fails(&["network", "rm", "bridge"]);
+    assert!(e.contains("pre-defined network"), "{e}");
+}
+
+fn dns_and_host_options_reach_the_files() {
+    let _made = Made(&[], &["dnsnet"]);
+    let args = [
+        "--dns",
+        "10.0.0.9",
+        "--dns-search",
+        "example.org",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "h1:10.1.2.3",
+        "--hostname",
+        "box",
+        "--domainname",
+        "example.org",
+    ];
+    let mut all = vec!["run", "--rm"];
+    all.extend(args);
+    all.extend([
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        "/etc/hostname",
+    ]);
+    let out = d().docker(&all);
+    assert!(
+        out.starts_with("search example.org\nnameserver 10.0.0.9\noptions ndots:2\n"),
+        "{out}"
+    );
+    assert!(out.contains("10.1.2.3\th1\n"), "{out}");
+    assert!(out.contains("\tbox.example.org box\n"), "{out}");
+    assert!(out.contains("172.17.0."), "{out}");
+    assert!(out.ends_with("\nbox\n"), "{out}");
+    d().docker(&["network", "create", "dnsnet"]);
+    let mut all = vec!["run", "--rm", "--network", "dnsnet"];
+    all.extend(args);
+    all.extend(["busybox", "cat", "/etc/resolv.conf"]);
+    let out = d().docker(&all);
+    assert_eq!(
+        out,
+        "search example.org\nnameserver 127.0.0.11\noptions ndots:2\n"
+    );
+    d().docker(&["network", "rm", "dnsnet"]);
+}
+
+fn docker_py_creates_networks_and_runs_on_them() {
+    let _made = Made(&["pyweb"], &["pynet"]);
+    let out = d().python(
+        r#"
+import docker
+c = docker.from_env()
+n = c.networks.create("pynet", labels={"a": "b"})
+web = c.containers.run("busybox", "httpd -f -p 80 -h /etc", network="pynet", detach=True, name="pyweb")
+got = c.containers.run("busybox", "wget -qO- http://pyweb/hostname", network="pynet", remove=True)
+print(got.decode().strip() == web.id[:12])
+n.reload()
+print(list(n.attrs["Containers"].keys()) == [web.id], n.attrs["Labels"])
+print([x.name for x in c.networks.list(filters={"label": "a=b"})])
+web.remove(force=True)
+n.remove()
+print([x.name for x in c.networks.list(names=["pynet"])])
+"#,
+    );
+    assert_eq!(out, "True\nTrue {'a': 'b'}\n['pynet']\n[]\n");
+}
+
+fn compose_up_and_down_leave_nothing() {
+    let _made = Made(&["proj_web_1", "proj_client_1"], &["proj_default"]);
+    let dir = d().dir().join("compose/proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        r#"version: "3.7"
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 80 -h /etc
+    ports:
+      - "18100:80"
+  client:
+    image: busybox
+    command: sh -c 'until wget -qO /tmp/out http://web/hostname; do sleep 0.2; done; cat /tmp/out; exec sleep 600'
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .args(args)
+            .current_dir(&dir)
+            .env("DOCKER_HOST", d().host())
+            .env("DOCKER_CONFIG", d().dir().join("cli"))
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .output()
+            .expect("run docker-compose (apt-get install docker-compose)");
+        assert!(
+            out.status.success(),
+            "docker-compose {args:?}: {}{}\n--- refengd ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            engine_support::tail(&d().log(), 30)
+        );
+    };
+    compose(&["up", "-d"]);
+    let web = inspect("proj_web_1");
+    let web_id = web["Id"].as_str().unwrap().to_string();
+    assert_eq!(fetch(18100, "/hostname"), format!("{}\n", &web_id[..12]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = d().docker(&["logs", "proj_client_1"]);
+        if logs.trim() == &web_id[..12] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "client logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let nets = d().docker(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(nets.lines().any(|l| l == "proj_default"), "{nets}");
+    compose(&["down", "-t", "1"]);
+    let nets = d().docker(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.lines().any(|l| l == "proj_default"), "{nets}");
+    assert_eq!(d().docker(&["ps", "-aq"]), "");
+    assert_eq!(rules(), world().baseline_rules);
+}
+
+/// Every netns file, veth, bridge and rule a container or network made is gone once they are.
+fn removal_leaves_nothing_stale() {
+    let _made = Made(&["g1", "g2", "g3"], &["gone"]);
+    d().docker(&["network", "create", "gone"]);
+    httpd("g1", &["--network", "gone", "-p", "18110:80"]);
+    httpd("g2", &["-p", "18111:80"]);
+    d().docker(&["network", "connect", "gone", "g2"]);
+    d().docker(&[
+        "run",
+        "-d",
+        "--name",
+        "g3",
+        "--network",
+        "container:g1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(links().iter().any(|l| l.starts_with("veth")));
+    rm(&["g3", "g1", "g2"]);
+    d().docker(&["network", "rm", "gone"]);
+    assert_eq!(d().docker(&["ps", "-aq"]), "");
+    assert_eq!(links(), vec!["lo".to_string(), "refeng0".to_string()]);
+    assert_eq!(rules(), world().baseline_rules);
+    let netns = d().dir().join("exec/netns");
+    let left: Vec<PathBuf> = std::fs::read_dir(&netns)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(d().dir().join("data/network/networks.json")).unwrap(),
+    )
+    .unwrap();
+    for n in state["networks"].as_object().unwrap().values() {
+        assert_eq!(n["endpoints"], serde_json::json!({}), "{n}");
+    }
+    let bridge: Value =
+        serde_json::from_str(&d().docker(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(bridge[0]["Containers"], serde_json::json!({}));
+}
+
+/// `kill -9` of refengd and a restart: running containers keep their published ports and
+/// names, and the packet filter gets no duplicate.
+fn a_killed_daemon_restarts_without_duplicate_rules() {
+    let _made = Made(&["k1"], &["keep"]);
+    d().docker(&["network", "create", "keep"]);
+    let id = httpd(
+        "k1",
+        &[
+            "--network",
+            "keep",
+            "--network-alias",
+            "kk",
+            "-p",
+            "18120:80",
+        ],
+    );
+    fetch(18120, "/hostname");
+    let before = rules();
+    d().restart(&opts());
+    assert_eq!(rules(), before, "the restart changed the rules");
+    let mut seen = BTreeMap::new();
+    for l in before.lines().filter(|l| l.starts_with("-A")) {
+        *seen.entry(l).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "duplicate rules: {seen:?}");
+    assert_eq!(fetch(18120, "/hostname"), format!("{}\n", &id[..12]));
+    assert_eq!(d().docker(&["port", "k1"]), "80/tcp -> 0.0.0.0:18120\n");
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "keep",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://kk/hostname",
+    ]);
+    assert_eq!(got, format!("{}\n", &id[..12]));
+    rm(&["k1"]);
+    d().docker(&["network", "rm", "keep"]);
+    assert_eq!(rules(), world().baseline_rules);
+    assert_eq!(links(), vec!["lo".to_string(), "refeng0".to_string()]);
+}
+
+/// Runs the binary again inside a fresh network and mount namespace, passing its arguments.
+fn reexec_in_private_namespaces() -> ! {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(INNER, "1")
+        .status()
+        .expect("run unshare");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the engine tests run as root"
+    );
+    if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
+        reexec_in_private_namespaces();
+    }
+    if std::env::var_os(INNER).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        assert!(up.is_ok_and(|s| s.success()), "lo up");
+    }
+    engine_support::run(
+        &[
+            (
+                "published_ports_reach_the_container",
+                &published_ports_reach_the_container,
+            ),
+            (
+                "user_networks_resolve_names_and_aliases",
+                &user_networks_resolve_names_and_aliases,
+            ),
+            (
+                "dns_and_host_options_reach_the_files",
+                &dns_and_host_options_reach_the_files,
+            ),
+            (
+                "docker_py_creates_networks_and_runs_on_them",
+                &docker_py_creates_networks_and_runs_on_them,
+            ),
+            (
+                "compose_up_and_down_leave_nothing",
+                &compose_up_and_down_leave_nothing,
+            ),
+            (
+                "removal_leaves_nothing_stale",
+                &removal_leaves_nothing_stale,
+            ),
+            (
+                "a_killed_daemon_restarts_without_duplicate_rules",
+                &a_killed_daemon_restarts_without_duplicate_rules,
+            ),
+        ],
+        || {
+            if let Some(w) = WORLD.get() {
+                // Containers would outlive the daemon (live restore): remove them first.
+                let ids = w.refengd.docker_cmd(&["ps", "-aq"]).output();
+                if let Ok(o) = ids {
+                    let ids = String::from_utf8_lossy(&o.stdout).into_owned();
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids.split_whitespace());
+                    if args.len() > 2 {
+                        let _ = w.refengd.docker_cmd(&args).output();
+                    }
+                }
+                let _ = w.refengd.docker_cmd(&["network", "prune", "-f"]).output();
+                w.refengd.shutdown();
+            }
+        },
+    );
+}
