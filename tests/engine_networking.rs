@@ -88,7 +88,7 @@ fn rules() -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && l.contains("REFENG"))
         .map(|l| match l.split_once(" [") {
             Some((chain, _)) if l.starts_with(':') => chain.to_string(),
             _ => l.to_string(),
@@ -593,6 +593,188 @@ fn a_killed_daemon_restarts_without_duplicate_rules() {
     assert_eq!(links(), vec!["lo".to_string(), "refeng0".to_string()]);
 }
 
+/// A value with the fields that differ by nature (ids, addresses, times, ports picked) blanked,
+/// the short-id alias dockerd 20.10 adds (API < 1.44) dropped from its side, refengd's
+/// `DNSNames` (API 1.44) dropped from ours, and IPv6 port bindings dropped (refengd publishes
+/// IPv4 only).
+fn normalised(v: &Value, short_id: &str) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                let blank = matches!(
+                    k.as_str(),
+                    "SandboxID"
+                        | "SandboxKey"
+                        | "EndpointID"
+                        | "NetworkID"
+                        | "Gateway"
+                        | "IPAddress"
+                        | "MacAddress"
+                        | "HostPort"
+                        | "Id"
+                        | "Created"
+                        | "IPv4Address"
+                        | "Subnet"
+                ) && x.is_string()
+                    && x != "";
+                match k.as_str() {
+                    "DNSNames" => continue,
+                    _ if blank => {
+                        out.insert(k.clone(), Value::String("*".into()));
+                    }
+                    "Aliases" => {
+                        let kept: Vec<Value> = x
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|a| a.as_str() != Some(short_id))
+                            .cloned()
+                            .collect();
+                        out.insert(
+                            k.clone(),
+                            if x.is_null() {
+                                Value::Null
+                            } else {
+                                Value::Array(kept)
+                            },
+                        );
+                    }
+                    _ => {
+                        out.insert(k.clone(), normalised(x, short_id));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .filter(|x| x.get("HostIp").and_then(Value::as_str) != Some("::"))
+                .map(|x| normalised(x, short_id))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A GET on a daemon's socket at API 1.41 (dockerd 20.10's).
+fn api_get(sock: &std::path::Path, path: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(sock)
+        .arg(format!("http://docker/v1.41{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {path} on {}", sock.display());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Container inspect's NetworkSettings, network inspect with a container connected, and
+/// `docker port` against a private dockerd 20.10 in the same namespace (its bridge on
+/// another subnet).
+fn inspect_and_port_match_a_private_dockerd() {
+    let _made = Made(&["dweb"], &["dapp"]);
+    let dockerd = peers::dockerd::Dockerd::options()
+        .arg("--bridge=")
+        .arg("--bip=10.66.0.1/24")
+        .start();
+    let tar = d().dir().join("busybox.tar");
+    dockerd.docker(&[
+        "import",
+        "-c",
+        "ENV PATH=/bin",
+        "-c",
+        "EXPOSE 80",
+        &tar.to_string_lossy(),
+        "busybox:latest",
+    ]);
+    let theirs_cli = |args: &[&str]| {
+        let out = Command::new(engine_support::DOCKER_CLI)
+            .args(args)
+            .env("DOCKER_HOST", dockerd.host())
+            .env("DOCKER_CONFIG", d().dir().join("cli-dockerd"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let run = |cli: &dyn Fn(&[&str]) -> String, subnet: &str, port: &str| {
+        cli(&[
+            "network", "create", "--subnet", subnet, "--label", "tier=web", "dapp",
+        ]);
+        let id = cli(&[
+            "run",
+            "-d",
+            "--name",
+            "dweb",
+            "--network",
+            "dapp",
+            "--network-alias",
+            "db",
+            "-p",
+            &format!("{port}:80"),
+            "-p",
+            "127.0.0.1::80/udp",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ]);
+        id.trim().to_string()
+    };
+    let ours_cli = |args: &[&str]| d().docker(args);
+    let our_id = run(&ours_cli, "10.202.0.0/24", "18200");
+    let their_id = run(&theirs_cli, "10.201.0.0/24", "18201");
+    let ours = api_get(&d().socket(), "/containers/dweb/json");
+    let theirs = api_get(&dockerd.dir().join("docker.sock"), "/containers/dweb/json");
+    assert_eq!(
+        normalised(&ours["NetworkSettings"], &our_id[..12]),
+        normalised(&theirs["NetworkSettings"], &their_id[..12]),
+        "container inspect NetworkSettings"
+    );
+    assert_eq!(
+        normalised(&ours["HostConfig"]["PortBindings"], ""),
+        normalised(&theirs["HostConfig"]["PortBindings"], "")
+    );
+    let mut ours = api_get(&d().socket(), "/networks/dapp");
+    let mut theirs = api_get(&dockerd.dir().join("docker.sock"), "/networks/dapp");
+    // Keyed by container id: compare the one entry.
+    let oc = ours["Containers"][&our_id].take();
+    let tc = theirs["Containers"][&their_id].take();
+    assert!(oc.is_object() && tc.is_object(), "{ours} / {theirs}");
+    assert_eq!(
+        normalised(&oc, ""),
+        normalised(&tc, ""),
+        "network inspect Containers entry"
+    );
+    ours["Containers"] = Value::Null;
+    theirs["Containers"] = Value::Null;
+    assert_eq!(
+        normalised(&ours, ""),
+        normalised(&theirs, ""),
+        "network inspect"
+    );
+    let port = |out: String| -> Vec<String> {
+        out.lines()
+            .filter(|l| !l.contains("[::]"))
+            .map(|l| l.rsplit_once(':').map_or(l, |(a, _)| a).to_string())
+            .collect()
+    };
+    assert_eq!(
+        port(d().docker(&["port", "dweb"])),
+        port(theirs_cli(&["port", "dweb"]))
+    );
+    theirs_cli(&["rm", "-f", "dweb"]);
+    theirs_cli(&["network", "rm", "dapp"]);
+}
+
 /// Runs the binary again inside a fresh network and mount namespace, passing its arguments.
 fn reexec_in_private_namespaces() -> ! {
     let exe = std::env::current_exe().unwrap();
@@ -649,6 +831,10 @@ fn main() {
             (
                 "a_killed_daemon_restarts_without_duplicate_rules",
                 &a_killed_daemon_restarts_without_duplicate_rules,
+            ),
+            (
+                "inspect_and_port_match_a_private_dockerd",
+                &inspect_and_port_match_a_private_dockerd,
             ),
         ],
         || {

@@ -392,7 +392,7 @@ impl Engine {
         let bridged = !config.network_disabled
             && !matches!(mode.as_str(), "none" | "host")
             && !mode.starts_with("container:")
-            && !(matches!(mode.as_str(), "" | "default" | "bridge") && !self.network.has_default());
+            && (!matches!(mode.as_str(), "" | "default" | "bridge") || self.network.has_default());
         let attachments = if bridged {
             netc::resolve_attachments(self.network.get().await?, &mode, endpoints)?
         } else {
