@@ -264,6 +264,8 @@ fn user_networks_resolve_names_and_aliases() {
             inspect("a1")["NetworkSettings"]["Networks"]["app"]["IPPrefixLen"]
         )
     );
+    let ps = d().docker(&["ps", "--filter", "network=app", "--format", "{{.Names}}"]);
+    assert_eq!(ps, "a1\n");
     let e = docker_fails(&["network", "rm", "app"]);
     assert!(e.contains("has active endpoints"), "{e}");
     let ls = d().docker(&[

@@ -569,6 +569,26 @@ mod tests {
     }
 
     #[test]
+    fn bridge_none_is_the_only_bridge_setting() {
+        assert!(file(r#"{"bridge":"none"}"#).unwrap().bridge_none);
+        assert!(!file("{}").unwrap().bridge_none);
+        let e = file(r#"{"bridge":"docker0"}"#).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value for bridge: \"docker0\""),
+            "{e}"
+        );
+        let flags = Flags {
+            bridge: Some("none".into()),
+            ..Flags::default()
+        };
+        assert!(Config::from_parts(&flags, None).unwrap().bridge_none);
+        let e = Config::from_parts(&flags, Some((Path::new("d.json"), r#"{"bridge":"none"}"#)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bridge"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_options_are_refused_by_name() {
         let e = file(r#"{"storage-driver":"overlay2","fixed-cidr":"1.2.3.0/25"}"#)
             .unwrap_err()

@@ -307,4 +307,22 @@ impl Engine {
             .unwrap_or_default();
         netc::list_ports(&exposed(&e.stored), &bound)
     }
+
+    /// `docker ps --filter network=X`: whether entry `e` is on a network named X, or whose id
+    /// starts with X (none, host and container:X count as the network of that mode's name).
+    pub(super) fn on_network(&self, e: &super::Entry, f: &crate::engine::filters::Filters) -> bool {
+        let state = self.network.opened().map(|n| n.snapshot());
+        f.get("network").any(|want| {
+            if !bridged(&e.stored) {
+                return e.stored.network == want;
+            }
+            e.stored.networks.iter().any(|(name, _)| {
+                name == want
+                    || state
+                        .as_ref()
+                        .and_then(|s| s.find(name))
+                        .is_some_and(|n| n.id.starts_with(want))
+            })
+        })
+    }
 }

@@ -16,7 +16,7 @@ use refeng_spec::engine::Status;
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 const LIST_FILTERS: &[&str] = &[
-    "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+    "id", "name", "label", "status", "exited", "ancestor", "before", "since", "network",
 ];
 
 /// go-units' `HumanDuration`, as `docker ps` prints ages.
@@ -363,6 +363,9 @@ impl Engine {
                 let labels: BTreeMap<String, String> =
                     e.stored.config.labels.clone().unwrap_or_default();
                 if !filters.match_labels("label", &labels) {
+                    continue;
+                }
+                if filters.contains("network") && !self.on_network(e, filters) {
                     continue;
                 }
                 if filters.contains("status")
