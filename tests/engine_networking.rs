@@ -264,6 +264,20 @@ fn user_networks_resolve_names_and_aliases() {
             inspect("a1")["NetworkSettings"]["Networks"]["app"]["IPPrefixLen"]
         )
     );
+    // A rename is what the names answer to.
+    d().docker(&["rename", "a1", "a1new"]);
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://a1new/hostname",
+    ]);
+    assert_eq!(got, format!("{}\n", &a1[..12]));
+    d().docker(&["rename", "a1new", "a1"]);
     let ps = d().docker(&["ps", "--filter", "network=app", "--format", "{{.Names}}"]);
     assert_eq!(ps, "a1\n");
     let e = docker_fails(&["network", "rm", "app"]);
@@ -507,6 +521,53 @@ services:
     let nets = d().docker(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(!nets.lines().any(|l| l == "proj_default"), "{nets}");
     assert_eq!(d().docker(&["ps", "-aq"]), "");
+    assert_eq!(rules(), world().baseline_rules);
+}
+
+/// A restart policy's restarts unwire and wire the container again: same name, same port.
+fn restarts_rewire_the_container() {
+    let _made = Made(&["again"], &["rnet"]);
+    d().docker(&["network", "create", "rnet"]);
+    d().docker(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        "--network",
+        "rnet",
+        "-p",
+        "18130:80",
+        "busybox",
+        "sh",
+        "-c",
+        "httpd -p 80 -h /etc; sleep 1; exit 3",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inspect("again")["RestartCount"].as_i64().unwrap_or(0) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no restart: {}",
+            inspect("again")["State"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = inspect("again")["Id"].as_str().unwrap().to_string();
+    assert_eq!(fetch(18130, "/hostname"), format!("{}\n", &id[..12]));
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "rnet",
+        "busybox",
+        "sh",
+        "-c",
+        "until wget -qO- http://again/hostname 2>/dev/null; do sleep 0.1; done",
+    ]);
+    assert_eq!(got, format!("{}\n", &id[..12]));
+    rm(&["again"]);
+    d().docker(&["network", "rm", "rnet"]);
     assert_eq!(rules(), world().baseline_rules);
 }
 
@@ -825,6 +886,10 @@ fn main() {
             (
                 "compose_up_and_down_leave_nothing",
                 &compose_up_and_down_leave_nothing,
+            ),
+            (
+                "restarts_rewire_the_container",
+                &restarts_rewire_the_container,
             ),
             (
                 "removal_leaves_nothing_stale",

@@ -325,4 +325,19 @@ impl Engine {
             })
         })
     }
+
+    /// A renamed container answers to its new name on its networks (its endpoints' names).
+    ///
+    /// # Errors
+    /// `Internal` when the network records cannot be written.
+    pub(super) async fn network_rename(&self, id: &str, new: &str) -> Result<(), ApiError> {
+        let Some(net) = self.network.opened().cloned() else {
+            return Ok(());
+        };
+        let (id, new) = (id.to_string(), new.to_string());
+        tokio::task::spawn_blocking(move || net.rename_endpoints(&id, &new))
+            .await
+            .map_err(|e| ApiError::internal("renaming endpoints", e))??;
+        Ok(())
+    }
 }

@@ -734,6 +734,7 @@ impl Engine {
                 .unwrap_or_default()
         };
         self.update(&id, |e| e.lc.rename(&new))?;
+        self.network_rename(&id, &new).await?;
         let mut attrs = BTreeMap::new();
         attrs.insert("oldName".to_string(), format!("/{old}"));
         self.container_event(&id, "rename", attrs);

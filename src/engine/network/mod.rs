@@ -986,6 +986,23 @@ impl NetworkController {
 
     /// Stops the resolvers and proxies (refengd's shutdown): devices, rules and records stay,
     /// so running containers keep their network and the next start restores the rest.
+    /// Gives container `container_id`'s endpoints its new name (what the embedded DNS
+    /// answers to and network inspect shows), as dockerd does on rename.
+    ///
+    /// # Errors
+    /// When the records cannot be written.
+    pub fn rename_endpoints(&self, container_id: &str, name: &str) -> Result<(), NetworkError> {
+        let _ops = lock(&self.inner.ops);
+        let name = name.trim_start_matches('/').to_string();
+        self.commit(|s| {
+            for n in s.networks.values_mut() {
+                if let Some(e) = n.endpoints.get_mut(container_id) {
+                    e.container_name = name.clone();
+                }
+            }
+        })
+    }
+
     pub fn shutdown(&self) {
         let mut live = lock(&self.inner.live);
         live.resolvers.clear();
