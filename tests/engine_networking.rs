@@ -198,6 +198,18 @@ fn published_ports_reach_the_container() {
     ]);
     assert!(e.contains("address already in use"), "{e}");
     rm(&["clash"]);
+    // With --rm, the container that could not start is removed (the CLI waits for that).
+    let e = docker_fails(&["run", "--rm", "-p", "18080:80", "busybox", "true"]);
+    assert!(e.contains("address already in use"), "{e}");
+    assert!(!e.contains("error waiting for container"), "{e}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d()
+        .docker(&["ps", "-aq", "--filter", "status=created"])
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the --rm container stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // An address, -P with the image's EXPOSE, and a range.
     httpd("local", &["-p", "127.0.0.1:18081:80"]);

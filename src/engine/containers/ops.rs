@@ -136,7 +136,23 @@ impl Engine {
             return Err(ApiError::NotFound(format!("No such container: {name}")));
         };
         check(&lc, AnyContainer::start, name, &id)?;
-        self.start_task(&id).await?;
+        if let Err(e) = self.start_task(&id).await {
+            // As dockerd: a --rm container that cannot start is removed (its waiter, the CLI,
+            // would wait for a removal that never comes).
+            let auto_remove = self
+                .containers
+                .lock()
+                .get(&id)
+                .is_some_and(|e| e.stored.host.auto_remove);
+            if auto_remove {
+                let me = self.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let _ = me.container_remove(&id, true, true).await;
+                });
+            }
+            return Err(e);
+        }
         self.transition(&id, AnyContainer::start)?;
         self.container_event(&id, "start", BTreeMap::new());
         Ok(())
