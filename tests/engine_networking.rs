@@ -163,6 +163,14 @@ impl Drop for Made {
     }
 }
 
+/// Now, as `docker events --since` reads it (seconds.nanoseconds).
+fn chrono_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
 fn rm(names: &[&str]) {
     let mut all = vec!["rm", "-f"];
     all.extend(names);
@@ -390,6 +398,50 @@ fn user_networks_resolve_names_and_aliases() {
         "600",
     ]);
     assert!(e.contains("Address already in use"), "{e}");
+    // A running container connected with a fixed address; one run on two networks.
+    let t0 = chrono_now();
+    d().docker(&["network", "connect", "--ip", "10.123.0.60", "fixed", "web2"]);
+    assert_eq!(
+        inspect("web2")["NetworkSettings"]["Networks"]["fixed"]["IPAddress"],
+        "10.123.0.60"
+    );
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "fixed",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://10.123.0.60/hostname",
+    ]);
+    assert_eq!(got, format!("{}\n", &web[..12]));
+    d().docker(&["network", "disconnect", "fixed", "web2"]);
+    let events = d().docker(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &chrono_now(),
+        "--filter",
+        "type=network",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(events, "connect fixed\ndisconnect fixed\n");
+    let got = d().docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "app",
+        "--network",
+        "fixed",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -4 addr show | awk '{print $2}' | sort | tr '\\n' ' '",
+    ]);
+    assert_eq!(got, "eth0 eth1 lo ");
     let e = docker_fails(&["run", "--rm", "--ip", "172.17.0.77", "busybox", "true"]);
     assert!(e.contains("user defined networks only"), "{e}");
     let e = docker_fails(&["run", "--rm", "--network", "nosuch", "busybox", "true"]);
