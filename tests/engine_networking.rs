@@ -178,7 +178,7 @@ fn rm(names: &[&str]) {
 }
 
 fn published_ports_reach_the_container() {
-    let _made = Made(&["web", "clash", "local", "any", "range"], &[]);
+    let _made = Made(&["web", "clash", "local", "any", "range", "hostp"], &[]);
     let id = httpd("web", &["-p", "18080:80"]);
     assert_eq!(fetch(18080, "/hostname"), format!("{}\n", &id[..12]));
     assert_eq!(d().docker(&["port", "web"]), "80/tcp -> 0.0.0.0:18080\n");
@@ -219,6 +219,38 @@ fn published_ports_reach_the_container() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Host mode keeps the bindings and warns, as dockerd; container:X refuses them.
+    let out = d()
+        .docker_cmd(&[
+            "create",
+            "--name",
+            "hostp",
+            "--network",
+            "host",
+            "-p",
+            "1:1",
+            "busybox",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Published ports are discarded when using host network mode"),
+        "{out:?}"
+    );
+    rm(&["hostp"]);
+    let e = docker_fails(&[
+        "create",
+        "--network",
+        "container:web",
+        "-p",
+        "1:1",
+        "busybox",
+        "true",
+    ]);
+    assert!(e.contains("conflicting options: port publishing"), "{e}");
     // An address, -P with the image's EXPOSE, and a range.
     httpd("local", &["-p", "127.0.0.1:18081:80"]);
     assert_eq!(

@@ -404,9 +404,15 @@ impl Engine {
                     "NetworkingConfig.EndpointsConfig.{k}: the network mode {mode:?} joins no network"
                 )));
             }
-            if !ports.is_empty() {
+            if !ports.is_empty() && mode.starts_with("container:") {
+                return Err(ApiError::BadRequest(
+                    "conflicting options: port publishing and the container type network mode"
+                        .into(),
+                ));
+            }
+            if !ports.is_empty() && mode != "host" {
                 return Err(ApiError::BadRequest(format!(
-                    "HostConfig.PortBindings: conflicting options: port publishing and the network mode {mode:?}"
+                    "HostConfig.PortBindings: the network mode {mode:?} has no network to publish on"
                 )));
             }
             Vec::new()
@@ -433,6 +439,7 @@ impl Engine {
         if host.network_mode.is_empty() {
             host.network_mode = "default".into();
         }
+        let network_is_host = network == NetworkMode::Host;
         let network_name = match &network {
             NetworkMode::None => "none".to_string(),
             NetworkMode::Host => "host".to_string(),
@@ -583,7 +590,13 @@ impl Engine {
             return Err(e);
         }
         self.container_event(&id, "create", BTreeMap::new());
-        Ok(json!({"Id": id, "Warnings": []}))
+        // dockerd keeps the bindings of a host-mode container and says they do nothing.
+        let warnings: Vec<&str> = if network_is_host && !ports.is_empty() {
+            vec!["Published ports are discarded when using host network mode"]
+        } else {
+            Vec::new()
+        };
+        Ok(json!({"Id": id, "Warnings": warnings}))
     }
 
     /// The event `action` about container `id`, with dockerd's attributes (image, name, the
