@@ -163,10 +163,14 @@ async fn container(
                 .await?;
             no_content()
         }
-        "json" => Ok(json(
-            StatusCode::OK,
-            &engine.container_inspect(id, q.bool("size")).await?,
-        )),
+        "json" => {
+            let mut v = engine.container_inspect(id, q.bool("size")).await?;
+            crate::engine::network::containers::for_api_version(
+                &mut v["NetworkSettings"],
+                req.uri().path(),
+            );
+            Ok(json(StatusCode::OK, &v))
+        }
         "start" => {
             if q.get("checkpoint").is_some_and(|s| !s.is_empty()) {
                 return Err(ApiError::BadRequest(

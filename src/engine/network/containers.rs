@@ -364,10 +364,16 @@ fn endpoint_json(state: &State, id: &str, key: &str, req: &EndpointRequest) -> V
         .ipv4
         .map(|ip| json!({"IPv4Address": ip.to_string()}))
         .unwrap_or(Value::Null);
-    let aliases = if req.aliases.is_empty() {
+    // API 1.44 (dockerd 25) still lists the short container id among the aliases on a user
+    // network (1.45 drops it for DNSNames alone).
+    let mut all = req.aliases.clone();
+    if n.is_some_and(|n| !n.default) && !all.iter().any(|a| a == &id[..12]) {
+        all.push(id[..12].to_string());
+    }
+    let aliases = if all.is_empty() {
         Value::Null
     } else {
-        json!(req.aliases)
+        json!(all)
     };
     match (n, e) {
         (Some(n), Some(e)) => {
@@ -447,6 +453,24 @@ pub fn settings_json(
         "IPPrefixLen": prefix, "IPv6Gateway": "", "MacAddress": mac,
         "Networks": nets,
     })
+}
+
+/// NetworkSettings as a client of an older API version reads them: before 1.44 endpoints have
+/// no `DNSNames` (dockerd's version gate); `path` is the request's, with its version prefix.
+pub fn for_api_version(settings: &mut Value, path: &str) {
+    use crate::engine::server::{strip_version, ApiVersion};
+    let older = strip_version(path)
+        .0
+        .and_then(ApiVersion::parse)
+        .is_some_and(|v| v < ApiVersion(1, 44));
+    if !older {
+        return;
+    }
+    for ep in settings["Networks"].as_object_mut().into_iter().flatten() {
+        if let Some(o) = ep.1.as_object_mut() {
+            o.remove("DNSNames");
+        }
+    }
 }
 
 /// The ports a container publishes: its PortBindings, plus every exposed port with `-P`.
