@@ -171,6 +171,11 @@ fn chrono_now() -> String {
     format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
 }
 
+/// The pid of a running container's init, from the engine.
+fn pid_of(id: &str) -> i64 {
+    inspect(id)["State"]["Pid"].as_i64().unwrap()
+}
+
 fn rm(names: &[&str]) {
     let mut all = vec!["rm", "-f"];
     all.extend(names);
@@ -715,7 +720,7 @@ fn removal_leaves_nothing_stale() {
 /// `kill -9` of refengd and a restart: running containers keep their published ports and
 /// names, and the packet filter gets no duplicate.
 fn a_killed_daemon_restarts_without_duplicate_rules() {
-    let _made = Made(&["k1"], &["keep"]);
+    let _made = Made(&["k1", "k2"], &["keep"]);
     d().docker(&["network", "create", "keep"]);
     let id = httpd(
         "k1",
@@ -730,7 +735,47 @@ fn a_killed_daemon_restarts_without_duplicate_rules() {
     );
     fetch(18120, "/hostname");
     let before = rules();
+    // One that exits while the daemon is away: unwired when the daemon comes back.
+    let short = d()
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "k2",
+            "--network",
+            "keep",
+            "-p",
+            "18121:80",
+            "busybox",
+            "sleep",
+            "2",
+        ])
+        .trim()
+        .to_string();
+    let pid = pid_of(&short);
+    d().crash();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "k2 did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     d().restart(&opts());
+    assert_eq!(inspect("k2")["State"]["Status"], "exited");
+    assert_eq!(
+        inspect("k2")["NetworkSettings"]["Networks"]["keep"]["IPAddress"],
+        ""
+    );
+    let n: Value = serde_json::from_str(&d().docker(&["network", "inspect", "keep"])).unwrap();
+    assert_eq!(
+        n[0]["Containers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec![&id]
+    );
+    assert!(TcpStream::connect(("127.0.0.1", 18121)).is_err());
+    rm(&["k2"]);
     assert_eq!(rules(), before, "the restart changed the rules");
     let mut seen = BTreeMap::new();
     for l in before.lines().filter(|l| l.starts_with("-A")) {
