@@ -28,8 +28,16 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A slot that opens with `config` when first asked.
-    pub fn new(config: NetworkConfig) -> Slot {
+    /// A slot that opens with `config` when first asked. A host whose /etc/resolv.conf names
+    /// only systemd-resolved's stub (127.0.0.53) gets its upstream file instead, as dockerd
+    /// picks it (the stub does not answer inside a container's namespace).
+    pub fn new(mut config: NetworkConfig) -> Slot {
+        if config.host_resolv_conf == Path::new("/etc/resolv.conf") {
+            config.host_resolv_conf = resolv_conf_path(
+                &config.host_resolv_conf,
+                Path::new("/run/systemd/resolve/resolv.conf"),
+            );
+        }
         Slot {
             cell: tokio::sync::OnceCell::new(),
             config,
@@ -78,6 +86,22 @@ impl Slot {
     /// The host's resolv.conf.
     pub fn host_resolv_conf(&self) -> String {
         std::fs::read_to_string(&self.config.host_resolv_conf).unwrap_or_default()
+    }
+}
+
+/// systemd-resolved's `upstream` file when `etc` names only its stub resolver and that file
+/// exists, else `etc` (libnetwork resolvconf.Path).
+pub fn resolv_conf_path(etc: &Path, upstream: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(etc).unwrap_or_default();
+    let servers = files::nameservers(&text);
+    let stub_only = !servers.is_empty()
+        && servers
+            .iter()
+            .all(|s| *s == std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)));
+    if stub_only && upstream.exists() {
+        upstream.to_path_buf()
+    } else {
+        etc.to_path_buf()
     }
 }
 
@@ -623,6 +647,18 @@ mod tests {
         assert_eq!(r[0].host_ports, (8080, 8080));
         assert_eq!(r[1].container_port, 443);
         assert_eq!(r[1].host_ports, (0, 0));
+    }
+
+    #[test]
+    fn a_stub_only_resolv_conf_gives_way_to_resolveds_upstream_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (etc, up) = (dir.path().join("etc"), dir.path().join("up"));
+        std::fs::write(&etc, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        assert_eq!(resolv_conf_path(&etc, &up), etc, "no upstream file yet");
+        std::fs::write(&up, "nameserver 10.0.0.2\n").unwrap();
+        assert_eq!(resolv_conf_path(&etc, &up), up);
+        std::fs::write(&etc, "nameserver 127.0.0.53\nnameserver 10.0.0.3\n").unwrap();
+        assert_eq!(resolv_conf_path(&etc, &up), etc, "another server is kept");
     }
 
     #[test]
