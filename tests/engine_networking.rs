@@ -467,6 +467,25 @@ fn user_networks_resolve_names_and_aliases() {
         "--filter",
         "type=network",
         "--format",
+        "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.container}}",
+    ]);
+    let events: Vec<&str> = events.lines().collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0], format!("connect fixed {web}"));
+    assert_eq!(events[3], format!("disconnect fixed {web}"));
+    assert!(events[1].starts_with("connect fixed ") && events[2].starts_with("disconnect fixed "));
+    // A start joins and an exit leaves, as dockerd tells them.
+    let t1 = chrono_now();
+    d().docker(&["run", "--rm", "--network", "fixed", "busybox", "true"]);
+    let events = d().docker(&[
+        "events",
+        "--since",
+        &t1,
+        "--until",
+        &chrono_now(),
+        "--filter",
+        "type=network",
+        "--format",
         "{{.Action}} {{.Actor.Attributes.name}}",
     ]);
     assert_eq!(events, "connect fixed\ndisconnect fixed\n");

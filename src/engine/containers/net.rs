@@ -104,6 +104,12 @@ impl Engine {
             self.network_detach(&stored.id).await;
             return Err(e);
         }
+        // dockerd tells each join of a network at start.
+        for ep in &endpoints {
+            if let Some(n) = state.networks.get(&ep.network_id) {
+                self.network_event(&n.id, &n.name, "connect", &stored.id);
+            }
+        }
         Ok(())
     }
 
@@ -115,7 +121,18 @@ impl Engine {
         };
         let netns = self.network.netns_path(id);
         let id2 = id.to_string();
+        let joined: Vec<(String, String)> = net
+            .snapshot()
+            .networks
+            .values()
+            .filter(|n| n.endpoints.contains_key(id))
+            .map(|n| (n.id.clone(), n.name.clone()))
+            .collect();
         let done = tokio::task::spawn_blocking(move || netc::detach(&net, &id2, &netns)).await;
+        // dockerd tells each leave of a network at exit and removal.
+        for (nid, name) in &joined {
+            self.network_event(nid, name, "disconnect", id);
+        }
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(%id, error = %e, "network not fully unwired"),
