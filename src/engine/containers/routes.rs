@@ -129,7 +129,7 @@ pub async fn dispatch(
             Ok(json(StatusCode::CREATED, &v))
         }
         Call::List => {
-            let v = engine
+            let mut v = engine
                 .containers_json(
                     q.bool("all"),
                     int(q, "limit")?.unwrap_or(-1),
@@ -137,6 +137,12 @@ pub async fn dispatch(
                     &q.filters()?,
                 )
                 .await?;
+            for c in v.as_array_mut().into_iter().flatten() {
+                crate::engine::network::containers::for_api_version(
+                    &mut c["NetworkSettings"],
+                    req.uri().path(),
+                );
+            }
             Ok(json(StatusCode::OK, &v))
         }
         Call::Prune => Ok(json(

@@ -662,6 +662,25 @@ mod tests {
     }
 
     #[test]
+    fn dns_names_are_left_out_before_api_1_44() {
+        let v = json!({"Networks": {"app": {"Aliases": ["db"], "DNSNames": ["c", "db"]}}});
+        for (path, kept) in [
+            ("/v1.41/containers/c/json", false),
+            ("/v1.44/containers/c/json", true),
+            ("/containers/c/json", true),
+        ] {
+            let mut s = v.clone();
+            for_api_version(&mut s, path);
+            assert_eq!(
+                s["Networks"]["app"].get("DNSNames").is_some(),
+                kept,
+                "{path}"
+            );
+            assert_eq!(s["Networks"]["app"]["Aliases"], json!(["db"]));
+        }
+    }
+
+    #[test]
     fn files_follow_the_mode() {
         let f = etc_files(
             FileMode::Embedded,
