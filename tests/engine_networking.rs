@@ -400,11 +400,11 @@ fn user_networks_resolve_names_and_aliases() {
         "--network",
         "container:a1",
         "busybox",
-        "wget",
-        "-qO-",
-        "http://127.0.0.1/hostname",
+        "sh",
+        "-c",
+        "wget -qO- http://127.0.0.1/hostname && wget -qO- http://db/hostname && grep -m 1 nameserver /etc/resolv.conf",
     ]);
-    assert_eq!(got, format!("{}\n", &a1[..12]));
+    assert_eq!(got, format!("{0}\n{0}\nnameserver 127.0.0.11\n", &a1[..12]));
 
     // A fixed address on a network with a given subnet.
     d().docker(&["network", "create", "--subnet", "10.123.0.0/24", "fixed"]);

@@ -38,11 +38,27 @@ fn exposed(s: &Stored) -> Vec<String> {
 
 impl Engine {
     /// Wires container `stored`'s namespace to its networks and writes its /etc files with its
-    /// address; nothing for none, host and container:X.
+    /// address; container:X gets X's hosts and resolv.conf; nothing for none and host.
     ///
     /// # Errors
     /// The network layer's failure (a taken host port, an address in use, ...), after undoing.
     pub(super) async fn network_attach(&self, stored: &Stored) -> Result<(), ApiError> {
+        if let Some(other) = stored.network.strip_prefix("container:") {
+            // As dockerd: a container in another's namespace reads that one's hosts and
+            // resolv.conf (its embedded DNS answers at 127.0.0.11 in that namespace).
+            for f in ["hosts", "resolv.conf"] {
+                let from = self.containers.dir_of(other).join(f);
+                if let Ok(text) = std::fs::read(&from) {
+                    crate::sys::durable::write(
+                        &self.containers.dir_of(&stored.id).join(f),
+                        0o644,
+                        &text,
+                    )
+                    .map_err(|e| ApiError::internal(&format!("writing {f}"), e))?;
+                }
+            }
+            return Ok(());
+        }
         if !bridged(stored) {
             return Ok(());
         }
