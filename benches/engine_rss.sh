@@ -45,7 +45,7 @@ mkdir -p "$work/refeng" "$work/docker"
 echo '{}' > "$work/refeng/daemon.json"
 echo '{}' > "$work/docker/daemon.json"
 "$bin/refengd" -H "unix://$work/refeng/d.sock" --data-root "$work/refeng/data" \
-  --exec-root "$work/refeng/exec" --config-file "$work/refeng/daemon.json" \
+  --exec-root "$work/refeng/exec" --config-file "$work/refeng/daemon.json" --bridge none \
   >"$work/refeng/log" 2>&1 &
 pids+=($!); refengd=$!
 /usr/sbin/dockerd -H "unix://$work/docker/d.sock" --data-root "$work/docker/data" \

@@ -273,3 +273,26 @@ fn engine_dns_seeds_parse_or_fail_cleanly() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+#[test]
+fn engine_network_request_seeds_parse_or_are_refused_with_a_400() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (name, bytes) in seeds("engine_network_requests") {
+        let text = String::from_utf8_lossy(&bytes);
+        let kind = text.split('\n').next().unwrap_or("");
+        assert!(
+            refeng::engine::network::api::FUZZ_KINDS.contains(&kind),
+            "{name}: unknown kind {kind:?}"
+        );
+        if refeng::engine::network::api::check(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    // What the CLI, compose and docker-py send, and what must be refused.
+    assert!(
+        accepted >= 11 && refused >= 14,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -41,6 +41,9 @@ struct Args {
     /// trace, debug, info, warn, error or fatal.
     #[arg(short, long)]
     log_level: Option<String>,
+    /// `none`: no default bridge network (containers in the default mode get no network).
+    #[arg(short = 'b', long)]
+    bridge: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         log_level: args.log_level,
         debug: args.debug,
         config_file,
+        bridge: args.bridge,
     };
     let config = Config::load(&flags)?;
     let level: tracing::Level = match config.log_level.as_str() {

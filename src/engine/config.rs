@@ -71,6 +71,9 @@ pub struct Config {
     pub bip: Option<crate::engine::network::ipam::Subnet>,
     /// `default-address-pools` (parsed by the network layer); `None`: dockerd's defaults.
     pub default_address_pools: Option<Vec<crate::engine::network::ipam::PoolSpec>>,
+    /// `bridge: none` (`-b none`): no default `bridge` network; containers in the default
+    /// network mode run without a network, as dockerd's `DisableBridge`.
+    pub bridge_none: bool,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             experimental: false,
             bip: None,
             default_address_pools: None,
+            bridge_none: false,
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct Flags {
     pub debug: bool,
     /// `--config-file`.
     pub config_file: Option<PathBuf>,
+    /// `-b`/`--bridge`.
+    pub bridge: Option<String>,
 }
 
 /// The daemon.json keys refengd honours. Everything else dockerd knows (storage drivers,
@@ -180,6 +186,7 @@ const KEYS: &[&str] = &[
     "live-restore",
     "bip",
     "default-address-pools",
+    "bridge",
 ];
 
 /// The json-file options refengd implements.
@@ -259,6 +266,7 @@ impl Config {
         );
         conflict("log-level", flags.log_level.clone());
         conflict("debug", flags.debug.then(|| "true".to_string()));
+        conflict("bridge", flags.bridge.clone());
         if !conflicts.is_empty() {
             return Err(ConfigError::Conflict(conflicts.join(", ")));
         }
@@ -380,6 +388,19 @@ impl Config {
                     )
                 })?,
             );
+        }
+        match flags.bridge.clone().or(string(&map, "bridge")?).as_deref() {
+            None | Some("") => {}
+            Some("none") => c.bridge_none = true,
+            Some(other) => {
+                return Err(value_error(
+                    "bridge",
+                    &format!(
+                    "{other:?}: refengd makes its own default bridge; only \"none\" (no default \
+                         bridge network) is supported"
+                ),
+                ))
+            }
         }
         if boolean(&map, "live-restore")? == Some(false) {
             return Err(value_error(
@@ -545,6 +566,26 @@ mod tests {
             e.contains("default-address-pools") && e.contains("size 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bridge_none_is_the_only_bridge_setting() {
+        assert!(file(r#"{"bridge":"none"}"#).unwrap().bridge_none);
+        assert!(!file("{}").unwrap().bridge_none);
+        let e = file(r#"{"bridge":"docker0"}"#).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid value for bridge: \"docker0\""),
+            "{e}"
+        );
+        let flags = Flags {
+            bridge: Some("none".into()),
+            ..Flags::default()
+        };
+        assert!(Config::from_parts(&flags, None).unwrap().bridge_none);
+        let e = Config::from_parts(&flags, Some((Path::new("d.json"), r#"{"bridge":"none"}"#)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bridge"), "{e}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Engine {
     pub id: String,
     /// The containers.
     pub containers: containers::Registry,
+    /// The networks (bridges, endpoints, published ports, DNS).
+    pub network: network::containers::Slot,
 }
 
 impl Engine {
@@ -88,6 +90,7 @@ impl Engine {
                 a.pidfile.clone(),
                 a.bip,
                 a.default_address_pools.clone(),
+                a.bridge_none,
             ) == (
                 b.hosts.clone(),
                 b.data_root.clone(),
@@ -98,12 +101,13 @@ impl Engine {
                 b.pidfile.clone(),
                 b.bip,
                 b.default_address_pools.clone(),
+                b.bridge_none,
             )
         };
         if !fixed(&c, &fresh) {
             anyhow::bail!(
                 "hosts, data-root, exec-root, containerd, containerd-namespace, group, pidfile, \
-                 bip and default-address-pools take effect only at start; restart refengd to \
+                 bip, default-address-pools and bridge take effect only at start; restart refengd to \
                  change them"
             );
         }
@@ -322,7 +326,25 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             ),
             backend,
             events: EventLog::default(),
+            network: network::containers::Slot::new({
+                let mut n = network::NetworkConfig::new(
+                    &config.data_root,
+                    &config.exec_root,
+                    config.bip,
+                    config.default_address_pools.clone(),
+                );
+                n.default_network = !config.bridge_none;
+                n
+            }),
         });
+        tokio::spawn(follow_containerd(engine.clone()));
+        if engine.network.open_at_start() {
+            engine.network.get().await?;
+        }
+        // After subscribing: an exit while records load is caught by their final check.
+        engine.restore_containers().await;
+        // As dockerd: the API answers once the containers are loaded (a request before would
+        // not find them).
         let mut sockets: Vec<PathBuf> = Vec::new();
         for host in &config.hosts {
             let listener = server::bind(host, &config.group)?;
@@ -330,9 +352,6 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             tracing::info!(socket = %host.display(), "API listen");
             tokio::spawn(server::serve(engine.clone(), listener));
         }
-        tokio::spawn(follow_containerd(engine.clone()));
-        // After subscribing: an exit while records load is caught by their final check.
-        engine.restore_containers().await;
         let mut term = signal(SignalKind::terminate()).context("TERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("INT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("HUP handler")?;
@@ -347,6 +366,11 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             }
         }
         tracing::info!("stopping");
+        if let Some(n) = engine.network.opened() {
+            // The proxies and resolvers end with the daemon; endpoints and rules stay for the
+            // containers that keep running (live restore).
+            n.shutdown();
+        }
         for s in sockets {
             let _ = std::fs::remove_file(s);
         }

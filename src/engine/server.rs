@@ -225,6 +225,8 @@ enum Route {
     SystemDf,
     /// `/containers/...` and `/exec/...`.
     Containers(Call),
+    /// `/networks/...`.
+    Networks(super::network::routes::Call),
 }
 
 /// The verbs of `/containers/{id}/VERB`, by method.
@@ -307,6 +309,9 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
     if matches!(segments.first(), Some(&"containers" | &"exec")) {
         return container_route(method, segments);
     }
+    if segments.first() == Some(&"networks") {
+        return super::network::routes::route(method, segments).map(Route::Networks);
+    }
     Some(match (method, segments) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Route::Ping,
         (&Method::GET, ["version"]) => Route::Version,
@@ -375,6 +380,7 @@ async fn dispatch(
         Route::Containers(call) => {
             super::containers::routes::dispatch(engine, call, &query, req).await
         }
+        Route::Networks(call) => super::network::routes::dispatch(engine, call, &query, req).await,
         Route::Ping => Ok(ping(req.method())),
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),

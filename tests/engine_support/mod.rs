@@ -29,6 +29,10 @@ pub struct Options {
     pub daemon_json: Option<String>,
     /// More arguments.
     pub args: Vec<String>,
+    /// Run with the default bridge network. Only for daemons inside a network namespace the
+    /// test made: otherwise refengd runs with `--bridge none` and never touches the host's
+    /// interfaces or packet filter.
+    pub bridge: bool,
 }
 
 /// A running refengd in its own directory.
@@ -115,6 +119,9 @@ impl Refengd {
             .arg(self.dir.join("daemon.json"))
             .args(["--log-level", "debug"])
             .args(&opts.args);
+        if !opts.bridge {
+            cmd.args(["--bridge", "none"]);
+        }
         if let Some(c) = &opts.containerd {
             cmd.arg("--containerd").arg(c);
         }

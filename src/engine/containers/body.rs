@@ -22,7 +22,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "AttachStdin",
     "AttachStdout",
     "AttachStderr",
-    // Metadata only: with no networks but none/host/container, nothing is published.
+    // Published with `-P`, shown in inspect and the list.
     "ExposedPorts",
     "Tty",
     "OpenStdin",
@@ -47,6 +47,8 @@ const HOST_FIELDS: &[&str] = &[
     "ContainerIDFile",
     "LogConfig",
     "NetworkMode",
+    "PortBindings",
+    "PublishAllPorts",
     "RestartPolicy",
     "AutoRemove",
     "ConsoleSize",
@@ -158,8 +160,12 @@ pub struct HostConfig {
     pub binds: Option<Vec<String>>,
     /// Which log driver.
     pub log_config: LogConfigBody,
-    /// none, host, container:X (default/bridge read as none).
+    /// default, bridge, a network's name or id, none, host, container:X.
     pub network_mode: String,
+    /// `-p`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}` (read by the network layer).
+    pub port_bindings: Option<Value>,
+    /// `-P`: every exposed port on a random host port.
+    pub publish_all_ports: bool,
     /// The restart policy.
     pub restart_policy: RestartPolicyBody,
     /// Remove once it exits.
@@ -283,6 +289,8 @@ pub struct CreateBody {
     pub config: Config,
     /// Its HostConfig.
     pub host: HostConfig,
+    /// NetworkingConfig.EndpointsConfig, by network name or id as given.
+    pub endpoints: BTreeMap<String, crate::engine::network::containers::EndpointRequest>,
 }
 
 fn object<'a>(v: &'a Value, what: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
@@ -381,17 +389,25 @@ pub fn parse(bytes: &[u8]) -> Result<CreateBody, ApiError> {
     }
     let config: Config = decode("Config", Some(top))?;
     let host: HostConfig = decode("HostConfig", host_obj)?;
-    if let Some(n) = top.get("NetworkingConfig") {
-        check_networking(n, &host.network_mode)?;
-    }
-    Ok(CreateBody { config, host })
+    let endpoints = match top.get("NetworkingConfig") {
+        Some(n) => networking(n)?,
+        None => BTreeMap::new(),
+    };
+    Ok(CreateBody {
+        config,
+        host,
+        endpoints,
+    })
 }
 
-/// NetworkingConfig may name the container's own network mode with an empty endpoint (the
-/// docker CLI does); anything else asks for networks refengd does not have yet.
-fn check_networking(v: &Value, mode: &str) -> Result<(), ApiError> {
+/// NetworkingConfig: its EndpointsConfig, each endpoint read by the network layer; any
+/// other key set is refused by name. Which networks exist is judged at create.
+fn networking(
+    v: &Value,
+) -> Result<BTreeMap<String, crate::engine::network::containers::EndpointRequest>, ApiError> {
+    let mut out = BTreeMap::new();
     let Some(obj) = object(v, "NetworkingConfig")? else {
-        return Ok(());
+        return Ok(out);
     };
     for (k, val) in obj {
         if k != "EndpointsConfig" {
@@ -404,29 +420,16 @@ fn check_networking(v: &Value, mode: &str) -> Result<(), ApiError> {
             continue;
         };
         for (net, ep) in eps {
-            let own = net == mode
-                || (matches!(net.as_str(), "default" | "bridge")
-                    && matches!(mode, "" | "default" | "bridge"));
-            if !own {
-                return Err(ApiError::BadRequest(format!(
-                    "NetworkingConfig.EndpointsConfig.{net}: refengd has no network {net:?} \
-                     (only the network modes none, host and container:<id> exist)"
-                )));
-            }
-            if let Some(e) = object(ep, "EndpointSettings")? {
-                for (f, fv) in e {
-                    if !is_zero(fv) {
-                        return Err(unsupported(
-                            &format!("NetworkingConfig.EndpointsConfig.{net}"),
-                            f,
-                            fv,
-                        ));
-                    }
-                }
-            }
+            out.insert(
+                net.clone(),
+                crate::engine::network::containers::parse_endpoint(
+                    &format!("NetworkingConfig.EndpointsConfig.{net}"),
+                    ep,
+                )?,
+            );
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -461,10 +464,6 @@ mod tests {
                 r#"{"Image":"a","Healthcheck":{"Test":["CMD","true"]}}"#,
                 "Config.Healthcheck",
             ),
-            (
-                r#"{"Image":"a","HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}}"#,
-                "HostConfig.PortBindings",
-            ),
         ] {
             let e = parse(body.as_bytes()).unwrap_err();
             assert!(matches!(e, ApiError::BadRequest(_)), "{body}");
@@ -475,14 +474,15 @@ mod tests {
     }
 
     #[test]
-    fn user_defined_networks_are_refused_by_name() {
+    fn endpoints_are_read_and_their_unsupported_fields_named() {
         let body = r#"{"Image":"a","HostConfig":{"NetworkMode":"mynet"},
-            "NetworkingConfig":{"EndpointsConfig":{"mynet":{}}}}"#;
-        // The mode itself is judged where the container is made; the endpoint names the net.
-        assert!(parse(body.as_bytes()).is_ok());
-        let body = r#"{"Image":"a","NetworkingConfig":{"EndpointsConfig":{"other":{}}}}"#;
+            "NetworkingConfig":{"EndpointsConfig":{"mynet":{"Aliases":["db"]}}}}"#;
+        // Whether the network exists is judged where the container is made.
+        let b = parse(body.as_bytes()).unwrap();
+        assert_eq!(b.endpoints["mynet"].aliases, vec!["db".to_string()]);
+        let body = r#"{"Image":"a","NetworkingConfig":{"EndpointsConfig":{"n":{"Links":["x"]}}}}"#;
         let e = parse(body.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("\"other\""), "{e}");
+        assert!(e.to_string().contains("EndpointsConfig.n.Links"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::super::Engine;
 use super::body::{self, CreateBody};
 use super::spec::{self, NetworkMode, SpecInput};
 use super::{etc, io, names, Entry, RunState, Stored, WaitState};
+use crate::engine::network::DEFAULT_NETWORK;
 use crate::image::registry::Reference;
 use refeng_spec::engine::{Refusal, RestartPolicy};
 
@@ -307,6 +308,7 @@ impl Engine {
         let CreateBody {
             mut config,
             mut host,
+            endpoints,
         } = body::parse(bytes)?;
         if config.image.is_empty() {
             return Err(ApiError::BadRequest(
@@ -373,32 +375,76 @@ impl Engine {
         if host.log_config.config.is_none() {
             host.log_config.config = Some(BTreeMap::new());
         }
-        // The network mode: default/bridge have no network yet and are run as none; inspect
-        // says so (no networks in NetworkSettings).
+        // The network mode: default/bridge and user networks get a namespace of their own,
+        // wired at start (`bridge: none` runs default/bridge as none, as dockerd does).
+        use crate::engine::network::containers as netc;
+        let exposed: Vec<String> = config
+            .exposed_ports
+            .as_ref()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let ports = netc::port_requests(
+            host.port_bindings.as_ref(),
+            host.publish_all_ports,
+            &exposed,
+        )?;
+        let mode = host.network_mode.clone();
+        let bridged = !config.network_disabled
+            && !matches!(mode.as_str(), "none" | "host")
+            && !mode.starts_with("container:")
+            && (!matches!(mode.as_str(), "" | "default" | "bridge") || self.network.has_default());
+        let attachments = if bridged {
+            netc::resolve_attachments(self.network.get().await?, &mode, endpoints)?
+        } else {
+            if let Some((k, _)) = endpoints.iter().find(|(k, v)| {
+                **v != netc::EndpointRequest::default()
+                    || !(k.as_str() == mode || matches!(k.as_str(), "default" | "bridge"))
+            }) {
+                return Err(ApiError::BadRequest(format!(
+                    "NetworkingConfig.EndpointsConfig.{k}: the network mode {mode:?} joins no network"
+                )));
+            }
+            if !ports.is_empty() && mode.starts_with("container:") {
+                return Err(ApiError::BadRequest(
+                    "conflicting options: port publishing and the container type network mode"
+                        .into(),
+                ));
+            }
+            if !ports.is_empty() && mode != "host" {
+                return Err(ApiError::BadRequest(format!(
+                    "HostConfig.PortBindings: the network mode {mode:?} has no network to publish on"
+                )));
+            }
+            Vec::new()
+        };
         let network = if config.network_disabled {
             NetworkMode::None
+        } else if bridged {
+            NetworkMode::Bridged {
+                netns: String::new(),
+            }
         } else {
-            match host.network_mode.as_str() {
+            match mode.as_str() {
                 "" | "default" | "bridge" | "none" => NetworkMode::None,
                 "host" => NetworkMode::Host,
-                m if m.starts_with("container:") => {
-                    let other = reg.find(&m["container:".len()..])?;
-                    NetworkMode::Container { id: other, path: None }
-                }
                 m => {
-                    return Err(ApiError::NotFound(format!(
-                        "network {m} not found (refengd has only the network modes none, host and container:<id> yet)"
-                    )))
+                    let other = reg.find(&m["container:".len()..])?;
+                    NetworkMode::Container {
+                        id: other,
+                        path: None,
+                    }
                 }
             }
         };
         if host.network_mode.is_empty() {
             host.network_mode = "default".into();
         }
+        let network_is_host = network == NetworkMode::Host;
         let network_name = match &network {
             NetworkMode::None => "none".to_string(),
             NetworkMode::Host => "host".to_string(),
             NetworkMode::Container { id, .. } => format!("container:{id}"),
+            NetworkMode::Bridged { .. } => attachments[0].0.clone(),
         };
         if host.shm_size == 0 {
             host.shm_size = spec::DEFAULT_SHM_SIZE;
@@ -458,6 +504,15 @@ impl Engine {
             _ => config.hostname.clone(),
         };
         config.hostname = hostname.clone();
+        let network = match network {
+            NetworkMode::Bridged { .. } => NetworkMode::Bridged {
+                netns: self.network.netns_path(&id).display().to_string(),
+            },
+            other => other,
+        };
+        let embedded_dns = attachments
+            .first()
+            .is_some_and(|(n, _)| n != DEFAULT_NETWORK);
         let dir = reg.dir_of(&id);
         let result = self
             .create_resources(CreateParts {
@@ -466,6 +521,7 @@ impl Engine {
                 config: &config,
                 host: &host,
                 network: network.clone(),
+                embedded_dns,
                 image: &image,
                 image_ref: &image_ref,
                 argv: &argv,
@@ -490,6 +546,7 @@ impl Engine {
             image_id: image.id.clone(),
             image_ref,
             network: network_name,
+            networks: attachments,
             state: RunState::default(),
             spec,
             log,
@@ -533,7 +590,13 @@ impl Engine {
             return Err(e);
         }
         self.container_event(&id, "create", BTreeMap::new());
-        Ok(json!({"Id": id, "Warnings": []}))
+        // dockerd keeps the bindings of a host-mode container and says they do nothing.
+        let warnings: Vec<&str> = if network_is_host && !ports.is_empty() {
+            vec!["Published ports are discarded when using host network mode"]
+        } else {
+            Vec::new()
+        };
+        Ok(json!({"Id": id, "Warnings": warnings}))
     }
 
     /// The event `action` about container `id`, with dockerd's attributes (image, name, the
@@ -585,35 +648,30 @@ impl Engine {
             &files[1],
             p.host.group_add.as_deref().unwrap_or(&[]),
         )?;
-        // The files dockerd writes for the container.
-        let write = |name: &str, text: &str| {
-            crate::sys::durable::write(&p.dir.join(name), 0o644, text.as_bytes())
-                .map_err(|e| ApiError::internal(&format!("writing {name}"), e))
+        // The files dockerd writes for the container (a bridged one's get its address at
+        // start).
+        use crate::engine::network::files::{DnsOptions, FileMode};
+        let mode = match &p.network {
+            NetworkMode::Host => FileMode::Host,
+            NetworkMode::Bridged { .. } if p.embedded_dns => FileMode::Embedded,
+            _ => FileMode::Private,
         };
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        match &p.network {
-            NetworkMode::Host => {
-                write(
-                    "hosts",
-                    &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-                )?;
-            }
-            _ => write(
-                "hosts",
-                &etc::hosts(p.host.extra_hosts.as_deref().unwrap_or(&[]))?,
-            )?,
-        }
-        write("hostname", &format!("{}\n", p.config.hostname))?;
-        write(
-            "resolv.conf",
-            &etc::resolv_conf(
-                &host_resolv,
-                p.network == NetworkMode::Host,
-                p.host.dns.as_deref().unwrap_or(&[]),
-                p.host.dns_search.as_deref().unwrap_or(&[]),
-                p.host.dns_options.as_deref().unwrap_or(&[]),
-            ),
+        let files = crate::engine::network::containers::etc_files(
+            mode,
+            &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            &self.network.host_resolv_conf(),
+            None,
+            None,
+            &p.config.hostname,
+            &p.config.domainname,
+            p.host.extra_hosts.as_deref().unwrap_or(&[]),
+            &DnsOptions {
+                servers: p.host.dns.clone().unwrap_or_default(),
+                search: p.host.dns_search.clone().unwrap_or_default(),
+                options: p.host.dns_options.clone().unwrap_or_default(),
+            },
         )?;
+        crate::engine::network::containers::write_etc(p.dir, &files)?;
         let all_caps: Vec<String> = {
             let mut v: Vec<String> = caps::runtime::procfs_all_supported(None)
                 .unwrap_or_else(|_| caps::all())
@@ -674,6 +732,7 @@ struct CreateParts<'a> {
     config: &'a body::Config,
     host: &'a body::HostConfig,
     network: NetworkMode,
+    embedded_dns: bool,
     image: &'a Resolved,
     image_ref: &'a str,
     argv: &'a [String],

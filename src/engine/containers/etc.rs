@@ -1,93 +1,7 @@
-//! The files dockerd writes for a container and bind-mounts over the image's (`/etc/hosts`,
-//! `/etc/hostname`, `/etc/resolv.conf`), and the user lookup in the container's own
+//! The user lookup in the container's own
 //! `/etc/passwd` and `/etc/group` (`User` and `GroupAdd`), as moby's `user` package reads them.
 
 use super::super::error::ApiError;
-
-/// The `/etc/hosts` dockerd writes for a container without a network of its own (`none`):
-/// loopback and the IPv6 multicast names, then `ExtraHosts`.
-pub fn hosts(extra: &[String]) -> Result<String, ApiError> {
-    let mut s = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n",
-    );
-    for e in extra {
-        // `host:ip` (the CLI's form; IPv6 addresses contain colons, the name does not).
-        let Some((name, ip)) = e.split_once(':') else {
-            return Err(ApiError::BadRequest(format!(
-                "invalid extra host entry {e:?}: expected host:ip"
-            )));
-        };
-        if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(ApiError::BadRequest(format!(
-                "invalid IP address in add-host: {ip:?}"
-            )));
-        }
-        s.push_str(&format!("{ip}\t{name}\n"));
-    }
-    Ok(s)
-}
-
-/// The `/etc/resolv.conf` for a container: the host's, with loopback name servers removed
-/// (they do not answer inside another network namespace) and Google's public servers when
-/// none is left, as dockerd does; `Dns`, `DnsSearch` and `DnsOptions` replace the host's.
-pub fn resolv_conf(
-    host_file: &str,
-    host_network: bool,
-    dns: &[String],
-    search: &[String],
-    options: &[String],
-) -> String {
-    let mut servers: Vec<String> = Vec::new();
-    let mut searches: Vec<String> = Vec::new();
-    let mut opts: Vec<String> = Vec::new();
-    for line in host_file.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => {
-                if let Some(ip) = words.next() {
-                    let loopback = ip
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|a| a.is_loopback());
-                    if host_network || !loopback {
-                        servers.push(ip.to_string());
-                    }
-                }
-            }
-            Some("search" | "domain") => searches = words.map(String::from).collect(),
-            Some("options") => opts.extend(words.map(String::from)),
-            _ => {}
-        }
-    }
-    if !dns.is_empty() {
-        servers = dns.to_vec();
-    }
-    if servers.is_empty() {
-        servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];
-    }
-    if !search.is_empty() {
-        searches = search
-            .iter()
-            .filter(|s| s.as_str() != ".")
-            .cloned()
-            .collect();
-    }
-    if !options.is_empty() {
-        opts = options.to_vec();
-    }
-    let mut out = String::new();
-    for s in servers {
-        out.push_str(&format!("nameserver {s}\n"));
-    }
-    if !searches.is_empty() {
-        out.push_str(&format!("search {}\n", searches.join(" ")));
-    }
-    if !opts.is_empty() {
-        out.push_str(&format!("options {}\n", opts.join(" ")));
-    }
-    out
-}
 
 /// Who the process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,36 +160,5 @@ mod tests {
             "unable to find user nobody: no matching entries in passwd file"
         );
         assert!(resolve_user("user:nogroup", PASSWD, GROUP, &[]).is_err());
-    }
-
-    #[test]
-    fn resolv_conf_drops_loopback_servers() {
-        let host = "nameserver 127.0.0.53\nsearch example.org\noptions edns0\n";
-        assert_eq!(
-            resolv_conf(host, false, &[], &[], &[]),
-            "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch example.org\noptions edns0\n"
-        );
-        assert_eq!(
-            resolv_conf(
-                host,
-                false,
-                &["1.1.1.1".into()],
-                &["a.b".into()],
-                &["ndots:2".into()]
-            ),
-            "nameserver 1.1.1.1\nsearch a.b\noptions ndots:2\n"
-        );
-        assert_eq!(
-            resolv_conf("nameserver 10.0.0.1\n", false, &[], &[], &[]),
-            "nameserver 10.0.0.1\n"
-        );
-    }
-
-    #[test]
-    fn hosts_has_dockerds_lines_and_extra_hosts() {
-        let h = hosts(&["db:10.0.0.2".into()]).unwrap();
-        assert!(h.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"));
-        assert!(h.ends_with("10.0.0.2\tdb\n"));
-        assert!(hosts(&["nocolon".into()]).is_err());
     }
 }

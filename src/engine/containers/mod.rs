@@ -15,6 +15,7 @@ pub mod ctd;
 pub mod etc;
 pub mod io;
 pub mod names;
+pub mod net;
 pub mod ops;
 pub mod routes;
 pub mod spec;
@@ -50,8 +51,11 @@ pub struct Stored {
     pub image_id: String,
     /// The containerd image name.
     pub image_ref: String,
-    /// The network mode in force: none, host, or container:<id>.
+    /// The network mode in force: none, host, container:<id>, or the primary network's name.
     pub network: String,
+    /// The bridge networks joined at start, primary first, with what is asked of each.
+    #[serde(default)]
+    pub networks: crate::engine::network::containers::Attachments,
     /// The state beside the lifecycle status.
     pub state: RunState,
     /// The OCI spec as created (network namespace path filled in at start).

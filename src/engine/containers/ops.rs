@@ -76,7 +76,7 @@ fn check(
 }
 
 impl Engine {
-    fn op_lock(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, ApiError> {
+    pub(super) fn op_lock(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, ApiError> {
         self.containers
             .lock()
             .get(id)
@@ -85,7 +85,11 @@ impl Engine {
     }
 
     /// Applies `f` to the entry `id` and persists it.
-    fn update<R>(&self, id: &str, f: impl FnOnce(&mut super::Entry) -> R) -> Result<R, ApiError> {
+    pub(super) fn update<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut super::Entry) -> R,
+    ) -> Result<R, ApiError> {
         let mut map = self.containers.lock();
         let e = map
             .get_mut(id)
@@ -132,7 +136,23 @@ impl Engine {
             return Err(ApiError::NotFound(format!("No such container: {name}")));
         };
         check(&lc, AnyContainer::start, name, &id)?;
-        self.start_task(&id).await?;
+        if let Err(e) = self.start_task(&id).await {
+            // As dockerd: a --rm container that cannot start is removed (its waiter, the CLI,
+            // would wait for a removal that never comes).
+            let auto_remove = self
+                .containers
+                .lock()
+                .get(&id)
+                .is_some_and(|e| e.stored.host.auto_remove);
+            if auto_remove {
+                let me = self.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let _ = me.container_remove(&id, true, true).await;
+                });
+            }
+            return Err(e);
+        }
         self.transition(&id, AnyContainer::start)?;
         self.container_event(&id, "start", BTreeMap::new());
         Ok(())
@@ -169,6 +189,7 @@ impl Engine {
         }
         // A task left from an earlier run (its exit already recorded) goes first.
         let _ = ctd.delete_task(id).await;
+        self.network_attach(&stored).await?;
         let log = match stored.log {
             Some(rot) => Some(Arc::new(std::sync::Mutex::new(
                 io::LogFile::open(&self.containers.log_path(id), rot)
@@ -199,6 +220,7 @@ impl Engine {
             Ok(pid) => pid,
             Err(e) => {
                 pio.abandon();
+                self.network_detach(id).await;
                 let msg = e.to_string();
                 let _ = self.update(id, |en| en.stored.state.error = msg);
                 // dockerd answers a start whose process cannot run with 400 and its message.
@@ -243,6 +265,7 @@ impl Engine {
         by_hand: bool,
     ) -> Result<(), ApiError> {
         let deleted = self.containers.ctd.delete_task(id).await.ok().flatten();
+        self.network_detach(id).await;
         let code = if code < 0 {
             deleted.map_or(255, |c| c as i32)
         } else {
@@ -655,6 +678,7 @@ impl Engine {
                 }
             }
         }
+        self.network_detach(&id).await;
         let ctd = &self.containers.ctd;
         let cleaned = async {
             ctd.delete_task(&id).await?;
@@ -726,6 +750,7 @@ impl Engine {
                 .unwrap_or_default()
         };
         self.update(&id, |e| e.lc.rename(&new))?;
+        self.network_rename(&id, &new).await?;
         let mut attrs = BTreeMap::new();
         attrs.insert("oldName".to_string(), format!("/{old}"));
         self.container_event(&id, "rename", attrs);
@@ -1254,6 +1279,10 @@ impl Engine {
             }
             let _ = self.containers.persist(&entry);
             self.containers.lock().insert(id.clone(), entry);
+            if !matches!(status, Status::Running | Status::Paused) {
+                // An exit while refengd was away leaves endpoints behind.
+                self.network_detach(&id).await;
+            }
             if was_running && !matches!(status, Status::Running | Status::Paused) {
                 let code = self
                     .containers

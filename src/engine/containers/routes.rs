@@ -129,7 +129,7 @@ pub async fn dispatch(
             Ok(json(StatusCode::CREATED, &v))
         }
         Call::List => {
-            let v = engine
+            let mut v = engine
                 .containers_json(
                     q.bool("all"),
                     int(q, "limit")?.unwrap_or(-1),
@@ -137,6 +137,12 @@ pub async fn dispatch(
                     &q.filters()?,
                 )
                 .await?;
+            for c in v.as_array_mut().into_iter().flatten() {
+                crate::engine::network::containers::for_api_version(
+                    &mut c["NetworkSettings"],
+                    req.uri().path(),
+                );
+            }
             Ok(json(StatusCode::OK, &v))
         }
         Call::Prune => Ok(json(
@@ -163,10 +169,14 @@ async fn container(
                 .await?;
             no_content()
         }
-        "json" => Ok(json(
-            StatusCode::OK,
-            &engine.container_inspect(id, q.bool("size")).await?,
-        )),
+        "json" => {
+            let mut v = engine.container_inspect(id, q.bool("size")).await?;
+            crate::engine::network::containers::for_api_version(
+                &mut v["NetworkSettings"],
+                req.uri().path(),
+            );
+            Ok(json(StatusCode::OK, &v))
+        }
         "start" => {
             if q.get("checkpoint").is_some_and(|s| !s.is_empty()) {
                 return Err(ApiError::BadRequest(

@@ -62,8 +62,13 @@ pub const INIT_PATH: &str = "/sbin/docker-init";
 /// How the container's network namespace is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {
-    /// A new, empty network namespace (`none`; also `default`/`bridge` until networks exist).
+    /// A new, empty network namespace (`none`).
     None,
+    /// The namespace file refengd makes and wires to bridge networks at start.
+    Bridged {
+        /// Its path (`<exec-root>/netns/<short id>`).
+        netns: String,
+    },
     /// The host's.
     Host,
     /// Another container's (`container:X`), by the path of its namespace once known.
@@ -690,6 +695,10 @@ pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
     let own_netns = match &i.network {
         NetworkMode::None => {
             namespaces.push(json!({"type": "network"}));
+            true
+        }
+        NetworkMode::Bridged { netns } => {
+            namespaces.push(json!({"type": "network", "path": netns}));
             true
         }
         NetworkMode::Host => false,

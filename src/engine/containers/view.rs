@@ -16,7 +16,7 @@ use refeng_spec::engine::Status;
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 const LIST_FILTERS: &[&str] = &[
-    "id", "name", "label", "status", "exited", "ancestor", "before", "since",
+    "id", "name", "label", "status", "exited", "ancestor", "before", "since", "network",
 ];
 
 /// go-units' `HumanDuration`, as `docker ps` prints ages.
@@ -156,7 +156,8 @@ fn host_json(e: &Entry) -> Value {
     let mut a = json!({
         "Binds": h.binds, "ContainerIDFile": "",
         "LogConfig": {"Type": h.log_config.kind, "Config": h.log_config.config.clone().unwrap_or_default()},
-        "NetworkMode": h.network_mode, "PortBindings": {},
+        "NetworkMode": h.network_mode,
+        "PortBindings": h.port_bindings.clone().filter(|p| !p.is_null()).unwrap_or_else(|| json!({})),
         "RestartPolicy": {"Name": if h.restart_policy.name.is_empty() { "no" } else { h.restart_policy.name.as_str() },
                           "MaximumRetryCount": h.restart_policy.maximum_retry_count},
         "AutoRemove": h.auto_remove, "VolumeDriver": "", "VolumesFrom": null,
@@ -169,7 +170,7 @@ fn host_json(e: &Entry) -> Value {
         "DnsSearch": h.dns_search.clone().unwrap_or_default(), "ExtraHosts": h.extra_hosts,
         "GroupAdd": h.group_add, "IpcMode": if h.ipc_mode.is_empty() { "private" } else { h.ipc_mode.as_str() },
         "Cgroup": "", "Links": null, "OomScoreAdj": 0, "PidMode": "", "Privileged": privileged,
-        "PublishAllPorts": false, "ReadonlyRootfs": h.readonly_rootfs, "SecurityOpt": h.security_opt,
+        "PublishAllPorts": h.publish_all_ports, "ReadonlyRootfs": h.readonly_rootfs, "SecurityOpt": h.security_opt,
         "UTSMode": "", "UsernsMode": "", "ShmSize": h.shm_size, "Runtime": h.runtime,
     });
     let b = json!({
@@ -256,11 +257,15 @@ impl Engine {
             let e = map
                 .get(&id)
                 .ok_or_else(|| ApiError::NotFound(format!("No such container: {name}")))?;
-            inspect_json(
+            let mut v = inspect_json(
                 e,
                 &self.containers.log_path(&id).to_string_lossy(),
                 &self.containers.dir_of(&id).to_string_lossy(),
-            )
+            );
+            if super::net::bridged(&e.stored) {
+                v["NetworkSettings"] = self.network_settings(e);
+            }
+            v
         };
         if size {
             let (rw, rootfs) = self.sizes(&id).await;
@@ -360,6 +365,9 @@ impl Engine {
                 if !filters.match_labels("label", &labels) {
                     continue;
                 }
+                if filters.contains("network") && !self.on_network(e, filters) {
+                    continue;
+                }
                 if filters.contains("status")
                     && !filters.get("status").any(|s| s == status.as_str())
                 {
@@ -401,12 +409,16 @@ impl Engine {
                     "ImageID": e.stored.image_id,
                     "Command": command,
                     "Created": unix(&e.stored.created),
-                    "Ports": [],
+                    "Ports": self.list_ports(e),
                     "Labels": labels,
                     "State": status.as_str(),
                     "Status": status_text(e),
                     "HostConfig": {"NetworkMode": e.stored.host.network_mode},
-                    "NetworkSettings": {"Networks": networks(e)},
+                    "NetworkSettings": {"Networks": if !super::net::bridged(&e.stored) {
+                        networks(e)
+                    } else {
+                        self.network_settings(e)["Networks"].take()
+                    }},
                     "Mounts": mounts(e),
                 });
                 rows.push((e.stored.id.clone(), v, String::new()));

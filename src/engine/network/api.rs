@@ -141,6 +141,66 @@ pub fn prune(net: &NetworkController, filters: &Filters) -> Result<Value, ApiErr
     }))
 }
 
+/// The parsers [`check`] fuzzes, by the first line of its input.
+pub const FUZZ_KINDS: &[&str] = &["create", "endpoint", "ports", "add-host"];
+
+/// Parses `data` (`KIND\nTEXT`) with one of the parsers of network requests: a network create
+/// body, a container's `EndpointSettings`, `PortBindings` (with `-P` over the `EXPOSE` keys on
+/// its first line), an `--add-host` entry. `true`: accepted; `false`: refused (or not a known
+/// kind).
+///
+/// # Panics
+/// When a refusal is not a 400 or an accepted input breaks an invariant: the fuzz target's
+/// findings.
+pub fn check(data: &[u8]) -> bool {
+    use super::containers;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let (kind, input) = text.split_once('\n').unwrap_or((text, ""));
+    let refused = |e: ApiError| {
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{kind}: {e}");
+        false
+    };
+    match kind {
+        "create" => match parse_create(input.as_bytes()) {
+            Ok(_) => true,
+            Err(e) => refused(e),
+        },
+        "endpoint" => match serde_json::from_str::<Value>(input) {
+            Ok(v) => match containers::parse_endpoint("EndpointConfig", &v) {
+                Ok(r) => {
+                    assert!(r.aliases.iter().all(|a| !a.is_empty()), "empty alias kept");
+                    true
+                }
+                Err(e) => refused(e),
+            },
+            Err(_) => false,
+        },
+        "ports" => {
+            let (exposed, bindings) = input.split_once('\n').unwrap_or((input, "null"));
+            let exposed: Vec<String> = exposed.split_whitespace().map(String::from).collect();
+            match serde_json::from_str::<Value>(bindings) {
+                Ok(v) => match containers::port_requests(Some(&v), !exposed.is_empty(), &exposed) {
+                    Ok(reqs) => {
+                        for r in &reqs {
+                            assert!(r.container_port > 0, "port 0 accepted");
+                            assert!(r.host_ports.0 <= r.host_ports.1, "inverted range");
+                        }
+                        true
+                    }
+                    Err(e) => refused(e),
+                },
+                Err(_) => false,
+            }
+        }
+        "add-host" => super::files::parse_extra_host(input, Some(std::net::Ipv4Addr::LOCALHOST))
+            .map(|h| assert!(!h.names.is_empty()))
+            .is_ok(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@
 //! runtime handed to [`NetworkController::open`].
 
 pub mod api;
+pub mod containers;
 pub mod dns;
 pub mod files;
 pub mod inspect;
@@ -27,6 +28,7 @@ pub mod nat;
 pub mod netlink;
 pub mod ports;
 pub mod resolver;
+pub mod routes;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -163,6 +165,8 @@ pub struct NetworkConfig {
     pub host_resolv_conf: PathBuf,
     /// The default network's bridge device.
     pub default_bridge: String,
+    /// Whether the default `bridge` network exists (false with `bridge: none`).
+    pub default_network: bool,
 }
 
 impl NetworkConfig {
@@ -181,6 +185,7 @@ impl NetworkConfig {
             bip,
             host_resolv_conf: "/etc/resolv.conf".into(),
             default_bridge: DEFAULT_BRIDGE.into(),
+            default_network: true,
         }
     }
 }
@@ -376,7 +381,7 @@ impl NetworkController {
         let c = self;
         let _ops = lock(&c.inner.ops);
         let has_default = lock(&c.inner.state).networks.values().any(|n| n.default);
-        if !has_default {
+        if !has_default && c.inner.config.default_network {
             c.create_default()?;
         }
         for (name, driver) in [("host", "host"), ("none", "null")] {
@@ -981,6 +986,23 @@ impl NetworkController {
 
     /// Stops the resolvers and proxies (refengd's shutdown): devices, rules and records stay,
     /// so running containers keep their network and the next start restores the rest.
+    /// Gives container `container_id`'s endpoints its new name (what the embedded DNS
+    /// answers to and network inspect shows), as dockerd does on rename.
+    ///
+    /// # Errors
+    /// When the records cannot be written.
+    pub fn rename_endpoints(&self, container_id: &str, name: &str) -> Result<(), NetworkError> {
+        let _ops = lock(&self.inner.ops);
+        let name = name.trim_start_matches('/').to_string();
+        self.commit(|s| {
+            for n in s.networks.values_mut() {
+                if let Some(e) = n.endpoints.get_mut(container_id) {
+                    e.container_name = name.clone();
+                }
+            }
+        })
+    }
+
     pub fn shutdown(&self) {
         let mut live = lock(&self.inner.live);
         live.resolvers.clear();
