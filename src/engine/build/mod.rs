@@ -3,6 +3,7 @@
 //! which reproduces Go's regexp engine on the patterns and so needs the regex crate.
 
 pub mod dockerignore;
+pub mod exec;
 
 use refeng_spec::build::fold::{BaseImage, ImageConfig, ImageSource};
 use refeng_spec::build::{parse, plan, BuildOptions};

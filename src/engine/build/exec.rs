@@ -1,0 +1,960 @@
+//! `POST /build`: the classic builder's executor. It reads the context tar, plans the build
+//! with the pure fold ([`refeng_spec::build::plan`]), carries out each step (metadata steps
+//! commit a config, `COPY`/`ADD` from the context write a layer) and stores the target
+//! stage's image in containerd (blobs with their `gc.ref` labels, snapshots unpacked, names
+//! set), answering the JSON message stream `docker build` prints.
+//!
+//! Not done yet, and refused by name at their step rather than done differently: `RUN` and
+//! `WORKDIR`'s directory creation (both need a container), `COPY --from`, `ADD` of a URL or
+//! of a local archive, `--chown` by name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use containerd_client::types::Descriptor;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::dockerignore::clean;
+use crate::engine::error::ApiError;
+use crate::engine::image_archive::{body_reader, Staging};
+use crate::engine::images::{familiar, line, DANGLING};
+use crate::engine::Engine;
+use crate::image::digest::Digest;
+use crate::image::format::{self, PlatformWanted};
+use crate::image::layer::decompress;
+use crate::image::registry::Reference;
+use crate::image::tar::{Builder, Entry, Kind, Reader, TarLimits};
+use refeng_spec::build::fold::{
+    Base, BaseImage, CopyFrom, CopyWork, ImageSource, StagePlan, Step, Work,
+};
+use refeng_spec::build::{parse, plan, BuildOptions, ImageConfig};
+
+/// How long the lease of a build's writes lives if refengd dies during it.
+const BUILD_LEASE_LIFE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The query parameters `POST /build` understands; any other one that is set is refused.
+const KNOWN: &[&str] = &[
+    "dockerfile",
+    "t",
+    "buildargs",
+    "target",
+    "labels",
+    "nocache",
+    "pull",
+    "rm",
+    "forcerm",
+    "q",
+    "networkmode",
+    "platform",
+    "cachefrom",
+    "shmsize",
+    "memory",
+    "memswap",
+    "cpushares",
+    "cpusetcpus",
+    "cpusetmems",
+    "cpuperiod",
+    "cpuquota",
+    "version",
+    "session",
+    "remote",
+];
+
+/// What `POST /build` asks for, read from its query.
+#[derive(Debug, Default)]
+pub struct BuildRequest {
+    /// `dockerfile`: the Dockerfile's path in the context.
+    pub dockerfile: String,
+    /// `t`, every one given, in full reference form.
+    pub tags: Vec<String>,
+    /// `q`.
+    pub quiet: bool,
+    /// The fold's options (`buildargs`, `target`, `labels`, platform).
+    pub options: BuildOptions,
+}
+
+impl BuildRequest {
+    /// Reads the query string of `POST /build`.
+    ///
+    /// # Errors
+    /// `BadRequest` naming a parameter that is unknown, malformed, or set to something this
+    /// builder does not do.
+    pub fn parse(query: Option<&str>) -> Result<BuildRequest, ApiError> {
+        let mut all: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            all.push((k.into_owned(), v.into_owned()));
+        }
+        let first = |key: &str| all.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let truthy = |key: &str| {
+            !matches!(
+                first(key).map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+                None | Some("" | "0" | "no" | "false" | "none")
+            )
+        };
+        for (k, v) in &all {
+            if !KNOWN.contains(&k.as_str()) && !v.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "build parameter {k:?} is not supported by refengd"
+                )));
+            }
+        }
+        let host = format!("linux/{}", crate::engine::system::go_arch());
+        let mut req = BuildRequest {
+            dockerfile: first("dockerfile")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("Dockerfile")
+                .to_owned(),
+            quiet: truthy("q"),
+            ..BuildRequest::default()
+        };
+        req.options.platform.clone_from(&host);
+        for (k, v) in &all {
+            if k == "t" && !v.is_empty() {
+                let r = Reference::parse(v)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid reference format: {e}")))?;
+                if r.digest.is_some() {
+                    return Err(ApiError::BadRequest(format!(
+                        "invalid reference format: {v}: a build cannot be tagged by digest"
+                    )));
+                }
+                req.tags.push(r.to_string());
+            }
+        }
+        if let Some(p) = first("platform").filter(|p| !p.is_empty()) {
+            if p != host && p != "linux" {
+                return Err(ApiError::BadRequest(format!(
+                    "platform {p:?} is not supported: refengd builds for {host} only"
+                )));
+            }
+        }
+        if let Some(t) = first("target").filter(|t| !t.is_empty()) {
+            req.options.target = Some(t.to_owned());
+        }
+        if let Some(a) = first("buildargs").filter(|a| !a.is_empty()) {
+            req.options.build_args = serde_json::from_str(a).map_err(|e| {
+                ApiError::BadRequest(format!("buildargs: not a JSON object of strings: {e}"))
+            })?;
+        }
+        if let Some(l) = first("labels").filter(|l| !l.is_empty()) {
+            req.options.labels = serde_json::from_str(l).map_err(|e| {
+                ApiError::BadRequest(format!("labels: not a JSON object of strings: {e}"))
+            })?;
+        }
+        match first("networkmode") {
+            None | Some("" | "default" | "none" | "host" | "bridge") => {}
+            Some(m) => {
+                return Err(ApiError::BadRequest(format!(
+                    "networkmode {m:?} is not supported: default, bridge, none or host"
+                )))
+            }
+        }
+        if let Some(c) = first("cachefrom").filter(|c| !c.is_empty() && *c != "[]") {
+            return Err(ApiError::BadRequest(format!(
+                "cachefrom {c}: refengd's builder has no cache yet"
+            )));
+        }
+        if first("remote").is_some_and(|r| !r.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "remote: refengd builds from the context in the request body only".into(),
+            ));
+        }
+        if first("version").is_some_and(|v| !v.is_empty() && v != "1") {
+            return Err(ApiError::BadRequest(
+                "version: refengd has the classic builder (version 1) only".into(),
+            ));
+        }
+        Ok(req)
+    }
+}
+
+/// One file of the context.
+#[derive(Debug, Clone)]
+struct ContextFile {
+    entry: Entry,
+    data: Vec<u8>,
+}
+
+/// The build context, by cleaned relative path.
+type Context = BTreeMap<String, ContextFile>;
+
+/// Reads the context tar (plain or compressed), checking each path stays inside it.
+fn read_context(r: impl Read) -> Result<Context, String> {
+    let (_, plain) = decompress(r).map_err(|e| format!("reading the context: {e}"))?;
+    let mut reader = Reader::new(plain, TarLimits::default());
+    let mut out = Context::new();
+    while let Some(entry) = reader
+        .next_entry()
+        .map_err(|e| format!("reading the context: {e}"))?
+    {
+        let text = String::from_utf8_lossy(&entry.path).into_owned();
+        let path = clean(text.trim_start_matches('/'));
+        if path == "." || path.is_empty() {
+            continue;
+        }
+        if path == ".." || path.starts_with("../") {
+            return Err(format!("context entry {text:?} is outside the context"));
+        }
+        let mut data = Vec::new();
+        if entry.kind == Kind::File {
+            reader
+                .data()
+                .read_to_end(&mut data)
+                .map_err(|e| format!("reading the context: {e}"))?;
+        }
+        // Directories a file implies get an entry of their own.
+        let mut at = path.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            out.entry(parent.to_owned()).or_insert_with(|| ContextFile {
+                entry: Entry::new(parent.as_bytes().to_vec(), Kind::Directory),
+                data: Vec::new(),
+            });
+            at = parent;
+        }
+        out.insert(path, ContextFile { entry, data });
+    }
+    Ok(out)
+}
+
+/// Go's `filepath.Match` over one path (a `*` never crosses a `/`).
+fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' => {
+                re.push('[');
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    re.push('^');
+                }
+                loop {
+                    match chars.next() {
+                        Some(']') => break,
+                        Some('\\') => {
+                            let n = chars.next().ok_or("syntax error in pattern")?;
+                            re.push_str(&regex::escape(&n.to_string()));
+                        }
+                        Some(x) if x == '-' => re.push('-'),
+                        Some(x) => re.push_str(&regex::escape(&x.to_string())),
+                        None => return Err("syntax error in pattern".into()),
+                    }
+                }
+                re.push(']');
+            }
+            '\\' => {
+                let n = chars.next().unwrap_or('\\');
+                re.push_str(&regex::escape(&n.to_string()));
+            }
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| e.to_string())
+}
+
+/// The state of a stage between steps: its image config document and its layers.
+#[derive(Debug, Clone)]
+struct ImageState {
+    /// The config document (`config`, `rootfs`, `history`, ...).
+    doc: Value,
+    /// Layers, bottom first, with where their blob is (`None`: already in containerd).
+    layers: Vec<(Descriptor, Option<Vec<u8>>)>,
+    /// The id of the image this state is (`sha256:` of the document).
+    id: String,
+}
+
+impl ImageState {
+    fn scratch() -> ImageState {
+        let p = PlatformWanted::host();
+        let mut doc = json!({
+            "architecture": p.architecture,
+            "os": p.os,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [],
+        });
+        if let Some(v) = p.variant {
+            doc["variant"] = v.into();
+        }
+        ImageState {
+            doc,
+            layers: Vec::new(),
+            id: String::new(),
+        }
+    }
+
+    /// Commits a step: the new config, a history entry, and the layer if there is one.
+    fn commit(
+        &mut self,
+        config: &ImageConfig,
+        container: &ImageConfig,
+        created_by: &str,
+        layer: Option<Vec<u8>>,
+    ) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        self.doc["config"] = serde_json::to_value(config).unwrap_or(Value::Null);
+        self.doc["container_config"] = serde_json::to_value(container).unwrap_or(Value::Null);
+        self.doc["created"] = now.clone().into();
+        let mut h = json!({"created": now, "created_by": created_by});
+        match layer {
+            Some(tar) => {
+                let diff = Digest::sha256(&tar).to_string();
+                if let Some(ids) = self.doc["rootfs"]["diff_ids"].as_array_mut() {
+                    ids.push(diff.clone().into());
+                }
+                self.layers.push((
+                    Descriptor {
+                        media_type: format::OCI_LAYER.into(),
+                        digest: diff,
+                        size: i64::try_from(tar.len()).unwrap_or(i64::MAX),
+                        annotations: HashMap::new(),
+                    },
+                    Some(tar),
+                ));
+            }
+            None => h["empty_layer"] = true.into(),
+        }
+        if let Some(hs) = self.doc["history"].as_array_mut() {
+            hs.push(h);
+        } else {
+            self.doc["history"] = json!([h]);
+        }
+        self.id = Digest::sha256(&serde_json::to_vec(&self.doc).unwrap_or_default()).to_string();
+    }
+}
+
+fn short(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// Where the fold finds base images: the engine's store, looked up from a blocking thread.
+struct StoreSource {
+    engine: Arc<Engine>,
+    handle: tokio::runtime::Handle,
+    found: std::sync::Mutex<HashMap<String, Arc<crate::engine::images::Resolved>>>,
+}
+
+impl ImageSource for StoreSource {
+    fn image(&self, reference: &str) -> Result<BaseImage, String> {
+        let (r, _) = self
+            .handle
+            .block_on(self.engine.find(reference))
+            .map_err(|e| e.to_string())?;
+        let config: ImageConfig =
+            serde_json::from_value(r.config.get("config").cloned().unwrap_or_else(|| json!({})))
+                .map_err(|e| format!("image {reference}: its config does not parse: {e}"))?;
+        let id = r.id.clone();
+        if let Ok(mut m) = self.found.lock() {
+            m.insert(id.clone(), r);
+        }
+        Ok(BaseImage { id, config })
+    }
+}
+
+/// A build that failed: what the stream's `errorDetail` says.
+#[derive(Debug)]
+struct Failed(String);
+
+impl<E: std::fmt::Display> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed(e.to_string())
+    }
+}
+
+struct Run {
+    engine: Arc<Engine>,
+    tx: mpsc::Sender<Bytes>,
+    quiet: bool,
+}
+
+impl Run {
+    async fn say(&self, text: &str) {
+        if !self.quiet {
+            let _ = self.tx.send(line(&json!({ "stream": text }))).await;
+        }
+    }
+}
+
+impl Engine {
+    /// `POST /build`: answers the JSON message stream of the classic builder; the work runs
+    /// in its own task, so a client that goes away leaves either the image or nothing.
+    ///
+    /// # Errors
+    /// None before the stream starts: every failure is the stream's `errorDetail` line.
+    pub async fn build(
+        self: &Arc<Self>,
+        body: hyper::body::Incoming,
+        req: BuildRequest,
+    ) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let run = Run {
+                engine,
+                tx: tx.clone(),
+                quiet: req.quiet,
+            };
+            if let Err(Failed(m)) = run.build(body, req).await {
+                let _ = tx
+                    .send(line(&json!({"errorDetail": {"message": m}, "error": m})))
+                    .await;
+            }
+        });
+        rx
+    }
+}
+
+impl Run {
+    async fn build(&self, body: hyper::body::Incoming, req: BuildRequest) -> Result<(), Failed> {
+        let reader = body_reader(body);
+        let context = tokio::task::spawn_blocking(move || read_context(reader))
+            .await?
+            .map_err(Failed)?;
+        let df_path = clean(req.dockerfile.trim_start_matches('/'));
+        let dockerfile = context.get(&df_path).ok_or_else(|| {
+            Failed(format!(
+                "Cannot locate specified Dockerfile: {}",
+                req.dockerfile
+            ))
+        })?;
+        let parsed = parse(&dockerfile.data)?;
+        let source = Arc::new(StoreSource {
+            engine: self.engine.clone(),
+            handle: tokio::runtime::Handle::current(),
+            found: std::sync::Mutex::new(HashMap::new()),
+        });
+        let s2 = source.clone();
+        let options = req.options.clone();
+        let planned = tokio::task::spawn_blocking(move || plan(&parsed, &options, &*s2)).await?;
+        let planned = planned?;
+        for w in &planned.warnings {
+            self.say(&format!("[WARNING]: {w}\n")).await;
+        }
+        let total = planned.steps_total;
+        let mut done: Vec<ImageState> = Vec::new();
+        for stage in &planned.stages {
+            let state = self.stage(stage, &done, &source, &context, total).await?;
+            done.push(state);
+        }
+        let last = done
+            .pop()
+            .ok_or_else(|| Failed("the build has no stage".into()))?;
+        if !planned.unused_build_args.is_empty() {
+            self.say(&format!(
+                "[Warning] One or more build-args [{}] were not consumed\n",
+                planned.unused_build_args.join(" ")
+            ))
+            .await;
+        }
+        self.store(&last, &req.tags).await?;
+        let _ = self.tx.send(line(&json!({"aux": {"ID": last.id}}))).await;
+        if req.quiet {
+            let _ = self
+                .tx
+                .send(line(&json!({"stream": format!("{}\n", last.id)})))
+                .await;
+            return Ok(());
+        }
+        self.say(&format!("Successfully built {}\n", short(&last.id)))
+            .await;
+        for t in &req.tags {
+            self.say(&format!("Successfully tagged {}\n", familiar(t)))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        stage: &StagePlan,
+        done: &[ImageState],
+        source: &StoreSource,
+        context: &Context,
+        total: usize,
+    ) -> Result<ImageState, Failed> {
+        let (mut state, from_text) = match &stage.base {
+            Base::Scratch => (ImageState::scratch(), "scratch".to_owned()),
+            Base::Stage(i) => (
+                done.get(*i)
+                    .cloned()
+                    .ok_or_else(|| Failed(format!("stage {i} is not built")))?,
+                format!("stage {i}"),
+            ),
+            Base::Image { reference, id } => {
+                let r = source
+                    .found
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(id).cloned())
+                    .ok_or_else(|| Failed(format!("image {reference} went away")))?;
+                (
+                    ImageState {
+                        doc: r.config.clone(),
+                        layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
+                        id: r.id.clone(),
+                    },
+                    reference.clone(),
+                )
+            }
+        };
+        let _ = from_text;
+        self.say(&format!(
+            "Step {}/{total} : {}\n",
+            stage.number,
+            from_source(stage)
+        ))
+        .await;
+        if !state.id.is_empty() {
+            self.say(&format!(" ---> {}\n", short(&state.id))).await;
+        }
+        for step in &stage.steps {
+            if !step.trigger {
+                self.say(&format!("Step {}/{total} : {}\n", step.number, step.source))
+                    .await;
+            }
+            self.step(step, &mut state, context).await?;
+            self.say(&format!(" ---> {}\n", short(&state.id))).await;
+        }
+        if state.id.is_empty() {
+            // `FROM scratch` alone: dockerd refuses to make an image of nothing.
+            return Err(Failed(
+                "No image was generated. Is your Dockerfile empty?".into(),
+            ));
+        }
+        Ok(state)
+    }
+
+    async fn step(
+        &self,
+        step: &Step,
+        state: &mut ImageState,
+        context: &Context,
+    ) -> Result<(), Failed> {
+        let at = |reason: String| {
+            Failed(format!(
+                "Dockerfile:{}: {}: {reason}",
+                step.line,
+                step.source
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_uppercase()
+            ))
+        };
+        match &step.work {
+            Work::Commit => {
+                let by = step.cache.created_by.text("");
+                state.commit(&step.config, &step.cache.container_config, &by, None);
+                Ok(())
+            }
+            Work::Run(_) => Err(at(
+                "RUN is not supported yet by refengd's builder (it needs a build container)".into(),
+            )),
+            Work::Workdir { path } => Err(at(format!(
+                "WORKDIR {path}: creating the directory needs a build container, which refengd's builder does not run yet"
+            ))),
+            Work::Copy(c) => {
+                let (tar, hash) = copy_layer(c, context).map_err(|e| {
+                    Failed(format!(
+                        "{} failed: {e}",
+                        if c.add { "ADD" } else { "COPY" }
+                    ))
+                })?;
+                let by = step.cache.created_by.text(&hash);
+                let mut container = step.cache.container_config.clone();
+                if let Some(cmd) = container.cmd.as_mut() {
+                    if let Some(last) = cmd.last_mut() {
+                        if last.is_empty() || !last.contains(&hash) {
+                            *last = by.clone();
+                        }
+                    }
+                }
+                state.commit(&step.config, &container, &by, Some(tar));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the final image into containerd and names it.
+    async fn store(&self, state: &ImageState, tags: &[String]) -> Result<(), Failed> {
+        let store = self.engine.store();
+        let staging = Staging::new(&self.engine, "build");
+        std::fs::create_dir_all(staging_dir(&staging, &self.engine))?;
+        let lease = format!("refengd-build-{}-{}", std::process::id(), short(&state.id));
+        store.lease(&lease, BUILD_LEASE_LIFE).await?;
+        let result = self.write_image(state, tags, &lease, &staging).await;
+        if let Err(e) = store.end_lease(&lease).await {
+            tracing::warn!(%lease, error = %e, "lease not ended; it expires by itself");
+        }
+        drop(staging);
+        result
+    }
+
+    async fn write_image(
+        &self,
+        state: &ImageState,
+        tags: &[String],
+        lease: &str,
+        staging: &Staging,
+    ) -> Result<(), Failed> {
+        let store = self.engine.store();
+        let dir = staging_dir(staging, &self.engine);
+        let put = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf, Failed> {
+            let p = dir.join(name);
+            let mut f = std::fs::File::create(&p)?;
+            f.write_all(bytes)?;
+            Ok(p)
+        };
+        let diff_ids: Vec<String> = state.doc["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut chains = Vec::new();
+        for d in &diff_ids {
+            let next = match chains.last() {
+                None => d.clone(),
+                Some(prev) => Digest::sha256(format!("{prev} {d}").as_bytes()).to_string(),
+            };
+            chains.push(next);
+        }
+        for (i, (desc, blob)) in state.layers.iter().enumerate() {
+            if let Some(tar) = blob {
+                if store.info(&desc.digest).await?.is_none() {
+                    let p = put(&format!("layer{i}"), tar)?;
+                    let f = tokio::fs::File::open(&p).await?;
+                    store
+                        .write(&desc.digest, tar.len() as u64, f, HashMap::new(), lease)
+                        .await?;
+                }
+            }
+        }
+        let config_bytes = serde_json::to_vec(&state.doc)?;
+        let mut config_labels = HashMap::new();
+        if let Some(top) = chains.last() {
+            config_labels.insert(
+                format!(
+                    "containerd.io/gc.ref.snapshot.{}",
+                    crate::engine::store::SNAPSHOTTER
+                ),
+                top.clone(),
+            );
+        }
+        let config_digest = Digest::sha256(&config_bytes).to_string();
+        let p = put("config", &config_bytes)?;
+        if store.info(&config_digest).await?.is_none() {
+            store
+                .write(
+                    &config_digest,
+                    config_bytes.len() as u64,
+                    tokio::fs::File::open(&p).await?,
+                    config_labels,
+                    lease,
+                )
+                .await?;
+        } else if !config_labels.is_empty() {
+            store.add_labels(&config_digest, config_labels).await?;
+        }
+        let layers: Vec<Value> = state
+            .layers
+            .iter()
+            .map(|(d, _)| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size}))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": format::OCI_MANIFEST,
+            "config": {"mediaType": format::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
+            "layers": layers,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest)?;
+        let manifest_digest = Digest::sha256(&manifest_bytes).to_string();
+        let mut labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_digest.clone(),
+        )]);
+        for (i, (d, _)) in state.layers.iter().enumerate() {
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                d.digest.clone(),
+            );
+        }
+        let p = put("manifest", &manifest_bytes)?;
+        if store.info(&manifest_digest).await?.is_none() {
+            store
+                .write(
+                    &manifest_digest,
+                    manifest_bytes.len() as u64,
+                    tokio::fs::File::open(&p).await?,
+                    labels,
+                    lease,
+                )
+                .await?;
+        }
+        let mut parent = String::new();
+        for ((desc, _), (diff, chain)) in state.layers.iter().zip(diff_ids.iter().zip(&chains)) {
+            if !store.has_snapshot(chain).await? {
+                store
+                    .unpack(chain, &parent, desc.clone(), diff, lease)
+                    .await?;
+            }
+            parent.clone_from(chain);
+        }
+        let target = Descriptor {
+            media_type: format::OCI_MANIFEST.into(),
+            digest: manifest_digest.clone(),
+            size: i64::try_from(manifest_bytes.len()).unwrap_or(i64::MAX),
+            annotations: HashMap::new(),
+        };
+        let names: Vec<String> = if tags.is_empty() {
+            vec![format!("{DANGLING}{manifest_digest}")]
+        } else {
+            tags.to_vec()
+        };
+        for name in &names {
+            let old = store.image(name).await?.and_then(|i| i.target);
+            store.put_image(name, target.clone()).await?;
+            if old.as_ref().is_some_and(|o| o.digest != target.digest) {
+                self.engine.keep_dangling(old, name).await?;
+            }
+        }
+        if !tags.is_empty() {
+            self.engine.drop_dangling(&target.digest).await?;
+        }
+        Ok(())
+    }
+}
+
+fn staging_dir(staging: &Staging, engine: &Engine) -> std::path::PathBuf {
+    let _ = engine;
+    staging.dir().to_path_buf()
+}
+
+/// `FROM ...` as docker prints it in `Step N/M`.
+fn from_source(stage: &StagePlan) -> String {
+    let base = match &stage.base {
+        Base::Scratch => "scratch".to_owned(),
+        Base::Image { reference, .. } => reference.clone(),
+        Base::Stage(i) => format!("{i}"),
+    };
+    match &stage.name {
+        Some(n) => format!("FROM {base} AS {n}"),
+        None => format!("FROM {base}"),
+    }
+}
+
+/// The layer of a `COPY`/`ADD` from the context, and the sources' hash for CreatedBy.
+fn copy_layer(c: &CopyWork, context: &Context) -> Result<(Vec<u8>, String), String> {
+    if !matches!(c.from, CopyFrom::Context) {
+        return Err("--from is not supported yet by refengd's builder".into());
+    }
+    let (uid, gid) = match &c.chown {
+        None => (0, 0),
+        Some(spec) => {
+            let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
+            match (u.parse::<u64>(), g.parse::<u64>()) {
+                (Ok(u), Ok(g)) => (u, g),
+                _ => {
+                    return Err(format!(
+                        "--chown={spec}: only numeric ids are supported by refengd's builder yet"
+                    ))
+                }
+            }
+        }
+    };
+    let mut matched: Vec<&str> = Vec::new();
+    for src in &c.sources {
+        if c.add && refeng_spec::build::fold::is_url(src) {
+            return Err(format!(
+                "ADD of the URL {src} is not supported by refengd's builder"
+            ));
+        }
+        let cleaned = clean(src.trim_start_matches('/'));
+        if cleaned == ".." || cleaned.starts_with("../") {
+            return Err(format!(
+                "Forbidden path outside the build context: {src} ()"
+            ));
+        }
+        if cleaned == "." {
+            matched.push("");
+            continue;
+        }
+        let re = glob_regex(&cleaned)?;
+        let before = matched.len();
+        for k in context.keys() {
+            if re.is_match(k) {
+                matched.push(k);
+            }
+        }
+        if matched.len() == before {
+            return Err(format!(
+                "file not found in build context or excluded by .dockerignore: stat {cleaned}: file does not exist"
+            ));
+        }
+    }
+    let dest = c.dest_path.trim_start_matches('/');
+    let dest_dir = c.dest_path.ends_with('/');
+    if matched.len() > 1 && !dest_dir {
+        return Err(
+            "When using COPY with more than one source file, the destination must be a directory and end with a /"
+                .into(),
+        );
+    }
+    let dest = dest.trim_end_matches('/');
+    let mut out: BTreeMap<String, (Entry, &[u8])> = BTreeMap::new();
+    let mut hasher_input = Vec::new();
+    for src in &matched {
+        let is_dir = src.is_empty()
+            || context
+                .get(*src)
+                .is_some_and(|f| f.entry.kind == Kind::Directory);
+        if is_dir {
+            let prefix = if src.is_empty() {
+                String::new()
+            } else {
+                format!("{src}/")
+            };
+            if let Some(f) = context.get(*src) {
+                add(&mut out, dest, &f.entry, &[], uid, gid, c.add)?;
+            }
+            for (k, f) in context.range(prefix.clone()..) {
+                let Some(rel) = k.strip_prefix(&prefix) else {
+                    break;
+                };
+                let target = if dest.is_empty() {
+                    rel.to_owned()
+                } else {
+                    format!("{dest}/{rel}")
+                };
+                add(&mut out, &target, &f.entry, &f.data, uid, gid, c.add)?;
+                hasher_input.extend_from_slice(rel.as_bytes());
+                hasher_input.extend_from_slice(&f.data);
+            }
+        } else if let Some(f) = context.get(*src) {
+            let base = src.rsplit('/').next().unwrap_or(src);
+            let target = if dest_dir || dest.is_empty() {
+                if dest.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{dest}/{base}")
+                }
+            } else {
+                dest.to_owned()
+            };
+            add(&mut out, &target, &f.entry, &f.data, uid, gid, c.add)?;
+            hasher_input.extend_from_slice(&f.data);
+        }
+    }
+    // Parent directories the copy creates: 0755, owned as the copy is.
+    let paths: Vec<String> = out.keys().cloned().collect();
+    for p in paths {
+        let mut at = p.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            out.entry(parent.to_owned()).or_insert_with(|| {
+                let mut e = Entry::new(parent.as_bytes().to_vec(), Kind::Directory);
+                e.uid = uid;
+                e.gid = gid;
+                (e, &[][..])
+            });
+            at = parent;
+        }
+    }
+    let mut b = Builder::new(Vec::new());
+    for (path, (entry, data)) in &out {
+        let mut e = entry.clone();
+        e.path = if e.kind == Kind::Directory {
+            format!("{path}/").into_bytes()
+        } else {
+            path.clone().into_bytes()
+        };
+        b.append(&e, *data).map_err(|e| e.to_string())?;
+    }
+    let tar = b.finish().map_err(|e| e.to_string())?;
+    let kind = if matched.len() > 1 {
+        "multi"
+    } else if matched.first().is_some_and(|s| {
+        s.is_empty()
+            || context
+                .get(*s)
+                .is_some_and(|f| f.entry.kind == Kind::Directory)
+    }) {
+        "dir"
+    } else {
+        "file"
+    };
+    let hash = Digest::sha256(&hasher_input).to_string();
+    Ok((
+        tar,
+        format!("{kind}:{}", hash.trim_start_matches("sha256:")),
+    ))
+}
+
+fn add<'a>(
+    out: &mut BTreeMap<String, (Entry, &'a [u8])>,
+    target: &str,
+    entry: &Entry,
+    data: &'a [u8],
+    uid: u64,
+    gid: u64,
+    add: bool,
+) -> Result<(), String> {
+    if target.is_empty() {
+        return Ok(());
+    }
+    if add && entry.kind == Kind::File && is_archive(data) {
+        return Err(format!(
+            "ADD of the local archive {} is not supported by refengd's builder yet",
+            String::from_utf8_lossy(&entry.path)
+        ));
+    }
+    let mut e = entry.clone();
+    e.uid = uid;
+    e.gid = gid;
+    out.insert(target.to_owned(), (e, data));
+    Ok(())
+}
+
+/// Whether `data` is what the classic builder's ADD would unpack: gzip, bzip2, xz or a tar.
+fn is_archive(data: &[u8]) -> bool {
+    data.starts_with(&[0x1f, 0x8b])
+        || data.starts_with(b"BZh")
+        || data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || data.get(257..262) == Some(b"ustar")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_go_filepath_match() {
+        let re = glob_regex("a*.txt").unwrap();
+        assert!(re.is_match("ab.txt"));
+        assert!(!re.is_match("a/b.txt"));
+        let re = glob_regex("f[0-9]").unwrap();
+        assert!(re.is_match("f3"));
+        assert!(!re.is_match("fx"));
+        assert!(glob_regex("x[").is_err());
+    }
+
+    #[test]
+    fn unknown_and_unsupported_parameters_are_refused_by_name() {
+        let e = BuildRequest::parse(Some("squash=1")).unwrap_err();
+        assert!(e.to_string().contains("squash"), "{e}");
+        let e = BuildRequest::parse(Some("platform=linux/s390x")).unwrap_err();
+        assert!(e.to_string().contains("linux/s390x"), "{e}");
+        let r = BuildRequest::parse(Some("t=a&t=b:2&q=1")).unwrap();
+        assert_eq!(
+            r.tags,
+            ["docker.io/library/a:latest", "docker.io/library/b:2"]
+        );
+        assert!(r.quiet);
+    }
+}
