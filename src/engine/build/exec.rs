@@ -10,10 +10,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use containerd_client::types::Descriptor;
+use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
+};
+use containerd_client::services::v1::DiffRequest;
+use containerd_client::types::{Descriptor, Mount};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -21,14 +29,16 @@ use super::dockerignore::clean;
 use crate::engine::error::ApiError;
 use crate::engine::image_archive::{body_reader, Staging};
 use crate::engine::images::{familiar, line, DANGLING};
+use crate::engine::store::SNAPSHOTTER;
 use crate::engine::Engine;
 use crate::image::digest::Digest;
 use crate::image::format::{self, PlatformWanted};
 use crate::image::layer::decompress;
 use crate::image::registry::Reference;
+use crate::image::snapshot::MountSpec;
 use crate::image::tar::{Builder, Entry, Kind, Reader, TarLimits};
 use refeng_spec::build::fold::{
-    Base, BaseImage, CopyFrom, CopyWork, ImageSource, StagePlan, Step, Work,
+    Base, BaseImage, CopyFrom, CopyWork, ImageSource, RunWork, StagePlan, Step, Work,
 };
 use refeng_spec::build::{parse, plan, BuildOptions, ImageConfig};
 
@@ -74,6 +84,12 @@ pub struct BuildRequest {
     pub quiet: bool,
     /// The fold's options (`buildargs`, `target`, `labels`, platform).
     pub options: BuildOptions,
+    /// `rm`: remove the container of a successful `RUN` (the API's default is true).
+    pub rm: bool,
+    /// `forcerm`: remove it also when the `RUN` failed.
+    pub forcerm: bool,
+    /// The `HostConfig` of each `RUN`'s container (network mode, shm size, limits).
+    pub host_config: Value,
 }
 
 impl BuildRequest {
@@ -111,6 +127,43 @@ impl BuildRequest {
             ..BuildRequest::default()
         };
         req.options.platform.clone_from(&host);
+        req.rm = first("rm").is_none() || truthy("rm");
+        req.forcerm = truthy("forcerm");
+        let mut hc = serde_json::Map::new();
+        let network = match first("networkmode") {
+            None | Some("" | "default" | "bridge") => "default",
+            Some("none") => "none",
+            Some("host") => "host",
+            Some(m) => {
+                return Err(ApiError::BadRequest(format!(
+                    "networkmode {m:?} is not supported: default, bridge, none or host"
+                )))
+            }
+        };
+        hc.insert("NetworkMode".into(), network.into());
+        for (key, field) in [
+            ("shmsize", "ShmSize"),
+            ("memory", "Memory"),
+            ("memswap", "MemorySwap"),
+            ("cpushares", "CpuShares"),
+            ("cpuperiod", "CpuPeriod"),
+            ("cpuquota", "CpuQuota"),
+        ] {
+            if let Some(v) = first(key).filter(|v| !v.is_empty()) {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("{key}: {v:?} is not an integer")))?;
+                if n != 0 {
+                    hc.insert(field.into(), n.into());
+                }
+            }
+        }
+        for (key, field) in [("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems")] {
+            if let Some(v) = first(key).filter(|v| !v.is_empty()) {
+                hc.insert(field.into(), v.into());
+            }
+        }
+        req.host_config = Value::Object(hc);
         for (k, v) in &all {
             if k == "t" && !v.is_empty() {
                 let r = Reference::parse(v)
@@ -142,14 +195,6 @@ impl BuildRequest {
             req.options.labels = serde_json::from_str(l).map_err(|e| {
                 ApiError::BadRequest(format!("labels: not a JSON object of strings: {e}"))
             })?;
-        }
-        match first("networkmode") {
-            None | Some("" | "default" | "none" | "host" | "bridge") => {}
-            Some(m) => {
-                return Err(ApiError::BadRequest(format!(
-                    "networkmode {m:?} is not supported: default, bridge, none or host"
-                )))
-            }
         }
         if let Some(c) = first("cachefrom").filter(|c| !c.is_empty() && *c != "[]") {
             return Err(ApiError::BadRequest(format!(
@@ -288,6 +333,49 @@ impl ImageState {
         }
     }
 
+    /// The chain id of the top layer (the snapshot of this state); empty for no layers.
+    fn top_chain(&self) -> String {
+        let mut chain = String::new();
+        for d in self.doc["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let d = d.as_str().unwrap_or_default();
+            chain = if chain.is_empty() {
+                d.to_owned()
+            } else {
+                Digest::sha256(format!("{chain} {d}").as_bytes()).to_string()
+            };
+        }
+        chain
+    }
+
+    /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff).
+    fn commit_layer(
+        &mut self,
+        config: &ImageConfig,
+        container: &ImageConfig,
+        created_by: &str,
+        layer: Descriptor,
+    ) {
+        self.commit(config, container, created_by, None);
+        if let Some(h) = self.doc["history"]
+            .as_array_mut()
+            .and_then(|h| h.last_mut())
+        {
+            if let Some(o) = h.as_object_mut() {
+                o.remove("empty_layer");
+            }
+        }
+        if let Some(ids) = self.doc["rootfs"]["diff_ids"].as_array_mut() {
+            // An uncompressed layer's digest is its diff id.
+            ids.push(layer.digest.clone().into());
+        }
+        self.layers.push((layer, None));
+        self.id = Digest::sha256(&serde_json::to_vec(&self.doc).unwrap_or_default()).to_string();
+    }
+
     /// Commits a step: the new config, a history entry, and the layer if there is one.
     fn commit(
         &mut self,
@@ -370,6 +458,11 @@ struct Run {
     engine: Arc<Engine>,
     tx: mpsc::Sender<Bytes>,
     quiet: bool,
+    /// The lease every blob and snapshot of the build is written under until it is named.
+    lease: String,
+    rm: bool,
+    forcerm: bool,
+    host_config: Value,
 }
 
 impl Run {
@@ -383,14 +476,12 @@ impl Run {
 impl Engine {
     /// `POST /build`: answers the JSON message stream of the classic builder; the work runs
     /// in its own task, so a client that goes away leaves either the image or nothing.
-    ///
-    /// # Errors
-    /// None before the stream starts: every failure is the stream's `errorDetail` line.
     pub async fn build(
         self: &Arc<Self>,
         body: hyper::body::Incoming,
         req: BuildRequest,
     ) -> mpsc::Receiver<Bytes> {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -398,8 +489,27 @@ impl Engine {
                 engine,
                 tx: tx.clone(),
                 quiet: req.quiet,
+                lease: format!(
+                    "refengd-build-{}-{}",
+                    std::process::id(),
+                    SERIAL.fetch_add(1, Ordering::Relaxed)
+                ),
+                rm: req.rm,
+                forcerm: req.forcerm,
+                host_config: req.host_config.clone(),
             };
-            if let Err(Failed(m)) = run.build(body, req).await {
+            let store = run.engine.store();
+            let result = match store.lease(&run.lease, BUILD_LEASE_LIFE).await {
+                Ok(()) => {
+                    let r = run.build(body, req).await;
+                    if let Err(e) = store.end_lease(&run.lease).await {
+                        tracing::warn!(lease = %run.lease, error = %e, "lease not ended; it expires by itself");
+                    }
+                    r
+                }
+                Err(e) => Err(Failed(e.to_string())),
+            };
+            if let Err(Failed(m)) = result {
                 let _ = tx
                     .send(line(&json!({"errorDetail": {"message": m}, "error": m})))
                     .await;
@@ -451,7 +561,7 @@ impl Run {
             ))
             .await;
         }
-        self.store(&last, &req.tags).await?;
+        self.write_image(&last, &req.tags).await?;
         let _ = self.tx.send(line(&json!({"aux": {"ID": last.id}}))).await;
         if req.quiet {
             let _ = self
@@ -477,14 +587,12 @@ impl Run {
         context: &Context,
         total: usize,
     ) -> Result<ImageState, Failed> {
-        let (mut state, from_text) = match &stage.base {
-            Base::Scratch => (ImageState::scratch(), "scratch".to_owned()),
-            Base::Stage(i) => (
-                done.get(*i)
-                    .cloned()
-                    .ok_or_else(|| Failed(format!("stage {i} is not built")))?,
-                format!("stage {i}"),
-            ),
+        let mut state = match &stage.base {
+            Base::Scratch => ImageState::scratch(),
+            Base::Stage(i) => done
+                .get(*i)
+                .cloned()
+                .ok_or_else(|| Failed(format!("stage {i} is not built")))?,
             Base::Image { reference, id } => {
                 let r = source
                     .found
@@ -492,17 +600,13 @@ impl Run {
                     .ok()
                     .and_then(|m| m.get(id).cloned())
                     .ok_or_else(|| Failed(format!("image {reference} went away")))?;
-                (
-                    ImageState {
-                        doc: r.config.clone(),
-                        layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
-                        id: r.id.clone(),
-                    },
-                    reference.clone(),
-                )
+                ImageState {
+                    doc: r.config.clone(),
+                    layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
+                    id: r.id.clone(),
+                }
             }
         };
-        let _ = from_text;
         self.say(&format!(
             "Step {}/{total} : {}\n",
             stage.number,
@@ -511,6 +615,14 @@ impl Run {
         .await;
         if !state.id.is_empty() {
             self.say(&format!(" ---> {}\n", short(&state.id))).await;
+        }
+        let triggers = stage.steps.iter().filter(|s| s.trigger).count();
+        if triggers > 0 {
+            self.say(&format!(
+                "# Executing {triggers} build trigger{}\n",
+                if triggers == 1 { "" } else { "s" }
+            ))
+            .await;
         }
         for step in &stage.steps {
             if !step.trigger {
@@ -535,29 +647,46 @@ impl Run {
         state: &mut ImageState,
         context: &Context,
     ) -> Result<(), Failed> {
-        let at = |reason: String| {
-            Failed(format!(
-                "Dockerfile:{}: {}: {reason}",
-                step.line,
-                step.source
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_uppercase()
-            ))
-        };
         match &step.work {
             Work::Commit => {
                 let by = step.cache.created_by.text("");
                 state.commit(&step.config, &step.cache.container_config, &by, None);
                 Ok(())
             }
-            Work::Run(_) => Err(at(
-                "RUN is not supported yet by refengd's builder (it needs a build container)".into(),
-            )),
-            Work::Workdir { path } => Err(at(format!(
-                "WORKDIR {path}: creating the directory needs a build container, which refengd's builder does not run yet"
-            ))),
+            Work::Run(r) => self.run(step, r, state).await,
+            Work::Workdir { path } => {
+                let chain = state.top_chain();
+                let key = format!("build-workdir-{}-{}", std::process::id(), short(&state.id));
+                let mut snapshots = self.snapshots();
+                let mounts = snapshots
+                    .prepare(self.leased(PrepareSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key: key.clone(),
+                        parent: chain.clone(),
+                        labels: HashMap::new(),
+                    }))
+                    .await
+                    .map_err(|s| {
+                        Failed(format!("preparing the WORKDIR snapshot: {}", s.message()))
+                    })?
+                    .into_inner()
+                    .mounts;
+                let made = self.mkdir_in(&mounts, path).await;
+                let layer = match made {
+                    Ok(()) => self.diff(&chain, mounts).await,
+                    Err(e) => Err(e),
+                };
+                let _ = self
+                    .snapshots()
+                    .remove(self.engine.backend.request(RemoveSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key,
+                    }))
+                    .await;
+                let by = step.cache.created_by.text("");
+                state.commit_layer(&step.config, &step.cache.container_config, &by, layer?);
+                Ok(())
+            }
             Work::Copy(c) => {
                 let (tar, hash) = copy_layer(c, context).map_err(|e| {
                     Failed(format!(
@@ -567,12 +696,8 @@ impl Run {
                 })?;
                 let by = step.cache.created_by.text(&hash);
                 let mut container = step.cache.container_config.clone();
-                if let Some(cmd) = container.cmd.as_mut() {
-                    if let Some(last) = cmd.last_mut() {
-                        if last.is_empty() || !last.contains(&hash) {
-                            *last = by.clone();
-                        }
-                    }
+                if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
+                    last.clone_from(&by);
                 }
                 state.commit(&step.config, &container, &by, Some(tar));
                 Ok(())
@@ -580,30 +705,239 @@ impl Run {
         }
     }
 
-    /// Writes the final image into containerd and names it.
-    async fn store(&self, state: &ImageState, tags: &[String]) -> Result<(), Failed> {
-        let store = self.engine.store();
-        let staging = Staging::new(&self.engine, "build");
-        std::fs::create_dir_all(staging_dir(&staging, &self.engine))?;
-        let lease = format!("refengd-build-{}-{}", std::process::id(), short(&state.id));
-        store.lease(&lease, BUILD_LEASE_LIFE).await?;
-        let result = self.write_image(state, tags, &lease, &staging).await;
-        if let Err(e) = store.end_lease(&lease).await {
-            tracing::warn!(%lease, error = %e, "lease not ended; it expires by itself");
+    /// A `RUN`: a container of the parent image (stored as an intermediate image), its output
+    /// in the stream, its changes committed as a layer.
+    async fn run(&self, step: &Step, r: &RunWork, state: &mut ImageState) -> Result<(), Failed> {
+        if state.id.is_empty() {
+            return Err(Failed(
+                "Dockerfile: RUN: a RUN needs a base image: FROM scratch has no files to run"
+                    .into(),
+            ));
         }
-        drop(staging);
-        result
+        self.write_image(state, &[]).await?;
+        let body = json!({
+            "Image": state.id,
+            "Cmd": r.argv,
+            "Entrypoint": [],
+            "Env": r.env,
+            "User": r.user,
+            "WorkingDir": r.working_dir,
+            "Healthcheck": {"Test": ["NONE"]},
+            "HostConfig": self.host_config,
+        });
+        let created = self
+            .engine
+            .container_create("", "", &serde_json::to_vec(&body)?)
+            .await?;
+        let id = created
+            .get("Id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.say(&format!(" ---> Running in {}\n", short(&id)))
+            .await;
+        let outcome = self.run_container(&id, &state.top_chain()).await;
+        let failed = !matches!(outcome, Ok((0, _)));
+        if self.forcerm || (self.rm && !failed) {
+            if let Err(e) = self.engine.container_remove(&id, true, false).await {
+                tracing::warn!(%id, error = %e, "intermediate container not removed");
+            } else {
+                self.say(&format!("Removing intermediate container {}\n", short(&id)))
+                    .await;
+            }
+        }
+        let (code, layer) = outcome?;
+        if code != 0 {
+            return Err(Failed(format!(
+                "The command '{}' returned a non-zero code: {code}",
+                r.argv.join(" ")
+            )));
+        }
+        let by = step.cache.created_by.text("");
+        let layer = layer.ok_or_else(|| Failed("the RUN made no layer".into()))?;
+        state.commit_layer(&step.config, &step.cache.container_config, &by, layer);
+        Ok(())
     }
 
-    async fn write_image(
+    /// Starts the container, forwards its output, and on success diffs its snapshot.
+    async fn run_container(
+        &self,
+        id: &str,
+        parent_chain: &str,
+    ) -> Result<(u32, Option<Descriptor>), Failed> {
+        let wait = self.engine.container_wait(id, "next-exit")?;
+        self.engine.container_start(id).await?;
+        let log = self.engine.containers.log_path(id);
+        let mut offset = 0usize;
+        let mut wait = wait;
+        let exit = loop {
+            tokio::select! {
+                v = &mut wait => break v.map_err(|_| Failed("the RUN container's wait ended".into()))?,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    offset = self.forward_log(&log, offset).await;
+                }
+            }
+        };
+        // The log is written by the engine's log task; what came after the last poll.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.forward_log(&log, offset).await;
+        let code = exit
+            .get("StatusCode")
+            .and_then(Value::as_u64)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(u32::MAX);
+        if code != 0 {
+            return Ok((code, None));
+        }
+        let mounts = self.engine.containers.ctd.mounts(id).await?;
+        let layer = self.diff(parent_chain, mounts).await?;
+        Ok((0, Some(layer)))
+    }
+
+    /// Sends the json-file log's lines from `offset` on; the new offset.
+    async fn forward_log(&self, path: &std::path::Path, offset: usize) -> usize {
+        let Ok(bytes) = tokio::fs::read(path).await else {
+            return offset;
+        };
+        let Some(new) = bytes.get(offset..) else {
+            return offset;
+        };
+        let complete = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for l in new[..complete].split(|b| *b == b'\n') {
+            if let Ok(v) = serde_json::from_slice::<Value>(l) {
+                if let Some(text) = v.get("log").and_then(Value::as_str) {
+                    self.say(text).await;
+                }
+            }
+        }
+        offset + complete
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<tonic::transport::Channel> {
+        SnapshotsClient::new(self.engine.backend.channel())
+    }
+
+    fn leased<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = self.engine.backend.request(msg);
+        if let Ok(l) = self.lease.parse() {
+            r.metadata_mut().insert("containerd-lease", l);
+        }
+        r
+    }
+
+    /// Diff.Diff of `right` against a view of `parent_chain` (empty: against nothing): the
+    /// changes as an uncompressed layer in containerd, under the build's lease.
+    async fn diff(&self, parent_chain: &str, right: Vec<Mount>) -> Result<Descriptor, Failed> {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let view = format!(
+            "build-view-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let left = if parent_chain.is_empty() {
+            Vec::new()
+        } else {
+            self.snapshots()
+                .view(self.leased(ViewSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: view.clone(),
+                    parent: parent_chain.into(),
+                    labels: HashMap::new(),
+                }))
+                .await
+                .map_err(|s| Failed(format!("a view of the parent: {}", s.message())))?
+                .into_inner()
+                .mounts
+        };
+        let result = DiffClient::new(self.engine.backend.channel())
+            .diff(self.leased(DiffRequest {
+                left,
+                right,
+                media_type: format::OCI_LAYER.into(),
+                r#ref: view.clone(),
+                ..Default::default()
+            }))
+            .await;
+        if !parent_chain.is_empty() {
+            let _ = self
+                .snapshots()
+                .remove(self.engine.backend.request(RemoveSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: view,
+                }))
+                .await;
+        }
+        result
+            .map_err(|s| Failed(format!("committing the changes: {}", s.message())))?
+            .into_inner()
+            .diff
+            .ok_or_else(|| Failed("committing the changes: containerd returned no layer".into()))
+    }
+
+    /// Makes `path` (and its parents, 0755 root) in the snapshot `mounts`, as dockerd's
+    /// `WORKDIR` does in the container's filesystem.
+    async fn mkdir_in(&self, mounts: &[Mount], path: &str) -> Result<(), Failed> {
+        let mounts = mounts.to_vec();
+        let path = path.to_owned();
+        let scratch = self
+            .engine
+            .config()
+            .data_root
+            .join("tmp")
+            .join(format!("build-mkdir-{}", std::process::id()));
+        tokio::task::spawn_blocking(move || -> Result<(), Failed> {
+            std::fs::create_dir_all(&scratch)?;
+            let result = (|| -> Result<(), Failed> {
+                let [m] = mounts.as_slice() else {
+                    return Err(Failed(format!("{} stacked mounts", mounts.len())));
+                };
+                let spec = MountSpec {
+                    fs_type: if m.r#type == "rbind" {
+                        "bind".into()
+                    } else {
+                        m.r#type.clone()
+                    },
+                    source: m.source.clone().into(),
+                    options: m.options.clone(),
+                };
+                let _guard = spec.mount(&scratch)?;
+                let mut at = scratch.clone();
+                for part in path.split('/').filter(|p| !p.is_empty()) {
+                    at.push(part);
+                    // A symlink component is followed inside the rootfs as dockerd does;
+                    // a missing one is made.
+                    if std::fs::symlink_metadata(&at).is_err() {
+                        std::fs::create_dir(&at)?;
+                        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?;
+                    }
+                }
+                Ok(())
+            })();
+            let _ = std::fs::remove_dir(&scratch);
+            result
+        })
+        .await?
+    }
+
+    /// Writes `state` into containerd as an image: blobs with their `gc.ref` labels,
+    /// snapshots unpacked, named `tags` (none: a dangling image, as an intermediate is).
+    async fn write_image(&self, state: &ImageState, tags: &[String]) -> Result<(), Failed> {
+        let staging = Staging::new(&self.engine, "build");
+        std::fs::create_dir_all(staging.dir())?;
+        let r = self.write_image_in(state, tags, &staging).await;
+        drop(staging);
+        r
+    }
+
+    async fn write_image_in(
         &self,
         state: &ImageState,
         tags: &[String],
-        lease: &str,
         staging: &Staging,
     ) -> Result<(), Failed> {
+        let lease = self.lease.as_str();
         let store = self.engine.store();
-        let dir = staging_dir(staging, &self.engine);
+        let dir = staging.dir().to_path_buf();
         let put = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf, Failed> {
             let p = dir.join(name);
             let mut f = std::fs::File::create(&p)?;
@@ -730,11 +1064,6 @@ impl Run {
         }
         Ok(())
     }
-}
-
-fn staging_dir(staging: &Staging, engine: &Engine) -> std::path::PathBuf {
-    let _ = engine;
-    staging.dir().to_path_buf()
 }
 
 /// `FROM ...` as docker prints it in `Step N/M`.
