@@ -431,7 +431,7 @@ async fn dispatch(
         )),
         Route::Build => {
             let req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
-            let rx = engine.build(req.into_body(), req_query).await;
+            let rx = engine.build(req.into_body(), req_query).await?;
             Ok(streamed(rx, "application/json"))
         }
         Route::ImagesLoad => {

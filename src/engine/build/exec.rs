@@ -284,7 +284,7 @@ fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
                             let n = chars.next().ok_or("syntax error in pattern")?;
                             re.push_str(&regex::escape(&n.to_string()));
                         }
-                        Some(x) if x == '-' => re.push('-'),
+                        Some('-') => re.push('-'),
                         Some(x) => re.push_str(&regex::escape(&x.to_string())),
                         None => return Err("syntax error in pattern".into()),
                     }
@@ -349,6 +349,20 @@ impl ImageState {
             };
         }
         chain
+    }
+
+    /// Commits a step whose layer is either in containerd already or given whole.
+    fn commit_made(
+        &mut self,
+        config: &ImageConfig,
+        container: &ImageConfig,
+        created_by: &str,
+        layer: Made,
+    ) {
+        match layer {
+            Made::Stored(d) => self.commit_layer(config, container, created_by, d),
+            Made::Rewritten(tar) => self.commit(config, container, created_by, Some(tar)),
+        }
     }
 
     /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff).
@@ -416,6 +430,40 @@ impl ImageState {
     }
 }
 
+/// A `RUN`'s layer: as Diff.Diff stored it, or rewritten without the mount points.
+#[derive(Debug)]
+enum Made {
+    Stored(Descriptor),
+    Rewritten(Vec<u8>),
+}
+
+/// The files the container's mounts need in its root filesystem; dockerd keeps them in an
+/// init layer below the container's, so a `RUN` never commits them.
+const MOUNT_POINTS: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// `layer` without the empty files made as mount points for `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf` (writes to those go to the mounted files, never to the layer).
+fn without_mount_points(layer: Descriptor, blob: &[u8]) -> Result<Made, Failed> {
+    let mut r = Reader::new(blob, TarLimits::default());
+    let mut b = Builder::new(Vec::new());
+    let mut dropped = false;
+    while let Some(e) = r.next_entry()? {
+        let path = String::from_utf8_lossy(&e.path).into_owned();
+        let path = clean(path.trim_start_matches('/'));
+        if e.kind == Kind::File && e.size == 0 && MOUNT_POINTS.contains(&path.as_str()) {
+            dropped = true;
+            continue;
+        }
+        let mut data = Vec::new();
+        r.data().read_to_end(&mut data)?;
+        b.append(&e, &data[..])?;
+    }
+    if !dropped {
+        return Ok(Made::Stored(layer));
+    }
+    Ok(Made::Rewritten(b.finish()?))
+}
+
 fn short(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
@@ -476,11 +524,33 @@ impl Run {
 impl Engine {
     /// `POST /build`: answers the JSON message stream of the classic builder; the work runs
     /// in its own task, so a client that goes away leaves either the image or nothing.
+    ///
+    /// # Errors
+    /// `BadRequest` for a context or Dockerfile that does not read or parse (dockerd answers
+    /// those before its stream starts); later failures are the stream's `errorDetail` line.
     pub async fn build(
         self: &Arc<Self>,
         body: hyper::body::Incoming,
         req: BuildRequest,
-    ) -> mpsc::Receiver<Bytes> {
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        let reader = body_reader(body);
+        let context = tokio::task::spawn_blocking(move || read_context(reader))
+            .await
+            .map_err(|e| ApiError::internal("reading the context", e))?
+            .map_err(ApiError::BadRequest)?;
+        let df_path = clean(req.dockerfile.trim_start_matches('/'));
+        let dockerfile = context.get(&df_path).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Cannot locate specified Dockerfile: {}",
+                req.dockerfile
+            ))
+        })?;
+        let parsed = parse(&dockerfile.data).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "dockerfile parse error line {}: {}",
+                e.line, e.reason
+            ))
+        })?;
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let engine = self.clone();
@@ -501,7 +571,7 @@ impl Engine {
             let store = run.engine.store();
             let result = match store.lease(&run.lease, BUILD_LEASE_LIFE).await {
                 Ok(()) => {
-                    let r = run.build(body, req).await;
+                    let r = run.build(context, parsed, req).await;
                     if let Err(e) = store.end_lease(&run.lease).await {
                         tracing::warn!(lease = %run.lease, error = %e, "lease not ended; it expires by itself");
                     }
@@ -515,24 +585,17 @@ impl Engine {
                     .await;
             }
         });
-        rx
+        Ok(rx)
     }
 }
 
 impl Run {
-    async fn build(&self, body: hyper::body::Incoming, req: BuildRequest) -> Result<(), Failed> {
-        let reader = body_reader(body);
-        let context = tokio::task::spawn_blocking(move || read_context(reader))
-            .await?
-            .map_err(Failed)?;
-        let df_path = clean(req.dockerfile.trim_start_matches('/'));
-        let dockerfile = context.get(&df_path).ok_or_else(|| {
-            Failed(format!(
-                "Cannot locate specified Dockerfile: {}",
-                req.dockerfile
-            ))
-        })?;
-        let parsed = parse(&dockerfile.data)?;
+    async fn build(
+        &self,
+        context: Context,
+        parsed: refeng_spec::build::Dockerfile,
+        req: BuildRequest,
+    ) -> Result<(), Failed> {
         let source = Arc::new(StoreSource {
             engine: self.engine.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -561,7 +624,7 @@ impl Run {
             ))
             .await;
         }
-        self.write_image(&last, &req.tags).await?;
+        self.write_image(&last, Some(&req.tags)).await?;
         let _ = self.tx.send(line(&json!({"aux": {"ID": last.id}}))).await;
         if req.quiet {
             let _ = self
@@ -655,6 +718,7 @@ impl Run {
             }
             Work::Run(r) => self.run(step, r, state).await,
             Work::Workdir { path } => {
+                self.write_image(state, None).await?;
                 let chain = state.top_chain();
                 let key = format!("build-workdir-{}-{}", std::process::id(), short(&state.id));
                 let mut snapshots = self.snapshots();
@@ -688,7 +752,10 @@ impl Run {
                 Ok(())
             }
             Work::Copy(c) => {
-                let (tar, hash) = copy_layer(c, context).map_err(|e| {
+                let written_dir =
+                    c.dest_path.ends_with('/') || c.dest_path.ends_with("/.") || c.dest == ".";
+                let dest_dir = written_dir || self.is_dir_in(state, &c.dest_path).await?;
+                let (tar, hash) = copy_layer(c, dest_dir, context).map_err(|e| {
                     Failed(format!(
                         "{} failed: {e}",
                         if c.add { "ADD" } else { "COPY" }
@@ -714,7 +781,7 @@ impl Run {
                     .into(),
             ));
         }
-        self.write_image(state, &[]).await?;
+        self.write_image(state, Some(&[])).await?;
         let body = json!({
             "Image": state.id,
             "Cmd": r.argv,
@@ -755,7 +822,7 @@ impl Run {
         }
         let by = step.cache.created_by.text("");
         let layer = layer.ok_or_else(|| Failed("the RUN made no layer".into()))?;
-        state.commit_layer(&step.config, &step.cache.container_config, &by, layer);
+        state.commit_made(&step.config, &step.cache.container_config, &by, layer);
         Ok(())
     }
 
@@ -764,7 +831,7 @@ impl Run {
         &self,
         id: &str,
         parent_chain: &str,
-    ) -> Result<(u32, Option<Descriptor>), Failed> {
+    ) -> Result<(u32, Option<Made>), Failed> {
         let wait = self.engine.container_wait(id, "next-exit")?;
         self.engine.container_start(id).await?;
         let log = self.engine.containers.log_path(id);
@@ -791,7 +858,8 @@ impl Run {
         }
         let mounts = self.engine.containers.ctd.mounts(id).await?;
         let layer = self.diff(parent_chain, mounts).await?;
-        Ok((0, Some(layer)))
+        let blob = self.engine.store().read(&layer.digest).await?;
+        Ok((0, Some(without_mount_points(layer, &blob)?)))
     }
 
     /// Sends the json-file log's lines from `offset` on; the new offset.
@@ -874,6 +942,53 @@ impl Run {
             .ok_or_else(|| Failed("committing the changes: containerd returned no layer".into()))
     }
 
+    /// Whether `path` is a directory in `state`'s filesystem (symlinks followed inside it), as
+    /// the classic builder asks of the container before a copy.
+    async fn is_dir_in(&self, state: &ImageState, path: &str) -> Result<bool, Failed> {
+        if state.layers.is_empty() {
+            return Ok(false);
+        }
+        self.write_image(state, None).await?;
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let key = format!(
+            "build-peek-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let mounts = self
+            .snapshots()
+            .view(self.leased(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.clone(),
+                parent: state.top_chain(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| Failed(format!("a view of the parent: {}", s.message())))?
+            .into_inner()
+            .mounts;
+        let scratch = self.engine.config().data_root.join("tmp").join(&key);
+        let path = path.to_owned();
+        let found = tokio::task::spawn_blocking(move || -> Result<bool, Failed> {
+            std::fs::create_dir_all(&scratch)?;
+            let r = (|| -> Result<bool, Failed> {
+                let _guard = mount_one(&mounts, &scratch)?;
+                Ok(resolve_in(&scratch, &path).is_some_and(|p| p.is_dir()))
+            })();
+            let _ = std::fs::remove_dir(&scratch);
+            r
+        })
+        .await?;
+        let _ = self
+            .snapshots()
+            .remove(self.engine.backend.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key,
+            }))
+            .await;
+        found
+    }
+
     /// Makes `path` (and its parents, 0755 root) in the snapshot `mounts`, as dockerd's
     /// `WORKDIR` does in the container's filesystem.
     async fn mkdir_in(&self, mounts: &[Mount], path: &str) -> Result<(), Failed> {
@@ -901,14 +1016,19 @@ impl Run {
                     options: m.options.clone(),
                 };
                 let _guard = spec.mount(&scratch)?;
-                let mut at = scratch.clone();
-                for part in path.split('/').filter(|p| !p.is_empty()) {
-                    at.push(part);
-                    // A symlink component is followed inside the rootfs as dockerd does;
-                    // a missing one is made.
-                    if std::fs::symlink_metadata(&at).is_err() {
-                        std::fs::create_dir(&at)?;
-                        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?;
+                // Each existing component is resolved inside the snapshot, so that a symlink
+                // (`/var/run -> /run`) never leads out of it.
+                let mut prefix = String::new();
+                for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+                    let parent = resolve_in(&scratch, &prefix).ok_or_else(|| {
+                        Failed(format!("mkdir {path}: {prefix} does not resolve"))
+                    })?;
+                    prefix.push('/');
+                    prefix.push_str(part);
+                    if resolve_in(&scratch, &prefix).is_none() {
+                        let made = parent.join(part);
+                        std::fs::create_dir(&made)?;
+                        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755))?;
                     }
                 }
                 Ok(())
@@ -920,8 +1040,9 @@ impl Run {
     }
 
     /// Writes `state` into containerd as an image: blobs with their `gc.ref` labels,
-    /// snapshots unpacked, named `tags` (none: a dangling image, as an intermediate is).
-    async fn write_image(&self, state: &ImageState, tags: &[String]) -> Result<(), Failed> {
+    /// snapshots unpacked, named `tags` (none: a dangling image, as an intermediate is;
+    /// `None`: not named at all, only its snapshots made).
+    async fn write_image(&self, state: &ImageState, tags: Option<&[String]>) -> Result<(), Failed> {
         let staging = Staging::new(&self.engine, "build");
         std::fs::create_dir_all(staging.dir())?;
         let r = self.write_image_in(state, tags, &staging).await;
@@ -932,7 +1053,7 @@ impl Run {
     async fn write_image_in(
         &self,
         state: &ImageState,
-        tags: &[String],
+        tags: Option<&[String]>,
         staging: &Staging,
     ) -> Result<(), Failed> {
         let lease = self.lease.as_str();
@@ -1047,6 +1168,9 @@ impl Run {
             size: i64::try_from(manifest_bytes.len()).unwrap_or(i64::MAX),
             annotations: HashMap::new(),
         };
+        let Some(tags) = tags else {
+            return Ok(());
+        };
         let names: Vec<String> = if tags.is_empty() {
             vec![format!("{DANGLING}{manifest_digest}")]
         } else {
@@ -1066,6 +1190,72 @@ impl Run {
     }
 }
 
+/// Mounts a snapshot's single mount on `target`.
+fn mount_one(
+    mounts: &[Mount],
+    target: &std::path::Path,
+) -> Result<crate::image::snapshot::MountGuard, Failed> {
+    let [m] = mounts else {
+        return Err(Failed(format!("{} stacked mounts", mounts.len())));
+    };
+    let spec = MountSpec {
+        fs_type: if m.r#type == "rbind" {
+            "bind".into()
+        } else {
+            m.r#type.clone()
+        },
+        source: m.source.clone().into(),
+        options: m.options.clone(),
+    };
+    Ok(spec.mount(target)?)
+}
+
+/// `path` inside the tree at `root`, symlinks resolved within it (an absolute link target is
+/// taken from `root`); `None` when a component is missing or the links loop.
+fn resolve_in(root: &std::path::Path, path: &str) -> Option<std::path::PathBuf> {
+    let mut parts: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(String::from)
+        .rev()
+        .collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = parts.pop() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let mut here = root.to_path_buf();
+        here.extend(&at);
+        here.push(&part);
+        let meta = std::fs::symlink_metadata(&here).ok()?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&here).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with('/') {
+                at.clear();
+            }
+            parts.extend(
+                target
+                    .split('/')
+                    .filter(|p| !p.is_empty() && *p != ".")
+                    .map(String::from)
+                    .rev(),
+            );
+        } else {
+            at.push(part);
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&at);
+    Some(out)
+}
+
 /// `FROM ...` as docker prints it in `Step N/M`.
 fn from_source(stage: &StagePlan) -> String {
     let base = match &stage.base {
@@ -1080,7 +1270,11 @@ fn from_source(stage: &StagePlan) -> String {
 }
 
 /// The layer of a `COPY`/`ADD` from the context, and the sources' hash for CreatedBy.
-fn copy_layer(c: &CopyWork, context: &Context) -> Result<(Vec<u8>, String), String> {
+fn copy_layer(
+    c: &CopyWork,
+    dest_dir: bool,
+    context: &Context,
+) -> Result<(Vec<u8>, String), String> {
     if !matches!(c.from, CopyFrom::Context) {
         return Err("--from is not supported yet by refengd's builder".into());
     }
@@ -1108,7 +1302,7 @@ fn copy_layer(c: &CopyWork, context: &Context) -> Result<(Vec<u8>, String), Stri
         let cleaned = clean(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
             return Err(format!(
-                "Forbidden path outside the build context: {src} ()"
+                "forbidden path outside the build context: {src} ()"
             ));
         }
         if cleaned == "." {
@@ -1129,8 +1323,9 @@ fn copy_layer(c: &CopyWork, context: &Context) -> Result<(Vec<u8>, String), Stri
         }
     }
     let dest = c.dest_path.trim_start_matches('/');
-    let dest_dir = c.dest_path.ends_with('/');
-    if matched.len() > 1 && !dest_dir {
+    let dest = dest.strip_suffix("/.").unwrap_or(dest);
+    let dest = if dest == "." { "" } else { dest };
+    if matched.len() > 1 && !c.dest_path.ends_with('/') {
         return Err(
             "When using COPY with more than one source file, the destination must be a directory and end with a /"
                 .into(),
@@ -1150,9 +1345,6 @@ fn copy_layer(c: &CopyWork, context: &Context) -> Result<(Vec<u8>, String), Stri
             } else {
                 format!("{src}/")
             };
-            if let Some(f) = context.get(*src) {
-                add(&mut out, dest, &f.entry, &[], uid, gid, c.add)?;
-            }
             for (k, f) in context.range(prefix.clone()..) {
                 let Some(rel) = k.strip_prefix(&prefix) else {
                     break;
