@@ -296,6 +296,8 @@ fn corpus() -> Vec<Case> {
         },
         c("from-scratch-copy", "FROM scratch\nCOPY dir /\nCOPY a.txt /top\n"),
         c("onbuild-triggers", "FROM bb:base\nONBUILD RUN echo trig > /trig\n"),
+        c("copy-from-stage", "FROM bb:base AS build\nRUN mkdir -p /out/d && echo made > /out/d/f && chown -R 1000:1000 /out && ln -s d/f /out/l\nFROM bb:base\nCOPY --from=build /out /copied\nCOPY --from=build /out/d/f /out/l /files/\nCOPY --from=0 --chown=5:5 /out/d /chowned\n"),
+        c("copy-from-image-glob", "FROM bb:base\nCOPY --from=bb:base /etc/pass* /etc/gro?p /e/\nCOPY --from=bb:base /home /h\n"),
         c("maintainer-and-add-plain", "FROM bb:base\nMAINTAINER me\nADD a.txt /added\n"),
     ]
 }

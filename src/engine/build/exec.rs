@@ -692,7 +692,7 @@ impl Run {
                 self.say(&format!("Step {}/{total} : {}\n", step.number, step.source))
                     .await;
             }
-            self.step(step, &mut state, context).await?;
+            self.step(step, &mut state, context, done).await?;
             self.say(&format!(" ---> {}\n", short(&state.id))).await;
         }
         if state.id.is_empty() {
@@ -709,6 +709,7 @@ impl Run {
         step: &Step,
         state: &mut ImageState,
         context: &Context,
+        done: &[ImageState],
     ) -> Result<(), Failed> {
         match &step.work {
             Work::Commit => {
@@ -755,7 +756,28 @@ impl Run {
                 let written_dir =
                     c.dest_path.ends_with('/') || c.dest_path.ends_with("/.") || c.dest == ".";
                 let dest_dir = written_dir || self.is_dir_in(state, &c.dest_path).await?;
-                let (tar, hash) = copy_layer(c, dest_dir, context).map_err(|e| {
+                let from_image;
+                let sources = match &c.from {
+                    CopyFrom::Context => context,
+                    CopyFrom::Stage(i) => {
+                        let st = done
+                            .get(*i)
+                            .ok_or_else(|| Failed(format!("stage {i} is not built")))?;
+                        from_image = self.tree_of(st, &c.sources).await?;
+                        &from_image
+                    }
+                    CopyFrom::Image(name) => {
+                        let (r, _) = self.engine.find(name).await?;
+                        let st = ImageState {
+                            doc: r.config.clone(),
+                            layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
+                            id: r.id.clone(),
+                        };
+                        from_image = self.tree_of(&st, &c.sources).await?;
+                        &from_image
+                    }
+                };
+                let (tar, hash) = copy_layer(c, dest_dir, sources).map_err(|e| {
                     Failed(format!(
                         "{} failed: {e}",
                         if c.add { "ADD" } else { "COPY" }
@@ -989,6 +1011,61 @@ impl Run {
         found
     }
 
+    /// The files of `state`'s filesystem that `sources` (globs, absolute in it) name, with
+    /// everything below them, read from a view of its snapshot: what `COPY --from` copies.
+    async fn tree_of(&self, state: &ImageState, sources: &[String]) -> Result<Context, Failed> {
+        if state.layers.is_empty() {
+            return Ok(Context::new());
+        }
+        self.write_image(state, None).await?;
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let key = format!(
+            "build-from-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let mounts = self
+            .snapshots()
+            .view(self.leased(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.clone(),
+                parent: state.top_chain(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| Failed(format!("a view of the source image: {}", s.message())))?
+            .into_inner()
+            .mounts;
+        let scratch = self.engine.config().data_root.join("tmp").join(&key);
+        let sources = sources.to_vec();
+        let tree = tokio::task::spawn_blocking(move || -> Result<Context, Failed> {
+            std::fs::create_dir_all(&scratch)?;
+            let r = (|| -> Result<Context, Failed> {
+                let _guard = mount_one(&mounts, &scratch)?;
+                let mut out = Context::new();
+                for s in &sources {
+                    for key in expand(&scratch, s)? {
+                        if let Some(real) = resolve_in(&scratch, &key) {
+                            read_tree(&real, &key, &mut out)?;
+                        }
+                    }
+                }
+                Ok(out)
+            })();
+            let _ = std::fs::remove_dir(&scratch);
+            r
+        })
+        .await;
+        let _ = self
+            .snapshots()
+            .remove(self.engine.backend.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key,
+            }))
+            .await;
+        tree?
+    }
+
     /// Makes `path` (and its parents, 0755 root) in the snapshot `mounts`, as dockerd's
     /// `WORKDIR` does in the container's filesystem.
     async fn mkdir_in(&self, mounts: &[Mount], path: &str) -> Result<(), Failed> {
@@ -1190,6 +1267,98 @@ impl Run {
     }
 }
 
+/// The paths (relative to `root`) that the glob `pattern` names in the tree at `root`.
+fn expand(root: &std::path::Path, pattern: &str) -> Result<Vec<String>, Failed> {
+    let cleaned = clean(pattern.trim_start_matches('/'));
+    let mut at = vec![String::new()];
+    for comp in cleaned.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let mut next = Vec::new();
+        for base in &at {
+            let Some(dir) = resolve_in(root, base) else {
+                continue;
+            };
+            let join = |name: &str| {
+                if base.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{base}/{name}")
+                }
+            };
+            if comp.contains(['*', '?', '[', '\\']) {
+                let re = glob_regex(comp).map_err(Failed)?;
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| re.is_match(n))
+                    .collect();
+                names.sort();
+                next.extend(names.iter().map(|n| join(n)));
+            } else if std::fs::symlink_metadata(dir.join(comp)).is_ok() {
+                next.push(join(comp));
+            }
+        }
+        at = next;
+    }
+    Ok(at)
+}
+
+/// Reads `real` (and below it, links not followed) into `out` under `key`.
+fn read_tree(real: &std::path::Path, key: &str, out: &mut Context) -> Result<(), Failed> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(real)?;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Directory
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        return Err(Failed(format!(
+            "{key}: copying a device, socket or FIFO is not supported by refengd's builder"
+        )));
+    };
+    let mut entry = Entry::new(key.as_bytes().to_vec(), kind);
+    entry.mode = meta.mode() & 0o7777;
+    entry.uid = u64::from(meta.uid());
+    entry.gid = u64::from(meta.gid());
+    entry.mtime = meta.mtime();
+    let mut data = Vec::new();
+    match kind {
+        Kind::File => {
+            data = std::fs::read(real)?;
+            entry.size = data.len() as u64;
+        }
+        Kind::Symlink => {
+            entry.link = std::fs::read_link(real)?
+                .to_string_lossy()
+                .into_owned()
+                .into_bytes();
+        }
+        _ => {}
+    }
+    if key.is_empty() {
+        // The root itself: only what is below it.
+    } else {
+        out.insert(key.to_owned(), ContextFile { entry, data });
+    }
+    if kind == Kind::Directory {
+        for e in std::fs::read_dir(real)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let sub = if key.is_empty() {
+                name.clone()
+            } else {
+                format!("{key}/{name}")
+            };
+            read_tree(&real.join(&name), &sub, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Mounts a snapshot's single mount on `target`.
 fn mount_one(
     mounts: &[Mount],
@@ -1275,9 +1444,6 @@ fn copy_layer(
     dest_dir: bool,
     context: &Context,
 ) -> Result<(Vec<u8>, String), String> {
-    if !matches!(c.from, CopyFrom::Context) {
-        return Err("--from is not supported yet by refengd's builder".into());
-    }
     let (uid, gid) = match &c.chown {
         None => (0, 0),
         Some(spec) => {
@@ -1332,6 +1498,7 @@ fn copy_layer(
         );
     }
     let dest = dest.trim_end_matches('/');
+    let keep = c.preserve_ownership && c.chown.is_none();
     let mut out: BTreeMap<String, (Entry, &[u8])> = BTreeMap::new();
     let mut hasher_input = Vec::new();
     for src in &matched {
@@ -1354,7 +1521,14 @@ fn copy_layer(
                 } else {
                     format!("{dest}/{rel}")
                 };
-                add(&mut out, &target, &f.entry, &f.data, uid, gid, c.add)?;
+                add(
+                    &mut out,
+                    &target,
+                    &f.entry,
+                    &f.data,
+                    (uid, gid, keep),
+                    c.add,
+                )?;
                 hasher_input.extend_from_slice(rel.as_bytes());
                 hasher_input.extend_from_slice(&f.data);
             }
@@ -1369,7 +1543,14 @@ fn copy_layer(
             } else {
                 dest.to_owned()
             };
-            add(&mut out, &target, &f.entry, &f.data, uid, gid, c.add)?;
+            add(
+                &mut out,
+                &target,
+                &f.entry,
+                &f.data,
+                (uid, gid, keep),
+                c.add,
+            )?;
             hasher_input.extend_from_slice(&f.data);
         }
     }
@@ -1422,8 +1603,7 @@ fn add<'a>(
     target: &str,
     entry: &Entry,
     data: &'a [u8],
-    uid: u64,
-    gid: u64,
+    (uid, gid, keep): (u64, u64, bool),
     add: bool,
 ) -> Result<(), String> {
     if target.is_empty() {
@@ -1436,8 +1616,10 @@ fn add<'a>(
         ));
     }
     let mut e = entry.clone();
-    e.uid = uid;
-    e.gid = gid;
+    if !keep {
+        e.uid = uid;
+        e.gid = gid;
+    }
     out.insert(target.to_owned(), (e, data));
     Ok(())
 }
