@@ -436,31 +436,53 @@ fn bad_input() {
 }
 
 fn cache_and_stream() {
-    let dir = context("stream", "FROM bb:base\nENV A=1\nCOPY a.txt /a\n", FILES);
-    let out = build_refengd(&dir, "stream:1", &[]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dockerfile = "FROM bb:base\nENV A=1\nRUN echo ran > /ran\nCOPY a.txt /a\n";
+    let dir = context("stream", dockerfile, FILES);
+    let build = |flags: &[&str]| {
+        let out = build_refengd(&dir, "stream:1", flags);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = world()
+            .refengd
+            .docker(&["inspect", "--format", "{{.Id}}", "stream:1"]);
+        (text, id.trim().to_owned())
+    };
+    let (first, id1) = build(&["--no-cache"]);
     for want in [
-        "Step 1/3 : FROM bb:base",
-        "Step 2/3 : ENV A=1",
-        "Step 3/3 : COPY a.txt /a",
-        "Successfully built ",
+        "Step 1/4 : FROM bb:base",
+        "Step 2/4 : ENV A=1",
+        "Step 3/4 : RUN echo ran > /ran",
+        " ---> Running in ",
+        "Removing intermediate container ",
+        "Step 4/4 : COPY a.txt /a",
         "Successfully tagged stream:1",
     ] {
-        assert!(text.contains(want), "{want:?} not in:\n{text}");
+        assert!(first.contains(want), "{want:?} not in:\n{first}");
     }
-    let id = world()
-        .refengd
-        .docker(&["inspect", "--format", "{{.Id}}", "stream:1"]);
-    let short = &id.trim().trim_start_matches("sha256:")[..12];
+    assert!(!first.contains("Using cache"), "{first}");
+    let short = &id1.trim_start_matches("sha256:")[..12];
     assert!(
-        text.contains(&format!("Successfully built {short}")),
-        "{text}"
+        first.contains(&format!("Successfully built {short}")),
+        "{first}"
     );
+    // The same build again: every step from the cache, the same image.
+    let (second, id2) = build(&[]);
+    assert_eq!(second.matches(" ---> Using cache").count(), 3, "{second}");
+    assert!(!second.contains("Running in"), "{second}");
+    assert_eq!(id1, id2);
+    // One changed file: the steps before the copy still come from the cache.
+    fs::write(dir.join("a.txt"), "changed\n").unwrap();
+    let (third, id3) = build(&[]);
+    assert_eq!(third.matches(" ---> Using cache").count(), 2, "{third}");
+    assert_ne!(id3, id2);
+    // --no-cache runs every step again.
+    let (fourth, _) = build(&["--no-cache"]);
+    assert!(!fourth.contains("Using cache"), "{fourth}");
+    assert!(fourth.contains("Running in"), "{fourth}");
 }
 
 fn docker_py() {

@@ -25,6 +25,7 @@ use containerd_client::types::{Descriptor, Mount};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::cache;
 use super::dockerignore::clean;
 use crate::engine::error::ApiError;
 use crate::engine::image_archive::{body_reader, Staging};
@@ -88,6 +89,8 @@ pub struct BuildRequest {
     pub rm: bool,
     /// `forcerm`: remove it also when the `RUN` failed.
     pub forcerm: bool,
+    /// `nocache`: every step runs.
+    pub nocache: bool,
     /// The `HostConfig` of each `RUN`'s container (network mode, shm size, limits).
     pub host_config: Value,
 }
@@ -129,6 +132,7 @@ impl BuildRequest {
         req.options.platform.clone_from(&host);
         req.rm = first("rm").is_none() || truthy("rm");
         req.forcerm = truthy("forcerm");
+        req.nocache = truthy("nocache");
         let mut hc = serde_json::Map::new();
         let network = match first("networkmode") {
             None | Some("" | "default" | "bridge") => "default",
@@ -200,6 +204,11 @@ impl BuildRequest {
             return Err(ApiError::BadRequest(format!(
                 "cachefrom {c}: refengd's builder has no cache yet"
             )));
+        }
+        if truthy("pull") {
+            return Err(ApiError::BadRequest(
+                "pull: refengd's builder does not pull base images yet; pull them first".into(),
+            ));
         }
         if first("remote").is_some_and(|r| !r.is_empty()) {
             return Err(ApiError::BadRequest(
@@ -510,6 +519,7 @@ struct Run {
     lease: String,
     rm: bool,
     forcerm: bool,
+    nocache: bool,
     host_config: Value,
 }
 
@@ -566,6 +576,7 @@ impl Engine {
                 ),
                 rm: req.rm,
                 forcerm: req.forcerm,
+                nocache: req.nocache,
                 host_config: req.host_config.clone(),
             };
             let store = run.engine.store();
@@ -704,6 +715,9 @@ impl Run {
         Ok(state)
     }
 
+    /// One step, from the cache when an image of the same parent and container config is
+    /// there (the classic builder's rule); a step that ran is stored as an intermediate image
+    /// and remembered.
     async fn step(
         &self,
         step: &Step,
@@ -711,13 +725,64 @@ impl Run {
         context: &Context,
         done: &[ImageState],
     ) -> Result<(), Failed> {
+        let parent = state.id.clone();
+        if !matches!(step.work, Work::Copy(_))
+            && self
+                .from_cache(&parent, &step.cache.container_config, state)
+                .await?
+        {
+            return Ok(());
+        }
+        let Some(container) = self.work(step, state, context, done, &parent).await? else {
+            return Ok(());
+        };
+        self.write_image(state, Some(&[])).await?;
+        Ok(cache::remember(&self.engine, &parent, &container, &state.id).await?)
+    }
+
+    /// Whether the cache has the step; if so `state` becomes its image.
+    async fn from_cache(
+        &self,
+        parent: &str,
+        container: &ImageConfig,
+        state: &mut ImageState,
+    ) -> Result<bool, Failed> {
+        if self.nocache {
+            return Ok(false);
+        }
+        let Some(id) = cache::lookup(&self.engine, parent, container).await? else {
+            return Ok(false);
+        };
+        let Ok((r, _)) = self.engine.find(&id).await else {
+            return Ok(false);
+        };
+        *state = ImageState {
+            doc: r.config.clone(),
+            layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
+            id: r.id.clone(),
+        };
+        self.say(" ---> Using cache\n").await;
+        Ok(true)
+    }
+
+    /// Does a step's work; the container config it committed with, `None` when the cache had
+    /// it.
+    async fn work(
+        &self,
+        step: &Step,
+        state: &mut ImageState,
+        context: &Context,
+        done: &[ImageState],
+        parent: &str,
+    ) -> Result<Option<ImageConfig>, Failed> {
+        let same = || Some(step.cache.container_config.clone());
         match &step.work {
             Work::Commit => {
                 let by = step.cache.created_by.text("");
                 state.commit(&step.config, &step.cache.container_config, &by, None);
-                Ok(())
+                Ok(same())
             }
-            Work::Run(r) => self.run(step, r, state).await,
+            Work::Run(r) => self.run(step, r, state).await.map(|()| same()),
             Work::Workdir { path } => {
                 self.write_image(state, None).await?;
                 let chain = state.top_chain();
@@ -750,7 +815,7 @@ impl Run {
                     .await;
                 let by = step.cache.created_by.text("");
                 state.commit_layer(&step.config, &step.cache.container_config, &by, layer?);
-                Ok(())
+                Ok(same())
             }
             Work::Copy(c) => {
                 let written_dir =
@@ -788,8 +853,11 @@ impl Run {
                 if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
                     last.clone_from(&by);
                 }
+                if self.from_cache(parent, &container, state).await? {
+                    return Ok(None);
+                }
                 state.commit(&step.config, &container, &by, Some(tar));
-                Ok(())
+                Ok(Some(container))
             }
         }
     }
@@ -1530,6 +1598,8 @@ fn copy_layer(
                     c.add,
                 )?;
                 hasher_input.extend_from_slice(rel.as_bytes());
+                hasher_input.extend_from_slice(&f.entry.mode.to_be_bytes());
+                hasher_input.extend_from_slice(&f.entry.link);
                 hasher_input.extend_from_slice(&f.data);
             }
         } else if let Some(f) = context.get(*src) {

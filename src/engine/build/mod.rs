@@ -2,6 +2,7 @@
 //! `refeng_spec::build` (the Dockerfile parser and the build fold): `.dockerignore` matching,
 //! which reproduces Go's regexp engine on the patterns and so needs the regex crate.
 
+pub mod cache;
 pub mod dockerignore;
 pub mod exec;
 
