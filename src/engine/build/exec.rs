@@ -728,7 +728,7 @@ impl Run {
         let parent = state.id.clone();
         if !matches!(step.work, Work::Copy(_))
             && self
-                .from_cache(&parent, &step.cache.container_config, state)
+                .cached(&parent, &step.cache.container_config, state)
                 .await?
         {
             return Ok(());
@@ -741,7 +741,7 @@ impl Run {
     }
 
     /// Whether the cache has the step; if so `state` becomes its image.
-    async fn from_cache(
+    async fn cached(
         &self,
         parent: &str,
         container: &ImageConfig,
@@ -853,7 +853,7 @@ impl Run {
                 if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
                     last.clone_from(&by);
                 }
-                if self.from_cache(parent, &container, state).await? {
+                if self.cached(parent, &container, state).await? {
                     return Ok(None);
                 }
                 state.commit(&step.config, &container, &by, Some(tar));
