@@ -114,7 +114,9 @@ impl BuildRequest {
             )
         };
         for (k, v) in &all {
-            if !KNOWN.contains(&k.as_str()) && !v.is_empty() {
+            // A zero value (`ulimits=null`, `squash=0`, `extrahosts=`) asks for nothing.
+            let set = !matches!(v.as_str(), "" | "0" | "null" | "[]" | "{}" | "false");
+            if !KNOWN.contains(&k.as_str()) && set {
                 return Err(ApiError::BadRequest(format!(
                     "build parameter {k:?} is not supported by refengd"
                 )));
@@ -270,6 +272,14 @@ fn read_context(r: impl Read) -> Result<Context, String> {
         out.insert(path, ContextFile { entry, data });
     }
     Ok(out)
+}
+
+/// Reads `data` as a build context; the paths it holds (for the `build_context` fuzz target).
+///
+/// # Errors
+/// What the builder answers for a context it cannot read.
+pub fn check_context(data: &[u8]) -> Result<Vec<String>, String> {
+    read_context(data).map(|c| c.into_keys().collect())
 }
 
 /// Go's `filepath.Match` over one path (a `*` never crosses a `/`).

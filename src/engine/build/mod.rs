@@ -61,6 +61,32 @@ pub fn check_dockerfile(data: &[u8]) -> bool {
     }
 }
 
+/// The fuzz target `build_context`: `data` as the context tar of `POST /build` (plain or
+/// compressed). `true`: read.
+///
+/// # Panics
+/// When a path of what was read is not a clean relative path inside the context: the fuzz
+/// target's findings.
+#[must_use]
+pub fn check_build_context(data: &[u8]) -> bool {
+    match exec::check_context(data) {
+        Ok(paths) => {
+            for p in paths {
+                assert!(
+                    !p.is_empty()
+                        && !p.starts_with('/')
+                        && p != ".."
+                        && !p.starts_with("../")
+                        && dockerignore::clean(&p) == p,
+                    "{p:?} is not a clean path inside the context"
+                );
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// The fuzz target `dockerignore`: the first line is a path, the rest a `.dockerignore`.
 /// `true`: the patterns parsed.
 ///
