@@ -485,6 +485,46 @@ fn cache_and_stream() {
     assert!(fourth.contains("Running in"), "{fourth}");
 }
 
+/// A build's output with the ids made `ID` and the CLI's deprecation notice left out.
+fn normalised(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = regex::Regex::new(r"\b[0-9a-f]{12}\b").unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with("Sending build context"))
+        .map(|l| hex.replace_all(l, "ID").into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn stream_matches_dockerd() {
+    let base = context("trig-base", "FROM bb:base\nONBUILD RUN echo trig\n", FILES);
+    assert!(build_dockerd(&base, "trig:1", &[]).status.success());
+    assert!(build_refengd(&base, "trig:1", &[]).status.success());
+    let dir = context(
+        "trig-child",
+        "FROM trig:1\nRUN echo out && echo err >&2\nCOPY a.txt /a\nRUN [\"true\"]\n",
+        FILES,
+    );
+    let theirs = build_dockerd(&dir, "child:1", &["--no-cache"]);
+    let ours = build_refengd(&dir, "child:1", &["--no-cache"]);
+    assert!(theirs.status.success() && ours.status.success());
+    let (t, o) = (normalised(&theirs), normalised(&ours));
+    // stdout and stderr of a RUN come over separate pipes: their order is not the stream's.
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&o), sorted(&t), "refengd:\n{o}\ndockerd:\n{t}");
+    let order = |s: &str| {
+        s.lines()
+            .filter(|l| *l != "out" && *l != "err")
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&o), order(&t), "refengd:\n{o}\ndockerd:\n{t}");
+}
+
 fn docker_py() {
     let dir = context(
         "py",
@@ -506,6 +546,7 @@ fn main() {
     engine_support::run(
         &[
             ("stream", &cache_and_stream),
+            ("stream_matches_dockerd", &stream_matches_dockerd),
             ("differential_against_dockerd", &differential),
             ("bad_input", &bad_input),
             ("docker_py", &docker_py),

@@ -697,24 +697,27 @@ impl Run {
             from_source(stage)
         ))
         .await;
-        if !state.id.is_empty() {
-            self.say(&format!(" ---> {}\n", short(&state.id))).await;
-        }
         let triggers = stage.steps.iter().filter(|s| s.trigger).count();
+        // dockerd prints the base's id unless triggers follow; then the id after the last.
         if triggers > 0 {
             self.say(&format!(
                 "# Executing {triggers} build trigger{}\n",
                 if triggers == 1 { "" } else { "s" }
             ))
             .await;
+        } else if !state.id.is_empty() {
+            self.say(&format!(" ---> {}\n", short(&state.id))).await;
         }
-        for step in &stage.steps {
+        for (i, step) in stage.steps.iter().enumerate() {
             if !step.trigger {
                 self.say(&format!("Step {}/{total} : {}\n", step.number, step.source))
                     .await;
             }
             self.step(step, &mut state, context, done).await?;
-            self.say(&format!(" ---> {}\n", short(&state.id))).await;
+            let more_triggers = step.trigger && stage.steps.get(i + 1).is_some_and(|n| n.trigger);
+            if !more_triggers {
+                self.say(&format!(" ---> {}\n", short(&state.id))).await;
+            }
         }
         if state.id.is_empty() {
             // `FROM scratch` alone: dockerd refuses to make an image of nothing.
@@ -974,7 +977,12 @@ impl Run {
         for l in new[..complete].split(|b| *b == b'\n') {
             if let Ok(v) = serde_json::from_slice::<Value>(l) {
                 if let Some(text) = v.get("log").and_then(Value::as_str) {
-                    self.say(text).await;
+                    if v.get("stream").and_then(Value::as_str) == Some("stderr") {
+                        // dockerd's builder colours what a RUN writes to stderr.
+                        self.say(&format!("\u{1b}[91m{text}\u{1b}[0m")).await;
+                    } else {
+                        self.say(text).await;
+                    }
                 }
             }
         }
