@@ -259,6 +259,31 @@ const FILES: &[(&str, u32, &str)] = &[
     (".dockerignore", 0o644, "*.log\n"),
 ];
 
+/// A context with a tar and a gzipped tar (made by GNU tar in `archives`).
+const ARCHIVES: &[(&str, u32, &str)] = &[("a.txt", 0o644, "a\n")];
+
+/// Packs `inside/` (a file owned 1000:1000, a directory, a link) as ctx.tar and ctx.tar.gz in
+/// `dir`.
+fn archives(dir: &Path) {
+    let inside = dir.join("inside");
+    fs::create_dir_all(inside.join("d")).unwrap();
+    fs::write(inside.join("d/f"), "in the archive\n").unwrap();
+    std::os::unix::fs::symlink("d/f", inside.join("l")).unwrap();
+    std::os::unix::fs::chown(inside.join("d/f"), Some(1000), Some(1000)).unwrap();
+    for (name, flag) in [("ctx.tar", "-cf"), ("ctx.tar.gz", "-czf")] {
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&inside)
+            .arg(flag)
+            .arg(dir.join(name))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    fs::remove_dir_all(&inside).unwrap();
+}
+
 fn corpus() -> Vec<Case> {
     let c = |name, dockerfile| Case {
         name,
@@ -298,6 +323,12 @@ fn corpus() -> Vec<Case> {
         c("onbuild-triggers", "FROM bb:base\nONBUILD RUN echo trig > /trig\n"),
         c("copy-from-stage", "FROM bb:base AS build\nRUN mkdir -p /out/d && echo made > /out/d/f && chown -R 1000:1000 /out && ln -s d/f /out/l\nFROM bb:base\nCOPY --from=build /out /copied\nCOPY --from=build /out/d/f /out/l /files/\nCOPY --from=0 --chown=5:5 /out/d /chowned\n"),
         c("copy-from-image-glob", "FROM bb:base\nCOPY --from=bb:base /etc/pass* /etc/gro?p /e/\nCOPY --from=bb:base /home /h\n"),
+        Case {
+            name: "add-archives",
+            dockerfile: "FROM bb:base\nADD ctx.tar /plain\nADD ctx.tar.gz /gz/\nADD ctx.tar /\nCOPY ctx.tar /copied.tar\n",
+            files: ARCHIVES,
+            flags: &[],
+        },
         c("maintainer-and-add-plain", "FROM bb:base\nMAINTAINER me\nADD a.txt /added\n"),
     ]
 }
@@ -306,6 +337,9 @@ fn differential() {
     let mut failures = Vec::new();
     for case in corpus() {
         let dir = context(case.name, case.dockerfile, case.files);
+        if case.name == "add-archives" {
+            archives(&dir);
+        }
         let tag = format!("corpus-{}", case.name);
         let theirs = build_dockerd(&dir, &tag, case.flags);
         let ours = build_refengd(&dir, &tag, case.flags);
@@ -509,6 +543,10 @@ fn stream_matches_dockerd() {
     let ours = build_refengd(&dir, "child:1", &["--no-cache"]);
     assert!(theirs.status.success() && ours.status.success());
     let (t, o) = (normalised(&theirs), normalised(&ours));
+    // dockerd colours a RUN's stderr; so must refengd.
+    assert!(o.contains("\u{1b}[91merr\n\u{1b}[0m"), "{o}");
+    let plain = |s: &str| s.replace("\u{1b}[91m", "").replace("\u{1b}[0m", "");
+    let (t, o) = (plain(&t), plain(&o));
     // stdout and stderr of a RUN come over separate pipes: their order is not the stream's.
     let sorted = |s: &str| {
         let mut v: Vec<String> = s.lines().map(String::from).collect();

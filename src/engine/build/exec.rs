@@ -1,13 +1,16 @@
 //! `POST /build`: the classic builder's executor. It reads the context tar, plans the build
-//! with the pure fold ([`refeng_spec::build::plan`]), carries out each step (metadata steps
-//! commit a config, `COPY`/`ADD` from the context write a layer) and stores the target
-//! stage's image in containerd (blobs with their `gc.ref` labels, snapshots unpacked, names
-//! set), answering the JSON message stream `docker build` prints.
+//! with the pure fold ([`refeng_spec::build::plan`]) and carries out each step: metadata
+//! steps commit a config, `RUN` runs in a container of the engine and its changes are
+//! committed with containerd's Diff service, `WORKDIR` makes its directory in a snapshot,
+//! `COPY`/`ADD` write a layer from the context or from a view of another image (`--from`).
+//! Every step's image is stored (as dockerd keeps intermediates) and indexed for the cache
+//! ([`super::cache`]); the target stage's image gets the tags. The answer is the JSON message
+//! stream `docker build` prints.
 //!
-//! Not done yet, and refused by name at their step rather than done differently: `RUN` and
-//! `WORKDIR`'s directory creation (both need a container), `COPY --from`, `ADD` of a URL or
-//! of a local archive, `--chown` by name.
+//! Refused by name rather than done differently: `ADD` of a URL and of bzip2/xz archives,
+//! `--chown` by name, `pull=1`, `cachefrom`, `remote`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -948,9 +951,16 @@ impl Run {
                 }
             }
         };
-        // The log is written by the engine's log task; what came after the last poll.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        self.forward_log(&log, offset).await;
+        // The engine's log task may still be writing what the process wrote last: read
+        // until the log has stopped growing for 100 ms (at most 2 s).
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let next = self.forward_log(&log, offset).await;
+            if next == offset {
+                break;
+            }
+            offset = next;
+        }
         let code = exit
             .get("StatusCode")
             .and_then(Value::as_u64)
@@ -1585,7 +1595,7 @@ fn copy_layer(
     }
     let dest = dest.trim_end_matches('/');
     let keep = c.preserve_ownership && c.chown.is_none();
-    let mut out: BTreeMap<String, (Entry, &[u8])> = BTreeMap::new();
+    let mut out: BTreeMap<String, (Entry, Cow<'_, [u8]>)> = BTreeMap::new();
     let mut hasher_input = Vec::new();
     for src in &matched {
         let is_dir = src.is_empty()
@@ -1607,19 +1617,19 @@ fn copy_layer(
                 } else {
                     format!("{dest}/{rel}")
                 };
-                add(
-                    &mut out,
-                    &target,
-                    &f.entry,
-                    &f.data,
-                    (uid, gid, keep),
-                    c.add,
-                )?;
+                add(&mut out, &target, &f.entry, &f.data, (uid, gid, keep))?;
                 hasher_input.extend_from_slice(rel.as_bytes());
                 hasher_input.extend_from_slice(&f.entry.mode.to_be_bytes());
                 hasher_input.extend_from_slice(&f.entry.link);
                 hasher_input.extend_from_slice(&f.data);
             }
+        } else if let Some(f) = context
+            .get(*src)
+            .filter(|f| c.add && f.entry.kind == Kind::File && is_archive(&f.data))
+        {
+            // ADD of a local archive: its entries, unpacked below the destination.
+            unpack(&mut out, dest, &f.data)?;
+            hasher_input.extend_from_slice(&f.data);
         } else if let Some(f) = context.get(*src) {
             let base = src.rsplit('/').next().unwrap_or(src);
             let target = if dest_dir || dest.is_empty() {
@@ -1631,14 +1641,7 @@ fn copy_layer(
             } else {
                 dest.to_owned()
             };
-            add(
-                &mut out,
-                &target,
-                &f.entry,
-                &f.data,
-                (uid, gid, keep),
-                c.add,
-            )?;
+            add(&mut out, &target, &f.entry, &f.data, (uid, gid, keep))?;
             hasher_input.extend_from_slice(&f.data);
         }
     }
@@ -1651,7 +1654,7 @@ fn copy_layer(
                 let mut e = Entry::new(parent.as_bytes().to_vec(), Kind::Directory);
                 e.uid = uid;
                 e.gid = gid;
-                (e, &[][..])
+                (e, Cow::Borrowed(&[][..]))
             });
             at = parent;
         }
@@ -1664,7 +1667,7 @@ fn copy_layer(
         } else {
             path.clone().into_bytes()
         };
-        b.append(&e, *data).map_err(|e| e.to_string())?;
+        b.append(&e, &data[..]).map_err(|e| e.to_string())?;
     }
     let tar = b.finish().map_err(|e| e.to_string())?;
     let kind = if matched.len() > 1 {
@@ -1687,28 +1690,70 @@ fn copy_layer(
 }
 
 fn add<'a>(
-    out: &mut BTreeMap<String, (Entry, &'a [u8])>,
+    out: &mut BTreeMap<String, (Entry, Cow<'a, [u8]>)>,
     target: &str,
     entry: &Entry,
     data: &'a [u8],
     (uid, gid, keep): (u64, u64, bool),
-    add: bool,
 ) -> Result<(), String> {
     if target.is_empty() {
         return Ok(());
-    }
-    if add && entry.kind == Kind::File && is_archive(data) {
-        return Err(format!(
-            "ADD of the local archive {} is not supported by refengd's builder yet",
-            String::from_utf8_lossy(&entry.path)
-        ));
     }
     let mut e = entry.clone();
     if !keep {
         e.uid = uid;
         e.gid = gid;
     }
-    out.insert(target.to_owned(), (e, data));
+    out.insert(target.to_owned(), (e, Cow::Borrowed(data)));
+    Ok(())
+}
+
+/// The entries of the archive `data` (plain tar or gzip) below `dest`, owners as archived.
+fn unpack(
+    out: &mut BTreeMap<String, (Entry, Cow<'_, [u8]>)>,
+    dest: &str,
+    data: &[u8],
+) -> Result<(), String> {
+    if data.starts_with(b"BZh") || data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(
+            "ADD of a bzip2 or xz archive is not supported by refengd's builder yet".into(),
+        );
+    }
+    let (_, plain) = decompress(data).map_err(|e| format!("reading the archive: {e}"))?;
+    let mut r = Reader::new(plain, TarLimits::default());
+    while let Some(mut e) = r
+        .next_entry()
+        .map_err(|e| format!("reading the archive: {e}"))?
+    {
+        let text = String::from_utf8_lossy(&e.path).into_owned();
+        let path = clean(text.trim_start_matches('/'));
+        if path == "." || path.is_empty() {
+            continue;
+        }
+        if path == ".." || path.starts_with("../") {
+            return Err(format!("archive entry {text:?} is outside the destination"));
+        }
+        let mut bytes = Vec::new();
+        if e.kind == Kind::File {
+            r.data()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("reading the archive: {e}"))?;
+        }
+        let target = if dest.is_empty() {
+            path
+        } else {
+            format!("{dest}/{path}")
+        };
+        if e.kind == Kind::HardLink {
+            let link = clean(String::from_utf8_lossy(&e.link).trim_start_matches('/'));
+            e.link = if dest.is_empty() {
+                link.into_bytes()
+            } else {
+                format!("{dest}/{link}").into_bytes()
+            };
+        }
+        out.insert(target, (e, Cow::Owned(bytes)));
+    }
     Ok(())
 }
 
