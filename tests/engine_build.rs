@@ -580,6 +580,151 @@ fn docker_py() {
     assert_eq!(fs.get("x").map(|e| e.4.clone()), Some(b"ex\n".to_vec()));
 }
 
+/// A random context (files in up to two levels, some modes, a `.dockerignore` from a set of
+/// patterns with exceptions) built `FROM scratch` by random COPY steps that together copy
+/// every top-level entry to `/`: the image's files are exactly the context's files that the
+/// `.dockerignore` matcher lets through, with their content and mode, owned by root.
+fn scratch_copies_are_the_context() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use refeng::engine::build::dockerignore::Dockerignore;
+    let names = prop::sample::select(vec!["a", "b.log", "c.txt", "d", "keep.log", "x"]);
+    let file = (
+        prop::collection::vec(names.clone(), 1..=3),
+        prop::sample::select(vec![0o644u32, 0o600, 0o755, 0o640]),
+        "[a-z]{0,12}",
+    );
+    let patterns = prop::collection::vec(
+        prop::sample::select(vec![
+            "*.log",
+            "!keep.log",
+            "d",
+            "!d/x",
+            "**/c.txt",
+            "x/*",
+            "a/a",
+        ]),
+        0..4,
+    );
+    let steps = 1usize..4;
+    let mut runner = TestRunner::new(Config {
+        cases: 6,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(
+            &(prop::collection::vec(file, 1..10), patterns, steps),
+            |(files, patterns, steps)| {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = world().work.path().join("prop").join(n.to_string());
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).unwrap();
+                // A path is a file unless another path runs below it.
+                let mut tree: BTreeMap<String, (u32, String)> = BTreeMap::new();
+                for (parts, mode, content) in &files {
+                    let path = parts.join("/");
+                    let clash = tree.keys().any(|k| {
+                        k.starts_with(&format!("{path}/")) || path.starts_with(&format!("{k}/"))
+                    });
+                    if !clash {
+                        tree.insert(path, (*mode, content.clone()));
+                    }
+                }
+                for (path, (mode, content)) in &tree {
+                    let p = dir.join(path);
+                    fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    fs::write(&p, content).unwrap();
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+                }
+                let ignore = patterns.join("\n");
+                fs::write(dir.join(".dockerignore"), &ignore).unwrap();
+                let tops: Vec<String> = {
+                    let mut t: Vec<String> = tree
+                        .keys()
+                        .map(|k| k.split('/').next().unwrap().to_owned())
+                        .collect();
+                    t.push(".dockerignore".into());
+                    t.sort();
+                    t.dedup();
+                    t
+                };
+                // Files in `steps` groups to `/`; a directory's contents to a directory of its
+                // name (COPY of a directory copies what is in it).
+                let (dirs, plain): (Vec<&String>, Vec<&String>) = tops
+                    .iter()
+                    .partition(|t| tree.keys().any(|k| k.starts_with(&format!("{t}/"))));
+                let mut dockerfile = String::from("FROM scratch\n");
+                let plain: Vec<&str> = plain.iter().map(|s| s.as_str()).collect();
+                for chunk in plain.chunks(plain.len().div_ceil(steps).max(1)) {
+                    dockerfile.push_str(&format!("COPY {} /\n", chunk.join(" ")));
+                }
+                for d in dirs {
+                    dockerfile.push_str(&format!("COPY {d} /{d}/\n"));
+                }
+                fs::write(dir.join("Dockerfile"), &dockerfile).unwrap();
+                let tag = format!("prop:{n}");
+                let out = build_refengd(&dir, &tag, &[]);
+                // A COPY whose sources are all ignored fails as dockerd's does; such a
+                // context says nothing about what arrives.
+                let text = String::from_utf8_lossy(&out.stderr).into_owned();
+                if !out.status.success() {
+                    prop_assert!(text.contains("file not found in build context"), "{text}");
+                    return Ok(());
+                }
+                let mut entries: Vec<(String, bool)> = Vec::new();
+                for path in tree
+                    .keys()
+                    .chain([&".dockerignore".to_owned(), &"Dockerfile".to_owned()])
+                {
+                    let mut at = path.as_str();
+                    entries.push((at.to_owned(), false));
+                    while let Some((parent, _)) = at.rsplit_once('/') {
+                        entries.push((parent.to_owned(), true));
+                        at = parent;
+                    }
+                }
+                entries.sort();
+                entries.dedup();
+                let d = Dockerignore::parse(ignore.as_bytes()).unwrap();
+                let sent: std::collections::BTreeSet<String> = d
+                    .context_paths(&entries, "Dockerfile")
+                    .into_iter()
+                    .collect();
+                let mut want: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
+                for (path, (mode, content)) in &tree {
+                    if sent.contains(path) {
+                        want.insert(path.clone(), (*mode, content.clone().into_bytes()));
+                    }
+                }
+                if sent.contains(".dockerignore") {
+                    want.insert(".dockerignore".into(), (0o644, ignore.clone().into_bytes()));
+                }
+                let (flat, _) = flatten(&saved_refengd(&tag));
+                let got: BTreeMap<String, (u32, Vec<u8>)> = flat
+                    .into_iter()
+                    .filter(|(_, e)| e.0 == "file")
+                    .map(|(k, e)| {
+                        assert_eq!((e.2, e.3), (0, 0), "{k} owned by root");
+                        (k, (e.1, e.4))
+                    })
+                    .collect();
+                prop_assert_eq!(
+                    got,
+                    want,
+                    "Dockerfile:\n{}\n.dockerignore:\n{}",
+                    dockerfile,
+                    ignore
+                );
+                let _ = fs::remove_dir_all(&dir);
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
 fn main() {
     engine_support::run(
         &[
@@ -588,6 +733,10 @@ fn main() {
             ("differential_against_dockerd", &differential),
             ("bad_input", &bad_input),
             ("docker_py", &docker_py),
+            (
+                "scratch_copies_are_the_context",
+                &scratch_copies_are_the_context,
+            ),
         ],
         || {
             if let Some(w) = W.get() {

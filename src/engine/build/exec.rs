@@ -574,6 +574,18 @@ impl Engine {
                 e.line, e.reason
             ))
         })?;
+        // The CLI sends the Dockerfile and .dockerignore even when .dockerignore names them;
+        // dockerd then takes them out of the context, so that `COPY .` does not copy them.
+        let mut context = context;
+        if let Some(ignore) = context.get(".dockerignore") {
+            if let Ok(d) = super::dockerignore::Dockerignore::parse(&ignore.data) {
+                for name in [".dockerignore".to_owned(), df_path.clone()] {
+                    if d.matches(&name) {
+                        context.remove(&name);
+                    }
+                }
+            }
+        }
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let engine = self.clone();
@@ -1629,6 +1641,7 @@ fn copy_layer(
         {
             // ADD of a local archive: its entries, unpacked below the destination.
             unpack(&mut out, dest, &f.data)?;
+            hasher_input.extend_from_slice(dest.as_bytes());
             hasher_input.extend_from_slice(&f.data);
         } else if let Some(f) = context.get(*src) {
             let base = src.rsplit('/').next().unwrap_or(src);
@@ -1642,6 +1655,10 @@ fn copy_layer(
                 dest.to_owned()
             };
             add(&mut out, &target, &f.entry, &f.data, (uid, gid, keep))?;
+            // What the step writes: the name it gets, its mode, link and content.
+            hasher_input.extend_from_slice(target.as_bytes());
+            hasher_input.extend_from_slice(&f.entry.mode.to_be_bytes());
+            hasher_input.extend_from_slice(&f.entry.link);
             hasher_input.extend_from_slice(&f.data);
         }
     }
