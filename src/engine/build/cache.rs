@@ -29,14 +29,15 @@ fn key(parent: &str, container: &ImageConfig) -> String {
     Digest::sha256(&text).to_string()
 }
 
-fn load(path: &std::path::Path) -> BTreeMap<String, String> {
+/// Per key: the image id and its manifest's digest.
+fn load(path: &std::path::Path) -> BTreeMap<String, (String, String)> {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-/// The image a step made before, if the index has it.
+/// The image (id, manifest digest) a step made before, if the index has it.
 ///
 /// # Errors
 /// None yet: an unreadable index is an empty one.
@@ -44,12 +45,12 @@ pub async fn lookup(
     engine: &Engine,
     parent: &str,
     container: &ImageConfig,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, String)>, ApiError> {
     let _held = INDEX.lock().await;
     Ok(load(&path(engine)).remove(&key(parent, container)))
 }
 
-/// Records that the step (`parent`, `container`) made `image`.
+/// Records that the step (`parent`, `container`) made `image` (whose manifest is `manifest`).
 ///
 /// # Errors
 /// `Internal` when the index cannot be written.
@@ -58,11 +59,15 @@ pub async fn remember(
     parent: &str,
     container: &ImageConfig,
     image: &str,
+    manifest: &str,
 ) -> Result<(), ApiError> {
     let _held = INDEX.lock().await;
     let p = path(engine);
     let mut index = load(&p);
-    index.insert(key(parent, container), image.to_owned());
+    index.insert(
+        key(parent, container),
+        (image.to_owned(), manifest.to_owned()),
+    );
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("the build cache", e))?;
     }

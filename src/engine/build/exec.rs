@@ -764,8 +764,8 @@ impl Run {
         let Some(container) = self.work(step, state, context, done, &parent).await? else {
             return Ok(());
         };
-        self.write_image(state, Some(&[])).await?;
-        Ok(cache::remember(&self.engine, &parent, &container, &state.id).await?)
+        let manifest = self.write_image(state, Some(&[])).await?;
+        Ok(cache::remember(&self.engine, &parent, &container, &state.id, &manifest).await?)
     }
 
     /// Whether the cache has the step; if so `state` becomes its image.
@@ -778,19 +778,46 @@ impl Run {
         if self.nocache {
             return Ok(false);
         }
-        let Some(id) = cache::lookup(&self.engine, parent, container).await? else {
+        let Some((id, manifest)) = cache::lookup(&self.engine, parent, container).await? else {
             return Ok(false);
         };
-        let Ok((r, _)) = self.engine.find(&id).await else {
+        // The image is read from its manifest rather than looked up among all images: a
+        // warm build asks once per step.
+        let Some(found) = self.image_of(&id, &manifest).await else {
             return Ok(false);
         };
-        *state = ImageState {
-            doc: r.config.clone(),
-            layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
-            id: r.id.clone(),
-        };
+        *state = found;
         self.say(" ---> Using cache\n").await;
         Ok(true)
+    }
+
+    /// The image of `manifest`, if containerd still has it whole and its config is `id`.
+    async fn image_of(&self, id: &str, manifest: &str) -> Option<ImageState> {
+        let store = self.engine.store();
+        let m: Value = serde_json::from_slice(&store.read(manifest).await.ok()?).ok()?;
+        if m["config"]["digest"].as_str() != Some(id) {
+            return None;
+        }
+        let doc: Value = serde_json::from_slice(&store.read(id).await.ok()?).ok()?;
+        let mut layers = Vec::new();
+        for l in m["layers"].as_array()? {
+            let digest = l["digest"].as_str()?.to_owned();
+            store.info(&digest).await.ok()??;
+            layers.push((
+                Descriptor {
+                    media_type: l["mediaType"].as_str()?.to_owned(),
+                    digest,
+                    size: l["size"].as_i64()?,
+                    annotations: HashMap::new(),
+                },
+                None,
+            ));
+        }
+        Some(ImageState {
+            doc,
+            layers,
+            id: id.to_owned(),
+        })
     }
 
     /// Does a step's work; the container config it committed with, `None` when the cache had
@@ -848,7 +875,6 @@ impl Run {
             Work::Copy(c) => {
                 let written_dir =
                     c.dest_path.ends_with('/') || c.dest_path.ends_with("/.") || c.dest == ".";
-                let dest_dir = written_dir || self.is_dir_in(state, &c.dest_path).await?;
                 let from_image;
                 let sources = match &c.from {
                     CopyFrom::Context => context,
@@ -870,12 +896,16 @@ impl Run {
                         &from_image
                     }
                 };
-                let (tar, hash) = copy_layer(c, dest_dir, sources).map_err(|e| {
+                let failed = |e| {
                     Failed(format!(
                         "{} failed: {e}",
                         if c.add { "ADD" } else { "COPY" }
                     ))
-                })?;
+                };
+                // The hash (and so the cache key) is taken with the destination as written:
+                // whether it is a directory already follows from the parent, which the key
+                // holds too, so the parent's filesystem is looked at only on a miss.
+                let (tar, hash) = copy_layer(c, written_dir, sources).map_err(failed)?;
                 let by = step.cache.created_by.text(&hash);
                 let mut container = step.cache.container_config.clone();
                 if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
@@ -884,6 +914,11 @@ impl Run {
                 if self.cached(parent, &container, state).await? {
                     return Ok(None);
                 }
+                let tar = if !written_dir && self.is_dir_in(state, &c.dest_path).await? {
+                    copy_layer(c, true, sources).map_err(failed)?.0
+                } else {
+                    tar
+                };
                 state.commit(&step.config, &container, &by, Some(tar));
                 Ok(Some(container))
             }
@@ -1227,7 +1262,12 @@ impl Run {
     /// Writes `state` into containerd as an image: blobs with their `gc.ref` labels,
     /// snapshots unpacked, named `tags` (none: a dangling image, as an intermediate is;
     /// `None`: not named at all, only its snapshots made).
-    async fn write_image(&self, state: &ImageState, tags: Option<&[String]>) -> Result<(), Failed> {
+    /// The manifest's digest.
+    async fn write_image(
+        &self,
+        state: &ImageState,
+        tags: Option<&[String]>,
+    ) -> Result<String, Failed> {
         let staging = Staging::new(&self.engine, "build");
         std::fs::create_dir_all(staging.dir())?;
         let r = self.write_image_in(state, tags, &staging).await;
@@ -1240,7 +1280,7 @@ impl Run {
         state: &ImageState,
         tags: Option<&[String]>,
         staging: &Staging,
-    ) -> Result<(), Failed> {
+    ) -> Result<String, Failed> {
         let lease = self.lease.as_str();
         let store = self.engine.store();
         let dir = staging.dir().to_path_buf();
@@ -1354,7 +1394,7 @@ impl Run {
             annotations: HashMap::new(),
         };
         let Some(tags) = tags else {
-            return Ok(());
+            return Ok(manifest_digest);
         };
         let names: Vec<String> = if tags.is_empty() {
             vec![format!("{DANGLING}{manifest_digest}")]
@@ -1371,7 +1411,7 @@ impl Run {
         if !tags.is_empty() {
             self.engine.drop_dangling(&target.digest).await?;
         }
-        Ok(())
+        Ok(manifest_digest)
     }
 }
 
