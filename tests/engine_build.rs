@@ -297,6 +297,7 @@ fn corpus() -> Vec<Case> {
         c("copy-dir-contents", "FROM bb:base\nCOPY dir /d\nCOPY dir/ /e/\n"),
         c("copy-globs", "FROM bb:base\nCOPY *.txt /g/\nCOPY dir/s* /h/\n"),
         c("copy-chown", "FROM bb:base\nCOPY --chown=1000:1000 dir /o\nCOPY --chown=7 a.txt /o7\n"),
+        c("copy-chown-names", "FROM bb:base\nCOPY --chown=user a.txt /u\nCOPY --chown=user:wheel b.txt /uw\nCOPY --chown=root:1000 dir /r\n"),
         c("copy-dot-and-dockerignore", "FROM bb:base\nCOPY . /ctx\n"),
         c("workdir-relative-copy", "FROM bb:base\nWORKDIR /w/x\nCOPY a.txt .\nWORKDIR sub\nCOPY b.txt ./\n"),
         c("workdir-existing", "FROM bb:base\nWORKDIR /tmp\nWORKDIR /etc\n"),

@@ -8,7 +8,7 @@
 //! stream `docker build` prints.
 //!
 //! Refused by name rather than done differently: `ADD` of a URL and of bzip2/xz archives,
-//! `--chown` by name, `pull=1`, `cachefrom`, `remote`.
+//! `pull=1`, `cachefrom`, `remote`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -902,6 +902,17 @@ impl Run {
                         if c.add { "ADD" } else { "COPY" }
                     ))
                 };
+                let named;
+                let c = match c.chown.as_deref() {
+                    Some(spec) if !spec.split(':').all(|p| p.parse::<u64>().is_ok()) => {
+                        named = CopyWork {
+                            chown: Some(self.chown_ids(state, spec).await?),
+                            ..c.clone()
+                        };
+                        &named
+                    }
+                    _ => c,
+                };
                 // The hash (and so the cache key) is taken with the destination as written:
                 // whether it is a directory already follows from the parent, which the key
                 // holds too, so the parent's filesystem is looked at only on a miss.
@@ -1105,6 +1116,84 @@ impl Run {
             .into_inner()
             .diff
             .ok_or_else(|| Failed("committing the changes: containerd returned no layer".into()))
+    }
+
+    /// `--chown=user[:group]` with names, as numeric `uid:gid` from the parent's `/etc/passwd`
+    /// and `/etc/group` (the group defaults to the user's string, as the classic builder reads
+    /// it).
+    async fn chown_ids(&self, state: &ImageState, spec: &str) -> Result<String, Failed> {
+        let (user, group) = spec.split_once(':').unwrap_or((spec, spec));
+        let files = self.read_in(state, &["etc/passwd", "etc/group"]).await?;
+        let lookup = |text: &str, name: &str, what: &str| -> Result<u64, Failed> {
+            if let Ok(n) = name.parse::<u64>() {
+                return Ok(n);
+            }
+            text.lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.first() == Some(&name))
+                .and_then(|f| f.get(2).and_then(|id| id.parse::<u64>().ok()))
+                .ok_or_else(|| {
+                    Failed(format!(
+                        "unable to convert uid/gid chown string to host mapping: can't find {what} for {name}"
+                    ))
+                })
+        };
+        let uid = lookup(&files[0], user, "uid")?;
+        let gid = lookup(&files[1], group, "gid")?;
+        Ok(format!("{uid}:{gid}"))
+    }
+
+    /// The text of `paths` in `state`'s filesystem (a missing file reads as empty).
+    async fn read_in(&self, state: &ImageState, paths: &[&str]) -> Result<Vec<String>, Failed> {
+        if state.layers.is_empty() {
+            return Ok(vec![String::new(); paths.len()]);
+        }
+        self.write_image(state, None).await?;
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let key = format!(
+            "build-read-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let mounts = self
+            .snapshots()
+            .view(self.leased(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.clone(),
+                parent: state.top_chain(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(|s| Failed(format!("a view of the parent: {}", s.message())))?
+            .into_inner()
+            .mounts;
+        let scratch = self.engine.config().data_root.join("tmp").join(&key);
+        let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<String>, Failed> {
+            std::fs::create_dir_all(&scratch)?;
+            let r = (|| -> Result<Vec<String>, Failed> {
+                let _guard = mount_one(&mounts, &scratch)?;
+                Ok(paths
+                    .iter()
+                    .map(|p| {
+                        resolve_in(&scratch, p)
+                            .and_then(|real| std::fs::read_to_string(real).ok())
+                            .unwrap_or_default()
+                    })
+                    .collect())
+            })();
+            let _ = std::fs::remove_dir(&scratch);
+            r
+        })
+        .await;
+        let _ = self
+            .snapshots()
+            .remove(self.engine.backend.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key,
+            }))
+            .await;
+        read?
     }
 
     /// Whether `path` is a directory in `state`'s filesystem (symlinks followed inside it), as
@@ -1598,11 +1687,7 @@ fn copy_layer(
             let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
             match (u.parse::<u64>(), g.parse::<u64>()) {
                 (Ok(u), Ok(g)) => (u, g),
-                _ => {
-                    return Err(format!(
-                        "--chown={spec}: only numeric ids are supported by refengd's builder yet"
-                    ))
-                }
+                _ => return Err(format!("--chown={spec}: ids are not numeric")),
             }
         }
     };
