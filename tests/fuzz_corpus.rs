@@ -242,6 +242,22 @@ fn dockerfile_seeds_parse_or_are_refused_with_their_line() {
 }
 
 #[test]
+fn build_context_seeds_read_or_are_refused() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (_, bytes) in seeds("build_context") {
+        if refeng::engine::build::check_build_context(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted >= 3 && refused >= 2,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+#[test]
 fn dockerignore_seeds_match_or_are_refused() {
     let (mut accepted, mut refused) = (0, 0);
     for (_, bytes) in seeds("dockerignore") {

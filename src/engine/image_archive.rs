@@ -153,6 +153,11 @@ impl Staging {
         }
     }
 
+    /// Where the staging store lives (removed when dropped).
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub(super) fn open(&self) -> Result<ContentStore, ApiError> {
         ContentStore::open(&self.dir, Limits::default())
             .map_err(|e| ApiError::internal("opening the staging store", error_chain(&e)))

@@ -539,7 +539,11 @@ impl Engine {
 
     /// After `name` moved away from `old`: keeps `old` as a dangling image when no other name
     /// holds it.
-    async fn keep_dangling(&self, old: Option<Descriptor>, name: &str) -> Result<(), ApiError> {
+    pub(super) async fn keep_dangling(
+        &self,
+        old: Option<Descriptor>,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let Some(old) = old else { return Ok(()) };
         let images = self.store().images().await?;
         let held = images
@@ -556,7 +560,7 @@ impl Engine {
     }
 
     /// Removes the dangling name of `target` once a real name holds it.
-    async fn drop_dangling(&self, target: &str) -> Result<(), ApiError> {
+    pub(super) async fn drop_dangling(&self, target: &str) -> Result<(), ApiError> {
         let dangling = format!("{DANGLING}{target}");
         if self.store().image(&dangling).await?.is_some() {
             self.store().delete_image(&dangling, false).await?;

@@ -22,6 +22,7 @@ pub const KINDS: &[&str] = &[
     "time",
     "path",
     "daemon.json",
+    "build",
 ];
 
 /// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
@@ -106,6 +107,20 @@ pub fn check(data: &[u8]) -> bool {
         "daemon.json" => {
             Config::from_parts(&Flags::default(), Some((Path::new("daemon.json"), input))).is_ok()
         }
+        // The query string of `POST /build`.
+        "build" => match super::build::exec::BuildRequest::parse(Some(input)) {
+            Ok(r) => {
+                assert!(!r.dockerfile.is_empty(), "a build has a Dockerfile path");
+                for t in &r.tags {
+                    assert!(
+                        crate::image::registry::Reference::parse(t).is_ok(),
+                        "an accepted tag parses again: {t}"
+                    );
+                }
+                true
+            }
+            Err(e) => refused(e),
+        },
         _ => false,
     }
 }

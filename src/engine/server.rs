@@ -219,6 +219,8 @@ enum Route {
     ImageTag(String),
     ImageDelete(String),
     ImagesLoad,
+    /// `POST /build`.
+    Build,
     ImagesSave(Vec<String>),
     ImagePush(String),
     Auth,
@@ -321,6 +323,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::GET, ["images", "json"]) => Route::ImagesList,
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
         (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
+        (&Method::POST, ["build"]) => Route::Build,
         (&Method::POST, ["auth"]) => Route::Auth,
         (&Method::GET, ["system", "df"]) => Route::SystemDf,
         (&Method::POST, [.., "push"]) => Route::ImagePush(image_name(segments, Some("push"))?),
@@ -432,6 +435,11 @@ async fn dispatch(
             StatusCode::OK,
             &engine.image_delete(&name, query.bool("force")).await?,
         )),
+        Route::Build => {
+            let req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
+            let rx = engine.build(req.into_body(), req_query).await?;
+            Ok(streamed(rx, "application/json"))
+        }
         Route::ImagesLoad => {
             let quiet = query.bool("quiet");
             let answer = engine.images_load(req.into_body(), quiet).await?;

@@ -2,7 +2,9 @@
 //! `refeng_spec::build` (the Dockerfile parser and the build fold): `.dockerignore` matching,
 //! which reproduces Go's regexp engine on the patterns and so needs the regex crate.
 
+pub mod cache;
 pub mod dockerignore;
+pub mod exec;
 
 use refeng_spec::build::fold::{BaseImage, ImageConfig, ImageSource};
 use refeng_spec::build::{parse, plan, BuildOptions};
@@ -56,6 +58,32 @@ pub fn check_dockerfile(data: &[u8]) -> bool {
             }
             true
         }
+    }
+}
+
+/// The fuzz target `build_context`: `data` as the context tar of `POST /build` (plain or
+/// compressed). `true`: read.
+///
+/// # Panics
+/// When a path of what was read is not a clean relative path inside the context: the fuzz
+/// target's findings.
+#[must_use]
+pub fn check_build_context(data: &[u8]) -> bool {
+    match exec::check_context(data) {
+        Ok(paths) => {
+            for p in paths {
+                assert!(
+                    !p.is_empty()
+                        && !p.starts_with('/')
+                        && p != ".."
+                        && !p.starts_with("../")
+                        && dockerignore::clean(&p) == p,
+                    "{p:?} is not a clean path inside the context"
+                );
+            }
+            true
+        }
+        Err(_) => false,
     }
 }
 
