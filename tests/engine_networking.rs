@@ -602,7 +602,7 @@ print([x.name for x in c.networks.list(names=["pynet"])])
 }
 
 fn compose_up_and_down_leave_nothing() {
-    let _made = Made(&["proj_web_1", "proj_client_1"], &["proj_default"]);
+    let _made = Made(&["proj_web_1", "proj_client_1"], &["proj_appnet"]);
     let dir = d().dir().join("compose/proj");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -614,13 +614,17 @@ services:
     command: httpd -f -p 80 -h /etc
     ports:
       - "18100:80"
+    networks: [appnet]
   client:
     image: busybox
     command: sh -c 'until wget -qO /tmp/out http://web/hostname; do sleep 0.2; done; cat /tmp/out; exec sleep 600'
+    networks: [appnet]
+networks:
+  appnet: {}
 "#,
     )
     .unwrap();
-    let compose = |args: &[&str]| {
+    let compose = |args: &[&str]| -> String {
         let out = Command::new("docker-compose")
             .args(args)
             .current_dir(&dir)
@@ -636,26 +640,119 @@ services:
             String::from_utf8_lossy(&out.stderr),
             engine_support::tail(&d().log(), 30)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     compose(&["up", "-d"]);
     let web = inspect("proj_web_1");
     let web_id = web["Id"].as_str().unwrap().to_string();
-    assert_eq!(fetch(18100, "/hostname"), format!("{}\n", &web_id[..12]));
+    let short = &web_id[..12];
+    assert_eq!(fetch(18100, "/hostname"), format!("{short}\n"));
+    let ps = compose(&["ps"]);
+    for service in ["proj_web_1", "proj_client_1"] {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(service) && l.contains(" Up ")),
+            "{service} not up in:\n{ps}"
+        );
+    }
+    assert!(ps.contains("0.0.0.0:18100->80/tcp"), "{ps}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let logs = d().docker(&["logs", "proj_client_1"]);
-        if logs.trim() == &web_id[..12] {
+        let logs = compose(&["logs", "--no-color", "client"]);
+        if logs.lines().any(|l| l.ends_with(&format!("| {short}"))) {
             break;
         }
         assert!(Instant::now() < deadline, "client logs: {logs:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // exec reaches the other service by its service name on the named network.
+    let got = compose(&[
+        "exec",
+        "-T",
+        "client",
+        "wget",
+        "-qO-",
+        "http://web/hostname",
+    ]);
+    assert_eq!(got, format!("{short}\n"));
     let nets = d().docker(&["network", "ls", "--format", "{{.Name}}"]);
-    assert!(nets.lines().any(|l| l == "proj_default"), "{nets}");
+    assert!(nets.lines().any(|l| l == "proj_appnet"), "{nets}");
     compose(&["down", "-t", "1"]);
     let nets = d().docker(&["network", "ls", "--format", "{{.Name}}"]);
-    assert!(!nets.lines().any(|l| l == "proj_default"), "{nets}");
+    assert!(!nets.lines().any(|l| l == "proj_appnet"), "{nets}");
     assert_eq!(d().docker(&["ps", "-aq"]), "");
+    assert_eq!(links(), vec!["lo".to_string(), "refeng0".to_string()]);
+    assert_eq!(rules(), world().baseline_rules);
+}
+
+/// Bad input through the CLI: dockerd's error, and nothing half made (no network, container,
+/// veth or rule that the failed call added).
+fn bad_input_leaves_nothing_half_made() {
+    let _made = Made(&["bad_web", "bad_taken", "bad_alone"], &["badnet"]);
+    let networks = || d().docker(&["network", "ls", "-q"]);
+    let before = networks();
+    let e = docker_fails(&["network", "create", "--subnet", "10.0.0.0/33", "bad1"]);
+    assert!(e.contains("invalid CIDR address: 10.0.0.0/33"), "{e}");
+    d().docker(&["network", "create", "--subnet", "10.213.0.0/24", "badnet"]);
+    let with_badnet = networks();
+    let e = docker_fails(&["network", "create", "--subnet", "10.213.0.128/25", "bad2"]);
+    assert!(e.contains("Pool overlaps"), "{e}");
+    assert_eq!(networks(), with_badnet);
+    assert_ne!(with_badnet, before);
+
+    // A host port already taken: the second container gets no veth and no rule.
+    httpd("bad_web", &["-p", "18120:80"]);
+    let (links_before, rules_before) = (links(), rules());
+    let e = docker_fails(&[
+        "run",
+        "--name",
+        "bad_taken",
+        "-p",
+        "18120:80",
+        "busybox",
+        "true",
+    ]);
+    assert!(e.contains("address already in use"), "{e}");
+    assert_eq!(links(), links_before);
+    assert_eq!(rules(), rules_before);
+    assert_eq!(
+        fetch(18120, "/hostname").len(),
+        13,
+        "the first keeps its port"
+    );
+
+    // An unknown network: no container is made.
+    let containers = d().docker(&["ps", "-aq"]);
+    let e = docker_fails(&["run", "--rm", "--network", "nosuch", "busybox", "true"]);
+    assert!(e.contains("network nosuch not found"), "{e}");
+    assert_eq!(d().docker(&["ps", "-aq"]), containers);
+
+    // Disconnecting a container that is not connected.
+    d().docker(&[
+        "run",
+        "-d",
+        "--name",
+        "bad_alone",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let e = docker_fails(&["network", "disconnect", "badnet", "bad_alone"]);
+    assert!(e.contains("is not connected to network badnet"), "{e}");
+    let alone = inspect("bad_alone");
+    let nets: Vec<&String> = alone["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(nets, ["bridge"]);
+
+    // dockerd keeps a container whose start failed (as created); either way it goes now.
+    let _ = d().docker_cmd(&["rm", "-f", "bad_taken"]).output();
+    rm(&["bad_web", "bad_alone"]);
+    d().docker(&["network", "rm", "badnet"]);
+    assert_eq!(networks(), before);
+    assert_eq!(links(), vec!["lo".to_string(), "refeng0".to_string()]);
     assert_eq!(rules(), world().baseline_rules);
 }
 
@@ -1064,6 +1161,10 @@ fn main() {
             (
                 "compose_up_and_down_leave_nothing",
                 &compose_up_and_down_leave_nothing,
+            ),
+            (
+                "bad_input_leaves_nothing_half_made",
+                &bad_input_leaves_nothing_half_made,
             ),
             (
                 "restarts_rewire_the_container",

@@ -911,6 +911,9 @@ impl Engine {
             "DetachKeys",
             "ConsoleSize",
             "Privileged",
+            // Sent by docker-py (and so compose v1); dockerd takes the container from the path.
+            // Here it must name that same container.
+            "Container",
         ];
         for (k, val) in obj {
             if !KNOWN.contains(&k.as_str()) && !super::body::is_zero(val) {
@@ -932,6 +935,14 @@ impl Engine {
             return Err(ApiError::BadRequest("No exec command specified".into()));
         }
         let id = self.containers.find(name)?;
+        if let Some(other) = obj.get("Container").and_then(Value::as_str) {
+            if !other.is_empty() && self.containers.find(other).ok().as_ref() != Some(&id) {
+                return Err(ApiError::BadRequest(format!(
+                    "exec config field Container ({other}) names another container than the \
+                     path ({name})"
+                )));
+            }
+        }
         let (status, spec, pid) = {
             let map = self.containers.lock();
             let e = map
@@ -1064,22 +1075,12 @@ impl Engine {
             .ok_or_else(|| ApiError::NotFound(format!("No such exec instance: {id}")))
     }
 
-    /// Starts exec `id`: its FIFOs, Tasks.Exec, Tasks.Start. Returns its output hub's receiver
-    /// (subscribed before the start, so nothing is missed) and its stdio.
+    /// The exec `id` when it may start now: 409 when it ran or runs already, or when its
+    /// container is not running.
     ///
     /// # Errors
-    /// 409 when already started or the container stopped; containerd's failures.
-    pub async fn exec_start(
-        &self,
-        id: &str,
-    ) -> Result<
-        (
-            tokio::sync::broadcast::Receiver<Chunk>,
-            Arc<ProcessIo>,
-            bool,
-        ),
-        ApiError,
-    > {
+    /// 404 for an unknown exec, 409 as above.
+    pub fn exec_startable(&self, id: &str) -> Result<Exec, ApiError> {
         let ex = self.exec_get(id)?;
         if ex.running || ex.exit_code.is_some() {
             return Err(ApiError::Conflict(format!(
@@ -1097,6 +1098,26 @@ impl Engine {
                 ex.container
             )));
         }
+        Ok(ex)
+    }
+
+    /// Starts exec `id`: its FIFOs, Tasks.Exec, Tasks.Start. Returns its output hub's receiver
+    /// (subscribed before the start, so nothing is missed) and its stdio.
+    ///
+    /// # Errors
+    /// 409 when already started or the container stopped; containerd's failures.
+    pub async fn exec_start(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            tokio::sync::broadcast::Receiver<Chunk>,
+            Arc<ProcessIo>,
+            bool,
+        ),
+        ApiError,
+    > {
+        let ex = self.exec_startable(id)?;
         let tty = ex.process["terminal"].as_bool().unwrap_or(false);
         let stdin = ex.config["AttachStdin"].as_bool().unwrap_or(false);
         let rx = ex.hub.subscribe();

@@ -65,35 +65,54 @@ fn wants_upgrade(req: &Request) -> bool {
 /// with the output as the body (no stdin then).
 fn hijack(engine: &Arc<Engine>, mut req: Request, plan: AttachPlan) -> Response<Body> {
     let _ = engine;
-    let content_type = if plan.tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
     if wants_upgrade(&req) {
         let on = hyper::upgrade::on(&mut req);
+        let tty = plan.tty;
         tokio::spawn(async move {
             match on.await {
                 Ok(up) => attach::pump(TokioIo::new(up), plan).await,
                 Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
             }
         });
-        let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        return r;
+        return upgraded(tty);
     }
-    let (tx, mut r) = stream(content_type);
+    streamed(plan.tty, plan)
+}
+
+fn stream_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// The 101 answer to `Upgrade: tcp`; the stream follows on the connection.
+fn upgraded(tty: bool) -> Response<Body> {
+    let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(stream_type(tty)),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    r
+}
+
+/// The stream as a plain 200 body (no stdin then), for clients that did not ask for
+/// `Upgrade: tcp`.
+fn streamed(tty: bool, plan: AttachPlan) -> Response<Body> {
+    let (tx, mut r) = stream(stream_type(tty));
     tokio::spawn(async move {
-        let (a, b) = tokio::io::duplex(64 << 10);
-        let plan = AttachPlan {
-            stdin: None,
-            ..plan
-        };
-        tokio::spawn(attach::pump(a, plan));
-        let mut b = b;
+        let (a, mut b) = tokio::io::duplex(64 << 10);
+        tokio::spawn(attach::pump(
+            a,
+            AttachPlan {
+                stdin: None,
+                ..plan
+            },
+        ));
         let mut buf = vec![0u8; 16 << 10];
         loop {
             match tokio::io::AsyncReadExt::read(&mut b, &mut buf).await {
@@ -429,68 +448,51 @@ async fn exec(
                     .and_then(Value::as_str)
                     .unwrap_or(""),
             )?;
-            let (rx, pio, tty) = engine.exec_start(id).await?;
-            if detach {
-                return Ok(empty(StatusCode::OK));
-            }
             let c = &ex.config;
             let b = |k: &str| c.get(k).and_then(Value::as_bool).unwrap_or(false);
-            let plan = AttachPlan {
+            let (want_out, want_err) = (
+                b("AttachStdout") || !b("AttachStderr"),
+                b("AttachStderr") || !b("AttachStdout"),
+            );
+            let want_in = b("AttachStdin");
+            let plan = move |(rx, pio, tty): (_, _, bool), finish| AttachPlan {
                 replay: Vec::new(),
                 live: Some(rx),
                 tty,
-                stdout: b("AttachStdout") || !b("AttachStderr"),
-                stderr: b("AttachStderr") || !b("AttachStdout"),
-                stdin: b("AttachStdin").then_some((pio, true)),
+                stdout: want_out,
+                stderr: want_err,
+                stdin: want_in.then_some((pio, true)),
                 detach_keys: keys,
-                finish: Some(ex.done.subscribe()),
+                finish: Some(finish),
             };
-            let content_type = if tty {
-                "application/vnd.docker.raw-stream"
-            } else {
-                "application/vnd.docker.multiplexed-stream"
-            };
-            match upgrade {
-                Some(on) => {
-                    tokio::spawn(async move {
-                        if let Ok(up) = on.await {
-                            attach::pump(TokioIo::new(up), plan).await;
+            if let (Some(on), false) = (upgrade, detach) {
+                // As dockerd: the 101 goes out first and the process starts once the
+                // connection is the client's, so no output can reach the client inside the
+                // HTTP response it is still reading (docker-py's socket mode would lose it).
+                engine.exec_startable(id)?;
+                let tty = ex.process["terminal"].as_bool().unwrap_or(false);
+                let (engine, id) = (Arc::clone(engine), id.to_string());
+                tokio::spawn(async move {
+                    let Ok(up) = on.await else { return };
+                    let mut up = TokioIo::new(up);
+                    match engine.exec_start(&id).await {
+                        Ok(started) => {
+                            attach::pump(up, plan(started, ex.done.subscribe())).await;
                         }
-                    });
-                    let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
-                    let h = r.headers_mut();
-                    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-                    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-                    Ok(r)
-                }
-                None => {
-                    let (tx, mut r) = stream(content_type);
-                    tokio::spawn(async move {
-                        let (a, mut bside) = tokio::io::duplex(64 << 10);
-                        tokio::spawn(attach::pump(
-                            a,
-                            AttachPlan {
-                                stdin: None,
-                                ..plan
-                            },
-                        ));
-                        let mut buf = vec![0u8; 16 << 10];
-                        loop {
-                            match tokio::io::AsyncReadExt::read(&mut bside, &mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
+                        Err(e) => {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = up.write_all(e.to_string().as_bytes()).await;
                         }
-                    });
-                    *r.status_mut() = StatusCode::OK;
-                    Ok(r)
-                }
+                    }
+                });
+                return Ok(upgraded(tty));
             }
+            let started = engine.exec_start(id).await?;
+            if detach {
+                return Ok(empty(StatusCode::OK));
+            }
+            let tty = started.2;
+            Ok(streamed(tty, plan(started, ex.done.subscribe())))
         }
         other => Err(ApiError::NotFound(format!("page not found: {other}"))),
     }
