@@ -756,6 +756,34 @@ fn bad_input_leaves_nothing_half_made() {
     assert_eq!(rules(), world().baseline_rules);
 }
 
+/// A stop (TERM) takes refengd's chains along when no container is wired, keeps them for the
+/// containers that keep running (live restore); the next start restores them.
+fn a_stopped_daemon_takes_its_rules_along_unless_containers_run() {
+    let _made = Made(&["s1"], &[]);
+    assert_eq!(d().docker(&["ps", "-aq"]), "");
+    d().stop();
+    assert_eq!(
+        rules(),
+        "",
+        "refengd's chains outlived a stop with nothing running"
+    );
+    d().restart(&opts());
+    assert_eq!(rules(), world().baseline_rules);
+    httpd("s1", &["-p", "18130:80"]);
+    fetch(18130, "/hostname");
+    let with = rules();
+    d().stop();
+    assert_eq!(
+        rules(),
+        with,
+        "a running container lost its rules at the stop"
+    );
+    d().restart(&opts());
+    assert_eq!(fetch(18130, "/hostname").len(), 13);
+    rm(&["s1"]);
+    assert_eq!(rules(), world().baseline_rules);
+}
+
 /// A restart policy's restarts unwire and wire the container again: same name, same port.
 fn restarts_rewire_the_container() {
     let _made = Made(&["again"], &["rnet"]);
@@ -1165,6 +1193,10 @@ fn main() {
             (
                 "bad_input_leaves_nothing_half_made",
                 &bad_input_leaves_nothing_half_made,
+            ),
+            (
+                "a_stopped_daemon_takes_its_rules_along_unless_containers_run",
+                &a_stopped_daemon_takes_its_rules_along_unless_containers_run,
             ),
             (
                 "restarts_rewire_the_container",

@@ -368,8 +368,10 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
         tracing::info!("stopping");
         if let Some(n) = engine.network.opened() {
             // The proxies and resolvers end with the daemon; endpoints and rules stay for the
-            // containers that keep running (live restore).
-            n.shutdown();
+            // containers that keep running (live restore), the rules go when none does.
+            if let Err(e) = n.stop() {
+                tracing::warn!(error = %e, "network rules not removed");
+            }
         }
         for s in sockets {
             let _ = std::fs::remove_file(s);

@@ -268,9 +268,9 @@ impl Refengd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Stops refengd (TERM, KILL after 20 s), then whatever refeng-containerd is left by pid,
-    /// and removes the directory.
-    pub fn shutdown(&self) {
+    /// Stops refengd as a service manager does (TERM, KILL after 20 s); its directories and
+    /// the containers that live restore keeps stay.
+    pub fn stop(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
             let pid = Pid::from_raw(c.id() as i32);
             let _ = kill(pid, Signal::SIGTERM);
@@ -284,6 +284,12 @@ impl Refengd {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops refengd (TERM, KILL after 20 s), then whatever refeng-containerd is left by pid,
+    /// and removes the directory.
+    pub fn shutdown(&self) {
+        self.stop();
         if let Some(pid) = self.containerd_pid() {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
             if exe

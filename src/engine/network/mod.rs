@@ -1009,6 +1009,28 @@ impl NetworkController {
         live.proxies.clear();
     }
 
+    /// The daemon stops: the proxies and resolvers end with it; refengd's chains go too when
+    /// no container is wired (the last user is gone), and stay for the containers that keep
+    /// running (live restore). The next start restores them. Bridges and records stay.
+    ///
+    /// # Errors
+    /// When iptables fails.
+    pub fn stop(&self) -> Result<(), NetworkError> {
+        let _ops = lock(&self.inner.ops);
+        self.shutdown();
+        let wired = lock(&self.inner.state)
+            .networks
+            .values()
+            .any(|n| !n.endpoints.is_empty());
+        if !wired {
+            nat::remove()?;
+            self.inner
+                .jumps_in_place
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Removes everything the network layer made in the host's namespace: the bridges of the
     /// networks without endpoints (all of them once the containers are gone) and, when no
     /// network remains, refengd's chains; the records of removed user networks go too. For
