@@ -1196,16 +1196,18 @@ impl Run {
         read?
     }
 
-    /// Whether `path` is a directory in `state`'s filesystem (symlinks followed inside it), as
-    /// the classic builder asks of the container before a copy.
-    async fn is_dir_in(&self, state: &ImageState, path: &str) -> Result<bool, Failed> {
-        if state.layers.is_empty() {
-            return Ok(false);
-        }
+    /// Runs `f` on a read-only view of `state`'s filesystem mounted at a scratch directory
+    /// (`what` names the view in errors); the mount, the directory and the view go afterwards.
+    async fn with_view<T: Send + 'static>(
+        &self,
+        state: &ImageState,
+        what: &str,
+        f: impl FnOnce(&std::path::Path) -> Result<T, Failed> + Send + 'static,
+    ) -> Result<T, Failed> {
         self.write_image(state, None).await?;
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let key = format!(
-            "build-peek-{}-{}",
+            "build-view-{}-{}",
             std::process::id(),
             SERIAL.fetch_add(1, Ordering::Relaxed)
         );
@@ -1218,71 +1220,15 @@ impl Run {
                 labels: HashMap::new(),
             }))
             .await
-            .map_err(|s| Failed(format!("a view of the parent: {}", s.message())))?
+            .map_err(|s| Failed(format!("a view of {what}: {}", s.message())))?
             .into_inner()
             .mounts;
         let scratch = self.engine.config().data_root.join("tmp").join(&key);
-        let path = path.to_owned();
-        let found = tokio::task::spawn_blocking(move || -> Result<bool, Failed> {
+        let done = tokio::task::spawn_blocking(move || -> Result<T, Failed> {
             std::fs::create_dir_all(&scratch)?;
-            let r = (|| -> Result<bool, Failed> {
+            let r = (|| -> Result<T, Failed> {
                 let _guard = mount_one(&mounts, &scratch)?;
-                Ok(resolve_in(&scratch, &path).is_some_and(|p| p.is_dir()))
-            })();
-            let _ = std::fs::remove_dir(&scratch);
-            r
-        })
-        .await?;
-        let _ = self
-            .snapshots()
-            .remove(self.engine.backend.request(RemoveSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key,
-            }))
-            .await;
-        found
-    }
-
-    /// The files of `state`'s filesystem that `sources` (globs, absolute in it) name, with
-    /// everything below them, read from a view of its snapshot: what `COPY --from` copies.
-    async fn tree_of(&self, state: &ImageState, sources: &[String]) -> Result<Context, Failed> {
-        if state.layers.is_empty() {
-            return Ok(Context::new());
-        }
-        self.write_image(state, None).await?;
-        static SERIAL: AtomicU64 = AtomicU64::new(0);
-        let key = format!(
-            "build-from-{}-{}",
-            std::process::id(),
-            SERIAL.fetch_add(1, Ordering::Relaxed)
-        );
-        let mounts = self
-            .snapshots()
-            .view(self.leased(ViewSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: key.clone(),
-                parent: state.top_chain(),
-                labels: HashMap::new(),
-            }))
-            .await
-            .map_err(|s| Failed(format!("a view of the source image: {}", s.message())))?
-            .into_inner()
-            .mounts;
-        let scratch = self.engine.config().data_root.join("tmp").join(&key);
-        let sources = sources.to_vec();
-        let tree = tokio::task::spawn_blocking(move || -> Result<Context, Failed> {
-            std::fs::create_dir_all(&scratch)?;
-            let r = (|| -> Result<Context, Failed> {
-                let _guard = mount_one(&mounts, &scratch)?;
-                let mut out = Context::new();
-                for s in &sources {
-                    for key in expand(&scratch, s)? {
-                        if let Some(real) = resolve_in(&scratch, &key) {
-                            read_tree(&real, &key, &mut out)?;
-                        }
-                    }
-                }
-                Ok(out)
+                f(&scratch)
             })();
             let _ = std::fs::remove_dir(&scratch);
             r
@@ -1295,7 +1241,41 @@ impl Run {
                 key,
             }))
             .await;
-        tree?
+        done?
+    }
+
+    /// Whether `path` is a directory in `state`'s filesystem (symlinks followed inside it), as
+    /// the classic builder asks of the container before a copy.
+    async fn is_dir_in(&self, state: &ImageState, path: &str) -> Result<bool, Failed> {
+        if state.layers.is_empty() {
+            return Ok(false);
+        }
+        let path = path.to_owned();
+        self.with_view(state, "the parent", move |root| {
+            Ok(resolve_in(root, &path).is_some_and(|p| p.is_dir()))
+        })
+        .await
+    }
+
+    /// The files of `state`'s filesystem that `sources` (globs, absolute in it) name, with
+    /// everything below them, read from a view of its snapshot: what `COPY --from` copies.
+    async fn tree_of(&self, state: &ImageState, sources: &[String]) -> Result<Context, Failed> {
+        if state.layers.is_empty() {
+            return Ok(Context::new());
+        }
+        let sources = sources.to_vec();
+        self.with_view(state, "the source image", move |root| {
+            let mut out = Context::new();
+            for s in &sources {
+                for key in expand(root, s)? {
+                    if let Some(real) = resolve_in(root, &key) {
+                        read_tree(&real, &key, &mut out)?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Makes `path` (and its parents, 0755 root) in the snapshot `mounts`, as dockerd's
