@@ -430,6 +430,9 @@ pub enum StepError {
     /// `EXPOSE` with a bad port.
     #[error("{0}")]
     Port(String),
+    /// `RUN []`: the exec form with no command; dockerd's container create refuses it.
+    #[error("No command specified")]
+    NoCommand,
     /// `WORKDIR $EMPTY`.
     #[error("cannot normalize nothing")]
     EmptyWorkdir,
@@ -1206,6 +1209,9 @@ impl Folder<'_> {
                 }
                 let argv = Self::resolve_command(&state.config, &run.command)
                     .unwrap_or_else(|| state.config.shell_or_default());
+                if argv.is_empty() {
+                    return Err(StepError::NoCommand);
+                }
                 let build_args = state.args.filter_allowed(state.config.env());
                 let mut save_cmd = argv.clone();
                 if !build_args.is_empty() {
@@ -1513,6 +1519,18 @@ mod tests {
         assert!(e.to_string().contains("linux/arm64"), "{e}");
         let e = build("ARG A=1\n", &BuildOptions::default()).unwrap_err();
         assert_eq!(e, BuildError::NoStage);
+        let e = build("FROM base\nRUN []\n", &BuildOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::Step {
+                    step: 2,
+                    reason: StepError::NoCommand,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(exposed_ports("1.2.3.4:90:91").unwrap(), ["91/tcp"]);
         assert_eq!(exposed_ports("80-81/UDP").unwrap(), ["80/udp", "81/udp"]);
         assert!(exposed_ports("80/xyz").is_err());
