@@ -8,6 +8,8 @@ mod containerd_support;
 mod engine_support;
 mod peers;
 
+use containerd_support::archive::rootfs;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
@@ -522,4 +524,86 @@ fn differential() {
             .unwrap()
             .replace("1.41", "MAX")
     );
+    stats_shape(d, &dockerd);
+}
+
+/// The keys of a JSON document as dotted paths (memory_stats.stats's keys included).
+fn key_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    if let Some(m) = v.as_object() {
+        for (k, x) in m {
+            let p = format!("{prefix}.{k}");
+            out.insert(p.clone());
+            key_paths(x, &p, out);
+        }
+    }
+}
+
+/// `GET /containers/{id}/stats?stream=false` of the same container on both daemons (busybox,
+/// no network, a memory and pids limit): the same keys, limits and pids; and the same zero
+/// sample for a container that does not run.
+fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
+    let dir = d.dir().join("stats-rootfs");
+    rootfs::busybox(&dir);
+    let tar = d.dir().join("stats-busybox.tar");
+    rootfs::tar(&dir, &tar);
+    let _ = std::fs::remove_dir_all(&dir);
+    let tar = tar.to_string_lossy().into_owned();
+    let run = [
+        "run",
+        "-d",
+        "--name",
+        "st",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "stbox",
+        "sleep",
+        "1000",
+    ];
+    let create = ["create", "--name", "st-off", "stbox", "true"];
+    for docker in [
+        &(|a: &[&str]| d.docker(a)) as &dyn Fn(&[&str]) -> String,
+        &|a: &[&str]| dockerd.docker(a),
+    ] {
+        docker(&["import", "-c", "ENV PATH=/bin", &tar, "stbox"]);
+        docker(&run);
+        docker(&create);
+    }
+    let sock = dockerd.dir().join("docker.sock");
+    let get = |path: &str| {
+        let want = engine_support::try_request(&sock, "GET", path, &[], None).unwrap();
+        let got = d.request("GET", path, None);
+        assert_eq!(
+            (got.status, want.status),
+            (200, 200),
+            "{path}: {}",
+            got.text()
+        );
+        (got.json(), want.json())
+    };
+    let (got, want) = get("/v1.41/containers/st/stats?stream=false");
+    let (mut g, mut w) = (Default::default(), Default::default());
+    key_paths(&got, "", &mut g);
+    key_paths(&want, "", &mut w);
+    assert_eq!(g, w, "stats keys: refengd {got}\ndockerd {want}");
+    assert_eq!(got["memory_stats"]["limit"], want["memory_stats"]["limit"]);
+    assert_eq!(got["pids_stats"], want["pids_stats"]);
+    assert_eq!(
+        got["cpu_stats"]["online_cpus"],
+        want["cpu_stats"]["online_cpus"]
+    );
+    let (mut got, mut want) = get("/v1.41/containers/st-off/stats?stream=false");
+    got["id"] = Value::Null;
+    want["id"] = Value::Null;
+    assert_eq!(got, want, "the zero sample");
+    for docker in [
+        &(|a: &[&str]| d.docker(a)) as &dyn Fn(&[&str]) -> String,
+        &|a: &[&str]| dockerd.docker(a),
+    ] {
+        docker(&["rm", "-f", "st", "st-off"]);
+        docker(&["rmi", "stbox"]);
+    }
 }

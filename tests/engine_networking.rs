@@ -1154,6 +1154,102 @@ fn reexec_in_private_namespaces() -> ! {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// `docker stats` and `GET /containers/{id}/stats`: dockerd's JSON with cgroup numbers (CPU,
+/// memory against the limit, pids) and the container's eth0 counters, one-shot, with a
+/// previous sample, streamed, and zero for a stopped container.
+fn stats_report_cpu_memory_pids_and_network() {
+    let _made = Made(&["st", "st-stopped"], &[]);
+    httpd(
+        "st",
+        &["-p", "18095:80", "--memory", "64m", "--pids-limit", "50"],
+    );
+    for _ in 0..5 {
+        fetch(18095, "/hostname");
+    }
+    let r = d().request("GET", "/containers/st/stats?stream=false", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = r.json();
+    assert_eq!(s["name"], "/st", "{s}");
+    assert_ne!(s["read"], "0001-01-01T00:00:00Z", "{s}");
+    assert_ne!(
+        s["preread"], "0001-01-01T00:00:00Z",
+        "a second sample carries the first: {s}"
+    );
+    assert!(
+        s["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(
+        s["precpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{s}"
+    );
+    assert!(
+        s["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(s["cpu_stats"]["online_cpus"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["memory_stats"]["usage"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["memory_stats"]["limit"], 64 << 20, "{s}");
+    assert!(
+        s["memory_stats"]["stats"].as_object().unwrap().len() > 10,
+        "{s}"
+    );
+    assert_eq!(s["pids_stats"]["current"], 1, "{s}");
+    assert_eq!(s["pids_stats"]["limit"], 50, "{s}");
+    let eth0 = &s["networks"]["eth0"];
+    assert!(
+        eth0["rx_bytes"].as_u64().unwrap() > 500,
+        "five requests came in: {s}"
+    );
+    assert!(eth0["tx_packets"].as_u64().unwrap() >= 5, "{s}");
+    assert!(s["networks"].get("lo").is_none(), "{s}");
+
+    let one = d()
+        .request(
+            "GET",
+            "/containers/st/stats?stream=false&one-shot=true",
+            None,
+        )
+        .json();
+    assert_eq!(one["preread"], "0001-01-01T00:00:00Z", "{one}");
+    assert_eq!(one["precpu_stats"]["cpu_usage"]["total_usage"], 0, "{one}");
+    let bad = d().request(
+        "GET",
+        "/containers/st/stats?stream=true&one-shot=true",
+        None,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // The docker CLI reads the stream and prints its own numbers from it.
+    let line = d().docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}} {{.PIDs}} {{.NetIO}}",
+        "st",
+    ]);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "st", "{line}");
+    assert_eq!(words[3], "64MiB", "{line}");
+    assert_eq!(words[4], "1", "{line}");
+    assert_ne!(words[5], "0B", "{line}");
+
+    d().docker(&["create", "--name", "st-stopped", "busybox", "true"]);
+    let z = d()
+        .request("GET", "/containers/st-stopped/stats?stream=false", None)
+        .json();
+    assert_eq!(z["read"], "0001-01-01T00:00:00Z", "{z}");
+    assert_eq!(z["name"], "/st-stopped", "{z}");
+    assert_eq!(z["memory_stats"], serde_json::json!({}), "{z}");
+    assert_eq!(
+        d().request("GET", "/containers/nosuch/stats", None).status,
+        404
+    );
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -1173,6 +1269,10 @@ fn main() {
             (
                 "published_ports_reach_the_container",
                 &published_ports_reach_the_container,
+            ),
+            (
+                "stats_report_cpu_memory_pids_and_network",
+                &stats_report_cpu_memory_pids_and_network,
             ),
             (
                 "user_networks_resolve_names_and_aliases",

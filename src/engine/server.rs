@@ -236,6 +236,7 @@ const CONTAINER_VERBS: &[(&str, &str)] = &[
     ("GET", "json"),
     ("GET", "logs"),
     ("GET", "top"),
+    ("GET", "stats"),
     ("POST", "start"),
     ("POST", "stop"),
     ("POST", "restart"),

@@ -63,7 +63,7 @@ fn os_release() -> (String, String) {
     )
 }
 
-fn mem_total() -> u64 {
+pub(crate) fn mem_total() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {

@@ -14,8 +14,8 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest,
-    PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest, UpdateContainerRequest,
-    WaitRequest,
+    MetricsRequest, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest,
+    UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::types::Mount;
 
@@ -446,6 +446,27 @@ impl Ctd {
             .await
             .map(|_| ())
             .map_err(|s| ApiError::from_grpc(&format!("closing stdin of {id}"), &s))
+    }
+
+    /// Tasks.Metrics of `id`: its cgroup statistics as containerd's typed `Any`, `None` when
+    /// the task is gone.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn metrics(&self, id: &str) -> Result<Option<prost_types::Any>, ApiError> {
+        self.tasks()
+            .metrics(self.backend.request(MetricsRequest {
+                filters: vec![format!("id=={id}")],
+            }))
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .metrics
+                    .into_iter()
+                    .find(|m| m.id == id)
+                    .and_then(|m| m.data)
+            })
+            .map_err(|s| ApiError::from_grpc(&format!("reading the metrics of {id}"), &s))
     }
 
     /// Tasks.ListPids.

@@ -19,6 +19,7 @@ pub mod net;
 pub mod ops;
 pub mod routes;
 pub mod spec;
+pub mod stats;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -252,6 +252,21 @@ async fn container(
                 .container_top(id, q.get("ps_args").unwrap_or(""))
                 .await?,
         )),
+        "stats" => {
+            let stream_on = q.get("stream").is_none_or(|_| q.bool("stream"));
+            let rx = engine
+                .container_stats(id, stream_on, q.bool("one-shot"))
+                .await?;
+            let body = StreamBody::new(
+                ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))),
+            );
+            let mut r = Response::new(BodyExt::boxed(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
         "wait" => {
             let rx = engine.container_wait(id, q.get("condition").unwrap_or(""))?;
             let (tx, mut r) = stream("application/json");
