@@ -599,6 +599,7 @@ fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     got["id"] = Value::Null;
     want["id"] = Value::Null;
     assert_eq!(got, want, "the zero sample");
+    update_as_dockerd(d, dockerd);
     for docker in [
         &(|a: &[&str]| d.docker(a)) as &dyn Fn(&[&str]) -> String,
         &|a: &[&str]| dockerd.docker(a),
@@ -606,4 +607,135 @@ fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
         docker(&["rm", "-f", "st", "st-off"]);
         docker(&["rmi", "stbox"]);
     }
+}
+
+/// `docker update` on both daemons, step by step: the same success or the same error text,
+/// then the same HostConfig and the same limits in the container's cgroup.
+fn update_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
+    let run = |cmd: std::process::Command| {
+        let mut cmd = cmd;
+        let out = cmd.output().expect("run docker");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let both = |args: &[&str]| {
+        let got = run(d.docker_cmd(args));
+        let want = run(dockerd.command(args));
+        (got, want)
+    };
+    let ids = |name: &str| {
+        (
+            d.docker(&["inspect", "-f", "{{.Id}}", name])
+                .trim()
+                .to_string(),
+            dockerd
+                .docker(&["inspect", "-f", "{{.Id}}", name])
+                .trim()
+                .to_string(),
+        )
+    };
+    let start = [
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "stbox",
+        "sleep",
+        "1000",
+    ];
+    let (got, want) = both(&start);
+    assert_eq!((got.0, want.0), (Some(0), Some(0)), "{got:?} {want:?}");
+    let (rid, did) = ids("up");
+    let steps: &[&[&str]] = &[
+        &["update", "-m", "100m", "up"],
+        &["update", "-m", "300m", "up"],
+        &["update", "-m", "300m", "--memory-swap", "600m", "up"],
+        &["update", "-m", "1m", "up"],
+        &["update", "--cpus", "0.5", "up"],
+        &["update", "--cpu-quota", "50000", "up"],
+        &["update", "--cpu-shares", "512", "--pids-limit", "30", "up"],
+        &["update", "--restart", "on-failure:3", "up"],
+        &["update", "-m", "100m", "nosuch"],
+    ];
+    for step in steps {
+        let (got, want) = both(step);
+        assert_eq!(got.0, want.0, "{step:?}: refengd {got:?} dockerd {want:?}");
+        assert_eq!(got.1, want.1, "{step:?}");
+        assert_eq!(
+            got.2.replace(&rid, "ID"),
+            want.2.replace(&did, "ID"),
+            "{step:?}"
+        );
+    }
+    // The one wording that differs: refengd answers API 1.44 with dockerd 25's message for an
+    // unknown policy, 20.10 has an older one.
+    let (got, want) = both(&["update", "--restart", "bogus", "up"]);
+    assert_eq!((got.0, want.0), (Some(1), Some(1)));
+    assert!(
+        got.2
+            .contains("invalid restart policy: unknown policy 'bogus'"),
+        "{got:?}"
+    );
+    let fields = "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} \
+                  {{.HostConfig.CpuShares}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy}}";
+    let (got, want) = both(&["inspect", "-f", fields, "up"]);
+    assert_eq!(got, want, "HostConfig after the updates");
+    let cat =
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
+               /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max";
+    let (got, want) = both(&["exec", "up", "sh", "-c", cat]);
+    assert_eq!(got, want, "the cgroup after the updates");
+    assert_eq!(got.1.lines().next(), Some("314572800"), "{got:?}");
+    // A field refengd does not apply is refused by name (dockerd drops an unsupported blkio
+    // weight with a warning).
+    let (code, _, err) = run(d.docker_cmd(&["update", "--blkio-weight", "300", "up"]));
+    assert_ne!(code, Some(0));
+    assert!(err.contains("BlkioWeight"), "{err}");
+    // A policy given by update governs the next exit: exit 3 twice more, then it stays exited.
+    let script = "while [ ! -f /tmp/go ]; do sleep 0.1; done; exit 3";
+    let (got, want) = both(&[
+        "run",
+        "-d",
+        "--name",
+        "rp",
+        "--network",
+        "none",
+        "stbox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!((got.0, want.0), (Some(0), Some(0)), "{got:?} {want:?}");
+    let (got, want) = both(&["update", "--restart", "on-failure:2", "rp"]);
+    assert_eq!((got.0, want.0), (Some(0), Some(0)), "{got:?} {want:?}");
+    let (got, want) = both(&["exec", "rp", "touch", "/tmp/go"]);
+    assert_eq!((got.0, want.0), (Some(0), Some(0)), "{got:?} {want:?}");
+    let settled = |inspect: &dyn Fn() -> String| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = inspect();
+            if s.starts_with("2 false") || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let f = [
+        "inspect",
+        "-f",
+        "{{.RestartCount}} {{.State.Running}} {{.State.ExitCode}}",
+        "rp",
+    ];
+    let got = settled(&|| d.docker(&f));
+    let want = settled(&|| dockerd.docker(&f));
+    assert_eq!(got.trim(), "2 false 3");
+    assert_eq!(got, want);
+    let _ = both(&["rm", "-f", "up", "rp"]);
 }

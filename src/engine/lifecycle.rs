@@ -302,6 +302,11 @@ impl AnyContainer {
         self.record_mut().name = name.into();
     }
 
+    /// `update`: a new restart policy (judged at the next exit).
+    pub fn set_policy(&mut self, policy: RestartPolicy) {
+        self.record_mut().policy = policy;
+    }
+
     /// A `kill` whose signal did not end the process was still a stop by hand: the policy does
     /// not restart it when it ends (dockerd's `HasBeenManuallyStopped`).
     pub fn mark_stopped_by_hand(&mut self) {

@@ -244,6 +244,7 @@ const CONTAINER_VERBS: &[(&str, &str)] = &[
     ("POST", "pause"),
     ("POST", "unpause"),
     ("POST", "rename"),
+    ("POST", "update"),
     ("POST", "wait"),
     ("POST", "attach"),
     ("POST", "resize"),

@@ -439,6 +439,10 @@ impl Engine {
         if host.network_mode.is_empty() {
             host.network_mode = "default".into();
         }
+        // dockerd records the swap limit it applies: as much swap as memory.
+        if host.memory > 0 && host.memory_swap == 0 {
+            host.memory_swap = host.memory * 2;
+        }
         let network_is_host = network == NetworkMode::Host;
         let network_name = match &network {
             NetworkMode::None => "none".to_string(),

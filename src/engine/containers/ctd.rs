@@ -15,7 +15,7 @@ use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest, ListPidsRequest,
     MetricsRequest, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest,
-    UpdateContainerRequest, WaitRequest,
+    UpdateContainerRequest, UpdateTaskRequest, WaitRequest,
 };
 use containerd_client::types::Mount;
 
@@ -25,6 +25,8 @@ use super::super::store::SNAPSHOTTER;
 
 /// The type URL containerd stores an OCI spec under.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The type URL of a task update's resources.
+const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 /// A task's state as containerd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +469,30 @@ impl Ctd {
                     .and_then(|m| m.data)
             })
             .map_err(|s| ApiError::from_grpc(&format!("reading the metrics of {id}"), &s))
+    }
+
+    /// Tasks.Update of `id`'s resources (`linux.resources` JSON, as containerd's typeurl
+    /// carries the runtime-spec's `LinuxResources`).
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn update_task(
+        &self,
+        id: &str,
+        resources: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.tasks()
+            .update(self.backend.request(UpdateTaskRequest {
+                container_id: id.into(),
+                resources: Some(prost_types::Any {
+                    type_url: RESOURCES_TYPE_URL.into(),
+                    value: serde_json::to_vec(resources).unwrap_or_default(),
+                }),
+                annotations: HashMap::new(),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("updating the task of {id}"), &s))
     }
 
     /// Tasks.ListPids.

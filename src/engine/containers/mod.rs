@@ -20,6 +20,7 @@ pub mod ops;
 pub mod routes;
 pub mod spec;
 pub mod stats;
+pub mod update;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -252,6 +252,13 @@ async fn container(
                 .container_top(id, q.get("ps_args").unwrap_or(""))
                 .await?,
         )),
+        "update" => {
+            let body = read_body(req, super::body::MAX_BODY).await?;
+            Ok(json(
+                StatusCode::OK,
+                &engine.container_update(id, &body).await?,
+            ))
+        }
         "stats" => {
             let stream_on = q.get("stream").is_none_or(|_| q.bool("stream"));
             let rx = engine

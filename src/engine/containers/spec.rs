@@ -455,7 +455,11 @@ fn default_device_rules() -> Vec<Value> {
 }
 
 /// The resources section (memory, cpu, pids, devices) from HostConfig, with dockerd's checks.
-fn resources(h: &HostConfig, ncpu: usize, privileged: bool) -> Result<Value, ApiError> {
+/// `linux.resources` for `h`, checked as dockerd checks the limits at create and update.
+///
+/// # Errors
+/// `BadRequest` with dockerd's message for a limit out of range or a conflict.
+pub fn resources(h: &HostConfig, ncpu: usize, privileged: bool) -> Result<Value, ApiError> {
     let mut memory = json!({"disableOOMKiller": h.oom_kill_disable});
     if h.memory != 0 && h.memory < 6 * 1024 * 1024 {
         return Err(bad("Minimum memory limit allowed is 6MB"));
