@@ -600,6 +600,7 @@ fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     want["id"] = Value::Null;
     assert_eq!(got, want, "the zero sample");
     update_as_dockerd(d, dockerd);
+    health_as_dockerd(d, dockerd);
     for docker in [
         &(|a: &[&str]| d.docker(a)) as &dyn Fn(&[&str]) -> String,
         &|a: &[&str]| dockerd.docker(a),
@@ -738,4 +739,125 @@ fn update_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     assert_eq!(got.trim(), "2 false 3");
     assert_eq!(got, want);
     let _ = both(&["rm", "-f", "up", "rp"]);
+}
+
+/// Health checks on both daemons: starting, unhealthy after the retries, healthy once the
+/// probe passes, a probe cut at its timeout, `ps` and its `health` filter, inspect's
+/// `Config.Healthcheck` and `State.Health`, and what a stop leaves.
+fn health_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
+    let both = |args: &[&str]| (d.docker(args), dockerd.docker(args));
+    both(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--network",
+        "none",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "stbox",
+        "sleep",
+        "1000",
+    ]);
+    both(&[
+        "run",
+        "-d",
+        "--name",
+        "hc-slow",
+        "--network",
+        "none",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "1s",
+        "--health-retries",
+        "1",
+        "stbox",
+        "sleep",
+        "1000",
+    ]);
+    let status = |docker: &dyn Fn(&[&str]) -> String, name: &str| {
+        docker(&["inspect", "-f", "{{.State.Health.Status}}", name])
+            .trim()
+            .to_string()
+    };
+    let until = |docker: &dyn Fn(&[&str]) -> String, name: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = status(docker, name);
+            if s == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}: still {s}, want {want}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let rd = |a: &[&str]| d.docker(a);
+    let dd = |a: &[&str]| dockerd.docker(a);
+    for docker in [&rd as &dyn Fn(&[&str]) -> String, &dd] {
+        until(docker, "hc", "unhealthy");
+        let streak = docker(&["inspect", "-f", "{{.State.Health.FailingStreak}}", "hc"]);
+        assert!(streak.trim().parse::<u32>().unwrap() >= 2, "{streak}");
+        docker(&["exec", "hc", "touch", "/tmp/ok"]);
+        until(docker, "hc", "healthy");
+        until(docker, "hc-slow", "unhealthy");
+    }
+    let (got, want) = both(&["inspect", "-f", "{{json .Config.Healthcheck}}", "hc"]);
+    assert_eq!(got, want);
+    let log = |docker: &dyn Fn(&[&str]) -> String, name: &str| -> Value {
+        serde_json::from_str(&docker(&["inspect", "-f", "{{json .State.Health}}", name])).unwrap()
+    };
+    let (got, want) = (log(&rd, "hc"), log(&dd, "hc"));
+    let last = |v: &Value| v["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last(&got)["ExitCode"].clone(), last(&got)["Output"].clone()),
+        (
+            last(&want)["ExitCode"].clone(),
+            last(&want)["Output"].clone()
+        )
+    );
+    assert!(got["Log"].as_array().unwrap().len() <= 5, "{got}");
+    let (got, want) = (log(&rd, "hc-slow"), log(&dd, "hc-slow"));
+    assert_eq!(last(&got)["ExitCode"], -1, "{got}");
+    assert_eq!(last(&got)["Output"], last(&want)["Output"], "{got} {want}");
+    let ps = [
+        "ps",
+        "--filter",
+        "health=healthy",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ];
+    let (got, want) = both(&ps);
+    let strip = |s: &str| {
+        s.split(" Up ").next().unwrap_or("").to_string()
+            + if s.ends_with("(healthy)") {
+                " (healthy)"
+            } else {
+                ""
+            }
+    };
+    assert_eq!(strip(got.trim()), "hc (healthy)", "{got}");
+    assert_eq!(strip(got.trim()), strip(want.trim()));
+    let (got, want) = both(&[
+        "ps",
+        "--filter",
+        "health=unhealthy",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!((got.trim(), want.trim()), ("hc-slow", "hc-slow"));
+    // A stop keeps the last status (20.10), and a start begins at starting again.
+    both(&["stop", "-t", "0", "hc"]);
+    let (got, want) = (status(&rd, "hc"), status(&dd, "hc"));
+    assert_eq!(got, want, "after a stop");
+    both(&["start", "hc"]);
+    let (got, want) = (status(&rd, "hc"), status(&dd, "hc"));
+    assert_eq!((got.as_str(), want.as_str()), ("starting", "starting"));
+    both(&["rm", "-f", "hc", "hc-slow"]);
 }

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod engine;
+pub mod health;
 pub mod oci;
 pub mod shim;
 pub mod task;

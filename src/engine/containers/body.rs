@@ -39,6 +39,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "StopTimeout",
     "Shell",
     "ArgsEscaped",
+    "Healthcheck",
 ];
 
 /// `HostConfig` fields refengd implements.
@@ -232,7 +233,37 @@ pub struct HostConfig {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// `Config.Healthcheck` is refused unless it disables the image's (`["NONE"]`).
+/// `Config.Healthcheck`: the probe and its timing (durations in nanoseconds, 0 for "the
+/// image's, else dockerd's default").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthConfig {
+    /// `[]` inherit, `["NONE"]` off, `["CMD", args...]`, `["CMD-SHELL", command]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<Vec<String>>,
+    /// Between probes.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub interval: i64,
+    /// A probe's longest run.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub timeout: i64,
+    /// Failures in this time after a start do not count while starting.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub start_period: i64,
+    /// Between probes during the start period.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub start_interval: i64,
+    /// Failures in a row that make it unhealthy.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    pub retries: i64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The Config fields refengd implements.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Config {
@@ -280,6 +311,9 @@ pub struct Config {
     pub shell: Option<Vec<String>>,
     /// Windows only (metadata).
     pub args_escaped: bool,
+    /// The health check (merged with the image's at create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
 }
 
 /// A parsed create body.
@@ -313,24 +347,11 @@ fn check_section(
         if supported.contains(&k.as_str()) || skip.contains(&k.as_str()) {
             continue;
         }
-        if k == "Healthcheck" && healthcheck_disabled(v) {
-            continue;
-        }
         if !is_zero(v) && !is_default(k, v) {
             return Err(unsupported(section, k, v));
         }
     }
     Ok(())
-}
-
-/// `{"Test": ["NONE"]}` turns the image's health check off: that is supported (refengd runs
-/// none).
-fn healthcheck_disabled(v: &Value) -> bool {
-    v.get("Test")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .and_then(Value::as_str)
-        == Some("NONE")
 }
 
 fn decode<T: serde::de::DeserializeOwned + Default>(
@@ -460,17 +481,17 @@ mod tests {
                 "HostConfig.Devices",
             ),
             (r#"{"Image":"a","Volumes":{"/data":{}}}"#, "Config.Volumes"),
-            (
-                r#"{"Image":"a","Healthcheck":{"Test":["CMD","true"]}}"#,
-                "Config.Healthcheck",
-            ),
         ] {
             let e = parse(body.as_bytes()).unwrap_err();
             assert!(matches!(e, ApiError::BadRequest(_)), "{body}");
             assert!(e.to_string().starts_with(name), "{body}: {e}");
         }
-        let ok = r#"{"Image":"a","Healthcheck":{"Test":["NONE"]}}"#;
-        assert!(parse(ok.as_bytes()).is_ok());
+        for ok in [
+            r#"{"Image":"a","Healthcheck":{"Test":["NONE"]}}"#,
+            r#"{"Image":"a","Healthcheck":{"Test":["CMD","true"],"Interval":1000000000}}"#,
+        ] {
+            assert!(parse(ok.as_bytes()).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -110,26 +110,79 @@ fn strings(v: &Value) -> Option<Vec<String>> {
     })
 }
 
+/// The image's HEALTHCHECK under the request's, as dockerd merges them (an empty test or a zero
+/// duration takes the image's), then checked as dockerd checks them.
+///
+/// # Errors
+/// dockerd's messages for a duration under 1 ms or negative retries.
+fn merge_healthcheck(cfg: &mut body::Config, image: Option<&Value>) -> Result<(), ApiError> {
+    let image: Option<body::HealthConfig> = image
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    if let Some(i) = image {
+        match cfg.healthcheck.as_mut() {
+            None => cfg.healthcheck = Some(i),
+            Some(h) => {
+                if h.test.as_ref().is_none_or(Vec::is_empty) {
+                    h.test = i.test;
+                }
+                for (mine, theirs) in [
+                    (&mut h.interval, i.interval),
+                    (&mut h.timeout, i.timeout),
+                    (&mut h.start_period, i.start_period),
+                    (&mut h.start_interval, i.start_interval),
+                    (&mut h.retries, i.retries),
+                ] {
+                    if *mine == 0 {
+                        *mine = theirs;
+                    }
+                }
+            }
+        }
+    }
+    let Some(h) = &cfg.healthcheck else {
+        return Ok(());
+    };
+    for (name, v) in [
+        ("Interval", h.interval),
+        ("Timeout", h.timeout),
+        ("StartPeriod", h.start_period),
+        ("StartInterval", h.start_interval),
+    ] {
+        if v != 0 && v < 1_000_000 {
+            return Err(ApiError::BadRequest(format!(
+                "{name} in Healthcheck cannot be less than 1ms"
+            )));
+        }
+    }
+    if h.retries < 0 {
+        return Err(ApiError::BadRequest(
+            "Retries in Healthcheck cannot be negative".into(),
+        ));
+    }
+    match h
+        .test
+        .as_deref()
+        .and_then(|t| t.first())
+        .map(String::as_str)
+    {
+        None | Some("NONE" | "CMD" | "CMD-SHELL") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unknown Healthcheck type {other:?} (NONE, CMD or CMD-SHELL)"
+        ))),
+    }
+}
+
 /// Merges the image's config into the request's, as dockerd's `merge` does, and checks what
 /// refengd cannot honour from the image (VOLUME, HEALTHCHECK).
-fn merge_image(
-    cfg: &mut body::Config,
-    image: &Value,
-    healthcheck_off: bool,
-) -> Result<(), ApiError> {
+fn merge_image(cfg: &mut body::Config, image: &Value) -> Result<(), ApiError> {
     let ic = image.get("config").cloned().unwrap_or(Value::Null);
     if let Some(v) = ic.get("Volumes").filter(|v| !body::is_zero(v)) {
         return Err(ApiError::BadRequest(format!(
             "the image declares volumes {v}, and refengd does not implement volumes yet"
         )));
     }
-    if ic.get("Healthcheck").is_some_and(|h| !body::is_zero(h)) && !healthcheck_off {
-        return Err(ApiError::BadRequest(
-            "the image has a HEALTHCHECK, and refengd does not run health checks yet; \
-             disable it (--no-healthcheck)"
-                .into(),
-        ));
-    }
+    merge_healthcheck(cfg, ic.get("Healthcheck"))?;
     let image_env = ic.get("Env").and_then(strings).unwrap_or_default();
     cfg.env = Some(merge_env(&image_env, cfg.env.as_deref().unwrap_or(&[])));
     if cfg.entrypoint.as_ref().is_none_or(Vec::is_empty) {
@@ -454,8 +507,7 @@ impl Engine {
             host.shm_size = spec::DEFAULT_SHM_SIZE;
         }
         let (image_ref, image) = self.image_for_container(&config.image).await?;
-        let healthcheck_off = bytes_healthcheck_off(bytes);
-        merge_image(&mut config, &image.config, healthcheck_off)?;
+        merge_image(&mut config, &image.config)?;
         let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
         argv.extend(config.cmd.clone().unwrap_or_default());
         if argv.is_empty() {
@@ -743,15 +795,6 @@ struct CreateParts<'a> {
     init: Option<&'a Path>,
 }
 
-fn bytes_healthcheck_off(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|v| v.get("Healthcheck").cloned())
-        .and_then(|h| h.get("Test").cloned())
-        .and_then(|t| t.get(0).and_then(Value::as_str).map(|s| s == "NONE"))
-        .unwrap_or(false)
-}
-
 fn check_name(reg: &super::Registry, name: &str) -> Result<(), ApiError> {
     let map = reg.lock();
     match map.values().find(|e| e.name() == name) {
@@ -858,7 +901,7 @@ mod tests {
             labels: Some([("m".to_string(), "mine".to_string())].into()),
             ..Default::default()
         };
-        merge_image(&mut c, &image, false).unwrap();
+        merge_image(&mut c, &image).unwrap();
         assert_eq!(c.env.unwrap(), ["PATH=/bin", "A=2", "B=3"]);
         assert_eq!(c.cmd.unwrap(), ["sh"]);
         assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/w", "user"));
@@ -868,9 +911,45 @@ mod tests {
             entrypoint: Some(vec!["echo".into()]),
             ..Default::default()
         };
-        merge_image(&mut c, &image, false).unwrap();
+        merge_image(&mut c, &image).unwrap();
         assert_eq!(c.cmd, None);
         let vol = json!({"config": {"Volumes": {"/data": {}}}});
-        assert!(merge_image(&mut body::Config::default(), &vol, false).is_err());
+        assert!(merge_image(&mut body::Config::default(), &vol).is_err());
+    }
+
+    #[test]
+    fn the_image_healthcheck_merges_under_the_request() {
+        let image = json!({"config": {"Healthcheck": {"Test": ["CMD", "true"],
+            "Interval": 5_000_000_000_i64, "Retries": 4}}});
+        let mut c = body::Config {
+            healthcheck: Some(body::HealthConfig {
+                interval: 2_000_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        merge_image(&mut c, &image).unwrap();
+        let h = c.healthcheck.unwrap();
+        assert_eq!(h.test.unwrap(), ["CMD", "true"]);
+        assert_eq!((h.interval, h.retries), (2_000_000_000, 4));
+        let mut c = body::Config::default();
+        merge_image(&mut c, &image).unwrap();
+        assert_eq!(c.healthcheck.unwrap().interval, 5_000_000_000);
+        for (bad, msg) in [
+            (
+                json!({"Test": ["CMD", "x"], "Interval": 10}),
+                "Interval in Healthcheck cannot be less than 1ms",
+            ),
+            (
+                json!({"Test": ["CMD", "x"], "Retries": -1}),
+                "Retries in Healthcheck cannot be negative",
+            ),
+            (json!({"Test": ["FOO", "x"]}), "unknown Healthcheck type"),
+        ] {
+            let mut c = body::Config::default();
+            let image = json!({"config": {"Healthcheck": bad}});
+            let e = merge_image(&mut c, &image).unwrap_err();
+            assert!(e.to_string().contains(msg), "{e}");
+        }
     }
 }

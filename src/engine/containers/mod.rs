@@ -13,6 +13,7 @@ pub mod body;
 pub mod create;
 pub mod ctd;
 pub mod etc;
+pub mod health;
 pub mod io;
 pub mod names;
 pub mod net;
@@ -83,6 +84,9 @@ pub struct RunState {
     pub exits: u64,
     /// Has been started once.
     pub has_been_started: bool,
+    /// With a health check: its status and last results.
+    #[serde(default)]
+    pub health: Option<health::HealthRecord>,
 }
 
 /// The persisted form: the record and the lifecycle.

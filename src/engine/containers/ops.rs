@@ -252,6 +252,7 @@ impl Engine {
             e.stored.state.oom_killed = false;
             e.stored.state.has_been_started = true;
         })?;
+        self.health_start(id, true);
         Ok(())
     }
 
@@ -282,6 +283,9 @@ impl Engine {
                 pio.close_stdin();
             }
             e.stored.state.pid = 0;
+            if let Some(h) = e.stored.state.health.as_mut() {
+                h.health = h.health.stopped();
+            }
             e.stored.state.finished_at = Some(io::now_rfc3339());
             e.stored.state.exits += 1;
             let lc = e.lc.clone();
@@ -1300,6 +1304,9 @@ impl Engine {
             }
             let _ = self.containers.persist(&entry);
             self.containers.lock().insert(id.clone(), entry);
+            if matches!(status, Status::Running | Status::Paused) {
+                self.health_start(&id, false);
+            }
             if !matches!(status, Status::Running | Status::Paused) {
                 // An exit while refengd was away leaves endpoints behind.
                 self.network_detach(&id).await;

@@ -11,12 +11,13 @@ use super::super::filters::Filters;
 use super::super::Engine;
 use super::Entry;
 use refeng_spec::engine::Status;
+use refeng_spec::health::HealthStatus;
 
 /// The zero time as Go prints it.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 const LIST_FILTERS: &[&str] = &[
-    "id", "name", "label", "status", "exited", "ancestor", "before", "since", "network",
+    "id", "name", "label", "status", "exited", "ancestor", "before", "since", "network", "health",
 ];
 
 /// go-units' `HumanDuration`, as `docker ps` prints ages.
@@ -65,7 +66,16 @@ fn status_text(e: &Entry) -> String {
     let st = &e.stored.state;
     let code = e.lc.record().exit_code;
     match e.lc.status() {
-        Status::Running => format!("Up {}", human_duration(since(st.started_at.as_deref()))),
+        Status::Running => format!(
+            "Up {}{}",
+            human_duration(since(st.started_at.as_deref())),
+            match st.health.as_ref().map(|h| h.health.status) {
+                None => "",
+                Some(HealthStatus::Starting) => " (health: starting)",
+                Some(HealthStatus::Healthy) => " (healthy)",
+                Some(HealthStatus::Unhealthy) => " (unhealthy)",
+            }
+        ),
         Status::Paused => format!(
             "Up {} (Paused)",
             human_duration(since(st.started_at.as_deref()))
@@ -145,6 +155,9 @@ fn config_json(e: &Entry) -> Value {
     if let Some(s) = &c.shell {
         v["Shell"] = json!(s);
     }
+    if let Some(h) = &c.healthcheck {
+        v["Healthcheck"] = json!(h);
+    }
     v
 }
 
@@ -199,7 +212,7 @@ pub fn inspect_json(e: &Entry, log_path: &str, files_dir: &str) -> Value {
     let st = &e.stored.state;
     let status = e.lc.status();
     let r = e.lc.record();
-    json!({
+    let mut v = json!({
         "Id": e.stored.id,
         "Created": e.stored.created,
         "Path": e.stored.path,
@@ -242,7 +255,11 @@ pub fn inspect_json(e: &Entry, log_path: &str, files_dir: &str) -> Value {
             "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
             "Networks": networks(e),
         },
-    })
+    });
+    if let Some(h) = st.health.as_ref() {
+        v["State"]["Health"] = h.to_json();
+    }
+    v
 }
 
 impl Engine {
@@ -316,6 +333,13 @@ impl Engine {
             }
         }
         let mut exited = Vec::new();
+        for s in filters.get("health") {
+            if !matches!(s, "starting" | "healthy" | "unhealthy" | "none") {
+                return Err(ApiError::BadRequest(format!(
+                    "Unrecognised filter value for health: {s}"
+                )));
+            }
+        }
         for s in filters.get("exited") {
             exited.push(
                 s.parse::<i32>()
@@ -372,6 +396,17 @@ impl Engine {
                     && !filters.get("status").any(|s| s == status.as_str())
                 {
                     continue;
+                }
+                if filters.contains("health") {
+                    let h = e
+                        .stored
+                        .state
+                        .health
+                        .as_ref()
+                        .map_or("none", |h| h.health.status.as_str());
+                    if !filters.get("health").any(|s| s == h) {
+                        continue;
+                    }
                 }
                 if !exited.is_empty()
                     && (status != Status::Exited || !exited.contains(&e.lc.record().exit_code))
