@@ -37,6 +37,17 @@ pub fn kernel_version() -> String {
     read_trimmed("/proc/sys/kernel/osrelease")
 }
 
+/// `SecurityOptions` of `/info`: dockerd 20.10 lists `seccomp` with the profile its containers
+/// get by default (`default`, the built-in one) when the kernel filters syscalls.
+fn security_options() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if status.lines().any(|l| l.starts_with("Seccomp:")) {
+        vec!["name=seccomp,profile=default".to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The host's name.
 pub fn hostname() -> String {
     read_trimmed("/proc/sys/kernel/hostname")
@@ -272,7 +283,7 @@ impl Engine {
             "ContainerdCommit": {"ID": ctd.revision},
             "RuncCommit": {"ID": ""},
             "InitCommit": {"ID": ""},
-            "SecurityOptions": [],
+            "SecurityOptions": security_options(),
             "Warnings": [],
         });
         for part in [host, engine, cgroup_features()] {

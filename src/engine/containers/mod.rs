@@ -18,6 +18,7 @@ pub mod names;
 pub mod net;
 pub mod ops;
 pub mod routes;
+pub mod seccomp;
 pub mod spec;
 pub mod view;
 
