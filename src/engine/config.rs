@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::containers::seccomp;
+use super::containers::spec::SeccompChoice;
+
 /// The default API socket (`-H`).
 pub const DEFAULT_HOST: &str = "unix:///run/refeng/refeng.sock";
 /// The default persistent directory (`--data-root`).
@@ -74,6 +77,11 @@ pub struct Config {
     /// `bridge: none` (`-b none`): no default `bridge` network; containers in the default
     /// network mode run without a network, as dockerd's `DisableBridge`.
     pub bridge_none: bool,
+    /// `seccomp-profile` as given (a path or `unconfined`); `None`: the built-in profile.
+    pub seccomp_profile: Option<String>,
+    /// The profile of a container that names none: the built-in one, none (`unconfined`) or
+    /// the one `seccomp-profile` names (read when the daemon starts, as dockerd reads it).
+    pub default_seccomp: SeccompChoice,
 }
 
 impl Default for Config {
@@ -95,6 +103,8 @@ impl Default for Config {
             bip: None,
             default_address_pools: None,
             bridge_none: false,
+            seccomp_profile: None,
+            default_seccomp: SeccompChoice::Builtin,
         }
     }
 }
@@ -187,6 +197,7 @@ const KEYS: &[&str] = &[
     "bip",
     "default-address-pools",
     "bridge",
+    "seccomp-profile",
 ];
 
 /// The json-file options refengd implements.
@@ -328,6 +339,23 @@ impl Config {
         }
         if debug {
             c.log_level = "debug".into();
+        }
+        if let Some(p) = string(&map, "seccomp-profile")?.filter(|p| !p.is_empty()) {
+            c.default_seccomp = if p == "unconfined" {
+                SeccompChoice::Unconfined
+            } else {
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    value_error(
+                        "seccomp-profile",
+                        &format!("opening seccomp profile ({p}) failed: {e}"),
+                    )
+                })?;
+                SeccompChoice::Custom(
+                    seccomp::parse(&text)
+                        .map_err(|e| value_error("seccomp-profile", &format!("{p}: {e}")))?,
+                )
+            };
+            c.seccomp_profile = Some(p);
         }
         if let Some(d) = string(&map, "log-driver")? {
             c.log_driver = match d.as_str() {
@@ -610,6 +638,38 @@ mod tests {
             .to_string();
         assert!(e.contains("tcp://0.0.0.0:2375"), "{e}");
         assert!(file("[1]").is_err());
+        let e = file(r#"{"seccomp-profile":"/nonexistent/profile.json"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("seccomp-profile") && e.contains("/nonexistent"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seccomp_profile_names_the_default_profile() {
+        assert_eq!(file("{}").unwrap().default_seccomp, SeccompChoice::Builtin);
+        let c = file(r#"{"seccomp-profile":"unconfined"}"#).unwrap();
+        assert_eq!(c.default_seccomp, SeccompChoice::Unconfined);
+        assert_eq!(c.seccomp_profile.as_deref(), Some("unconfined"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG"}"#).unwrap();
+        let c = file(&format!(
+            r#"{{"seccomp-profile":{:?}}}"#,
+            path.display().to_string()
+        ))
+        .unwrap();
+        assert!(matches!(c.default_seccomp, SeccompChoice::Custom(_)));
+        std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG","x":1}"#).unwrap();
+        let e = file(&format!(
+            r#"{{"seccomp-profile":{:?}}}"#,
+            path.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("seccomp-profile") && e.contains('x'), "{e}");
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct SpecInput<'a> {
     pub go_arch: &'a str,
     /// The running kernel (major, minor), for the seccomp profile's `minKernel` conditions.
     pub kernel: Option<(u32, u32)>,
+    /// The daemon's profile for a container that names none (daemon.json `seccomp-profile`).
+    pub daemon_seccomp: &'a SeccompChoice,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -235,7 +237,8 @@ pub struct SecurityOpts {
 /// in dockerd).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum SeccompChoice {
-    /// None named: Docker's default profile.
+    /// None named: the daemon's default (Docker's built-in profile unless daemon.json
+    /// `seccomp-profile` names another).
     #[default]
     Builtin,
     /// `seccomp=unconfined`: no filter.
@@ -649,7 +652,11 @@ pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
             go_arch: i.go_arch,
             kernel: i.kernel,
         };
-        match &sec.seccomp {
+        let choice = match &sec.seccomp {
+            SeccompChoice::Builtin => i.daemon_seccomp,
+            named => named,
+        };
+        match choice {
             SeccompChoice::Unconfined => {}
             SeccompChoice::Builtin => {
                 linux["seccomp"] = seccomp::render(&seccomp::builtin(), &target);
