@@ -385,6 +385,112 @@ fn refused_syscalls_fail_with_eperm() {
     }
 }
 
+/// A build's `RUN` steps run under the default profile on both engines (dockerd's classic
+/// builder runs them as ordinary containers): the filter is on, and unshare is refused.
+fn build_steps_run_under_the_profile() {
+    let d = &world().refengd;
+    let dir = d.dir().join("build-context");
+    fs::create_dir_all(&dir).unwrap();
+    let ctx = dir.to_string_lossy().into_owned();
+    for (run, ok) in [
+        // Seccomp mode 2: a filter is loaded.
+        ("grep -q '^Seccomp:[[:space:]]*2' /proc/self/status", true),
+        ("unshare -r true", false),
+    ] {
+        fs::write(dir.join("Dockerfile"), format!("FROM busybox\nRUN {run}\n")).unwrap();
+        let args = [
+            "build",
+            "--network",
+            "none",
+            "--no-cache",
+            "-t",
+            "seccomp-step",
+            &ctx,
+        ];
+        let got = d
+            .docker_cmd(&args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        let want = with_dockerd(|dd| dd.command(&args).output().unwrap());
+        let (g, w) = (
+            String::from_utf8_lossy(&got.stdout).into_owned()
+                + &String::from_utf8_lossy(&got.stderr),
+            String::from_utf8_lossy(&want.stdout).into_owned()
+                + &String::from_utf8_lossy(&want.stderr),
+        );
+        assert_eq!(got.status.success(), ok, "{run}: {g}");
+        assert_eq!(want.status.success(), ok, "dockerd, {run}: {w}");
+        if !ok {
+            assert!(g.contains("Operation not permitted"), "{run}: {g}");
+            assert!(w.contains("Operation not permitted"), "dockerd, {run}: {w}");
+        }
+    }
+    let _ = d.docker_cmd(&["rmi", "seccomp-step"]).output();
+    with_dockerd(|dd| {
+        let _ = dd.command(&["rmi", "seccomp-step"]).output();
+    });
+}
+
+/// daemon.json `seccomp-profile` names the profile of containers that name none: `/info`
+/// shows its path, and a container that names `seccomp=unconfined` still gets none.
+fn daemon_json_seccomp_profile_is_the_default() {
+    let dir = tempfile::Builder::new()
+        .prefix("refeng-seccomp-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let profile = dir.path().join("profile.json");
+    fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["unshare"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let d = Refengd::start_with(engine_support::Options {
+        daemon_json: Some(json!({"seccomp-profile": profile}).to_string()),
+        ..engine_support::Options::default()
+    });
+    let tar = world().refengd.dir().join("busybox.tar");
+    d.docker(&["import", &tar.to_string_lossy(), "busybox:latest"]);
+    let info = d.request("GET", "/v1.41/info", None).json();
+    assert_eq!(
+        info["SecurityOptions"],
+        json!([format!("name=seccomp,profile={}", profile.display())])
+    );
+    let run = |opts: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[
+            "busybox",
+            "sh",
+            "-c",
+            "unshare -r true && grep Seccomp: /proc/self/status",
+        ]);
+        d.docker_cmd(&args).output().unwrap()
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let free = run(&["--security-opt", "seccomp=unconfined"]);
+    assert!(
+        free.status.success(),
+        "{}",
+        String::from_utf8_lossy(&free.stderr)
+    );
+    let status = String::from_utf8_lossy(&free.stdout).into_owned();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "0"]),
+        "{status}"
+    );
+    d.shutdown();
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -408,6 +514,14 @@ fn main() {
             (
                 "refused_syscalls_fail_with_eperm_unless_unconfined_or_capable",
                 &refused_syscalls_fail_with_eperm,
+            ),
+            (
+                "build_steps_run_under_the_profile",
+                &build_steps_run_under_the_profile,
+            ),
+            (
+                "daemon_json_seccomp_profile_is_the_default",
+                &daemon_json_seccomp_profile_is_the_default,
             ),
         ],
         || {
