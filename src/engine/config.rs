@@ -80,7 +80,8 @@ pub struct Config {
     /// `seccomp-profile` as given (a path or `unconfined`); `None`: the built-in profile.
     pub seccomp_profile: Option<String>,
     /// The profile of a container that names none: the built-in one, none (`unconfined`) or
-    /// the one `seccomp-profile` names (read when the daemon starts, as dockerd reads it).
+    /// the one `seccomp-profile` names (read by [`Config::load`] when the daemon starts, as
+    /// dockerd reads it).
     pub default_seccomp: SeccompChoice,
 }
 
@@ -220,10 +221,41 @@ impl Config {
             }
             None => None,
         };
-        Self::from_parts(flags, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
+        let mut config =
+            Self::from_parts(flags, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))?;
+        config.read_seccomp_profile()?;
+        Ok(config)
     }
 
-    /// As [`Config::load`], with the file's text already read.
+    /// Reads and parses the profile daemon.json's `seccomp-profile` names into
+    /// [`Config::default_seccomp`] (dockerd reads it once, at start). Apart from
+    /// [`Config::from_parts`], which reads no file but daemon.json's text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming `seccomp-profile` when the file cannot be read or is not a
+    /// profile.
+    pub fn read_seccomp_profile(&mut self) -> Result<(), ConfigError> {
+        let Some(p) = self
+            .seccomp_profile
+            .as_deref()
+            .filter(|p| *p != "unconfined")
+        else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            value_error(
+                "seccomp-profile",
+                &format!("opening seccomp profile ({p}) failed: {e}"),
+            )
+        })?;
+        let profile = seccomp::parse(&text)
+            .map_err(|e| value_error("seccomp-profile", &format!("{p}: {e}")))?;
+        self.default_seccomp = SeccompChoice::Custom(profile);
+        Ok(())
+    }
+
+    /// As [`Config::load`], with the file's text already read, and the file `seccomp-profile`
+    /// names not read yet ([`Config::read_seccomp_profile`]).
     ///
     /// # Errors
     /// As [`Config::load`].
@@ -341,20 +373,9 @@ impl Config {
             c.log_level = "debug".into();
         }
         if let Some(p) = string(&map, "seccomp-profile")?.filter(|p| !p.is_empty()) {
-            c.default_seccomp = if p == "unconfined" {
-                SeccompChoice::Unconfined
-            } else {
-                let text = std::fs::read_to_string(&p).map_err(|e| {
-                    value_error(
-                        "seccomp-profile",
-                        &format!("opening seccomp profile ({p}) failed: {e}"),
-                    )
-                })?;
-                SeccompChoice::Custom(
-                    seccomp::parse(&text)
-                        .map_err(|e| value_error("seccomp-profile", &format!("{p}: {e}")))?,
-                )
-            };
+            if p == "unconfined" {
+                c.default_seccomp = SeccompChoice::Unconfined;
+            }
             c.seccomp_profile = Some(p);
         }
         if let Some(d) = string(&map, "log-driver")? {
@@ -639,6 +660,8 @@ mod tests {
         assert!(e.contains("tcp://0.0.0.0:2375"), "{e}");
         assert!(file("[1]").is_err());
         let e = file(r#"{"seccomp-profile":"/nonexistent/profile.json"}"#)
+            .unwrap()
+            .read_seccomp_profile()
             .unwrap_err()
             .to_string();
         assert!(
@@ -656,19 +679,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
         std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG"}"#).unwrap();
-        let c = file(&format!(
-            r#"{{"seccomp-profile":{:?}}}"#,
-            path.display().to_string()
-        ))
-        .unwrap();
+        let json = format!(r#"{{"seccomp-profile":{:?}}}"#, path.display().to_string());
+        let mut c = file(&json).unwrap();
+        assert_eq!(c.default_seccomp, SeccompChoice::Builtin, "not read yet");
+        c.read_seccomp_profile().unwrap();
         assert!(matches!(c.default_seccomp, SeccompChoice::Custom(_)));
         std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG","x":1}"#).unwrap();
-        let e = file(&format!(
-            r#"{{"seccomp-profile":{:?}}}"#,
-            path.display().to_string()
-        ))
-        .unwrap_err()
-        .to_string();
+        let e = file(&json)
+            .unwrap()
+            .read_seccomp_profile()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("seccomp-profile") && e.contains('x'), "{e}");
     }
 
