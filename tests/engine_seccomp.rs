@@ -363,6 +363,22 @@ fn refused_syscalls_fail_with_eperm() {
             assert_eq!(err, String::from_utf8_lossy(&want.stderr), "{opts:?}");
         }
     }
+    // An exec'd process runs under the container's filter.
+    let id = d
+        .docker(&["run", "-d", "busybox", "sleep", "1000"])
+        .trim()
+        .to_owned();
+    let exec = d
+        .docker_cmd(&["exec", &id, "unshare", "-r", "true"])
+        .output()
+        .unwrap();
+    d.docker(&["rm", "-f", &id]);
+    assert!(!exec.status.success());
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
     // A custom profile is fitted to the container's capabilities too: a rule for
     // CAP_SYS_ADMIN applies only to a container that has it.
     let profile = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
