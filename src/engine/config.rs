@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::containers::seccomp;
+use super::containers::spec::SeccompChoice;
+
 /// The default API socket (`-H`).
 pub const DEFAULT_HOST: &str = "unix:///run/refeng/refeng.sock";
 /// The default persistent directory (`--data-root`).
@@ -74,6 +77,12 @@ pub struct Config {
     /// `bridge: none` (`-b none`): no default `bridge` network; containers in the default
     /// network mode run without a network, as dockerd's `DisableBridge`.
     pub bridge_none: bool,
+    /// `seccomp-profile` as given (a path or `unconfined`); `None`: the built-in profile.
+    pub seccomp_profile: Option<String>,
+    /// The profile of a container that names none: the built-in one, none (`unconfined`) or
+    /// the one `seccomp-profile` names (read by [`Config::load`] when the daemon starts, as
+    /// dockerd reads it).
+    pub default_seccomp: SeccompChoice,
 }
 
 impl Default for Config {
@@ -95,6 +104,8 @@ impl Default for Config {
             bip: None,
             default_address_pools: None,
             bridge_none: false,
+            seccomp_profile: None,
+            default_seccomp: SeccompChoice::Builtin,
         }
     }
 }
@@ -187,6 +198,7 @@ const KEYS: &[&str] = &[
     "bip",
     "default-address-pools",
     "bridge",
+    "seccomp-profile",
 ];
 
 /// The json-file options refengd implements.
@@ -209,10 +221,41 @@ impl Config {
             }
             None => None,
         };
-        Self::from_parts(flags, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
+        let mut config =
+            Self::from_parts(flags, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))?;
+        config.read_seccomp_profile()?;
+        Ok(config)
     }
 
-    /// As [`Config::load`], with the file's text already read.
+    /// Reads and parses the profile daemon.json's `seccomp-profile` names into
+    /// [`Config::default_seccomp`] (dockerd reads it once, at start). Apart from
+    /// [`Config::from_parts`], which reads no file but daemon.json's text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming `seccomp-profile` when the file cannot be read or is not a
+    /// profile.
+    pub fn read_seccomp_profile(&mut self) -> Result<(), ConfigError> {
+        let Some(p) = self
+            .seccomp_profile
+            .as_deref()
+            .filter(|p| *p != "unconfined")
+        else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            value_error(
+                "seccomp-profile",
+                &format!("opening seccomp profile ({p}) failed: {e}"),
+            )
+        })?;
+        let profile = seccomp::parse(&text)
+            .map_err(|e| value_error("seccomp-profile", &format!("{p}: {e}")))?;
+        self.default_seccomp = SeccompChoice::Custom(profile);
+        Ok(())
+    }
+
+    /// As [`Config::load`], with the file's text already read, and the file `seccomp-profile`
+    /// names not read yet ([`Config::read_seccomp_profile`]).
     ///
     /// # Errors
     /// As [`Config::load`].
@@ -328,6 +371,12 @@ impl Config {
         }
         if debug {
             c.log_level = "debug".into();
+        }
+        if let Some(p) = string(&map, "seccomp-profile")?.filter(|p| !p.is_empty()) {
+            if p == "unconfined" {
+                c.default_seccomp = SeccompChoice::Unconfined;
+            }
+            c.seccomp_profile = Some(p);
         }
         if let Some(d) = string(&map, "log-driver")? {
             c.log_driver = match d.as_str() {
@@ -610,6 +659,38 @@ mod tests {
             .to_string();
         assert!(e.contains("tcp://0.0.0.0:2375"), "{e}");
         assert!(file("[1]").is_err());
+        let e = file(r#"{"seccomp-profile":"/nonexistent/profile.json"}"#)
+            .unwrap()
+            .read_seccomp_profile()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("seccomp-profile") && e.contains("/nonexistent"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seccomp_profile_names_the_default_profile() {
+        assert_eq!(file("{}").unwrap().default_seccomp, SeccompChoice::Builtin);
+        let c = file(r#"{"seccomp-profile":"unconfined"}"#).unwrap();
+        assert_eq!(c.default_seccomp, SeccompChoice::Unconfined);
+        assert_eq!(c.seccomp_profile.as_deref(), Some("unconfined"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG"}"#).unwrap();
+        let json = format!(r#"{{"seccomp-profile":{:?}}}"#, path.display().to_string());
+        let mut c = file(&json).unwrap();
+        assert_eq!(c.default_seccomp, SeccompChoice::Builtin, "not read yet");
+        c.read_seccomp_profile().unwrap();
+        assert!(matches!(c.default_seccomp, SeccompChoice::Custom(_)));
+        std::fs::write(&path, r#"{"defaultAction":"SCMP_ACT_LOG","x":1}"#).unwrap();
+        let e = file(&json)
+            .unwrap()
+            .read_seccomp_profile()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seccomp-profile") && e.contains('x'), "{e}");
     }
 
     #[test]

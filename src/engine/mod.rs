@@ -91,6 +91,7 @@ impl Engine {
                 a.bip,
                 a.default_address_pools.clone(),
                 a.bridge_none,
+                a.seccomp_profile.clone(),
             ) == (
                 b.hosts.clone(),
                 b.data_root.clone(),
@@ -102,12 +103,13 @@ impl Engine {
                 b.bip,
                 b.default_address_pools.clone(),
                 b.bridge_none,
+                b.seccomp_profile.clone(),
             )
         };
         if !fixed(&c, &fresh) {
             anyhow::bail!(
                 "hosts, data-root, exec-root, containerd, containerd-namespace, group, pidfile, \
-                 bip, default-address-pools and bridge take effect only at start; restart refengd to \
+                 bip, default-address-pools, bridge and seccomp-profile take effect only at start; restart refengd to \
                  change them"
             );
         }

@@ -1,6 +1,7 @@
 //! One entry to every parser refengd runs on request input that is not a route — the
 //! `filters` query parameter, the `X-Registry-Auth` header, the `POST /auth` body, import
-//! `changes`, `since`/`until` times, the API version prefix and path, and daemon.json — for
+//! `changes`, `since`/`until` times, the API version prefix and path, daemon.json, the query of
+//! `POST /build` and a seccomp profile (`SecurityOpt` `seccomp=<profile>`) — for
 //! the `engine_requests` fuzz target and the replay of its seeds in `tests/fuzz_corpus.rs`.
 //! Input is a kind on the first line and the text after it; each parser must refuse bad text
 //! with a 400 (never panic), and what it accepts must hold its invariant.
@@ -23,6 +24,7 @@ pub const KINDS: &[&str] = &[
     "path",
     "daemon.json",
     "build",
+    "seccomp",
 ];
 
 /// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
@@ -121,6 +123,33 @@ pub fn check(data: &[u8]) -> bool {
             }
             Err(e) => refused(e),
         },
+        // A profile's text, as the CLI sends it in `SecurityOpt`; once accepted, it renders
+        // for a container with Docker's default capabilities into a `linux.seccomp` the
+        // runtime-spec types take.
+        "seccomp" => match super::containers::spec::security_opts(&[format!("seccomp={input}")]) {
+            Ok(o) => {
+                let super::containers::spec::SeccompChoice::Custom(p) = o.seccomp else {
+                    // `seccomp=unconfined`.
+                    return true;
+                };
+                let caps: Vec<String> = super::containers::spec::DEFAULT_CAPS
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect();
+                let target = super::containers::seccomp::Target {
+                    caps: &caps,
+                    go_arch: super::system::go_arch(),
+                    kernel: Some((6, 1)),
+                };
+                let v = super::containers::seccomp::render(&p, &target);
+                assert!(
+                    serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).is_ok(),
+                    "a rendered profile is a linux.seccomp: {v}"
+                );
+                true
+            }
+            Err(e) => refused(e),
+        },
         _ => false,
     }
 }
@@ -147,5 +176,11 @@ mod tests {
         assert!(!check(b"path\n/v9.99/info"));
         assert!(check(b"daemon.json\n{\"debug\":true}"));
         assert!(!check(b"daemon.json\n{\"bip\":\"x\"}"));
+        assert!(check(
+            b"seccomp\n{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\"],\"action\":\"SCMP_ACT_ALLOW\"}]}"
+        ));
+        assert!(!check(
+            b"seccomp\n{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"nope\":1}"
+        ));
     }
 }

@@ -37,6 +37,19 @@ pub fn kernel_version() -> String {
     read_trimmed("/proc/sys/kernel/osrelease")
 }
 
+/// `SecurityOptions` of `/info`: dockerd 20.10 lists `seccomp` with the profile its containers
+/// get by default (`default` for the built-in one, else daemon.json's `seccomp-profile`) when the
+/// kernel filters syscalls.
+fn security_options(config: &super::Config) -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if status.lines().any(|l| l.starts_with("Seccomp:")) {
+        let profile = config.seccomp_profile.as_deref().unwrap_or("default");
+        vec![format!("name=seccomp,profile={profile}")]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The host's name.
 pub fn hostname() -> String {
     read_trimmed("/proc/sys/kernel/hostname")
@@ -272,7 +285,7 @@ impl Engine {
             "ContainerdCommit": {"ID": ctd.revision},
             "RuncCommit": {"ID": ""},
             "InitCommit": {"ID": ""},
-            "SecurityOptions": [],
+            "SecurityOptions": security_options(&config),
             "Warnings": [],
         });
         for part in [host, engine, cgroup_features()] {

@@ -761,6 +761,9 @@ impl Engine {
             all_caps: &all_caps,
             host_devices: &host_devices,
             ncpu: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            go_arch: super::super::system::go_arch(),
+            kernel: super::seccomp::kernel_release(&super::super::system::kernel_version()),
+            daemon_seccomp: &self.config().default_seccomp,
         })?;
         for b in p.host.binds.iter().flatten() {
             // dockerd makes a missing host directory of a bind.

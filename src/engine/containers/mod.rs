@@ -19,6 +19,7 @@ pub mod names;
 pub mod net;
 pub mod ops;
 pub mod routes;
+pub mod seccomp;
 pub mod spec;
 pub mod stats;
 pub mod update;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::super::error::ApiError;
 use super::body::HostConfig;
 use super::etc::ExecUser;
+use super::seccomp::{self, Profile, Target};
 
 /// Docker's default capability set (`oci/caps/defaults.go`).
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -117,6 +118,12 @@ pub struct SpecInput<'a> {
     pub host_devices: &'a [Value],
     /// The number of CPUs, to bound `NanoCpus`.
     pub ncpu: usize,
+    /// The host architecture by Go's name (`amd64`), for the seccomp profile.
+    pub go_arch: &'a str,
+    /// The running kernel (major, minor), for the seccomp profile's `minKernel` conditions.
+    pub kernel: Option<(u32, u32)>,
+    /// The daemon's profile for a container that names none (daemon.json `seccomp-profile`).
+    pub daemon_seccomp: &'a SeccompChoice,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -222,10 +229,22 @@ fn rlimit_type(name: &str) -> Option<&'static str> {
 pub struct SecurityOpts {
     /// `no-new-privileges[:true]`.
     pub no_new_privileges: bool,
-    /// `seccomp=unconfined`.
-    pub seccomp_unconfined: bool,
-    /// `seccomp=<profile JSON>` (the CLI sends the file's content), converted to OCI.
-    pub seccomp: Option<Value>,
+    /// Which seccomp profile.
+    pub seccomp: SeccompChoice,
+}
+
+/// The seccomp profile a container asks for with `SecurityOpt` (the last `seccomp=` wins, as
+/// in dockerd).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum SeccompChoice {
+    /// None named: the daemon's default (Docker's built-in profile unless daemon.json
+    /// `seccomp-profile` names another).
+    #[default]
+    Builtin,
+    /// `seccomp=unconfined`: no filter.
+    Unconfined,
+    /// `seccomp=<profile JSON>` (the CLI sends the file's content).
+    Custom(Profile),
 }
 
 /// Parses `SecurityOpt`.
@@ -243,8 +262,11 @@ pub fn security_opts(opts: &[String]) -> Result<SecurityOpts, ApiError> {
         match (k, v) {
             ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
             ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
-            ("seccomp", Some("unconfined")) => out.seccomp_unconfined = true,
-            ("seccomp", Some(profile)) => out.seccomp = Some(seccomp_profile(profile)?),
+            ("seccomp", Some("unconfined")) => out.seccomp = SeccompChoice::Unconfined,
+            ("seccomp", Some(profile)) => {
+                out.seccomp =
+                    SeccompChoice::Custom(seccomp::parse(profile).map_err(|e| bad(e.to_string()))?);
+            }
             _ => {
                 return Err(bad(format!(
                     "SecurityOpt {o:?} is not supported by refengd (only seccomp=<profile>, \
@@ -252,141 +274,6 @@ pub fn security_opts(opts: &[String]) -> Result<SecurityOpts, ApiError> {
                 )))
             }
         }
-    }
-    Ok(out)
-}
-
-fn go_arch_to_seccomp(a: &str) -> &'static str {
-    match a {
-        "amd64" => "SCMP_ARCH_X86_64",
-        "arm64" => "SCMP_ARCH_AARCH64",
-        "386" => "SCMP_ARCH_X86",
-        "arm" => "SCMP_ARCH_ARM",
-        _ => "",
-    }
-}
-
-/// Converts a docker seccomp profile (`archMap`, `includes`/`excludes` by arch and
-/// capability) into the OCI `linux.seccomp` object for this host's architecture.
-fn seccomp_profile(text: &str) -> Result<Value, ApiError> {
-    let p: Value = serde_json::from_str(text)
-        .map_err(|e| bad(format!("Decoding seccomp profile failed: {e}")))?;
-    let Some(obj) = p.as_object() else {
-        return Err(bad("Decoding seccomp profile failed: not a JSON object"));
-    };
-    for k in obj.keys() {
-        if !matches!(
-            k.as_str(),
-            "defaultAction"
-                | "defaultErrnoRet"
-                | "architectures"
-                | "archMap"
-                | "syscalls"
-                | "flags"
-                | "listenerPath"
-                | "listenerMetadata"
-        ) {
-            return Err(bad(format!("seccomp profile field {k:?} is not supported")));
-        }
-    }
-    if obj
-        .get("listenerPath")
-        .is_some_and(|v| !super::body::is_zero(v))
-    {
-        return Err(bad(
-            "seccomp profile field \"listenerPath\" is not supported",
-        ));
-    }
-    let default_action = obj
-        .get("defaultAction")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("seccomp profile: defaultAction is required"))?;
-    let host_arch = go_arch_to_seccomp(super::super::system::go_arch());
-    let mut arches: Vec<Value> = Vec::new();
-    if let Some(map) = obj.get("archMap").and_then(Value::as_array) {
-        for a in map {
-            if a.get("architecture").and_then(Value::as_str) == Some(host_arch) {
-                arches.push(json!(host_arch));
-                for s in a
-                    .get("subArchitectures")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    arches.push(s.clone());
-                }
-            }
-        }
-    } else if let Some(a) = obj.get("architectures").and_then(Value::as_array) {
-        arches = a.clone();
-    }
-    let mut syscalls = Vec::new();
-    for s in obj
-        .get("syscalls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        // includes/excludes by arch; by capability they are judged against the defaults,
-        // as dockerd judges them against the container's capabilities (conservatively: a rule
-        // for a capability the defaults lack is left out).
-        let arch_ok = |v: Option<&Value>, want: bool| -> bool {
-            match v.and_then(|x| x.get("arches")).and_then(Value::as_array) {
-                Some(a) if !a.is_empty() => {
-                    a.iter().any(|x| {
-                        go_arch_to_seccomp(x.as_str().unwrap_or("")) == host_arch
-                            || x.as_str() == Some(host_arch)
-                    }) == want
-                }
-                _ => true,
-            }
-        };
-        let caps_ok = |v: Option<&Value>, want: bool| -> bool {
-            match v.and_then(|x| x.get("caps")).and_then(Value::as_array) {
-                Some(a) if !a.is_empty() => {
-                    a.iter()
-                        .all(|c| DEFAULT_CAPS.contains(&c.as_str().unwrap_or("")))
-                        == want
-                }
-                _ => true,
-            }
-        };
-        let inc = s.get("includes");
-        let exc = s.get("excludes");
-        if !(arch_ok(inc, true) && caps_ok(inc, true) && arch_ok(exc, false) && caps_ok(exc, false))
-        {
-            continue;
-        }
-        let mut names: Vec<Value> = s
-            .get("names")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if let Some(n) = s.get("name").and_then(Value::as_str) {
-            names.push(json!(n));
-        }
-        let mut rule = json!({
-            "names": names,
-            "action": s.get("action").cloned().unwrap_or(Value::Null),
-        });
-        if let Some(e) = s.get("errnoRet") {
-            rule["errnoRet"] = e.clone();
-        }
-        if let Some(a) = s.get("args").filter(|a| !a.is_null()) {
-            rule["args"] = a.clone();
-        }
-        syscalls.push(rule);
-    }
-    let mut out = json!({
-        "defaultAction": default_action,
-        "architectures": arches,
-        "syscalls": syscalls,
-    });
-    if let Some(e) = obj.get("defaultErrnoRet") {
-        out["defaultErrnoRet"] = e.clone();
-    }
-    if let Some(f) = obj.get("flags").filter(|f| !super::body::is_zero(f)) {
-        out["flags"] = f.clone();
     }
     Ok(out)
 }
@@ -761,9 +648,24 @@ pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
     }
-    if let Some(p) = &sec.seccomp {
-        if !h.privileged {
-            linux["seccomp"] = p.clone();
+    // dockerd's `WithSeccomp`: nothing for a privileged container or `seccomp=unconfined`;
+    // otherwise the named or the default profile, fitted to this container's capabilities.
+    if !h.privileged {
+        let target = Target {
+            caps: &caps,
+            go_arch: i.go_arch,
+            kernel: i.kernel,
+        };
+        let choice = match &sec.seccomp {
+            SeccompChoice::Builtin => i.daemon_seccomp,
+            named => named,
+        };
+        match choice {
+            SeccompChoice::Unconfined => {}
+            SeccompChoice::Builtin => {
+                linux["seccomp"] = seccomp::render(&seccomp::builtin(), &target);
+            }
+            SeccompChoice::Custom(p) => linux["seccomp"] = seccomp::render(p, &target),
         }
     }
     let mut spec = json!({
@@ -851,7 +753,7 @@ mod tests {
     #[test]
     fn security_opts_are_parsed_or_refused_by_name() {
         let s = security_opts(&["no-new-privileges".into(), "seccomp=unconfined".into()]).unwrap();
-        assert!(s.no_new_privileges && s.seccomp_unconfined);
+        assert!(s.no_new_privileges && s.seccomp == SeccompChoice::Unconfined);
         let e = security_opts(&["apparmor=x".into()]).unwrap_err();
         assert!(e.to_string().contains("apparmor=x"), "{e}");
         let profile = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,
@@ -860,10 +762,25 @@ mod tests {
             "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
                         {"names":["ptrace"],"action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_PTRACE"]}}]}"#;
         let s = security_opts(&[format!("seccomp={profile}")]).unwrap();
-        let p = s.seccomp.unwrap();
-        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
-        assert_eq!(p["syscalls"].as_array().unwrap().len(), 1);
-        assert!(!p["architectures"].as_array().unwrap().is_empty());
+        let SeccompChoice::Custom(p) = s.seccomp else {
+            panic!("a custom profile: {:?}", s.seccomp)
+        };
+        let defaults: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+        let target = Target {
+            caps: &defaults,
+            go_arch: "amd64",
+            kernel: Some((6, 1)),
+        };
+        let r = seccomp::render(&p, &target);
+        assert_eq!(r["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(
+            r["syscalls"],
+            json!([{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}])
+        );
+        assert_eq!(
+            r["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
     }
 
     #[test]
