@@ -149,6 +149,8 @@ pub enum TaskEvent {
         id: String,
         /// Its exit status.
         exit_status: u32,
+        /// Its pid (0 when unknown).
+        pid: u32,
     },
     /// The kernel's OOM killer hit the task (`/tasks/oom`).
     OomKilled {
@@ -177,6 +179,7 @@ impl TaskEvent {
                 container_id: e.container_id,
                 id: e.id,
                 exit_status: e.exit_status,
+                pid: e.pid,
             }),
             "/tasks/oom" => TaskOom::decode(body).ok().map(|e| TaskEvent::OomKilled {
                 container_id: e.container_id,
@@ -204,10 +207,13 @@ async fn follow_containerd(engine: Arc<Engine>) {
                             container_id,
                             id,
                             exit_status,
+                            pid,
                         }) => {
                             let engine = engine.clone();
                             tokio::spawn(async move {
-                                engine.on_task_exit(&container_id, &id, exit_status).await;
+                                engine
+                                    .on_task_exit(&container_id, &id, pid, exit_status)
+                                    .await;
                             });
                         }
                         Some(TaskEvent::OomKilled { container_id }) => {

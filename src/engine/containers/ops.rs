@@ -390,8 +390,10 @@ impl Engine {
     }
 
     /// The exit of a task's process, from containerd's `/tasks/exit` (`exec` is the exec id,
-    /// or the container id for its init process).
-    pub async fn on_task_exit(self: &Arc<Self>, container: &str, exec: &str, code: u32) {
+    /// or the container id for its init process). An init exit whose `pid` is not the current
+    /// run's (the event of a run that a restart already ended and replaced, delivered late) is
+    /// ignored; 0 is "unknown".
+    pub async fn on_task_exit(self: &Arc<Self>, container: &str, exec: &str, pid: u32, code: u32) {
         if exec != container {
             self.on_exec_exit(exec, code).await;
             return;
@@ -400,8 +402,17 @@ impl Engine {
             return;
         };
         let _g = lock.lock().await;
-        let status = self.containers.lock().get(container).map(|e| e.lc.status());
+        let (status, current) = {
+            let map = self.containers.lock();
+            map.get(container)
+                .map(|e| (Some(e.lc.status()), e.stored.state.pid))
+                .unwrap_or_default()
+        };
         if !matches!(status, Some(Status::Running | Status::Paused)) {
+            return;
+        }
+        if pid != 0 && current != 0 && pid != current {
+            tracing::debug!(%container, pid, current, "exit of an earlier run ignored");
             return;
         }
         let by_hand = status == Some(Status::Paused);
@@ -1369,7 +1380,7 @@ impl Engine {
             .collect();
         for id in running {
             if let Ok(TaskState::Stopped(code)) = ctd.state(&id, "").await {
-                self.on_task_exit(&id, &id, code).await;
+                self.on_task_exit(&id, &id, 0, code).await;
             }
         }
     }
