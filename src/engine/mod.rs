@@ -417,7 +417,8 @@ mod tests {
             Some(TaskEvent::Exited {
                 container_id: "c1".into(),
                 id: "c1".into(),
-                exit_status: 3
+                exit_status: 3,
+                pid: 7,
             })
         );
         let env = Envelope {
