@@ -601,6 +601,7 @@ fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     assert_eq!(got, want, "the zero sample");
     update_as_dockerd(d, dockerd);
     health_as_dockerd(d, dockerd);
+    files_as_dockerd(d, dockerd);
     for docker in [
         &(|a: &[&str]| d.docker(a)) as &dyn Fn(&[&str]) -> String,
         &|a: &[&str]| dockerd.docker(a),
@@ -860,4 +861,79 @@ fn health_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     let (got, want) = (status(&rd, "hc"), status(&dd, "hc"));
     assert_eq!((got.as_str(), want.as_str()), ("starting", "starting"));
     both(&["rm", "-f", "hc", "hc-slow"]);
+}
+
+/// `docker diff` and `docker export` of the same container on both daemons: the same changes
+/// (additions, changes, deletions, an opaque directory; the runtime's mount points left out),
+/// and an export that lists the same paths with the container's new content.
+fn files_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
+    let script = "mkdir -p /data/sub && echo a > /data/sub/f && echo b >> /etc/passwd \
+                  && rm /etc/group && rm -rf /home && mkdir /home && touch /home/new \
+                  && sleep 1000";
+    let both = |args: &[&str]| (d.docker(args), dockerd.docker(args));
+    both(&[
+        "run",
+        "-d",
+        "--name",
+        "fx",
+        "--network",
+        "none",
+        "stbox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.docker(&["diff", "fx"]).contains("/home/new")
+        || !dockerd.docker(&["diff", "fx"]).contains("/home/new")
+    {
+        assert!(Instant::now() < deadline, "the script did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dockerd's naive differ lists a directory's entries in Go's map order (it varies from call
+    // to call); refengd sorts by path. The same lines either way.
+    let (got, want) = both(&["diff", "fx"]);
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&got), sorted(&want), "docker diff");
+    assert!(
+        got.contains("A /data/sub/f") && got.contains("D /etc/group"),
+        "{got}"
+    );
+    let list = |docker: &dyn Fn(&[&str]) -> std::process::Command| -> Vec<String> {
+        let out = docker(&["export", "fx"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("fx.tar");
+        std::fs::write(&tar, &out.stdout).unwrap();
+        let t = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{t:?}");
+        let mut names: Vec<String> = String::from_utf8_lossy(&t.stdout)
+            .lines()
+            .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+            .filter(|l| !l.is_empty() && l != ".")
+            .collect();
+        names.sort();
+        names
+    };
+    let got = list(&|a| d.docker_cmd(a));
+    let want = list(&|a| dockerd.command(a));
+    // dockerd's init layer adds `.dockerenv`, `etc/mtab` and the /dev mount points; refengd's
+    // runtime makes those inside the container's /dev tmpfs, not in its writable layer.
+    let init_layer = [".dockerenv", "etc/mtab", "dev/console", "dev/pts", "dev/shm"];
+    let want: Vec<String> = want
+        .into_iter()
+        .filter(|n| !init_layer.contains(&n.as_str()))
+        .collect();
+    assert_eq!(got, want, "docker export's paths");
+    assert!(got.iter().any(|n| n == "data/sub/f") && !got.iter().any(|n| n == "etc/group"));
+    let (got, want) = both(&["rm", "-f", "fx"]);
+    assert_eq!(got, want);
 }

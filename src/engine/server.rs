@@ -237,6 +237,8 @@ const CONTAINER_VERBS: &[(&str, &str)] = &[
     ("GET", "logs"),
     ("GET", "top"),
     ("GET", "stats"),
+    ("GET", "export"),
+    ("GET", "changes"),
     ("POST", "start"),
     ("POST", "stop"),
     ("POST", "restart"),

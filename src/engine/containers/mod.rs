@@ -13,6 +13,7 @@ pub mod body;
 pub mod create;
 pub mod ctd;
 pub mod etc;
+pub mod files;
 pub mod health;
 pub mod io;
 pub mod names;

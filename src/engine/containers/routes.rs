@@ -259,6 +259,19 @@ async fn container(
                 &engine.container_update(id, &body).await?,
             ))
         }
+        "changes" => Ok(json(StatusCode::OK, &engine.container_changes(id).await?)),
+        "export" => {
+            let rx = engine.container_export(id).await?;
+            let body = StreamBody::new(
+                ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))),
+            );
+            let mut r = Response::new(BodyExt::boxed(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-tar"),
+            );
+            Ok(r)
+        }
         "stats" => {
             let stream_on = q.get("stream").is_none_or(|_| q.bool("stream"));
             let rx = engine
