@@ -927,13 +927,70 @@ fn files_as_dockerd(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     let want = list(&|a| dockerd.command(a));
     // dockerd's init layer adds `.dockerenv`, `etc/mtab` and the /dev mount points; refengd's
     // runtime makes those inside the container's /dev tmpfs, not in its writable layer.
-    let init_layer = [".dockerenv", "etc/mtab", "dev/console", "dev/pts", "dev/shm"];
+    let init_layer = [
+        ".dockerenv",
+        "etc/mtab",
+        "dev/console",
+        "dev/pts",
+        "dev/shm",
+    ];
     let want: Vec<String> = want
         .into_iter()
         .filter(|n| !init_layer.contains(&n.as_str()))
         .collect();
     assert_eq!(got, want, "docker export's paths");
     assert!(got.iter().any(|n| n == "data/sub/f") && !got.iter().any(|n| n == "etc/group"));
+    // docker commit: the changes become a layer; the config takes the changes given.
+    let commit = [
+        "commit",
+        "-a",
+        "me",
+        "-m",
+        "msg",
+        "-c",
+        "ENV X=1",
+        "-c",
+        "CMD [\"cat\", \"/data/sub/f\"]",
+        "fx",
+        "committed:v1",
+    ];
+    both(&commit);
+    let (got, want) = both(&["run", "--rm", "--network", "none", "committed:v1"]);
+    assert_eq!((got.as_str(), want.as_str()), ("a\n", "a\n"));
+    let f = "{{json .Config.Cmd}} {{json .Config.Env}} {{json .Config.Entrypoint}} \
+             {{.Config.WorkingDir}} {{len .RootFS.Layers}} {{.Author}} {{.Comment}}";
+    let (got, want) = both(&["image", "inspect", "-f", f, "committed:v1"]);
+    assert_eq!(got, want, "the committed image");
+    // The deletion is in the layer too.
+    let gone = |c: std::process::Command| {
+        let mut c = c;
+        c.output().unwrap().status.success()
+    };
+    let cat = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v1",
+        "cat",
+        "/etc/group",
+    ];
+    assert_eq!(
+        (gone(d.docker_cmd(&cat)), gone(dockerd.command(&cat))),
+        (false, false)
+    );
+    let (got, want) = both(&[
+        "history",
+        "--format",
+        "{{.CreatedBy}}|{{.Comment}}",
+        "committed:v1",
+    ]);
+    assert_eq!(
+        got.lines().next(),
+        want.lines().next(),
+        "the commit's history entry"
+    );
     let (got, want) = both(&["rm", "-f", "fx"]);
     assert_eq!(got, want);
+    both(&["rmi", "committed:v1"]);
 }

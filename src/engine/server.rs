@@ -221,6 +221,8 @@ enum Route {
     ImagesLoad,
     /// `POST /build`.
     Build,
+    /// `POST /commit`.
+    Commit,
     ImagesSave(Vec<String>),
     ImagePush(String),
     Auth,
@@ -328,6 +330,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::POST, ["images", "prune"]) => Route::ImagesPrune,
         (&Method::POST, ["images", "load"]) => Route::ImagesLoad,
         (&Method::POST, ["build"]) => Route::Build,
+        (&Method::POST, ["commit"]) => Route::Commit,
         (&Method::POST, ["auth"]) => Route::Auth,
         (&Method::GET, ["system", "df"]) => Route::SystemDf,
         (&Method::POST, [.., "push"]) => Route::ImagePush(image_name(segments, Some("push"))?),
@@ -439,6 +442,56 @@ async fn dispatch(
             StatusCode::OK,
             &engine.image_delete(&name, query.bool("force")).await?,
         )),
+        Route::Commit => {
+            let changes = super::image_archive::query_all(req.uri().query(), "changes");
+            let repo = query.get("repo").unwrap_or("");
+            let tag = query.get("tag").unwrap_or("");
+            let reference = if repo.is_empty() {
+                if !tag.is_empty() {
+                    return Err(ApiError::BadRequest(
+                        "invalid reference format: a tag needs a repository".into(),
+                    ));
+                }
+                None
+            } else {
+                let text = if tag.is_empty() {
+                    repo.to_string()
+                } else {
+                    format!("{repo}:{tag}")
+                };
+                let r = crate::image::registry::Reference::parse(&text)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid reference format: {e}")))?;
+                Some(r.to_string())
+            };
+            let commit = super::build::exec::CommitRequest {
+                container: query.get("container").unwrap_or("").to_string(),
+                reference,
+                comment: query.get("comment").unwrap_or("").to_string(),
+                author: query.get("author").unwrap_or("").to_string(),
+                changes,
+                pause: query.get("pause").is_none_or(|_| query.bool("pause")),
+            };
+            let body = http_body_util::Limited::new(req.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?
+                .to_bytes();
+            if !body.iter().all(u8::is_ascii_whitespace) {
+                let v: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
+                if let Some(o) = v.as_object() {
+                    if let Some((k, _)) =
+                        o.iter().find(|(_, x)| !super::containers::body::is_zero(x))
+                    {
+                        return Err(ApiError::BadRequest(format!(
+                            "commit config field {k} is not supported by refengd (use changes)"
+                        )));
+                    }
+                }
+            }
+            let id = engine.commit(commit).await?;
+            Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
+        }
         Route::Build => {
             let req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
             let rx = engine.build(req.into_body(), req_query).await?;

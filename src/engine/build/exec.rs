@@ -1916,3 +1916,153 @@ mod tests {
         assert!(r.quiet);
     }
 }
+
+/// What `POST /commit` asks for.
+#[derive(Debug, Default, Clone)]
+pub struct CommitRequest {
+    /// The container.
+    pub container: String,
+    /// `repo[:tag]` as a full reference, or none for an untagged image.
+    pub reference: Option<String>,
+    /// The commit message.
+    pub comment: String,
+    /// The author.
+    pub author: String,
+    /// Dockerfile instructions applied to the config.
+    pub changes: Vec<String>,
+    /// Freeze the container while its changes are read.
+    pub pause: bool,
+}
+
+impl Engine {
+    /// `POST /commit`: the container's changes as a new layer over its image, with its config
+    /// (and `changes` applied), as dockerd's commit makes it. The new image's id.
+    ///
+    /// # Errors
+    /// 404 for the container, 400 for bad changes, 409 for a container being removed; the
+    /// store's and containerd's failures.
+    pub async fn commit(self: &Arc<Self>, req: CommitRequest) -> Result<String, ApiError> {
+        let id = self.containers.find(&req.container)?;
+        let (stored, status) = {
+            let map = self.containers.lock();
+            let e = map.get(&id).ok_or_else(|| {
+                ApiError::NotFound(format!("No such container: {}", req.container))
+            })?;
+            (e.stored.clone(), e.lc.status())
+        };
+        if matches!(
+            status,
+            refeng_spec::engine::Status::Removing | refeng_spec::engine::Status::Dead
+        ) {
+            return Err(ApiError::Conflict(format!(
+                "You cannot commit container {id} which is being removed"
+            )));
+        }
+        // The config: the container's, with the changes applied as `docker import` applies them.
+        let mut config = serde_json::to_value(&stored.config)
+            .map_err(|e| ApiError::internal("the container's config", e))?;
+        let obj = config
+            .as_object_mut()
+            .ok_or_else(|| ApiError::Internal("the container's config".into()))?;
+        obj.insert("Image".into(), json!(stored.image_id));
+        crate::engine::changes::apply(obj, &req.changes)?;
+        let image_config: ImageConfig = serde_json::from_value(config.clone())
+            .map_err(|e| ApiError::BadRequest(format!("the committed config: {e}")))?;
+        let container_config: ImageConfig =
+            serde_json::from_value(serde_json::to_value(&stored.config).unwrap_or_default())
+                .unwrap_or_default();
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let (tx, _rx) = mpsc::channel::<Bytes>(1);
+        let run = Run {
+            engine: self.clone(),
+            tx,
+            quiet: true,
+            lease: format!(
+                "refengd-commit-{}-{}",
+                std::process::id(),
+                SERIAL.fetch_add(1, Ordering::Relaxed)
+            ),
+            rm: false,
+            forcerm: false,
+            nocache: false,
+            host_config: Value::Null,
+        };
+        let store = self.store();
+        store
+            .lease(&run.lease, BUILD_LEASE_LIFE)
+            .await
+            .map_err(|e| ApiError::internal("a lease for the commit", e))?;
+        let paused = req.pause && status == refeng_spec::engine::Status::Running;
+        if paused {
+            self.containers.ctd.pause(&id).await?;
+        }
+        let made = run
+            .commit_changes(&stored, &image_config, &container_config, &req)
+            .await;
+        if paused {
+            if let Err(e) = self.containers.ctd.resume(&id).await {
+                tracing::warn!(%id, error = %e, "the container stays paused after its commit");
+            }
+        }
+        if let Err(e) = store.end_lease(&run.lease).await {
+            tracing::warn!(lease = %run.lease, error = %e, "lease not ended; it expires by itself");
+        }
+        let image_id = made.map_err(|Failed(m)| ApiError::Internal(m))?;
+        let mut attrs = BTreeMap::new();
+        attrs.insert("comment".to_string(), req.comment.clone());
+        attrs.insert("imageID".to_string(), image_id.clone());
+        attrs.insert(
+            "imageRef".to_string(),
+            req.reference.as_deref().map(familiar).unwrap_or_default(),
+        );
+        self.container_event(&id, "commit", attrs);
+        Ok(image_id)
+    }
+}
+
+impl Run {
+    async fn commit_changes(
+        &self,
+        stored: &crate::engine::containers::Stored,
+        config: &ImageConfig,
+        container: &ImageConfig,
+        req: &CommitRequest,
+    ) -> Result<String, Failed> {
+        let (image, _) = self.engine.find(&stored.image_id).await?;
+        let mut state = self
+            .image_of(&image.id, &image.manifest)
+            .await
+            .ok_or_else(|| Failed(format!("the image {} of the container", image.id)))?;
+        let mounts = self.engine.containers.ctd.mounts(&stored.id).await?;
+        let layer = self.diff(&state.top_chain(), mounts).await?;
+        let blob = self.engine.store().read(&layer.digest).await?;
+        let made = without_mount_points(layer, &blob)?;
+        let mut cmd = vec![stored.path.clone()];
+        cmd.extend(stored.args.iter().cloned());
+        state.commit_made(config, container, &cmd.join(" "), made);
+        if let Some(o) = state.doc.as_object_mut() {
+            o.insert("container".into(), json!(stored.id));
+            if !req.author.is_empty() {
+                o.insert("author".into(), json!(req.author));
+            }
+            if !req.comment.is_empty() {
+                o.insert("comment".into(), json!(req.comment));
+            }
+        }
+        if let Some(h) = state.doc["history"]
+            .as_array_mut()
+            .and_then(|h| h.last_mut())
+        {
+            if !req.author.is_empty() {
+                h["author"] = json!(req.author);
+            }
+            if !req.comment.is_empty() {
+                h["comment"] = json!(req.comment);
+            }
+        }
+        state.id = Digest::sha256(&serde_json::to_vec(&state.doc)?).to_string();
+        let tags: Vec<String> = req.reference.iter().cloned().collect();
+        self.write_image(&state, Some(&tags)).await?;
+        Ok(state.id)
+    }
+}
