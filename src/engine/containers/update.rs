@@ -32,7 +32,7 @@ const APPLIED: &[&str] = &[
 /// The update body's applied fields.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct UpdateBody {
+pub(crate) struct UpdateBody {
     cpu_shares: i64,
     memory: i64,
     nano_cpus: i64,
@@ -46,7 +46,7 @@ struct UpdateBody {
 
 /// Parses the body and refuses, by name, a field that would change something refengd does
 /// not apply.
-fn parse(body: &[u8]) -> Result<UpdateBody, ApiError> {
+pub(crate) fn parse(body: &[u8]) -> Result<UpdateBody, ApiError> {
     let map: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
     for (k, v) in &map {
