@@ -437,6 +437,72 @@ fn real_containerd() {
     let py =
         d.python("import docker; print(docker.from_env(version='auto').version()['ApiVersion'])");
     assert_eq!(py.trim(), "1.44");
+    // Containers over the real containerd and its runc shim: run, logs, exec, stats, stop,
+    // restart, commit, rm.
+    let dir = d.dir().join("rc-rootfs");
+    containerd_support::archive::rootfs::busybox(&dir);
+    let tar = d.dir().join("rc-busybox.tar");
+    containerd_support::archive::rootfs::tar(&dir, &tar);
+    let _ = std::fs::remove_dir_all(&dir);
+    d.docker(&[
+        "import",
+        "-c",
+        "ENV PATH=/bin",
+        &tar.to_string_lossy(),
+        "rcbox",
+    ]);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "rcbox",
+        "echo",
+        "over containerd",
+    ]);
+    assert_eq!(out, "over containerd\n");
+    let id = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "rc",
+        "--network",
+        "none",
+        "rcbox",
+        "sh",
+        "-c",
+        "echo started; trap 'exit 7' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(
+        d.docker(&["exec", "rc", "cat", "/proc/1/cmdline"])
+            .split('\0')
+            .next(),
+        Some("sh")
+    );
+    let stats = d
+        .request(
+            "GET",
+            "/containers/rc/stats?stream=false&one-shot=true",
+            None,
+        )
+        .json();
+    assert!(
+        stats["memory_stats"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{stats}"
+    );
+    d.docker(&["stop", "rc"]);
+    let code = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "rc"]);
+    assert_eq!(code.trim(), "7");
+    d.docker(&["start", "rc"]);
+    assert!(
+        d.docker(&["logs", "rc"]).starts_with("started\nstarted"),
+        "{}",
+        d.docker(&["logs", "rc"])
+    );
+    d.docker(&["commit", "rc", "rc-committed"]);
+    d.docker(&["rm", "-f", id.trim()]);
+    d.docker(&["rmi", "rc-committed", "rcbox"]);
+    d.shutdown();
 }
 
 /// The same requests to a private dockerd (20.10: API 1.41) and to refengd: status codes,

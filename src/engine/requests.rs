@@ -185,7 +185,9 @@ mod tests {
         assert!(!check(b"changes\nRUN true"));
         assert!(check(b"time\n10m"));
         assert!(check(b"create\n{\"Image\":\"a\",\"Cmd\":[\"sh\"]}"));
-        assert!(!check(b"create\n{\"Image\":\"a\",\"HostConfig\":{\"PidMode\":\"host\"}}"));
+        assert!(!check(
+            b"create\n{\"Image\":\"a\",\"HostConfig\":{\"PidMode\":\"host\"}}"
+        ));
         assert!(check(b"update\n{\"Memory\":104857600,\"CpusetMems\":\"\"}"));
         assert!(!check(b"update\n{\"CpusetMems\":\"0\"}"));
         assert!(!check(b"time\nlater"));
