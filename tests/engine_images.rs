@@ -184,6 +184,10 @@ fn main() {
             ),
             ("import_matches_dockerd", &import_matches_dockerd),
             (
+                "build_pull_pulls_the_base_image_first",
+                &build_pull_pulls_the_base_image_first,
+            ),
+            (
                 "push_and_login_against_a_basic_auth_registry",
                 &push_and_login_against_a_basic_auth_registry,
             ),
@@ -205,6 +209,68 @@ fn main() {
 
 fn short(d: &str) -> String {
     d.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// `docker build --pull` (classic builder): the base image comes from the registry first,
+/// its progress in the build's output, even when the store has it; a base image the registry
+/// does not have fails the build.
+fn build_pull_pulls_the_base_image_first() {
+    let w = world();
+    let _ = w
+        .refengd
+        .docker_cmd(&["rmi", "-f", &w.tool.reference])
+        .output();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {}\nLABEL pulled=yes\n", w.tool.reference),
+    )
+    .unwrap();
+    let build = |tag: &str| {
+        w.refengd
+            .docker_cmd(&["build", "--pull", "-t", tag, &dir.path().to_string_lossy()])
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap()
+    };
+    let out = build("pulled:1");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Pulling from") && text.contains("/test/tool"),
+        "{text}"
+    );
+    assert!(text.contains("Successfully tagged pulled:1"), "{text}");
+    let label = w.refengd.docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.Labels.tier}} {{.Config.Labels.pulled}}",
+        "pulled:1",
+    ]);
+    assert_eq!(label.trim(), "tool yes");
+    // Present now, it is asked for again.
+    let out = build("pulled:2");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Image is up to date") || text.contains("Pulling from"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {}/test/nosuch:1\n", w.registry_host),
+    )
+    .unwrap();
+    let out = build("never:1");
+    assert!(!out.status.success());
+    let _ = w
+        .refengd
+        .docker_cmd(&["rmi", "pulled:1", "pulled:2"])
+        .output();
 }
 
 fn pull_cli() {

@@ -60,23 +60,55 @@ pub fn decode(header: &str) -> Result<Option<Credentials>, ApiError> {
 pub fn decode_login(body: &[u8]) -> Result<(String, Credentials), ApiError> {
     let bad = |why: String| ApiError::BadRequest(format!("invalid login request: {why}"));
     let cfg: AuthConfig = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    let address = cfg.serveraddress.trim().to_string();
-    let host = address
-        .strip_prefix("https://")
-        .or_else(|| address.strip_prefix("http://"))
-        .unwrap_or(&address)
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let registry = match host.as_str() {
-        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
-        h => h.to_string(),
-    };
+    let registry = registry_of(&cfg.serveraddress);
     match credentials_of(cfg, &bad)? {
         Some(c) => Ok((registry, c)),
         None => Err(bad("no username and password or identity token".into())),
     }
+}
+
+/// The registry host a server address names (Docker Hub's addresses are `docker.io`).
+fn registry_of(address: &str) -> String {
+    let address = address.trim();
+    let host = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+/// Decodes `X-Registry-Config` (what `docker build` sends): base64url of a JSON object of
+/// AuthConfigs keyed by server address. The credentials by registry host.
+///
+/// # Errors
+/// `BadRequest` for text that is not base64 of such an object.
+pub fn decode_config(header: &str) -> Result<Vec<(String, Credentials)>, ApiError> {
+    let header = header.trim();
+    if header.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad =
+        |why: String| ApiError::BadRequest(format!("invalid X-Registry-Config header: {why}"));
+    let trimmed = header.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|e| bad(e.to_string()))?;
+    let all: std::collections::BTreeMap<String, AuthConfig> =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (address, cfg) in all {
+        if let Some(c) = credentials_of(cfg, &bad)? {
+            out.push((registry_of(&address), c));
+        }
+    }
+    Ok(out)
 }
 
 fn credentials_of(
@@ -176,5 +208,19 @@ mod tests {
             let e = decode(&h).unwrap_err();
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{h}");
         }
+    }
+
+    #[test]
+    fn registry_config_decodes_by_host() {
+        use base64::Engine as _;
+        let json = r#"{"https://index.docker.io/v1/":{"username":"u","password":"p"},
+            "127.0.0.1:5000":{"auth":"YTpi"},"empty.example":{}}"#;
+        let h = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let got = decode_config(&h).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "127.0.0.1:5000");
+        assert_eq!(got[1].0, "docker.io");
+        assert!(decode_config("").unwrap().is_empty());
+        assert!(decode_config("!!").is_err());
     }
 }

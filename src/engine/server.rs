@@ -493,7 +493,13 @@ async fn dispatch(
             Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
         }
         Route::Build => {
-            let req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
+            let mut req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
+            req_query.credentials = super::auth::decode_config(
+                req.headers()
+                    .get("X-Registry-Config")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )?;
             let rx = engine.build(req.into_body(), req_query).await?;
             Ok(streamed(rx, "application/json"))
         }

@@ -7,8 +7,9 @@
 //! ([`super::cache`]); the target stage's image gets the tags. The answer is the JSON message
 //! stream `docker build` prints.
 //!
-//! Refused by name rather than done differently: `ADD` of a URL and of bzip2/xz archives,
-//! `pull=1`, `cachefrom`, `remote`.
+//! `pull=1` pulls each base image (with `X-Registry-Config`'s credentials) before the plan
+//! uses it, its progress in the stream. Refused by name rather than done differently: `ADD`
+//! of a URL and of bzip2/xz archives, `cachefrom`, `remote`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +97,10 @@ pub struct BuildRequest {
     pub nocache: bool,
     /// The `HostConfig` of each `RUN`'s container (network mode, shm size, limits).
     pub host_config: Value,
+    /// `pull`: pull every base image before it is used, even when the store has it.
+    pub pull: bool,
+    /// Registry credentials from `X-Registry-Config`, by registry host.
+    pub credentials: Vec<(String, crate::image::registry::auth::Credentials)>,
 }
 
 impl BuildRequest {
@@ -210,11 +215,7 @@ impl BuildRequest {
                 "cachefrom {c}: refengd's builder has no cache yet"
             )));
         }
-        if truthy("pull") {
-            return Err(ApiError::BadRequest(
-                "pull: refengd's builder does not pull base images yet; pull them first".into(),
-            ));
-        }
+        req.pull = truthy("pull");
         if first("remote").is_some_and(|r| !r.is_empty()) {
             return Err(ApiError::BadRequest(
                 "remote: refengd builds from the context in the request body only".into(),
@@ -495,10 +496,68 @@ struct StoreSource {
     engine: Arc<Engine>,
     handle: tokio::runtime::Handle,
     found: std::sync::Mutex<HashMap<String, Arc<crate::engine::images::Resolved>>>,
+    /// With `pull`: where the pulls' progress goes, the credentials, what was pulled already.
+    pull: Option<Puller>,
+}
+
+struct Puller {
+    tx: mpsc::Sender<Bytes>,
+    credentials: Vec<(String, crate::image::registry::auth::Credentials)>,
+    done: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Puller {
+    /// Pulls `reference` (once per build), forwarding the progress lines; an image id is not
+    /// pulled.
+    fn pull(
+        &self,
+        engine: &Arc<Engine>,
+        handle: &tokio::runtime::Handle,
+        reference: &str,
+    ) -> Result<(), String> {
+        let is_id = reference.starts_with("sha256:")
+            || (reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_id
+            || !self
+                .done
+                .lock()
+                .map_or(true, |mut d| d.insert(reference.to_owned()))
+        {
+            return Ok(());
+        }
+        let registry = Reference::parse(reference)
+            .map(|r| r.registry)
+            .map_err(|e| format!("invalid reference format: {e}"))?;
+        let creds = self
+            .credentials
+            .iter()
+            .find(|(host, _)| *host == registry)
+            .map(|(_, c)| c.clone());
+        handle.block_on(async {
+            let mut rx = engine
+                .pull(reference, "", "", creds)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(b) = rx.recv().await {
+                for l in b.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+                    if let Ok(v) = serde_json::from_slice::<Value>(l) {
+                        if let Some(e) = v.get("error").and_then(Value::as_str) {
+                            return Err(e.to_owned());
+                        }
+                    }
+                }
+                let _ = self.tx.send(b).await;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl ImageSource for StoreSource {
     fn image(&self, reference: &str) -> Result<BaseImage, String> {
+        if let Some(p) = &self.pull {
+            p.pull(&self.engine, &self.handle, reference)?;
+        }
         let (r, _) = self
             .handle
             .block_on(self.engine.find(reference))
@@ -636,6 +695,11 @@ impl Run {
             engine: self.engine.clone(),
             handle: tokio::runtime::Handle::current(),
             found: std::sync::Mutex::new(HashMap::new()),
+            pull: req.pull.then(|| Puller {
+                tx: self.tx.clone(),
+                credentials: req.credentials.clone(),
+                done: std::sync::Mutex::new(std::collections::HashSet::new()),
+            }),
         });
         let s2 = source.clone();
         let options = req.options.clone();
