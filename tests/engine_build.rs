@@ -726,12 +726,114 @@ fn scratch_copies_are_the_context() {
         .unwrap();
 }
 
+/// A loopback HTTP/1.0 server for `ADD` URLs: `/files/data.txt` with a Last-Modified,
+/// `/named/` naming its file in Content-Disposition, anything else 404. Serves until the
+/// process ends (the thread only accepts on its own socket).
+fn file_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut first = String::new();
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("");
+            let answer = match path {
+                "/files/data.txt" => "HTTP/1.0 200 OK\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 12\r\n\r\ndownloaded!\n".to_string(),
+                "/named/" => "HTTP/1.0 200 OK\r\nContent-Disposition: attachment; filename=\"given.bin\"\r\nContent-Length: 3\r\n\r\nabc".to_string(),
+                _ => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+            };
+            let _ = c.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+/// `ADD` of URLs on both engines (the daemon downloads them, from a loopback server): the
+/// same files, modes and owners, the server's Last-Modified as their mtime; a 404 fails both.
+fn add_url_matches_dockerd() {
+    let port = file_server();
+    let df = format!(
+        "FROM bb:base\nADD http://127.0.0.1:{port}/files/data.txt /dl/\n\
+         ADD http://127.0.0.1:{port}/files/data.txt /renamed\n\
+         ADD --chown=1000:1000 http://127.0.0.1:{port}/named/ /n/\n"
+    );
+    let dir = context("add-url", &df, &[]);
+    let theirs = build_dockerd(&dir, "addurl", &[]);
+    let ours = build_refengd(&dir, "addurl", &[]);
+    assert!(
+        theirs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    assert!(
+        ours.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    let (their_fs, _) = flatten(&saved_dockerd("addurl"));
+    let (our_fs, _) = flatten(&saved_refengd("addurl"));
+    for k in ["dl/data.txt", "renamed", "n/given.bin"] {
+        assert!(
+            our_fs.contains_key(k),
+            "{k} missing: {:?}",
+            our_fs
+                .keys()
+                .filter(|p| !p.starts_with("bin/"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(our_fs.get(k), their_fs.get(k), "{k}");
+    }
+    let stat = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "addurl",
+        "stat",
+        "-c",
+        "%Y %a",
+        "/dl/data.txt",
+        "/n/given.bin",
+    ];
+    let ours = world().refengd.docker(&stat);
+    let theirs = with_dockerd(|dd| dd.docker(&stat));
+    assert_eq!(ours, theirs);
+    assert!(ours.starts_with("1796119200 600\n"), "{ours}");
+    let dir = context(
+        "add-url-404",
+        &format!("FROM bb:base\nADD http://127.0.0.1:{port}/nope /x\n"),
+        &[],
+    );
+    assert!(!build_dockerd(&dir, "addurl404", &[]).status.success());
+    let ours = build_refengd(&dir, "addurl404", &[]);
+    assert!(!ours.status.success());
+    assert!(
+        String::from_utf8_lossy(&ours.stderr).contains("404"),
+        "{ours:?}"
+    );
+    let _ = world().refengd.docker_cmd(&["rmi", "addurl"]).output();
+    with_dockerd(|dd| {
+        let _ = dd.command(&["rmi", "addurl"]).output();
+    });
+}
+
 fn main() {
     engine_support::run(
         &[
             ("stream", &cache_and_stream),
             ("stream_matches_dockerd", &stream_matches_dockerd),
             ("differential_against_dockerd", &differential),
+            ("add_url_matches_dockerd", &add_url_matches_dockerd),
             ("bad_input", &bad_input),
             ("docker_py", &docker_py),
             (

@@ -9,7 +9,8 @@
 //!
 //! `pull=1` pulls each base image (with `X-Registry-Config`'s credentials) before the plan
 //! uses it, its progress in the stream. Refused by name rather than done differently: `ADD`
-//! of a URL and of bzip2/xz archives, `cachefrom`, `remote`.
+//! of bzip2/xz archives, `cachefrom`, `remote`. `ADD` of a URL downloads it as dockerd does
+//! (0600, Last-Modified as mtime, name from the path or Content-Disposition).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -980,7 +981,25 @@ impl Run {
                 // The hash (and so the cache key) is taken with the destination as written:
                 // whether it is a directory already follows from the parent, which the key
                 // holds too, so the parent's filesystem is looked at only on a miss.
-                let (tar, hash) = copy_layer(c, written_dir, sources).map_err(failed)?;
+                let urls: Vec<String> = c
+                    .sources
+                    .iter()
+                    .filter(|s| c.add && refeng_spec::build::fold::is_url(s))
+                    .cloned()
+                    .collect();
+                let downloads = if urls.is_empty() {
+                    Vec::new()
+                } else {
+                    tokio::task::spawn_blocking(move || {
+                        urls.iter()
+                            .map(|u| download(u))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await?
+                    .map_err(failed)?
+                };
+                let (tar, hash) =
+                    copy_layer(c, written_dir, sources, &downloads).map_err(failed)?;
                 let by = step.cache.created_by.text(&hash);
                 let mut container = step.cache.container_config.clone();
                 if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
@@ -990,7 +1009,7 @@ impl Run {
                     return Ok(None);
                 }
                 let tar = if !written_dir && self.is_dir_in(state, &c.dest_path).await? {
-                    copy_layer(c, true, sources).map_err(failed)?.0
+                    copy_layer(c, true, sources, &downloads).map_err(failed)?.0
                 } else {
                     tar
                 };
@@ -1724,6 +1743,7 @@ fn copy_layer(
     c: &CopyWork,
     dest_dir: bool,
     context: &Context,
+    downloads: &[Download],
 ) -> Result<(Vec<u8>, String), String> {
     let (uid, gid) = match &c.chown {
         None => (0, 0),
@@ -1738,9 +1758,8 @@ fn copy_layer(
     let mut matched: Vec<&str> = Vec::new();
     for src in &c.sources {
         if c.add && refeng_spec::build::fold::is_url(src) {
-            return Err(format!(
-                "ADD of the URL {src} is not supported by refengd's builder"
-            ));
+            // Downloaded before; written below.
+            continue;
         }
         let cleaned = clean(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
@@ -1768,7 +1787,7 @@ fn copy_layer(
     let dest = c.dest_path.trim_start_matches('/');
     let dest = dest.strip_suffix("/.").unwrap_or(dest);
     let dest = if dest == "." { "" } else { dest };
-    if matched.len() > 1 && !c.dest_path.ends_with('/') {
+    if matched.len() + downloads.len() > 1 && !c.dest_path.ends_with('/') {
         return Err(
             "When using COPY with more than one source file, the destination must be a directory and end with a /"
                 .into(),
@@ -1831,6 +1850,28 @@ fn copy_layer(
             hasher_input.extend_from_slice(&f.data);
         }
     }
+    // ADD of URLs: each file as downloaded, 0600, with the server's Last-Modified.
+    for d in downloads {
+        let target = if dest_dir || dest.is_empty() || c.dest_path.ends_with('/') {
+            if d.name.is_empty() {
+                return Err(format!("cannot determine filename from url: {}", d.url));
+            }
+            if dest.is_empty() {
+                d.name.clone()
+            } else {
+                format!("{dest}/{}", d.name)
+            }
+        } else {
+            dest.to_owned()
+        };
+        let mut e = Entry::new(target.as_bytes().to_vec(), Kind::File);
+        e.mode = 0o600;
+        e.size = d.data.len() as u64;
+        e.mtime = d.mtime;
+        add(&mut out, &target, &e, &d.data, (uid, gid, false))?;
+        hasher_input.extend_from_slice(target.as_bytes());
+        hasher_input.extend_from_slice(&d.data);
+    }
     // Parent directories the copy creates: 0755, owned as the copy is.
     let paths: Vec<String> = out.keys().cloned().collect();
     for p in paths {
@@ -1856,7 +1897,7 @@ fn copy_layer(
         b.append(&e, &data[..]).map_err(|e| e.to_string())?;
     }
     let tar = b.finish().map_err(|e| e.to_string())?;
-    let kind = if matched.len() > 1 {
+    let kind = if matched.len() + downloads.len() > 1 {
         "multi"
     } else if matched.first().is_some_and(|s| {
         s.is_empty()
@@ -1873,6 +1914,88 @@ fn copy_layer(
         tar,
         format!("{kind}:{}", hash.trim_start_matches("sha256:")),
     ))
+}
+
+/// An `ADD` URL's file.
+#[derive(Debug)]
+struct Download {
+    url: String,
+    /// The name it gets in a destination directory (from the URL's path, else from
+    /// Content-Disposition; empty when neither names one).
+    name: String,
+    data: Vec<u8>,
+    /// Last-Modified, in seconds since the epoch (0 without it, as dockerd).
+    mtime: i64,
+}
+
+/// The most an `ADD` URL may hold.
+const MAX_DOWNLOAD: u64 = 1 << 30;
+
+/// Downloads `url` as dockerd's classic builder does for `ADD`.
+fn download(url: &str) -> Result<Download, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .timeout_recv_response(Some(std::time::Duration::from_secs(120)))
+        .max_redirects(8)
+        .build()
+        .new_agent();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("failed to GET {url}: {e}"))?;
+    let status = resp.status();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (last_modified, disposition) = (header("last-modified"), header("content-disposition"));
+    if !status.is_success() {
+        return Err(format!("failed to GET {url} with status {status}"));
+    }
+    let data = resp
+        .into_body()
+        .with_config()
+        .limit(MAX_DOWNLOAD)
+        .read_to_vec()
+        .map_err(|e| format!("failed to GET {url}: {e}"))?;
+    let path = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut name = if path.is_empty() || path.ends_with('/') {
+        String::new()
+    } else {
+        path.rsplit('/').next().unwrap_or("").to_owned()
+    };
+    if name.is_empty() {
+        if let Some(d) = disposition {
+            if let Some(f) = d
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("filename="))
+                .next()
+            {
+                let f = f.trim_matches('"');
+                if !f.ends_with('/') {
+                    name = f.rsplit('/').next().unwrap_or("").to_owned();
+                }
+            }
+        }
+    }
+    if name == "." || name == ".." {
+        name.clear();
+    }
+    let mtime = last_modified
+        .and_then(|t| chrono::DateTime::parse_from_rfc2822(&t).ok())
+        .map_or(0, |t| t.timestamp());
+    Ok(Download {
+        url: url.to_owned(),
+        name,
+        data,
+        mtime,
+    })
 }
 
 fn add<'a>(
