@@ -270,7 +270,12 @@ fn archives(dir: &Path) {
     fs::write(inside.join("d/f"), "in the archive\n").unwrap();
     std::os::unix::fs::symlink("d/f", inside.join("l")).unwrap();
     std::os::unix::fs::chown(inside.join("d/f"), Some(1000), Some(1000)).unwrap();
-    for (name, flag) in [("ctx.tar", "-cf"), ("ctx.tar.gz", "-czf")] {
+    for (name, flag) in [
+        ("ctx.tar", "-cf"),
+        ("ctx.tar.gz", "-czf"),
+        ("ctx.tar.bz2", "-cjf"),
+        ("ctx.tar.xz", "-cJf"),
+    ] {
         let ok = std::process::Command::new("tar")
             .arg("-C")
             .arg(&inside)
@@ -326,7 +331,7 @@ fn corpus() -> Vec<Case> {
         c("copy-from-image-glob", "FROM bb:base\nCOPY --from=bb:base /etc/pass* /etc/gro?p /e/\nCOPY --from=bb:base /home /h\n"),
         Case {
             name: "add-archives",
-            dockerfile: "FROM bb:base\nADD ctx.tar /plain\nADD ctx.tar.gz /gz/\nADD ctx.tar /\nCOPY ctx.tar /copied.tar\n",
+            dockerfile: "FROM bb:base\nADD ctx.tar /plain\nADD ctx.tar.gz /gz/\nADD ctx.tar /\nADD ctx.tar.bz2 /bz2\nADD ctx.tar.xz /xz/\nCOPY ctx.tar /copied.tar\n",
             files: ARCHIVES,
             flags: &[],
         },

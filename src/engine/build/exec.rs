@@ -8,9 +8,10 @@
 //! stream `docker build` prints.
 //!
 //! `pull=1` pulls each base image (with `X-Registry-Config`'s credentials) before the plan
-//! uses it, its progress in the stream. Refused by name rather than done differently: `ADD`
-//! of bzip2/xz archives, `cachefrom`, `remote`. `ADD` of a URL downloads it as dockerd does
-//! (0600, Last-Modified as mtime, name from the path or Content-Disposition).
+//! uses it, its progress in the stream. `ADD` unpacks local tar archives (plain, gzip, zstd,
+//! bzip2, xz) and downloads URLs as dockerd does (0600, Last-Modified as mtime, name from the
+//! path or Content-Disposition). Refused by name rather than done differently: `cachefrom`,
+//! `remote`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -2017,18 +2018,62 @@ fn add<'a>(
     Ok(())
 }
 
-/// The entries of the archive `data` (plain tar or gzip) below `dest`, owners as archived.
+/// The most an `ADD` archive may unpack to.
+const MAX_UNPACKED: u64 = 4 << 30;
+
+/// A sink that fails past `left` bytes (an xz bomb stops there).
+struct BoundedVec {
+    buf: Vec<u8>,
+    left: u64,
+}
+
+impl Write for BoundedVec {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len() as u64;
+        if n > self.left {
+            return Err(std::io::Error::other(format!(
+                "the archive unpacks to more than {MAX_UNPACKED} bytes"
+            )));
+        }
+        self.left -= n;
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The tar stream of an `ADD` archive: plain, gzip, zstd, bzip2 or xz, as dockerd's
+/// `DecompressStream` reads them.
+fn archive_reader(data: &[u8]) -> Result<Box<dyn Read + '_>, String> {
+    if data.starts_with(b"BZh") {
+        return Ok(Box::new(
+            bzip2::read::MultiBzDecoder::new(data).take(MAX_UNPACKED),
+        ));
+    }
+    if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        let mut out = BoundedVec {
+            buf: Vec::new(),
+            left: MAX_UNPACKED,
+        };
+        lzma_rs::xz_decompress(&mut std::io::BufReader::new(data), &mut out)
+            .map_err(|e| format!("reading the xz archive: {e}"))?;
+        return Ok(Box::new(std::io::Cursor::new(out.buf)));
+    }
+    let (_, plain) = decompress(data).map_err(|e| format!("reading the archive: {e}"))?;
+    Ok(plain)
+}
+
+/// The entries of the archive `data` (plain tar, gzip, zstd, bzip2 or xz) below `dest`,
+/// owners as archived.
 fn unpack(
     out: &mut BTreeMap<String, (Entry, Cow<'_, [u8]>)>,
     dest: &str,
     data: &[u8],
 ) -> Result<(), String> {
-    if data.starts_with(b"BZh") || data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(
-            "ADD of a bzip2 or xz archive is not supported by refengd's builder yet".into(),
-        );
-    }
-    let (_, plain) = decompress(data).map_err(|e| format!("reading the archive: {e}"))?;
+    let plain = archive_reader(data)?;
     let mut r = Reader::new(plain, TarLimits::default());
     while let Some(mut e) = r
         .next_entry()
