@@ -187,6 +187,8 @@ impl Engine {
                 ctd.update_spec(id, &spec).await?;
             }
         }
+        // A volume with options (a tmpfs, a bind) is mounted before the container binds it.
+        self.mount_volumes(&stored.mounts)?;
         // A task left from an earlier run (its exit already recorded) goes first.
         let _ = ctd.delete_task(id).await;
         self.network_attach(&stored).await?;
@@ -653,7 +655,6 @@ impl Engine {
         force: bool,
         volumes: bool,
     ) -> Result<(), ApiError> {
-        let _ = volumes; // No volumes exist yet: anonymous volumes are refused at create.
         let id = self.containers.find(name)?;
         let lock = self.op_lock(&id)?;
         let _g = lock.lock().await;
@@ -718,6 +719,10 @@ impl Engine {
         self.container_event(&id, "destroy", BTreeMap::new());
         let removed = self.containers.lock().remove(&id);
         if let Some(e) = removed {
+            // `rm -v` and `--rm`: the anonymous volumes it made go with it (named ones stay).
+            if volumes {
+                self.remove_anonymous_volumes(&e.stored.mounts);
+            }
             let mut ws = e.wait_state();
             ws.removed = true;
             ws.running = false;
