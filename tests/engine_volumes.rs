@@ -351,20 +351,6 @@ fn tmpfs_sizes_are_enforced() {
         String::from_utf8_lossy(&o.stderr).contains("No space left"),
         "{o:?}"
     );
-    d().docker(&[
-        "run",
-        "--rm",
-        "-v",
-        "tv:/t",
-        "bb:base",
-        "sh",
-        "-c",
-        "rm -f /t/f; echo s > /t/s",
-    ]);
-    assert_eq!(
-        d().docker(&["run", "--rm", "-v", "tv:/t", "bb:base", "cat", "/t/s"]),
-        "s\n"
-    );
     let mp = inspect("volume", "tv")["Mountpoint"]
         .as_str()
         .unwrap()
@@ -608,6 +594,76 @@ fn bad_input_is_refused_by_name() {
     assert!(!volume_names(&[]).contains(&"vv".to_string()));
 }
 
+/// `docker build` over an image with a VOLUME: what a RUN writes below the VOLUME path after
+/// the VOLUME is not in the image (it went to the build container's anonymous volume, removed
+/// with it), on both daemons alike; the build leaves no volume behind.
+fn build_after_volume_discards_run_writes() {
+    let ctx = world().work.path().join("build-ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb:base\nRUN mkdir /vol && echo built > /vol/f\nVOLUME /vol\nRUN echo lost > /vol/g\n",
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap().to_string();
+    let before = volume_names(&[]);
+    let out = d()
+        .docker_cmd(&["build", "-q", "-t", "bv:1", &ctx])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(volume_names(&[]), before, "the build left volumes");
+    let ours = d().docker(&["run", "--rm", "bv:1", "ls", "/vol"]);
+    assert_eq!(ours, "f\n");
+    let theirs = with_dockerd(|k| {
+        k.docker(&["build", "-q", "-t", "bv:1", &ctx]);
+        k.docker(&["run", "--rm", "bv:1", "ls", "/vol"])
+    });
+    assert_eq!(ours, theirs);
+    d().docker(&["rmi", "bv:1"]);
+}
+
+/// A tmpfs volume of the local driver is mounted while some container uses it and unmounted
+/// after the last (its content goes), on both daemons alike.
+fn tmpfs_volume_lives_while_used() {
+    fn steps(docker: &dyn Fn(&[&str]) -> String) -> Vec<String> {
+        docker(&[
+            "volume",
+            "create",
+            "-o",
+            "type=tmpfs",
+            "-o",
+            "device=tmpfs",
+            "-o",
+            "o=size=1m",
+            "tvl",
+        ]);
+        docker(&[
+            "run", "-d", "--name", "holder", "-v", "tvl:/t", "bb:base", "sleep", "60",
+        ]);
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "tvl:/t",
+            "bb:base",
+            "sh",
+            "-c",
+            "echo s > /t/s",
+        ]);
+        let held = docker(&["run", "--rm", "-v", "tvl:/t", "bb:base", "cat", "/t/s"]);
+        docker(&["rm", "-f", "holder"]);
+        let after = docker(&["run", "--rm", "-v", "tvl:/t", "bb:base", "ls", "-A", "/t"]);
+        docker(&["volume", "rm", "tvl"]);
+        vec![held, after]
+    }
+    let ours = steps(&|a| d().docker(a));
+    assert_eq!(ours, ["s\n", ""]);
+    let theirs = with_dockerd(|k| steps(&|a| k.docker(a)));
+    assert_eq!(ours, theirs);
+}
+
 /// The same volumes and container on both daemons: volume inspect and `Mounts` must match once
 /// each daemon's data root and the random names are taken out.
 fn differential_against_dockerd() {
@@ -743,12 +799,22 @@ fn differential_against_dockerd() {
         norm_mounts(&ours.1, &ours.2),
         norm_mounts(&theirs.1, &theirs.2)
     );
-    for key in ["Binds", "Tmpfs"] {
-        assert_eq!(
-            ours.1["HostConfig"][key], theirs.1["HostConfig"][key],
-            "{key}"
-        );
-    }
+    // The CLIs order Binds differently (each daemon keeps them as sent): compare them sorted.
+    let sorted = |v: &Value| {
+        let mut b: Vec<String> = v["HostConfig"]["Binds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        b.sort();
+        b
+    };
+    assert_eq!(sorted(&ours.1), sorted(&theirs.1));
+    assert_eq!(
+        ours.1["HostConfig"]["Tmpfs"],
+        theirs.1["HostConfig"]["Tmpfs"]
+    );
     assert_eq!(ours.1["Config"]["Volumes"], theirs.1["Config"]["Volumes"]);
 }
 
@@ -769,6 +835,14 @@ fn main() {
             ("volumes_from", &volumes_from_shares_the_mounts),
             ("volume_commands", &volume_commands_and_filters),
             ("bad_input", &bad_input_is_refused_by_name),
+            (
+                "tmpfs_volume_lives_while_used",
+                &tmpfs_volume_lives_while_used,
+            ),
+            (
+                "build_after_volume",
+                &build_after_volume_discards_run_writes,
+            ),
             (
                 "differential_against_dockerd",
                 &differential_against_dockerd,

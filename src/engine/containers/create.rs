@@ -751,19 +751,29 @@ impl Engine {
         // A volume that is empty gets the image's content at its path (the copy-up), unless
         // `nocopy`; one with options is mounted first, so the content lands in its tmpfs.
         let mut copies = Vec::new();
+        let mut held: Vec<String> = Vec::new();
         for m in p
             .mounts
             .iter()
             .filter(|m| m.kind == MountKind::Volume && m.copy)
         {
-            self.volumes.ensure_mounted(&m.name)?;
+            if let Err(e) = self.volumes.acquire(&m.name) {
+                for n in &held {
+                    self.volumes.release(n);
+                }
+                return Err(e.into());
+            }
+            held.push(m.name.clone());
             copies.push((m.destination.clone(), PathBuf::from(&m.source)));
         }
         let files = tokio::task::spawn_blocking(move || {
             read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"], &copies)
         })
-        .await
-        .map_err(|e| ApiError::internal("reading the user database", e))??;
+        .await;
+        for n in &held {
+            self.volumes.release(n);
+        }
+        let files = files.map_err(|e| ApiError::internal("reading the user database", e))??;
         let user = etc::resolve_user(
             &p.config.user,
             &files[0],

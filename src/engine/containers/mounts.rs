@@ -617,15 +617,60 @@ impl Engine {
         Ok(out)
     }
 
-    /// Mounts the volumes of `mounts` that have options (tmpfs, binds) before a start.
+    /// Takes the volumes of container `id` for a run: the first user of a volume with options
+    /// (a tmpfs, a bind) mounts it; emits dockerd's `mount` events.
     ///
     /// # Errors
-    /// The volume's mount failing.
-    pub fn mount_volumes(&self, mounts: &[MountPoint]) -> Result<(), ApiError> {
-        for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
-            self.volumes.ensure_mounted(&m.name)?;
+    /// A volume's mount failing (what was taken is given back).
+    pub fn acquire_volumes(&self, id: &str, mounts: &[MountPoint]) -> Result<(), ApiError> {
+        let vols: Vec<&MountPoint> = mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .collect();
+        for (i, m) in vols.iter().enumerate() {
+            if let Err(e) = self.volumes.acquire(&m.name) {
+                for done in &vols[..i] {
+                    self.volumes.release(&done.name);
+                }
+                return Err(e.into());
+            }
+        }
+        for m in vols {
+            let attrs = [
+                ("container".to_string(), id.to_string()),
+                ("destination".to_string(), m.destination.clone()),
+                (
+                    "driver".to_string(),
+                    crate::engine::volumes::LOCAL.to_string(),
+                ),
+                ("propagation".to_string(), String::new()),
+                ("read/write".to_string(), m.rw.to_string()),
+            ]
+            .into();
+            self.events.emit(crate::engine::events::Event::new(
+                "volume", "mount", &m.name, attrs,
+            ));
         }
         Ok(())
+    }
+
+    /// Gives back what [`Engine::acquire_volumes`] took once the run of `id` ended; emits
+    /// `unmount`.
+    pub fn release_volumes(&self, id: &str, mounts: &[MountPoint]) {
+        for m in mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            self.volumes.release(&m.name);
+            let attrs = [
+                ("container".to_string(), id.to_string()),
+                (
+                    "driver".to_string(),
+                    crate::engine::volumes::LOCAL.to_string(),
+                ),
+            ]
+            .into();
+            self.events.emit(crate::engine::events::Event::new(
+                "volume", "unmount", &m.name, attrs,
+            ));
+        }
     }
 
     /// After container `id` is gone: removes the anonymous volumes it made that no other

@@ -249,6 +249,10 @@ pub fn local_mount(
 pub struct Volumes {
     dir: PathBuf,
     map: Mutex<BTreeMap<String, VolumeRecord>>,
+    /// How many running containers (and copy-ups) hold each volume mounted: a volume with
+    /// options is mounted by the first and unmounted after the last, as the local driver does
+    /// (so a tmpfs volume's content lasts while some container uses it).
+    active: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Volumes {
@@ -278,6 +282,51 @@ impl Volumes {
         Volumes {
             dir,
             map: Mutex::new(map),
+            active: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more user of volume `name`: the first mounts it (when it has options).
+    ///
+    /// # Errors
+    /// As [`Volumes::ensure_mounted`].
+    pub fn acquire(&self, name: &str) -> Result<(), VolumeError> {
+        let mut a = self.active();
+        let n = a.get(name).copied().unwrap_or(0);
+        if n == 0 {
+            self.ensure_mounted(name)?;
+        }
+        a.insert(name.to_string(), n + 1);
+        Ok(())
+    }
+
+    /// A user of volume `name` that was running when the daemon started (its mount is there).
+    pub fn adopt(&self, name: &str) {
+        *self.active().entry(name.to_string()).or_insert(0) += 1;
+    }
+
+    /// One user fewer: after the last, a volume with options is unmounted.
+    pub fn release(&self, name: &str) {
+        let mut a = self.active();
+        let Some(n) = a.get_mut(name) else { return };
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return;
+        }
+        a.remove(name);
+        let has_options = self
+            .lock()
+            .get(name)
+            .is_some_and(|r| r.options.as_ref().is_some_and(|o| !o.is_empty()));
+        let data = self.mountpoint(name);
+        if has_options && is_mounted(&data) {
+            if let Err(e) = nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(volume = %name, error = %e, "volume not unmounted");
+            }
         }
     }
 
