@@ -842,24 +842,21 @@ impl Engine {
             kernel: super::seccomp::kernel_release(&super::super::system::kernel_version()),
             daemon_seccomp: &self.config().default_seccomp,
         })?;
-        for b in p.host.binds.iter().flatten() {
-            // dockerd makes a missing host directory of a `-v` bind.
-            let src = b.split(':').next().unwrap_or("");
-            if src.starts_with('/') && !Path::new(src).exists() {
-                std::fs::create_dir_all(src)
-                    .map_err(|e| ApiError::BadRequest(format!("Binds: creating {src}: {e}")))?;
+        for m in p.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            if Path::new(&m.source).exists() {
+                continue;
             }
-        }
-        // ... but not of a `--mount` one.
-        if let Some(m) = p
-            .mounts
-            .iter()
-            .find(|m| m.kind == MountKind::Bind && !Path::new(&m.source).exists())
-        {
-            return Err(ApiError::BadRequest(format!(
-                "invalid mount config for type \"bind\": bind source path does not exist: {}",
-                m.source
-            )));
+            // `-v` and `bind-create-mountpoint` make a missing host directory; `--mount`
+            // otherwise refuses it, as dockerd.
+            if !m.create_source {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                    m.source
+                )));
+            }
+            std::fs::create_dir_all(&m.source).map_err(|e| {
+                ApiError::BadRequest(format!("creating the bind source {}: {e}", m.source))
+            })?;
         }
         let mut labels = HashMap::new();
         labels.insert(

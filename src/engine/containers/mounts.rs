@@ -68,6 +68,12 @@ pub struct MountPoint {
     /// Driver options for a volume `--mount` makes (`volume-opt`).
     #[serde(default)]
     pub driver_options: BTreeMap<String, String>,
+    /// A bind of the source alone, not of the mounts below it (`bind-nonrecursive`).
+    #[serde(default)]
+    pub non_recursive: bool,
+    /// A missing bind source is made (`bind-create-mountpoint`; `-v` always does).
+    #[serde(default)]
+    pub create_source: bool,
 }
 
 impl MountPoint {
@@ -86,6 +92,8 @@ impl MountPoint {
             anonymous: false,
             labels: BTreeMap::new(),
             driver_options: BTreeMap::new(),
+            non_recursive: false,
+            create_source: false,
         }
     }
 
@@ -125,7 +133,8 @@ impl MountPoint {
                 json!({"destination": self.destination, "type": "bind", "source": self.source, "options": o})
             }
             MountKind::Bind => {
-                let mut o = vec![json!("rbind"), json!(self.propagation)];
+                let bind = if self.non_recursive { "bind" } else { "rbind" };
+                let mut o = vec![json!(bind), json!(self.propagation)];
                 if !self.rw {
                     o.push(json!("ro"));
                 }
@@ -193,6 +202,8 @@ pub fn parse_bind(spec: &str) -> Result<MountPoint, ApiError> {
     if is_bind {
         m.source = src.to_string();
         m.propagation = "rprivate".into();
+        // dockerd makes a missing host directory of a `-v` bind.
+        m.create_source = true;
     } else {
         crate::engine::volumes::check_name(src)?;
         m.name = src.to_string();
@@ -363,7 +374,13 @@ pub fn parse_mount(v: &Value) -> Result<MountPoint, ApiError> {
             m.source = b.source.clone();
             m.propagation = "rprivate".into();
             if let Some(o) = b.bind_options.as_ref().filter(|o| !o.is_null()) {
-                refuse_unknown("BindOptions", o, &["Propagation"])?;
+                refuse_unknown(
+                    "BindOptions",
+                    o,
+                    &["Propagation", "NonRecursive", "CreateMountpoint"],
+                )?;
+                m.non_recursive = o.get("NonRecursive").and_then(Value::as_bool) == Some(true);
+                m.create_source = o.get("CreateMountpoint").and_then(Value::as_bool) == Some(true);
                 match o.get("Propagation").and_then(Value::as_str).unwrap_or("") {
                     "" => {}
                     p if PROPAGATIONS.contains(&p) => m.propagation = p.to_string(),
@@ -750,10 +767,15 @@ mod tests {
             "BindOptions": {"Propagation": "rshared"}}))
         .unwrap();
         assert_eq!(b.propagation, "rshared");
+        let b = parse_mount(&json!({"Type": "bind", "Source": "/s", "Target": "/b",
+            "BindOptions": {"NonRecursive": true, "CreateMountpoint": true}}))
+        .unwrap();
+        assert!(b.non_recursive && b.create_source);
+        assert_eq!(b.oci()["options"], json!(["bind", "rprivate"]));
         for (body, named) in [
             (
-                json!({"Type": "bind", "Source": "/s", "Target": "/b", "BindOptions": {"NonRecursive": true}}),
-                "NonRecursive",
+                json!({"Type": "bind", "Source": "/s", "Target": "/b", "BindOptions": {"ReadOnlyNonRecursive": true}}),
+                "ReadOnlyNonRecursive",
             ),
             (
                 json!({"Type": "volume", "Source": "vv", "Target": "/v", "VolumeOptions": {"Subpath": "x"}}),
