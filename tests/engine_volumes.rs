@@ -674,6 +674,45 @@ fn bind_recursion_and_created_sources() {
     d().docker(&["rm", &id]);
 }
 
+/// A refengd restart while a container holds a tmpfs volume keeps the volume mounted for it:
+/// containers started after the restart still share its content, and the holder's removal
+/// unmounts it.
+fn tmpfs_volume_held_across_a_restart() {
+    d().docker(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=1m",
+        "tvr",
+    ]);
+    d().docker(&[
+        "run", "-d", "--name", "holder2", "-v", "tvr:/t", "bb:base", "sleep", "60",
+    ]);
+    d().docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "tvr:/t",
+        "bb:base",
+        "sh",
+        "-c",
+        "echo held > /t/h",
+    ]);
+    d().restart(&Options::default());
+    for _ in 0..2 {
+        let out = d().docker(&["run", "--rm", "-v", "tvr:/t", "bb:base", "cat", "/t/h"]);
+        assert_eq!(out, "held\n");
+    }
+    d().docker(&["rm", "-f", "holder2"]);
+    let out = d().docker(&["run", "--rm", "-v", "tvr:/t", "bb:base", "ls", "-A", "/t"]);
+    assert_eq!(out, "");
+    d().docker(&["volume", "rm", "tvr"]);
+}
+
 /// A tmpfs volume of the local driver is mounted while some container uses it and unmounted
 /// after the last (its content goes), on both daemons alike.
 fn tmpfs_volume_lives_while_used() {
@@ -894,6 +933,10 @@ fn main() {
                 &build_after_volume_discards_run_writes,
             ),
             ("bind_recursion", &bind_recursion_and_created_sources),
+            (
+                "tmpfs_volume_held_across_a_restart",
+                &tmpfs_volume_held_across_a_restart,
+            ),
             (
                 "differential_against_dockerd",
                 &differential_against_dockerd,
