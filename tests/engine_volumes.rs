@@ -513,6 +513,15 @@ fn volume_commands_and_filters() {
         .unwrap()["UsageData"]
         .clone();
     assert_eq!(u["RefCount"], 1, "{df}");
+    // ... and the CLI reads it.
+    let out = d().docker(&[
+        "system",
+        "df",
+        "-v",
+        "--format",
+        "{{range .Volumes}}{{.Name}} {{.Links}}\n{{end}}",
+    ]);
+    assert!(out.lines().any(|l| l == "used1 1"), "{out}");
     d().docker(&["rm", "user1"]);
     d().docker(&["volume", "rm", "used1"]);
 }
