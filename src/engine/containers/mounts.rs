@@ -3,8 +3,8 @@
 //! (`--tmpfs`), `Config.Volumes` (`-v /path` and the image's VOLUME: anonymous volumes) and
 //! `VolumesFrom`; each becomes a [`MountPoint`], kept in the container's record, shown in
 //! inspect's `Mounts` and turned into the OCI spec's mounts. The parsers here are pure (outside
-//! input, fuzzed in `fuzz/fuzz_targets/engine_requests.rs`); what touches volumes and the disk
-//! is in [`Engine::plan_mounts`].
+//! input, fuzzed in `fuzz/fuzz_targets/engine_requests.rs`); what touches volumes is in the
+//! `Engine` methods below ([`Engine::make_volumes`], [`Engine::acquire_volumes`], ...).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -168,7 +168,7 @@ impl Engine {
             .map(|e| e.stored.mounts.clone())
             .unwrap_or_default();
         // A volume with options (a tmpfs, a bind) is mounted before the container binds it;
-        // the exit gives it back ([`Engine::finish_exit`]).
+        // the exit gives it back (`finish_exit`).
         self.acquire_volumes(id, &mounts)?;
         let r = self.start_task_with_volumes(id).await;
         if r.is_err() {

@@ -410,7 +410,7 @@ pub fn resources(h: &HostConfig, ncpu: usize, privileged: bool) -> Result<Value,
 ///
 /// # Errors
 /// `BadRequest` for a HostConfig value dockerd refuses too (limits out of range, unknown
-/// capabilities, sysctls that are not namespaced, bad binds).
+/// capabilities, sysctls that are not namespaced).
 pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
     let h = i.host;
     let caps = capabilities(h, i.all_caps)?;

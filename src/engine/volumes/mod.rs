@@ -3,8 +3,8 @@
 //! record in `volume.json`, replaced by a durable write (temp, fsync, rename) so that a crash
 //! never leaves a half-written record. A volume created with options (`type`, `device`, `o`) is
 //! mounted on `_data` the way the local driver mounts it (a tmpfs, or a bind of `device` with
-//! `o=bind`) before a container uses it, and unmounted when it is removed; any other filesystem
-//! type is refused by name. Which containers use a volume is the containers' business
+//! `o=bind`) for its first user and unmounted after its last; any other filesystem type is
+//! refused by name. Which containers use a volume is the containers' business
 //! ([`crate::engine::containers::mounts`]); this store only keeps the volumes.
 
 pub mod routes;
@@ -48,7 +48,7 @@ pub enum VolumeError {
     /// get {0}: no such volume
     #[error("get {0}: no such volume")]
     NotFound(String),
-    /// remove {name}: volume is in use - [ids]
+    /// remove {name}: volume is in use - \[ids\]
     #[error("remove {name}: volume is in use - [{}]", .users.join(", "))]
     InUse {
         /// The volume.
