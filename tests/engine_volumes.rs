@@ -2,9 +2,9 @@
 //! that outlive their containers and a daemon restart, anonymous volumes (`-v /path`, an
 //! image's VOLUME, with the copy-up of the image's content) and `--rm`/`rm -v`, binds read-only
 //! and read-write, tmpfs size limits, `--volumes-from`, and `volume ls/inspect/rm/prune` with
-//! their filters. Then the same runs against a private dockerd 20.10: the volume inspect shapes
-//! and the container's `Mounts` must match (paths under each daemon's data root and anonymous
-//! names aside).
+//! their filters, and a docker-compose project's named volume. Then the same runs against a
+//! private dockerd 20.10: the volume inspect shapes and the container's `Mounts` must match
+//! (paths under each daemon's data root and anonymous names aside).
 //!
 //! One refengd and one dockerd serve the binary; both are stopped by pid at the end, also after
 //! a failure, and every mount below their directories is detached before they are removed.
@@ -722,6 +722,47 @@ fn tmpfs_volume_held_across_a_restart() {
     d().docker(&["volume", "rm", "tvr"]);
 }
 
+/// docker-compose 1.29 with a named volume: `up` writes, `down` keeps the volume, the next
+/// `up` reads what was written, `down -v` removes it.
+fn compose_project_keeps_its_named_volume() {
+    let proj = world().work.path().join("volproj");
+    fs::create_dir_all(&proj).unwrap();
+    // network_mode none: the project needs no network (this daemon runs without a bridge).
+    fs::write(
+        proj.join("docker-compose.yml"),
+        "version: \"3\"\nservices:\n  app:\n    image: bb:base\n    network_mode: none\n    \
+         command: sh -c \"cat /data/f 2>/dev/null || echo none; echo written > /data/f\"\n    \
+         volumes:\n      - appdata:/data\nvolumes:\n  appdata:\n",
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let out = std::process::Command::new("docker-compose")
+            .args(["--no-ansi", "-p", "volproj"])
+            .args(args)
+            .current_dir(&proj)
+            .env("DOCKER_HOST", d().host())
+            .env("DOCKER_CONFIG", d().dir().join("cli"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run docker-compose");
+        assert!(out.status.success(), "docker-compose {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_once("| ").map(|(_, t)| t.trim().to_string()))
+            .collect()
+    };
+    assert_eq!(said(&compose(&["up"])), ["none"]);
+    compose(&["down"]);
+    assert!(volume_names(&[]).contains(&"volproj_appdata".to_string()));
+    let v = inspect("volume", "volproj_appdata");
+    assert_eq!(v["Labels"]["com.docker.compose.project"], "volproj", "{v}");
+    assert_eq!(said(&compose(&["up"])), ["written"]);
+    compose(&["down", "-v"]);
+    assert!(!volume_names(&[]).contains(&"volproj_appdata".to_string()));
+}
+
 /// A tmpfs volume of the local driver is mounted while some container uses it and unmounted
 /// after the last (its content goes), on both daemons alike.
 fn tmpfs_volume_lives_while_used() {
@@ -946,6 +987,7 @@ fn main() {
                 "tmpfs_volume_held_across_a_restart",
                 &tmpfs_volume_held_across_a_restart,
             ),
+            ("compose", &compose_project_keeps_its_named_volume),
             (
                 "differential_against_dockerd",
                 &differential_against_dockerd,
