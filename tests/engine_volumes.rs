@@ -357,6 +357,20 @@ fn tmpfs_sizes_are_enforced() {
         .to_string();
     d().docker(&["volume", "rm", "tv"]);
     assert!(!std::path::Path::new(&mp).exists());
+    // The same made by --mount with volume-opt and volume-label.
+    let o = try_docker(&[
+        "run", "--rm", "--mount",
+        "type=volume,src=mv,dst=/t,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=1m,volume-label=by=mount",
+        "bb:base", "sh", "-c", fill,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No space left"),
+        "{o:?}"
+    );
+    let v = inspect("volume", "mv");
+    assert_eq!(v["Options"]["o"], "size=1m", "{v}");
+    assert_eq!(v["Labels"], serde_json::json!({"by": "mount"}));
+    d().docker(&["volume", "rm", "mv"]);
     // A bind volume of the local driver shows the host directory.
     let host = world().work.path().join("bindvol");
     fs::create_dir_all(&host).unwrap();
