@@ -1,8 +1,9 @@
 //! `GET /system/df`: disk use. The images part is measured from containerd's snapshots (each
 //! layer's own use, `Snapshots.Usage`): `LayersSize` counts every layer once, an image's
-//! `SharedSize` is the part of its layers other images use too. Containers, volumes and the
-//! build cache do not exist in refengd yet, so those lists are empty (and an image's
-//! `Containers` count is 0, which is true while no container can hold it).
+//! `SharedSize` is the part of its layers other images use too. Volumes are measured by
+//! walking their data (`UsageData`: size and how many containers use each). The containers
+//! and build cache parts are not measured by refengd yet, so those lists are empty (and an
+//! image's `Containers` count is 0).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,7 +65,13 @@ impl Engine {
             out.insert("Containers".into(), json!([]));
         }
         if wants("volume") {
-            out.insert("Volumes".into(), json!([]));
+            let mut vols = Vec::new();
+            for rec in self.volumes.list() {
+                let refs = self.volume_users(&rec.name).len();
+                let size = self.volumes.size(&rec.name);
+                vols.push(self.volumes.json(&rec, Some((size, refs))));
+            }
+            out.insert("Volumes".into(), json!(vols));
         }
         if wants("build-cache") {
             out.insert("BuildCache".into(), json!([]));

@@ -24,6 +24,7 @@ pub mod server;
 pub mod store;
 pub mod supervisor;
 pub mod system;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub struct Engine {
     pub containers: containers::Registry,
     /// The networks (bridges, endpoints, published ports, DNS).
     pub network: network::containers::Slot,
+    /// The volumes of the local driver.
+    pub volumes: volumes::Volumes,
 }
 
 impl Engine {
@@ -135,6 +138,12 @@ impl Engine {
         self.events
             .emit(Event::new("daemon", "reload", &self.id, attrs));
         Ok(())
+    }
+
+    /// The `volume` event `action` (create, destroy) about volume `name`, as dockerd emits it.
+    pub fn volume_event(&self, name: &str, action: &str) {
+        let attrs = [("driver".to_string(), volumes::LOCAL.to_string())].into();
+        self.events.emit(Event::new("volume", action, name, attrs));
     }
 }
 
@@ -333,6 +342,7 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
                 ),
             ),
             backend,
+            volumes: volumes::Volumes::open(&config.data_root),
             events: EventLog::default(),
             network: network::containers::Slot::new({
                 let mut n = network::NetworkConfig::new(

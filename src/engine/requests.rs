@@ -1,7 +1,8 @@
 //! One entry to every parser refengd runs on request input that is not a route — the
 //! `filters` query parameter, the `X-Registry-Auth` header, the `POST /auth` body, import
 //! `changes`, `since`/`until` times, the API version prefix and path, daemon.json, the query of
-//! `POST /build` and a seccomp profile (`SecurityOpt` `seccomp=<profile>`) — for
+//! `POST /build`, a seccomp profile (`SecurityOpt` `seccomp=<profile>`), the mount forms of a
+//! create (`Binds`, a `Mounts` object, `Tmpfs`) and a volume create body — for
 //! the `engine_requests` fuzz target and the replay of its seeds in `tests/fuzz_corpus.rs`.
 //! Input is a kind on the first line and the text after it; each parser must refuse bad text
 //! with a 400 (never panic), and what it accepts must hold its invariant.
@@ -27,6 +28,10 @@ pub const KINDS: &[&str] = &[
     "seccomp",
     "create",
     "update",
+    "bind",
+    "mount",
+    "tmpfs",
+    "volume",
 ];
 
 /// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
@@ -163,8 +168,68 @@ pub fn check(data: &[u8]) -> bool {
             Ok(_) => true,
             Err(e) => refused(e),
         },
+        "bind" => match super::containers::mounts::parse_bind(input) {
+            Ok(m) => {
+                check_mount(&m);
+                true
+            }
+            Err(e) => refused(e),
+        },
+        "mount" => {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(input) else {
+                return false;
+            };
+            match super::containers::mounts::parse_mount(&v) {
+                Ok(m) => {
+                    check_mount(&m);
+                    true
+                }
+                // A volume driver other than local is not found, as dockerd's plugin lookup.
+                Err(ApiError::NotFound(m)) => {
+                    assert!(m.contains("plugin"), "mount: 404 only for a driver: {m}");
+                    false
+                }
+                Err(e) => refused(e),
+            }
+        }
+        "tmpfs" => {
+            let (dst, opts) = input.split_once(':').unwrap_or((input, ""));
+            match super::containers::mounts::parse_tmpfs(dst, opts) {
+                Ok(m) => {
+                    check_mount(&m);
+                    true
+                }
+                Err(e) => refused(e),
+            }
+        }
+        "volume" => match super::volumes::routes::parse_create(input.as_bytes()) {
+            Ok(b) => {
+                let name = if b.name.is_empty() {
+                    "anonymous"
+                } else {
+                    &b.name
+                };
+                match super::volumes::local_mount(name, b.driver_opts.as_ref()) {
+                    Ok(_) => true,
+                    Err(e) => refused(e.into()),
+                }
+            }
+            Err(e) => refused(e),
+        },
         _ => false,
     }
+}
+
+/// What every accepted mount keeps: an absolute destination without `..`, and an OCI mount
+/// that runtime-spec's type reads.
+fn check_mount(m: &super::containers::mounts::MountPoint) {
+    assert!(m.destination.starts_with('/'), "{m:?}");
+    assert!(!m.destination.split('/').any(|c| c == ".."), "{m:?}");
+    let oci = m.oci();
+    assert!(
+        serde_json::from_value::<oci_spec::runtime::Mount>(oci.clone()).is_ok(),
+        "an OCI mount: {oci}"
+    );
 }
 
 #[cfg(test)]
@@ -183,6 +248,20 @@ mod tests {
         assert!(!check(b"login\n{}"));
         assert!(check(b"changes\nENV A=1\nCMD [\"sh\"]\nEXPOSE 80/udp"));
         assert!(!check(b"changes\nRUN true"));
+        assert!(check(b"bind\ndata:/d:ro,nocopy"));
+        assert!(!check(b"bind\n/a:/b:exec"));
+        assert!(check(
+            b"mount\n{\"Type\":\"tmpfs\",\"Target\":\"/t\",\"TmpfsOptions\":{\"SizeBytes\":1024}}"
+        ));
+        assert!(!check(b"mount\n{\"Type\":\"volume\",\"Target\":\"/v\",\"VolumeOptions\":{\"DriverConfig\":{\"Name\":\"nfs\"}}}"));
+        assert!(check(b"tmpfs\n/run:size=64m,noexec"));
+        assert!(!check(b"tmpfs\nrun:size=64m"));
+        assert!(check(
+            b"volume\n{\"Name\":\"db\",\"DriverOpts\":{\"type\":\"tmpfs\",\"device\":\"tmpfs\"}}"
+        ));
+        assert!(!check(
+            b"volume\n{\"DriverOpts\":{\"type\":\"ext4\",\"device\":\"/dev/sda\"}}"
+        ));
         assert!(check(b"time\n10m"));
         assert!(check(b"create\n{\"Image\":\"a\",\"Cmd\":[\"sh\"]}"));
         assert!(!check(

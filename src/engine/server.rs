@@ -231,6 +231,8 @@ enum Route {
     Containers(Call),
     /// `/networks/...`.
     Networks(super::network::routes::Call),
+    /// `/volumes/...`.
+    Volumes(super::volumes::routes::Call),
 }
 
 /// The verbs of `/containers/{id}/VERB`, by method.
@@ -320,6 +322,9 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
     if segments.first() == Some(&"networks") {
         return super::network::routes::route(method, segments).map(Route::Networks);
     }
+    if segments.first() == Some(&"volumes") {
+        return super::volumes::routes::route(method, segments).map(Route::Volumes);
+    }
     Some(match (method, segments) {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Route::Ping,
         (&Method::GET, ["version"]) => Route::Version,
@@ -382,7 +387,7 @@ pub async fn handle(engine: Arc<Engine>, req: Request) -> Response<Body> {
 async fn dispatch(
     engine: &Arc<Engine>,
     route: Route,
-    _version: ApiVersion,
+    version: ApiVersion,
     req: Request,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query());
@@ -391,6 +396,9 @@ async fn dispatch(
             super::containers::routes::dispatch(engine, call, &query, req).await
         }
         Route::Networks(call) => super::network::routes::dispatch(engine, call, &query, req).await,
+        Route::Volumes(call) => {
+            super::volumes::routes::dispatch(engine, call, version, &query, req).await
+        }
         Route::Ping => Ok(ping(req.method())),
         Route::Version => Ok(json(StatusCode::OK, &engine.version_json().await?)),
         Route::Info => Ok(json(StatusCode::OK, &engine.info_json().await?)),

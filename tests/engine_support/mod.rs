@@ -300,6 +300,18 @@ impl Refengd {
             }
         }
         if self.dir.exists() {
+            // Volumes of the local driver may be mounted below it (a tmpfs, a bind of a host
+            // directory): detach them first, so that the removal never reaches through one.
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mut below: Vec<&str> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| Path::new(m).starts_with(&self.dir))
+                .collect();
+            below.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in below {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

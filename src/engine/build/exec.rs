@@ -1054,7 +1054,8 @@ impl Run {
         let outcome = self.run_container(&id, &state.top_chain()).await;
         let failed = !matches!(outcome, Ok((0, _)));
         if self.forcerm || (self.rm && !failed) {
-            if let Err(e) = self.engine.container_remove(&id, true, false).await {
+            // With its anonymous volumes (an image's VOLUME), as dockerd's builder removes it.
+            if let Err(e) = self.engine.container_remove(&id, true, true).await {
                 tracing::warn!(%id, error = %e, "intermediate container not removed");
             } else {
                 self.say(&format!("Removing intermediate container {}\n", short(&id)))

@@ -40,11 +40,16 @@ const CONFIG_FIELDS: &[&str] = &[
     "Shell",
     "ArgsEscaped",
     "Healthcheck",
+    // `-v /path` and the image's VOLUME: anonymous volumes.
+    "Volumes",
 ];
 
 /// `HostConfig` fields refengd implements.
 const HOST_FIELDS: &[&str] = &[
     "Binds",
+    "Mounts",
+    "Tmpfs",
+    "VolumesFrom",
     "ContainerIDFile",
     "LogConfig",
     "NetworkMode",
@@ -113,6 +118,8 @@ fn is_default(key: &str, v: &Value) -> bool {
     match key {
         // -1: "use the kernel's default" (what `docker run` sends).
         "MemorySwappiness" => v.as_i64() == Some(-1),
+        // The only volume driver refengd has.
+        "VolumeDriver" => v.as_str() == Some("local"),
         _ => false,
     }
 }
@@ -157,8 +164,17 @@ pub struct Ulimit {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
-    /// `host-path:container-path[:options]`.
+    /// `host-path:container-path[:options]` or `volume:container-path[:options]`.
     pub binds: Option<Vec<String>>,
+    /// `--mount` objects (read by [`super::mounts::parse_mount`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<Value>>,
+    /// `--tmpfs`: path → options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    /// `--volumes-from`: `container[:ro|rw]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes_from: Option<Vec<String>>,
     /// Which log driver.
     pub log_config: LogConfigBody,
     /// default, bridge, a network's name or id, none, host, container:X.
@@ -311,6 +327,9 @@ pub struct Config {
     pub shell: Option<Vec<String>>,
     /// Windows only (metadata).
     pub args_escaped: bool,
+    /// Anonymous volume paths (`{"/data": {}}`), merged with the image's at create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, Value>>,
     /// The health check (merged with the image's at create).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
@@ -480,7 +499,10 @@ mod tests {
                 r#"{"Image":"a","HostConfig":{"Devices":[{"PathOnHost":"/dev/x"}]}}"#,
                 "HostConfig.Devices",
             ),
-            (r#"{"Image":"a","Volumes":{"/data":{}}}"#, "Config.Volumes"),
+            (
+                r#"{"Image":"a","HostConfig":{"VolumeDriver":"nfs"}}"#,
+                "HostConfig.VolumeDriver",
+            ),
         ] {
             let e = parse(body.as_bytes()).unwrap_err();
             assert!(matches!(e, ApiError::BadRequest(_)), "{body}");
@@ -488,6 +510,7 @@ mod tests {
         }
         for ok in [
             r#"{"Image":"a","Healthcheck":{"Test":["NONE"]}}"#,
+            r#"{"Image":"a","Volumes":{"/data":{}},"HostConfig":{"VolumeDriver":"local","Tmpfs":{"/t":""}}}"#,
             r#"{"Image":"a","Healthcheck":{"Test":["CMD","true"],"Interval":1000000000}}"#,
         ] {
             assert!(parse(ok.as_bytes()).is_ok(), "{ok}");

@@ -16,6 +16,7 @@ use super::super::images::Resolved;
 use super::super::lifecycle::{AnyContainer, Container};
 use super::super::Engine;
 use super::body::{self, CreateBody};
+use super::mounts::{self, MountKind, MountPoint};
 use super::spec::{self, NetworkMode, SpecInput};
 use super::{etc, io, names, Entry, RunState, Stored, WaitState};
 use crate::engine::network::DEFAULT_NETWORK;
@@ -174,13 +175,15 @@ fn merge_healthcheck(cfg: &mut body::Config, image: Option<&Value>) -> Result<()
 }
 
 /// Merges the image's config into the request's, as dockerd's `merge` does, and checks what
-/// refengd cannot honour from the image (VOLUME, HEALTHCHECK).
+/// refengd cannot honour from the image (a bad HEALTHCHECK).
 fn merge_image(cfg: &mut body::Config, image: &Value) -> Result<(), ApiError> {
     let ic = image.get("config").cloned().unwrap_or(Value::Null);
-    if let Some(v) = ic.get("Volumes").filter(|v| !body::is_zero(v)) {
-        return Err(ApiError::BadRequest(format!(
-            "the image declares volumes {v}, and refengd does not implement volumes yet"
-        )));
+    // The image's VOLUME paths join the request's (anonymous volumes, made at create).
+    if let Some(v) = ic.get("Volumes").and_then(Value::as_object) {
+        let vols = cfg.volumes.get_or_insert_with(BTreeMap::new);
+        for k in v.keys() {
+            vols.entry(k.clone()).or_insert_with(|| json!({}));
+        }
     }
     merge_healthcheck(cfg, ic.get("Healthcheck"))?;
     let image_env = ic.get("Env").and_then(strings).unwrap_or_default();
@@ -243,6 +246,7 @@ fn read_from_rootfs(
     mounts: &[containerd_client::types::Mount],
     scratch: &Path,
     files: &[&str],
+    copies: &[(String, PathBuf)],
 ) -> Result<Vec<String>, ApiError> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     let target = scratch.join("rootfs");
@@ -276,6 +280,9 @@ fn read_from_rootfs(
             )
             .map_err(|e| ApiError::internal(&format!("mounting the snapshot ({})", m.r#type), e))?;
         }
+        for (path, volume) in copies {
+            copy_up(&target, path, volume)?;
+        }
         Ok(files
             .iter()
             .map(|f| {
@@ -288,6 +295,33 @@ fn read_from_rootfs(
     }
     let _ = std::fs::remove_dir_all(scratch);
     result
+}
+
+/// The copy-up (dockerd's `copyExistingContents`): when the image has a directory at `path`
+/// and the volume at `volume` is empty, the directory's content, owners and modes go into the
+/// volume. The image path is resolved inside `root` only: a symlink on the way is not
+/// followed, so an image cannot make refengd copy a host directory.
+fn copy_up(root: &Path, path: &str, volume: &Path) -> Result<(), ApiError> {
+    let mut src = root.to_path_buf();
+    for c in Path::new(path).components() {
+        if let std::path::Component::Normal(n) = c {
+            src.push(n);
+            match std::fs::symlink_metadata(&src) {
+                Ok(md) if md.is_dir() => {}
+                // Missing, a file, or a symlink: nothing to copy.
+                _ => return Ok(()),
+            }
+        }
+    }
+    let empty = std::fs::read_dir(volume)
+        .map_err(|e| ApiError::internal(&format!("reading {}", volume.display()), e))?
+        .next()
+        .is_none();
+    if !empty {
+        return Ok(());
+    }
+    crate::image::snapshot::copy_tree(&src, volume)
+        .map_err(|e| ApiError::internal(&format!("copying the image's {path} into its volume"), e))
 }
 
 impl Engine {
@@ -530,6 +564,15 @@ impl Engine {
         } else {
             None
         };
+        // The mounts, parsed and checked before anything is made.
+        let from = self.volumes_from(host.volumes_from.as_deref().unwrap_or(&[]))?;
+        let volume_paths: Vec<String> = config
+            .volumes
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut mounts = mounts::parse_all(&host, &volume_paths, from)?;
         let id = names::new_id()?;
         // Reserve the name under the lock with a placeholder-free check; the insert below
         // checks again (two creates may race on one name).
@@ -570,8 +613,17 @@ impl Engine {
             .first()
             .is_some_and(|(n, _)| n != DEFAULT_NETWORK);
         let dir = reg.dir_of(&id);
+        let made = self.make_volumes(&mut mounts)?;
+        let drop_made = |me: &Self| {
+            for n in &made {
+                if me.volume_users(n).is_empty() && me.volumes.remove(n).is_ok() {
+                    me.volume_event(n, "destroy");
+                }
+            }
+        };
         let result = self
             .create_resources(CreateParts {
+                mounts: &mounts,
                 id: &id,
                 dir: &dir,
                 config: &config,
@@ -589,6 +641,7 @@ impl Engine {
             Err(e) => {
                 let _ = self.containers.ctd.remove_snapshot(&id).await;
                 let _ = std::fs::remove_dir_all(&dir);
+                drop_made(self);
                 return Err(e);
             }
         };
@@ -604,6 +657,7 @@ impl Engine {
             network: network_name,
             networks: attachments,
             state: RunState::default(),
+            mounts,
             spec,
             log,
         };
@@ -643,6 +697,7 @@ impl Engine {
             let _ = self.containers.ctd.delete_container(&id).await;
             let _ = self.containers.ctd.remove_snapshot(&id).await;
             let _ = std::fs::remove_dir_all(&dir);
+            drop_made(self);
             return Err(e);
         }
         self.container_event(&id, "create", BTreeMap::new());
@@ -693,11 +748,32 @@ impl Engine {
         })?;
         let scratch = reg.run_dir.join(format!("{}-peek", p.id));
         let m2 = mounts.clone();
+        // A volume that is empty gets the image's content at its path (the copy-up), unless
+        // `nocopy`; one with options is mounted first, so the content lands in its tmpfs.
+        let mut copies = Vec::new();
+        let mut held: Vec<String> = Vec::new();
+        for m in p
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume && m.copy)
+        {
+            if let Err(e) = self.volumes.acquire(&m.name) {
+                for n in &held {
+                    self.volumes.release(n);
+                }
+                return Err(e.into());
+            }
+            held.push(m.name.clone());
+            copies.push((m.destination.clone(), PathBuf::from(&m.source)));
+        }
         let files = tokio::task::spawn_blocking(move || {
-            read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"])
+            read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"], &copies)
         })
-        .await
-        .map_err(|e| ApiError::internal("reading the user database", e))??;
+        .await;
+        for n in &held {
+            self.volumes.release(n);
+        }
+        let files = files.map_err(|e| ApiError::internal("reading the user database", e))??;
         let user = etc::resolve_user(
             &p.config.user,
             &files[0],
@@ -755,6 +831,7 @@ impl Engine {
             host: p.host,
             network: p.network.clone(),
             files_dir: p.dir,
+            mounts: p.mounts,
             init_binary: p.init,
             cgroup_parent: CGROUP_PARENT,
             cgroup_v2: super::super::system::cgroup_version() == "2",
@@ -765,13 +842,21 @@ impl Engine {
             kernel: super::seccomp::kernel_release(&super::super::system::kernel_version()),
             daemon_seccomp: &self.config().default_seccomp,
         })?;
-        for b in p.host.binds.iter().flatten() {
-            // dockerd makes a missing host directory of a bind.
-            let src = b.split(':').next().unwrap_or("");
-            if !Path::new(src).exists() {
-                std::fs::create_dir_all(src)
-                    .map_err(|e| ApiError::BadRequest(format!("Binds: creating {src}: {e}")))?;
+        for m in p.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+            if Path::new(&m.source).exists() {
+                continue;
             }
+            // `-v` and `bind-create-mountpoint` make a missing host directory; `--mount`
+            // otherwise refuses it, as dockerd.
+            if !m.create_source {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                    m.source
+                )));
+            }
+            std::fs::create_dir_all(&m.source).map_err(|e| {
+                ApiError::BadRequest(format!("creating the bind source {}: {e}", m.source))
+            })?;
         }
         let mut labels = HashMap::new();
         labels.insert(
@@ -787,6 +872,7 @@ impl Engine {
 
 struct CreateParts<'a> {
     id: &'a str,
+    mounts: &'a [MountPoint],
     dir: &'a Path,
     config: &'a body::Config,
     host: &'a body::HostConfig,
@@ -916,8 +1002,15 @@ mod tests {
         };
         merge_image(&mut c, &image).unwrap();
         assert_eq!(c.cmd, None);
-        let vol = json!({"config": {"Volumes": {"/data": {}}}});
-        assert!(merge_image(&mut body::Config::default(), &vol).is_err());
+        // The image's VOLUME paths join the request's.
+        let vol = json!({"config": {"Volumes": {"/data": {}, "/logs": {}}}});
+        let mut c = body::Config {
+            volumes: Some([("/mine".to_string(), json!({}))].into()),
+            ..Default::default()
+        };
+        merge_image(&mut c, &vol).unwrap();
+        let paths: Vec<String> = c.volumes.unwrap().into_keys().collect();
+        assert_eq!(paths, ["/data", "/logs", "/mine"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod etc;
 pub mod files;
 pub mod health;
 pub mod io;
+pub mod mounts;
 pub mod names;
 pub mod net;
 pub mod ops;
@@ -63,6 +64,9 @@ pub struct Stored {
     pub networks: crate::engine::network::containers::Attachments,
     /// The state beside the lifecycle status.
     pub state: RunState,
+    /// Its mounts: binds, volumes (by name, anonymous ones made at create) and tmpfs.
+    #[serde(default)]
+    pub mounts: Vec<mounts::MountPoint>,
     /// The OCI spec as created (network namespace path filled in at start).
     pub spec: serde_json::Value,
     /// The json-file log's rotation, `None` with the `none` driver.

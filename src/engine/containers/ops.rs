@@ -161,6 +161,23 @@ impl Engine {
     /// Creates and starts the task of `id` (the caller holds its operation lock) and records
     /// the pid and start time; the caller makes the transition.
     async fn start_task(self: &Arc<Self>, id: &str) -> Result<(), ApiError> {
+        let mounts = self
+            .containers
+            .lock()
+            .get(id)
+            .map(|e| e.stored.mounts.clone())
+            .unwrap_or_default();
+        // A volume with options (a tmpfs, a bind) is mounted before the container binds it;
+        // the exit gives it back (`finish_exit`).
+        self.acquire_volumes(id, &mounts)?;
+        let r = self.start_task_with_volumes(id).await;
+        if r.is_err() {
+            self.release_volumes(id, &mounts);
+        }
+        r
+    }
+
+    async fn start_task_with_volumes(self: &Arc<Self>, id: &str) -> Result<(), ApiError> {
         let (stored, hub) = {
             let map = self.containers.lock();
             let e = map
@@ -267,6 +284,13 @@ impl Engine {
     ) -> Result<(), ApiError> {
         let deleted = self.containers.ctd.delete_task(id).await.ok().flatten();
         self.network_detach(id).await;
+        let mounts = self
+            .containers
+            .lock()
+            .get(id)
+            .map(|e| e.stored.mounts.clone())
+            .unwrap_or_default();
+        self.release_volumes(id, &mounts);
         let code = if code < 0 {
             deleted.map_or(255, |c| c as i32)
         } else {
@@ -664,7 +688,6 @@ impl Engine {
         force: bool,
         volumes: bool,
     ) -> Result<(), ApiError> {
-        let _ = volumes; // No volumes exist yet: anonymous volumes are refused at create.
         let id = self.containers.find(name)?;
         let lock = self.op_lock(&id)?;
         let _g = lock.lock().await;
@@ -729,6 +752,10 @@ impl Engine {
         self.container_event(&id, "destroy", BTreeMap::new());
         let removed = self.containers.lock().remove(&id);
         if let Some(e) = removed {
+            // `rm -v` and `--rm`: the anonymous volumes it made go with it (named ones stay).
+            if volumes {
+                self.remove_anonymous_volumes(&e.stored.mounts);
+            }
             let mut ws = e.wait_state();
             ws.removed = true;
             ws.running = false;
@@ -1292,6 +1319,12 @@ impl Engine {
             };
             let status = entry.lc.status();
             if matches!(status, Status::Running | Status::Paused) {
+                // Its volumes stay mounted for it; its exit gives them back.
+                for m in &entry.stored.mounts {
+                    if m.kind == super::mounts::MountKind::Volume {
+                        self.volumes.adopt(&m.name);
+                    }
+                }
                 // The shim still holds the FIFOs' write ends: read them again.
                 let log = entry
                     .stored

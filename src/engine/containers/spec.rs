@@ -106,6 +106,8 @@ pub struct SpecInput<'a> {
     pub network: NetworkMode,
     /// The container's directory holding hosts, hostname and resolv.conf.
     pub files_dir: &'a std::path::Path,
+    /// Its binds, volumes (sources known) and tmpfs mounts.
+    pub mounts: &'a [super::mounts::MountPoint],
     /// The init binary on the host when `Init` is set.
     pub init_binary: Option<&'a std::path::Path>,
     /// The cgroup parent (`/refeng`).
@@ -278,54 +280,6 @@ pub fn security_opts(opts: &[String]) -> Result<SecurityOpts, ApiError> {
     Ok(out)
 }
 
-/// One `Binds` entry as a mount: `host-path:container-path[:ro|rw][,propagation]`; host paths
-/// only (named volumes have their own issue).
-///
-/// # Errors
-/// `BadRequest` for a named volume, a relative path or an unknown option.
-pub fn bind_mount(spec: &str) -> Result<Value, ApiError> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, opts) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, o] => (*s, *d, *o),
-        _ => return Err(bad(format!("invalid volume specification: '{spec}'"))),
-    };
-    if !src.starts_with('/') {
-        return Err(bad(format!(
-            "Binds {spec:?}: named volumes are not supported by refengd yet (volumes have an \
-             issue of their own); give an absolute host path"
-        )));
-    }
-    if !dst.starts_with('/') {
-        return Err(bad(format!(
-            "invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
-        )));
-    }
-    if dst == "/" {
-        return Err(bad("invalid specification: destination can't be '/'"));
-    }
-    let mut ro = false;
-    let mut propagation = "rprivate";
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => ro = true,
-            "rw" => ro = false,
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => propagation = o,
-            "nocopy" => {}
-            _ => {
-                return Err(bad(format!(
-                    "Binds {spec:?}: option {o:?} is not supported by refengd"
-                )))
-            }
-        }
-    }
-    let mut options = vec![json!("rbind"), json!(propagation)];
-    if ro {
-        options.push(json!("ro"));
-    }
-    Ok(json!({"destination": dst, "type": "bind", "source": src, "options": options}))
-}
-
 /// The device cgroup rules of an unprivileged container (dockerd 20.10's).
 fn default_device_rules() -> Vec<Value> {
     let allow = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
@@ -456,7 +410,7 @@ pub fn resources(h: &HostConfig, ncpu: usize, privileged: bool) -> Result<Value,
 ///
 /// # Errors
 /// `BadRequest` for a HostConfig value dockerd refuses too (limits out of range, unknown
-/// capabilities, sysctls that are not namespaced, bad binds).
+/// capabilities, sysctls that are not namespaced).
 pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
     let h = i.host;
     let caps = capabilities(h, i.all_caps)?;
@@ -550,10 +504,11 @@ pub fn generate(i: &SpecInput<'_>) -> Result<Value, ApiError> {
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}),
     ];
-    let mut binds = Vec::new();
-    for b in h.binds.iter().flatten() {
-        binds.push(bind_mount(b)?);
-    }
+    let mut binds: Vec<Value> = i
+        .mounts
+        .iter()
+        .map(super::mounts::MountPoint::oci)
+        .collect();
     // dockerd sorts the user's mounts so that a parent is mounted before what is below it.
     binds.sort_by_key(|m| {
         m["destination"]
@@ -734,20 +689,6 @@ mod tests {
             capabilities(&h, &all()).unwrap_err().to_string(),
             "unknown capability: \"CAP_NOPE\""
         );
-    }
-
-    #[test]
-    fn binds_map_to_rbind_mounts() {
-        assert_eq!(
-            bind_mount("/a:/b:ro").unwrap(),
-            json!({"destination": "/b", "type": "bind", "source": "/a", "options": ["rbind", "rprivate", "ro"]})
-        );
-        assert!(bind_mount("vol:/b")
-            .unwrap_err()
-            .to_string()
-            .contains("named volumes"));
-        assert!(bind_mount("/a:b").is_err());
-        assert!(bind_mount("/a:/b:z").is_err());
     }
 
     #[test]

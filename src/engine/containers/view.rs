@@ -95,22 +95,23 @@ fn status_text(e: &Entry) -> String {
 }
 
 fn mounts(e: &Entry) -> Vec<Value> {
+    if e.stored.mounts.is_empty() {
+        // A record from before mounts were kept: its binds, as they were parsed then.
+        return e
+            .stored
+            .host
+            .binds
+            .iter()
+            .flatten()
+            .filter_map(|b| super::mounts::parse_bind(b).ok())
+            .map(|m| m.api())
+            .collect();
+    }
     e.stored
-        .host
-        .binds
+        .mounts
         .iter()
-        .flatten()
-        .map(|b| {
-            let parts: Vec<&str> = b.split(':').collect();
-            let mode = parts.get(2).copied().unwrap_or("");
-            let ro = mode.split(',').any(|o| o == "ro");
-            let prop = mode
-                .split(',')
-                .find(|o| o.contains("private") || o.contains("shared") || o.contains("slave"))
-                .unwrap_or("rprivate");
-            json!({"Type": "bind", "Source": parts[0], "Destination": parts.get(1).copied().unwrap_or(""),
-                   "Mode": mode, "RW": !ro, "Propagation": prop})
-        })
+        .filter(|m| m.listed)
+        .map(super::mounts::MountPoint::api)
         .collect()
 }
 
@@ -136,7 +137,8 @@ fn config_json(e: &Entry) -> Value {
         "Hostname": c.hostname, "Domainname": c.domainname, "User": c.user,
         "AttachStdin": c.attach_stdin, "AttachStdout": c.attach_stdout, "AttachStderr": c.attach_stderr,
         "Tty": c.tty, "OpenStdin": c.open_stdin, "StdinOnce": c.stdin_once,
-        "Env": c.env, "Cmd": c.cmd, "Image": c.image, "Volumes": null,
+        "Env": c.env, "Cmd": c.cmd, "Image": c.image,
+        "Volumes": c.volumes.as_ref().filter(|v| !v.is_empty()),
         "WorkingDir": c.working_dir, "Entrypoint": c.entrypoint, "OnBuild": c.on_build,
         "Labels": c.labels.clone().unwrap_or_default(),
     });
@@ -173,7 +175,7 @@ fn host_json(e: &Entry) -> Value {
         "PortBindings": h.port_bindings.clone().filter(|p| !p.is_null()).unwrap_or_else(|| json!({})),
         "RestartPolicy": {"Name": if h.restart_policy.name.is_empty() { "no" } else { h.restart_policy.name.as_str() },
                           "MaximumRetryCount": h.restart_policy.maximum_retry_count},
-        "AutoRemove": h.auto_remove, "VolumeDriver": "", "VolumesFrom": null,
+        "AutoRemove": h.auto_remove, "VolumeDriver": "", "VolumesFrom": h.volumes_from,
         "ConsoleSize": h.console_size.clone().unwrap_or_else(|| vec![0, 0]),
         "CapAdd": h.cap_add, "CapDrop": h.cap_drop,
         "CgroupnsMode": if h.cgroupns_mode.is_empty() {
@@ -198,6 +200,7 @@ fn host_json(e: &Entry) -> Value {
         "Ulimits": h.ulimits.clone().unwrap_or_default(), "CpuCount": 0, "CpuPercent": 0,
         "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         "Sysctls": h.sysctls, "Init": h.init, "Annotations": h.annotations,
+        "Mounts": h.mounts, "Tmpfs": h.tmpfs,
         "MaskedPaths": if privileged { None } else { Some(super::spec::MASKED_PATHS) },
         "ReadonlyPaths": if privileged { None } else { Some(super::spec::READONLY_PATHS) },
     });
