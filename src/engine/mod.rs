@@ -145,6 +145,8 @@ pub enum TaskEvent {
         container_id: String,
         /// The process id within the task.
         id: String,
+        /// The pid of the process that exited.
+        pid: u32,
         /// Its exit status.
         exit_status: u32,
     },
@@ -174,6 +176,7 @@ impl TaskEvent {
             "/tasks/exit" => TaskExit::decode(body).ok().map(|e| TaskEvent::Exited {
                 container_id: e.container_id,
                 id: e.id,
+                pid: e.pid,
                 exit_status: e.exit_status,
             }),
             "/tasks/oom" => TaskOom::decode(body).ok().map(|e| TaskEvent::OomKilled {
@@ -201,11 +204,14 @@ async fn follow_containerd(engine: Arc<Engine>) {
                         Some(TaskEvent::Exited {
                             container_id,
                             id,
+                            pid,
                             exit_status,
                         }) => {
                             let engine = engine.clone();
                             tokio::spawn(async move {
-                                engine.on_task_exit(&container_id, &id, exit_status).await;
+                                engine
+                                    .on_task_exit(&container_id, &id, pid, exit_status)
+                                    .await;
                             });
                         }
                         Some(TaskEvent::OomKilled { container_id }) => {
@@ -409,6 +415,7 @@ mod tests {
             Some(TaskEvent::Exited {
                 container_id: "c1".into(),
                 id: "c1".into(),
+                pid: 7,
                 exit_status: 3
             })
         );

@@ -16,6 +16,9 @@ use super::super::Engine;
 use super::io::{frame, log_files, Chunk, LogLine, ProcessIo, Stream};
 use refeng_spec::engine::Status;
 
+/// How often input for a process that has not started yet looks for it again.
+const STDIN_RETRY: Duration = Duration::from_millis(20);
+
 /// docker's default detach sequence: ctrl-p, ctrl-q.
 pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
 
@@ -132,7 +135,10 @@ where
             let n = match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     if let Some((pio, true)) = &stdin {
-                        pio.close_stdin();
+                        // Attached before the start: the end goes to the process once it is.
+                        while !pio.try_close_stdin() {
+                            tokio::time::sleep(STDIN_RETRY).await;
+                        }
                     }
                     // The client closed its side: output may still follow.
                     std::future::pending::<()>().await;
@@ -156,10 +162,19 @@ where
                 }
                 out.push(b);
             }
-            let pio = pio.clone();
-            let wrote = tokio::task::spawn_blocking(move || pio.write_stdin(&out)).await;
-            if !matches!(wrote, Ok(Ok(()))) {
-                std::future::pending::<()>().await;
+            // Input that comes before the process (the CLI sends it as soon as it attached,
+            // before its start) waits for it, as it would in dockerd's stdin pipe; the pump
+            // ends with the output in any case.
+            let out = Arc::new(out);
+            loop {
+                let (pio, out) = (pio.clone(), out.clone());
+                match tokio::task::spawn_blocking(move || pio.write_stdin(&out)).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => {
+                        tokio::time::sleep(STDIN_RETRY).await;
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
             }
         }
     };

@@ -26,6 +26,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the delay.
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long an exit waits for the process's output to be read to its end (dockerd's 2 s).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// An exec instance.
 #[derive(Debug, Clone)]
@@ -265,6 +267,14 @@ impl Engine {
         by_hand: bool,
     ) -> Result<(), ApiError> {
         let deleted = self.containers.ctd.delete_task(id).await.ok().flatten();
+        // The exit becomes visible (wait, inspect, the end of `logs -f`, AutoRemove) only
+        // once the output is drained; the task's deletion closed the shim's ends of the FIFOs.
+        let pio = self.containers.lock().get(id).and_then(|e| e.io.clone());
+        if let Some(pio) = pio {
+            if !pio.drained(OUTPUT_DRAIN).await {
+                tracing::warn!(%id, "output not drained when the exit was recorded");
+            }
+        }
         self.network_detach(id).await;
         let code = if code < 0 {
             deleted.map_or(255, |c| c as i32)
@@ -386,8 +396,8 @@ impl Engine {
     }
 
     /// The exit of a task's process, from containerd's `/tasks/exit` (`exec` is the exec id,
-    /// or the container id for its init process).
-    pub async fn on_task_exit(self: &Arc<Self>, container: &str, exec: &str, code: u32) {
+    /// or the container id for its init process; `pid` its pid, 0 when unknown).
+    pub async fn on_task_exit(self: &Arc<Self>, container: &str, exec: &str, pid: u32, code: u32) {
         if exec != container {
             self.on_exec_exit(exec, code).await;
             return;
@@ -396,11 +406,20 @@ impl Engine {
             return;
         };
         let _g = lock.lock().await;
-        let status = self.containers.lock().get(container).map(|e| e.lc.status());
-        if !matches!(status, Some(Status::Running | Status::Paused)) {
+        let (status, current) = match self.containers.lock().get(container) {
+            Some(e) => (e.lc.status(), e.stored.state.pid),
+            None => return,
+        };
+        if !matches!(status, Status::Running | Status::Paused) {
             return;
         }
-        let by_hand = status == Some(Status::Paused);
+        // A stop or restart records the exit it waited for itself; the event of that process
+        // can come after the next process started, and must not end that one.
+        if pid != 0 && current != 0 && pid != current {
+            tracing::debug!(%container, pid, current, "exit of an earlier process ignored");
+            return;
+        }
+        let by_hand = status == Status::Paused;
         if let Err(e) = self.finish_exit(container, code as i32, by_hand).await {
             tracing::warn!(%container, error = %e, "recording an exit");
         }
@@ -544,7 +563,13 @@ impl Engine {
         let Some(lc) = lc else {
             return Err(ApiError::NotFound(format!("No such container: {name}")));
         };
-        check(&lc, AnyContainer::kill, name, &id)?;
+        // dockerd names the container in front of why it cannot be killed.
+        check(&lc, AnyContainer::kill, name, &id).map_err(|e| match e {
+            ApiError::Conflict(m) => {
+                ApiError::Conflict(format!("Cannot kill container: {name}: {m}"))
+            }
+            other => other,
+        })?;
         let mut attrs = BTreeMap::new();
         attrs.insert("signal".to_string(), sig.to_string());
         if lc.status() == Status::Restarting {
@@ -739,11 +764,15 @@ impl Engine {
                         "Renaming a container with the same name as its current name".into(),
                     ));
                 }
-                return Err(ApiError::from_refusal(
+                // dockerd's rename says which step failed in front of the conflict.
+                let in_use = ApiError::from_refusal(
                     refeng_spec::engine::Refusal::NameInUse,
                     &new,
                     &other.stored.id,
-                ));
+                );
+                return Err(ApiError::Conflict(format!(
+                    "Error when allocating new name: {in_use}"
+                )));
             }
             map.get(&id)
                 .map(|e| e.name().to_string())
@@ -911,6 +940,8 @@ impl Engine {
             "DetachKeys",
             "ConsoleSize",
             "Privileged",
+            // The CLI sends it with `exec -d`; as for dockerd, what counts is the start's.
+            "Detach",
             // Sent by docker-py (and so compose v1); dockerd takes the container from the path.
             // Here it must name that same container.
             "Container",
@@ -970,6 +1001,17 @@ impl Engine {
         process["terminal"] = json!(b("Tty"));
         if let Some(obj) = process.as_object_mut() {
             obj.remove("consoleSize");
+        }
+        // The terminal gets its size before the process runs (a resize after the start
+        // would race with a process that reads it at once), as dockerd's exec does.
+        if let Some([h, w]) = obj
+            .get("ConsoleSize")
+            .and_then(Value::as_array)
+            .map(|a| [a.first(), a.get(1)].map(|x| x.and_then(Value::as_u64).unwrap_or(0)))
+        {
+            if b("Tty") && h > 0 && w > 0 {
+                process["consoleSize"] = json!({"height": h, "width": w});
+            }
         }
         if let Some(env) = obj.get("Env").and_then(Value::as_array) {
             let mut base: Vec<String> = process["env"]
@@ -1362,7 +1404,8 @@ impl Engine {
             .collect();
         for id in running {
             if let Ok(TaskState::Stopped(code)) = ctd.state(&id, "").await {
-                self.on_task_exit(&id, &id, code).await;
+                // The state answers for the task of now: no pid to check.
+                self.on_task_exit(&id, &id, 0, code).await;
             }
         }
     }
