@@ -54,6 +54,9 @@ pub struct Exec {
     pub hub: tokio::sync::broadcast::Sender<Chunk>,
     /// Ended.
     pub done: tokio::sync::watch::Sender<bool>,
+    /// Why its start must fail, found at create (dockerd resolves the user at the start, so
+    /// a create with an unknown user succeeds and its start fails).
+    pub refusal: Option<String>,
 }
 
 /// Maps the model's answer to the API's.
@@ -996,6 +999,7 @@ impl Engine {
             _ => return Err(ApiError::Conflict(format!("Container {id} is not running"))),
         }
         let b = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let mut refusal = None;
         let mut process = spec["process"].clone();
         process["args"] = json!(cmd);
         process["terminal"] = json!(b("Tty"));
@@ -1049,9 +1053,12 @@ impl Engine {
             let root = format!("/proc/{pid}/root");
             let passwd = std::fs::read_to_string(format!("{root}/etc/passwd")).unwrap_or_default();
             let group = std::fs::read_to_string(format!("{root}/etc/group")).unwrap_or_default();
-            let user = super::etc::resolve_user(u, &passwd, &group, &[])?;
-            process["user"] =
-                json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+            match super::etc::resolve_user(u, &passwd, &group, &[]) {
+                Ok(user) => {
+                    process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+                }
+                Err(e) => refusal = Some(e.to_string()),
+            }
         }
         if b("Privileged") {
             let all: Vec<String> = caps::runtime::procfs_all_supported(None)
@@ -1076,6 +1083,7 @@ impl Engine {
             io: None,
             hub,
             done,
+            refusal,
         };
         self.containers
             .execs
@@ -1160,6 +1168,10 @@ impl Engine {
         ApiError,
     > {
         let ex = self.exec_startable(id)?;
+        if let Some(why) = &ex.refusal {
+            self.exec_failed(id);
+            return Err(ApiError::Internal(why.clone()));
+        }
         let tty = ex.process["terminal"].as_bool().unwrap_or(false);
         let stdin = ex.config["AttachStdin"].as_bool().unwrap_or(false);
         let rx = ex.hub.subscribe();
@@ -1184,6 +1196,7 @@ impl Engine {
             Err(e) => {
                 pio.abandon();
                 let _ = ctd.delete_exec(&ex.container, id).await;
+                self.exec_failed(id);
                 return Err(e);
             }
         };
@@ -1217,6 +1230,20 @@ impl Engine {
             attrs,
         );
         Ok((rx, pio, tty))
+    }
+
+    /// Records that exec `id` could not start: done, with dockerd's exit code 126 for it.
+    fn exec_failed(&self, id: &str) {
+        let mut m = self
+            .containers
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = m.get_mut(id) {
+            x.running = false;
+            x.exit_code = Some(126);
+            x.done.send_replace(true);
+        }
     }
 
     async fn on_exec_exit(self: &Arc<Self>, id: &str, code: u32) {
