@@ -670,6 +670,27 @@ mod tests {
         assert!(last.contains("line 19"));
     }
 
+    #[tokio::test]
+    async fn drained_waits_for_every_output_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, _rx) = broadcast::channel(16);
+        let io = open(dir.path(), "init", false, false, Sink { log: None, hub }).unwrap();
+        let out = OpenOptions::new()
+            .write(true)
+            .open(&io.stdio.stdout)
+            .unwrap();
+        let err = OpenOptions::new()
+            .write(true)
+            .open(&io.stdio.stderr)
+            .unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(!io.drained(short).await, "both writers are open");
+        drop(out);
+        assert!(!io.drained(short).await, "stderr's writer is open");
+        drop(err);
+        assert!(io.drained(std::time::Duration::from_secs(10)).await);
+    }
+
     #[test]
     fn fifo_output_reaches_the_hub_and_the_log() {
         let dir = tempfile::tempdir().unwrap();
