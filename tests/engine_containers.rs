@@ -1181,6 +1181,9 @@ const WAIT_ALLOWED: &[(&str, &str)] = &[(
      refuse it with 400 'invalid condition' (checked on refengd in wait_conditions)",
 )];
 
+/// A comparison of one scenario on refengd (first) and dockerd.
+type Comparison = fn(&Cli, &Cli);
+
 /// One private dockerd for the comparisons below; each comparison reports on its own, and
 /// dockerd is stopped (and its state removed) when they are done, also after failures.
 fn differential_against_dockerd() {
@@ -1189,7 +1192,7 @@ fn differential_against_dockerd() {
     import(&t, &world().tar);
     let o = ours();
     let mut failed = Vec::new();
-    let parts: [(&str, fn(&Cli, &Cli)); 3] = [
+    let parts: [(&str, Comparison); 3] = [
         ("inspect shapes", inspect_shapes_match_dockerd),
         ("cli failures", cli_failures_match_dockerd),
         ("ps lines and wait", ps_lines_and_wait_match_dockerd),
