@@ -306,6 +306,22 @@ fn run_exit_codes_and_errors() {
         o.stderr.contains("You cannot remove a running container"),
         "{o:?}"
     );
+    // The statuses behind those texts.
+    let r = d().request("DELETE", "/containers/e1", None);
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = d().request(
+        "POST",
+        "/containers/create?name=e1",
+        Some(br#"{"Image":"busybox","Cmd":["true"]}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("is already in use"));
+    let r = d().request("GET", "/containers/nope/json", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["message"], "No such container: nope");
     c.ok(&["rm", "-f", "e1"]);
     let o = c.run(&["inspect", "e1"]);
     assert_eq!(o.code, 1, "{o:?}");
