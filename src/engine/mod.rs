@@ -156,10 +156,10 @@ pub enum TaskEvent {
         container_id: String,
         /// The process id within the task.
         id: String,
+        /// The pid of the process that exited.
+        pid: u32,
         /// Its exit status.
         exit_status: u32,
-        /// Its pid (0 when unknown).
-        pid: u32,
     },
     /// The kernel's OOM killer hit the task (`/tasks/oom`).
     OomKilled {
@@ -187,8 +187,8 @@ impl TaskEvent {
             "/tasks/exit" => TaskExit::decode(body).ok().map(|e| TaskEvent::Exited {
                 container_id: e.container_id,
                 id: e.id,
-                exit_status: e.exit_status,
                 pid: e.pid,
+                exit_status: e.exit_status,
             }),
             "/tasks/oom" => TaskOom::decode(body).ok().map(|e| TaskEvent::OomKilled {
                 container_id: e.container_id,
@@ -215,8 +215,8 @@ async fn follow_containerd(engine: Arc<Engine>) {
                         Some(TaskEvent::Exited {
                             container_id,
                             id,
-                            exit_status,
                             pid,
+                            exit_status,
                         }) => {
                             let engine = engine.clone();
                             tokio::spawn(async move {

@@ -61,6 +61,12 @@ pub enum ProcessError {
     /// the program was not found
     #[error("exec: {0:?}: executable file not found in $PATH")]
     NotFound(String),
+    /// the program's path names nothing
+    #[error("exec: {0:?}: stat {0}: no such file or directory")]
+    Missing(String),
+    /// the program's path is a directory or has no execute bit
+    #[error("exec: {0:?}: permission denied")]
+    NotExecutable(String),
     /// an argument or environment string contains a NUL byte
     #[error("argument or environment entry {0:?} contains a NUL byte")]
     Nul(String),
@@ -306,7 +312,18 @@ fn home_of(uid: u32) -> Option<String> {
 /// [`ProcessError::NotFound`] when no executable file matches.
 pub fn resolve_program(arg0: &str, env: &[String]) -> Result<PathBuf, ProcessError> {
     if arg0.contains('/') {
-        return Ok(PathBuf::from(arg0));
+        // As runc (Go's exec.LookPath): a path is checked here, so that a missing or
+        // non-executable program fails the create with the words docker's CLI maps to exit
+        // codes 127 and 126, rather than the start.
+        let p = PathBuf::from(arg0);
+        return match std::fs::metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ProcessError::Missing(arg0.to_string()))
+            }
+            Ok(_) if !is_executable(&p) => Err(ProcessError::NotExecutable(arg0.to_string())),
+            // Other failures (EACCES on a directory on the way) surface from execve.
+            _ => Ok(p),
+        };
     }
     let path = env
         .iter()
@@ -384,9 +401,23 @@ mod tests {
             Err(ProcessError::NotFound(_))
         ));
         assert_eq!(
-            resolve_program("/x/y", &env).unwrap(),
-            PathBuf::from("/x/y")
+            resolve_program("/bin/sh", &env).unwrap(),
+            PathBuf::from("/bin/sh")
         );
+        let missing = resolve_program("/x/y", &env).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "exec: \"/x/y\": stat /x/y: no such file or directory"
+        );
+        let plain = resolve_program("/etc/passwd", &env).unwrap_err();
+        assert_eq!(
+            plain.to_string(),
+            "exec: \"/etc/passwd\": permission denied"
+        );
+        assert!(matches!(
+            resolve_program("/etc", &env),
+            Err(ProcessError::NotExecutable(_))
+        ));
     }
 
     #[test]

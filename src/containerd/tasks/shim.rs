@@ -93,14 +93,24 @@ pub enum ShimError {
         #[source]
         source: ttrpc::Error,
     },
-    /// shim {method}: {source}
-    #[error("shim {method}: {source}")]
+    /// shim {method}: {source} (a status answer by its message alone)
+    #[error("shim {method}: {}", call_text(source))]
     Call {
         /// The task API method.
         method: &'static str,
         #[source]
         source: ttrpc::Error,
     },
+}
+
+/// What a failed call says: the message of the shim's status answer (ttrpc's own text for it
+/// is the status's debug form, which callers up to the docker CLI would print), or the
+/// transport's error.
+fn call_text(e: &ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl ShimError {

@@ -16,6 +16,9 @@ use super::super::Engine;
 use super::io::{frame, log_files, Chunk, LogLine, ProcessIo, Stream};
 use refeng_spec::engine::Status;
 
+/// How often input for a process that has not started yet looks for it again.
+const STDIN_RETRY: Duration = Duration::from_millis(20);
+
 /// docker's default detach sequence: ctrl-p, ctrl-q.
 pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
 
@@ -132,7 +135,10 @@ where
             let n = match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     if let Some((pio, true)) = &stdin {
-                        pio.close_stdin();
+                        // Attached before the start: the end goes to the process once it is.
+                        while !pio.try_close_stdin() {
+                            tokio::time::sleep(STDIN_RETRY).await;
+                        }
                     }
                     // The client closed its side: output may still follow.
                     std::future::pending::<()>().await;
@@ -156,10 +162,19 @@ where
                 }
                 out.push(b);
             }
-            let pio = pio.clone();
-            let wrote = tokio::task::spawn_blocking(move || pio.write_stdin(&out)).await;
-            if !matches!(wrote, Ok(Ok(()))) {
-                std::future::pending::<()>().await;
+            // Input that comes before the process (the CLI sends it as soon as it attached,
+            // before its start) waits for it, as it would in dockerd's stdin pipe; the pump
+            // ends with the output in any case.
+            let out = Arc::new(out);
+            loop {
+                let (pio, out) = (pio.clone(), out.clone());
+                match tokio::task::spawn_blocking(move || pio.write_stdin(&out)).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => {
+                        tokio::time::sleep(STDIN_RETRY).await;
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
             }
         }
     };
@@ -265,7 +280,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let me = self.clone();
         tokio::spawn(async move {
-            let past = tokio::task::spawn_blocking({
+            let (past, mut current) = tokio::task::spawn_blocking({
                 let path = path.clone();
                 move || read_lines(&path)
             })
@@ -282,16 +297,17 @@ impl Engine {
             if !q.follow {
                 return;
             }
-            // Follow: read on from the end of the current file, re-opening it when rotated,
-            // until the container no longer runs and nothing more is written.
-            let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let mut ino = inode(&path);
+            // Follow: read on from where the past ended in the current file (not from its end
+            // now: what was written meanwhile belongs to the answer), through the descriptor
+            // opened then: a removed container's log (docker-py removes before it reads the
+            // follow of its run) and a rotated file are read to their end, as dockerd's
+            // json-file reader does; then the file now at the path. Until the container no
+            // longer runs and nothing more is written.
             loop {
                 let running = me.containers.lock().get(&id).is_some_and(|e| {
                     e.lc.status().is_running() && e.lc.status() != Status::Restarting
                 });
-                let (lines, new_off) = read_from(&path, offset);
-                offset = new_off;
+                let lines = current.read_on();
                 for l in &lines {
                     if let Some(b) = render(l, &q, tty) {
                         if tx.send(b).await.is_err() {
@@ -306,9 +322,8 @@ impl Engine {
                     return;
                 }
                 let now_ino = inode(&path);
-                if now_ino != ino {
-                    ino = now_ino;
-                    offset = 0;
+                if lines.is_empty() && now_ino != 0 && now_ino != current.ino {
+                    current = Current::open(&path);
                     continue;
                 }
                 tokio::select! {
@@ -332,10 +347,59 @@ fn inode(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.ino())
 }
 
-fn read_lines(path: &std::path::Path) -> Vec<LogLine> {
+/// The log file a follow reads, held open, and how far it was read.
+#[derive(Debug, Default)]
+struct Current {
+    file: Option<std::fs::File>,
+    /// The offset after the last whole line read.
+    pos: u64,
+    /// Its inode (0: none was open).
+    ino: u64,
+}
+
+impl Current {
+    fn open(path: &std::path::Path) -> Current {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open(path).ok();
+        let ino = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.ino());
+        Current { file, pos: 0, ino }
+    }
+
+    /// The whole lines written since the last call.
+    fn read_on(&mut self) -> Vec<LogLine> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(f) = self.file.as_mut() else {
+            return Vec::new();
+        };
+        if f.seek(SeekFrom::Start(self.pos)).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return Vec::new();
+        }
+        let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.pos += end as u64;
+        buf[..end]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice::<LogLine>(l).ok())
+            .collect()
+    }
+}
+
+/// Every line of the log, oldest first, and the current file held open after its last whole
+/// line (where a follow goes on). The current file is opened first, so that a rotation
+/// meanwhile repeats lines at worst and loses none.
+fn read_lines(path: &std::path::Path) -> (Vec<LogLine>, Current) {
+    let mut current = Current::open(path);
     let mut out = Vec::new();
-    for f in log_files(path) {
-        let Ok(file) = std::fs::File::open(&f) else {
+    let files = log_files(path);
+    for f in &files[..files.len().saturating_sub(1)] {
+        let Ok(file) = std::fs::File::open(f) else {
             continue;
         };
         for line in BufReader::new(file).lines().map_while(Result::ok) {
@@ -344,29 +408,8 @@ fn read_lines(path: &std::path::Path) -> Vec<LogLine> {
             }
         }
     }
-    out
-}
-
-/// The whole lines after `offset`, and the offset after the last one.
-fn read_from(path: &std::path::Path, offset: u64) -> (Vec<LogLine>, u64) {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return (Vec::new(), offset);
-    };
-    if f.seek(SeekFrom::Start(offset)).is_err() {
-        return (Vec::new(), offset);
-    }
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
-        return (Vec::new(), offset);
-    }
-    let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let lines = buf[..end]
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice::<LogLine>(l).ok())
-        .collect();
-    (lines, offset + end as u64)
+    out.extend(current.read_on());
+    (out, current)
 }
 
 #[cfg(test)]

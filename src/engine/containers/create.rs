@@ -88,16 +88,14 @@ pub fn signal_number(s: &str) -> Result<i32, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("Invalid signal: {s}")))
 }
 
+/// The request's environment, then the image's entries whose names it does not set: dockerd's
+/// order (its `merge` of the user's and the image's config), which `inspect` shows.
 fn merge_env(image: &[String], user: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = image.to_vec();
-    for e in user {
-        let key = e.split('=').next().unwrap_or("");
-        match out
-            .iter_mut()
-            .find(|x| x.split('=').next().unwrap_or("") == key)
-        {
-            Some(slot) => *slot = e.clone(),
-            None => out.push(e.clone()),
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let mut out: Vec<String> = user.to_vec();
+    for e in image {
+        if !user.iter().any(|u| key(u) == key(e)) {
+            out.push(e.clone());
         }
     }
     out
@@ -991,7 +989,7 @@ mod tests {
             ..Default::default()
         };
         merge_image(&mut c, &image).unwrap();
-        assert_eq!(c.env.unwrap(), ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(c.env.unwrap(), ["A=2", "B=3", "PATH=/bin"]);
         assert_eq!(c.cmd.unwrap(), ["sh"]);
         assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/w", "user"));
         assert_eq!(c.labels.unwrap()["m"], "mine");

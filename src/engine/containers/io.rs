@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::super::error::ApiError;
 use super::ctd::Stdio;
@@ -279,6 +279,8 @@ pub struct ProcessIo {
     pub stdin: Arc<Mutex<Option<File>>>,
     /// For an attach made before its process started: the process of the moment.
     forward: Option<Resolver>,
+    /// Turns true once every output FIFO was read to its end (written to the log and the hub).
+    drained: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for ProcessIo {
@@ -300,14 +302,39 @@ fn mkfifo(path: &Path) -> Result<(), ApiError> {
 /// without its end (dockerd's 16 KiB).
 const CHUNK: usize = 16 << 10;
 
-fn reader(
-    path: PathBuf,
-    fifo: File,
-    stream: Stream,
-    sink: Sink,
-    done: Arc<Mutex<u32>>,
+/// The end of a process's output: counts the readers that finished and, once all have,
+/// tells the hub and whoever waits in [`ProcessIo::drained`].
+#[derive(Debug)]
+struct Drain {
+    finished: Mutex<u32>,
     streams: u32,
-) {
+    tx: watch::Sender<bool>,
+}
+
+impl Drain {
+    fn new(streams: u32) -> (Arc<Drain>, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(streams == 0);
+        (
+            Arc::new(Drain {
+                finished: Mutex::new(0),
+                streams,
+                tx,
+            }),
+            rx,
+        )
+    }
+
+    fn one_finished(&self, hub: &broadcast::Sender<Chunk>) {
+        let mut d = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        *d += 1;
+        if *d == self.streams {
+            let _ = hub.send(Chunk::End);
+            self.tx.send_replace(true);
+        }
+    }
+}
+
+fn reader(path: PathBuf, fifo: File, stream: Stream, sink: Sink, done: Arc<Drain>) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     // One non-blocking read end, opened before the shim's write end: the kernel reports no
@@ -358,11 +385,7 @@ fn reader(
         sink.emit_line(stream, &line);
     }
     let _ = std::fs::remove_file(&path);
-    let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
-    *d += 1;
-    if *d == streams {
-        let _ = sink.hub.send(Chunk::End);
-    }
+    done.one_finished(&sink.hub);
 }
 
 /// Makes the FIFOs `<dir>/<prefix>-{stdin,stdout,stderr}` and starts reading the output ones
@@ -402,8 +425,7 @@ pub fn open(
     } else {
         vec![Stream::Stdout, Stream::Stderr]
     };
-    let done = Arc::new(Mutex::new(0u32));
-    let count = u32::try_from(outs.len()).unwrap_or(2);
+    let (done, drained) = Drain::new(u32::try_from(outs.len()).unwrap_or(2));
     for s in outs {
         let p = path(if s == Stream::Stdout {
             "stdout"
@@ -426,13 +448,14 @@ pub fn open(
         let done = done.clone();
         std::thread::Builder::new()
             .name(format!("io-{prefix}"))
-            .spawn(move || reader(p, keeper, s, sink, done, count))
+            .spawn(move || reader(p, keeper, s, sink, done))
             .map_err(|e| ApiError::internal("starting an output reader", e))?;
     }
     Ok(ProcessIo {
         stdio,
         stdin: stdin_file,
         forward: None,
+        drained,
     })
 }
 
@@ -461,8 +484,7 @@ pub fn reopen(dir: &Path, prefix: &str, tty: bool, sink: Sink) -> Result<Process
     } else {
         vec![Stream::Stdout, Stream::Stderr]
     };
-    let done = Arc::new(Mutex::new(0u32));
-    let count = u32::try_from(outs.len()).unwrap_or(2);
+    let (done, drained) = Drain::new(u32::try_from(outs.len()).unwrap_or(2));
     for s in outs {
         let p = path(if s == Stream::Stdout {
             "stdout"
@@ -489,13 +511,14 @@ pub fn reopen(dir: &Path, prefix: &str, tty: bool, sink: Sink) -> Result<Process
         let done = done.clone();
         std::thread::Builder::new()
             .name(format!("io-{prefix}"))
-            .spawn(move || reader(p, keeper, s, sink, done, count))
+            .spawn(move || reader(p, keeper, s, sink, done))
             .map_err(|e| ApiError::internal("starting an output reader", e))?;
     }
     Ok(ProcessIo {
         stdio,
         stdin: stdin_file,
         forward: None,
+        drained,
     })
 }
 
@@ -508,7 +531,20 @@ impl ProcessIo {
             stdio: Stdio::default(),
             stdin: Arc::new(Mutex::new(None)),
             forward: Some(Arc::new(resolve)),
+            drained: watch::channel(true).1,
         }
+    }
+
+    /// Waits until the output was read to its end, up to `timeout` (dockerd waits 2 s for
+    /// its copiers the same way before it records an exit): what a process wrote before it
+    /// exited is in the log and with attached clients before anyone learns of the exit.
+    /// Returns whether it was.
+    pub async fn drained(&self, timeout: std::time::Duration) -> bool {
+        let mut rx = self.drained.clone();
+        let done = tokio::time::timeout(timeout, rx.wait_for(|d| *d))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        done
     }
 
     /// Ends the readers of a process that never started (its task was not created): opens
@@ -538,6 +574,22 @@ impl ProcessIo {
             return;
         }
         self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Closes the write side of stdin like [`ProcessIo::close_stdin`]; false when this
+    /// forwards to a process that does not exist yet (nothing was closed).
+    pub fn try_close_stdin(&self) -> bool {
+        if let Some(f) = &self.forward {
+            return match f() {
+                Some(p) => {
+                    p.close_stdin();
+                    true
+                }
+                None => false,
+            };
+        }
+        self.close_stdin();
+        true
     }
 
     /// Writes to stdin (while open).
@@ -616,6 +668,27 @@ mod tests {
         assert!(std::fs::metadata(&p).unwrap().len() <= 200);
         let last = std::fs::read_to_string(&p).unwrap();
         assert!(last.contains("line 19"));
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_every_output_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, _rx) = broadcast::channel(16);
+        let io = open(dir.path(), "init", false, false, Sink { log: None, hub }).unwrap();
+        let out = OpenOptions::new()
+            .write(true)
+            .open(&io.stdio.stdout)
+            .unwrap();
+        let err = OpenOptions::new()
+            .write(true)
+            .open(&io.stdio.stderr)
+            .unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(!io.drained(short).await, "both writers are open");
+        drop(out);
+        assert!(!io.drained(short).await, "stderr's writer is open");
+        drop(err);
+        assert!(io.drained(std::time::Duration::from_secs(10)).await);
     }
 
     #[test]

@@ -331,14 +331,23 @@ impl Engine {
         )
     }
 
-    /// The container list's `Ports` of entry `e`.
+    /// The container list's `Ports` of entry `e`. As dockerd, whose list reads the ports of
+    /// the container's network settings: they exist while it runs on a bridge network (its
+    /// exposed ports, published or not), and not for none, host, container:X, or a container
+    /// that is not running.
     pub(super) fn list_ports(&self, e: &super::Entry) -> Value {
         let bound = self
             .network
             .opened()
             .map(|n| netc::bound_ports(&n.snapshot(), &e.stored.id))
             .unwrap_or_default();
-        netc::list_ports(&exposed(&e.stored), &bound)
+        let wired = bridged(&e.stored) && e.lc.status().is_running();
+        let exposed = if wired {
+            exposed(&e.stored)
+        } else {
+            Vec::new()
+        };
+        netc::list_ports(&exposed, &bound)
     }
 
     /// `docker ps --filter network=X`: whether entry `e` is on a network named X, or whose id

@@ -26,6 +26,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the delay.
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long an exit waits for the process's output to be read to its end (dockerd's 2 s).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// An exec instance.
 #[derive(Debug, Clone)]
@@ -52,6 +54,9 @@ pub struct Exec {
     pub hub: tokio::sync::broadcast::Sender<Chunk>,
     /// Ended.
     pub done: tokio::sync::watch::Sender<bool>,
+    /// Why its start must fail, found at create (dockerd resolves the user at the start, so
+    /// a create with an unknown user succeeds and its start fails).
+    pub refusal: Option<String>,
 }
 
 /// Maps the model's answer to the API's.
@@ -283,6 +288,14 @@ impl Engine {
         by_hand: bool,
     ) -> Result<(), ApiError> {
         let deleted = self.containers.ctd.delete_task(id).await.ok().flatten();
+        // The exit becomes visible (wait, inspect, the end of `logs -f`, AutoRemove) only
+        // once the output is drained; the task's deletion closed the shim's ends of the FIFOs.
+        let pio = self.containers.lock().get(id).and_then(|e| e.io.clone());
+        if let Some(pio) = pio {
+            if !pio.drained(OUTPUT_DRAIN).await {
+                tracing::warn!(%id, "output not drained when the exit was recorded");
+            }
+        }
         self.network_detach(id).await;
         let mounts = self
             .containers
@@ -414,9 +427,7 @@ impl Engine {
     }
 
     /// The exit of a task's process, from containerd's `/tasks/exit` (`exec` is the exec id,
-    /// or the container id for its init process). An init exit whose `pid` is not the current
-    /// run's (the event of a run that a restart already ended and replaced, delivered late) is
-    /// ignored; 0 is "unknown".
+    /// or the container id for its init process; `pid` its pid, 0 when unknown).
     pub async fn on_task_exit(self: &Arc<Self>, container: &str, exec: &str, pid: u32, code: u32) {
         if exec != container {
             self.on_exec_exit(exec, code).await;
@@ -426,20 +437,20 @@ impl Engine {
             return;
         };
         let _g = lock.lock().await;
-        let (status, current) = {
-            let map = self.containers.lock();
-            map.get(container)
-                .map(|e| (Some(e.lc.status()), e.stored.state.pid))
-                .unwrap_or_default()
+        let (status, current) = match self.containers.lock().get(container) {
+            Some(e) => (e.lc.status(), e.stored.state.pid),
+            None => return,
         };
-        if !matches!(status, Some(Status::Running | Status::Paused)) {
+        if !matches!(status, Status::Running | Status::Paused) {
             return;
         }
+        // A stop or restart records the exit it waited for itself; the event of that process
+        // can come after the next process started, and must not end that one.
         if pid != 0 && current != 0 && pid != current {
-            tracing::debug!(%container, pid, current, "exit of an earlier run ignored");
+            tracing::debug!(%container, pid, current, "exit of an earlier process ignored");
             return;
         }
-        let by_hand = status == Some(Status::Paused);
+        let by_hand = status == Status::Paused;
         if let Err(e) = self.finish_exit(container, code as i32, by_hand).await {
             tracing::warn!(%container, error = %e, "recording an exit");
         }
@@ -583,7 +594,13 @@ impl Engine {
         let Some(lc) = lc else {
             return Err(ApiError::NotFound(format!("No such container: {name}")));
         };
-        check(&lc, AnyContainer::kill, name, &id)?;
+        // dockerd names the container in front of why it cannot be killed.
+        check(&lc, AnyContainer::kill, name, &id).map_err(|e| match e {
+            ApiError::Conflict(m) => {
+                ApiError::Conflict(format!("Cannot kill container: {name}: {m}"))
+            }
+            other => other,
+        })?;
         let mut attrs = BTreeMap::new();
         attrs.insert("signal".to_string(), sig.to_string());
         if lc.status() == Status::Restarting {
@@ -781,11 +798,15 @@ impl Engine {
                         "Renaming a container with the same name as its current name".into(),
                     ));
                 }
-                return Err(ApiError::from_refusal(
+                // dockerd's rename says which step failed in front of the conflict.
+                let in_use = ApiError::from_refusal(
                     refeng_spec::engine::Refusal::NameInUse,
                     &new,
                     &other.stored.id,
-                ));
+                );
+                return Err(ApiError::Conflict(format!(
+                    "Error when allocating new name: {in_use}"
+                )));
             }
             map.get(&id)
                 .map(|e| e.name().to_string())
@@ -953,6 +974,8 @@ impl Engine {
             "DetachKeys",
             "ConsoleSize",
             "Privileged",
+            // The CLI sends it with `exec -d`; as for dockerd, what counts is the start's.
+            "Detach",
             // Sent by docker-py (and so compose v1); dockerd takes the container from the path.
             // Here it must name that same container.
             "Container",
@@ -1007,11 +1030,23 @@ impl Engine {
             _ => return Err(ApiError::Conflict(format!("Container {id} is not running"))),
         }
         let b = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let mut refusal = None;
         let mut process = spec["process"].clone();
         process["args"] = json!(cmd);
         process["terminal"] = json!(b("Tty"));
         if let Some(obj) = process.as_object_mut() {
             obj.remove("consoleSize");
+        }
+        // The terminal gets its size before the process runs (a resize after the start
+        // would race with a process that reads it at once), as dockerd's exec does.
+        if let Some([h, w]) = obj
+            .get("ConsoleSize")
+            .and_then(Value::as_array)
+            .map(|a| [a.first(), a.get(1)].map(|x| x.and_then(Value::as_u64).unwrap_or(0)))
+        {
+            if b("Tty") && h > 0 && w > 0 {
+                process["consoleSize"] = json!({"height": h, "width": w});
+            }
         }
         if let Some(env) = obj.get("Env").and_then(Value::as_array) {
             let mut base: Vec<String> = process["env"]
@@ -1049,9 +1084,12 @@ impl Engine {
             let root = format!("/proc/{pid}/root");
             let passwd = std::fs::read_to_string(format!("{root}/etc/passwd")).unwrap_or_default();
             let group = std::fs::read_to_string(format!("{root}/etc/group")).unwrap_or_default();
-            let user = super::etc::resolve_user(u, &passwd, &group, &[])?;
-            process["user"] =
-                json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+            match super::etc::resolve_user(u, &passwd, &group, &[]) {
+                Ok(user) => {
+                    process["user"] = json!({"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids});
+                }
+                Err(e) => refusal = Some(e.to_string()),
+            }
         }
         if b("Privileged") {
             let all: Vec<String> = caps::runtime::procfs_all_supported(None)
@@ -1076,6 +1114,7 @@ impl Engine {
             io: None,
             hub,
             done,
+            refusal,
         };
         self.containers
             .execs
@@ -1160,6 +1199,10 @@ impl Engine {
         ApiError,
     > {
         let ex = self.exec_startable(id)?;
+        if let Some(why) = &ex.refusal {
+            self.exec_failed(id);
+            return Err(ApiError::Internal(why.clone()));
+        }
         let tty = ex.process["terminal"].as_bool().unwrap_or(false);
         let stdin = ex.config["AttachStdin"].as_bool().unwrap_or(false);
         let rx = ex.hub.subscribe();
@@ -1184,6 +1227,7 @@ impl Engine {
             Err(e) => {
                 pio.abandon();
                 let _ = ctd.delete_exec(&ex.container, id).await;
+                self.exec_failed(id);
                 return Err(e);
             }
         };
@@ -1217,6 +1261,20 @@ impl Engine {
             attrs,
         );
         Ok((rx, pio, tty))
+    }
+
+    /// Records that exec `id` could not start: done, with dockerd's exit code 126 for it.
+    fn exec_failed(&self, id: &str) {
+        let mut m = self
+            .containers
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = m.get_mut(id) {
+            x.running = false;
+            x.exit_code = Some(126);
+            x.done.send_replace(true);
+        }
     }
 
     async fn on_exec_exit(self: &Arc<Self>, id: &str, code: u32) {
@@ -1413,6 +1471,7 @@ impl Engine {
             .collect();
         for id in running {
             if let Ok(TaskState::Stopped(code)) = ctd.state(&id, "").await {
+                // The state answers for the task of now: no pid to check.
                 self.on_task_exit(&id, &id, 0, code).await;
             }
         }

@@ -515,8 +515,18 @@ async fn exec(
                             attach::pump(up, plan(started, ex.done.subscribe())).await;
                         }
                         Err(e) => {
+                            // As dockerd: the failure goes to the client as output on
+                            // stdout (a frame of the multiplexed stream without a tty), and
+                            // the exec's exit code (126) tells the CLI it failed.
                             use tokio::io::AsyncWriteExt;
-                            let _ = up.write_all(e.to_string().as_bytes()).await;
+                            let text = format!("{e}\r\n");
+                            let out = if tty {
+                                Bytes::from(text)
+                            } else {
+                                super::io::frame(super::io::Stream::Stdout, text.as_bytes())
+                            };
+                            let _ = up.write_all(&out).await;
+                            let _ = up.shutdown().await;
                         }
                     }
                 });

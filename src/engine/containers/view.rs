@@ -199,13 +199,20 @@ fn host_json(e: &Entry) -> Value {
         "OomKillDisable": h.oom_kill_disable, "PidsLimit": h.pids_limit.filter(|p| *p > 0),
         "Ulimits": h.ulimits.clone().unwrap_or_default(), "CpuCount": 0, "CpuPercent": 0,
         "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-        "Sysctls": h.sysctls, "Init": h.init, "Annotations": h.annotations,
+        "Annotations": h.annotations,
         "Mounts": h.mounts, "Tmpfs": h.tmpfs,
         "MaskedPaths": if privileged { None } else { Some(super::spec::MASKED_PATHS) },
         "ReadonlyPaths": if privileged { None } else { Some(super::spec::READONLY_PATHS) },
     });
     if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
+    }
+    // dockerd leaves these out unless set (`omitempty` on a pointer and a map).
+    if let Some(init) = h.init {
+        a["Init"] = json!(init);
+    }
+    if h.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+        a["Sysctls"] = json!(h.sysctls);
     }
     a
 }
@@ -435,11 +442,7 @@ impl Engine {
                 if since_c.as_ref().is_some_and(|s| e.stored.created <= *s) {
                     continue;
                 }
-                let mut command = e.stored.path.clone();
-                if !e.stored.args.is_empty() {
-                    command.push(' ');
-                    command.push_str(&e.stored.args.join(" "));
-                }
+                let command = list_command(&e.stored.path, &e.stored.args);
                 let v = json!({
                     "Id": e.stored.id,
                     "Names": [format!("/{name}")],
@@ -490,6 +493,23 @@ impl Engine {
     }
 }
 
+/// The `Command` of a list entry as dockerd writes it: the path, then the arguments with
+/// those that hold a space in single quotes (`sh -c 'exit 3'`).
+fn list_command(path: &str, args: &[String]) -> String {
+    let mut command = path.to_string();
+    for a in args {
+        command.push(' ');
+        if a.contains(' ') {
+            command.push('\'');
+            command.push_str(a);
+            command.push('\'');
+        } else {
+            command.push_str(a);
+        }
+    }
+    command
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,5 +524,16 @@ mod tests {
         assert_eq!(human_duration(3600), "About an hour");
         assert_eq!(human_duration(5 * 3600), "5 hours");
         assert_eq!(human_duration(72 * 3600), "3 days");
+    }
+
+    #[test]
+    fn list_commands_quote_arguments_with_spaces() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            list_command("sh", &args(&["-c", "exit 3"])),
+            "sh -c 'exit 3'"
+        );
+        assert_eq!(list_command("sleep", &args(&["300"])), "sleep 300");
+        assert_eq!(list_command("true", &[]), "true");
     }
 }
