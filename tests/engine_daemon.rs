@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use engine_support::{Options, Refengd};
 use nix::sys::signal::{kill, Signal};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 static DAEMON: OnceLock<Refengd> = OnceLock::new();
 
@@ -665,6 +665,40 @@ fn stats_shape(d: &Refengd, dockerd: &peers::dockerd::Dockerd) {
     got["id"] = Value::Null;
     want["id"] = Value::Null;
     assert_eq!(got, want, "the zero sample");
+    // system df: the containers with their sizes, and each image's count of containers.
+    let (got, want) = get("/v1.41/system/df");
+    let ours_only = |v: &Value| -> Vec<(String, bool)> {
+        let mut l: Vec<(String, bool)> = v["Containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["Names"][0] == "/st" || c["Names"][0] == "/st-off")
+            .map(|c| {
+                (
+                    c["Names"][0].as_str().unwrap().to_string(),
+                    c["SizeRootFs"].as_i64().is_some_and(|s| s > 0),
+                )
+            })
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(ours_only(&got), ours_only(&want), "df Containers");
+    assert_eq!(ours_only(&got).len(), 2, "{got}");
+    let count = |v: &Value| {
+        v["Images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| {
+                i["RepoTags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "stbox:latest"))
+            })
+            .map(|i| i["Containers"].clone())
+    };
+    assert_eq!(count(&got), count(&want), "an image's containers in df");
+    assert_eq!(count(&got), Some(json!(2)));
     update_as_dockerd(d, dockerd);
     health_as_dockerd(d, dockerd);
     files_as_dockerd(d, dockerd);

@@ -1,9 +1,10 @@
 //! `GET /system/df`: disk use. The images part is measured from containerd's snapshots (each
 //! layer's own use, `Snapshots.Usage`): `LayersSize` counts every layer once, an image's
 //! `SharedSize` is the part of its layers other images use too. Volumes are measured by
-//! walking their data (`UsageData`: size and how many containers use each). The containers
-//! and build cache parts are not measured by refengd yet, so those lists are empty (and an
-//! image's `Containers` count is 0).
+//! walking their data (`UsageData`: size and how many containers use each). Containers are
+//! listed as `docker ps -a --size` lists them (`SizeRw`, `SizeRootFs`), and each image counts
+//! the containers made from it. The build cache is BuildKit's, which the classic builder does
+//! not keep: the list is empty, as dockerd 20.10's is for classic builds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +30,18 @@ impl Engine {
         }
         let wants = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
         let mut out = serde_json::Map::new();
+        let containers = if wants("container") || wants("image") {
+            self.containers_json(true, 0, wants("container"), &Filters::default())
+                .await?
+        } else {
+            json!([])
+        };
+        let mut per_image: BTreeMap<String, i64> = BTreeMap::new();
+        for c in containers.as_array().into_iter().flatten() {
+            if let Some(id) = c["ImageID"].as_str() {
+                *per_image.entry(id.to_string()).or_default() += 1;
+            }
+        }
         if wants("image") {
             let catalog = self.catalog().await?;
             // Which images (by id) use each layer chain, and what each chain takes.
@@ -56,13 +69,13 @@ impl Engine {
                     .map(|c| usage.get(c).copied().unwrap_or(0))
                     .sum();
                 img["SharedSize"] = json!(shared);
-                img["Containers"] = json!(0);
+                img["Containers"] = json!(per_image.get(&id).copied().unwrap_or(0));
             }
             out.insert("LayersSize".into(), json!(usage.values().sum::<i64>()));
             out.insert("Images".into(), images);
         }
         if wants("container") {
-            out.insert("Containers".into(), json!([]));
+            out.insert("Containers".into(), containers);
         }
         if wants("volume") {
             let mut vols = Vec::new();

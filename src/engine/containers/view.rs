@@ -471,9 +471,14 @@ impl Engine {
         let mut out = Vec::new();
         for (id, mut v, _) in rows {
             if size {
+                // The list's sizes are `omitempty` in dockerd's type: a zero is left out.
                 let (rw, rootfs) = self.sizes(&id).await;
-                v["SizeRw"] = json!(rw);
-                v["SizeRootFs"] = json!(rootfs);
+                if rw != 0 {
+                    v["SizeRw"] = json!(rw);
+                }
+                if rootfs != 0 {
+                    v["SizeRootFs"] = json!(rootfs);
+                }
             }
             out.push(v);
         }
