@@ -63,6 +63,11 @@ fn any_spec(spec: &serde_json::Value) -> prost_types::Any {
     }
 }
 
+/// The lease that holds a container's snapshot between Prepare and the container record.
+fn prepare_lease(key: &str) -> String {
+    format!("refengd-prepare-{key}")
+}
+
 /// The engine's handle on containerd for containers.
 #[derive(Debug, Clone)]
 pub struct Ctd {
@@ -88,14 +93,27 @@ impl Ctd {
     ///
     /// # Errors
     /// The call's status, mapped.
+    ///
+    /// The snapshot is made under a lease ([`prepare_lease`]) until the container record that
+    /// names it exists: a garbage collection in between (after another container's removal)
+    /// must not take it, which the real containerd's does.
     pub async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        let store = super::super::store::Store::new(self.backend.clone());
+        let lease = prepare_lease(key);
+        store
+            .lease(&lease, std::time::Duration::from_secs(600))
+            .await?;
+        let mut req = self.backend.request(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+            parent: parent.into(),
+            labels: HashMap::new(),
+        });
+        if let Ok(l) = lease.parse() {
+            req.metadata_mut().insert("containerd-lease", l);
+        }
         SnapshotsClient::new(self.backend.channel())
-            .prepare(self.backend.request(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: key.into(),
-                parent: parent.into(),
-                labels: HashMap::new(),
-            }))
+            .prepare(req)
             .await
             .map(|r| r.into_inner().mounts)
             .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {key}"), &s))
@@ -164,8 +182,13 @@ impl Ctd {
                     .request(CreateContainerRequest { container: Some(c) }),
             )
             .await
-            .map(|_| ())
-            .map_err(|s| ApiError::from_grpc(&format!("creating container {id}"), &s))
+            .map_err(|s| ApiError::from_grpc(&format!("creating container {id}"), &s))?;
+        // The record names the snapshot now: the lease that kept it can go.
+        let store = super::super::store::Store::new(self.backend.clone());
+        if let Err(e) = store.end_lease(&prepare_lease(id)).await {
+            tracing::debug!(%id, error = %e, "the snapshot's lease expires by itself");
+        }
+        Ok(())
     }
 
     /// Containers.Update of the spec (and labels).

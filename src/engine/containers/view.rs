@@ -200,7 +200,6 @@ fn host_json(e: &Entry) -> Value {
         "Ulimits": h.ulimits.clone().unwrap_or_default(), "CpuCount": 0, "CpuPercent": 0,
         "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
         "Annotations": h.annotations,
-        "Mounts": h.mounts, "Tmpfs": h.tmpfs,
         "MaskedPaths": if privileged { None } else { Some(super::spec::MASKED_PATHS) },
         "ReadonlyPaths": if privileged { None } else { Some(super::spec::READONLY_PATHS) },
     });
@@ -213,6 +212,12 @@ fn host_json(e: &Entry) -> Value {
     }
     if h.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
         a["Sysctls"] = json!(h.sysctls);
+    }
+    if h.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+        a["Mounts"] = json!(h.mounts);
+    }
+    if h.tmpfs.as_ref().is_some_and(|t| !t.is_empty()) {
+        a["Tmpfs"] = json!(h.tmpfs);
     }
     a
 }
