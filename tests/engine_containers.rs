@@ -5,11 +5,15 @@
 //! inspect, `ps` lines, the CLI's error texts and exit codes, and `wait`'s answers.
 //!
 //! One refengd (bridge `none`: nothing touches the host's network) and one dockerd (started by
-//! the first differential test) serve the whole binary.
+//! the first differential test) serve the whole binary. The last test runs the binary again
+//! with refengd over a private real containerd 1.6 (`--containerd`), every scenario but the
+//! comparison with dockerd.
 
+#[path = "containerd_support/mod.rs"]
+mod containerd_support;
 mod engine_support;
 mod peers;
-mod rootfs;
+use containerd_support::archive::rootfs;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -23,6 +27,8 @@ use serde_json::Value;
 /// What the whole binary shares.
 struct World {
     refengd: Refengd,
+    /// The real containerd under refengd, in the second pass.
+    containerd: std::sync::Mutex<Option<containerd_support::Daemon>>,
     /// busybox's root filesystem as a tarball, imported into both engines.
     tar: std::path::PathBuf,
 }
@@ -43,16 +49,48 @@ fn import(cli: &Cli, tar: &std::path::Path) {
 
 fn world() -> &'static World {
     WORLD.get_or_init(|| {
-        let refengd = Refengd::start();
+        let containerd = over_real_containerd()
+            .then(|| containerd_support::Daemon::start(containerd_support::Peer::Containerd));
+        let refengd = Refengd::start_with(engine_support::Options {
+            containerd: containerd.as_ref().map(containerd_support::Daemon::socket),
+            ..engine_support::Options::default()
+        });
         let dir = refengd.dir().join("rootfs");
         rootfs::busybox(&dir);
         let tar = refengd.dir().join("busybox.tar");
         rootfs::tar(&dir, &tar);
         let _ = std::fs::remove_dir_all(&dir);
-        let w = World { refengd, tar };
+        let w = World {
+            refengd,
+            containerd: std::sync::Mutex::new(containerd),
+            tar,
+        };
         import(&Cli::Ours(&w.refengd), &w.tar);
         w
     })
+}
+
+/// Set in the second pass, which runs over the real containerd.
+const OVER_CONTAINERD: &str = "REFENG_CONTAINERS_OVER_CONTAINERD";
+
+fn over_real_containerd() -> bool {
+    std::env::var_os(OVER_CONTAINERD).is_some()
+}
+
+/// The scenarios again with refengd over a private real containerd 1.6 and its runc shim:
+/// this binary run once more, its output shown when it fails.
+fn the_scenarios_pass_over_the_real_containerd() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(OVER_CONTAINERD, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the second pass");
+    assert!(
+        out.status.success(),
+        "over the real containerd:\n{}{}",
+        engine_support::tail(&String::from_utf8_lossy(&out.stdout), 80),
+        engine_support::tail(&String::from_utf8_lossy(&out.stderr), 120)
+    );
 }
 
 fn d() -> &'static Refengd {
@@ -1232,48 +1270,68 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the engine tests run as root"
     );
-    engine_support::run(
-        &[
-            ("lifecycle_verbs_and_ps", &lifecycle_verbs_and_ps),
-            ("run_exit_codes_and_errors", &run_exit_codes_and_errors),
-            (
-                "logs_tail_since_follow_timestamps",
-                &logs_tail_since_follow_timestamps,
-            ),
-            ("exec_options_and_attach", &exec_options_and_attach),
-            ("port_and_ps_format", &port_and_ps_format),
-            ("wait_conditions", &wait_conditions),
-            ("restart_policies", &restart_policies),
-            ("run_rm_delivers_all_output", &run_rm_delivers_all_output),
-            (
-                "wait_answers_after_the_output_is_logged",
-                &wait_answers_after_the_output_is_logged,
-            ),
-            (
-                "docker_py_run_remove_returns_output",
-                &docker_py_run_remove_returns_output,
-            ),
-            ("docker_py_containers", &docker_py_containers),
-            ("options_reach_the_container", &options_reach_the_container),
-            ("tty_console_size", &tty_console_size),
-            (
-                "differential_against_dockerd",
-                &differential_against_dockerd,
-            ),
-        ],
-        || {
-            if let Some(w) = WORLD.get() {
-                // Containers would outlive the daemon (live restore): remove them first.
-                if let Ok(o) = w.refengd.docker_cmd(&["ps", "-aq"]).output() {
-                    let ids = String::from_utf8_lossy(&o.stdout).into_owned();
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids.split_whitespace());
-                    if args.len() > 2 {
-                        let _ = w.refengd.docker_cmd(&args).output();
-                    }
+    let tests: &[(&str, &dyn Fn())] = &[
+        ("lifecycle_verbs_and_ps", &lifecycle_verbs_and_ps),
+        ("run_exit_codes_and_errors", &run_exit_codes_and_errors),
+        (
+            "logs_tail_since_follow_timestamps",
+            &logs_tail_since_follow_timestamps,
+        ),
+        ("exec_options_and_attach", &exec_options_and_attach),
+        ("port_and_ps_format", &port_and_ps_format),
+        ("wait_conditions", &wait_conditions),
+        ("restart_policies", &restart_policies),
+        ("run_rm_delivers_all_output", &run_rm_delivers_all_output),
+        (
+            "wait_answers_after_the_output_is_logged",
+            &wait_answers_after_the_output_is_logged,
+        ),
+        (
+            "docker_py_run_remove_returns_output",
+            &docker_py_run_remove_returns_output,
+        ),
+        ("docker_py_containers", &docker_py_containers),
+        ("options_reach_the_container", &options_reach_the_container),
+        ("tty_console_size", &tty_console_size),
+        (
+            "differential_against_dockerd",
+            &differential_against_dockerd,
+        ),
+        (
+            "the_scenarios_pass_over_the_real_containerd",
+            &the_scenarios_pass_over_the_real_containerd,
+        ),
+    ];
+    let over = over_real_containerd();
+    let tests: Vec<(&str, &dyn Fn())> = tests
+        .iter()
+        .filter(|(name, _)| {
+            !over
+                || !matches!(
+                    *name,
+                    "differential_against_dockerd" | "the_scenarios_pass_over_the_real_containerd"
+                )
+        })
+        .copied()
+        .collect();
+    engine_support::run(&tests, || {
+        if let Some(w) = WORLD.get() {
+            // Containers would outlive the daemon (live restore): remove them first.
+            if let Ok(o) = w.refengd.docker_cmd(&["ps", "-aq"]).output() {
+                let ids = String::from_utf8_lossy(&o.stdout).into_owned();
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.split_whitespace());
+                if args.len() > 2 {
+                    let _ = w.refengd.docker_cmd(&args).output();
                 }
-                w.refengd.shutdown();
             }
-        },
-    );
+            w.refengd.shutdown();
+            drop(
+                w.containerd
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+        }
+    });
 }
