@@ -100,43 +100,7 @@ fn duration(ns: i64, default: Duration) -> Duration {
 /// A duration as Go's `time.Duration.String` prints it (`30s`, `1.5s`, `500ms`, `1m30s`).
 #[must_use]
 pub fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000_000_000 {
-        let (unit, div) = if ns < 1_000 {
-            ("ns", 1)
-        } else if ns < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        return format!("{}{unit}", trim_fraction(ns, div));
-    }
-    let secs_total = ns / 1_000_000_000;
-    let (h, m) = (secs_total / 3600, (secs_total / 60) % 60);
-    let s = trim_fraction(ns % 60_000_000_000, 1_000_000_000);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{s}s"));
-    out
-}
-
-fn trim_fraction(value: u128, div: u128) -> String {
-    let whole = value / div;
-    let frac = value % div;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let f = format!("{frac:0width$}");
-    format!("{whole}.{}", f.trim_end_matches('0'))
+    refeng_spec::build::go_text::format_duration(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Within the start period of the run that started at `started_at`.
