@@ -34,10 +34,17 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
+  # What the daemons started (dockerd's containerd, shims) names our directory: end it by pid.
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$work/"; then
+      kill -9 "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
+  sleep 0.5
+  { grep " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
-  rm -rf "$work"
+  rm -rf "$work" || echo "engine_cli: $work is left behind" >&2
 }
 trap cleanup EXIT
 on() { local h=$1; shift; DOCKER_HOST="unix://$work/$h.sock" "$cli" "$@"; }
