@@ -100,6 +100,19 @@ fn events_match_containerd_with_and_without_filters() {
     assert_eq!(ours.len(), 2, "{ours:?}");
     assert!(ours[1].contains("/namespaces/delete"), "{ours:?}");
     assert_eq!(ours, events_of(Peer::Containerd, &filters, 2));
+    // Fields of the event itself (containerd's fieldpaths): a label, and a name with a topic.
+    for (filters, want) in [
+        (&["event.labels.a==b"][..], "/namespaces/create"),
+        (
+            &["topic==\"/namespaces/delete\",event.name==ev1"][..],
+            "/namespaces/delete",
+        ),
+    ] {
+        let ours = events_of(Peer::Refeng, filters, 1);
+        assert_eq!(ours.len(), 1, "{filters:?}: {ours:?}");
+        assert!(ours[0].contains(want), "{filters:?}: {ours:?}");
+        assert_eq!(ours, events_of(Peer::Containerd, filters, 1), "{filters:?}");
+    }
 }
 
 #[test]

@@ -35,8 +35,170 @@ impl Fields for Envelope {
         match path {
             [f] if f == "namespace" => Some(self.namespace.clone()),
             [f] if f == "topic" => Some(self.topic.clone()),
+            [f, rest @ ..] if f == "event" => {
+                self.event.as_ref().and_then(|e| event_field(e, rest))
+            }
             _ => None,
         }
+    }
+}
+
+/// A label of `labels` for the path `[key]` (containerd's fieldpath for a map).
+fn label(labels: &std::collections::HashMap<String, String>, rest: &[String]) -> Option<String> {
+    match rest {
+        [k] => labels.get(k).cloned(),
+        _ => None,
+    }
+}
+
+/// `event.<field>` of a filter: the event's field by its protobuf name, as containerd's
+/// generated fieldpath adaptors answer it (strings, a bool, `labels.<key>`, nested messages;
+/// numbers are not fields there either). `None` for an unknown type or field.
+#[allow(clippy::too_many_lines)]
+pub fn event_field(any: &Any, path: &[String]) -> Option<String> {
+    use containerd_client::events as ev;
+    use containerd_client::services::v1 as svc;
+    use prost::Message as _;
+    let name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+    let b = any.value.as_slice();
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match name {
+        "containerd.events.ContainerCreate" => {
+            let e = ev::ContainerCreate::decode(b).ok()?;
+            match p.as_slice() {
+                ["id"] => Some(e.id),
+                ["image"] => Some(e.image),
+                ["runtime", "name"] => e.runtime.map(|r| r.name),
+                _ => None,
+            }
+        }
+        "containerd.events.ContainerUpdate" => {
+            let e = ev::ContainerUpdate::decode(b).ok()?;
+            match p.as_slice() {
+                ["id"] => Some(e.id),
+                ["image"] => Some(e.image),
+                ["snapshot_key"] => Some(e.snapshot_key),
+                ["labels", ..] => label(&e.labels, &path[1..]),
+                _ => None,
+            }
+        }
+        "containerd.events.ContainerDelete" => match p.as_slice() {
+            ["id"] => Some(ev::ContainerDelete::decode(b).ok()?.id),
+            _ => None,
+        },
+        "containerd.events.ContentCreate" => match p.as_slice() {
+            ["digest"] => Some(ev::ContentCreate::decode(b).ok()?.digest),
+            _ => None,
+        },
+        "containerd.events.ContentDelete" => match p.as_slice() {
+            ["digest"] => Some(ev::ContentDelete::decode(b).ok()?.digest),
+            _ => None,
+        },
+        "containerd.events.NamespaceCreate" | "containerd.events.NamespaceUpdate" => {
+            let e = ev::NamespaceCreate::decode(b).ok()?;
+            match p.as_slice() {
+                ["name"] => Some(e.name),
+                ["labels", ..] => label(&e.labels, &path[1..]),
+                _ => None,
+            }
+        }
+        "containerd.events.NamespaceDelete" => match p.as_slice() {
+            ["name"] => Some(ev::NamespaceDelete::decode(b).ok()?.name),
+            _ => None,
+        },
+        "containerd.events.SnapshotPrepare" => {
+            let e = ev::SnapshotPrepare::decode(b).ok()?;
+            match p.as_slice() {
+                ["key"] => Some(e.key),
+                ["parent"] => Some(e.parent),
+                ["snapshotter"] => Some(e.snapshotter),
+                _ => None,
+            }
+        }
+        "containerd.events.SnapshotCommit" => {
+            let e = ev::SnapshotCommit::decode(b).ok()?;
+            match p.as_slice() {
+                ["key"] => Some(e.key),
+                ["name"] => Some(e.name),
+                ["snapshotter"] => Some(e.snapshotter),
+                _ => None,
+            }
+        }
+        "containerd.events.SnapshotRemove" => {
+            let e = ev::SnapshotRemove::decode(b).ok()?;
+            match p.as_slice() {
+                ["key"] => Some(e.key),
+                ["snapshotter"] => Some(e.snapshotter),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskCreate" => {
+            let e = ev::TaskCreate::decode(b).ok()?;
+            match p.as_slice() {
+                ["container_id"] => Some(e.container_id),
+                ["bundle"] => Some(e.bundle),
+                ["checkpoint"] => Some(e.checkpoint),
+                ["io", "stdin"] => e.io.map(|io| io.stdin),
+                ["io", "stdout"] => e.io.map(|io| io.stdout),
+                ["io", "stderr"] => e.io.map(|io| io.stderr),
+                ["io", "terminal"] => e.io.map(|io| io.terminal.to_string()),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskDelete" => {
+            let e = ev::TaskDelete::decode(b).ok()?;
+            match p.as_slice() {
+                ["container_id"] => Some(e.container_id),
+                ["id"] => Some(e.id),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskExit" => {
+            let e = ev::TaskExit::decode(b).ok()?;
+            match p.as_slice() {
+                ["container_id"] => Some(e.container_id),
+                ["id"] => Some(e.id),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskExecAdded" | "containerd.events.TaskExecStarted" => {
+            let e = ev::TaskExecAdded::decode(b).ok()?;
+            match p.as_slice() {
+                ["container_id"] => Some(e.container_id),
+                ["exec_id"] => Some(e.exec_id),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskCheckpointed" => {
+            let e = ev::TaskCheckpointed::decode(b).ok()?;
+            match p.as_slice() {
+                ["container_id"] => Some(e.container_id),
+                ["checkpoint"] => Some(e.checkpoint),
+                _ => None,
+            }
+        }
+        "containerd.events.TaskStart"
+        | "containerd.events.TaskOOM"
+        | "containerd.events.TaskPaused"
+        | "containerd.events.TaskResumed" => match p.as_slice() {
+            // Each has container_id as its first field (tag 1, a string).
+            ["container_id"] => Some(ev::TaskOom::decode(b).ok()?.container_id),
+            _ => None,
+        },
+        "containerd.services.images.v1.ImageCreate"
+        | "containerd.services.images.v1.ImageUpdate" => {
+            let e = svc::ImageCreate::decode(b).ok()?;
+            match p.as_slice() {
+                ["name"] => Some(e.name),
+                ["labels", ..] => label(&e.labels, &path[1..]),
+                _ => None,
+            }
+        }
+        "containerd.services.images.v1.ImageDelete" => match p.as_slice() {
+            ["name"] => Some(svc::ImageDelete::decode(b).ok()?.name),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -210,5 +372,54 @@ mod tests {
         let env = s.next().await.unwrap().unwrap();
         assert_eq!(env.topic, "/a/b");
         assert_eq!(env.namespace, "ns");
+    }
+
+    #[tokio::test]
+    async fn event_fields_filter_as_containerds_fieldpaths() {
+        use containerd_client::events::{ContainerCreate, TaskExit, TaskOom};
+        use tokio_stream::StreamExt;
+        let bus = EventBus::new();
+        let mut s = bus.subscribe(
+            Filter::parse(&["topic==\"/tasks/exit\",event.container_id==\"c2\""]).unwrap(),
+        );
+        for id in ["c1", "c2"] {
+            bus.publish(
+                "ns",
+                "/tasks/exit",
+                &TaskExit {
+                    container_id: id.into(),
+                    id: id.into(),
+                    pid: 1,
+                    exit_status: 0,
+                    exited_at: None,
+                },
+            );
+        }
+        let env = s.next().await.unwrap().unwrap();
+        let any = env.event.clone().unwrap();
+        assert_eq!(
+            event_field(&any, &["container_id".into()]).as_deref(),
+            Some("c2")
+        );
+        assert_eq!(event_field(&any, &["pid".into()]), None);
+        let c = to_any(&ContainerCreate {
+            id: "x".into(),
+            image: "img".into(),
+            runtime: Some(containerd_client::events::container_create::Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            }),
+        });
+        assert_eq!(
+            event_field(&c, &["runtime".into(), "name".into()]).as_deref(),
+            Some("io.containerd.runc.v2")
+        );
+        let o = to_any(&TaskOom {
+            container_id: "o".into(),
+        });
+        assert_eq!(
+            event_field(&o, &["container_id".into()]).as_deref(),
+            Some("o")
+        );
     }
 }
