@@ -304,7 +304,37 @@ fn http_calls_follow_the_model() {
         failure_persistence: None,
         ..Config::default()
     });
+    // Sequences that once went wrong, first: a paused container killed, stopped and removed
+    // with force (the runtime refused to signal it while frozen).
+    let fixed = [vec![
+        Op::Create {
+            name: "a".into(),
+            policy: RestartPolicy::No,
+        },
+        Op::Start("a".into()),
+        Op::Pause("a".into()),
+        Op::Remove {
+            name: "a".into(),
+            force: true,
+        },
+        Op::Create {
+            name: "b".into(),
+            policy: RestartPolicy::Always,
+        },
+        Op::Start("b".into()),
+        Op::Pause("b".into()),
+        Op::Stop("b".into()),
+        Op::Start("b".into()),
+        Op::Pause("b".into()),
+        Op::Kill("b".into()),
+    ]];
     let serial = std::sync::atomic::AtomicU32::new(0);
+    for ops in &fixed {
+        let case = serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = run_case(case, ops) {
+            panic!("{e}\n{ops:?}");
+        }
+    }
     let r = runner.run(&prop::collection::vec(op(), 1..12), |ops| {
         let case = serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         run_case(case, &ops)

@@ -474,10 +474,12 @@ impl Engine {
             .lock()
             .get(id)
             .is_some_and(|e| e.lc.status() == Status::Paused);
-        let _ = ctd.kill(id, "", signal as u32, false).await;
+        // A frozen process is thawed first: refeng-runc (as the runtime-spec's kill) refuses
+        // to signal a paused container, and a signal to a frozen one waits for the thaw anyway.
         if paused {
             let _ = ctd.resume(id).await;
         }
+        let _ = ctd.kill(id, "", signal as u32, false).await;
         let timeout = timeout?;
         match tokio::time::timeout(timeout, ctd.wait(id, "")).await {
             Ok(Ok(code)) => Some(code as i32),
