@@ -1316,15 +1316,6 @@ fn main() {
         .collect();
     engine_support::run(&tests, || {
         if let Some(w) = WORLD.get() {
-            // Containers would outlive the daemon (live restore): remove them first.
-            if let Ok(o) = w.refengd.docker_cmd(&["ps", "-aq"]).output() {
-                let ids = String::from_utf8_lossy(&o.stdout).into_owned();
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.split_whitespace());
-                if args.len() > 2 {
-                    let _ = w.refengd.docker_cmd(&args).output();
-                }
-            }
             w.refengd.shutdown();
             drop(
                 w.containerd

@@ -109,10 +109,20 @@ pub(super) fn body_reader(mut body: Incoming) -> BodyReader {
     }
 }
 
-/// A blocking [`Write`] whose bytes become chunks of a streamed response.
-struct ChunkWriter {
+/// A blocking [`Write`] whose bytes become chunks of a streamed response (flush at the end).
+pub(super) struct ChunkWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Chunks for `tx`.
+    pub(super) fn new(tx: mpsc::Sender<Bytes>) -> ChunkWriter {
+        ChunkWriter {
+            tx,
+            buf: Vec::new(),
+        }
+    }
 }
 
 impl Write for ChunkWriter {
@@ -343,10 +353,7 @@ impl Engine {
         }
         let (tx, rx) = mpsc::channel::<Bytes>(8);
         tokio::task::spawn_blocking(move || {
-            let writer = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
+            let writer = ChunkWriter::new(tx.clone());
             let result = archive::export_docker(
                 &store,
                 &wanted,

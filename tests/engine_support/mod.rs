@@ -286,9 +286,30 @@ impl Refengd {
         }
     }
 
-    /// Stops refengd (TERM, KILL after 20 s), then whatever refeng-containerd is left by pid,
-    /// and removes the directory.
+    /// Removes every container with force (and its anonymous volumes): with live restore a
+    /// container a test left would keep running under its shim after the daemon is gone.
+    fn remove_containers(&self) {
+        if self.pid().is_none() {
+            return;
+        }
+        let Ok(r) = try_request(&self.socket(), "GET", "/containers/json?all=1", &[], None) else {
+            return;
+        };
+        if r.status != 200 {
+            return;
+        }
+        for c in r.json().as_array().into_iter().flatten() {
+            if let Some(id) = c["Id"].as_str() {
+                let path = format!("/containers/{id}?force=1&v=1");
+                let _ = try_request(&self.socket(), "DELETE", &path, &[], None);
+            }
+        }
+    }
+
+    /// Removes the containers, stops refengd (TERM, KILL after 20 s), then whatever
+    /// refeng-containerd is left by pid, and removes the directory.
     pub fn shutdown(&self) {
+        self.remove_containers();
         self.stop();
         if let Some(pid) = self.containerd_pid() {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();

@@ -2205,7 +2205,8 @@ impl Engine {
             serde_json::from_value(serde_json::to_value(&stored.config).unwrap_or_default())
                 .unwrap_or_default();
         static SERIAL: AtomicU64 = AtomicU64::new(0);
-        let (tx, _rx) = mpsc::channel::<Bytes>(1);
+        // A commit has no stream to say anything on: what the build's steps would say is dropped.
+        let (tx, _) = mpsc::channel::<Bytes>(1);
         let run = Run {
             engine: self.clone(),
             tx,

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::super::error::ApiError;
+use super::super::image_archive::ChunkWriter;
 use super::super::Engine;
 use crate::image::snapshot::{MountGuard, MountSpec};
 use crate::image::tar::Builder;
@@ -104,22 +105,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Hands tar blocks to the HTTP body.
-struct ChannelWriter(mpsc::Sender<Bytes>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| std::io::Error::other("the client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -259,7 +244,7 @@ impl Engine {
                 let mut dirs = vec![l.upper.clone()];
                 dirs.extend(l.lower.iter().cloned());
                 let _guard = view(&dirs, &scratch.0)?;
-                let mut b = Builder::new(ChannelWriter(tx));
+                let mut b = Builder::new(ChunkWriter::new(tx));
                 crate::containerd::layerdiff::write_changes(
                     &scratch.0.join(".no-lower"),
                     &scratch.0,
@@ -267,7 +252,9 @@ impl Engine {
                     &mut b,
                 )
                 .map_err(|e| e.to_string())?;
-                b.finish().map_err(|e| e.to_string())?;
+                b.finish()
+                    .and_then(|mut w| w.flush())
+                    .map_err(|e| e.to_string())?;
                 Ok(())
             })();
             if let Err(e) = r {

@@ -167,7 +167,7 @@ impl Engine {
             Some(p)
         };
         merge(&mut host, &u).map_err(cannot)?;
-        if let Some(_p) = policy {
+        if policy.is_some() {
             host.restart_policy = u.restart_policy.clone();
         }
         let ncpu = std::thread::available_parallelism().map_or(1, usize::from);
