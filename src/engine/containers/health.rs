@@ -114,31 +114,30 @@ fn in_start_period(started_at: &str, period: Duration) -> bool {
     })
 }
 
+/// The health a run starts with (`fresh`: a new start; else live restore, which keeps what was
+/// recorded): `starting` with the earlier results kept, none without a health check.
+pub fn mark_started(config: &Config, state: &mut super::RunState, fresh: bool) {
+    if active(config).is_none() {
+        state.health = None;
+    } else if fresh || state.health.is_none() {
+        let log = state.health.take().map(|h| h.log).unwrap_or_default();
+        state.health = Some(HealthRecord {
+            health: Health::starting(),
+            log,
+        });
+    }
+}
+
 impl Engine {
-    /// At a start: the health is `starting` again and a monitor runs probes while this run
-    /// (`started_at`) lasts. Without a health check, nothing.
-    pub(super) fn health_start(self: &Arc<Self>, id: &str, fresh: bool) {
+    /// Runs probes while the current run of `id` (its `started_at`) lasts; nothing without a
+    /// health check. The status was set with the start ([`mark_started`]).
+    pub(super) fn health_monitor_spawn(self: &Arc<Self>, id: &str) {
         let (check, started_at) = {
-            let mut map = self.containers.lock();
-            let Some(e) = map.get_mut(id) else { return };
+            let map = self.containers.lock();
+            let Some(e) = map.get(id) else { return };
             let Some(check) = active(&e.stored.config).cloned() else {
-                e.stored.state.health = None;
                 return;
             };
-            if fresh || e.stored.state.health.is_none() {
-                let log = e
-                    .stored
-                    .state
-                    .health
-                    .take()
-                    .map(|h| h.log)
-                    .unwrap_or_default();
-                e.stored.state.health = Some(HealthRecord {
-                    health: Health::starting(),
-                    log,
-                });
-                let _ = self.containers.persist(e);
-            }
             (check, e.stored.state.started_at.clone().unwrap_or_default())
         };
         let me = Arc::clone(self);

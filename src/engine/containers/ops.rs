@@ -273,8 +273,9 @@ impl Engine {
             e.stored.state.error.clear();
             e.stored.state.oom_killed = false;
             e.stored.state.has_been_started = true;
+            super::health::mark_started(&e.stored.config, &mut e.stored.state, true);
         })?;
-        self.health_start(id, true);
+        self.health_monitor_spawn(id);
         Ok(())
     }
 
@@ -1406,10 +1407,13 @@ impl Engine {
                 entry.stored.state.finished_at = Some(io::now_rfc3339());
                 entry.stored.state.exits += 1;
             }
+            if matches!(status, Status::Running | Status::Paused) {
+                super::health::mark_started(&entry.stored.config, &mut entry.stored.state, false);
+            }
             let _ = self.containers.persist(&entry);
             self.containers.lock().insert(id.clone(), entry);
             if matches!(status, Status::Running | Status::Paused) {
-                self.health_start(&id, false);
+                self.health_monitor_spawn(&id);
             }
             if !matches!(status, Status::Running | Status::Paused) {
                 // An exit while refengd was away leaves endpoints behind.
