@@ -397,8 +397,9 @@ fn lifecycle(flavour: Flavour) {
 
     m.pause(NS, id).unwrap();
     assert_eq!(env.status(id), ProcessStatus::Task(Status::Paused));
+    // An exec of a frozen task is not signalled (SIGKILL would stay pending under v1).
     assert_eq!(
-        code(m.kill(NS, id, "", 9, false)),
+        code(m.kill(NS, id, "e1", 9, false)),
         ErrorCode::FailedPrecondition
     );
     assert_eq!(code(m.delete(NS, id)), ErrorCode::FailedPrecondition);
@@ -466,6 +467,32 @@ fn lifecycle_under_refeng_shim() {
 #[test]
 fn lifecycle_under_runc_shim() {
     lifecycle(Flavour::Runc);
+}
+
+/// containerd passes Kill of a paused task to the shim, and the runtime thaws the cgroup after
+/// SIGKILL (runc 1.1 does; the v1 freezer would otherwise keep the kill pending for ever).
+fn kill_paused(flavour: Flavour) {
+    let env = Env::new();
+    let m = env.m();
+    let id = "frozen";
+    env.create(flavour, id, &["sleep", "1000"]);
+    m.start(NS, id, "").unwrap();
+    m.pause(NS, id).unwrap();
+    assert_eq!(env.status(id), ProcessStatus::Task(Status::Paused));
+    m.kill(NS, id, "", 9, false).unwrap();
+    assert_eq!(m.wait(NS, id, "").unwrap().exit_status, 137);
+    assert_eq!(env.status(id), ProcessStatus::Task(Status::Stopped));
+    assert_eq!(m.delete(NS, id).unwrap().exit_status, 137);
+}
+
+#[test]
+fn a_paused_task_is_killed_under_refeng_shim() {
+    kill_paused(Flavour::Refeng);
+}
+
+#[test]
+fn a_paused_task_is_killed_under_runc_shim() {
+    kill_paused(Flavour::Runc);
 }
 
 #[test]

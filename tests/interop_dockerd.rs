@@ -127,6 +127,9 @@ fn dockerd_runs_containers_on_refeng_runc() {
         ])
         .trim()
         .to_string();
+    // A paused one too: dockerd passes the kill through containerd to the runtime, which
+    // thaws the cgroup after SIGKILL as runc does (the v1 freezer would keep it pending).
+    dockerd.docker(&["pause", &id]);
     dockerd.docker(&["kill", &id]);
     dockerd.docker(&["wait", &id]);
     assert_eq!(

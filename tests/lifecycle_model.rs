@@ -102,9 +102,6 @@ fn runc_deviation(model: &Model, op: &Operation) -> Option<&'static str> {
         (Operation::Delete { force: false, .. }, Some(Status::Created)) => Some(
             "runc deletes a created container without --force (runtime-spec: Delete, 'not stopped')",
         ),
-        (Operation::Kill { .. }, Some(Status::Paused)) => Some(
-            "runc signals a paused container (runtime-spec: Kill, 'neither created nor running')",
-        ),
         (
             Operation::Kill {
                 signal: Signal::Term,
@@ -168,6 +165,10 @@ fn advances(id: &str, status: Status) -> Vec<Operation> {
         }
         Status::Paused => vec![
             Operation::Resume { id: id() },
+            Operation::Kill {
+                id: id(),
+                signal: Signal::Kill,
+            },
             Operation::Delete {
                 id: id(),
                 force: true,
@@ -830,18 +831,26 @@ fn deleting_a_created_container_needs_force() {
     ]);
 }
 
-/// runtime-spec: Kill, "neither `created` nor `running` [...] MUST generate an error".
+/// A paused container is the spec's `running` (SPEC.md note 1): TERM stays pending and leaves
+/// it paused, KILL stops it under either freezer (the runtime thaws it, as runc does).
 #[test]
-fn a_paused_container_cannot_be_signalled() {
+fn a_paused_container_is_signalled() {
     replay(&[
         Operation::Create { id: id("a") },
         Operation::Start { id: id("a") },
         Operation::Pause { id: id("a") },
         Operation::Kill {
             id: id("a"),
+            signal: Signal::Term,
+        },
+        Operation::Kill {
+            id: id("a"),
             signal: Signal::Kill,
         },
-        Operation::Resume { id: id("a") },
+        Operation::Delete {
+            id: id("a"),
+            force: false,
+        },
     ]);
 }
 

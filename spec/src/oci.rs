@@ -371,10 +371,14 @@ impl Model {
     /// - `create`: only of an absent id, else [`OpError::AlreadyExists`].
     /// - `start`: only from `created` ("Attempting to `start` a container that is not `created`
     ///   MUST have no effect on the container and MUST generate an error").
-    /// - `kill`: only in `created` or `running` ("Attempting to send a signal to a container that
-    ///   is neither `created` nor `running` MUST have no effect on the container and MUST
-    ///   generate an error"). So a `paused` container cannot be signalled, although runc
-    ///   allows it: `paused` is neither of the two states the spec names.
+    /// - `kill`: only in `created`, `running` or `paused` ("Attempting to send a signal to a
+    ///   container that is neither `created` nor `running` MUST have no effect on the container
+    ///   and MUST generate an error"). `paused` is the runtime's own status, not one of the
+    ///   spec's four: its process has executed the program and not exited, which is the spec's
+    ///   `running`, so it is signalled as runc and crun signal it (dockerd and containerd kill
+    ///   paused containers through them). `KILL` stops it (the runtime thaws the cgroup, as
+    ///   runc does, so that it dies under either freezer); other signals stay pending while it
+    ///   is frozen, and it stays `paused`.
     /// - `delete` without force: only from `stopped` ("Attempting to `delete` a container that
     ///   is not `stopped` MUST have no effect on the container and MUST generate an error");
     ///   with force (runc): from any state, killing the process first, and of an absent id.
@@ -416,7 +420,10 @@ impl Model {
             (Operation::Start { .. }, Status::Created) => Status::Running,
             (Operation::Start { .. }, _) => return Err(wrong_state()),
 
-            (Operation::Kill { signal, .. }, Status::Created | Status::Running) => {
+            (
+                Operation::Kill { signal, .. },
+                Status::Created | Status::Running | Status::Paused,
+            ) => {
                 if signal.stops_process() {
                     Status::Stopped
                 } else {
@@ -504,7 +511,14 @@ mod tests {
                 },
                 Some(Created | Running),
             ) => Ok(Some(Stopped)),
-            (Operation::Kill { .. }, Some(Created | Running)) => stays,
+            (
+                Operation::Kill {
+                    signal: Signal::Kill,
+                    ..
+                },
+                Some(Paused),
+            ) => Ok(Some(Stopped)),
+            (Operation::Kill { .. }, Some(Created | Running | Paused)) => stays,
             (Operation::ProcessExit { .. }, Some(Running)) => Ok(Some(Stopped)),
             (Operation::Delete { force: true, .. }, Some(_)) => Ok(None),
             (Operation::Delete { .. }, Some(Stopped)) => Ok(None),
@@ -561,16 +575,20 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_container_cannot_be_signalled() {
+    fn a_paused_container_is_signalled_as_the_spec_running_one() {
         let mut model = model_in(Some(Status::Paused));
-        let error = model
-            .apply(&Operation::Kill {
-                id: ID.to_owned(),
-                signal: Signal::Kill,
-            })
-            .expect_err("runtime-spec: Kill, neither created nor running");
-        assert_eq!(error.to_string(), "cannot kill container c: it is paused");
+        let term = Operation::Kill {
+            id: ID.to_owned(),
+            signal: Signal::Term,
+        };
+        assert_eq!(model.apply(&term), Ok(Outcome::Done));
         assert_eq!(model.status(ID), Some(Status::Paused));
+        let kill = Operation::Kill {
+            id: ID.to_owned(),
+            signal: Signal::Kill,
+        };
+        assert_eq!(model.apply(&kill), Ok(Outcome::Done));
+        assert_eq!(model.status(ID), Some(Status::Stopped));
     }
 
     #[test]

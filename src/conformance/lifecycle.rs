@@ -65,6 +65,7 @@ fn statements_for(op: &Operation, from: Option<Status>) -> Vec<&'static str> {
         (Operation::State { .. }, Some(_)) => "op-state-returns",
         (Operation::Start { .. }, Some(Status::Created)) => "op-start-runs",
         (Operation::Start { .. }, _) => "op-start-not-created",
+        (Operation::Kill { .. }, Some(Status::Paused)) => "model-kill-paused",
         (Operation::Kill { signal, .. }, Some(Status::Created | Status::Running))
             if !signal.stops_process() =>
         {

@@ -164,6 +164,7 @@ pub const ALL: &[Statement] = &[
     s("personality", Property, "config-linux.md Personality", "personality: the execution domain"),
     s("model-pause", Model, "SPEC.md (runc CLI)", "pause only from running, resume only from paused"),
     s("model-delete-force", Model, "SPEC.md (runc CLI)", "delete --force removes a container in any state; an absent id is no error"),
+    s("model-kill-paused", Model, "SPEC.md (runc CLI)", "a paused container is signalled as a running one: KILL stops it (the runtime thaws it), other signals leave it paused"),
     s("model-kill-ignored", Model, "SPEC.md", "a signal pid 1 has no handler for (TERM, USR1) leaves created and running as they are"),
     s("model-run-exit-code", Model, "runc CLI", "run exits with the container process's exit code"),
     s("model-exec-exit-code", Model, "runc CLI", "exec exits with the process's exit code, and 255 when the process cannot be started"),

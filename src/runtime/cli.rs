@@ -567,9 +567,9 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), CliError> {
     }
 }
 
-/// `kill ID SIGNAL`: allowed in created and running only (runtime-spec "kill": a container that
-/// is neither MUST be left alone and the call MUST fail; runc also signals paused containers,
-/// refeng-runc follows the spec). `delete --force` still ends a paused container.
+/// `kill ID SIGNAL`: allowed in created, running and paused (runtime-spec "kill": a container
+/// that is neither created nor running MUST be left alone and the call MUST fail; paused is the
+/// runtime's refinement of running, signalled as runc signals it).
 ///
 /// # Errors
 /// Unknown id, a container in another state, or a failed signal.
@@ -577,9 +577,8 @@ pub fn kill(root: &StateRoot, id: &str, signal: Option<Signal>, all: bool) -> Re
     let result = match AnyContainer::load(root, id).map_err(|e| chain(&e))? {
         AnyContainer::Created(c) => c.kill(signal, all),
         AnyContainer::Running(c) => c.kill(signal, all),
-        other @ (AnyContainer::Paused(_) | AnyContainer::Stopped(_)) => {
-            return Err(chain(&other.wrong_state(Operation::Kill)))
-        }
+        AnyContainer::Paused(c) => c.kill(signal, all),
+        other @ AnyContainer::Stopped(_) => return Err(chain(&other.wrong_state(Operation::Kill))),
     };
     result.map_err(|e| chain(&e))
 }

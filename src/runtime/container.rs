@@ -33,33 +33,41 @@ mod sealed {
     impl State for super::Stopped {}
 }
 
-/// States in which `kill` may signal the container: created and running (runtime-spec
-/// "Operations", Kill: "Attempting to send a signal to a container that is neither `created`
-/// nor `running` MUST have no effect on the container and MUST generate an error").
+/// States in which `kill` may signal the container: created, running and paused
+/// (runtime-spec "Operations", Kill: "Attempting to send a signal to a container that is neither
+/// `created` nor `running` MUST have no effect on the container and MUST generate an error";
+/// `paused` is the runtime's refinement of the spec's `running`, and runc signals it too).
 ///
-/// So a paused container has no `kill`:
+/// So a stopped container has no `kill`:
 ///
 /// ```compile_fail
+/// # use refeng::runtime::container::{Container, Stopped};
+/// fn signal(c: &Container<Stopped>) {
+///     let _ = c.kill(Some(nix::sys::signal::Signal::SIGTERM), false);
+/// }
+/// ```
+///
+/// while the same call on a paused one compiles:
+///
+/// ```no_run
 /// # use refeng::runtime::container::{Container, Paused};
 /// fn signal(c: &Container<Paused>) {
 ///     let _ = c.kill(Some(nix::sys::signal::Signal::SIGTERM), false);
 /// }
 /// ```
-///
-/// while the same call on a running one compiles:
-///
-/// ```no_run
-/// # use refeng::runtime::container::{Container, Running};
-/// fn signal(c: &Container<Running>) {
-///     let _ = c.kill(Some(nix::sys::signal::Signal::SIGTERM), false);
-/// }
-/// ```
-pub trait Signalable: sealed::State {}
+pub trait Signalable: sealed::State {
+    /// Whether the container's cgroup is frozen in this state: a `SIGKILL` then thaws it, so
+    /// that the container dies under the v1 freezer too (runc 1.1 does the same).
+    const FROZEN: bool = false;
+}
 impl Signalable for Created {}
 impl Signalable for Running {}
+impl Signalable for Paused {
+    const FROZEN: bool = true;
+}
 
 /// States whose container process lives: created, running and paused. `delete --force` stops
-/// them (runc's command line; a paused container too, although `kill` refuses it) and `update`
+/// them (runc's command line) and `update`
 /// changes their limits; a stopped container has neither:
 ///
 /// ```compile_fail

@@ -46,8 +46,7 @@ pub enum DeleteError {
 
 impl<S: Live> Container<S> {
     /// Kills every process of the container and waits until init is gone (`delete --force`).
-    /// A paused container too: runc's `delete --force` ends it, although `kill` may not signal
-    /// it (runtime-spec "kill"), so this goes past [`Container::kill`].
+    /// A paused container too, as runc's `delete --force` ends it.
     ///
     /// # Errors
     /// If the signal fails or init survives; the container is handed back.

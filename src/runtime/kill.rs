@@ -46,7 +46,16 @@ impl<S: Signalable> Container<S> {
     /// If the signal cannot be sent, the probe finds init gone, or the cgroup cannot be read.
     #[tracing::instrument(skip_all, fields(id = %self.id(), signal = signal_name(signal), all))]
     pub fn kill(&self, signal: Option<Signal>, all: bool) -> Result<(), KillError> {
-        send(&self.state, signal, all)
+        send(&self.state, signal, all)?;
+        if S::FROZEN && signal == Some(Signal::SIGKILL) {
+            // A frozen process cannot die until it is thawed (v1 freezer); the container is
+            // on its way to `stopped`, so leaving it frozen would only keep it from getting
+            // there. A thaw that fails leaves it as the v1 kernel has it: killed on resume.
+            if let Err(e) = self.state.cgroup.freeze(false) {
+                tracing::debug!(error = %e, "cannot thaw the killed container");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -663,7 +663,8 @@ impl TaskManager {
     ///
     /// # Errors
     /// NotFound for a stopped process ("process already finished") or an unknown one;
-    /// FailedPrecondition for a paused task or a created exec.
+    /// FailedPrecondition for an exec of a paused task (a frozen exec would keep SIGKILL
+    /// pending under the v1 freezer) or a created exec.
     #[tracing::instrument(skip(self))]
     pub fn kill(
         &self,
@@ -680,7 +681,7 @@ impl TaskManager {
             return match inner.init.as_ref() {
                 Some(TaskState::Created(t)) => Ok(t.kill(&entry.shim, signal, all)?),
                 Some(TaskState::Running(t)) => Ok(t.kill(&entry.shim, signal, all)?),
-                Some(TaskState::Paused(_)) => Err(refuse("kill", id, Status::Paused).into()),
+                Some(TaskState::Paused(t)) => Ok(t.kill(&entry.shim, signal, all)?),
                 Some(TaskState::Stopped(_)) | None => Err(not_found(id)),
             };
         }

@@ -103,10 +103,12 @@ impl<S> Task<S> {
     }
 }
 
-/// States in which init can be signalled.
+/// States in which init can be signalled: a paused one too, as containerd passes it to the shim
+/// (whose runtime thaws the cgroup after SIGKILL).
 pub trait Signalable {}
 impl Signalable for Created {}
 impl Signalable for Running {}
+impl Signalable for Paused {}
 
 impl<S: Signalable> Task<S> {
     /// Signals init (the exit, if any, arrives later through the world).
