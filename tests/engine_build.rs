@@ -525,6 +525,81 @@ fn cache_and_stream() {
     assert!(fourth.contains("Running in"), "{fourth}");
 }
 
+/// `--cache-from`: an image that came from elsewhere (saved, removed with its intermediates,
+/// loaded back: no local cache, no parent chain) stands in for the steps its history matches,
+/// on refengd as on dockerd: the same steps come from it, and a build whose every step matches
+/// ends at the very image.
+fn cache_from_matches_dockerd() {
+    let dockerfile =
+        "FROM bb:base\nENV A=1\nRUN echo ran > /ran\nCOPY a.txt /a\nRUN echo two > /two\n";
+    let dir = context("cachefrom", dockerfile, FILES);
+    // One daemon's side of the scenario: the "Using cache" count of each build, whether the
+    // full match ended at the loaded image, and how many images and layers `rmi` of a build's
+    // result deleted (its untagged intermediates go with it). The `Untagged` lines differ:
+    // refengd gives every named image a repository digest (as dockerd over containerd's
+    // image store does), dockerd 20.10 only pulled ones, and untags it too.
+    let scenario = |docker: &dyn Fn(&[&str]) -> Output| -> (Vec<usize>, bool, usize) {
+        let ok = |args: &[&str]| {
+            let out = docker(args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let d = dir.to_str().unwrap();
+        let build = |tag: &str, extra: &[&str]| {
+            let mut args = vec!["build", "--network", "none", "-t", tag];
+            args.extend_from_slice(extra);
+            args.push(d);
+            ok(&args).matches(" ---> Using cache").count()
+        };
+        fs::write(dir.join("a.txt"), "a\n").unwrap();
+        build("cf:src", &["--no-cache"]);
+        let saved = dir.join("cf.tar");
+        ok(&["save", "-o", saved.to_str().unwrap(), "cf:src"]);
+        ok(&["rmi", "cf:src"]);
+        ok(&["load", "-i", saved.to_str().unwrap()]);
+        let source = ok(&["inspect", "--format", "{{.Id}}", "cf:src"]);
+        let mut hits = vec![build("cf:plain", &[])];
+        // The local cache of the build just made must not answer for the next ones.
+        let removed = ok(&["rmi", "cf:plain"])
+            .lines()
+            .filter(|l| l.starts_with("Deleted: "))
+            .count();
+        hits.push(build("cf:from", &["--cache-from", "cf:src"]));
+        let same = ok(&["inspect", "--format", "{{.Id}}", "cf:from"]) == source;
+        ok(&["rmi", "cf:from"]);
+        fs::write(dir.join("a.txt"), "changed\n").unwrap();
+        hits.push(build("cf:changed", &["--cache-from", "cf:src"]));
+        ok(&["rmi", "cf:changed", "cf:src"]);
+        fs::write(dir.join("a.txt"), "a\n").unwrap();
+        (hits, same, removed)
+    };
+    let refengd = scenario(&|args: &[&str]| {
+        world()
+            .refengd
+            .docker_cmd(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap()
+    });
+    let dockerd = scenario(&|args: &[&str]| with_dockerd(|dd| dd.command(args).output().unwrap()));
+    assert_eq!(
+        refengd, dockerd,
+        "(cache hits per build, full match is the source): refengd vs dockerd"
+    );
+    assert_eq!(
+        (&refengd.0, refengd.1),
+        (&vec![0, 4, 2], true),
+        "the expected hits"
+    );
+    // The result, its three untagged intermediates, and the three layers they made.
+    assert_eq!(refengd.2, 7);
+}
+
 /// A build's output with the ids made `ID` and the CLI's deprecation notice left out.
 fn normalised(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout);
@@ -837,6 +912,7 @@ fn main() {
         &[
             ("stream", &cache_and_stream),
             ("stream_matches_dockerd", &stream_matches_dockerd),
+            ("cache_from_matches_dockerd", &cache_from_matches_dockerd),
             ("differential_against_dockerd", &differential),
             ("add_url_matches_dockerd", &add_url_matches_dockerd),
             ("bad_input", &bad_input),

@@ -37,6 +37,10 @@ use crate::image::unpack;
 
 /// The name prefix of images kept without a name.
 pub const DANGLING: &str = "moby-dangling@";
+
+/// The content label on an image's config blob that names the image it was built on (dockerd's
+/// parent chain; the builder sets it on its intermediates and results).
+pub const PARENT_LABEL: &str = "io.refeng.image.parent";
 /// How long a pull's lease lives if refengd dies during the pull.
 const PULL_LEASE_LIFE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -426,7 +430,7 @@ impl Engine {
             "Id": r.id,
             "RepoTags": tags,
             "RepoDigests": digests,
-            "Parent": "",
+            "Parent": self.parent_of(&r.id).await?,
             "Comment": r.config.get("comment").cloned().unwrap_or(json!("")),
             "Created": r.config.get("created").cloned().unwrap_or(json!("")),
             "DockerVersion": r.config.get("docker_version").cloned().unwrap_or(json!("")),
@@ -568,20 +572,74 @@ impl Engine {
         Ok(())
     }
 
+    /// The image `id` was built on, from the label the builder puts on its config blob (empty
+    /// when it has none: pulled, loaded and imported images have no parent).
+    pub(crate) async fn parent_of(&self, id: &str) -> Result<String, ApiError> {
+        Ok(self
+            .store()
+            .info(id)
+            .await?
+            .and_then(|i| i.labels.get(PARENT_LABEL).cloned())
+            .unwrap_or_default())
+    }
+
+    /// Records that image `id` was built on `parent` (dockerd's parent chain).
+    pub(crate) async fn set_parent(&self, id: &str, parent: &str) -> Result<(), ApiError> {
+        if parent.is_empty() {
+            return Ok(());
+        }
+        self.store()
+            .add_labels(
+                id,
+                HashMap::from([(PARENT_LABEL.to_owned(), parent.to_owned())]),
+            )
+            .await
+    }
+
+    /// Whether a container (in any state) was made from image `id`.
+    fn image_in_use(&self, id: &str) -> bool {
+        self.containers
+            .lock()
+            .values()
+            .any(|e| e.stored.image_id == id)
+    }
+
+    /// Whether another image was built on `id`.
+    async fn has_children(&self, id: &str) -> Result<bool, ApiError> {
+        let ids: BTreeSet<String> = self
+            .catalog()
+            .await?
+            .iter()
+            .map(|(_, r)| r.id.clone())
+            .filter(|other| other != id)
+            .collect();
+        for other in ids {
+            if self.parent_of(&other).await? == id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// `DELETE /images/{name}`: untags a name that is not the image's last, else deletes the
     /// image (and its content and snapshots, which containerd then collects). `force` also
-    /// deletes an image named in several repositories when asked by id. `noprune` keeps
-    /// untagged parent images, which pulled and loaded images do not have.
+    /// deletes an image named in several repositories when asked by id. Then, unless `noprune`,
+    /// its untagged parents go too, up the chain, as dockerd prunes them: each while no name,
+    /// no other child image and no container holds it.
     ///
     /// # Errors
     /// `NotFound`; `Conflict` for an id named in several repositories without `force`.
-    pub async fn image_delete(&self, name: &str, force: bool) -> Result<Value, ApiError> {
+    pub async fn image_delete(
+        &self,
+        name: &str,
+        force: bool,
+        noprune: bool,
+    ) -> Result<Value, ApiError> {
         let (r, names) = self.find(name).await?;
         let by_reference = Reference::parse(name)
             .ok()
             .map(|x| x.to_string())
             .filter(|full| names.contains(full));
-        let mut out = Vec::new();
         let named: Vec<&String> = names.iter().filter(|n| !n.starts_with(DANGLING)).collect();
         if let Some(full) = &by_reference {
             if named.len() > 1 {
@@ -604,6 +662,35 @@ impl Engine {
                 "conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
             )));
         }
+        let mut out = Vec::new();
+        let mut parent = self.parent_of(&r.id).await?;
+        self.remove_image(&r, &names, &mut out).await?;
+        while !noprune && !parent.is_empty() {
+            let Ok((p, p_names)) = self.find(&parent).await else {
+                break;
+            };
+            if p_names.iter().any(|n| !n.starts_with(DANGLING))
+                || self.image_in_use(&p.id)
+                || self.has_children(&p.id).await?
+            {
+                break;
+            }
+            parent = self.parent_of(&p.id).await?;
+            self.remove_image(&p, &p_names, &mut out).await?;
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|v| seen.insert(v.to_string()));
+        Ok(Value::Array(out))
+    }
+
+    /// Removes every name of image `r`, then says what went: the names, the image, and the
+    /// layers no other image holds.
+    async fn remove_image(
+        &self,
+        r: &Resolved,
+        names: &[String],
+        out: &mut Vec<Value>,
+    ) -> Result<(), ApiError> {
         for (i, n) in names.iter().enumerate() {
             // The last delete is synchronous: containerd collects the content and snapshots no
             // name holds any more before answering, so `Deleted` tells what went.
@@ -629,9 +716,7 @@ impl Engine {
                 out.push(json!({"Deleted": chain}));
             }
         }
-        let mut seen = BTreeSet::new();
-        out.retain(|v| seen.insert(v.to_string()));
-        Ok(Value::Array(out))
+        Ok(())
     }
 
     /// `POST /images/prune`: removes dangling images (`dangling=false`: every image, since no
@@ -671,9 +756,17 @@ impl Engine {
             if !filters.match_labels("label", &labels) || excluded {
                 continue;
             }
+            // dockerd prunes from the heads: an image another was built on goes with its
+            // last child, if nothing else holds it.
+            if self.has_children(&id).await? {
+                continue;
+            }
+            if self.find(&id).await.is_err() {
+                continue; // pruned already as the parent of one before it
+            }
             reclaimed += self.size_of(&r).await?;
             for v in self
-                .image_delete(&id, true)
+                .image_delete(&id, true, false)
                 .await?
                 .as_array()
                 .into_iter()

@@ -448,7 +448,9 @@ async fn dispatch(
         }
         Route::ImageDelete(name) => Ok(json(
             StatusCode::OK,
-            &engine.image_delete(&name, query.bool("force")).await?,
+            &engine
+                .image_delete(&name, query.bool("force"), query.bool("noprune"))
+                .await?,
         )),
         Route::Commit => {
             let changes = super::image_archive::query_all(req.uri().query(), "changes");

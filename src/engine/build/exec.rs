@@ -10,8 +10,8 @@
 //! `pull=1` pulls each base image (with `X-Registry-Config`'s credentials) before the plan
 //! uses it, its progress in the stream. `ADD` unpacks local tar archives (plain, gzip, zstd,
 //! bzip2, xz) and downloads URLs as dockerd does (0600, Last-Modified as mtime, name from the
-//! path or Content-Disposition). Refused by name rather than done differently: `cachefrom`,
-//! `remote`.
+//! path or Content-Disposition). `cachefrom` images stand in for steps their history
+//! matches ([`cache::Source`]). Refused by name rather than done differently: `remote`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -103,6 +103,8 @@ pub struct BuildRequest {
     pub pull: bool,
     /// Registry credentials from `X-Registry-Config`, by registry host.
     pub credentials: Vec<(String, crate::image::registry::auth::Credentials)>,
+    /// `cachefrom`: images whose history may stand in for steps.
+    pub cache_from: Vec<String>,
 }
 
 impl BuildRequest {
@@ -212,10 +214,10 @@ impl BuildRequest {
                 ApiError::BadRequest(format!("labels: not a JSON object of strings: {e}"))
             })?;
         }
-        if let Some(c) = first("cachefrom").filter(|c| !c.is_empty() && *c != "[]") {
-            return Err(ApiError::BadRequest(format!(
-                "cachefrom {c}: refengd's builder has no cache yet"
-            )));
+        if let Some(c) = first("cachefrom").filter(|c| !c.is_empty()) {
+            req.cache_from = serde_json::from_str(c).map_err(|e| {
+                ApiError::BadRequest(format!("cachefrom: not a JSON array of strings: {e}"))
+            })?;
         }
         req.pull = truthy("pull");
         if first("remote").is_some_and(|r| !r.is_empty()) {
@@ -595,6 +597,9 @@ struct Run {
     forcerm: bool,
     nocache: bool,
     host_config: Value,
+    /// `cachefrom`'s images; narrowed to one once a step was taken from it (as dockerd does,
+    /// so that a build does not jump between sources).
+    sources: std::sync::Mutex<Vec<Arc<cache::Source>>>,
 }
 
 impl Run {
@@ -664,6 +669,7 @@ impl Engine {
                 forcerm: req.forcerm,
                 nocache: req.nocache,
                 host_config: req.host_config.clone(),
+                sources: std::sync::Mutex::new(Vec::new()),
             };
             let store = run.engine.store();
             let result = match store.lease(&run.lease, BUILD_LEASE_LIFE).await {
@@ -703,6 +709,7 @@ impl Run {
                 done: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         });
+        self.find_sources(&req.cache_from).await;
         let s2 = source.clone();
         let options = req.options.clone();
         let planned = tokio::task::spawn_blocking(move || plan(&parsed, &options, &*s2)).await?;
@@ -822,7 +829,12 @@ impl Run {
         let parent = state.id.clone();
         if !matches!(step.work, Work::Copy(_))
             && self
-                .cached(&parent, &step.cache.container_config, state)
+                .cached(
+                    &parent,
+                    &step.cache.container_config,
+                    &step.cache.created_by.text(""),
+                    state,
+                )
                 .await?
         {
             return Ok(());
@@ -831,30 +843,98 @@ impl Run {
             return Ok(());
         };
         let manifest = self.write_image(state, Some(&[])).await?;
+        self.engine.set_parent(&state.id, &parent).await?;
         Ok(cache::remember(&self.engine, &parent, &container, &state.id, &manifest).await?)
     }
 
-    /// Whether the cache has the step; if so `state` becomes its image.
+    /// Whether the cache has the step; if so `state` becomes its image. The local cache first
+    /// (while `cachefrom` images are given, only an image on the way to one of them counts),
+    /// then the sources' history (`created_by` is what the step's history entry says).
     async fn cached(
         &self,
         parent: &str,
         container: &ImageConfig,
+        created_by: &str,
         state: &mut ImageState,
     ) -> Result<bool, Failed> {
         if self.nocache {
             return Ok(false);
         }
-        let Some((id, manifest)) = cache::lookup(&self.engine, parent, container).await? else {
+        let sources = self.sources.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some((id, manifest)) = cache::lookup(&self.engine, parent, container).await? {
+            // The image is read from its manifest rather than looked up among all images: a
+            // warm build asks once per step.
+            if let Some(found) = self.image_of(&id, &manifest).await {
+                if sources.is_empty()
+                    || sources
+                        .iter()
+                        .any(|s| cache::continues(&s.doc, Some(&found.doc)))
+                {
+                    *state = found;
+                    self.say(" ---> Using cache\n").await;
+                    return Ok(true);
+                }
+            }
+        }
+        let parent_doc = (!state.id.is_empty()).then_some(&state.doc);
+        let next = parent_doc.map_or(0, |d| d["history"].as_array().map_or(0, Vec::len));
+        let Some(target) = sources.into_iter().find(|s| {
+            cache::continues(&s.doc, parent_doc)
+                && cache::created_by(&s.doc, next) == Some(created_by)
+        }) else {
             return Ok(false);
         };
-        // The image is read from its manifest rather than looked up among all images: a
-        // warm build asks once per step.
-        let Some(found) = self.image_of(&id, &manifest).await else {
-            return Ok(false);
-        };
-        *state = found;
+        let last = target.doc["history"].as_array().map_or(0, Vec::len) == next + 1;
+        if last {
+            *state = ImageState {
+                doc: target.doc.clone(),
+                layers: target.layers.iter().map(|l| (l.clone(), None)).collect(),
+                id: target.id.clone(),
+            };
+            self.engine.set_parent(&state.id, parent).await?;
+        } else {
+            let doc = cache::restored(parent_doc, &target.doc, container);
+            let mut layers = if parent_doc.is_some() {
+                state.layers.clone()
+            } else {
+                Vec::new()
+            };
+            if let Some(l) = cache::layer_of_history(&target.doc, next) {
+                let desc = target.layers.get(l).cloned().ok_or_else(|| {
+                    Failed(format!("cache-from image {} lacks layer {l}", target.id))
+                })?;
+                layers.push((desc, None));
+            }
+            let id = Digest::sha256(&serde_json::to_vec(&doc)?).to_string();
+            let restored = ImageState { doc, layers, id };
+            self.write_image(&restored, Some(&[])).await?;
+            *state = restored;
+            self.engine.set_parent(&state.id, parent).await?;
+            if let Ok(mut s) = self.sources.lock() {
+                *s = vec![target];
+            }
+        }
         self.say(" ---> Using cache\n").await;
         Ok(true)
+    }
+
+    /// Looks up `cachefrom`'s images; one that is not there is skipped, as dockerd skips it
+    /// (with a line in its log).
+    async fn find_sources(&self, refs: &[String]) {
+        let mut found = Vec::new();
+        for r in refs {
+            match self.engine.find(r).await {
+                Ok((image, _)) => found.push(Arc::new(cache::Source {
+                    id: image.id.clone(),
+                    doc: image.config.clone(),
+                    layers: image.layers.clone(),
+                })),
+                Err(e) => tracing::warn!(image = %r, error = %e, "cache-from image skipped"),
+            }
+        }
+        if let Ok(mut s) = self.sources.lock() {
+            *s = found;
+        }
     }
 
     /// The image of `manifest`, if containerd still has it whole and its config is `id`.
@@ -1006,7 +1086,7 @@ impl Run {
                 if let Some(last) = container.cmd.as_mut().and_then(|c| c.last_mut()) {
                     last.clone_from(&by);
                 }
-                if self.cached(parent, &container, state).await? {
+                if self.cached(parent, &container, &by, state).await? {
                     return Ok(None);
                 }
                 let tar = if !written_dir && self.is_dir_in(state, &c.dest_path).await? {
@@ -1471,7 +1551,19 @@ impl Run {
                 }
             }
         }
-        let config_bytes = serde_json::to_vec(&state.doc)?;
+        let mut config_bytes = serde_json::to_vec(&state.doc)?;
+        if Digest::sha256(&config_bytes).to_string() != state.id {
+            // An image made elsewhere (a base or a `cachefrom` image taken whole): its id names
+            // the bytes its maker wrote, which this serialisation need not reproduce.
+            let original = store.read(&state.id).await?;
+            if Digest::sha256(&original).to_string() != state.id {
+                return Err(Failed(format!(
+                    "image {}: its config is not there",
+                    state.id
+                )));
+            }
+            config_bytes = original;
+        }
         let mut config_labels = HashMap::new();
         if let Some(top) = chains.last() {
             config_labels.insert(
@@ -2220,6 +2312,7 @@ impl Engine {
             forcerm: false,
             nocache: false,
             host_config: Value::Null,
+            sources: std::sync::Mutex::new(Vec::new()),
         };
         let store = self.store();
         store
