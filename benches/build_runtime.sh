@@ -2,7 +2,9 @@
 # Builds refeng-runc as it is meant to be installed: a static, non-PIE x86_64-unknown-linux-musl
 # executable, profile `runtime` (Cargo.toml), with dlmalloc as its allocator. Prints its path:
 #   target/x86_64-unknown-linux-musl/runtime/refeng-runc
-# benches/side_by_side.sh and benches/lifecycle.rs time this build.
+# benches/side_by_side.sh and benches/lifecycle.rs time this build. With program names as
+# arguments it builds those the same way instead (.ci/install builds the daemons and the CLI so:
+# an idle daemon's memory is mostly its own text, which opt-level s and fat LTO make smaller).
 #
 # Why (each measured in benches/README.md): a dynamically linked PIE spends its start in the
 # loader (relocations, symbol lookup in libc, libgcc_s, libseccomp), and refeng-runc starts
@@ -48,9 +50,13 @@ int __fprintf_chk(FILE *f, int flag, const char *fmt, ...) {
 }
 C
 fi
+bins=("$@")
+[[ ${#bins[@]} -gt 0 ]] || bins=(refeng-runc)
+args=()
+for b in "${bins[@]}"; do args+=(--bin "$b"); done
 CC_x86_64_unknown_linux_musl=musl-gcc \
   LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_dir" \
   RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C link-arg=$fortify" \
   cargo build --manifest-path "$repo/Cargo.toml" --profile runtime --target "$target" \
-  --bin refeng-runc >&2
-echo "$repo/target/$target/runtime/refeng-runc"
+  "${args[@]}" >&2
+for b in "${bins[@]}"; do echo "$repo/target/$target/runtime/$b"; done
