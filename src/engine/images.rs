@@ -186,12 +186,20 @@ impl Engine {
     /// Every image name of the namespace with its resolved image (names whose content is
     /// missing for this platform are left out).
     pub(super) async fn catalog(&self) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
+        let seen = self.resolved.lock().map(|m| m.clone()).unwrap_or_default();
         let mut by_target: HashMap<String, Arc<Resolved>> = HashMap::new();
         let mut out = Vec::new();
         for img in self.store().images().await? {
             let Some(target) = img.target else { continue };
-            let r = match by_target.get(&target.digest) {
-                Some(r) => r.clone(),
+            let known = by_target
+                .get(&target.digest)
+                .or_else(|| seen.get(&target.digest))
+                .cloned();
+            let r = match known {
+                Some(r) => {
+                    by_target.insert(target.digest.clone(), r.clone());
+                    r
+                }
                 None => match self.resolve(&target).await {
                     Ok(r) => {
                         let r = Arc::new(r);
@@ -205,6 +213,10 @@ impl Engine {
                 },
             };
             out.push((img.name, r));
+        }
+        // Only what is named now: a deleted image's documents are not kept.
+        if let Ok(mut m) = self.resolved.lock() {
+            *m = by_target;
         }
         Ok(out)
     }
@@ -572,6 +584,12 @@ impl Engine {
         Ok(())
     }
 
+    /// The image a target digest names, if the catalogue resolved it before (its documents
+    /// never change; whether it is still there is the caller's to check).
+    pub(crate) fn known(&self, target: &str) -> Option<Arc<Resolved>> {
+        self.resolved.lock().ok()?.get(target).cloned()
+    }
+
     /// The image `id` was built on, from the label the builder puts on its config blob (empty
     /// when it has none: pulled, loaded and imported images have no parent).
     pub(crate) async fn parent_of(&self, id: &str) -> Result<String, ApiError> {
@@ -691,6 +709,9 @@ impl Engine {
         names: &[String],
         out: &mut Vec<Value>,
     ) -> Result<(), ApiError> {
+        if let Ok(mut m) = self.resolved.lock() {
+            m.remove(&r.target.digest);
+        }
         for (i, n) in names.iter().enumerate() {
             // The last delete is synchronous: containerd collects the content and snapshots no
             // name holds any more before answering, so `Deleted` tells what went.

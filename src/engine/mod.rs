@@ -62,6 +62,9 @@ pub struct Engine {
     pub network: network::containers::Slot,
     /// The volumes of the local driver.
     pub volumes: volumes::Volumes,
+    /// Images resolved before, by target digest: what a digest names never changes, so the
+    /// catalogue reads only the documents of images it has not seen.
+    resolved: std::sync::Mutex<std::collections::HashMap<String, Arc<images::Resolved>>>,
 }
 
 impl Engine {
@@ -343,6 +346,7 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             ),
             backend,
             volumes: volumes::Volumes::open(&config.data_root),
+            resolved: std::sync::Mutex::default(),
             events: EventLog::default(),
             network: network::containers::Slot::new({
                 let mut n = network::NetworkConfig::new(

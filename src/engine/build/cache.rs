@@ -30,11 +30,33 @@ fn key(parent: &str, container: &ImageConfig) -> String {
 }
 
 /// Per key: the image id and its manifest's digest.
-fn load(path: &std::path::Path) -> BTreeMap<String, (String, String)> {
-    std::fs::read(path)
+type Index = BTreeMap<String, (String, String)>;
+
+/// The index as last read, with the file's modification time and length then: a warm build
+/// asks once per step, and the file only changes when a step runs.
+static READ: std::sync::Mutex<Option<(PathBuf, std::time::SystemTime, u64, Index)>> =
+    std::sync::Mutex::new(None);
+
+/// Runs `f` on the index at `path`, read again only when the file changed.
+fn with_index<T>(path: &std::path::Path, f: impl FnOnce(&Index) -> T) -> T {
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    let mut memo = READ
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let (Some((at, len)), Some((p, memo_at, memo_len, index))) = (stamp, memo.as_ref()) {
+        if p == path && *memo_at == at && *memo_len == len {
+            return f(index);
+        }
+    }
+    let index: Index = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let answer = f(&index);
+    *memo = stamp.map(|(at, len)| (path.to_path_buf(), at, len, index));
+    answer
 }
 
 /// The image (id, manifest digest) a step made before, if the index has it.
@@ -47,7 +69,8 @@ pub async fn lookup(
     container: &ImageConfig,
 ) -> Result<Option<(String, String)>, ApiError> {
     let _held = INDEX.lock().await;
-    Ok(load(&path(engine)).remove(&key(parent, container)))
+    let key = key(parent, container);
+    Ok(with_index(&path(engine), |index| index.get(&key).cloned()))
 }
 
 /// Records that the step (`parent`, `container`) made `image` (whose manifest is `manifest`).
@@ -63,7 +86,7 @@ pub async fn remember(
 ) -> Result<(), ApiError> {
     let _held = INDEX.lock().await;
     let p = path(engine);
-    let mut index = load(&p);
+    let mut index = with_index(&p, Index::clone);
     index.insert(
         key(parent, container),
         (image.to_owned(), manifest.to_owned()),

@@ -940,6 +940,16 @@ impl Run {
     /// The image of `manifest`, if containerd still has it whole and its config is `id`.
     async fn image_of(&self, id: &str, manifest: &str) -> Option<ImageState> {
         let store = self.engine.store();
+        // Resolved before (by this build's FROM lookup): one question, whether the manifest is
+        // still there; its labels hold its config and layers while it is.
+        if let Some(r) = self.engine.known(manifest).filter(|r| r.id == id) {
+            store.info(manifest).await.ok()??;
+            return Some(ImageState {
+                doc: r.config.clone(),
+                layers: r.layers.iter().map(|l| (l.clone(), None)).collect(),
+                id: r.id.clone(),
+            });
+        }
         let m: Value = serde_json::from_slice(&store.read(manifest).await.ok()?).ok()?;
         if m["config"]["digest"].as_str() != Some(id) {
             return None;
@@ -1540,17 +1550,6 @@ impl Run {
             };
             chains.push(next);
         }
-        for (i, (desc, blob)) in state.layers.iter().enumerate() {
-            if let Some(tar) = blob {
-                if store.info(&desc.digest).await?.is_none() {
-                    let p = put(&format!("layer{i}"), tar)?;
-                    let f = tokio::fs::File::open(&p).await?;
-                    store
-                        .write(&desc.digest, tar.len() as u64, f, HashMap::new(), lease)
-                        .await?;
-                }
-            }
-        }
         let mut config_bytes = serde_json::to_vec(&state.doc)?;
         if Digest::sha256(&config_bytes).to_string() != state.id {
             // An image made elsewhere (a base or a `cachefrom` image taken whole): its id names
@@ -1564,6 +1563,45 @@ impl Run {
             }
             config_bytes = original;
         }
+        let config_digest = Digest::sha256(&config_bytes).to_string();
+        let layers: Vec<Value> = state
+            .layers
+            .iter()
+            .map(|(d, _)| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size}))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": format::OCI_MANIFEST,
+            "config": {"mediaType": format::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
+            "layers": layers,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest)?;
+        let manifest_digest = Digest::sha256(&manifest_bytes).to_string();
+        // A warm build ends at the image its tags already name: nothing to write.
+        if let Some(tags) = tags.filter(|t| !t.is_empty()) {
+            let mut named = true;
+            for t in tags {
+                let at = store.image(t).await?.and_then(|i| i.target);
+                if at.is_none_or(|d| d.digest != manifest_digest) {
+                    named = false;
+                    break;
+                }
+            }
+            if named {
+                return Ok(manifest_digest);
+            }
+        }
+        for (i, (desc, blob)) in state.layers.iter().enumerate() {
+            if let Some(tar) = blob {
+                if store.info(&desc.digest).await?.is_none() {
+                    let p = put(&format!("layer{i}"), tar)?;
+                    let f = tokio::fs::File::open(&p).await?;
+                    store
+                        .write(&desc.digest, tar.len() as u64, f, HashMap::new(), lease)
+                        .await?;
+                }
+            }
+        }
         let mut config_labels = HashMap::new();
         if let Some(top) = chains.last() {
             config_labels.insert(
@@ -1574,7 +1612,6 @@ impl Run {
                 top.clone(),
             );
         }
-        let config_digest = Digest::sha256(&config_bytes).to_string();
         let p = put("config", &config_bytes)?;
         if store.info(&config_digest).await?.is_none() {
             store
@@ -1589,19 +1626,6 @@ impl Run {
         } else if !config_labels.is_empty() {
             store.add_labels(&config_digest, config_labels).await?;
         }
-        let layers: Vec<Value> = state
-            .layers
-            .iter()
-            .map(|(d, _)| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size}))
-            .collect();
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": format::OCI_MANIFEST,
-            "config": {"mediaType": format::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-            "layers": layers,
-        });
-        let manifest_bytes = serde_json::to_vec(&manifest)?;
-        let manifest_digest = Digest::sha256(&manifest_bytes).to_string();
         let mut labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             config_digest.clone(),
