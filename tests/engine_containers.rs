@@ -826,6 +826,85 @@ fn options_reach_the_container() {
 }
 
 /// `-t` gives the process a terminal of the client's size (ConsoleSize).
+/// Opens a hijacked attach to `name` with stdin and returns the stream after the 101.
+fn attach_stream(name: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(d().socket()).unwrap();
+    write!(
+        s,
+        "POST /containers/{name}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n\
+         Host: refengd\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "attach answered {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+/// Writes `line` and reads until `want` comes back (up to 20 s); false if it never does.
+fn says(s: &mut std::os::unix::net::UnixStream, line: &str, want: &str) -> bool {
+    use std::io::{Read, Write};
+    s.write_all(line.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&seen).contains(want) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `docker run -it` sets StdinOnce; the CLI detaches (ctrl-p ctrl-q, read by the CLI itself)
+/// by closing its connection. On a tty that does not close the shell's stdin, as in dockerd:
+/// `docker attach` afterwards still reaches it.
+fn tty_stdin_survives_a_detach() {
+    let c = ours();
+    let _m = Made(&c, &["td"]);
+    let r = d().request(
+        "POST",
+        "/containers/create?name=td",
+        Some(br#"{"Image":"busybox","Cmd":["sh"],"Tty":true,"OpenStdin":true,"StdinOnce":true,"AttachStdin":true,"AttachStdout":true,"AttachStderr":true}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut first = attach_stream("td");
+    c.ok(&["start", "td"]);
+    assert!(
+        says(&mut first, "echo fi''rst\n", "first"),
+        "the first attach"
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&c, "td"), "running");
+    let mut again = attach_stream("td");
+    assert!(
+        says(&mut again, "echo sec''ond\n", "second"),
+        "stdin was closed by the first client's detach"
+    );
+}
+
 fn tty_console_size() {
     let c = ours();
     let _m = Made(&c, &["tt"]);
@@ -1293,6 +1372,7 @@ fn main() {
         ("docker_py_containers", &docker_py_containers),
         ("options_reach_the_container", &options_reach_the_container),
         ("tty_console_size", &tty_console_size),
+        ("tty_stdin_survives_a_detach", &tty_stdin_survives_a_detach),
         (
             "differential_against_dockerd",
             &differential_against_dockerd,

@@ -134,7 +134,11 @@ where
         loop {
             let n = match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => {
-                    if let Some((pio, true)) = &stdin {
+                    // `StdinOnce` closes the process's stdin when its client goes, but not on a
+                    // tty, as dockerd: the docker CLI detaches from `run -it` by closing its
+                    // connection (it reads the detach keys itself), and the next attach must
+                    // still reach the shell.
+                    if let Some((pio, true)) = stdin.as_ref().filter(|_| !tty) {
                         // Attached before the start: the end goes to the process once it is.
                         while !pio.try_close_stdin() {
                             tokio::time::sleep(STDIN_RETRY).await;
