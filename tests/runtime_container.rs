@@ -1754,6 +1754,8 @@ fn json_log_format_writes_errors_as_json_lines() {
         .or(error["message"].as_str())
         .expect("msg or message");
     assert!(msg.contains("does not exist"), "{msg}");
+    // With a log file, stderr has the bare message (runc's fatal()), not a log line.
+    assert_eq!(out.stderr.trim(), msg, "{out:?}");
     if is_refeng() {
         assert!(
             msg.contains(&format!("container {} does not exist", c.id())),

@@ -772,15 +772,22 @@ fn log_line(format: LogFormat, level: &str, msg: &str) -> String {
     }
 }
 
-/// Writes an error line to `--log` (when given) and to stderr.
+/// Writes an error as runc does: a log line to `--log` and the bare message to stderr, or the
+/// log line to stderr without `--log`. Shims read the log file; the bare message keeps the
+/// container's stderr (a runtime's stderr during `create`) free of log syntax.
 pub fn log_error(log: Option<&PathBuf>, format: LogFormat, msg: &str) {
     let line = log_line(format, "error", msg);
-    if let Some(path) = log {
-        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
+    match log {
+        Some(path) => {
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{line}");
+            }
+            let _ = writeln!(std::io::stderr(), "{msg}");
+        }
+        None => {
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Routes `tracing` events to `--log` (stderr without it) in the same shape as errors: warnings
