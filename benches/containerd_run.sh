@@ -27,7 +27,7 @@ cleanup() {
   set +e
   # Shims of our two daemons (their command line names our private sockets), by pid.
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "-address $work/"; then
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "-address $work/"; then
       kill -9 "${p#/proc/}" 2>/dev/null
     fi
   done
