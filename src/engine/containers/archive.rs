@@ -887,78 +887,106 @@ impl Engine {
         q: PutQuery,
         body: R,
     ) -> Result<(), ApiError> {
-        let t = self.copy_target(name)?;
-        let view = self.root_view(&t).await?;
+        let t = match self.copy_target(name) {
+            Ok(t) => t,
+            Err(e) => return Err(drained(body, e).await),
+        };
+        let view = match self.root_view(&t).await {
+            Ok(v) => v,
+            Err(e) => return Err(drained(body, e).await),
+        };
         let name = name.to_owned();
         let id = t.id.clone();
+        let mut body = body;
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-            let root = view.root.as_fd();
-            let mut p = q.path.clone();
-            // The extraction point is followed to the end, as dockerd's GetResourcePath.
-            if p.tail == Tail::Plain && !p.components.is_empty() {
-                p.tail = Tail::Separator;
+            let r = (|| -> Result<(), ApiError> {
+                let root = view.root.as_fd();
+                let mut p = q.path.clone();
+                // The extraction point is followed to the end, as dockerd's GetResourcePath.
+                if p.tail == Tail::Plain && !p.components.is_empty() {
+                    p.tail = Tail::Separator;
+                }
+                let dir = match resolve(root, &p) {
+                    Ok(r) => r,
+                    Err(Errno::ENOTDIR) => {
+                        return Err(ApiError::Internal(
+                            "extraction point is not a directory".into(),
+                        ))
+                    }
+                    Err(e) => return Err(path_error(e, &q.path, &name)),
+                };
+                let absolute = evaluate_in_root(root, &p.components)
+                    .map_err(|e| path_error(e, &q.path, &name))?;
+                let under = |d: &str| {
+                    let d = d.trim_end_matches('/');
+                    absolute == d || d.is_empty() || absolute.starts_with(&format!("{d}/"))
+                };
+                let volume = t
+                    .mounts
+                    .iter()
+                    .filter(|m| under(&m.destination))
+                    .max_by_key(|m| m.destination.len());
+                match volume {
+                    Some(m) if !m.rw => {
+                        return Err(ApiError::Internal(
+                            "mounted volume is marked read-only".into(),
+                        ))
+                    }
+                    Some(_) => {}
+                    None if t.readonly_rootfs => {
+                        return Err(ApiError::Internal(
+                            "container rootfs is marked read-only".into(),
+                        ))
+                    }
+                    None => {}
+                }
+                let owner = if q.copy_uid_gid && !t.user.is_empty() {
+                    Some(container_owner(root, &t.user).map_err(ApiError::Internal)?)
+                } else {
+                    None
+                };
+                let fd = open_in_root(
+                    dir.fd.as_fd(),
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                    Mode::empty(),
+                )
+                .map_err(|e| path_error(e, &q.path, &name))?;
+                let rules = CopyRules {
+                    no_overwrite_dir_non_dir: q.no_overwrite_dir_non_dir,
+                    owner,
+                };
+                unpack_into_dir(fd, &mut body, rules, &ApplyOptions::default()).map_err(|e| {
+                    ApiError::Internal(format!("Error processing tar file: {}", error_text(&e)))
+                })?;
+                Ok(())
+            })();
+            if r.is_err() {
+                drain(&mut body);
             }
-            let dir = match resolve(root, &p) {
-                Ok(r) => r,
-                Err(Errno::ENOTDIR) => {
-                    return Err(ApiError::Internal(
-                        "extraction point is not a directory".into(),
-                    ))
-                }
-                Err(e) => return Err(path_error(e, &q.path, &name)),
-            };
-            let absolute =
-                evaluate_in_root(root, &p.components).map_err(|e| path_error(e, &q.path, &name))?;
-            let under = |d: &str| {
-                let d = d.trim_end_matches('/');
-                absolute == d || d.is_empty() || absolute.starts_with(&format!("{d}/"))
-            };
-            let volume = t
-                .mounts
-                .iter()
-                .filter(|m| under(&m.destination))
-                .max_by_key(|m| m.destination.len());
-            match volume {
-                Some(m) if !m.rw => {
-                    return Err(ApiError::Internal(
-                        "mounted volume is marked read-only".into(),
-                    ))
-                }
-                Some(_) => {}
-                None if t.readonly_rootfs => {
-                    return Err(ApiError::Internal(
-                        "container rootfs is marked read-only".into(),
-                    ))
-                }
-                None => {}
-            }
-            let owner = if q.copy_uid_gid && !t.user.is_empty() {
-                Some(container_owner(root, &t.user).map_err(ApiError::Internal)?)
-            } else {
-                None
-            };
-            let fd = open_in_root(
-                dir.fd.as_fd(),
-                ".",
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                Mode::empty(),
-            )
-            .map_err(|e| path_error(e, &q.path, &name))?;
-            let rules = CopyRules {
-                no_overwrite_dir_non_dir: q.no_overwrite_dir_non_dir,
-                owner,
-            };
-            unpack_into_dir(fd, body, rules, &ApplyOptions::default()).map_err(|e| {
-                ApiError::Internal(format!("Error processing tar file: {}", error_text(&e)))
-            })?;
             drop(view);
-            Ok(())
+            r
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
         self.container_event(&id, "extract-to-dir", BTreeMap::new());
         Ok(())
     }
+}
+
+/// How much of a refused upload is read before the answer, as Go's server reads up to 256 KiB
+/// of an unread body: a client still sending when the connection closes would get a reset
+/// instead of the answer.
+const DRAIN: u64 = 1 << 20;
+
+fn drain<R: io::Read>(body: &mut R) {
+    let _ = io::copy(&mut io::Read::take(body, DRAIN), &mut io::sink());
+}
+
+/// Drains `body` (see [`DRAIN`]) off the runtime's threads and gives `e` back.
+pub async fn drained<R: io::Read + Send + 'static>(mut body: R, e: ApiError) -> ApiError {
+    let _ = tokio::task::spawn_blocking(move || drain(&mut body)).await;
+    e
 }
 
 /// An unpacker error with its causes.

@@ -193,13 +193,16 @@ async fn archive(
             Ok(with_stat(empty(StatusCode::OK), &stat))
         }
         http::Method::PUT => {
+            let body = super::super::image_archive::body_reader(req.into_body());
             let query = super::archive::PutQuery::parse(
                 path,
                 q.bool("noOverwriteDirNonDir"),
                 q.bool("copyUIDGID"),
-            )?;
-            let body = super::super::image_archive::body_reader(req.into_body());
-            engine.container_extract(id, query, body).await?;
+            );
+            match query {
+                Ok(query) => engine.container_extract(id, query, body).await?,
+                Err(e) => return Err(super::archive::drained(body, e).await),
+            }
             Ok(empty(StatusCode::OK))
         }
         _ => {
