@@ -281,6 +281,41 @@ fn both_ways_in_a_running_container() {
     assert!(!out.status.success());
 }
 
+fn archive_mode_takes_the_container_user() {
+    let p = Peer::Refengd;
+    let mut g = Cleanup::new(p);
+    let c = g.container(
+        "cp-user",
+        &["run", "-d", "-u", "user", "bb:base", "sleep", "1000"],
+    );
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    source_tree(&src);
+    std::os::unix::fs::chown(src.join("a.txt"), Some(4321), Some(4321)).unwrap();
+    // -a: every entry belongs to the container's user, from its own /etc/passwd.
+    p.docker(&[
+        "cp",
+        "-a",
+        src.to_str().unwrap(),
+        &format!("{c}:/tmp/owned"),
+    ]);
+    assert_eq!(
+        sh(
+            p,
+            &c,
+            "stat -c %u:%g /tmp/owned /tmp/owned/a.txt /tmp/owned/sub/run.sh"
+        ),
+        "1000:1000\n1000:1000\n1000:1000\n"
+    );
+    // Without it, the archive's owners stay.
+    p.docker(&[
+        "cp",
+        src.join("a.txt").to_str().unwrap(),
+        &format!("{c}:/tmp/kept"),
+    ]);
+    assert_eq!(sh(p, &c, "stat -c %u:%g /tmp/kept"), "4321:4321\n");
+}
+
 /// No mount made for a copy stays below the daemon's directory.
 fn mounts_below(dir: &Path) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
@@ -852,6 +887,7 @@ fn main() {
         &[
             ("both_ways_running", &both_ways_in_a_running_container),
             ("stopped_and_volume", &stopped_container_and_its_volume),
+            ("archive_mode_user", &archive_mode_takes_the_container_user),
             (
                 "named_volume_running",
                 &into_a_named_volume_of_a_running_container,
