@@ -1031,6 +1031,25 @@ mod tests {
         assert!(ContainerPath::parse("/a\0b").is_err());
     }
 
+    proptest::proptest! {
+        /// What the fuzz target checks, on paths made of the pieces that matter.
+        #[test]
+        fn any_path_is_refused_with_a_400_or_parses_cleanly(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["", ".", "..", "a", "b c", "%", "\0", "/", "é"]),
+                0..8,
+            ),
+            sep in proptest::bool::ANY,
+        ) {
+            let raw = parts.join(if sep { "/" } else { "" });
+            let q = format!("path={}", form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>());
+            let mut input = b"archive\n".to_vec();
+            input.extend_from_slice(q.as_bytes());
+            let accepted = crate::engine::requests::check(&input);
+            proptest::prop_assert_eq!(accepted, !raw.is_empty() && !raw.contains('\0'));
+        }
+    }
+
     #[test]
     fn go_modes_and_times() {
         assert_eq!(go_file_mode(0o040755), 2_147_484_141);
