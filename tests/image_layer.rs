@@ -9,7 +9,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use refeng::image::digest::Digest;
-use refeng::image::layer::{apply_layer, ApplyOptions, LayerError, WhiteoutMode};
+use refeng::image::layer::{
+    apply_layer, unpack_into_dir, ApplyOptions, CopyRules, LayerError, WhiteoutMode,
+};
 use refeng::image::tar::{fix_checksum, Builder, Entry, Kind, TarError};
 
 fn file(path: &str, data: &[u8]) -> (Entry, Vec<u8>) {
@@ -595,4 +597,107 @@ fn hardlink_to_a_lower_layer_file_copies_it_up() {
     assert_eq!(fs::read(r.join("etc/hard")).unwrap(), b"root");
     // the lower layer is untouched (its inode is not the upper's)
     assert_eq!(fs::metadata(lower.join("etc/passwd")).unwrap().nlink(), 1);
+}
+
+fn copy_into(dir: &Path, tar_bytes: &[u8], rules: CopyRules) -> Result<(), LayerError> {
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    unpack_into_dir(fd, tar_bytes, rules, &ApplyOptions::default()).map(|_| ())
+}
+
+#[test]
+fn a_copy_keeps_whiteout_names_and_leaves_its_directory_alone() {
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    fs::write(t.path().join("old"), "old").unwrap();
+    let mut top = dir("./");
+    top.0.mode = 0o700;
+    top.0.uid = 4242;
+    copy_into(
+        t.path(),
+        &tar(&[
+            top,
+            file("./.wh.old", b"w"),
+            file("./sub/.wh..wh..opq", b"o"),
+        ]),
+        CopyRules::default(),
+    )
+    .unwrap();
+    // `.wh.` names are files; the directory's own mode and owner stay.
+    assert_eq!(fs::read_to_string(t.path().join("old")).unwrap(), "old");
+    assert_eq!(fs::read_to_string(t.path().join(".wh.old")).unwrap(), "w");
+    assert!(t.path().join("sub/.wh..wh..opq").is_file());
+    let m = fs::metadata(t.path()).unwrap();
+    assert_eq!((m.permissions().mode() & 0o7777, m.uid()), (0o711, 0));
+}
+
+#[test]
+fn a_copy_refuses_what_dockerd_refuses_and_devices() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("d")).unwrap();
+    let refused = |entries: &[(Entry, Vec<u8>)], rules| copy_into(t.path(), &tar(entries), rules);
+    assert!(matches!(
+        refused(&[link("up", Kind::Symlink, "../x")], CopyRules::default()),
+        Err(LayerError::SymlinkEscape { .. })
+    ));
+    assert!(matches!(
+        refused(
+            &[link("a/b/up", Kind::Symlink, "../../../x")],
+            CopyRules::default()
+        ),
+        Err(LayerError::SymlinkEscape { .. })
+    ));
+    // Within the directory, or absolute (taken below it by Go's Join): made.
+    refused(
+        &[link("a/b/ok", Kind::Symlink, "../../d")],
+        CopyRules::default(),
+    )
+    .unwrap();
+    refused(&[link("abs", Kind::Symlink, "/etc")], CopyRules::default()).unwrap();
+    let mut dev = Entry::new("null", Kind::CharDevice);
+    dev.dev_major = 1;
+    dev.dev_minor = 3;
+    assert!(matches!(
+        refused(&[(dev, Vec::new())], CopyRules::default()),
+        Err(LayerError::DeviceRefused { .. })
+    ));
+    assert!(!t.path().join("null").exists());
+    let strict = CopyRules {
+        no_overwrite_dir_non_dir: true,
+        owner: None,
+    };
+    assert!(matches!(
+        refused(&[file("d", b"x")], strict),
+        Err(LayerError::WouldReplace { .. })
+    ));
+    assert!(t.path().join("d").is_dir());
+    fs::write(t.path().join("f"), "f").unwrap();
+    assert!(matches!(
+        refused(&[dir("f")], strict),
+        Err(LayerError::WouldReplace { .. })
+    ));
+    // Without the rule, a file replaces a directory, as dockerd's Untar does.
+    refused(&[file("d", b"x")], CopyRules::default()).unwrap();
+    assert_eq!(fs::read_to_string(t.path().join("d")).unwrap(), "x");
+}
+
+#[test]
+fn a_copy_owned_by_the_container_user() {
+    let t = tempfile::tempdir().unwrap();
+    let mut f = file("sub/f", b"x");
+    f.0.uid = 7;
+    f.0.gid = 8;
+    let rules = CopyRules {
+        no_overwrite_dir_non_dir: false,
+        owner: Some((1000, 1001)),
+    };
+    copy_into(t.path(), &tar(&[dir("sub"), f]), rules).unwrap();
+    for p in ["sub", "sub/f"] {
+        let m = fs::metadata(t.path().join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1001), "{p}");
+    }
 }

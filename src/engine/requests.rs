@@ -2,7 +2,9 @@
 //! `filters` query parameter, the `X-Registry-Auth` header, the `POST /auth` body, import
 //! `changes`, `since`/`until` times, the API version prefix and path, daemon.json, the query of
 //! `POST /build`, a seccomp profile (`SecurityOpt` `seccomp=<profile>`), the mount forms of a
-//! create (`Binds`, a `Mounts` object, `Tmpfs`) and a volume create body — for
+//! create (`Binds`, a `Mounts` object, `Tmpfs`), a volume create body and the query of the
+//! `/containers/{id}/archive` endpoints (`docker cp`: `path`, `noOverwriteDirNonDir`,
+//! `copyUIDGID`) — for
 //! the `engine_requests` fuzz target and the replay of its seeds in `tests/fuzz_corpus.rs`.
 //! Input is a kind on the first line and the text after it; each parser must refuse bad text
 //! with a 400 (never panic), and what it accepts must hold its invariant.
@@ -32,6 +34,7 @@ pub const KINDS: &[&str] = &[
     "mount",
     "tmpfs",
     "volume",
+    "archive",
 ];
 
 /// Parses `data` (`KIND\nTEXT`) with the parser of its kind. `Ok(true)`: accepted;
@@ -216,8 +219,48 @@ pub fn check(data: &[u8]) -> bool {
             }
             Err(e) => refused(e),
         },
+        // The query string of `HEAD`/`GET`/`PUT /containers/{id}/archive`.
+        "archive" => {
+            let q = server::Query::parse(Some(input));
+            match super::containers::archive::PutQuery::parse(
+                q.get("path").unwrap_or(""),
+                q.bool("noOverwriteDirNonDir"),
+                q.bool("copyUIDGID"),
+            ) {
+                Ok(put) => {
+                    check_container_path(&put.path);
+                    true
+                }
+                Err(e) => refused(e),
+            }
+        }
         _ => false,
     }
+}
+
+/// What every accepted archive path keeps: clean components, an absolute form that parses back
+/// to itself, and a name that is one component (or `/`, or `.`).
+fn check_container_path(p: &super::containers::archive::ContainerPath) {
+    use super::containers::archive::ContainerPath;
+    assert!(
+        p.components
+            .iter()
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains(['/', '\0'])),
+        "{p:?}"
+    );
+    let abs = p.absolute();
+    assert!(abs.starts_with('/'), "{p:?}");
+    let again = ContainerPath::parse(&abs).expect("an absolute path parses again");
+    assert_eq!(
+        (&again.components, again.tail, again.absolute()),
+        (&p.components, p.tail, abs.clone()),
+        "{p:?}"
+    );
+    let name = p.name();
+    assert!(
+        name == "/" || (!name.is_empty() && !name.contains('/')),
+        "{p:?}: {name}"
+    );
 }
 
 /// What every accepted mount keeps: an absolute destination without `..`, and an OCI mount
@@ -270,6 +313,12 @@ mod tests {
         assert!(check(b"update\n{\"Memory\":104857600,\"CpusetMems\":\"\"}"));
         assert!(!check(b"update\n{\"CpusetMems\":\"0\"}"));
         assert!(!check(b"time\nlater"));
+        assert!(check(
+            b"archive\npath=%2Fw%2Fd%2F.&noOverwriteDirNonDir=true"
+        ));
+        assert!(check(b"archive\npath=../../etc/&copyUIDGID=1"));
+        assert!(!check(b"archive\npath="));
+        assert!(!check(b"archive\npath=%2Fa%00b"));
         assert!(check(b"path\n/v1.41/info"));
         assert!(!check(b"path\n/v9.99/info"));
         assert!(check(b"daemon.json\n{\"debug\":true}"));

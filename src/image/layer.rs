@@ -41,6 +41,22 @@ pub enum WhiteoutMode {
     Overlay,
     /// Unpacking onto a full copy of the parent layers: whited-out paths are deleted.
     Delete,
+    /// Not a layer (a `docker cp` archive): `.wh.` names are ordinary files.
+    Literal,
+}
+
+/// How an archive that is not a layer is unpacked into an existing directory (`docker cp`,
+/// Engine API `PUT /containers/{id}/archive`), as dockerd's `archive.Untar` does it: the
+/// top entry (`.`) leaves the directory as it is, a symlink may not point above the
+/// directory, and device nodes are refused (dockerd makes them; a copy has no business
+/// planting one where another process may open it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyRules {
+    /// Refuse to replace a directory with a non-directory and the other way round
+    /// (`noOverwriteDirNonDir`).
+    pub no_overwrite_dir_non_dir: bool,
+    /// Every entry owned by this uid and gid (`copyUIDGID`) instead of the archive's owners.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Options of one layer application.
@@ -117,6 +133,30 @@ pub enum LayerError {
     WhiteoutEscape {
         /// the entry path
         path: String,
+    },
+    /// a symlink of a copy points above the directory it is unpacked into
+    #[error("invalid symlink {path:?} -> {target:?}")]
+    SymlinkEscape {
+        /// the entry path
+        path: String,
+        /// the link target
+        target: String,
+    },
+    /// a device node in a copy
+    #[error("entry {path:?} is a device node, which a copy does not create")]
+    DeviceRefused {
+        /// the entry path
+        path: String,
+    },
+    /// a copy would replace a directory with a non-directory, or the other way round
+    #[error("cannot overwrite {existing} {path:?} with {new}")]
+    WouldReplace {
+        /// the entry path
+        path: String,
+        /// what is there ("directory" or "non-directory")
+        existing: &'static str,
+        /// what the entry is
+        new: &'static str,
     },
     /// a hardlink target is invalid
     #[error("hardlink {path:?} -> {target:?}: {reason}")]
@@ -279,6 +319,7 @@ struct Applier {
     root: OwnedFd,
     lowers: Vec<OwnedFd>,
     mode: WhiteoutMode,
+    copy: Option<CopyRules>,
     created: HashSet<Vec<u8>>,
     dir_times: Vec<(Vec<u8>, i64, u32)>,
 }
@@ -304,7 +345,7 @@ pub fn apply_layer<R: Read>(
         )
         .map_err(fs_err("open root", p.as_os_str().as_bytes()))
     };
-    let mut ap = Applier {
+    let ap = Applier {
         root: open_dir(root)?,
         lowers: opts
             .lowers
@@ -312,59 +353,98 @@ pub fn apply_layer<R: Read>(
             .map(|p| open_dir(p))
             .collect::<Result<_, _>>()?,
         mode: opts.whiteouts,
+        copy: None,
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    let (_, plain) = decompress(stream).map_err(LayerError::Stream)?;
-    let bounded = Bounded {
-        inner: plain,
-        left: opts.max_uncompressed,
+    ap.run(stream, opts)
+}
+
+/// Unpacks an archive that is not a layer (`docker cp`) into the open directory `dir`, with
+/// the same hardened reader and the same confinement as a layer (nothing is written outside
+/// `dir`, no symlink is followed), under the [`CopyRules`]. `opts.whiteouts` and `opts.lowers`
+/// do not apply.
+///
+/// # Errors
+/// As [`apply_layer`], and the refusals of [`CopyRules`]; what was unpacked before the error
+/// stays.
+pub fn unpack_into_dir<R: Read>(
+    dir: OwnedFd,
+    stream: R,
+    rules: CopyRules,
+    opts: &ApplyOptions,
+) -> Result<Applied, LayerError> {
+    let ap = Applier {
+        root: dir,
+        lowers: Vec::new(),
+        mode: WhiteoutMode::Literal,
+        copy: Some(rules),
+        created: HashSet::new(),
+        dir_times: Vec::new(),
     };
-    let hashing = HashingReader::new(bounded, Algorithm::Sha256);
-    let mut reader = Reader::new(hashing, opts.tar);
-    let limit = opts.max_uncompressed;
-    let map_tar = |e: TarError| match e {
-        TarError::Io(io) if is_limit(&io) => LayerError::TooLarge { limit },
-        e => LayerError::Tar(e),
-    };
-    let mut entries = 0u64;
-    while let Some(entry) = reader.next_entry().map_err(map_tar)? {
-        entries += 1;
-        if entries > opts.max_entries {
-            return Err(LayerError::TooManyEntries {
-                limit: opts.max_entries,
-            });
+    ap.run(stream, opts)
+}
+
+impl Applier {
+    fn run<R: Read>(mut self, stream: R, opts: &ApplyOptions) -> Result<Applied, LayerError> {
+        let ap = &mut self;
+        let (_, plain) = decompress(stream).map_err(LayerError::Stream)?;
+        let bounded = Bounded {
+            inner: plain,
+            left: opts.max_uncompressed,
+        };
+        let hashing = HashingReader::new(bounded, Algorithm::Sha256);
+        let mut reader = Reader::new(hashing, opts.tar);
+        let limit = opts.max_uncompressed;
+        let map_tar = |e: TarError| match e {
+            TarError::Io(io) if is_limit(&io) => LayerError::TooLarge { limit },
+            e => LayerError::Tar(e),
+        };
+        let mut entries = 0u64;
+        while let Some(mut entry) = reader.next_entry().map_err(map_tar)? {
+            entries += 1;
+            if let Some((uid, gid)) = ap.copy.and_then(|c| c.owner) {
+                entry.uid = u64::from(uid);
+                entry.gid = u64::from(gid);
+            }
+            if entries > opts.max_entries {
+                return Err(LayerError::TooManyEntries {
+                    limit: opts.max_entries,
+                });
+            }
+            ap.entry(&entry, &mut reader).map_err(|e| match e {
+                LayerError::Fs { source, .. } if is_limit(&source) => {
+                    LayerError::TooLarge { limit }
+                }
+                e => e,
+            })?;
         }
-        ap.entry(&entry, &mut reader).map_err(|e| match e {
-            LayerError::Fs { source, .. } if is_limit(&source) => LayerError::TooLarge { limit },
-            e => e,
+        // The diff_id covers the whole uncompressed stream, trailing zero blocks included.
+        let mut hashing = reader.into_inner();
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
+            if is_limit(&e) {
+                LayerError::TooLarge { limit }
+            } else {
+                LayerError::Stream(e)
+            }
         })?;
-    }
-    // The diff_id covers the whole uncompressed stream, trailing zero blocks included.
-    let mut hashing = reader.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
-        if is_limit(&e) {
-            LayerError::TooLarge { limit }
-        } else {
-            LayerError::Stream(e)
+        let (diff_id, size) = hashing.finish();
+        ap.finish_dir_times()?;
+        if let Some(expected) = &opts.expected_diff_id {
+            if *expected != diff_id {
+                return Err(LayerError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual: diff_id,
+                });
+            }
         }
-    })?;
-    let (diff_id, size) = hashing.finish();
-    ap.finish_dir_times()?;
-    if let Some(expected) = &opts.expected_diff_id {
-        if *expected != diff_id {
-            return Err(LayerError::DiffIdMismatch {
-                expected: expected.clone(),
-                actual: diff_id,
-            });
-        }
+        tracing::debug!(%diff_id, size, entries, "applied layer");
+        Ok(Applied {
+            diff_id,
+            size,
+            entries,
+        })
     }
-    tracing::debug!(%diff_id, size, entries, "applied layer");
-    Ok(Applied {
-        diff_id,
-        size,
-        entries,
-    })
 }
 
 impl Applier {
@@ -387,6 +467,10 @@ impl Applier {
             }
         }
         let Some((&name, parent)) = comps.split_last() else {
+            if self.copy.is_some() {
+                // dockerd's Untar leaves an existing directory's `.` as it is.
+                return Ok(());
+            }
             // The root itself: only its directory metadata may change.
             if e.kind != Kind::Directory {
                 return Err(LayerError::ReplaceRoot {
@@ -403,7 +487,12 @@ impl Applier {
             return Ok(());
         };
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            return self.whiteout(parent, target, &e.path);
+            if self.mode != WhiteoutMode::Literal {
+                return self.whiteout(parent, target, &e.path);
+            }
+        }
+        if self.copy.is_some() {
+            copy_checks(parent, e)?;
         }
         let dir = self.ensure_dir(parent, &e.path)?;
         let existing = stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok();
@@ -413,6 +502,17 @@ impl Applier {
             let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
             let is_wh = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
                 && st.st_rdev == 0;
+            if self.copy.is_some_and(|c| c.no_overwrite_dir_non_dir) {
+                let new_dir = e.kind == Kind::Directory;
+                if is_dir != new_dir {
+                    let what = |d: bool| if d { "directory" } else { "non-directory" };
+                    return Err(LayerError::WouldReplace {
+                        path: lossy(&e.path),
+                        existing: what(is_dir),
+                        new: what(new_dir),
+                    });
+                }
+            }
             if !(is_dir && e.kind == Kind::Directory) {
                 if e.kind == Kind::HardLink
                     && clean(&e.link).ok().map(|c| join(&c)) == Some(path.clone())
@@ -621,6 +721,7 @@ impl Applier {
                         source: err,
                     })
                 }
+                WhiteoutMode::Literal => Ok(()),
                 WhiteoutMode::Delete => {
                     // image-spec: the opaque marker hides the lower layers' children only.
                     let prefix = join(parent);
@@ -839,6 +940,35 @@ impl Applier {
             stat::futimens(&fd, &t, &t).map_err(fs_err("utimes", &path))?;
         }
         Ok(())
+    }
+}
+
+/// What a copy refuses beyond a layer's rules, as dockerd's `archive.Untar` does: a symlink
+/// whose target, taken from the entry's directory, climbs above the directory unpacked into
+/// (an absolute target stays below it, as Go's `filepath.Join` reads it); and device nodes.
+fn copy_checks(parent: &[&[u8]], e: &Entry) -> Result<(), LayerError> {
+    match e.kind {
+        Kind::CharDevice | Kind::BlockDevice => Err(LayerError::DeviceRefused {
+            path: lossy(&e.path),
+        }),
+        Kind::Symlink => {
+            let mut depth = parent.len();
+            for c in e.link.split(|&b| b == b'/') {
+                match c {
+                    b"" | b"." => {}
+                    b".." if depth == 0 => {
+                        return Err(LayerError::SymlinkEscape {
+                            path: lossy(&e.path),
+                            target: lossy(&e.link),
+                        })
+                    }
+                    b".." => depth -= 1,
+                    _ => depth += 1,
+                }
+            }
+            Ok(())
+        }
+        Kind::File | Kind::HardLink | Kind::Directory | Kind::Fifo => Ok(()),
     }
 }
 

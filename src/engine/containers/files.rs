@@ -87,10 +87,10 @@ fn view(dirs: &[PathBuf], target: &Path) -> Result<Option<MountGuard>, String> {
 }
 
 /// A scratch directory under the data root that goes when dropped.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new(root: &Path, what: &str) -> Result<Scratch, String> {
+    pub(super) fn new(root: &Path, what: &str) -> Result<Scratch, String> {
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let dir = root.join("tmp").join(format!(
             "{what}-{}-{}",

@@ -8,6 +8,7 @@
 //! json-file log, [`create`], [`ops`] (start, stop, kill, wait, remove, ...), [`view`]
 //! (inspect, list) and [`attach`] (attach and logs).
 
+pub mod archive;
 pub mod attach;
 pub mod body;
 pub mod create;

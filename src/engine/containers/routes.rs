@@ -173,6 +173,53 @@ pub async fn dispatch(
     }
 }
 
+/// `HEAD`, `GET` and `PUT /containers/{id}/archive` (`docker cp`).
+async fn archive(
+    engine: &Arc<Engine>,
+    id: &str,
+    q: &Query,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
+    let path = q.get("path").unwrap_or("");
+    let with_stat = |mut r: Response<Body>, stat: &super::archive::PathStat| {
+        if let Ok(v) = HeaderValue::from_str(&stat.header_value()) {
+            r.headers_mut().insert(super::archive::STAT_HEADER, v);
+        }
+        r
+    };
+    match *req.method() {
+        http::Method::HEAD => {
+            let stat = engine.container_stat_path(id, path).await?;
+            Ok(with_stat(empty(StatusCode::OK), &stat))
+        }
+        http::Method::PUT => {
+            let body = super::super::image_archive::body_reader(req.into_body());
+            let query = super::archive::PutQuery::parse(
+                path,
+                q.bool("noOverwriteDirNonDir"),
+                q.bool("copyUIDGID"),
+            );
+            match query {
+                Ok(query) => engine.container_extract(id, query, body).await?,
+                Err(e) => return Err(super::archive::drained(body, e).await),
+            }
+            Ok(empty(StatusCode::OK))
+        }
+        _ => {
+            let (stat, rx) = engine.container_archive(id, path).await?;
+            let body = StreamBody::new(
+                ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))),
+            );
+            let mut r = Response::new(BodyExt::boxed(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-tar"),
+            );
+            Ok(with_stat(r, &stat))
+        }
+    }
+}
+
 async fn container(
     engine: &Arc<Engine>,
     id: &str,
@@ -260,6 +307,7 @@ async fn container(
             ))
         }
         "changes" => Ok(json(StatusCode::OK, &engine.container_changes(id).await?)),
+        "archive" => archive(engine, id, q, req).await,
         "export" => {
             let rx = engine.container_export(id).await?;
             let body = StreamBody::new(
