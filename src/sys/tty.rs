@@ -29,3 +29,20 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), E
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     Errno::result(ret).map(drop)
 }
+
+/// The window size (rows, columns) of the terminal `fd` (`TIOCGWINSZ`).
+///
+/// # Errors
+/// The errno of the ioctl (`ENOTTY` when `fd` is no terminal).
+pub fn window_size(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which points at a live,
+    // writable local of that type.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    Errno::result(ret).map(|_| (size.ws_row, size.ws_col))
+}

@@ -1,0 +1,528 @@
+//! Output as the docker CLI prints it: `--format` Go templates (gtmpl, with docker's template
+//! functions and its `table` and `json` forms), tables aligned as Go's tabwriter aligns them,
+//! and docker's human units for sizes and durations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use gtmpl::{Context, FuncError, Template, Value};
+
+/// A `--format` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// the template does not parse
+    #[error("template parsing error: {0}")]
+    Parse(String),
+    /// the template fails on a value
+    #[error("template: {0}")]
+    Execute(String),
+    /// the output cannot be written
+    #[error("write error: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// A parsed `--format`: docker's `table` prefix, the `json` shorthand, or a template.
+pub struct Format {
+    table: bool,
+    template: Template,
+}
+
+impl std::fmt::Debug for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Format")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Format {
+    /// Parses `text` as `--format` takes it; `json` means `{{json .}}`, `table` alone the
+    /// command's default table.
+    ///
+    /// # Errors
+    /// [`FormatError::Parse`] with the template's error.
+    pub fn parse(text: &str, default_table: &str) -> Result<Format, FormatError> {
+        let (table, body) = if text == "table" || text.is_empty() {
+            (true, default_table.to_owned())
+        } else if let Some(rest) = text.strip_prefix("table") {
+            (true, rest.trim_start().to_owned())
+        } else if text == "json" {
+            (false, "{{json .}}".to_owned())
+        } else {
+            (false, text.to_owned())
+        };
+        // Escapes as the docker CLI expands them, so shells need not pass real tabs.
+        let body = body.replace("\\t", "\t").replace("\\n", "\n");
+        let mut template = Template::default();
+        add_funcs(&mut template);
+        template
+            .parse(body)
+            .map_err(|e| FormatError::Parse(e.to_string()))?;
+        Ok(Format { table, template })
+    }
+
+    /// Whether this prints a table (with a header line).
+    pub fn is_table(&self) -> bool {
+        self.table
+    }
+
+    /// Renders one value.
+    ///
+    /// # Errors
+    /// [`FormatError::Execute`] when the template fails on it.
+    pub fn render(&self, v: &Value) -> Result<String, FormatError> {
+        self.template
+            .render(&Context::from(v.clone()))
+            .map_err(|e| FormatError::Execute(e.to_string()))
+    }
+
+    /// Prints `rows` (and, for a table, the header rendered from `header`), one line each,
+    /// aligned as docker aligns its tables.
+    ///
+    /// # Errors
+    /// Template and write errors.
+    pub fn print(
+        &self,
+        out: &mut impl Write,
+        header: &BTreeMap<&str, &str>,
+        rows: &[Value],
+    ) -> Result<(), FormatError> {
+        let mut text = String::new();
+        if self.table {
+            let h: HashMap<String, Value> = header
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect();
+            text.push_str(&self.render(&Value::Object(h))?);
+            text.push('\n');
+        }
+        for r in rows {
+            text.push_str(&self.render(r)?);
+            text.push('\n');
+        }
+        if self.table {
+            out.write_all(tabwrite(&text, 10, 3).as_bytes())?;
+        } else {
+            out.write_all(text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A row of string fields (what docker's list formatters expose) as a template value.
+pub fn row(fields: &[(&str, String)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// A JSON document (an inspect answer) as a template value.
+pub fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
+        }
+    }
+}
+
+/// A template value back as JSON (object keys sorted, as Go's encoder sorts a map's).
+pub fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::NoValue | Value::Nil | Value::Function(_) => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                serde_json::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                serde_json::Value::from(u)
+            } else {
+                n.as_f64()
+                    .map_or(serde_json::Value::Null, serde_json::Value::from)
+            }
+        }
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Object(o) | Value::Map(o) => {
+            let sorted: BTreeMap<&String, serde_json::Value> =
+                o.iter().map(|(k, v)| (k, to_json(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+    }
+}
+
+fn arg_str(args: &[Value], i: usize) -> Result<String, FuncError> {
+    match args.get(i) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::Bool(b)) => Ok(b.to_string()),
+        Some(Value::Nil) | Some(Value::NoValue) => Ok(String::new()),
+        Some(other) => Ok(other.to_string()),
+        None => Err(FuncError::Generic(format!("missing argument {}", i + 1))),
+    }
+}
+
+fn f_json(args: &[Value]) -> Result<Value, FuncError> {
+    let v = args.first().map_or(serde_json::Value::Null, to_json);
+    Ok(Value::String(v.to_string()))
+}
+
+fn f_join(args: &[Value]) -> Result<Value, FuncError> {
+    let sep = arg_str(args, 1)?;
+    match args.first() {
+        Some(Value::Array(a)) => {
+            let parts: Result<Vec<String>, FuncError> =
+                (0..a.len()).map(|i| arg_str(a, i)).collect();
+            Ok(Value::String(parts?.join(&sep)))
+        }
+        _ => Ok(Value::String(arg_str(args, 0)?)),
+    }
+}
+
+fn f_split(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg_str(args, 0)?;
+    let sep = arg_str(args, 1)?;
+    Ok(Value::Array(
+        s.split(sep.as_str())
+            .map(|p| Value::String(p.to_owned()))
+            .collect(),
+    ))
+}
+
+fn f_lower(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(arg_str(args, 0)?.to_lowercase()))
+}
+
+fn f_upper(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(arg_str(args, 0)?.to_uppercase()))
+}
+
+fn f_title(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg_str(args, 0)?;
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if start && c.is_alphabetic() {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        start = !c.is_alphanumeric();
+    }
+    Ok(Value::String(out))
+}
+
+fn f_truncate(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg_str(args, 0)?;
+    let n: usize = arg_str(args, 1)?
+        .parse()
+        .map_err(|_| FuncError::Generic("truncate: length is not a number".into()))?;
+    Ok(Value::String(s.chars().take(n).collect()))
+}
+
+fn f_pad(args: &[Value]) -> Result<Value, FuncError> {
+    let s = arg_str(args, 0)?;
+    let num = |i| -> Result<usize, FuncError> {
+        arg_str(args, i)?
+            .parse()
+            .map_err(|_| FuncError::Generic("pad: not a number".into()))
+    };
+    Ok(Value::String(format!(
+        "{}{s}{}",
+        " ".repeat(num(1)?),
+        " ".repeat(num(2)?)
+    )))
+}
+
+/// The functions docker adds to its templates.
+fn add_funcs(t: &mut Template) {
+    t.add_func("json", f_json);
+    t.add_func("join", f_join);
+    t.add_func("split", f_split);
+    t.add_func("lower", f_lower);
+    t.add_func("upper", f_upper);
+    t.add_func("title", f_title);
+    t.add_func("truncate", f_truncate);
+    t.add_func("pad", f_pad);
+}
+
+/// Aligns tab-separated cells as Go's `text/tabwriter` does with docker's settings
+/// (`minwidth`, padding with spaces): a column is as wide as its widest cell plus `padding`
+/// within a block of consecutive lines that have that column; the last cell of a line is not
+/// part of a column.
+pub fn tabwrite(text: &str, minwidth: usize, padding: usize) -> String {
+    let lines: Vec<Vec<&str>> = text
+        .split_inclusive('\n')
+        .map(|l| l.strip_suffix('\n').unwrap_or(l).split('\t').collect())
+        .collect();
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut widths = Vec::new();
+    format_block(
+        &lines,
+        0,
+        lines.len(),
+        0,
+        minwidth,
+        padding,
+        &mut widths,
+        &mut out,
+    );
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn format_block(
+    lines: &[Vec<&str>],
+    mut line0: usize,
+    line1: usize,
+    column: usize,
+    minwidth: usize,
+    padding: usize,
+    widths: &mut Vec<usize>,
+    out: &mut String,
+) {
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        write_lines(lines, line0, this, widths, out);
+        let mut width = minwidth;
+        let mut end = this;
+        while end < line1 && column + 1 < lines[end].len() {
+            width = width.max(lines[end][column].chars().count() + padding);
+            end += 1;
+        }
+        widths.push(width);
+        format_block(lines, this, end, column + 1, minwidth, padding, widths, out);
+        widths.pop();
+        line0 = end;
+        this = end;
+    }
+    write_lines(lines, line0, line1, widths, out);
+}
+
+fn write_lines(lines: &[Vec<&str>], from: usize, to: usize, widths: &[usize], out: &mut String) {
+    for line in &lines[from..to] {
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if j + 1 < line.len() {
+                let w = widths.get(j).copied().unwrap_or(0);
+                let n = cell.chars().count();
+                out.extend(std::iter::repeat_n(' ', w.saturating_sub(n)));
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// docker's `units.HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs;
+    if s < 1 {
+        return "Less than a second".into();
+    }
+    if s == 1 {
+        return "1 second".into();
+    }
+    if s < 60 {
+        return format!("{s} seconds");
+    }
+    let minutes = s / 60;
+    if minutes == 1 {
+        return "About a minute".into();
+    }
+    if minutes < 60 {
+        return format!("{minutes} minutes");
+    }
+    let hours = (s as f64 / 3600.0).round() as i64;
+    if hours == 1 {
+        return "About an hour".into();
+    }
+    if hours < 48 {
+        return format!("{hours} hours");
+    }
+    if hours < 24 * 7 * 2 {
+        return format!("{} days", hours / 24);
+    }
+    if hours < 24 * 30 * 2 {
+        return format!("{} weeks", hours / 24 / 7);
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{} months", hours / 24 / 30);
+    }
+    format!("{} years", s / 3600 / 24 / 365)
+}
+
+/// How long ago a unix time was, as docker's lists say it (`5 minutes ago`).
+pub fn ago(unix: i64) -> String {
+    format!(
+        "{} ago",
+        human_duration(chrono::Utc::now().timestamp() - unix)
+    )
+}
+
+/// Go's `%.<prec>g`.
+pub fn go_g(v: f64, prec: usize) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let e = format!("{:.*e}", prec.saturating_sub(1), v);
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    if exp < -4 || exp >= prec as i32 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mant), exp.abs())
+    } else {
+        let decimals = (prec as i32 - 1 - exp).max(0) as usize;
+        trim(&format!("{v:.decimals$}"))
+    }
+}
+
+/// docker's `units.HumanSizeWithPrecision` (decimal units).
+pub fn human_size(bytes: f64, prec: usize) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut size = bytes;
+    let mut i = 0;
+    while size >= 1000.0 && i < UNITS.len() - 1 {
+        size /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", go_g(size, prec), UNITS[i])
+}
+
+/// docker's `units.BytesSize` (binary units, `%.4g`), as `stats` and `info` print memory.
+pub fn bytes_size(bytes: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes;
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", go_g(size, 4), UNITS[i])
+}
+
+/// A unix time as Go's `time.Time.String()` prints it in local time.
+pub fn go_time(unix: i64) -> String {
+    use chrono::{Local, TimeZone};
+    let Some(t) = Local.timestamp_opt(unix, 0).single() else {
+        return unix.to_string();
+    };
+    let off = t.offset().local_minus_utc();
+    let zone = if off == 0 {
+        "UTC".to_owned()
+    } else {
+        t.format("%z").to_string()
+    };
+    format!("{} {zone}", t.format("%Y-%m-%d %H:%M:%S %z"))
+}
+
+/// docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
+pub fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// An id without its algorithm, cut to 12 characters unless `no_trunc`.
+pub fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        return id.to_owned();
+    }
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_as_tabwriter() {
+        let t = tabwrite("A\tBB\tC\nxxxxxxxxxxxxxx\ty\tz\n", 10, 3);
+        // Column 0: 14 + 3 padding; column 1: the minimum width 10.
+        let want = format!(
+            "A{}BB{}C\nxxxxxxxxxxxxxx{}y{}z\n",
+            " ".repeat(16),
+            " ".repeat(8),
+            " ".repeat(3),
+            " ".repeat(9)
+        );
+        assert_eq!(t, want);
+        // A shorter line ends the block of the columns it lacks.
+        let t = tabwrite("a\tb\nc\n", 4, 1);
+        assert_eq!(t, "a   b\nc\n");
+    }
+
+    #[test]
+    fn human_units_match_docker() {
+        assert_eq!(human_size(0.0, 3), "0B");
+        assert_eq!(human_size(4_261_000.0, 3), "4.26MB");
+        assert_eq!(human_size(999.0, 3), "999B");
+        assert_eq!(human_size(1_000_000.0, 3), "1MB");
+        assert_eq!(human_size(12_345.0, 3), "12.3kB");
+        assert_eq!(bytes_size(1024.0 * 1024.0 * 1.5), "1.5MiB");
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(3 * 3600), "3 hours");
+        assert_eq!(human_duration(5 * 86400), "5 days");
+        assert_eq!(
+            ellipsis("abcdefghijklmnopqrstuvwxyz", 20),
+            "abcdefghijklmnopqrs…"
+        );
+    }
+
+    #[test]
+    fn templates_render_docker_forms() {
+        let v = row(&[("ID", "abc".into()), ("Names", "x".into())]);
+        let f = Format::parse("{{.ID}}:{{.Names}}", "").unwrap();
+        assert_eq!(f.render(&v).unwrap(), "abc:x");
+        let f = Format::parse("json", "").unwrap();
+        assert_eq!(f.render(&v).unwrap(), r#"{"ID":"abc","Names":"x"}"#);
+        let doc = from_json(
+            &serde_json::json!({"Config": {"Labels": {"a.b": "1"}, "Env": ["A=1", "B=2"]}}),
+        );
+        let f = Format::parse(r#"{{index .Config.Labels "a.b"}} {{range .Config.Env}}[{{.}}]{{end}} {{join .Config.Env ","}}"#, "").unwrap();
+        assert_eq!(f.render(&doc).unwrap(), "1 [A=1][B=2] A=1,B=2");
+        let f = Format::parse("table {{.ID}}\t{{.Names}}", "").unwrap();
+        let mut out = Vec::new();
+        let header = BTreeMap::from([("ID", "CONTAINER ID"), ("Names", "NAMES")]);
+        f.print(&mut out, &header, &[v]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "CONTAINER ID   NAMES\nabc            x\n"
+        );
+        assert!(Format::parse("{{.ID", "").is_err());
+    }
+}

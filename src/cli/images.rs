@@ -1,0 +1,625 @@
+//! The image commands: images, load, import, tag, rmi, and the pull that `run` does when an
+//! image is missing; the daemon's JSON progress streams printed as docker prints them.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+
+use serde_json::Value;
+
+use super::client::{Body, ClientError};
+use super::containers::path_escape;
+use super::format::{self, short_id, Format};
+use super::{specs, CliError, Ctx};
+
+fn q(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `name` with `:latest` when it names neither a tag nor a digest, as docker prints it.
+pub fn with_default_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || name.contains('@') {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+/// Splits `repo[:tag]` (the tag after the last `/`).
+pub fn split_tag(r: &str) -> (&str, Option<&str>) {
+    if let Some(at) = r.find('@') {
+        return (&r[..at], None);
+    }
+    match r.rfind(':') {
+        Some(i) if !r[i..].contains('/') => (&r[..i], Some(&r[i + 1..])),
+        _ => (r, None),
+    }
+}
+
+/// Prints a JSON message stream (pull, load, import) as the docker CLI does on a
+/// non-terminal: progress updates are left out, statuses one per line; a message with an
+/// error ends it with that error. On a terminal, each layer keeps one line that is updated.
+///
+/// # Errors
+/// The stream's own error message, or a broken connection.
+pub fn display_messages(
+    r: impl Read,
+    out: &mut impl Write,
+    terminal: bool,
+) -> Result<Vec<Value>, CliError> {
+    let mut lines_of: BTreeMap<String, usize> = BTreeMap::new();
+    let mut count = 0usize;
+    let mut all = Vec::new();
+    for line in BufReader::new(r).lines() {
+        let line = line.map_err(|e| CliError::from(ClientError::Io(e)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m: Value = serde_json::from_str(&line)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
+        if let Some(e) = m["errorDetail"]["message"]
+            .as_str()
+            .or_else(|| m["error"].as_str())
+        {
+            return Err(CliError::Status {
+                code: 1,
+                message: e.to_owned(),
+            });
+        }
+        let id = m["id"].as_str().unwrap_or("");
+        let status = m["status"].as_str().unwrap_or("");
+        let progress = m["progress"].as_str().unwrap_or("");
+        let has_progress = m["progressDetail"]["current"].as_i64().unwrap_or(0) > 0
+            || m["progressDetail"]["total"].as_i64().unwrap_or(0) > 0;
+        let w = |out: &mut dyn Write, s: &str| -> Result<(), CliError> {
+            out.write_all(s.as_bytes()).map_err(CliError::io("stdout"))
+        };
+        if terminal
+            && !id.is_empty()
+            && (has_progress || !progress.is_empty() || m.get("progressDetail").is_some())
+        {
+            let at = match lines_of.get(id) {
+                Some(l) => *l,
+                None => {
+                    lines_of.insert(id.to_owned(), count);
+                    count += 1;
+                    w(out, "\n")?;
+                    count - 1
+                }
+            };
+            let up = count - at;
+            let text = if progress.is_empty() {
+                format!("{id}: {status}")
+            } else {
+                format!("{id}: {status} {progress}")
+            };
+            w(out, &format!("\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B"))?;
+        } else {
+            if !(terminal && !id.is_empty()) {
+                lines_of.clear();
+                count = 0;
+            }
+            if !terminal && has_progress {
+                all.push(m);
+                continue;
+            }
+            if let Some(s) = m["stream"].as_str() {
+                w(out, s)?;
+            } else if !id.is_empty() {
+                w(out, &format!("{id}: {status}\n"))?;
+            } else if !status.is_empty() || m.get("status").is_some() {
+                w(out, &format!("{status}\n"))?;
+            }
+        }
+        out.flush().map_err(CliError::io("stdout"))?;
+        all.push(m);
+    }
+    Ok(all)
+}
+
+/// Pulls `image` (run's pull when the image is missing), progress on stderr unless `quiet`.
+///
+/// # Errors
+/// The daemon's and the registry's.
+pub fn pull_quietly(ctx: &Ctx, image: &str, quiet: bool) -> Result<(), CliError> {
+    let full = with_default_tag(image);
+    let (repo, tag) = split_tag(&full);
+    let mut path = format!("/images/create?fromImage={}", q(repo));
+    if let Some(t) = tag {
+        path.push_str(&format!("&tag={}", q(t)));
+    } else if let Some((_, d)) = image.split_once('@') {
+        path.push_str(&format!("&tag={}", q(d)));
+    }
+    let auth = registry_auth(ctx, repo);
+    let headers: Vec<(&str, &str)> = auth
+        .iter()
+        .map(|a| ("X-Registry-Auth", a.as_str()))
+        .collect();
+    let r = ctx
+        .client
+        .request("POST", &path, &headers, Body::None)?
+        .ok()?;
+    if quiet {
+        display_messages(r, &mut std::io::sink(), false)?;
+    } else {
+        let mut err = std::io::stderr().lock();
+        let term = std::io::stderr().is_terminal();
+        display_messages(r, &mut err, term)?;
+    }
+    Ok(())
+}
+
+/// The `X-Registry-Auth` header for the registry of `repo`, from config.json and its
+/// credential helpers (the registry client's reader), when there are credentials.
+fn registry_auth(ctx: &Ctx, repo: &str) -> Option<String> {
+    use crate::image::registry::auth::{Credentials, DockerConfig};
+    use base64::Engine as _;
+    let reference = crate::image::registry::Reference::parse(repo).ok()?;
+    let config = DockerConfig::load_if_exists(&ctx.config_dir.join("config.json")).ok()??;
+    let creds = config.lookup(&reference.registry).ok()??;
+    let v = match creds {
+        Credentials::Basic { username, password } => {
+            serde_json::json!({"username": username, "password": password, "serveraddress": reference.registry})
+        }
+        Credentials::IdentityToken(t) => {
+            serde_json::json!({"identitytoken": t, "serveraddress": reference.registry})
+        }
+    };
+    Some(base64::engine::general_purpose::URL_SAFE.encode(v.to_string()))
+}
+
+/// `images`.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Show all images (default hides intermediate images)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Restrict to a repository (and tag)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+const IMAGES_TABLE: &str = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+const IMAGES_TABLE_DIGESTS: &str =
+    "{{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+/// The rows of one image: one per tag, else one per repository of its digests, else
+/// `<none>`, as docker's image list shows them.
+fn image_rows(img: &Value, no_trunc: bool) -> Vec<gtmpl::Value> {
+    let strs = |k: &str| -> Vec<String> {
+        img[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|s| *s != "<none>:<none>" && *s != "<none>@<none>")
+            .map(str::to_owned)
+            .collect()
+    };
+    let tags = strs("RepoTags");
+    let digests = strs("RepoDigests");
+    let digest_of = |repo: &str| -> String {
+        digests
+            .iter()
+            .find_map(|d| {
+                d.split_once('@')
+                    .filter(|(r, _)| *r == repo)
+                    .map(|(_, d)| d.to_owned())
+            })
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let mut pairs: Vec<(String, String, String)> = Vec::new();
+    for t in &tags {
+        let (r, tag) = split_tag(t);
+        pairs.push((
+            r.to_owned(),
+            tag.unwrap_or("<none>").to_owned(),
+            digest_of(r),
+        ));
+    }
+    for d in &digests {
+        if let Some((r, dg)) = d.split_once('@') {
+            if !pairs.iter().any(|(pr, _, _)| pr == r) {
+                pairs.push((r.to_owned(), "<none>".into(), dg.to_owned()));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        pairs.push(("<none>".into(), "<none>".into(), "<none>".into()));
+    }
+    let id = img["Id"].as_str().unwrap_or("");
+    let created = img["Created"].as_i64().unwrap_or(0);
+    let size = img["Size"].as_f64().unwrap_or(0.0);
+    let shared = img["SharedSize"].as_i64().unwrap_or(-1);
+    let containers = img["Containers"].as_i64().unwrap_or(-1);
+    let na = |v: i64, f: &dyn Fn(i64) -> String| if v < 0 { "N/A".to_owned() } else { f(v) };
+    pairs
+        .into_iter()
+        .map(|(repo, tag, digest)| {
+            format::row(&[
+                ("Repository", repo),
+                ("Tag", tag),
+                ("Digest", digest),
+                ("ID", short_id(id, no_trunc)),
+                (
+                    "CreatedSince",
+                    if created > 0 {
+                        format::ago(created)
+                    } else {
+                        "N/A".into()
+                    },
+                ),
+                (
+                    "CreatedAt",
+                    if created > 0 {
+                        format::go_time(created)
+                    } else {
+                        String::new()
+                    },
+                ),
+                ("Size", format::human_size(size, 3)),
+                ("VirtualSize", format::human_size(size, 3)),
+                (
+                    "SharedSize",
+                    na(shared, &|v| format::human_size(v as f64, 3)),
+                ),
+                (
+                    "UniqueSize",
+                    na(shared, &|v| format::human_size(size - v as f64, 3)),
+                ),
+                ("Containers", na(containers, &|v| v.to_string())),
+            ])
+        })
+        .collect()
+}
+
+/// `images`.
+///
+/// # Errors
+/// Daemon, filter and template errors.
+pub fn images(ctx: &Ctx, a: ImagesArgs) -> Result<(), CliError> {
+    let mut filters = a.filter.clone();
+    if let Some(r) = &a.reference {
+        filters.push(format!("reference={r}"));
+    }
+    let mut query = Vec::new();
+    if a.all {
+        query.push("all=1".to_owned());
+    }
+    if !filters.is_empty() {
+        query.push(format!(
+            "filters={}",
+            q(&specs::filters(&filters)?.to_string())
+        ));
+    }
+    let path = if query.is_empty() {
+        "/images/json".to_owned()
+    } else {
+        format!("/images/json?{}", query.join("&"))
+    };
+    let fmt_text = if a.quiet {
+        "{{.ID}}".to_owned()
+    } else {
+        a.format
+            .clone()
+            .or_else(|| ctx.config_value("imagesFormat"))
+            .unwrap_or_else(|| "table".into())
+    };
+    let default = if a.digests {
+        IMAGES_TABLE_DIGESTS
+    } else {
+        IMAGES_TABLE
+    };
+    let f = Format::parse(&fmt_text, default)?;
+    let list: Vec<Value> = ctx.client.get_json(&path)?;
+    let rows: Vec<gtmpl::Value> = list
+        .iter()
+        .flat_map(|i| image_rows(i, a.no_trunc))
+        .collect();
+    let header = BTreeMap::from([
+        ("Repository", "REPOSITORY"),
+        ("Tag", "TAG"),
+        ("Digest", "DIGEST"),
+        ("ID", "IMAGE ID"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("Size", "SIZE"),
+        ("VirtualSize", "VIRTUAL SIZE"),
+        ("SharedSize", "SHARED SIZE"),
+        ("UniqueSize", "UNIQUE SIZE"),
+        ("Containers", "CONTAINERS"),
+    ]);
+    let mut out = std::io::stdout().lock();
+    f.print(&mut out, &header, &rows)?;
+    Ok(())
+}
+
+/// `load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Read from tar archive file, instead of STDIN
+    #[arg(short, long)]
+    pub input: Option<String>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `load`.
+///
+/// # Errors
+/// An unreadable file, a terminal on stdin, the daemon's errors.
+pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<(), CliError> {
+    let mut file;
+    let mut stdin;
+    let reader: &mut dyn Read = match &a.input {
+        Some(p) if p != "-" => {
+            file = std::fs::File::open(p).map_err(CliError::io(format!("open {p}")))?;
+            &mut file
+        }
+        _ => {
+            if std::io::stdin().is_terminal() {
+                return Err(CliError::Status {
+                    code: 1,
+                    message: "requested load from stdin, but stdin is empty".into(),
+                });
+            }
+            stdin = std::io::stdin().lock();
+            &mut stdin
+        }
+    };
+    let path = if a.quiet {
+        "/images/load?quiet=1"
+    } else {
+        "/images/load?quiet=0"
+    };
+    let r = ctx
+        .client
+        .request("POST", path, &[], Body::Stream(reader, "application/x-tar"))?
+        .ok()?;
+    let json = r.header("Content-Type").is_some_and(|t| t.contains("json"));
+    let mut out = std::io::stdout().lock();
+    if json {
+        let term = !a.quiet && std::io::stdout().is_terminal();
+        display_messages(r, &mut out, term)?;
+    } else {
+        let mut r = r;
+        std::io::copy(&mut r, &mut out).map_err(CliError::io("stdout"))?;
+    }
+    Ok(())
+}
+
+/// `import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// A tarball file, a URL, or - for STDIN
+    #[arg(value_name = "file|URL|-")]
+    pub source: String,
+    /// The repository (and tag) to name the image
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+/// `import`: prints the new image's id.
+///
+/// # Errors
+/// An unreadable file, the daemon's errors.
+pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), CliError> {
+    let is_url = a.source.starts_with("http://") || a.source.starts_with("https://");
+    let from = if is_url { a.source.as_str() } else { "-" };
+    let mut query = vec![format!("fromSrc={}", q(from))];
+    if let Some(r) = &a.reference {
+        if crate::image::registry::Reference::parse(r).is_err() {
+            return Err(CliError::Status {
+                code: 1,
+                message: format!("invalid reference format: {r}"),
+            });
+        }
+        query.push(format!("repo={}", q(r)));
+    }
+    if let Some(m) = &a.message {
+        query.push(format!("message={}", q(m)));
+    }
+    if let Some(p) = &a.platform {
+        query.push(format!("platform={}", q(p)));
+    }
+    for c in &a.change {
+        query.push(format!("changes={}", q(c)));
+    }
+    let path = format!("/images/create?{}", query.join("&"));
+    let r = if is_url {
+        ctx.client.request("POST", &path, &[], Body::None)?
+    } else if a.source == "-" {
+        let mut stdin = std::io::stdin().lock();
+        ctx.client.request(
+            "POST",
+            &path,
+            &[],
+            Body::Stream(&mut stdin, "application/x-tar"),
+        )?
+    } else {
+        let mut f =
+            std::fs::File::open(&a.source).map_err(CliError::io(format!("open {}", a.source)))?;
+        ctx.client.request(
+            "POST",
+            &path,
+            &[],
+            Body::Stream(&mut f, "application/x-tar"),
+        )?
+    };
+    let r = r.ok()?;
+    let mut out = std::io::stdout().lock();
+    display_messages(r, &mut out, false)?;
+    Ok(())
+}
+
+/// `tag`.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// SOURCE_IMAGE[:TAG]
+    pub source: String,
+    /// TARGET_IMAGE[:TAG]
+    pub target: String,
+}
+
+/// `tag`.
+///
+/// # Errors
+/// The daemon's.
+pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<(), CliError> {
+    let (repo, tag) = split_tag(&a.target);
+    let mut path = format!("/images/{}/tag?repo={}", path_escape(&a.source), q(repo));
+    if let Some(t) = tag {
+        path.push_str(&format!("&tag={}", q(t)));
+    }
+    ctx.client.call("POST", &path, Body::None)?;
+    Ok(())
+}
+
+/// `rmi`.
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short, long)]
+    pub force: bool,
+    /// Do not delete untagged parents
+    #[arg(long = "no-prune")]
+    pub no_prune: bool,
+    /// Images
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `rmi`: prints what was untagged and deleted.
+///
+/// # Errors
+/// Exit 1 when any failed (each error printed).
+pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<(), CliError> {
+    let mut query = Vec::new();
+    if a.force {
+        query.push("force=1");
+    }
+    if a.no_prune {
+        query.push("noprune=1");
+    }
+    let qs = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let mut failed = false;
+    for i in &a.images {
+        let r: Result<Vec<Value>, ClientError> = ctx
+            .client
+            .request(
+                "DELETE",
+                &format!("/images/{}{qs}", path_escape(i)),
+                &[],
+                Body::None,
+            )
+            .and_then(|r| r.ok())
+            .and_then(|r| r.json());
+        match r {
+            Ok(items) => {
+                let mut out = std::io::stdout().lock();
+                for it in items {
+                    if let Some(u) = it["Untagged"].as_str() {
+                        writeln!(out, "Untagged: {u}").map_err(CliError::io("stdout"))?;
+                    }
+                    if let Some(d) = it["Deleted"].as_str() {
+                        writeln!(out, "Deleted: {d}").map_err(CliError::io("stdout"))?;
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{e}");
+            }
+        }
+    }
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("busybox:1"), ("busybox", Some("1")));
+        assert_eq!(split_tag("localhost:5000/a"), ("localhost:5000/a", None));
+        assert_eq!(
+            split_tag("localhost:5000/a:t"),
+            ("localhost:5000/a", Some("t"))
+        );
+        assert_eq!(with_default_tag("busybox"), "busybox:latest");
+        assert_eq!(
+            with_default_tag("localhost:5000/a"),
+            "localhost:5000/a:latest"
+        );
+        assert_eq!(with_default_tag("a@sha256:00"), "a@sha256:00");
+    }
+
+    #[test]
+    fn image_rows_follow_tags_then_digests() {
+        let img = json!({"Id": "sha256:0123456789abcdef", "RepoTags": ["a:1", "b:2"],
+            "RepoDigests": ["a@sha256:ff"], "Created": 0, "Size": 1000});
+        let rows = image_rows(&img, false);
+        assert_eq!(rows.len(), 2);
+        let none = json!({"Id": "sha256:0123456789abcdef", "RepoTags": [], "RepoDigests": []});
+        let rows = image_rows(&none, false);
+        let f = Format::parse("{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}", "").unwrap();
+        assert_eq!(f.render(&rows[0]).unwrap(), "<none> <none> 0123456789ab 0B");
+    }
+
+    #[test]
+    fn messages_print_as_docker_on_a_pipe() {
+        let stream = concat!(
+            r#"{"status":"Pulling from library/busybox","id":"latest"}"#,
+            "\n",
+            r#"{"status":"Downloading","progressDetail":{"current":1,"total":2},"id":"abc"}"#,
+            "\n",
+            r#"{"status":"Pull complete","progressDetail":{},"id":"abc"}"#,
+            "\n",
+            r#"{"stream":"Loaded image: busybox:latest\n"}"#,
+            "\n",
+        );
+        let mut out = Vec::new();
+        display_messages(stream.as_bytes(), &mut out, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "latest: Pulling from library/busybox\nabc: Pull complete\nLoaded image: busybox:latest\n"
+        );
+        let bad = r#"{"errorDetail":{"message":"boom"},"error":"boom"}"#;
+        assert!(display_messages(bad.as_bytes(), &mut Vec::new(), false).is_err());
+    }
+}

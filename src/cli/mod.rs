@@ -1,0 +1,447 @@
+//! refeng, the CLI: docker's commands and flags turned into Engine API requests, so the same
+//! program drives refengd and the real dockerd. One file per command group; the client,
+//! address resolution, output formatting and input parsers beside them.
+
+pub mod address;
+pub mod client;
+pub mod containers;
+pub mod format;
+pub mod images;
+pub mod inspect;
+pub mod specs;
+pub mod stream;
+pub mod system;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use client::{Client, ClientError};
+use format::FormatError;
+use specs::SpecError;
+
+/// What a command can fail with; each maps to docker's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// the daemon or the connection failed
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// the daemon address cannot be used
+    #[error(transparent)]
+    Address(#[from] address::AddressError),
+    /// a `--format` failed
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// an input spec failed to parse
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// a local file or the terminal failed
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// a usage error (wrong arguments, unsupported flag)
+    #[error("{0}")]
+    Usage(String),
+    /// an error with a given exit status (run's 125/126/127), printed as `refeng: <error>`
+    #[error("{message}")]
+    Status { code: i32, message: String },
+    /// an exit status without a message (a container's, or errors already printed)
+    #[error("exit status {0}")]
+    Exit(i32),
+}
+
+impl CliError {
+    /// docker's exit code for this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            CliError::Status { code, .. } | CliError::Exit(code) => *code,
+            CliError::Usage(_) => 125,
+            _ => 1,
+        }
+    }
+
+    /// A local I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let what = what.into();
+        move |source| CliError::Io { what, source }
+    }
+}
+
+/// refeng: a docker-compatible command line for refengd (and dockerd).
+#[derive(Debug, Parser)]
+#[command(
+    name = "refeng",
+    about = "A self-sufficient runtime for containers",
+    disable_version_flag = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Location of client config files
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Name of the context to use to connect to the daemon
+    #[arg(short = 'c', long)]
+    pub context: Option<String>,
+    /// Enable debug mode
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+    /// Daemon socket to connect to
+    #[arg(short = 'H', long = "host")]
+    pub host: Option<String>,
+    /// Set the logging level ("debug", "info", "warn", "error", "fatal")
+    #[arg(short = 'l', long = "log-level")]
+    pub log_level: Option<String>,
+    /// Use TLS; implied by --tlsverify
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust certs signed only by this CA
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    /// Path to TLS key file
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+    /// Use TLS and verify the remote
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// Print version information and quit
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands, docker's names.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and run a new container from an image
+    Run(containers::RunArgs),
+    /// Create a new container
+    Create(containers::RunArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(containers::NamesArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(containers::AttachArgs),
+    /// List images
+    Images(images::ImagesArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(images::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(images::ImportArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(images::TagArgs),
+    /// Remove one or more images
+    Rmi(images::RmiArgs),
+    /// Return low-level information on Docker objects
+    Inspect(inspect::InspectArgs),
+    /// Show the Docker version information
+    Version(system::VersionArgs),
+    /// Display system-wide information
+    Info(system::InfoArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage Docker
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+/// `refeng container ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and run a new container from an image
+    Run(containers::RunArgs),
+    /// Create a new container
+    Create(containers::RunArgs),
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(containers::PsArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(containers::RmArgs),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(containers::NamesArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(containers::AttachArgs),
+    /// Display detailed information on one or more containers
+    Inspect(inspect::TypedInspectArgs),
+}
+
+/// `refeng image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images
+    #[command(visible_aliases = ["images", "list"])]
+    Ls(images::ImagesArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(images::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(images::ImportArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(images::TagArgs),
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm(images::RmiArgs),
+    /// Display detailed information on one or more images
+    Inspect(inspect::TypedInspectArgs),
+}
+
+/// `refeng system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Display system-wide information
+    Info(system::InfoArgs),
+}
+
+/// What a command runs with: the client and where the docker config lives.
+#[derive(Debug)]
+pub struct Ctx {
+    pub client: Client,
+    pub config_dir: PathBuf,
+}
+
+impl Ctx {
+    /// A setting of the docker config file (`psFormat`, `imagesFormat`, `detachKeys`).
+    pub fn config_value(&self, key: &str) -> Option<String> {
+        let text = std::fs::read(self.config_dir.join("config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        v[key].as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    }
+}
+
+/// Runs the CLI with `args` (the program name first) and returns the exit code, having
+/// printed errors as the docker CLI prints them.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    if let Some(e) = containers::refuse_unsupported(&args) {
+        return report(&e, None);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 125,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if cli.version {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "refeng version {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        return 0;
+    };
+    let run_like = matches!(
+        command,
+        Command::Run(_)
+            | Command::Create(_)
+            | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
+    );
+    let verb = match &command {
+        Command::Run(_) | Command::Container(ContainerCommand::Run(_)) => Some("run"),
+        Command::Create(_) | Command::Container(ContainerCommand::Create(_)) => Some("create"),
+        _ => None,
+    };
+    let config_dir = address::config_dir(cli.config.as_deref());
+    let tls = address::TlsFlags {
+        tls: cli.tls,
+        verify: cli.tlsverify,
+        ca: cli.tlscacert.clone(),
+        cert: cli.tlscert.clone(),
+        key: cli.tlskey.clone(),
+    };
+    let endpoint = match address::resolve(
+        cli.host.as_deref(),
+        cli.context.as_deref(),
+        &config_dir,
+        &tls,
+    ) {
+        Ok(e) => e,
+        Err(e) => return report(&CliError::from(e), verb),
+    };
+    let ctx = Ctx {
+        client: Client::new(endpoint),
+        config_dir,
+    };
+    match dispatch(&ctx, command) {
+        Ok(()) => 0,
+        Err(e) => {
+            let e = if run_like {
+                containers::run_status(e)
+            } else {
+                e
+            };
+            report(&e, verb)
+        }
+    }
+}
+
+/// Prints an error as the docker CLI does and returns its exit code.
+fn report(e: &CliError, verb: Option<&str>) -> i32 {
+    let mut err = std::io::stderr().lock();
+    match e {
+        CliError::Exit(code) => return *code,
+        CliError::Status { code, message } => {
+            let _ = match verb {
+                Some(v) => writeln!(
+                    err,
+                    "refeng: {message}\n\nRun 'refeng {v} --help' for more information"
+                ),
+                None => writeln!(err, "{message}"),
+            };
+            return *code;
+        }
+        CliError::Usage(m) => {
+            let _ = writeln!(err, "refeng: {m}");
+        }
+        other => {
+            let _ = writeln!(err, "{other}");
+        }
+    }
+    e.code()
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(ctx, a),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            containers::create_cmd(ctx, a)
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(ctx, a),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(ctx, a),
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            containers::start(ctx, a)
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            containers::stop(ctx, a, "stop")
+        }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            containers::stop(ctx, a, "restart")
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            containers::kill(ctx, a)
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            containers::wait(ctx, a)
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            containers::logs(ctx, a)
+        }
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            containers::simple(ctx, a, "pause")
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            containers::simple(ctx, a, "unpause")
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            containers::rename(ctx, a)
+        }
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            containers::exec(ctx, a)
+        }
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            containers::attach(ctx, a)
+        }
+        Command::Container(ContainerCommand::Inspect(a)) => {
+            inspect::inspect_typed(ctx, a, inspect::Kind::Container)
+        }
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(ctx, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(ctx, a),
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(ctx, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
+        Command::Image(ImageCommand::Inspect(a)) => {
+            inspect::inspect_typed(ctx, a, inspect::Kind::Image)
+        }
+        Command::Inspect(a) => inspect::inspect(ctx, a),
+        Command::Version(a) => system::version(ctx, a),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_definitions_are_consistent() {
+        // clap's own checks (unique short flags per command, ...), which otherwise only fire
+        // when a command is first parsed.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn docker_command_lines_parse() {
+        for line in [
+            "refeng -H unix:///x run --rm -it -e A=1 -v /d -p 80:80 --name n busybox sh -c 'echo -n'",
+            "refeng run -d --restart on-failure:3 -m 64m --cpus 0.5 busybox",
+            "refeng ps -a -q --no-trunc -n 3 --filter status=exited",
+            "refeng images -a --format {{.ID}} busybox",
+            "refeng import -c ENV=1 - busybox:latest",
+            "refeng container ls -s",
+            "refeng image inspect busybox",
+            "refeng exec -it -u 0 -w / c sh",
+            "refeng logs -f --tail 5 -t c",
+        ] {
+            let args: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+}

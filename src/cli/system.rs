@@ -1,0 +1,344 @@
+//! `version` and `info`: the client's and the daemon's facts, in docker's layout.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use super::client::{version_less, MAX_API_VERSION};
+use super::format::{self, bytes_size, Format};
+use super::{CliError, Ctx};
+
+/// `refeng version`.
+#[derive(Debug, clap::Args)]
+pub struct VersionArgs {
+    /// Format output using a custom template ('json' or a Go template)
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+/// `refeng info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Format output using a custom template ('json' or a Go template)
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+fn context_name() -> String {
+    std::env::var("DOCKER_CONTEXT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+fn client_facts(api: &str) -> Value {
+    json!({
+        "Platform": {"Name": ""},
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": api,
+        "DefaultAPIVersion": MAX_API_VERSION,
+        "Os": std::env::consts::OS,
+        "Arch": go_arch(),
+        "Context": context_name(),
+    })
+}
+
+/// Go's name for the machine, as docker prints `OS/Arch`.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Prints `version`.
+///
+/// # Errors
+/// The daemon's; the client part is printed first, as docker does.
+pub fn version(ctx: &Ctx, args: VersionArgs) -> Result<(), CliError> {
+    let server: Result<Value, CliError> = ctx
+        .client
+        .get_json::<Value>("/version")
+        .map_err(CliError::from);
+    let api = ctx.client.version().unwrap_or(MAX_API_VERSION).to_owned();
+    let client = client_facts(&api);
+    let mut out = std::io::stdout().lock();
+    if let Some(f) = args.format {
+        let f = Format::parse(&f, "")?;
+        let doc = json!({"Client": client, "Server": server.as_ref().ok()});
+        let text = f.render(&format::from_json(&doc))?;
+        writeln!(out, "{text}").map_err(CliError::io("stdout"))?;
+        return server.map(|_| ());
+    }
+    let mut text = String::new();
+    text.push_str("Client:\n");
+    text.push_str(&format!(" Version:\t{}\n", env!("CARGO_PKG_VERSION")));
+    let downgraded = if version_less(&api, MAX_API_VERSION) {
+        format!(" (downgraded from {MAX_API_VERSION})")
+    } else {
+        String::new()
+    };
+    text.push_str(&format!(" API version:\t{api}{downgraded}\n"));
+    text.push_str(&format!(
+        " OS/Arch:\t{}/{}\n",
+        std::env::consts::OS,
+        go_arch()
+    ));
+    text.push_str(&format!(" Context:\t{}\n", context_name()));
+    if let Ok(s) = &server {
+        text.push_str("\nServer:");
+        if let Some(p) = s["Platform"]["Name"].as_str().filter(|p| !p.is_empty()) {
+            text.push_str(&format!(" {p}"));
+        }
+        text.push('\n');
+        for c in s["Components"].as_array().into_iter().flatten() {
+            let name = c["Name"].as_str().unwrap_or("");
+            text.push_str(&format!(" {name}:\n"));
+            let d = &c["Details"];
+            let detail = |k: &str| d[k].as_str().unwrap_or("").to_owned();
+            if name == "Engine" {
+                text.push_str(&format!(
+                    "  Version:\t{}\n",
+                    c["Version"].as_str().unwrap_or("")
+                ));
+                text.push_str(&format!(
+                    "  API version:\t{} (minimum version {})\n",
+                    detail("ApiVersion"),
+                    detail("MinAPIVersion")
+                ));
+                text.push_str(&format!("  Go version:\t{}\n", detail("GoVersion")));
+                text.push_str(&format!("  Git commit:\t{}\n", detail("GitCommit")));
+                text.push_str(&format!("  Built:\t{}\n", detail("BuildTime")));
+                text.push_str(&format!(
+                    "  OS/Arch:\t{}/{}\n",
+                    detail("Os"),
+                    detail("Arch")
+                ));
+                text.push_str(&format!("  Experimental:\t{}\n", detail("Experimental")));
+            } else {
+                text.push_str(&format!(
+                    "  Version:\t{}\n",
+                    c["Version"].as_str().unwrap_or("")
+                ));
+                let mut keys: Vec<&String> = d
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                keys.sort();
+                for k in keys {
+                    text.push_str(&format!("  {k}:\t{}\n", detail(k)));
+                }
+            }
+        }
+    }
+    out.write_all(format::tabwrite(&text, 20, 1).as_bytes())
+        .map_err(CliError::io("stdout"))?;
+    server.map(|_| ())
+}
+
+/// Prints `info`.
+///
+/// # Errors
+/// The daemon's.
+pub fn info(ctx: &Ctx, args: InfoArgs) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let server: Result<Value, CliError> = ctx
+        .client
+        .get_json::<Value>("/info")
+        .map_err(CliError::from);
+    if let Some(f) = args.format {
+        let f = Format::parse(&f, "")?;
+        let doc = json!({
+            "ClientInfo": {"Version": env!("CARGO_PKG_VERSION"), "Context": context_name(), "Debug": false},
+        });
+        let mut doc = doc.as_object().cloned().unwrap_or_default();
+        if let Ok(Value::Object(s)) = &server {
+            for (k, v) in s {
+                doc.insert(k.clone(), v.clone());
+            }
+        }
+        let text = f.render(&format::from_json(&Value::Object(doc)))?;
+        writeln!(out, "{text}").map_err(CliError::io("stdout"))?;
+        return server.map(|_| ());
+    }
+    let mut t = String::new();
+    t.push_str("Client:\n");
+    t.push_str(&format!(" Version:    {}\n", env!("CARGO_PKG_VERSION")));
+    t.push_str(&format!(" Context:    {}\n", context_name()));
+    t.push_str(" Debug Mode: false\n");
+    let s = match server {
+        Ok(s) => s,
+        Err(e) => {
+            out.write_all(t.as_bytes())
+                .map_err(CliError::io("stdout"))?;
+            return Err(e);
+        }
+    };
+    t.push('\n');
+    t.push_str(&server_info(&s));
+    out.write_all(t.as_bytes())
+        .map_err(CliError::io("stdout"))?;
+    let warnings: Vec<&str> = s["Warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !warnings.is_empty() {
+        let mut err = std::io::stderr().lock();
+        for w in warnings {
+            let _ = writeln!(err, "{w}");
+        }
+    }
+    Ok(())
+}
+
+/// The server part of `info`, in docker's order.
+fn server_info(s: &Value) -> String {
+    let mut t = String::from("Server:\n");
+    let str_of = |v: &Value| -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    };
+    let line = |t: &mut String, indent: usize, k: &str, v: &Value| {
+        t.push_str(&format!("{}{k}: {}\n", " ".repeat(indent), str_of(v)));
+    };
+    line(&mut t, 1, "Containers", &s["Containers"]);
+    line(&mut t, 2, "Running", &s["ContainersRunning"]);
+    line(&mut t, 2, "Paused", &s["ContainersPaused"]);
+    line(&mut t, 2, "Stopped", &s["ContainersStopped"]);
+    line(&mut t, 1, "Images", &s["Images"]);
+    line(&mut t, 1, "Server Version", &s["ServerVersion"]);
+    line(&mut t, 1, "Storage Driver", &s["Driver"]);
+    for pair in s["DriverStatus"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) {
+            t.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    line(&mut t, 1, "Logging Driver", &s["LoggingDriver"]);
+    line(&mut t, 1, "Cgroup Driver", &s["CgroupDriver"]);
+    line(&mut t, 1, "Cgroup Version", &s["CgroupVersion"]);
+    t.push_str(" Plugins:\n");
+    for (k, always) in [
+        ("Volume", true),
+        ("Network", true),
+        ("Authorization", false),
+        ("Log", false),
+    ] {
+        let items: Vec<String> = s["Plugins"][k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(str_of)
+            .collect();
+        if always || !items.is_empty() {
+            t.push_str(&format!("  {k}: {}\n", items.join(" ")));
+        }
+    }
+    let swarm = s["Swarm"]["LocalNodeState"].as_str().unwrap_or("inactive");
+    t.push_str(&format!(" Swarm: {swarm}\n"));
+    let mut runtimes: Vec<&String> = s["Runtimes"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    runtimes.sort();
+    if !runtimes.is_empty() {
+        let names: Vec<&str> = runtimes.iter().map(|s| s.as_str()).collect();
+        t.push_str(&format!(" Runtimes: {}\n", names.join(" ")));
+    }
+    if s["DefaultRuntime"].as_str().is_some_and(|r| !r.is_empty()) {
+        line(&mut t, 1, "Default Runtime", &s["DefaultRuntime"]);
+    }
+    line(&mut t, 1, "Init Binary", &s["InitBinary"]);
+    line(
+        &mut t,
+        1,
+        "containerd version",
+        &s["ContainerdCommit"]["ID"],
+    );
+    line(&mut t, 1, "runc version", &s["RuncCommit"]["ID"]);
+    line(&mut t, 1, "init version", &s["InitCommit"]["ID"]);
+    let opts: Vec<&str> = s["SecurityOptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !opts.is_empty() {
+        t.push_str(" Security Options:\n");
+        for o in opts {
+            // name=seccomp,profile=builtin
+            let mut name = "";
+            let mut rest = Vec::new();
+            for kv in o.split(',') {
+                match kv.split_once('=') {
+                    Some(("name", v)) => name = v,
+                    Some((k, v)) => rest.push((k, v)),
+                    None => name = kv,
+                }
+            }
+            t.push_str(&format!("  {name}\n"));
+            for (k, v) in rest {
+                let mut k = k.to_owned();
+                if let Some(c) = k.get(..1) {
+                    k = c.to_uppercase() + &k[1..];
+                }
+                t.push_str(&format!("   {k}: {v}\n"));
+            }
+        }
+    }
+    line(&mut t, 1, "Kernel Version", &s["KernelVersion"]);
+    line(&mut t, 1, "Operating System", &s["OperatingSystem"]);
+    line(&mut t, 1, "OSType", &s["OSType"]);
+    line(&mut t, 1, "Architecture", &s["Architecture"]);
+    line(&mut t, 1, "CPUs", &s["NCPU"]);
+    let mem = s["MemTotal"].as_f64().unwrap_or(0.0);
+    t.push_str(&format!(" Total Memory: {}\n", bytes_size(mem)));
+    line(&mut t, 1, "Name", &s["Name"]);
+    line(&mut t, 1, "ID", &s["ID"]);
+    line(&mut t, 1, "Docker Root Dir", &s["DockerRootDir"]);
+    line(&mut t, 1, "Debug Mode", &s["Debug"]);
+    for (k, label) in [
+        ("HttpProxy", "HTTP Proxy"),
+        ("HttpsProxy", "HTTPS Proxy"),
+        ("NoProxy", "No Proxy"),
+    ] {
+        if s[k].as_str().is_some_and(|v| !v.is_empty()) {
+            line(&mut t, 1, label, &s[k]);
+        }
+    }
+    let labels: Vec<String> = s["Labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    if !labels.is_empty() {
+        t.push_str(" Labels:\n");
+        for l in labels {
+            t.push_str(&format!("  {l}\n"));
+        }
+    }
+    line(&mut t, 1, "Experimental", &s["ExperimentalBuild"]);
+    let insecure: Vec<String> = s["RegistryConfig"]["InsecureRegistryCIDRs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    if !insecure.is_empty() {
+        t.push_str(" Insecure Registries:\n");
+        for i in insecure {
+            t.push_str(&format!("  {i}\n"));
+        }
+    }
+    line(&mut t, 1, "Live Restore Enabled", &s["LiveRestoreEnabled"]);
+    t.push('\n');
+    t
+}
