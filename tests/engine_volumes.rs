@@ -971,6 +971,87 @@ fn differential_against_dockerd() {
     assert_eq!(ours.1["Config"]["Volumes"], theirs.1["Config"]["Volumes"]);
 }
 
+/// `--mount type=volume,volume-subpath=`: the container sees the subpath alone; a symlink a
+/// container wrote in the volume resolves inside the volume, never to the host's file of that
+/// name; a missing subpath fails the start by name; `..` and absolute subpaths are refused.
+fn volume_subpath_stays_in_the_volume() {
+    d().docker(&["volume", "create", "sp"]);
+    d().docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "sp:/v",
+        "bb:base",
+        "sh",
+        "-c",
+        "mkdir -p /v/sub /v/etc && echo insub > /v/sub/f && echo top > /v/top \
+         && echo decoy > /v/etc/hostname && ln -s /etc /v/abs && ln -s ../../../../etc /v/rel",
+    ]);
+    let sub = "type=volume,src=sp,dst=/x,volume-subpath=sub";
+    let out = d().docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        sub,
+        "bb:base",
+        "sh",
+        "-c",
+        "ls /x; cat /x/f",
+    ]);
+    assert_eq!(out, "f\ninsub\n");
+    // Writes land in the subpath.
+    d().docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        sub,
+        "bb:base",
+        "sh",
+        "-c",
+        "echo w > /x/w",
+    ]);
+    let mp = inspect("volume", "sp")["Mountpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fs::read_to_string(format!("{mp}/sub/w")).unwrap(), "w\n");
+    // Symlinks resolve in the volume: /etc of the volume, not the host's.
+    let host = fs::read_to_string("/etc/hostname").unwrap_or_default();
+    for link in ["abs", "rel"] {
+        let m = format!("type=volume,src=sp,dst=/x,volume-subpath={link}");
+        let out = d().docker(&[
+            "run",
+            "--rm",
+            "--mount",
+            &m,
+            "bb:base",
+            "cat",
+            "/x/hostname",
+        ]);
+        assert_eq!(out, "decoy\n", "{link} left the volume (host has {host:?})");
+    }
+    let m = "type=volume,src=sp,dst=/x,volume-subpath=nope";
+    let o = try_docker(&["run", "--rm", "--mount", m, "bb:base", "true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("subpath \"nope\""),
+        "{err}"
+    );
+    for bad in ["../sp", "/sub"] {
+        let m = format!("type=volume,src=sp,dst=/x,volume-subpath={bad}");
+        let o = try_docker(&["run", "--rm", "--mount", &m, "bb:base", "true"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("subpath must be a relative path"),
+            "{bad}: {err}"
+        );
+    }
+    // Nothing staged is left mounted.
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!info.contains("/subpaths/"), "{info}");
+    d().docker(&["volume", "rm", "sp"]);
+}
+
 fn main() {
     engine_support::run(
         &[
@@ -1002,6 +1083,7 @@ fn main() {
                 &tmpfs_volume_held_across_a_restart,
             ),
             ("compose", &compose_project_keeps_its_named_volume),
+            ("volume_subpath", &volume_subpath_stays_in_the_volume),
             (
                 "differential_against_dockerd",
                 &differential_against_dockerd,

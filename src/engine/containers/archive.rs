@@ -672,7 +672,16 @@ fn mount_volumes(root_path: &Path, mounts: &[MountPoint]) -> Result<(), String> 
             Mode::empty(),
         )
         .map_err(|e| err(&e))?;
-        let is_file = std::fs::metadata(&m.source).is_ok_and(|md| !md.is_dir());
+        // A volume's subpath is opened inside the volume and bound by its fd.
+        let sub = if m.kind == MountKind::Volume && !m.subpath.is_empty() {
+            Some(super::mounts::open_subpath(m).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let source = sub
+            .as_ref()
+            .map_or_else(|| PathBuf::from(&m.source), proc_fd_path);
+        let is_file = std::fs::metadata(&source).is_ok_and(|md| !md.is_dir());
         let target = mount_target(root.as_fd(), &m.destination, is_file).map_err(|e| err(&e))?;
         let flags = if m.non_recursive {
             MsFlags::MS_BIND
@@ -681,7 +690,7 @@ fn mount_volumes(root_path: &Path, mounts: &[MountPoint]) -> Result<(), String> 
         };
         // The fd's /proc path makes the kernel mount on the very inode resolved in the root.
         nix::mount::mount(
-            Some(m.source.as_str()),
+            Some(&source),
             &proc_fd_path(&target),
             None::<&str>,
             flags,

@@ -74,6 +74,10 @@ pub struct MountPoint {
     /// A missing bind source is made (`bind-create-mountpoint`; `-v` always does).
     #[serde(default)]
     pub create_source: bool,
+    /// A volume mounted from this path inside it (`volume-subpath`), relative and clean; the
+    /// container gets it through [`stage_subpath`], resolved inside the volume.
+    #[serde(default)]
+    pub subpath: String,
 }
 
 impl MountPoint {
@@ -94,6 +98,7 @@ impl MountPoint {
             driver_options: BTreeMap::new(),
             non_recursive: false,
             create_source: false,
+            subpath: String::new(),
         }
     }
 
@@ -130,7 +135,14 @@ impl MountPoint {
                 if !self.rw {
                     o.push(json!("ro"));
                 }
-                json!({"destination": self.destination, "type": "bind", "source": self.source, "options": o})
+                // A subpath's source is its staged place, set at each start
+                // (`set_subpath_sources`): never a path through the volume.
+                let source = if self.subpath.is_empty() {
+                    self.source.as_str()
+                } else {
+                    ""
+                };
+                json!({"destination": self.destination, "type": "bind", "source": source, "options": o})
             }
             MountKind::Bind => {
                 let bind = if self.non_recursive { "bind" } else { "rbind" };
@@ -142,6 +154,117 @@ impl MountPoint {
             }
         }
     }
+}
+
+/// Opens (`O_PATH`) the subpath of a volume mount inside the volume: symlinks and `..` in it
+/// stay below the volume's directory, whatever a container wrote there.
+///
+/// # Errors
+/// `BadRequest` naming the subpath and the volume when it cannot be opened.
+pub fn open_subpath(m: &MountPoint) -> Result<std::os::fd::OwnedFd, ApiError> {
+    use nix::fcntl::{OFlag, ResolveFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsFd;
+    let fail = |e: nix::errno::Errno| {
+        bad(format!(
+            "error while mounting volume {:?} with subpath {:?}: {}",
+            m.name,
+            m.subpath,
+            e.desc().to_lowercase()
+        ))
+    };
+    let root = nix::fcntl::open(
+        m.source.as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail)?;
+    crate::sys::openat2::open_in_root_with(
+        root.as_fd(),
+        &m.subpath,
+        OFlag::O_PATH,
+        Mode::empty(),
+        ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(fail)
+}
+
+/// A volume's subpath bound at a private place of the daemon's for the runtime to bind from:
+/// the runtime is given this place, never a path through the volume that a symlink written in
+/// between could redirect. Unmounted and removed on drop (the container keeps its own mount).
+#[derive(Debug)]
+pub struct StagedSubpath {
+    /// Where it is bound.
+    pub path: std::path::PathBuf,
+    mounted: bool,
+}
+
+/// Binds the subpath of `m` at `at` (made as a directory or a file, as the subpath is).
+///
+/// # Errors
+/// `BadRequest` when the subpath cannot be opened; `Internal` when the bind fails.
+pub fn stage_subpath(m: &MountPoint, at: &std::path::Path) -> Result<StagedSubpath, ApiError> {
+    let fd = open_subpath(m)?;
+    let st = nix::sys::stat::fstat(&fd)
+        .map_err(|e| ApiError::internal("stat of a volume subpath", e))?;
+    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let mut staged = StagedSubpath {
+        path: at.to_path_buf(),
+        mounted: false,
+    };
+    if let Some(parent) = at.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ApiError::internal("making the subpath mount point", e))?;
+    }
+    let made = if dir {
+        std::fs::create_dir(at)
+    } else {
+        std::fs::File::create(at).map(drop)
+    };
+    made.map_err(|e| ApiError::internal("making the subpath mount point", e))?;
+    let source = crate::sys::openat2::proc_fd_path(&fd);
+    nix::mount::mount(
+        Some(&source),
+        at,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ApiError::internal("binding a volume subpath", e))?;
+    staged.mounted = true;
+    nix::mount::mount(
+        None::<&str>,
+        at,
+        None::<&str>,
+        nix::mount::MsFlags::MS_PRIVATE | nix::mount::MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ApiError::internal("making a subpath mount private", e))?;
+    Ok(staged)
+}
+
+impl Drop for StagedSubpath {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(&self.path).or_else(|_| std::fs::remove_file(&self.path));
+    }
+}
+
+/// Points the bind of each subpath mount in `spec` at its staged place; true when one was.
+pub fn set_subpath_sources(spec: &mut Value, staged: &[(String, std::path::PathBuf)]) -> bool {
+    let Some(list) = spec["mounts"].as_array_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for (destination, path) in staged {
+        if let Some(e) = list.iter_mut().find(|e| e["destination"] == *destination) {
+            e["source"] = json!(path);
+            changed = true;
+        }
+    }
+    changed
 }
 
 fn bad(m: impl Into<String>) -> ApiError {
@@ -406,8 +529,30 @@ pub fn parse_mount(v: &Value) -> Result<MountPoint, ApiError> {
                 m.mode = "z".into();
             }
             if let Some(o) = b.volume_options.as_ref().filter(|o| !o.is_null()) {
-                refuse_unknown("VolumeOptions", o, &["NoCopy", "Labels", "DriverConfig"])?;
+                refuse_unknown(
+                    "VolumeOptions",
+                    o,
+                    &["NoCopy", "Labels", "DriverConfig", "Subpath"],
+                )?;
                 if o.get("NoCopy").and_then(Value::as_bool) == Some(true) {
+                    m.copy = false;
+                }
+                let subpath = o.get("Subpath").and_then(Value::as_str).unwrap_or("");
+                if !subpath.is_empty() {
+                    let local = !subpath.starts_with('/')
+                        && subpath.split('/').all(|c| c != ".." && !c.contains('\0'));
+                    if !local {
+                        return Err(bad(format!(
+                            "invalid mount config for type \"volume\": subpath must be a \
+                             relative path within the volume (got {subpath:?})"
+                        )));
+                    }
+                    m.subpath = subpath
+                        .split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    // The volume's own content is mounted, never the image's copied up.
                     m.copy = false;
                 }
                 m.labels = string_map(o.get("Labels"), "VolumeOptions.Labels")?;
@@ -763,6 +908,15 @@ mod tests {
         )
         .unwrap();
         assert!(!v.rw && !v.copy && v.name == "vv");
+        let v = parse_mount(&json!({"Type": "volume", "Source": "vv", "Target": "/v",
+            "VolumeOptions": {"Subpath": "./a//b/"}}))
+        .unwrap();
+        assert_eq!((v.subpath.as_str(), v.copy), ("a/b", false));
+        assert_eq!(
+            v.oci()["source"],
+            "",
+            "a subpath is bound from its staged place only"
+        );
         let b = parse_mount(&json!({"Type": "bind", "Source": "/s", "Target": "/b",
             "BindOptions": {"Propagation": "rshared"}}))
         .unwrap();
@@ -778,8 +932,12 @@ mod tests {
                 "ReadOnlyNonRecursive",
             ),
             (
-                json!({"Type": "volume", "Source": "vv", "Target": "/v", "VolumeOptions": {"Subpath": "x"}}),
-                "Subpath",
+                json!({"Type": "volume", "Source": "vv", "Target": "/v", "VolumeOptions": {"Subpath": "../x"}}),
+                "subpath must be a relative path",
+            ),
+            (
+                json!({"Type": "volume", "Source": "vv", "Target": "/v", "VolumeOptions": {"Subpath": "/x"}}),
+                "subpath must be a relative path",
             ),
             (
                 json!({"Type": "volume", "Source": "v", "Target": "/v"}),

@@ -191,6 +191,8 @@ impl Engine {
             (e.stored.clone(), e.hub.clone())
         };
         let ctd = &self.containers.ctd;
+        let mut spec = stored.spec.clone();
+        let mut changed = false;
         if let Some(other) = stored.network.strip_prefix("container:") {
             let pid = {
                 let map = self.containers.lock();
@@ -203,11 +205,35 @@ impl Engine {
                     "cannot join network of a non running container: {other}"
                 )));
             };
-            let mut spec = stored.spec.clone();
-            let ns = spec::set_netns(&mut spec, &format!("/proc/{pid}/ns/net"));
-            if ns {
-                ctd.update_spec(id, &spec).await?;
-            }
+            changed |= spec::set_netns(&mut spec, &format!("/proc/{pid}/ns/net"));
+        }
+        // Volumes mounted from a subpath: each is resolved inside its volume now and bound at
+        // a private place the runtime binds from; the places go once the task exists (the
+        // container keeps its mounts).
+        let mut staged = Vec::new();
+        for (i, m) in stored
+            .mounts
+            .iter()
+            .filter(|m| m.kind == super::mounts::MountKind::Volume && !m.subpath.is_empty())
+            .enumerate()
+        {
+            let at = self
+                .containers
+                .run_dir
+                .join(id)
+                .join("subpaths")
+                .join(i.to_string());
+            let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&at).or_else(|_| std::fs::remove_file(&at));
+            staged.push((m.destination.clone(), super::mounts::stage_subpath(m, &at)?));
+        }
+        let places: Vec<(String, std::path::PathBuf)> = staged
+            .iter()
+            .map(|(d, s)| (d.clone(), s.path.clone()))
+            .collect();
+        changed |= super::mounts::set_subpath_sources(&mut spec, &places);
+        if changed {
+            ctd.update_spec(id, &spec).await?;
         }
         // A task left from an earlier run (its exit already recorded) goes first.
         let _ = ctd.delete_task(id).await;
@@ -228,7 +254,9 @@ impl Engine {
         )?;
         let started = async {
             let mounts = ctd.mounts(id).await?;
-            ctd.create_task(id, mounts, &pio.stdio).await?;
+            let created = ctd.create_task(id, mounts, &pio.stdio).await;
+            drop(staged);
+            created?;
             match ctd.start(id, "").await {
                 Ok(pid) => Ok(pid),
                 Err(e) => {
