@@ -316,6 +316,34 @@ fn archive_mode_takes_the_container_user() {
     assert_eq!(sh(p, &c, "stat -c %u:%g /tmp/kept"), "4321:4321\n");
 }
 
+fn commit_of_a_large_change() {
+    let p = Peer::Refengd;
+    let mut g = Cleanup::new(p);
+    // More than the 8 MiB a whole document may have: the layer is streamed, never read whole.
+    let c = g.container(
+        "cp-commit",
+        &[
+            "run",
+            "bb:base",
+            "sh",
+            "-c",
+            "head -c 20971520 /dev/urandom > /big && md5sum /big > /sum",
+        ],
+    );
+    let image = p.docker(&["commit", &c, "cp-committed:1"]);
+    assert!(image.trim().starts_with("sha256:"), "{image}");
+    let out = p.docker(&[
+        "run",
+        "--rm",
+        "cp-committed:1",
+        "sh",
+        "-c",
+        "md5sum -c /sum && wc -c < /big",
+    ]);
+    assert!(out.ends_with("20971520\n"), "{out}");
+    p.docker(&["rmi", "cp-committed:1"]);
+}
+
 /// No mount made for a copy stays below the daemon's directory.
 fn mounts_below(dir: &Path) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
@@ -888,6 +916,7 @@ fn main() {
             ("both_ways_running", &both_ways_in_a_running_container),
             ("stopped_and_volume", &stopped_container_and_its_volume),
             ("archive_mode_user", &archive_mode_takes_the_container_user),
+            ("commit_of_a_large_change", &commit_of_a_large_change),
             (
                 "named_volume_running",
                 &into_a_named_volume_of_a_running_container,

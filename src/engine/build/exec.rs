@@ -378,20 +378,6 @@ impl ImageState {
         chain
     }
 
-    /// Commits a step whose layer is either in containerd already or given whole.
-    fn commit_made(
-        &mut self,
-        config: &ImageConfig,
-        container: &ImageConfig,
-        created_by: &str,
-        layer: Made,
-    ) {
-        match layer {
-            Made::Stored(d) => self.commit_layer(config, container, created_by, d),
-            Made::Rewritten(tar) => self.commit(config, container, created_by, Some(tar)),
-        }
-    }
-
     /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff).
     fn commit_layer(
         &mut self,
@@ -457,22 +443,45 @@ impl ImageState {
     }
 }
 
-/// A `RUN`'s layer: as Diff.Diff stored it, or rewritten without the mount points.
-#[derive(Debug)]
-enum Made {
-    Stored(Descriptor),
-    Rewritten(Vec<u8>),
-}
-
 /// The files the container's mounts need in its root filesystem; dockerd keeps them in an
 /// init layer below the container's, so a `RUN` never commits them.
 const MOUNT_POINTS: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
-/// `layer` without the empty files made as mount points for `/etc/hosts`, `/etc/hostname` and
-/// `/etc/resolv.conf` (writes to those go to the mounted files, never to the layer).
-fn without_mount_points(layer: Descriptor, blob: &[u8]) -> Result<Made, Failed> {
-    let mut r = Reader::new(blob, TarLimits::default());
-    let mut b = Builder::new(Vec::new());
+/// A file written through a buffer, hashed (sha256) and counted as it is written.
+struct HashingFile {
+    out: std::io::BufWriter<std::fs::File>,
+    hasher: crate::image::digest::Hasher,
+    size: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Copies the layer tar `src` to `dst` without the empty files made as mount points for
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (writes to those go to the mounted
+/// files, never to the layer). The digest and size of `dst` when something was left out,
+/// `None` when the layer is right as it is. Both are files: a layer may be of any size.
+fn without_mount_points(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> Result<Option<(String, u64)>, Failed> {
+    let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src)?);
+    let mut r = Reader::new(input, TarLimits::default());
+    let mut b = Builder::new(HashingFile {
+        out: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dst)?),
+        hasher: crate::image::digest::Algorithm::Sha256.hasher(),
+        size: 0,
+    });
     let mut dropped = false;
     while let Some(e) = r.next_entry()? {
         let path = String::from_utf8_lossy(&e.path).into_owned();
@@ -481,14 +490,14 @@ fn without_mount_points(layer: Descriptor, blob: &[u8]) -> Result<Made, Failed> 
             dropped = true;
             continue;
         }
-        let mut data = Vec::new();
-        r.data().read_to_end(&mut data)?;
-        b.append(&e, &data[..])?;
+        b.append(&e, r.data())?;
     }
     if !dropped {
-        return Ok(Made::Stored(layer));
+        return Ok(None);
     }
-    Ok(Made::Rewritten(b.finish()?))
+    let mut out = b.finish()?;
+    out.flush()?;
+    Ok(Some((out.hasher.finish().to_string(), out.size)))
 }
 
 fn short(id: &str) -> String {
@@ -1161,7 +1170,7 @@ impl Run {
         }
         let by = step.cache.created_by.text("");
         let layer = layer.ok_or_else(|| Failed("the RUN made no layer".into()))?;
-        state.commit_made(&step.config, &step.cache.container_config, &by, layer);
+        state.commit_layer(&step.config, &step.cache.container_config, &by, layer);
         Ok(())
     }
 
@@ -1170,7 +1179,7 @@ impl Run {
         &self,
         id: &str,
         parent_chain: &str,
-    ) -> Result<(u32, Option<Made>), Failed> {
+    ) -> Result<(u32, Option<Descriptor>), Failed> {
         let wait = self.engine.container_wait(id, "next-exit")?;
         self.engine.container_start(id).await?;
         let log = self.engine.containers.log_path(id);
@@ -1204,8 +1213,7 @@ impl Run {
         }
         let mounts = self.engine.containers.ctd.mounts(id).await?;
         let layer = self.diff(parent_chain, mounts).await?;
-        let blob = self.engine.store().read(&layer.digest).await?;
-        Ok((0, Some(without_mount_points(layer, &blob)?)))
+        Ok((0, Some(self.strip_mount_points(layer).await?)))
     }
 
     /// Sends the json-file log's lines from `offset` on; the new offset.
@@ -1242,6 +1250,44 @@ impl Run {
             r.metadata_mut().insert("containerd-lease", l);
         }
         r
+    }
+
+    /// The layer Diff.Diff made, without the mount points' files (see
+    /// [`without_mount_points`]): streamed from containerd into a staging file, filtered into
+    /// another, which is written back under the build's lease only when it differs. Nothing is
+    /// held in memory whole, so a change of any size commits.
+    async fn strip_mount_points(&self, layer: Descriptor) -> Result<Descriptor, Failed> {
+        let staging = Staging::new(&self.engine, "layer");
+        std::fs::create_dir_all(staging.dir())?;
+        let (src, dst) = (staging.dir().join("diff"), staging.dir().join("rewritten"));
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&src)?);
+        self.engine
+            .store()
+            .read_with(&layer.digest, |b| f.write_all(b))
+            .await?;
+        f.flush()?;
+        drop(f);
+        let (s, d) = (src.clone(), dst.clone());
+        let rewritten = tokio::task::spawn_blocking(move || without_mount_points(&s, &d))
+            .await
+            .map_err(|e| Failed(format!("rewriting the layer: {e}")))??;
+        let Some((digest, size)) = rewritten else {
+            return Ok(layer);
+        };
+        let store = self.engine.store();
+        if store.info(&digest).await?.is_none() {
+            let file = tokio::fs::File::open(&dst).await?;
+            store
+                .write(&digest, size, file, HashMap::new(), &self.lease)
+                .await?;
+        }
+        drop(staging);
+        Ok(Descriptor {
+            media_type: layer.media_type,
+            digest,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            annotations: HashMap::new(),
+        })
     }
 
     /// Diff.Diff of `right` against a view of `parent_chain` (empty: against nothing): the
@@ -2386,11 +2432,10 @@ impl Run {
             .ok_or_else(|| Failed(format!("the image {} of the container", image.id)))?;
         let mounts = self.engine.containers.ctd.mounts(&stored.id).await?;
         let layer = self.diff(&state.top_chain(), mounts).await?;
-        let blob = self.engine.store().read(&layer.digest).await?;
-        let made = without_mount_points(layer, &blob)?;
+        let made = self.strip_mount_points(layer).await?;
         let mut cmd = vec![stored.path.clone()];
         cmd.extend(stored.args.iter().cloned());
-        state.commit_made(config, container, &cmd.join(" "), made);
+        state.commit_layer(config, container, &cmd.join(" "), made);
         if let Some(o) = state.doc.as_object_mut() {
             o.insert("container".into(), json!(stored.id));
             if !req.author.is_empty() {
