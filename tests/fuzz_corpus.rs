@@ -312,3 +312,19 @@ fn engine_network_request_seeds_parse_or_are_refused_with_a_400() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+#[test]
+fn cli_input_seeds_parse_or_are_refused() {
+    let (mut accepted, mut refused) = (0, 0);
+    for (_, bytes) in seeds("cli_inputs") {
+        if refeng::cli::specs::check_inputs(&bytes) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted >= 18 && refused >= 8,
+        "{accepted} accepted, {refused} refused"
+    );
+}

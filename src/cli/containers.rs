@@ -332,7 +332,7 @@ pub fn create_body(a: &RunArgs) -> Result<Value, CliError> {
             Some((x, y)) => (x, y),
             None => (p, p),
         };
-        let bad = || specs::SpecError::Port(e.clone());
+        let bad = || specs::SpecError::Port(format!("invalid range format for --expose: {e}"));
         let (x, y): (u16, u16) = (
             e0.parse().map_err(|_| bad())?,
             e1.parse().map_err(|_| bad())?,
@@ -671,7 +671,7 @@ impl Waiter {
     }
 
     fn code(self) -> Result<i32, CliError> {
-        self.rx.recv().unwrap_or_else(|_| Err(CliError::Exit(125)))
+        self.rx.recv().unwrap_or(Err(CliError::Exit(125)))
     }
 }
 
@@ -731,6 +731,12 @@ fn attach_conn(ctx: &Ctx, id: &str, stdin: bool, logs: bool) -> Result<BufReader
     Ok(ctx.client.hijack(&path, Body::None)?)
 }
 
+/// Prints what is left on an attach stream, for up to two seconds.
+fn drain(conn: BufReader<Conn>, tty: bool) {
+    super::client::set_read_timeout(conn.get_ref(), Some(Duration::from_secs(2)));
+    let _ = stream::pump(conn, tty, false, None);
+}
+
 /// `run`: create, attach, start, stream, and exit with the container's code.
 ///
 /// # Errors
@@ -762,6 +768,9 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<(), CliError> {
         .client
         .call("POST", &format!("/containers/{id}/start"), Body::None)
     {
+        // What the container (or the runtime) wrote before failing is shown first, as
+        // docker drains the attach stream, which the daemon closes after a failed start.
+        drain(conn, a.tty);
         return Err(e.into());
     }
     let raw = (a.tty && a.interactive).then(RawTerminal::enable);
@@ -1202,8 +1211,13 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), CliError> {
     let conn = attach_conn(ctx, &id, stdin, false)?;
     let waiter = Waiter::open(ctx, &id, "next-exit")?;
     watch(ctx, &id, tty, true, format!("/containers/{id}"));
-    ctx.client
-        .call("POST", &format!("/containers/{id}/start"), Body::None)?;
+    if let Err(e) = ctx
+        .client
+        .call("POST", &format!("/containers/{id}/start"), Body::None)
+    {
+        drain(conn, tty);
+        return Err(e.into());
+    }
     let raw = (tty && stdin).then(RawTerminal::enable);
     if tty {
         resize(ctx, &format!("/containers/{id}"));

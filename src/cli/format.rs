@@ -56,7 +56,7 @@ impl Format {
         let mut template = Template::default();
         add_funcs(&mut template);
         template
-            .parse(body)
+            .parse(go_printing(&body))
             .map_err(|e| FormatError::Parse(e.to_string()))?;
         Ok(Format { table, template })
     }
@@ -107,6 +107,132 @@ impl Format {
         }
         Ok(())
     }
+}
+
+/// Routes what each plain action prints through `goprint`, so values print as Go's
+/// text/template prints them (`[a b]`, `map[k:v]`, `<no value>`): gtmpl prints lists and maps
+/// in Rust's debug form. Control actions (`if`, `range`, `end`, ...), comments and variable
+/// declarations are left as they are.
+fn go_printing(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        // The action's end: the first `}}` outside a quoted string.
+        let mut end = None;
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match quote {
+                Some(q) => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' && q == '"' {
+                        escaped = true;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None => {
+                    if c == '"' || c == '`' || c == '\'' {
+                        quote = Some(c);
+                    } else if after[i..].starts_with("}}") {
+                        end = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(end) = end else {
+            // Unterminated: left for the parser to report.
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let (lead, body) = match inner.strip_prefix('-') {
+            Some(b) if b.starts_with(char::is_whitespace) => ("-", b),
+            _ => ("", inner),
+        };
+        let (body, trail) = match body.strip_suffix('-') {
+            Some(b) if b.ends_with(char::is_whitespace) => (b, "-"),
+            _ => (body, ""),
+        };
+        let word = body
+            .trim_start()
+            .split(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or("");
+        let control = matches!(
+            word,
+            "if" | "else"
+                | "end"
+                | "range"
+                | "with"
+                | "define"
+                | "template"
+                | "block"
+                | "break"
+                | "continue"
+        ) || body.trim_start().starts_with("/*")
+            || body.trim().is_empty()
+            || body.contains(":=")
+            || (body.trim_start().starts_with('$') && body.contains(" = "));
+        out.push_str("{{");
+        if control {
+            out.push_str(inner);
+        } else {
+            if !lead.is_empty() {
+                out.push_str("- ");
+            }
+            out.push_str(&format!("goprint ({})", body.trim()));
+            if !trail.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(trail);
+        }
+        out.push_str("}}");
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A value as Go's `fmt` prints it with `%v`.
+pub fn go_value(v: &Value) -> String {
+    match v {
+        Value::NoValue | Value::Nil => "<no value>".into(),
+        Value::Function(_) => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(go_inner).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Object(o) | Value::Map(o) => {
+            let sorted: BTreeMap<&String, &Value> = o.iter().collect();
+            let items: Vec<String> = sorted
+                .into_iter()
+                .map(|(k, v)| format!("{k}:{}", go_inner(v)))
+                .collect();
+            format!("map[{}]", items.join(" "))
+        }
+    }
+}
+
+/// A nested value: Go prints a nil inside a list or map as `<nil>`.
+fn go_inner(v: &Value) -> String {
+    match v {
+        Value::NoValue | Value::Nil => "<nil>".into(),
+        other => go_value(other),
+    }
+}
+
+fn f_goprint(args: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(
+        args.last().map_or_else(String::new, go_value),
+    ))
 }
 
 /// A row of string fields (what docker's list formatters expose) as a template value.
@@ -179,7 +305,7 @@ fn arg_str(args: &[Value], i: usize) -> Result<String, FuncError> {
 
 fn f_json(args: &[Value]) -> Result<Value, FuncError> {
     let v = args.first().map_or(serde_json::Value::Null, to_json);
-    Ok(Value::String(v.to_string()))
+    Ok(Value::String(go_json_escape(&v.to_string())))
 }
 
 fn f_join(args: &[Value]) -> Result<Value, FuncError> {
@@ -249,8 +375,17 @@ fn f_pad(args: &[Value]) -> Result<Value, FuncError> {
     )))
 }
 
+/// Go's `json.Marshal` escapes `<`, `>` and `&` (HTML-safe output); docker's `json`
+/// template function keeps that.
+fn go_json_escape(s: &str) -> String {
+    s.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
 /// The functions docker adds to its templates.
 fn add_funcs(t: &mut Template) {
+    t.add_func("goprint", f_goprint);
     t.add_func("json", f_json);
     t.add_func("join", f_join);
     t.add_func("split", f_split);
@@ -524,5 +659,16 @@ mod tests {
             "CONTAINER ID   NAMES\nabc            x\n"
         );
         assert!(Format::parse("{{.ID", "").is_err());
+        let doc =
+            from_json(&serde_json::json!({"L": {"b": "2", "a": "1"}, "T": ["x", "y"], "N": null}));
+        let f = Format::parse(
+            "{{.L}} {{.T}} {{- .N -}} {{$x := .T}}{{range $x}}<{{.}}>{{end}} {{\"}}\"}}",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            f.render(&doc).unwrap(),
+            "map[a:1 b:2] [x y]<no value><x><y> }}"
+        );
     }
 }

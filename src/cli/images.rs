@@ -95,7 +95,7 @@ pub fn display_messages(
             };
             w(out, &format!("\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B"))?;
         } else {
-            if !(terminal && !id.is_empty()) {
+            if !terminal || id.is_empty() {
                 lines_of.clear();
                 count = 0;
             }
@@ -200,7 +200,7 @@ const IMAGES_TABLE_DIGESTS: &str =
 
 /// The rows of one image: one per tag, else one per repository of its digests, else
 /// `<none>`, as docker's image list shows them.
-fn image_rows(img: &Value, no_trunc: bool) -> Vec<gtmpl::Value> {
+fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
     let strs = |k: &str| -> Vec<String> {
         img[k]
             .as_array()
@@ -214,6 +214,9 @@ fn image_rows(img: &Value, no_trunc: bool) -> Vec<gtmpl::Value> {
     let tags = strs("RepoTags");
     let digests = strs("RepoDigests");
     let digest_of = |repo: &str| -> String {
+        if !digests_shown {
+            return "<none>".into();
+        }
         digests
             .iter()
             .find_map(|d| {
@@ -273,7 +276,7 @@ fn image_rows(img: &Value, no_trunc: bool) -> Vec<gtmpl::Value> {
                     },
                 ),
                 ("Size", format::human_size(size, 3)),
-                ("VirtualSize", format::human_size(size, 3)),
+                ("VirtualSize", format::human_size(size, 4)),
                 (
                     "SharedSize",
                     na(shared, &|v| format::human_size(v as f64, 3)),
@@ -326,10 +329,12 @@ pub fn images(ctx: &Ctx, a: ImagesArgs) -> Result<(), CliError> {
         IMAGES_TABLE
     };
     let f = Format::parse(&fmt_text, default)?;
+    // docker fills the digest column when it is asked for, by flag or by the template.
+    let digests_shown = a.digests || fmt_text.contains(".Digest");
     let list: Vec<Value> = ctx.client.get_json(&path)?;
     let rows: Vec<gtmpl::Value> = list
         .iter()
-        .flat_map(|i| image_rows(i, a.no_trunc))
+        .flat_map(|i| image_rows(i, a.no_trunc, digests_shown))
         .collect();
     let header = BTreeMap::from([
         ("Repository", "REPOSITORY"),
@@ -433,10 +438,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), CliError> {
     let from = if is_url { a.source.as_str() } else { "-" };
     let mut query = vec![format!("fromSrc={}", q(from))];
     if let Some(r) = &a.reference {
-        if crate::image::registry::Reference::parse(r).is_err() {
+        if let Err(e) = crate::image::registry::Reference::parse(r) {
             return Err(CliError::Status {
                 code: 1,
-                message: format!("invalid reference format: {r}"),
+                message: e.to_string(),
             });
         }
         query.push(format!("repo={}", q(r)));
@@ -593,10 +598,10 @@ mod tests {
     fn image_rows_follow_tags_then_digests() {
         let img = json!({"Id": "sha256:0123456789abcdef", "RepoTags": ["a:1", "b:2"],
             "RepoDigests": ["a@sha256:ff"], "Created": 0, "Size": 1000});
-        let rows = image_rows(&img, false);
+        let rows = image_rows(&img, false, false);
         assert_eq!(rows.len(), 2);
         let none = json!({"Id": "sha256:0123456789abcdef", "RepoTags": [], "RepoDigests": []});
-        let rows = image_rows(&none, false);
+        let rows = image_rows(&none, false, false);
         let f = Format::parse("{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}", "").unwrap();
         assert_eq!(f.render(&rows[0]).unwrap(), "<none> <none> 0123456789ab 0B");
     }

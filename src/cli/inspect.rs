@@ -103,7 +103,14 @@ fn run(
                     found = Some(raw);
                     break;
                 }
-                Err(ClientError::Api { status: 404, .. }) => {}
+                // The typed commands show the daemon's own words; `inspect` tries the
+                // next kind and, when none has it, says "No such object".
+                Err(e @ ClientError::Api { status: 404, .. }) => {
+                    if kinds.len() == 1 {
+                        last_err = Some(e);
+                        break;
+                    }
+                }
                 Err(e) => {
                     last_err = Some(e);
                     break;
@@ -118,12 +125,7 @@ fn run(
             }
             (None, None) => {
                 failed = true;
-                let what = match kinds {
-                    [Kind::Container] => "container",
-                    [Kind::Image] => "image",
-                    _ => "object",
-                };
-                let _ = writeln!(err, "Error: No such {what}: {name}");
+                let _ = writeln!(err, "Error: No such object: {name}");
             }
         }
     }

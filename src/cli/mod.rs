@@ -37,7 +37,7 @@ pub enum CliError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// a local file or the terminal failed
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", go_io_text(.source))]
     Io {
         what: String,
         #[source]
@@ -54,12 +54,26 @@ pub enum CliError {
     Exit(i32),
 }
 
+/// An I/O error worded as Go words it (`no such file or directory`), as docker prints it.
+fn go_io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let d = nix::errno::Errno::from_raw(n).desc();
+            let mut c = d.chars();
+            c.next()
+                .map(|f| f.to_lowercase().chain(c).collect())
+                .unwrap_or_default()
+        }
+        None => e.to_string(),
+    }
+}
+
 impl CliError {
     /// docker's exit code for this error.
     pub fn code(&self) -> i32 {
         match self {
             CliError::Status { code, .. } | CliError::Exit(code) => *code,
-            CliError::Usage(_) => 125,
+            CliError::Usage(_) | CliError::Spec(SpecError::Filter(_)) => 125,
             _ => 1,
         }
     }
@@ -349,11 +363,51 @@ fn report(e: &CliError, verb: Option<&str>) -> i32 {
         CliError::Usage(m) => {
             let _ = writeln!(err, "refeng: {m}");
         }
+        CliError::Spec(SpecError::Filter(_)) => {
+            let _ = writeln!(
+                err,
+                "{e}\n\nRun 'refeng {} --help' for more information",
+                command_path()
+            );
+        }
         other => {
             let _ = writeln!(err, "{other}");
         }
     }
     e.code()
+}
+
+/// The command words of this invocation (`images`, `container ls`), for help hints.
+fn command_path() -> String {
+    let mut words = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a.starts_with('-') {
+            if !a.contains('=')
+                && matches!(
+                    a.as_str(),
+                    "-H" | "--host"
+                        | "-c"
+                        | "--context"
+                        | "--config"
+                        | "-l"
+                        | "--log-level"
+                        | "--tlscacert"
+                        | "--tlscert"
+                        | "--tlskey"
+                )
+            {
+                args.next();
+            }
+            continue;
+        }
+        let group = matches!(a.as_str(), "container" | "image" | "system");
+        words.push(a);
+        if !group {
+            break;
+        }
+    }
+    words.join(" ")
 }
 
 fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {

@@ -54,6 +54,18 @@ fn go_arch() -> &'static str {
     }
 }
 
+/// An RFC 3339 build time in Go's ANSIC layout and local time (`Thu May  7 21:09:36 2026`),
+/// as docker prints the daemon's; other text as it is.
+fn ansic_time(t: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(d) => d
+            .with_timezone(&chrono::Local)
+            .format("%a %b %e %H:%M:%S %Y")
+            .to_string(),
+        Err(_) => t.to_owned(),
+    }
+}
+
 /// Prints `version`.
 ///
 /// # Errors
@@ -111,7 +123,7 @@ pub fn version(ctx: &Ctx, args: VersionArgs) -> Result<(), CliError> {
                 ));
                 text.push_str(&format!("  Go version:\t{}\n", detail("GoVersion")));
                 text.push_str(&format!("  Git commit:\t{}\n", detail("GitCommit")));
-                text.push_str(&format!("  Built:\t{}\n", detail("BuildTime")));
+                text.push_str(&format!("  Built:\t{}\n", ansic_time(&detail("BuildTime"))));
                 text.push_str(&format!(
                     "  OS/Arch:\t{}/{}\n",
                     detail("Os"),
@@ -304,6 +316,12 @@ fn server_info(s: &Value) -> String {
     line(&mut t, 1, "ID", &s["ID"]);
     line(&mut t, 1, "Docker Root Dir", &s["DockerRootDir"]);
     line(&mut t, 1, "Debug Mode", &s["Debug"]);
+    if s["Debug"].as_bool() == Some(true) {
+        line(&mut t, 2, "File Descriptors", &s["NFd"]);
+        line(&mut t, 2, "Goroutines", &s["NGoroutines"]);
+        line(&mut t, 2, "System Time", &s["SystemTime"]);
+        line(&mut t, 2, "EventsListeners", &s["NEventsListener"]);
+    }
     for (k, label) in [
         ("HttpProxy", "HTTP Proxy"),
         ("HttpsProxy", "HTTPS Proxy"),

@@ -1,0 +1,852 @@
+//! `refeng` against the docker CLI 28: for each command, `docker X` and `refeng X` are run
+//! against the same daemon, first a private refengd, then a private real dockerd 20.10, and
+//! must print the same output and exit with the same code once ids, names made for each CLI
+//! and ages are normalised. Commands that change state run on objects made for each CLI
+//! (names with a per-CLI part that the comparison folds back).
+//!
+//! One refengd (bridge `none`) and one dockerd (no bridge, no iptables) serve the binary; the
+//! runner stops both by pid at the end, also after failures, and removes what they left.
+
+#[path = "containerd_support/mod.rs"]
+mod containerd_support;
+mod engine_support;
+mod peers;
+use containerd_support::archive::rootfs;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use engine_support::{Refengd, DOCKER_CLI};
+use peers::dockerd::Dockerd;
+
+const REFENG: &str = env!("CARGO_BIN_EXE_refeng");
+
+struct World {
+    refengd: Refengd,
+    dockerd: Mutex<Option<Dockerd>>,
+    /// The dockerd's address (kept apart so the lock is not held while commands run).
+    dockerd_host: String,
+    dir: PathBuf,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+fn world() -> &'static World {
+    WORLD.get_or_init(|| {
+        let refengd = Refengd::start();
+        let dockerd = Dockerd::start();
+        let dir = refengd.dir().join("files");
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = dir.join("rootfs");
+        rootfs::busybox(&root);
+        rootfs::tar(&root, &dir.join("busybox.tar"));
+        let _ = std::fs::remove_dir_all(&root);
+        let archives = containerd_support::archive::archives();
+        std::fs::copy(&archives.docker, dir.join("other.tar")).unwrap();
+        std::fs::write(
+            dir.join("env.list"),
+            "# a comment\nFROM_FILE=1\n\nPASSED\nB=x=y\n",
+        )
+        .unwrap();
+        let w = World {
+            dockerd_host: dockerd.host(),
+            refengd,
+            dockerd: Mutex::new(Some(dockerd)),
+            dir,
+        };
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let tar = w.dir.join("busybox.tar");
+            d.docker_ok(
+                &w,
+                &[
+                    "import",
+                    "-c",
+                    "ENV PATH=/bin",
+                    &tar.to_string_lossy(),
+                    "busybox:latest",
+                ],
+            );
+            let o = run(
+                &w,
+                d,
+                Client::Docker,
+                &[
+                    "run",
+                    "--name",
+                    "cli-exited",
+                    "-l",
+                    "a=1",
+                    "busybox",
+                    "sh",
+                    "-c",
+                    "exit 3",
+                ],
+                None,
+            );
+            assert_eq!(o.code, 3, "{o:?}");
+            d.docker_ok(
+                &w,
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    "cli-running",
+                    "busybox",
+                    "sleep",
+                    "1000",
+                ],
+            );
+        }
+        w
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Refengd,
+    Dockerd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Docker,
+    Refeng,
+}
+
+impl Daemon {
+    fn host(self, w: &World) -> String {
+        match self {
+            Daemon::Refengd => w.refengd.host(),
+            Daemon::Dockerd => w.dockerd_host.clone(),
+        }
+    }
+
+    fn docker_ok(self, w: &World, args: &[&str]) -> String {
+        let o = run(w, self, Client::Docker, args, None);
+        assert_eq!(o.code, 0, "docker {args:?} on {self:?}: {o:?}");
+        o.stdout
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs one CLI against one daemon, bounded in time so that a hang fails the test.
+fn run(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> Outcome {
+    let program = match c {
+        Client::Docker => DOCKER_CLI,
+        Client::Refeng => REFENG,
+    };
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "90", program])
+        .args(args)
+        .env("DOCKER_HOST", d.host(w))
+        .env("DOCKER_CONFIG", w.dir.join(format!("config-{c:?}")))
+        .env("PASSED", "from-env")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_API_VERSION")
+        .env("TZ", "UTC");
+    match stdin {
+        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let out = cmd.output().expect("run the CLI");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Ids (12 or 64 hex digits) replaced by `<id>`, each CLI's name for itself and for its
+/// objects folded into one, and ages made one.
+fn norm(s: &str, c: Client) -> String {
+    let me = match c {
+        Client::Docker => "docker",
+        Client::Refeng => "refeng",
+    };
+    let s = s
+        .replace(&format!("{me}: "), "CLI: ")
+        .replace(&format!("'{me} "), "'CLI ")
+        .replace("-docker-", "-CLI-")
+        .replace("-refeng-", "-CLI-");
+    // docker's flag errors print a usage line between the error and the help hint.
+    let s: String = s
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("Usage:") && !l.trim().is_empty())
+        .collect();
+    let cut =
+        |ch: char| ch.is_whitespace() || matches!(ch, '"' | '/' | ':' | '.' | ',' | '[' | ']');
+    let mut out = String::new();
+    for w in s.split_inclusive(cut) {
+        let core = w.trim_end_matches(cut);
+        if (core.len() == 12 || core.len() == 64) && core.chars().all(|c| c.is_ascii_hexdigit()) {
+            out.push_str("<id>");
+            out.push_str(&w[core.len()..]);
+        } else {
+            out.push_str(w);
+        }
+    }
+    ages(&out)
+}
+
+/// "Less than a second ago", "3 seconds ago", "Up 2 seconds": the CLIs ask a moment apart.
+fn ages(s: &str) -> String {
+    let re =
+        regex::Regex::new(r"(Less than a second|About a minute|\d+ seconds?|\d+ minutes?)( ago)?")
+            .unwrap();
+    let s = re.replace_all(s, "<age>$2");
+    // RFC 3339 times (a runtime's log line, info's system time).
+    let time =
+        regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)").unwrap();
+    time.replace_all(&s, "<time>").into_owned()
+}
+
+/// Table padding follows the widest cell, which an age can change: runs of spaces made one.
+fn squeeze(s: &str) -> String {
+    let re = regex::Regex::new(r" {2,}").unwrap();
+    s.lines()
+        .map(|l| re.replace_all(l.trim_end(), " | ").into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `args` with both CLIs on `d`; `@` in an argument becomes a name of each CLI's own.
+fn both(d: Daemon, args: &[&str], stdin: Option<&Path>) -> (Outcome, Outcome) {
+    let w = world();
+    let one = |c: Client| {
+        let me = match c {
+            Client::Docker => "docker",
+            Client::Refeng => "refeng",
+        };
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace('@', &format!("cli-{me}-x")))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(w, d, c, &args, stdin);
+        Outcome {
+            code: o.code,
+            stdout: norm(&o.stdout, c),
+            stderr: norm(&o.stderr, c),
+        }
+    };
+    (one(Client::Docker), one(Client::Refeng))
+}
+
+/// Both CLIs fail with the same code, nothing on stdout and an error that starts with
+/// `prefix`: for errors whose detail is worded by the parser underneath (Go's template
+/// package, docker's reference library).
+#[track_caller]
+fn same_failure(args: &[&str], prefix: &str) {
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let (theirs, ours) = both(d, args, None);
+        assert_ne!(theirs.code, 0, "{theirs:?}");
+        assert_eq!(
+            (ours.code, &ours.stdout),
+            (theirs.code, &theirs.stdout),
+            "{ours:?}"
+        );
+        for o in [&ours, &theirs] {
+            assert!(o.stderr.starts_with(prefix), "{args:?} on {d:?}: {o:?}");
+        }
+    }
+}
+
+/// Both CLIs print the same and exit the same on both daemons.
+#[track_caller]
+fn same(args: &[&str]) {
+    same_with(args, None, false);
+}
+
+/// As [`same`], with table padding made one (for outputs with ages).
+#[track_caller]
+fn same_table(args: &[&str]) {
+    same_with(args, None, true);
+}
+
+#[track_caller]
+fn same_with(args: &[&str], stdin: Option<&Path>, table: bool) {
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let (mut theirs, mut ours) = both(d, args, stdin);
+        if table {
+            for o in [&mut theirs, &mut ours] {
+                o.stdout = squeeze(&o.stdout);
+            }
+        }
+        assert_eq!(
+            ours, theirs,
+            "refeng (left) and docker (right) differ for {args:?} on {d:?}"
+        );
+    }
+}
+
+fn file(name: &str) -> String {
+    world().dir.join(name).to_string_lossy().into_owned()
+}
+
+/// Removes the containers a test made for each CLI (`@` names), on both daemons.
+fn clean(names: &[&str]) {
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        for me in ["docker", "refeng"] {
+            for n in names {
+                let n = n.replace('@', &format!("cli-{me}-x"));
+                let _ = run(w, d, Client::Docker, &["rm", "-f", "-v", &n], None);
+            }
+        }
+    }
+}
+
+/// Runs `f`, then `clean(names)` also when it panicked.
+fn with_cleanup(names: &[&str], f: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    clean(names);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn version_and_info() {
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let server = |s: &str| -> String {
+            s.split_once("\nServer:")
+                .map(|(_, rest)| rest.to_owned())
+                .unwrap_or_default()
+        };
+        let theirs = run(w, d, Client::Docker, &["version"], None);
+        let ours = run(w, d, Client::Refeng, &["version"], None);
+        assert_eq!(ours.code, 0, "{ours:?}");
+        assert!(!server(&theirs.stdout).is_empty(), "{theirs:?}");
+        assert_eq!(
+            server(&ours.stdout),
+            server(&theirs.stdout),
+            "version on {d:?}"
+        );
+        // The negotiated version is the daemon's when older: dockerd 20.10 speaks 1.41.
+        let api = |o: &Outcome| {
+            o.stdout
+                .lines()
+                .find(|l| l.contains("API version"))
+                .map(|l| l.split_whitespace().nth(2).unwrap_or("").to_owned())
+        };
+        let want = if d == Daemon::Dockerd { "1.41" } else { "1.44" };
+        assert_eq!(api(&ours).as_deref(), Some(want), "{}", ours.stdout);
+        let theirs = run(w, d, Client::Docker, &["info"], None);
+        let ours = run(w, d, Client::Refeng, &["info"], None);
+        assert_eq!(ours.code, 0, "{ours:?}");
+        // docker lists the runtimes in Go's map order, which changes from run to run.
+        let runtimes_sorted = |s: String| -> String {
+            s.lines()
+                .map(|l| match l.strip_prefix(" Runtimes: ") {
+                    Some(r) => {
+                        let mut v: Vec<&str> = r.split(' ').collect();
+                        v.sort_unstable();
+                        format!(" Runtimes: {}", v.join(" "))
+                    }
+                    None => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            runtimes_sorted(norm(&server(&ours.stdout), Client::Refeng)),
+            runtimes_sorted(norm(&server(&theirs.stdout), Client::Docker)),
+            "info on {d:?}"
+        );
+    }
+    same(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Server.Os}} {{.Server.Arch}}",
+    ]);
+    same(&[
+        "info",
+        "--format",
+        "{{.Containers}} {{.Images}} {{.Driver}} {{json .Plugins.Log}}",
+    ]);
+}
+
+fn images_list() {
+    same_table(&["images"]);
+    same_table(&["images", "-a"]);
+    same_table(&["images", "--no-trunc"]);
+    same(&["images", "-q"]);
+    same(&["images", "-q", "--no-trunc"]);
+    same(&["images", "busybox"]);
+    same(&[
+        "images",
+        "--filter",
+        "reference=busy*",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    same(&["images", "--filter", "dangling=true", "-q"]);
+    same(&["images", "--filter", "bogus"]);
+    same(&["images", "--format", "{{.ID}}\t{{.Size}}\t{{.VirtualSize}}"]);
+    same(&[
+        "images",
+        "--format",
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}",
+    ]);
+    same(&[
+        "images",
+        "--format",
+        "{{json .Repository}} {{.Containers}} {{.Digest}}",
+    ]);
+    same_failure(
+        &["images", "--format", "{{.Nope"],
+        "template parsing error: ",
+    );
+}
+
+fn inspect_images_and_containers() {
+    same(&["image", "inspect", "busybox"]);
+    same(&["inspect", "busybox"]);
+    same(&["inspect", "cli-exited"]);
+    same(&["container", "inspect", "cli-exited", "cli-running"]);
+    same(&[
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}} {{json .Config.Labels}} {{index .Config.Labels \"a\"}}",
+        "cli-exited",
+    ]);
+    same(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}[{{.}}]{{end}} {{json .Config.Cmd}}",
+        "busybox",
+    ]);
+    same(&["inspect", "--format", "{{.Name}}", "cli-exited", "nope"]);
+    same(&["inspect", "nope"]);
+    same(&["image", "inspect", "nope"]);
+    same(&[
+        "inspect", "--type", "image", "--format", "{{.Id}}", "busybox",
+    ]);
+}
+
+fn load_and_import() {
+    let other = file("other.tar");
+    same(&["load", "-i", &other]);
+    same(&["load", "-q", "-i", &other]);
+    same_with(&["load"], Some(Path::new(&other)), false);
+    same(&["load", "-i", "/nonexistent.tar"]);
+    same(&["image", "inspect", "--format", "{{.RepoTags}}", "other:1"]);
+    let tar = file("busybox.tar");
+    with_cleanup(&[], || {
+        same(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            "-m",
+            "hello",
+            &tar,
+            "imported-@:v1",
+        ]);
+        same_with(
+            &["import", "-", "imported-@:v2"],
+            Some(Path::new(&tar)),
+            false,
+        );
+        same(&[
+            "inspect",
+            "--format",
+            "{{.Comment}} {{.Config.Env}} {{.RepoTags}}",
+            "imported-@:v1",
+        ]);
+        same_failure(&["import", &tar, "Bad:Name"], "invalid reference format");
+        same(&["rmi", "imported-@:v1", "imported-@:v2"]);
+        same(&["rmi", "imported-@:v1"]);
+    });
+}
+
+fn run_foreground() {
+    with_cleanup(&["@"], || {
+        same(&["run", "--rm", "busybox", "echo", "hello", "world"]);
+        same(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "PASSED",
+            "--env-file",
+            &file("env.list"),
+            "busybox",
+            "sh",
+            "-c",
+            "env | grep -v HOSTNAME | sort",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "busybox",
+            "sh",
+            "-c",
+            "pwd; id",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "echo",
+            "busybox",
+            "via",
+            "entrypoint",
+        ]);
+        same(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+        same(&[
+            "run",
+            "--rm",
+            "--tmpfs",
+            "/t:size=1m",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /t/x && echo ok",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "--mount",
+            "type=tmpfs,dst=/m",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /m/x && echo ok",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/files:ro", world().dir.display()),
+            "busybox",
+            "cat",
+            "/files/env.list",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "--cap-drop",
+            "ALL",
+            "busybox",
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status",
+        ]);
+        same(&[
+            "run",
+            "--rm",
+            "--privileged",
+            "busybox",
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status",
+        ]);
+        same(&[
+            "run",
+            "--name",
+            "@",
+            "-l",
+            "x=y",
+            "--restart",
+            "no",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "busybox",
+            "true",
+        ]);
+        same(&["inspect", "--format", "{{.Config.Labels}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}}", "@"]);
+        same(&["run", "--name", "@", "busybox", "true"]);
+        same(&["run", "--rm", "-p", "notaport", "busybox", "true"]);
+        same(&[
+            "run",
+            "--rm",
+            "--mount",
+            "type=bind,target=/x",
+            "busybox",
+            "true",
+        ]);
+    });
+}
+
+fn run_failures_exit_codes() {
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        for (args, code) in [
+            (&["run", "--rm", "busybox", "no-such-cmd"][..], 127),
+            (&["run", "--rm", "busybox", "/etc/passwd"][..], 126),
+            (&["run", "--rm", "busybox", "sh", "-c", "exit 42"][..], 42),
+        ] {
+            let theirs = run(w, d, Client::Docker, args, None);
+            let ours = run(w, d, Client::Refeng, args, None);
+            assert_eq!(theirs.code, code, "docker {args:?} on {d:?}: {theirs:?}");
+            assert_eq!(ours.code, code, "refeng {args:?} on {d:?}: {ours:?}");
+        }
+        // Flags refengd has no equivalent for are refused by name, before anything is sent.
+        let ours = run(
+            w,
+            d,
+            Client::Refeng,
+            &["run", "--rm", "--pid", "host", "busybox", "true"],
+            None,
+        );
+        assert_eq!(ours.code, 125, "{ours:?}");
+        assert!(ours.stderr.contains("--pid is not supported"), "{ours:?}");
+    }
+}
+
+fn run_detached_ps_rm() {
+    with_cleanup(&["@"], || {
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for (c, me) in [(Client::Docker, "docker"), (Client::Refeng, "refeng")] {
+                let name = format!("cli-{me}-x");
+                let o = run(
+                    w,
+                    d,
+                    c,
+                    &[
+                        "run", "-d", "--name", &name, "-l", "role=ps", "busybox", "sleep", "1000",
+                    ],
+                    None,
+                );
+                assert_eq!(o.code, 0, "{o:?}");
+                assert_eq!(
+                    o.stdout.trim().len(),
+                    64,
+                    "run -d prints the full id: {o:?}"
+                );
+            }
+        }
+        same_table(&["ps"]);
+        same_table(&["ps", "-a"]);
+        same_table(&["ps", "-a", "--no-trunc"]);
+        same_table(&["ps", "-a", "-s"]);
+        same(&["ps", "-q"]);
+        same(&["ps", "-aq", "--no-trunc"]);
+        same(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=cli-exited",
+            "--format",
+            "{{.Names}} {{.Status}} {{.State}} {{.Command}}",
+        ]);
+        same(&[
+            "ps",
+            "-a",
+            "--filter",
+            "status=exited",
+            "--filter",
+            "label=a=1",
+            "--format",
+            "{{.Names}}\t{{.Labels}}",
+        ]);
+        same(&[
+            "ps",
+            "--filter",
+            "label=role=ps",
+            "--format",
+            "table {{.Names}}\t{{.Image}}\t{{.Networks}}\t{{.Mounts}}",
+        ]);
+        same(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{json .Names}} {{.LocalVolumes}}",
+            "--filter",
+            "name=cli-running",
+        ]);
+        same(&["ps", "-n", "1", "--format", "{{.Names}}"]);
+        same(&["ps", "-l", "-q"]);
+        same(&["ps", "--filter", "nope"]);
+        same(&["rm", "@"]);
+        same(&["rm", "-f", "@"]);
+        same(&["rm", "@"]);
+        same(&["rm", "nope1", "nope2"]);
+    });
+}
+
+fn lifecycle_verbs() {
+    with_cleanup(&["@"], || {
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for (c, me) in [(Client::Docker, "docker"), (Client::Refeng, "refeng")] {
+                let name = format!("cli-{me}-x");
+                let o = run(
+                    w,
+                    d,
+                    c,
+                    &[
+                        "create",
+                        "--name",
+                        &name,
+                        "busybox",
+                        "sh",
+                        "-c",
+                        "echo started; sleep 1000",
+                    ],
+                    None,
+                );
+                assert_eq!(o.code, 0, "{o:?}");
+                assert_eq!(o.stdout.trim().len(), 64, "{o:?}");
+            }
+        }
+        same(&["start", "@"]);
+        same(&["pause", "@"]);
+        same(&["ps", "--filter", "name=@", "--format", "{{.Status}}"]);
+        same(&["unpause", "@"]);
+        same(&["exec", "@", "sh", "-c", "echo in; echo err >&2; exit 5"]);
+        same(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000",
+            "@",
+            "sh",
+            "-c",
+            "echo $X; pwd; id -u",
+        ]);
+        same(&["exec", "-d", "@", "true"]);
+        same(&["logs", "@"]);
+        same(&["logs", "--tail", "1", "@"]);
+        same(&["kill", "-s", "KILL", "@"]);
+        same(&["wait", "@"]);
+        same(&["start", "@"]);
+        same(&["stop", "-t", "1", "@"]);
+        same(&["restart", "-t", "0", "@"]);
+        same(&["stop", "-t", "0", "@"]);
+        same(&["rename", "@", "@-renamed"]);
+        same(&["rename", "@-renamed", "@"]);
+        same(&["wait", "nope"]);
+        same(&["kill", "nope"]);
+    });
+}
+
+/// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
+fn addresses_and_contexts() {
+    let w = world();
+    let host = w.refengd.host();
+    let refeng = |args: &[&str], env: &[(&str, &str)]| -> Outcome {
+        let mut cmd = Command::new(REFENG);
+        cmd.args(args)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", w.dir.join("ctx-config"))
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let o = refeng(&["-H", &host, "version", "--format", "{{.Server.Os}}"], &[]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "linux\n"), "{o:?}");
+    let o = refeng(&["ps", "-q"], &[("DOCKER_HOST", &host)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    // A context made by the docker CLI itself, then used by refeng.
+    let ctx_cfg = w.dir.join("ctx-config");
+    let made = Command::new(DOCKER_CLI)
+        .args([
+            "context",
+            "create",
+            "private",
+            "--docker",
+            &format!("host={host}"),
+        ])
+        .env("DOCKER_CONFIG", &ctx_cfg)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let o = refeng(
+        &["--context", "private", "info", "--format", "{{.OSType}}"],
+        &[],
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (0, "linux\n"), "{o:?}");
+    let o = refeng(
+        &["info", "--format", "{{.OSType}}"],
+        &[("DOCKER_CONTEXT", "private")],
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (0, "linux\n"), "{o:?}");
+    let o = refeng(&["--context", "nope", "ps"], &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("context \"nope\" does not exist"),
+        "{o:?}"
+    );
+    let o = refeng(&["-H", "unix:///nonexistent/refeng.sock", "ps"], &[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("cannot connect to the daemon at unix:///nonexistent/refeng.sock"),
+        "{o:?}"
+    );
+    let o = refeng(&["-H", "unix:///run/refeng/refeng.sock", "ps"], &[]);
+    if !Path::new("/run/refeng/refeng.sock").exists() {
+        assert!(o.stderr.contains("start it with `refengd`"), "{o:?}");
+    }
+    let o = refeng(&["-H", "ssh://me@host", "ps"], &[]);
+    assert!(
+        o.stderr.contains("ssh:// and npipe:// are not supported"),
+        "{o:?}"
+    );
+    // Flag errors exit 125, as docker's do.
+    let o = refeng(&["ps", "--bogus"], &[("DOCKER_HOST", &host)]);
+    assert_eq!(o.code, 125, "{o:?}");
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the CLI tests run as root (they start daemons)"
+    );
+    let tests: &[(&str, &dyn Fn())] = &[
+        ("version_and_info", &version_and_info),
+        ("images_list", &images_list),
+        (
+            "inspect_images_and_containers",
+            &inspect_images_and_containers,
+        ),
+        ("load_and_import", &load_and_import),
+        ("run_foreground", &run_foreground),
+        ("run_failures_exit_codes", &run_failures_exit_codes),
+        ("run_detached_ps_rm", &run_detached_ps_rm),
+        ("lifecycle_verbs", &lifecycle_verbs),
+        ("addresses_and_contexts", &addresses_and_contexts),
+    ];
+    engine_support::run(tests, || {
+        if let Some(w) = WORLD.get() {
+            w.refengd.shutdown();
+            // Dropping the dockerd stops it by pid and removes what it made.
+            drop(w.dockerd.lock().unwrap().take());
+        }
+    });
+}
