@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 use engine_support::Refengd;
@@ -907,6 +907,60 @@ fn add_url_matches_dockerd() {
     });
 }
 
+/// A docker-compose 1.29 project with `build:` (build args, a COPY, a RUN): `up --build` builds
+/// and runs it on refengd as on dockerd, and `down --rmi local` removes the image it built.
+fn compose_build_matches_dockerd() {
+    let proj = world().work.path().join("composebuild");
+    fs::create_dir_all(&proj).unwrap();
+    fs::write(
+        proj.join("Dockerfile"),
+        "FROM bb:base\nARG GREETING=hello\nCOPY msg /msg\n\
+         RUN echo \"$GREETING from the build\" > /built\nCMD cat /msg /built\n",
+    )
+    .unwrap();
+    fs::write(proj.join("msg"), "copied\n").unwrap();
+    // network_mode none and a build without network: neither daemon here has a bridge.
+    fs::write(
+        proj.join("docker-compose.yml"),
+        "version: \"3.4\"\nservices:\n  app:\n    build:\n      context: .\n      \
+         network: none\n      args:\n        GREETING: hi\n    network_mode: none\n",
+    )
+    .unwrap();
+    let project = |host: &str, config: &Path| {
+        let compose = |args: &[&str]| {
+            let out = Command::new("docker-compose")
+                .args(["--no-ansi", "-p", "composebuild"])
+                .args(args)
+                .current_dir(&proj)
+                .env("DOCKER_HOST", host)
+                .env("DOCKER_CONFIG", config)
+                .env_remove("COMPOSE_DOCKER_CLI_BUILD")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run docker-compose");
+            assert!(
+                out.status.success(),
+                "docker-compose {args:?} on {host}: {out:?}"
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let said: Vec<String> = compose(&["up", "--build"])
+            .lines()
+            .filter_map(|l| l.split_once("| ").map(|(_, t)| t.trim().to_string()))
+            .collect();
+        compose(&["down", "--rmi", "local"]);
+        said
+    };
+    let ours = project(&world().refengd.host(), &world().refengd.dir().join("cli"));
+    assert_eq!(ours, ["copied", "hi from the build"]);
+    let left = world()
+        .refengd
+        .docker(&["images", "-q", "composebuild_app"]);
+    assert_eq!(left, "", "down --rmi local left the built image");
+    let theirs = with_dockerd(|dd| project(&dd.host(), &dd.dir().join("cli")));
+    assert_eq!(ours, theirs);
+}
+
 fn main() {
     engine_support::run(
         &[
@@ -917,6 +971,10 @@ fn main() {
             ("add_url_matches_dockerd", &add_url_matches_dockerd),
             ("bad_input", &bad_input),
             ("docker_py", &docker_py),
+            (
+                "compose_build_matches_dockerd",
+                &compose_build_matches_dockerd,
+            ),
             (
                 "scratch_copies_are_the_context",
                 &scratch_copies_are_the_context,
