@@ -48,6 +48,10 @@ fn main() {
                 &daemon_json_refused,
             ),
             (
+                "tcp_is_served_only_to_client_certificates",
+                &tcp_with_client_certificates,
+            ),
+            (
                 "supervised_containerd_is_restarted_when_it_dies",
                 &containerd_restarted,
             ),
@@ -331,6 +335,149 @@ fn docker_events_live() {
     assert_eq!(ev["Action"], "reload");
     assert_eq!(ev["Actor"]["Attributes"]["labels"], "[live=1]");
     reload(d, "{}");
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate it signs in `dir`
+/// (openssl, P-256 keys), as `prefix`-ca.pem, `prefix`-cert.pem, `prefix`-key.pem and
+/// `prefix`-client-{cert,key}.pem.
+fn make_certs(dir: &std::path::Path, prefix: &str) {
+    let sh = format!(
+        "set -e; cd {dir}; p={prefix}
+         key() {{ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $1 2>/dev/null; }}
+         key $p-ca-key.pem
+         openssl req -x509 -new -key $p-ca-key.pem -out $p-ca.pem -days 2 -subj /CN=$p-ca
+         key $p-key.pem
+         openssl req -new -key $p-key.pem -out $p.csr -subj /CN=127.0.0.1
+         printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > $p.ext
+         openssl x509 -req -in $p.csr -CA $p-ca.pem -CAkey $p-ca-key.pem -CAcreateserial \
+           -out $p-cert.pem -days 2 -extfile $p.ext 2>/dev/null
+         key $p-client-key.pem
+         openssl req -new -key $p-client-key.pem -out $p-client.csr -subj /CN=client
+         printf 'extendedKeyUsage=clientAuth\n' > $p-client.ext
+         openssl x509 -req -in $p-client.csr -CA $p-ca.pem -CAkey $p-ca-key.pem -CAcreateserial \
+           -out $p-client-cert.pem -days 2 -extfile $p-client.ext 2>/dev/null",
+        dir = dir.display()
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(sh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {out:?}");
+}
+
+/// `-H tcp://` is served only with `--tlsverify`: the docker CLI 28 and refeng with a client
+/// certificate the CA signed get answers; without one, with one another CA signed, or in plain
+/// HTTP, they get none.
+fn tcp_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    make_certs(dir, "good");
+    make_certs(dir, "rogue");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let d = Refengd::start_with(Options {
+        args: vec![
+            "-H".into(),
+            format!("tcp://127.0.0.1:{port}"),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            f("good-ca.pem"),
+            "--tlscert".into(),
+            f("good-cert.pem"),
+            "--tlskey".into(),
+            f("good-key.pem"),
+        ],
+        ..Options::default()
+    });
+    let host = format!("tcp://127.0.0.1:{port}");
+    let client = |program: &str, cert: Option<&str>| {
+        let mut cmd = std::process::Command::new(program);
+        cmd.env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_CERT_PATH")
+            .env("DOCKER_CONFIG", dir.join("cli"))
+            .args(["-H", &host]);
+        if let Some(who) = cert {
+            cmd.args(["--tlsverify", "--tlscacert", &f("good-ca.pem")])
+                .args(["--tlscert", &f(&format!("{who}-client-cert.pem"))])
+                .args(["--tlskey", &f(&format!("{who}-client-key.pem"))]);
+        }
+        cmd.args(["version", "--format", "{{.Server.Version}}"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for program in [engine_support::DOCKER_CLI, env!("CARGO_BIN_EXE_refeng")] {
+        let out = client(program, Some("good"));
+        assert!(
+            out.status.success(),
+            "{program} with a good certificate: {out:?}\n{}",
+            d.log()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            env!("CARGO_PKG_VERSION")
+        );
+        let out = client(program, Some("rogue"));
+        assert!(
+            !out.status.success(),
+            "{program} with another CA's certificate: {out:?}"
+        );
+        let out = client(program, None);
+        assert!(!out.status.success(), "{program} in plain HTTP: {out:?}");
+    }
+    // A TLS client without a certificate never gets an answer (TLS 1.3 refuses it after the
+    // client's Finished, so the request is sent and must go unanswered).
+    let mut s_client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-CAfile", &f("good-ca.pem")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = s_client.stdin.take().unwrap();
+        let _ = stdin.write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = s_client.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !said.contains("HTTP/1.1"),
+        "a client without a certificate was answered: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate required"),
+        "{out:?}"
+    );
+    d.shutdown();
+    // And without --tlsverify a tcp:// host is refused at start, by name.
+    let out = std::process::Command::new(engine_support::REFENGD)
+        .args([
+            "-H",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--config-file",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--tlsverify"),
+        "{err}"
+    );
 }
 
 fn daemon_json_refused() {

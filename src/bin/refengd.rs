@@ -1,4 +1,4 @@
-//! refengd: the Docker Engine API on unix sockets, over refeng-containerd (started and watched
+//! refengd: the Docker Engine API on unix sockets (and TCP with client certificates), over refeng-containerd (started and watched
 //! here unless `--containerd` names another containerd API daemon).
 
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use refeng::engine::{self, Config, Flags};
 #[derive(Debug, Parser)]
 #[command(name = "refengd", version)]
 struct Args {
-    /// Daemon socket(s) to serve on (unix://PATH).
+    /// Daemon socket(s) to serve on (unix://PATH, or tcp://HOST:PORT with --tlsverify).
     #[arg(short = 'H', long = "host")]
     hosts: Vec<String>,
     /// Root of persistent state.
@@ -44,6 +44,21 @@ struct Args {
     /// `none`: no default bridge network (containers in the default mode get no network).
     #[arg(short = 'b', long)]
     bridge: Option<String>,
+    /// TLS on tcp:// hosts; only together with --tlsverify.
+    #[arg(long)]
+    tls: bool,
+    /// Serve tcp:// hosts over TLS to clients with a certificate signed by --tlscacert.
+    #[arg(long)]
+    tlsverify: bool,
+    /// The CA that signs the clients' certificates (default ~/.docker/ca.pem).
+    #[arg(long)]
+    tlscacert: Option<PathBuf>,
+    /// The daemon's certificate (default ~/.docker/cert.pem).
+    #[arg(long)]
+    tlscert: Option<PathBuf>,
+    /// The daemon's key (default ~/.docker/key.pem).
+    #[arg(long)]
+    tlskey: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +83,11 @@ fn main() -> anyhow::Result<()> {
         debug: args.debug,
         config_file,
         bridge: args.bridge,
+        tls: args.tls,
+        tlsverify: args.tlsverify,
+        tlscacert: args.tlscacert,
+        tlscert: args.tlscert,
+        tlskey: args.tlskey,
     };
     let config = Config::load(&flags)?;
     let level: tracing::Level = match config.log_level.as_str() {

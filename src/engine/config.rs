@@ -45,6 +45,11 @@ impl LogDriver {
 pub struct Config {
     /// The unix sockets the API is served on.
     pub hosts: Vec<PathBuf>,
+    /// The TCP addresses the API is served on, over TLS with client certificates only.
+    pub tcp_hosts: Vec<std::net::SocketAddr>,
+    /// The certificates of TCP serving (`--tlsverify`); `Some` whenever `tcp_hosts` is not
+    /// empty.
+    pub tls: Option<TlsFiles>,
     /// Persistent state: container records, logs, the engine's id; refeng-containerd's root is
     /// `<data-root>/containerd` when refengd starts it.
     pub data_root: PathBuf,
@@ -89,6 +94,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             hosts: Vec::new(),
+            tcp_hosts: Vec::new(),
+            tls: None,
             data_root: DEFAULT_DATA_ROOT.into(),
             exec_root: DEFAULT_EXEC_ROOT.into(),
             containerd: None,
@@ -149,6 +156,27 @@ pub enum ConfigError {
     },
 }
 
+/// The PEM files of `--tlsverify` serving: the CA that signs the clients' certificates, and
+/// the daemon's own certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--tlscacert`.
+    pub ca: PathBuf,
+    /// `--tlscert`.
+    pub cert: PathBuf,
+    /// `--tlskey`.
+    pub key: PathBuf,
+}
+
+/// An address of `-H`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// `unix://PATH` (or a bare absolute path).
+    Unix(PathBuf),
+    /// `tcp://HOST:PORT`.
+    Tcp(std::net::SocketAddr),
+}
+
 /// What was given on the command line, before the file is merged in.
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
@@ -174,6 +202,16 @@ pub struct Flags {
     pub config_file: Option<PathBuf>,
     /// `-b`/`--bridge`.
     pub bridge: Option<String>,
+    /// `--tls`.
+    pub tls: bool,
+    /// `--tlsverify`.
+    pub tlsverify: bool,
+    /// `--tlscacert`.
+    pub tlscacert: Option<PathBuf>,
+    /// `--tlscert`.
+    pub tlscert: Option<PathBuf>,
+    /// `--tlskey`.
+    pub tlskey: Option<PathBuf>,
 }
 
 /// The daemon.json keys refengd honours. Everything else dockerd knows (storage drivers,
@@ -199,6 +237,11 @@ const KEYS: &[&str] = &[
     "default-address-pools",
     "bridge",
     "seccomp-profile",
+    "tls",
+    "tlsverify",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
 ];
 
 /// The json-file options refengd implements.
@@ -310,6 +353,15 @@ impl Config {
         conflict("log-level", flags.log_level.clone());
         conflict("debug", flags.debug.then(|| "true".to_string()));
         conflict("bridge", flags.bridge.clone());
+        conflict("tls", flags.tls.then(|| "true".to_string()));
+        conflict("tlsverify", flags.tlsverify.then(|| "true".to_string()));
+        for (key, flag) in [
+            ("tlscacert", &flags.tlscacert),
+            ("tlscert", &flags.tlscert),
+            ("tlskey", &flags.tlskey),
+        ] {
+            conflict(key, flag.as_ref().map(|p| p.display().to_string()));
+        }
         if !conflicts.is_empty() {
             return Err(ConfigError::Conflict(conflicts.join(", ")));
         }
@@ -328,10 +380,52 @@ impl Config {
         } else {
             hosts
         };
-        c.hosts = hosts
-            .iter()
-            .map(|h| parse_host(h))
-            .collect::<Result<_, _>>()?;
+        for h in &hosts {
+            match parse_host(h)? {
+                Host::Unix(p) => c.hosts.push(p),
+                Host::Tcp(a) => c.tcp_hosts.push(a),
+            }
+        }
+        let tlsverify = flags.tlsverify || boolean(&map, "tlsverify")?.unwrap_or(false);
+        let tls = flags.tls || boolean(&map, "tls")?.unwrap_or(false);
+        if !c.tcp_hosts.is_empty() && !tlsverify {
+            return Err(value_error(
+                "hosts",
+                &format!(
+                    "{}: refengd serves TCP only with --tlsverify, which asks every client for \
+                     a certificate signed by --tlscacert{}",
+                    c.tcp_hosts
+                        .iter()
+                        .map(|a| format!("tcp://{a}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if tls {
+                        " (--tls alone, without client certificates, is not supported)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        if tlsverify {
+            // dockerd's defaults: the files in DOCKER_CERT_PATH, else ~/.docker.
+            let dir = std::env::var_os("DOCKER_CERT_PATH")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+                .unwrap_or_else(|| PathBuf::from("/root/.docker"));
+            let file =
+                |flag: &Option<PathBuf>, key: &str, name: &str| -> Result<PathBuf, ConfigError> {
+                    Ok(flag
+                        .clone()
+                        .or(path(&map, key)?)
+                        .unwrap_or_else(|| dir.join(name)))
+                };
+            c.tls = Some(TlsFiles {
+                ca: file(&flags.tlscacert, "tlscacert", "ca.pem")?,
+                cert: file(&flags.tlscert, "tlscert", "cert.pem")?,
+                key: file(&flags.tlskey, "tlskey", "key.pem")?,
+            });
+        }
         if let Some(p) = flags.data_root.clone().or(path(&map, "data-root")?) {
             c.data_root = p;
         }
@@ -473,13 +567,40 @@ impl Config {
     }
 }
 
-/// Parses one `-H` value. Only unix sockets: TCP needs `--tlsverify` with client certificates,
-/// which refengd does not implement yet, so a TCP address is refused rather than served in the
-/// clear.
+/// Parses one `-H` value: a unix socket, or `tcp://HOST:PORT` (served only with
+/// `--tlsverify`; the port defaults to 2376 as dockerd's does with TLS).
 ///
 /// # Errors
 /// `Value` naming the address.
-pub fn parse_host(h: &str) -> Result<PathBuf, ConfigError> {
+pub fn parse_host(h: &str) -> Result<Host, ConfigError> {
+    if let Some(rest) = h.strip_prefix("tcp://") {
+        use std::net::ToSocketAddrs;
+        let rest = rest.trim_end_matches('/');
+        let with_port = if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !rest.ends_with(']')
+        {
+            rest.to_string()
+        } else {
+            format!("{rest}:2376")
+        };
+        let with_port = if with_port.starts_with(':') {
+            format!("0.0.0.0{with_port}")
+        } else {
+            with_port
+        };
+        return with_port
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(Host::Tcp)
+            .ok_or_else(|| value_error("hosts", &format!("{h:?}: not a tcp://HOST:PORT address")));
+    }
+    parse_unix_host(h).map(Host::Unix)
+}
+
+fn parse_unix_host(h: &str) -> Result<PathBuf, ConfigError> {
     if let Some(p) = h.strip_prefix("unix://") {
         if p.is_empty() {
             return Ok(PathBuf::from("/run/refeng/refeng.sock"));
@@ -492,13 +613,10 @@ pub fn parse_host(h: &str) -> Result<PathBuf, ConfigError> {
         }
         return Ok(PathBuf::from(p));
     }
-    if h.starts_with("tcp://") || h.starts_with("fd://") || h.starts_with("npipe://") {
+    if h.starts_with("fd://") || h.starts_with("npipe://") || h.starts_with("ssh://") {
         return Err(value_error(
             "hosts",
-            &format!(
-                "{h:?}: only unix:// sockets are served (TCP needs --tlsverify with client \
-                 certificates, which refengd does not implement)"
-            ),
+            &format!("{h:?}: only unix:// sockets and tcp:// with --tlsverify are served"),
         ));
     }
     if h.starts_with('/') {
@@ -657,7 +775,30 @@ mod tests {
         let e = file(r#"{"hosts":["tcp://0.0.0.0:2375"]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("tcp://0.0.0.0:2375"), "{e}");
+        assert!(
+            e.contains("tcp://0.0.0.0:2375") && e.contains("--tlsverify"),
+            "{e}"
+        );
+        let e = file(r#"{"hosts":["tcp://127.0.0.1:2376"],"tls":true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls alone"), "{e}");
+        let c = file(
+            r#"{"hosts":["unix:///s.sock","tcp://127.0.0.1"],"tlsverify":true,
+                "tlscacert":"/c/ca.pem","tlscert":"/c/cert.pem","tlskey":"/c/key.pem"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hosts, vec![PathBuf::from("/s.sock")]);
+        assert_eq!(c.tcp_hosts, vec!["127.0.0.1:2376".parse().unwrap()]);
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                ca: "/c/ca.pem".into(),
+                cert: "/c/cert.pem".into(),
+                key: "/c/key.pem".into()
+            })
+        );
+        assert!(file(r#"{"hosts":["tcp://nowhere.invalid.:x"],"tlsverify":true}"#).is_err());
         assert!(file("[1]").is_err());
         let e = file(r#"{"seccomp-profile":"/nonexistent/profile.json"}"#)
             .unwrap()

@@ -87,7 +87,7 @@ impl Engine {
         let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
         let fixed = |a: &Config, b: &Config| {
             (
-                a.hosts.clone(),
+                (a.hosts.clone(), a.tcp_hosts.clone(), a.tls.clone()),
                 a.data_root.clone(),
                 a.exec_root.clone(),
                 a.containerd.clone(),
@@ -99,7 +99,7 @@ impl Engine {
                 a.bridge_none,
                 a.seccomp_profile.clone(),
             ) == (
-                b.hosts.clone(),
+                (b.hosts.clone(), b.tcp_hosts.clone(), b.tls.clone()),
                 b.data_root.clone(),
                 b.exec_root.clone(),
                 b.containerd.clone(),
@@ -114,7 +114,7 @@ impl Engine {
         };
         if !fixed(&c, &fresh) {
             anyhow::bail!(
-                "hosts, data-root, exec-root, containerd, containerd-namespace, group, pidfile, \
+                "hosts, tls*, data-root, exec-root, containerd, containerd-namespace, group, pidfile, \
                  bip, default-address-pools, bridge and seccomp-profile take effect only at start; restart refengd to \
                  change them"
             );
@@ -373,6 +373,20 @@ async fn serve(config: Config, flags: Flags) -> anyhow::Result<()> {
             sockets.push(host.clone());
             tracing::info!(socket = %host.display(), "API listen");
             tokio::spawn(server::serve(engine.clone(), listener));
+        }
+        if let Some(files) = config.tls.as_ref().filter(|_| !config.tcp_hosts.is_empty()) {
+            let acceptor = server::tls_acceptor(files)?;
+            for addr in &config.tcp_hosts {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding tcp://{addr}"))?;
+                tracing::info!(address = %addr, "API listen (TLS, client certificates)");
+                tokio::spawn(server::serve_tls(
+                    engine.clone(),
+                    listener,
+                    acceptor.clone(),
+                ));
+            }
         }
         let mut term = signal(SignalKind::terminate()).context("TERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("INT handler")?;

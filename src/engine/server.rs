@@ -800,18 +800,92 @@ pub async fn serve(engine: Arc<Engine>, listener: UnixListener) {
                 continue;
             }
         };
+        tokio::spawn(connection(engine.clone(), stream));
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades for attach and exec) on one connection.
+async fn connection<I>(engine: Arc<Engine>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request| {
         let engine = engine.clone();
+        async move { Ok::<_, Infallible>(handle(engine, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// The TLS side of `--tlsverify`: the daemon's certificate and key, and every client must show
+/// a certificate that `ca` signed (dockerd's `tls.RequireAndVerifyClientCert`).
+///
+/// # Errors
+/// A file that cannot be read or holds no certificate or key, named.
+pub fn tls_acceptor(files: &super::config::TlsFiles) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = |p: &Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let list = CertificateDer::pem_file_iter(p)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .with_context(|| format!("reading certificates from {}", p.display()))?;
+        anyhow::ensure!(!list.is_empty(), "no certificate in {}", p.display());
+        Ok(list)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&files.ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("a CA certificate of {}", files.ca.display()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("the client certificate verifier")?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading the key {}", files.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&files.cert)?, key)
+        .with_context(|| format!("the certificate {}", files.cert.display()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves the API on a TCP `listener` over TLS until the process ends; a client whose
+/// handshake fails (no certificate, one the CA did not sign, plain HTTP) gets no answer.
+pub async fn serve_tls(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (engine, tls) = (engine.clone(), tls.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request| {
-                let engine = engine.clone();
-                async move { Ok::<_, Infallible>(handle(engine, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended");
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream));
+            match handshake.await {
+                Ok(Ok(s)) => connection(engine, s).await,
+                Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         });
     }
