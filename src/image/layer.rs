@@ -22,7 +22,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 
 use super::content::{is_limit, LimitExceeded};
-use super::digest::{Algorithm, Digest, HashingReader};
+use super::digest::{Algorithm, Digest, Hasher};
 use super::tar::{Entry, Kind, Reader, TarError, TarLimits};
 use crate::sys::openat2::open_in_root_with;
 
@@ -357,13 +357,29 @@ pub fn apply_layer<R: Read>(
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    ap.run(stream, opts)
+    let u = ap.run(stream, opts)?;
+    Ok(Applied {
+        diff_id: u
+            .diff_id
+            .ok_or_else(|| LayerError::Stream(io::Error::other("a layer is always hashed")))?,
+        size: u.size,
+        entries: u.entries,
+    })
+}
+
+/// What a copy unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Bytes of the archive.
+    pub size: u64,
+    /// Entries in it.
+    pub entries: u64,
 }
 
 /// Unpacks an archive that is not a layer (`docker cp`) into the open directory `dir`, with
 /// the same hardened reader and the same confinement as a layer (nothing is written outside
-/// `dir`, no symlink is followed), under the [`CopyRules`]. `opts.whiteouts` and `opts.lowers`
-/// do not apply.
+/// `dir`, no symlink is followed), under the [`CopyRules`]. `opts.whiteouts`, `opts.lowers` and
+/// `opts.expected_diff_id` do not apply, and the stream is not hashed.
 ///
 /// # Errors
 /// As [`apply_layer`], and the refusals of [`CopyRules`]; what was unpacked before the error
@@ -373,7 +389,7 @@ pub fn unpack_into_dir<R: Read>(
     stream: R,
     rules: CopyRules,
     opts: &ApplyOptions,
-) -> Result<Applied, LayerError> {
+) -> Result<Copied, LayerError> {
     let ap = Applier {
         root: dir,
         lowers: Vec::new(),
@@ -382,18 +398,27 @@ pub fn unpack_into_dir<R: Read>(
         created: HashSet::new(),
         dir_times: Vec::new(),
     };
-    ap.run(stream, opts)
+    let u = ap.run(stream, opts)?;
+    Ok(Copied {
+        size: u.size,
+        entries: u.entries,
+    })
 }
 
 impl Applier {
-    fn run<R: Read>(mut self, stream: R, opts: &ApplyOptions) -> Result<Applied, LayerError> {
+    /// Unpacks `stream`; hashes it (the diff_id) for a layer, not for a copy.
+    fn run<R: Read>(mut self, stream: R, opts: &ApplyOptions) -> Result<Unpacked, LayerError> {
         let ap = &mut self;
         let (_, plain) = decompress(stream).map_err(LayerError::Stream)?;
         let bounded = Bounded {
             inner: plain,
             left: opts.max_uncompressed,
         };
-        let hashing = HashingReader::new(bounded, Algorithm::Sha256);
+        let hashing = Counted {
+            inner: bounded,
+            hasher: ap.copy.is_none().then(|| Algorithm::Sha256.hasher()),
+            count: 0,
+        };
         let mut reader = Reader::new(hashing, opts.tar);
         let limit = opts.max_uncompressed;
         let map_tar = |e: TarError| match e {
@@ -428,22 +453,49 @@ impl Applier {
                 LayerError::Stream(e)
             }
         })?;
-        let (diff_id, size) = hashing.finish();
+        let size = hashing.count;
+        let diff_id = hashing.hasher.map(Hasher::finish);
         ap.finish_dir_times()?;
-        if let Some(expected) = &opts.expected_diff_id {
-            if *expected != diff_id {
+        if let (Some(expected), Some(actual)) = (&opts.expected_diff_id, &diff_id) {
+            if expected != actual {
                 return Err(LayerError::DiffIdMismatch {
                     expected: expected.clone(),
-                    actual: diff_id,
+                    actual: actual.clone(),
                 });
             }
         }
-        tracing::debug!(%diff_id, size, entries, "applied layer");
-        Ok(Applied {
+        tracing::debug!(?diff_id, size, entries, "unpacked");
+        Ok(Unpacked {
             diff_id,
             size,
             entries,
         })
+    }
+}
+
+/// What [`Applier::run`] read.
+struct Unpacked {
+    /// The sha256 of the stream, for a layer.
+    diff_id: Option<Digest>,
+    size: u64,
+    entries: u64,
+}
+
+/// A reader that counts what passes, and hashes it when given a hasher.
+struct Counted<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
     }
 }
 
