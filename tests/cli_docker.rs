@@ -823,6 +823,212 @@ fn addresses_and_contexts() {
     assert_eq!(o.code, 125, "{o:?}");
 }
 
+/// A private tmux server (its own socket) running one command in a 100x30 window; dropping it
+/// ends that server.
+struct Tmux {
+    socket: String,
+    /// The command, for failure messages.
+    label: String,
+}
+
+impl Tmux {
+    fn start(w: &World, d: Daemon, command: &str) -> Tmux {
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let socket = format!(
+            "refeng-cli-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let t = Tmux {
+            socket,
+            label: format!("{command:?} on {d:?}"),
+        };
+        let out = t
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
+            .env("DOCKER_HOST", d.host(w))
+            .env("DOCKER_CONFIG", w.dir.join("config-tmux"))
+            .env_remove("DOCKER_CONTEXT")
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin",
+                    Path::new(REFENG).parent().unwrap().display()
+                ),
+            )
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        assert!(out.status.success(), "tmux: {out:?}");
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket, "-f", "/dev/null"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let out = self
+            .cmd()
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "send-keys: {out:?}");
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-t", "t", "-p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until a line of the screen is `line` (after trailing spaces), for up to 20 s.
+    #[track_caller]
+    fn wait_line(&self, line: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            // An exit line may follow the prompt the detach or exit left: `/ # EXIT=0`.
+            if screen.lines().any(|l| {
+                l.trim_end() == line
+                    || (line.starts_with("EXIT=") && l.trim_end().ends_with(&format!(" {line}")))
+            }) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: no line {line:?} on the screen:\n{screen}",
+                self.label
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    #[track_caller]
+    fn wait_prompt(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.screen().contains("/ #") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no prompt:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+/// `run -it`, `exec -it` and a foreground `run` through a terminal (tmux), with both CLIs on
+/// both daemons: the window size reaches the container and follows a resize, ctrl-c reaches
+/// the shell, the detach keys (ctrl-p ctrl-q) leave the container running and exit 0, `exit 3`
+/// in an exec session is the CLI's exit code, and ctrl-c on a CLI without a terminal is
+/// proxied to the container as SIGINT.
+fn interactive_sessions() {
+    with_cleanup(&["@", "@-exec"], || {
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for (c, me) in [(Client::Docker, "docker"), (Client::Refeng, "refeng")] {
+                let name = format!("cli-{me}-x");
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!("{me} run -it --rm --name {name} busybox sh; echo EXIT=$?; sleep 60"),
+                );
+                t.wait_prompt();
+                t.keys(&["stty size", "Enter"]);
+                t.wait_line("30 100");
+                let out = t
+                    .cmd()
+                    .args(["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                t.keys(&["stty size", "Enter"]);
+                t.wait_line("40 120");
+                t.keys(&["sleep 100", "Enter"]);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                t.keys(&["C-c"]);
+                t.keys(&["echo after-ctrl-c", "Enter"]);
+                t.wait_line("after-ctrl-c");
+                t.keys(&["C-p", "C-q"]);
+                t.wait_line("EXIT=0");
+                let o = run(
+                    w,
+                    d,
+                    Client::Docker,
+                    &["inspect", "-f", "{{.State.Running}}", &name],
+                    None,
+                );
+                assert_eq!(
+                    o.stdout, "true\n",
+                    "{me} on {d:?}: detached, still running: {o:?}"
+                );
+                drop(t);
+
+                let exec_name = format!("cli-{me}-x-exec");
+                let o = run(
+                    w,
+                    d,
+                    Client::Docker,
+                    &[
+                        "run", "-d", "--name", &exec_name, "busybox", "sleep", "1000",
+                    ],
+                    None,
+                );
+                assert_eq!(o.code, 0, "{o:?}");
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!("{me} exec -it {exec_name} sh; echo EXIT=$?; sleep 60"),
+                );
+                t.wait_prompt();
+                t.keys(&["stty size", "Enter"]);
+                t.wait_line("30 100");
+                t.keys(&["exit 3", "Enter"]);
+                t.wait_line("EXIT=3");
+                drop(t);
+
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!(
+                        "{me} run --rm busybox sh -c 'trap \"echo got-int; exit 9\" INT; echo ready; sleep 100 & wait'; echo EXIT=$?; sleep 60"
+                    ),
+                );
+                t.wait_line("ready");
+                t.keys(&["C-c"]);
+                // The terminal echoes the ^C before the container's answer.
+                t.wait_line("EXIT=9");
+                assert!(t.screen().contains("^Cgot-int\n"), "{}", t.screen());
+                let _ = c;
+            }
+        }
+    });
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -841,6 +1047,7 @@ fn main() {
         ("run_detached_ps_rm", &run_detached_ps_rm),
         ("lifecycle_verbs", &lifecycle_verbs),
         ("addresses_and_contexts", &addresses_and_contexts),
+        ("interactive_sessions", &interactive_sessions),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -388,6 +388,11 @@ pub fn create_body(a: &RunArgs) -> Result<Value, CliError> {
         },
     );
     host.insert("AutoRemove".into(), json!(a.rm));
+    if a.tty {
+        if let Some((h, w)) = stream::terminal_size() {
+            host.insert("ConsoleSize".into(), json!([h, w]));
+        }
+    }
     host.insert("CapAdd".into(), json!(a.cap_add));
     host.insert("CapDrop".into(), json!(a.cap_drop));
     host.insert("Dns".into(), json!(a.dns));
@@ -690,6 +695,31 @@ fn resize(ctx: &Ctx, path_prefix: &str) {
     }
 }
 
+/// An exec's first resize: the daemon refuses it until the process runs, so it is tried a few
+/// times, as docker does.
+fn resize_exec(ctx: &Ctx, eid: &str) {
+    let Some((h, w)) = stream::terminal_size() else {
+        return;
+    };
+    for _ in 0..10 {
+        let ok = ctx
+            .client
+            .request(
+                "POST",
+                &format!("/exec/{eid}/resize?h={h}&w={w}"),
+                &[],
+                Body::None,
+            )
+            .and_then(|r| r.ok())
+            .map(|r| r.bytes())
+            .is_ok();
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Resizes on SIGWINCH and forwards the proxied signals to the container.
 fn watch(ctx: &Ctx, id: &str, tty: bool, proxy: bool, resize_prefix: String) {
     let endpoint = ctx.client.endpoint().clone();
@@ -762,8 +792,9 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<(), CliError> {
     }
     let conn = attach_conn(ctx, &id, a.interactive, false)?;
     let condition = if a.rm { "removed" } else { "next-exit" };
-    let waiter = Waiter::open(ctx, &id, condition)?;
+    // Signals are blocked before any thread starts, so that only the watcher receives them.
     watch(ctx, &id, a.tty, a.sig_proxy, format!("/containers/{id}"));
+    let waiter = Waiter::open(ctx, &id, condition)?;
     if let Err(e) = ctx
         .client
         .call("POST", &format!("/containers/{id}/start"), Body::None)
@@ -1209,8 +1240,8 @@ pub fn start(ctx: &Ctx, a: StartArgs) -> Result<(), CliError> {
         None
     };
     let conn = attach_conn(ctx, &id, stdin, false)?;
-    let waiter = Waiter::open(ctx, &id, "next-exit")?;
     watch(ctx, &id, tty, true, format!("/containers/{id}"));
+    let waiter = Waiter::open(ctx, &id, "next-exit")?;
     if let Err(e) = ctx
         .client
         .call("POST", &format!("/containers/{id}/start"), Body::None)
@@ -1603,6 +1634,16 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<(), CliError> {
     if let Some(k) = &a.detach_keys {
         body["DetachKeys"] = json!(k);
     }
+    // The size the process starts with (API 1.42), so that it never sees a 0x0 terminal
+    // before the first resize.
+    let console = if a.tty {
+        stream::terminal_size().map(|(h, w)| json!([h, w]))
+    } else {
+        None
+    };
+    if let Some(c) = &console {
+        body["ConsoleSize"] = c.clone();
+    }
     let created: Value = ctx
         .client
         .request(
@@ -1614,7 +1655,10 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<(), CliError> {
         .ok()?
         .json()?;
     let eid = created["Id"].as_str().unwrap_or("").to_owned();
-    let start = json!({"Detach": a.detach, "Tty": a.tty});
+    let mut start = json!({"Detach": a.detach, "Tty": a.tty});
+    if let Some(c) = &console {
+        start["ConsoleSize"] = c.clone();
+    }
     if a.detach {
         ctx.client
             .call("POST", &format!("/exec/{eid}/start"), Body::json(&start))?;
@@ -1636,7 +1680,7 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> Result<(), CliError> {
     watch(ctx, &cid, a.tty, false, format!("/exec/{eid}"));
     let raw = (a.tty && a.interactive).then(RawTerminal::enable);
     if a.tty {
-        resize(ctx, &format!("/exec/{eid}"));
+        resize_exec(ctx, &eid);
     }
     let ended = stream::pump(conn, a.tty, a.interactive, keys)
         .map_err(|e| CliError::from(ClientError::Io(e)))?;
@@ -1701,9 +1745,9 @@ pub fn attach(ctx: &Ctx, a: AttachArgs) -> Result<(), CliError> {
     } else {
         None
     };
+    watch(ctx, &id, tty, a.sig_proxy, format!("/containers/{id}"));
     let waiter = Waiter::open(ctx, &id, "not-running")?;
     let conn = attach_conn(ctx, &id, stdin, false)?;
-    watch(ctx, &id, tty, a.sig_proxy, format!("/containers/{id}"));
     let raw = (tty && stdin).then(RawTerminal::enable);
     if tty {
         resize(ctx, &format!("/containers/{id}"));
