@@ -3,6 +3,7 @@
 //! address resolution, output formatting and input parsers beside them.
 
 pub mod address;
+pub mod build;
 pub mod client;
 pub mod containers;
 pub mod format;
@@ -177,6 +178,8 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Return low-level information on Docker objects
     Inspect(inspect::InspectArgs),
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
     /// Show the Docker version information
     Version(system::VersionArgs),
     /// Display system-wide information
@@ -234,6 +237,8 @@ pub enum ContainerCommand {
 /// `refeng image ...`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
     /// List images
     #[command(visible_aliases = ["images", "list"])]
     Ls(images::ImagesArgs),
@@ -463,6 +468,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             inspect::inspect_typed(ctx, a, inspect::Kind::Image)
         }
         Command::Inspect(a) => inspect::inspect(ctx, a),
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(ctx, *a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
     }
@@ -490,6 +496,8 @@ mod tests {
             "refeng container ls -s",
             "refeng image inspect busybox",
             "refeng exec -it -u 0 -w / c sh",
+            "refeng build -t a:1 -t b --build-arg X=1 --rm=false -f - --label l=v .",
+            "refeng image build -q --iidfile /tmp/id -",
             "refeng logs -f --tail 5 -t c",
         ] {
             let args: Vec<String> = line.split(' ').map(str::to_owned).collect();

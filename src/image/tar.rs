@@ -235,6 +235,24 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Skips `n` bytes of padding; `false` when the archive ends before.
+    fn skip_padding(&mut self, mut n: u64) -> Result<bool, TarError> {
+        let mut buf = [0u8; BLOCK];
+        while n > 0 {
+            let want = n.min(buf.len() as u64) as usize;
+            match self.inner.read(&mut buf[..want]) {
+                Ok(0) => return Ok(false),
+                Ok(k) => {
+                    n -= k as u64;
+                    self.offset += k as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TarError::Io(e)),
+            }
+        }
+        Ok(true)
+    }
+
     fn skip(&mut self, mut n: u64) -> Result<(), TarError> {
         let mut buf = [0u8; 8192];
         while n > 0 {
@@ -281,10 +299,17 @@ impl<R: Read> Reader<R> {
         if self.done {
             return Ok(None);
         }
-        let rest = self.remaining + self.padding;
+        let (rest, padding) = (self.remaining, self.padding);
         self.remaining = 0;
         self.padding = 0;
         self.skip(rest)?;
+        if !self.skip_padding(padding)? {
+            // EOF inside the last entry's padding: the end, as Go's reader takes it (its
+            // `tryReadFull`). The docker CLI's tar of a Dockerfile from stdin or from outside
+            // the context ends that way: its writer is closed after the pipe it writes to.
+            self.done = true;
+            return Ok(None);
+        }
         let mut pending = Pending::default();
         let mut block = [0u8; BLOCK];
         loop {
@@ -838,6 +863,32 @@ mod tests {
         let mut r = Reader::new(&h[..], TarLimits::default());
         r.next_entry().unwrap().unwrap();
         assert!(r.data().read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn an_archive_may_end_inside_the_last_padding() {
+        // As the docker CLI sends a context with a Dockerfile from stdin, and Go reads it.
+        let mut b = Builder::new(Vec::new());
+        let mut e = Entry::new(b"a".to_vec(), Kind::File);
+        e.size = 3;
+        b.append(&e, &b"abc"[..]).unwrap();
+        let mut e = Entry::new(b"b".to_vec(), Kind::File);
+        e.size = 64;
+        b.append(&e, &[7u8; 64][..]).unwrap();
+        let bytes = b.finish().unwrap();
+        let cut = &bytes[..3 * BLOCK + 64];
+        let mut r = Reader::new(cut, TarLimits::default());
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"a");
+        let mut data = Vec::new();
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"b");
+        r.data().read_to_end(&mut data).unwrap();
+        assert_eq!(data, [7u8; 64]);
+        assert!(r.next_entry().unwrap().is_none());
+        // Cut inside the data, it is still truncated.
+        let mut r = Reader::new(&bytes[..3 * BLOCK + 10], TarLimits::default());
+        r.next_entry().unwrap();
+        r.next_entry().unwrap();
+        assert!(r.next_entry().is_err());
     }
 
     #[test]

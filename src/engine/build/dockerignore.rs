@@ -272,7 +272,10 @@ impl Dockerignore {
         matched
     }
 
-    fn has_exclusions(&self) -> bool {
+    /// Whether any pattern is an exception (`!`): without one, an ignored directory can be
+    /// skipped whole.
+    #[must_use]
+    pub fn has_exclusions(&self) -> bool {
         self.patterns.iter().any(|p| p.exclusion)
     }
 
@@ -283,8 +286,19 @@ impl Dockerignore {
     /// of `.dockerignore` and the Dockerfile, and dockerd's removal of both when they are ignored.
     #[must_use]
     pub fn context_paths(&self, entries: &[(String, bool)], dockerfile: &str) -> Vec<String> {
+        let mut out = self.sent_paths(entries, Some(dockerfile));
+        out.retain(|p| !((p == ".dockerignore" || p == dockerfile) && self.matches(p)));
+        out
+    }
+
+    /// The paths the docker CLI puts in the context tar it sends (`TarWithOptions` after
+    /// `TrimBuildFilesFromExcludes`): the walk of [`Dockerignore::context_paths`], keeping
+    /// `.dockerignore` and the Dockerfile even when ignored (`dockerfile` is `None` when the
+    /// Dockerfile comes from elsewhere, stdin or outside the context, and gets no exception).
+    #[must_use]
+    pub fn sent_paths(&self, entries: &[(String, bool)], dockerfile: Option<&str>) -> Vec<String> {
         let mut walk = self.clone();
-        for keep in [".dockerignore", dockerfile] {
+        for keep in std::iter::once(".dockerignore").chain(dockerfile) {
             if self.matches(keep) {
                 if let Ok(extra) = Self::from_patterns(&[(0, format!("!{keep}"))]) {
                     walk.patterns.extend(extra.patterns);
@@ -320,7 +334,6 @@ impl Dockerignore {
             }
             out.push(path.clone());
         }
-        out.retain(|p| !((p == ".dockerignore" || p == dockerfile) && self.matches(p)));
         out
     }
 }
