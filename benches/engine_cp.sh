@@ -35,7 +35,7 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   # What the daemons started (dockerd's containerd, shims) names our directory: end it by pid.
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$work/"; then
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$work/"; then
       kill -9 "${p#/proc/}" 2>/dev/null || true
     fi
   done

@@ -598,6 +598,10 @@ struct RootView {
     root: OwnedFd,
     // Declared after `root`: the fd is closed before the mounts are detached.
     _mounts: Option<(MountGuard, Scratch)>,
+    // Last: a stopped container's operations (start above all, which would mount the same
+    // writable layer a second time) wait until the copy's mounts are gone, as dockerd holds the
+    // container's lock until the archive is read.
+    _op: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// Mounts `spec` privately at `target` (its mounts never propagate to a peer).
@@ -764,6 +768,19 @@ impl Engine {
         })
     }
 
+    /// The container `name` and its root, looked at under the container's operation lock (held
+    /// on for a mounted snapshot, see [`RootView`]).
+    async fn copy_view(&self, name: &str) -> Result<(Target, RootView), ApiError> {
+        let id = self.containers.find(name)?;
+        let guard = self.op_lock(&id)?.lock_owned().await;
+        let t = self.copy_target(name)?;
+        let mut view = self.root_view(&t).await?;
+        if view._mounts.is_some() {
+            view._op = Some(guard);
+        }
+        Ok((t, view))
+    }
+
     /// The container's root: its process's, or its snapshot with its volumes, mounted
     /// privately under the data root's scratch directory.
     async fn root_view(&self, t: &Target) -> Result<RootView, ApiError> {
@@ -777,6 +794,7 @@ impl Engine {
             return Ok(RootView {
                 root,
                 _mounts: None,
+                _op: None,
             });
         }
         let mounts = self.containers.ctd.mounts(&t.id).await?;
@@ -817,6 +835,7 @@ impl Engine {
             Ok(RootView {
                 root,
                 _mounts: Some((guard, scratch)),
+                _op: None,
             })
         })
         .await
@@ -830,8 +849,7 @@ impl Engine {
     /// 404 for a missing container or path; 500 for other failures of the lookup.
     pub async fn container_stat_path(&self, name: &str, path: &str) -> Result<PathStat, ApiError> {
         let p = ContainerPath::parse(path)?;
-        let t = self.copy_target(name)?;
-        let view = self.root_view(&t).await?;
+        let (_, view) = self.copy_view(name).await?;
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
             let r = resolve(view.root.as_fd(), &p).map_err(|e| path_error(e, &p, &name))?;
@@ -851,8 +869,7 @@ impl Engine {
         path: &str,
     ) -> Result<(PathStat, mpsc::Receiver<Bytes>), ApiError> {
         let p = ContainerPath::parse(path)?;
-        let t = self.copy_target(name)?;
-        let view = self.root_view(&t).await?;
+        let (t, view) = self.copy_view(name).await?;
         let (tx, rx) = mpsc::channel(16);
         let (stat_tx, stat_rx) = oneshot::channel();
         let name = name.to_owned();
@@ -896,11 +913,7 @@ impl Engine {
         q: PutQuery,
         body: R,
     ) -> Result<(), ApiError> {
-        let t = match self.copy_target(name) {
-            Ok(t) => t,
-            Err(e) => return Err(drained(body, e).await),
-        };
-        let view = match self.root_view(&t).await {
+        let (t, view) = match self.copy_view(name).await {
             Ok(v) => v,
             Err(e) => return Err(drained(body, e).await),
         };
