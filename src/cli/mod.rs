@@ -43,6 +43,13 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// a flag's value that does not parse, worded as docker's flag errors
+    #[error("invalid argument {value:?} for {flag:?} flag: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
     /// a usage error (wrong arguments, unsupported flag)
     #[error("{0}")]
     Usage(String),
@@ -55,7 +62,7 @@ pub enum CliError {
 }
 
 /// An I/O error worded as Go words it (`no such file or directory`), as docker prints it.
-fn go_io_text(e: &std::io::Error) -> String {
+pub(crate) fn go_io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => {
             let d = nix::errno::Errno::from_raw(n).desc();
@@ -73,8 +80,20 @@ impl CliError {
     pub fn code(&self) -> i32 {
         match self {
             CliError::Status { code, .. } | CliError::Exit(code) => *code,
-            CliError::Usage(_) | CliError::Spec(SpecError::Filter(_)) => 125,
+            CliError::Usage(_) | CliError::Spec(SpecError::Filter(_)) | CliError::Flag { .. } => {
+                125
+            }
             _ => 1,
+        }
+    }
+
+    /// A flag error for `flag` (`"-m, --memory"`) from a parser's error on `value`.
+    pub fn flag(flag: &'static str, value: &str) -> impl FnOnce(SpecError) -> CliError {
+        let value = value.to_owned();
+        move |e| CliError::Flag {
+            flag,
+            value,
+            reason: e.to_string(),
         }
     }
 
@@ -165,6 +184,20 @@ pub enum Command {
     Exec(containers::ExecArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(containers::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(containers::StatsArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Load an image from a tar archive or STDIN
@@ -229,6 +262,22 @@ pub enum ContainerCommand {
     Attach(containers::AttachArgs),
     /// Display detailed information on one or more containers
     Inspect(inspect::TypedInspectArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(containers::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(containers::StatsArgs),
 }
 
 /// `refeng image ...`.
@@ -349,6 +398,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
 fn report(e: &CliError, verb: Option<&str>) -> i32 {
     let mut err = std::io::stderr().lock();
     match e {
+        // A reader that went away (`refeng export | head`): quiet, as a program killed by
+        // SIGPIPE is, with the status a shell shows for that.
+        CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            return 141;
+        }
         CliError::Exit(code) => return *code,
         CliError::Status { code, message } => {
             let _ = match verb {
@@ -363,7 +417,7 @@ fn report(e: &CliError, verb: Option<&str>) -> i32 {
         CliError::Usage(m) => {
             let _ = writeln!(err, "refeng: {m}");
         }
-        CliError::Spec(SpecError::Filter(_)) => {
+        CliError::Spec(SpecError::Filter(_)) | CliError::Flag { .. } => {
             let _ = writeln!(
                 err,
                 "{e}\n\nRun 'refeng {} --help' for more information",
@@ -450,6 +504,26 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         }
         Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
             containers::attach(ctx, a)
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => containers::top(ctx, a),
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            containers::port(ctx, a)
+        }
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
+            containers::diff(ctx, a)
+        }
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            containers::export(ctx, a)
+        }
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            containers::commit(ctx, a)
+        }
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            containers::update(ctx, a)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(ctx, a),
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            containers::stats(ctx, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => {
             inspect::inspect_typed(ctx, a, inspect::Kind::Container)
