@@ -794,9 +794,9 @@ fn container_inspection_verbs() {
             }
         }
         // The processes' ids and start times differ between the two containers.
+        let digits = regex::Regex::new(r"[0-9]+(:[0-9]+)*").unwrap();
         for d in [Daemon::Refengd, Daemon::Dockerd] {
             let (theirs, ours) = both(d, &["top", "@"], None);
-            let digits = regex::Regex::new(r"[0-9]+(:[0-9]+)*").unwrap();
             let strip = |s: &str| squeeze(&digits.replace_all(s, "N"));
             assert_eq!(
                 (ours.code, strip(&ours.stdout)),
@@ -863,6 +863,61 @@ fn container_inspection_verbs() {
         same(&["stats", "--no-stream", "nope"]);
         same(&["container", "prune", "-f", "--filter", "label=prune=@"]);
         same(&["ps", "-a", "--filter", "label=prune", "-q"]);
+    });
+}
+
+/// history, save, tag, image prune and pull (its failure: no registry but loopback here).
+fn image_verbs() {
+    with_cleanup(&[], || {
+        same_table(&["history", "busybox"]);
+        same(&["history", "--no-trunc", "-H=false", "busybox"]);
+        same(&["history", "-q", "busybox"]);
+        same(&[
+            "history",
+            "--format",
+            "{{.ID}}: {{.CreatedBy}} {{.Size}} {{.Comment}}",
+            "busybox",
+        ]);
+        same(&["history", "nope"]);
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let theirs_tar = w.dir.join("saved-docker.tar");
+            let ours_tar = w.dir.join("saved-refeng.tar");
+            let t = run(
+                w,
+                d,
+                Client::Docker,
+                &["save", "-o", &theirs_tar.to_string_lossy(), "busybox"],
+                None,
+            );
+            let o = run(
+                w,
+                d,
+                Client::Refeng,
+                &["save", "-o", &ours_tar.to_string_lossy(), "busybox"],
+                None,
+            );
+            assert_eq!((o.code, t.code), (0, 0), "{o:?} {t:?}");
+            assert_eq!(
+                std::fs::read(&ours_tar).unwrap(),
+                std::fs::read(&theirs_tar).unwrap(),
+                "save on {d:?}: the same archive"
+            );
+        }
+        same(&["save", "-o", "/nonexistent/dir/x.tar", "busybox"]);
+        same(&["save", "-o", &file("never.tar"), "nope"]);
+        same(&["tag", "busybox", "cli-@-tag:2"]);
+        same(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "cli-@-tag",
+        ]);
+        same(&["rmi", "cli-@-tag:2"]);
+        same(&["tag", "nope", "cli-@-tag:2"]);
+        same(&["image", "prune", "-f", "--filter", "label=nothing=here"]);
+        same(&["pull", "127.0.0.1:1/cli/none"]);
+        same(&["pull", "-q", "127.0.0.1:1/cli/none:v1"]);
     });
 }
 
@@ -1168,6 +1223,7 @@ fn main() {
         ("addresses_and_contexts", &addresses_and_contexts),
         ("interactive_sessions", &interactive_sessions),
         ("container_inspection_verbs", &container_inspection_verbs),
+        ("image_verbs", &image_verbs),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -1998,9 +1998,7 @@ pub(crate) fn download(
     if output.is_none() && std::io::stdout().is_terminal() {
         return Err(CliError::Status {
             code: 1,
-            message: format!(
-                "cowardly refusing to save to a terminal. Use the -o flag or redirect"
-            ),
+            message: "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
         });
     }
     // The output's directory is checked first, as docker does, so nothing is asked of the

@@ -202,6 +202,12 @@ pub enum Command {
     Images(images::ImagesArgs),
     /// Load an image from a tar archive or STDIN
     Load(images::LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(images::SaveArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Download an image from a registry
+    Pull(images::PullArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -297,6 +303,14 @@ pub enum ImageCommand {
     Rm(images::RmiArgs),
     /// Display detailed information on one or more images
     Inspect(inspect::TypedInspectArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(images::SaveArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Download an image from a registry
+    Pull(images::PullArgs),
+    /// Remove unused images
+    Prune(images::ImagePruneArgs),
 }
 
 /// `refeng system ...`.
@@ -532,6 +546,10 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(ctx, a),
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(ctx, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(ctx, a),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(ctx, a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(ctx, a),
+        Command::Image(ImageCommand::Prune(a)) => images::prune(ctx, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
         Command::Image(ImageCommand::Inspect(a)) => {
             inspect::inspect_typed(ctx, a, inspect::Kind::Image)
