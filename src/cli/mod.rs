@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod client;
+pub mod completion;
 pub mod containers;
 pub mod format;
 pub mod images;
@@ -220,6 +221,10 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Generate the autocompletion script for the specified shell
+    Completion(completion::CompletionArgs),
+    /// Write man pages for refeng and each of its commands to a directory
+    Man(completion::ManArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -342,7 +347,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     if let Some(e) = containers::refuse_unsupported(&args) {
         return report(&e, None);
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = match e.kind() {
@@ -360,9 +365,25 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         let _ = writeln!(out, "refeng version {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    let Some(command) = cli.command else {
+    let Some(command) = cli.command.take() else {
         return 0;
     };
+    // Generated from the command definitions: no daemon needed.
+    let local = match command {
+        Command::Completion(a) => Some(completion::completion(a)),
+        Command::Man(a) => Some(completion::man(a)),
+        other => {
+            return run_command(other, &cli);
+        }
+    };
+    match local {
+        Some(Ok(())) | None => 0,
+        Some(Err(e)) => report(&e, None),
+    }
+}
+
+/// Runs a command that talks to the daemon.
+fn run_command(command: Command, cli: &Cli) -> i32 {
     let run_like = matches!(
         command,
         Command::Run(_)
@@ -557,6 +578,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Inspect(a) => inspect::inspect(ctx, a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+        Command::Completion(a) => completion::completion(a),
+        Command::Man(a) => completion::man(a),
     }
 }
 
