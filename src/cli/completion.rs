@@ -83,7 +83,7 @@ mod tests {
         clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "refeng", &mut script);
         let text = String::from_utf8(script).unwrap();
         for word in [
-            "refeng__run",
+            "refeng__subcmd__run",
             "--env-file",
             "--no-trunc",
             "container",
