@@ -747,6 +747,180 @@ fn lifecycle_verbs() {
     });
 }
 
+/// top, port, diff, export, commit, update, stats and container prune on a container of each
+/// CLI's own. Each container writes its own content, so that the committed layers differ
+/// (dockerd shares a layer between identical commits, and `rmi` then deletes it only once).
+fn container_inspection_verbs() {
+    with_cleanup(&["@", "@-p1", "@-p2"], || {
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for (c, me) in [(Client::Docker, "docker"), (Client::Refeng, "refeng")] {
+                let name = format!("cli-{me}-x");
+                let o = run(
+                    w,
+                    d,
+                    c,
+                    &[
+                        "run",
+                        "-d",
+                        "--name",
+                        &name,
+                        "busybox",
+                        "sh",
+                        "-c",
+                        &format!("echo {name} > /new; exec sleep 1000"),
+                    ],
+                    None,
+                );
+                assert_eq!(o.code, 0, "{o:?}");
+                for p in ["p1", "p2"] {
+                    let o = run(
+                        w,
+                        d,
+                        c,
+                        &[
+                            "run",
+                            "--name",
+                            &format!("{name}-{p}"),
+                            "-l",
+                            &format!("prune={name}"),
+                            "busybox",
+                            "true",
+                        ],
+                        None,
+                    );
+                    assert_eq!(o.code, 0, "{o:?}");
+                }
+            }
+        }
+        // The processes' ids and start times differ between the two containers.
+        let digits = regex::Regex::new(r"[0-9]+(:[0-9]+)*").unwrap();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let (theirs, ours) = both(d, &["top", "@"], None);
+            let strip = |s: &str| squeeze(&digits.replace_all(s, "N"));
+            assert_eq!(
+                (ours.code, strip(&ours.stdout)),
+                (theirs.code, strip(&theirs.stdout)),
+                "top on {d:?}"
+            );
+        }
+        same(&["diff", "@"]);
+        same(&["port", "@"]);
+        same(&["port", "@", "80"]);
+        same(&["port", "nope"]);
+        let tar = world().dir.join("export.tar");
+        same(&["export", "-o", &tar.to_string_lossy(), "@"]);
+        let listing = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&listing.stdout)
+                .lines()
+                .any(|l| l == "new"),
+            "{listing:?}"
+        );
+        same(&["export", "-o", "/nonexistent/dir/x.tar", "@"]);
+        same(&[
+            "commit",
+            "-m",
+            "a message",
+            "-c",
+            "ENV COMMITTED=1",
+            "@",
+            "cli-@-img:1",
+        ]);
+        same(&[
+            "inspect",
+            "--format",
+            "{{.Comment}} {{.Config.Env}} {{.RepoTags}}",
+            "cli-@-img:1",
+        ]);
+        same(&["rmi", "cli-@-img:1"]);
+        same(&[
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--restart",
+            "on-failure:2",
+            "@",
+        ]);
+        same(&["inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}", "@"]);
+        same(&["update", "--memory", "lots", "@"]);
+        same(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "@",
+        ]);
+        same(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "table {{.Name}}\t{{.PIDs}}",
+            "@",
+        ]);
+        same(&["stats", "--no-stream", "nope"]);
+        same(&["container", "prune", "-f", "--filter", "label=prune=@"]);
+        same(&["ps", "-a", "--filter", "label=prune", "-q"]);
+    });
+}
+
+/// history, save, tag, image prune and pull (its failure: no registry but loopback here).
+fn image_verbs() {
+    with_cleanup(&[], || {
+        same_table(&["history", "busybox"]);
+        same(&["history", "--no-trunc", "-H=false", "busybox"]);
+        same(&["history", "-q", "busybox"]);
+        same(&[
+            "history",
+            "--format",
+            "{{.ID}}: {{.CreatedBy}} {{.Size}} {{.Comment}}",
+            "busybox",
+        ]);
+        same(&["history", "nope"]);
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let theirs_tar = w.dir.join("saved-docker.tar");
+            let ours_tar = w.dir.join("saved-refeng.tar");
+            let t = run(
+                w,
+                d,
+                Client::Docker,
+                &["save", "-o", &theirs_tar.to_string_lossy(), "busybox"],
+                None,
+            );
+            let o = run(
+                w,
+                d,
+                Client::Refeng,
+                &["save", "-o", &ours_tar.to_string_lossy(), "busybox"],
+                None,
+            );
+            assert_eq!((o.code, t.code), (0, 0), "{o:?} {t:?}");
+            assert_eq!(
+                std::fs::read(&ours_tar).unwrap(),
+                std::fs::read(&theirs_tar).unwrap(),
+                "save on {d:?}: the same archive"
+            );
+        }
+        same(&["save", "-o", "/nonexistent/dir/x.tar", "busybox"]);
+        same(&["save", "-o", &file("never.tar"), "nope"]);
+        same(&["tag", "busybox", "cli-@-tag:2"]);
+        same(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "cli-@-tag",
+        ]);
+        same(&["rmi", "cli-@-tag:2"]);
+        same(&["tag", "nope", "cli-@-tag:2"]);
+        same(&["image", "prune", "-f", "--filter", "label=nothing=here"]);
+        same(&["pull", "127.0.0.1:1/cli/none"]);
+        same(&["pull", "-q", "127.0.0.1:1/cli/none:v1"]);
+    });
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1048,6 +1222,8 @@ fn main() {
         ("lifecycle_verbs", &lifecycle_verbs),
         ("addresses_and_contexts", &addresses_and_contexts),
         ("interactive_sessions", &interactive_sessions),
+        ("container_inspection_verbs", &container_inspection_verbs),
+        ("image_verbs", &image_verbs),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

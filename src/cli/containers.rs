@@ -412,10 +412,12 @@ pub fn create_body(a: &RunArgs) -> Result<Value, CliError> {
         host.insert("Mounts".into(), json!(mounts));
     }
     if let Some(m) = &a.memory {
-        host.insert("Memory".into(), json!(specs::size(m)?));
+        let v = specs::size(m).map_err(CliError::flag("-m, --memory", m))?;
+        host.insert("Memory".into(), json!(v));
     }
     if let Some(m) = &a.memory_reservation {
-        host.insert("MemoryReservation".into(), json!(specs::size(m)?));
+        let v = specs::size(m).map_err(CliError::flag("--memory-reservation", m))?;
+        host.insert("MemoryReservation".into(), json!(v));
     }
     if let Some(m) = &a.memory_swap {
         let v = if m == "-1" { -1 } else { specs::size(m)? };
@@ -632,7 +634,7 @@ pub fn create_cmd(ctx: &Ctx, a: RunArgs) -> Result<(), CliError> {
 /// found, 126 when it cannot be executed, else 125 (the container's own code passes).
 pub fn run_status(e: CliError) -> CliError {
     match e {
-        CliError::Exit(_) | CliError::Status { .. } => e,
+        CliError::Exit(_) | CliError::Status { .. } | CliError::Flag { .. } => e,
         other => {
             let message = other.to_string();
             let code = if message.contains("executable file not found")
@@ -1835,4 +1837,604 @@ mod tests {
             .collect();
         assert!(refuse_unsupported(&args).is_none());
     }
+}
+
+/// `top`.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// The container
+    pub container: String,
+    /// ps options
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+/// `top`: the container's processes as the daemon's `ps` shows them.
+///
+/// # Errors
+/// The daemon's.
+pub fn top(ctx: &Ctx, a: TopArgs) -> Result<(), CliError> {
+    let mut path = format!("/containers/{}/top", path_escape(&a.container));
+    if !a.ps_args.is_empty() {
+        path.push_str(&format!("?ps_args={}", q(&a.ps_args.join(" "))));
+    }
+    let v: Value = ctx.client.get_json(&path)?;
+    let mut text = String::new();
+    let cells = |row: &Value| -> String {
+        row.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c.as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+            .join("\t")
+    };
+    text.push_str(&cells(&v["Titles"]));
+    text.push('\n');
+    for p in v["Processes"].as_array().into_iter().flatten() {
+        text.push_str(&cells(p));
+        text.push('\n');
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(format::tabwrite(&text, 20, 1).as_bytes())
+        .map_err(CliError::io("stdout"))
+}
+
+/// `port`.
+#[derive(Debug, clap::Args)]
+pub struct PortArgs {
+    /// The container
+    pub container: String,
+    /// PRIVATE_PORT[/PROTO]
+    pub port: Option<String>,
+}
+
+/// `port`: the published ports (`80/tcp -> 0.0.0.0:8080`), or the host addresses of one.
+///
+/// # Errors
+/// The daemon's; a port that is not published.
+pub fn port(ctx: &Ctx, a: PortArgs) -> Result<(), CliError> {
+    let v: Value = ctx
+        .client
+        .get_json(&format!("/containers/{}/json", path_escape(&a.container)))?;
+    let ports = v["NetworkSettings"]["Ports"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let addr = |b: &Value| -> String {
+        let ip = b["HostIp"].as_str().unwrap_or("");
+        let port = b["HostPort"].as_str().unwrap_or("");
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(want) = &a.port {
+        let key = if want.contains('/') {
+            want.clone()
+        } else {
+            format!("{want}/tcp")
+        };
+        let bindings = ports
+            .get(&key)
+            .and_then(Value::as_array)
+            .filter(|b| !b.is_empty());
+        let Some(bindings) = bindings else {
+            return Err(CliError::Status {
+                code: 1,
+                message: format!(
+                    "Error: No public port '{want}' published for {}",
+                    a.container
+                ),
+            });
+        };
+        for b in bindings {
+            writeln!(out, "{}", addr(b)).map_err(CliError::io("stdout"))?;
+        }
+        return Ok(());
+    }
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort_by_key(|k| {
+        let (p, proto) = k.split_once('/').unwrap_or((k, ""));
+        (p.parse::<u32>().unwrap_or(0), proto.to_owned())
+    });
+    for k in keys {
+        for b in ports[k].as_array().into_iter().flatten() {
+            writeln!(out, "{k} -> {}", addr(b)).map_err(CliError::io("stdout"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The container
+    pub container: String,
+}
+
+/// `diff`: `A`, `C` and `D` lines for the container's changes.
+///
+/// # Errors
+/// The daemon's.
+pub fn diff(ctx: &Ctx, a: DiffArgs) -> Result<(), CliError> {
+    let v: Value = ctx.client.get_json(&format!(
+        "/containers/{}/changes",
+        path_escape(&a.container)
+    ))?;
+    let mut out = std::io::stdout().lock();
+    for c in v.as_array().into_iter().flatten() {
+        let kind = match c["Kind"].as_i64() {
+            Some(0) => "C",
+            Some(1) => "A",
+            Some(2) => "D",
+            _ => "?",
+        };
+        writeln!(out, "{kind} {}", c["Path"].as_str().unwrap_or(""))
+            .map_err(CliError::io("stdout"))?;
+    }
+    Ok(())
+}
+
+/// `export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// The container
+    pub container: String,
+}
+
+/// Copies a download (export, save) to `-o FILE` or to stdout, which must not be a terminal.
+pub(crate) fn download(
+    ctx: &Ctx,
+    path: &str,
+    output: Option<&str>,
+    what: &str,
+) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(CliError::Status {
+            code: 1,
+            message: "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+        });
+    }
+    // The output's directory is checked first, as docker does, so nothing is asked of the
+    // daemon for a download that cannot be kept.
+    let dir = output.map(|p| {
+        std::path::Path::new(p)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf()
+    });
+    if let Some(d) = &dir {
+        if let Err(e) = std::fs::metadata(d) {
+            return Err(CliError::Status {
+                code: 1,
+                message: format!(
+                    "failed to {what}: invalid output path: stat {}: {}",
+                    d.display(),
+                    super::go_io_text(&e)
+                ),
+            });
+        }
+    }
+    let mut r = ctx.client.request("GET", path, &[], Body::None)?.ok()?;
+    match output {
+        Some(p) => {
+            // Written beside the target and renamed, so a failed download leaves no file.
+            let target = std::path::Path::new(p);
+            let dir = dir.unwrap_or_else(|| std::path::PathBuf::from("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(CliError::io(format!("failed to save to {p}")))?;
+            std::io::copy(&mut r, &mut tmp)
+                .map_err(CliError::io(format!("failed to save to {p}")))?;
+            tmp.persist(target).map_err(|e| CliError::Io {
+                what: format!("failed to save to {p}"),
+                source: e.error,
+            })?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut r, &mut out).map_err(CliError::io("stdout"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `export`: the container's filesystem as a tar archive.
+///
+/// # Errors
+/// The daemon's; stdout on a terminal.
+pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<(), CliError> {
+    download(
+        ctx,
+        &format!("/containers/{}/export", path_escape(&a.container)),
+        a.output.as_deref(),
+        "export container",
+    )
+}
+
+/// `commit`.
+#[derive(Debug, clap::Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value = "true", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    /// The container
+    pub container: String,
+    /// REPOSITORY[:TAG]
+    pub reference: Option<String>,
+}
+
+/// `commit`: prints the new image's id.
+///
+/// # Errors
+/// The daemon's.
+pub fn commit(ctx: &Ctx, a: CommitArgs) -> Result<(), CliError> {
+    let mut query = vec![format!("container={}", q(&a.container))];
+    if let Some(r) = &a.reference {
+        let (repo, tag) = images::split_tag(r);
+        query.push(format!("repo={}", q(repo)));
+        if let Some(t) = tag {
+            query.push(format!("tag={}", q(t)));
+        }
+    }
+    if let Some(m) = &a.message {
+        query.push(format!("comment={}", q(m)));
+    }
+    if let Some(au) = &a.author {
+        query.push(format!("author={}", q(au)));
+    }
+    query.push(format!("pause={}", if a.pause { 1 } else { 0 }));
+    for c in &a.change {
+        query.push(format!("changes={}", q(c)));
+    }
+    let v: Value = ctx
+        .client
+        .request(
+            "POST",
+            &format!("/commit?{}", query.join("&")),
+            &[],
+            Body::Json(b"null".to_vec()),
+        )?
+        .ok()?
+        .json()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", v["Id"].as_str().unwrap_or("")).map_err(CliError::io("stdout"))
+}
+
+/// `update`.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<i64>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory limit
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap")]
+    pub memory_swap: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Containers
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+/// `update`: new resource limits or restart policy; prints each name.
+///
+/// # Errors
+/// Exit 1 when any update failed; unparsable values before anything is sent.
+pub fn update(ctx: &Ctx, a: UpdateArgs) -> Result<(), CliError> {
+    let mut body = Map::new();
+    if let Some(c) = a.cpu_shares {
+        body.insert("CpuShares".into(), json!(c));
+    }
+    if let Some(c) = &a.cpus {
+        body.insert("NanoCpus".into(), json!(specs::cpus(c)?));
+    }
+    if let Some(c) = &a.cpuset_cpus {
+        body.insert("CpusetCpus".into(), json!(c));
+    }
+    if let Some(m) = &a.memory {
+        let v = specs::size(m).map_err(CliError::flag("-m, --memory", m))?;
+        body.insert("Memory".into(), json!(v));
+    }
+    if let Some(m) = &a.memory_reservation {
+        let v = specs::size(m).map_err(CliError::flag("--memory-reservation", m))?;
+        body.insert("MemoryReservation".into(), json!(v));
+    }
+    if let Some(m) = &a.memory_swap {
+        let v = if m == "-1" { -1 } else { specs::size(m)? };
+        body.insert("MemorySwap".into(), json!(v));
+    }
+    if let Some(p) = a.pids_limit {
+        body.insert("PidsLimit".into(), json!(p));
+    }
+    if let Some(r) = &a.restart {
+        body.insert("RestartPolicy".into(), specs::restart(r)?);
+    }
+    if body.is_empty() {
+        return Err(CliError::Usage(
+            "you must provide one or more flags when using this command".into(),
+        ));
+    }
+    let body = Value::Object(body);
+    each(&a.containers, |n| {
+        let v: Value = ctx
+            .client
+            .request(
+                "POST",
+                &format!("/containers/{}/update", path_escape(n)),
+                &[],
+                Body::json(&body),
+            )?
+            .ok()?
+            .json()?;
+        let mut err = std::io::stderr().lock();
+        for w in v["Warnings"].as_array().into_iter().flatten() {
+            let _ = writeln!(err, "{}", w.as_str().unwrap_or(""));
+        }
+        Ok(())
+    })
+}
+
+/// `container prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Asks `question` on the terminal unless `force`; `false` when the answer is not yes.
+pub(crate) fn confirm(force: bool, warning: &str) -> Result<bool, CliError> {
+    if force {
+        return Ok(true);
+    }
+    let mut out = std::io::stdout().lock();
+    write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")
+        .map_err(CliError::io("stdout"))?;
+    out.flush().map_err(CliError::io("stdout"))?;
+    drop(out);
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(CliError::io("stdin"))?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// `container prune`: removes the stopped containers; prints their ids and the space freed.
+///
+/// # Errors
+/// The daemon's; filters that do not parse.
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
+    if !confirm(a.force, "WARNING! This will remove all stopped containers.")? {
+        return Ok(());
+    }
+    let mut path = "/containers/prune".to_owned();
+    if !a.filter.is_empty() {
+        path.push_str(&format!(
+            "?filters={}",
+            q(&specs::filters(&a.filter)?.to_string())
+        ));
+    }
+    let v: Value = ctx
+        .client
+        .request("POST", &path, &[], Body::None)?
+        .ok()?
+        .json()?;
+    let mut out = std::io::stdout().lock();
+    let deleted: Vec<&str> = v["ContainersDeleted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut text = String::new();
+    if !deleted.is_empty() {
+        text.push_str("Deleted Containers:\n");
+        for d in deleted {
+            text.push_str(d);
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        format::human_size(v["SpaceReclaimed"].as_f64().unwrap_or(0.0), 4)
+    ));
+    out.write_all(text.as_bytes())
+        .map_err(CliError::io("stdout"))
+}
+
+/// `stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Containers
+    pub containers: Vec<String>,
+}
+
+/// One container's stats line from one Engine API stats sample, with docker's arithmetic.
+fn stats_row(s: &Value, no_trunc: bool) -> gtmpl::Value {
+    let n = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let cpu = &s["cpu_stats"];
+    let pre = &s["precpu_stats"];
+    let cpu_delta = n(&cpu["cpu_usage"]["total_usage"]) - n(&pre["cpu_usage"]["total_usage"]);
+    let sys_delta = n(&cpu["system_cpu_usage"]) - n(&pre["system_cpu_usage"]);
+    let online = match cpu["online_cpus"].as_f64() {
+        Some(o) if o > 0.0 => o,
+        _ => cpu["cpu_usage"]["percpu_usage"]
+            .as_array()
+            .map_or(0.0, |a| a.len() as f64),
+    };
+    let cpu_pct = if sys_delta > 0.0 && cpu_delta > 0.0 {
+        cpu_delta / sys_delta * online * 100.0
+    } else {
+        0.0
+    };
+    let mem = &s["memory_stats"];
+    let usage = n(&mem["usage"]);
+    // The page cache is not counted, as docker does (cgroup v1: total_inactive_file; v2:
+    // inactive_file).
+    let cache = mem["stats"]["total_inactive_file"]
+        .as_f64()
+        .or_else(|| mem["stats"]["inactive_file"].as_f64())
+        .filter(|c| *c < usage)
+        .unwrap_or(0.0);
+    let used = usage - cache;
+    let limit = n(&mem["limit"]);
+    let mem_pct = if limit > 0.0 {
+        used / limit * 100.0
+    } else {
+        0.0
+    };
+    let (mut rx, mut tx) = (0.0, 0.0);
+    for (_, v) in s["networks"].as_object().into_iter().flatten() {
+        rx += n(&v["rx_bytes"]);
+        tx += n(&v["tx_bytes"]);
+    }
+    let (mut read, mut write) = (0.0, 0.0);
+    for e in s["blkio_stats"]["io_service_bytes_recursive"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        match e["op"].as_str().map(str::to_lowercase).as_deref() {
+            Some("read") => read += n(&e["value"]),
+            Some("write") => write += n(&e["value"]),
+            _ => {}
+        }
+    }
+    let id = s["id"].as_str().unwrap_or("");
+    let name = s["name"].as_str().unwrap_or("").trim_start_matches('/');
+    let hs = |v: f64| format::human_size(v, 3);
+    format::row(&[
+        ("ID", short_id(id, no_trunc)),
+        ("Container", short_id(id, no_trunc)),
+        ("Name", name.to_owned()),
+        ("CPUPerc", format!("{cpu_pct:.2}%")),
+        (
+            "MemUsage",
+            format!(
+                "{} / {}",
+                format::bytes_size(used),
+                format::bytes_size(limit)
+            ),
+        ),
+        ("MemPerc", format!("{mem_pct:.2}%")),
+        ("NetIO", format!("{} / {}", hs(rx), hs(tx))),
+        ("BlockIO", format!("{} / {}", hs(read), hs(write))),
+        (
+            "PIDs",
+            format!("{}", s["pids_stats"]["current"].as_u64().unwrap_or(0)),
+        ),
+    ])
+}
+
+/// `stats --no-stream`: one sample of each container.
+///
+/// # Errors
+/// The daemon's; streaming (without `--no-stream`) is not supported yet.
+pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
+    if !a.no_stream {
+        return Err(CliError::Usage(
+            "refeng stats streams no live display yet: use --no-stream".into(),
+        ));
+    }
+    let names: Vec<String> = if a.containers.is_empty() {
+        let list: Vec<Value> = ctx.client.get_json(if a.all {
+            "/containers/json?all=1"
+        } else {
+            "/containers/json"
+        })?;
+        list.iter()
+            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
+            .collect()
+    } else {
+        a.containers.clone()
+    };
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for n in &names {
+        match ctx
+            .client
+            .get_json::<Value>(&format!("/containers/{}/stats?stream=0", path_escape(n)))
+        {
+            Ok(s) => rows.push(stats_row(&s, a.no_trunc)),
+            Err(e) => {
+                failed = true;
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{e}");
+            }
+        }
+    }
+    let table = "{{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+    let f = Format::parse(
+        &a.format
+            .clone()
+            .or_else(|| ctx.config_value("statsFormat"))
+            .unwrap_or_else(|| "table".into()),
+        table,
+    )?;
+    let header = BTreeMap::from([
+        ("ID", "CONTAINER ID"),
+        ("Container", "CONTAINER"),
+        ("Name", "NAME"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ]);
+    // As docker: a container that cannot be read means no table at all.
+    if failed {
+        return Err(CliError::Exit(1));
+    }
+    let mut out = std::io::stdout().lock();
+    f.print(&mut out, &header, &rows)?;
+    Ok(())
 }

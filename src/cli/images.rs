@@ -628,3 +628,254 @@ mod tests {
         assert!(display_messages(bad.as_bytes(), &mut Vec::new(), false).is_err());
     }
 }
+
+/// `save`.
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// Images
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+/// `save`: the images as a `docker save` archive.
+///
+/// # Errors
+/// The daemon's; stdout on a terminal.
+pub fn save(ctx: &Ctx, a: SaveArgs) -> Result<(), CliError> {
+    let names: Vec<String> = a.images.iter().map(|i| format!("names={}", q(i))).collect();
+    super::containers::download(
+        ctx,
+        &format!("/images/get?{}", names.join("&")),
+        a.output.as_deref(),
+        "save image",
+    )
+}
+
+/// `history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value = "true", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub human: bool,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The image
+    pub image: String,
+}
+
+/// `history`: the image's layers, newest first.
+///
+/// # Errors
+/// The daemon's; template errors.
+pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<(), CliError> {
+    let list: Vec<Value> = ctx
+        .client
+        .get_json(&format!("/images/{}/history", path_escape(&a.image)))?;
+    let rows: Vec<gtmpl::Value> = list
+        .iter()
+        .map(|h| {
+            let id = h["Id"].as_str().unwrap_or("");
+            let id = if id == "<missing>" || id.is_empty() {
+                "<missing>".to_owned()
+            } else {
+                short_id(id, a.no_trunc)
+            };
+            let created = h["Created"].as_i64().unwrap_or(0);
+            let by = h["CreatedBy"].as_str().unwrap_or("");
+            let by = if a.no_trunc {
+                by.to_owned()
+            } else {
+                format::ellipsis(&by.replace('\t', " "), 45)
+            };
+            let size = h["Size"].as_f64().unwrap_or(0.0);
+            format::row(&[
+                ("ID", id),
+                (
+                    "CreatedSince",
+                    if a.human {
+                        format::ago(created)
+                    } else {
+                        rfc3339(created)
+                    },
+                ),
+                ("CreatedAt", rfc3339(created)),
+                ("CreatedBy", by),
+                (
+                    "Size",
+                    if a.human {
+                        format::human_size(size, 3)
+                    } else {
+                        (size as i64).to_string()
+                    },
+                ),
+                ("Comment", h["Comment"].as_str().unwrap_or("").to_owned()),
+            ])
+        })
+        .collect();
+    let fmt_text = if a.quiet {
+        "{{.ID}}".to_owned()
+    } else {
+        a.format.clone().unwrap_or_else(|| "table".into())
+    };
+    let default = if a.human {
+        "{{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    } else {
+        "{{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    };
+    let f = Format::parse(&fmt_text, default)?;
+    let header = BTreeMap::from([
+        ("ID", "IMAGE"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("CreatedBy", "CREATED BY"),
+        ("Size", "SIZE"),
+        ("Comment", "COMMENT"),
+    ]);
+    let mut out = std::io::stdout().lock();
+    f.print(&mut out, &header, &rows)?;
+    Ok(())
+}
+
+/// A unix time as Go's RFC 3339 layout prints it in local time (`Z` for UTC).
+fn rfc3339(unix: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(unix, 0)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `image prune`.
+#[derive(Debug, clap::Args)]
+pub struct ImagePruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `image prune`: prints what was untagged and deleted and the space freed.
+///
+/// # Errors
+/// The daemon's; filters that do not parse.
+pub fn prune(ctx: &Ctx, a: ImagePruneArgs) -> Result<(), CliError> {
+    let warning = if a.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !super::containers::confirm(a.force, warning)? {
+        return Ok(());
+    }
+    let mut filters = a.filter.clone();
+    filters.push(format!("dangling={}", !a.all));
+    let path = format!(
+        "/images/prune?filters={}",
+        q(&specs::filters(&filters)?.to_string())
+    );
+    let v: Value = ctx
+        .client
+        .request("POST", &path, &[], Body::None)?
+        .ok()?
+        .json()?;
+    let mut text = String::new();
+    let deleted = v["ImagesDeleted"].as_array().cloned().unwrap_or_default();
+    if !deleted.is_empty() {
+        text.push_str("Deleted Images:\n");
+        for d in deleted {
+            if let Some(u) = d["Untagged"].as_str() {
+                text.push_str(&format!("untagged: {u}\n"));
+            }
+            if let Some(x) = d["Deleted"].as_str() {
+                text.push_str(&format!("deleted: {x}\n"));
+            }
+        }
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        format::human_size(v["SpaceReclaimed"].as_f64().unwrap_or(0.0), 4)
+    ));
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .map_err(CliError::io("stdout"))
+}
+
+/// `pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Download all tagged images in the repository
+    #[arg(short, long = "all-tags")]
+    pub all_tags: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub image: String,
+}
+
+/// `pull`: the daemon's progress (a line per layer, updated in place on a terminal, plain
+/// status lines otherwise), then the image's full name.
+///
+/// # Errors
+/// The daemon's and the registry's.
+pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<(), CliError> {
+    if a.all_tags {
+        return Err(CliError::Usage(
+            "refeng pull does not support --all-tags yet".into(),
+        ));
+    }
+    let reference =
+        crate::image::registry::Reference::parse(&a.image).map_err(|e| CliError::Status {
+            code: 1,
+            message: e.to_string(),
+        })?;
+    let (repo, tag) = match a.image.split_once('@') {
+        Some((r, d)) => (r.to_owned(), d.to_owned()),
+        None => {
+            let full = with_default_tag(&a.image);
+            let (r, t) = split_tag(&full);
+            (r.to_owned(), t.unwrap_or("latest").to_owned())
+        }
+    };
+    if !a.quiet && !a.image.contains('@') && split_tag(&a.image).1.is_none() {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Using default tag: latest").map_err(CliError::io("stdout"))?;
+    }
+    let mut path = format!("/images/create?fromImage={}&tag={}", q(&repo), q(&tag));
+    if let Some(p) = &a.platform {
+        path.push_str(&format!("&platform={}", q(p)));
+    }
+    let auth = registry_auth(ctx, &repo).unwrap_or_else(|| "e30=".into());
+    let r = ctx
+        .client
+        .request("POST", &path, &[("X-Registry-Auth", &auth)], Body::None)?
+        .ok()?;
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        display_messages(r, &mut std::io::sink(), false)?;
+    } else {
+        let term = std::io::stdout().is_terminal();
+        display_messages(r, &mut out, term)?;
+    }
+    writeln!(out, "{reference}").map_err(CliError::io("stdout"))
+}

@@ -5,6 +5,7 @@
 pub mod address;
 pub mod build;
 pub mod client;
+pub mod completion;
 pub mod containers;
 pub mod format;
 pub mod images;
@@ -44,6 +45,13 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// a flag's value that does not parse, worded as docker's flag errors
+    #[error("invalid argument {value:?} for {flag:?} flag: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
     /// a usage error (wrong arguments, unsupported flag)
     #[error("{0}")]
     Usage(String),
@@ -56,7 +64,7 @@ pub enum CliError {
 }
 
 /// An I/O error worded as Go words it (`no such file or directory`), as docker prints it.
-fn go_io_text(e: &std::io::Error) -> String {
+pub(crate) fn go_io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(n) => {
             let d = nix::errno::Errno::from_raw(n).desc();
@@ -74,8 +82,20 @@ impl CliError {
     pub fn code(&self) -> i32 {
         match self {
             CliError::Status { code, .. } | CliError::Exit(code) => *code,
-            CliError::Usage(_) | CliError::Spec(SpecError::Filter(_)) => 125,
+            CliError::Usage(_) | CliError::Spec(SpecError::Filter(_)) | CliError::Flag { .. } => {
+                125
+            }
             _ => 1,
+        }
+    }
+
+    /// A flag error for `flag` (`"-m, --memory"`) from a parser's error on `value`.
+    pub fn flag(flag: &'static str, value: &str) -> impl FnOnce(SpecError) -> CliError {
+        let value = value.to_owned();
+        move |e| CliError::Flag {
+            flag,
+            value,
+            reason: e.to_string(),
         }
     }
 
@@ -166,10 +186,30 @@ pub enum Command {
     Exec(containers::ExecArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(containers::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(containers::StatsArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Load an image from a tar archive or STDIN
     Load(images::LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(images::SaveArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Download an image from a registry
+    Pull(images::PullArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -184,6 +224,10 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Generate the autocompletion script for the specified shell
+    Completion(completion::CompletionArgs),
+    /// Write man pages for refeng and each of its commands to a directory
+    Man(completion::ManArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -232,6 +276,22 @@ pub enum ContainerCommand {
     Attach(containers::AttachArgs),
     /// Display detailed information on one or more containers
     Inspect(inspect::TypedInspectArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(containers::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(containers::StatsArgs),
 }
 
 /// `refeng image ...`.
@@ -253,6 +313,14 @@ pub enum ImageCommand {
     Rm(images::RmiArgs),
     /// Display detailed information on one or more images
     Inspect(inspect::TypedInspectArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(images::SaveArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Download an image from a registry
+    Pull(images::PullArgs),
+    /// Remove unused images
+    Prune(images::ImagePruneArgs),
 }
 
 /// `refeng system ...`.
@@ -284,7 +352,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
     if let Some(e) = containers::refuse_unsupported(&args) {
         return report(&e, None);
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = match e.kind() {
@@ -302,9 +370,25 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         let _ = writeln!(out, "refeng version {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    let Some(command) = cli.command else {
+    let Some(command) = cli.command.take() else {
         return 0;
     };
+    // Generated from the command definitions: no daemon needed.
+    let local = match command {
+        Command::Completion(a) => Some(completion::completion(a)),
+        Command::Man(a) => Some(completion::man(a)),
+        other => {
+            return run_command(other, &cli);
+        }
+    };
+    match local {
+        Some(Ok(())) | None => 0,
+        Some(Err(e)) => report(&e, None),
+    }
+}
+
+/// Runs a command that talks to the daemon.
+fn run_command(command: Command, cli: &Cli) -> i32 {
     let run_like = matches!(
         command,
         Command::Run(_)
@@ -354,6 +438,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
 fn report(e: &CliError, verb: Option<&str>) -> i32 {
     let mut err = std::io::stderr().lock();
     match e {
+        // A reader that went away (`refeng export | head`): quiet, as a program killed by
+        // SIGPIPE is, with the status a shell shows for that.
+        CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            return 141;
+        }
         CliError::Exit(code) => return *code,
         CliError::Status { code, message } => {
             let _ = match verb {
@@ -368,7 +457,7 @@ fn report(e: &CliError, verb: Option<&str>) -> i32 {
         CliError::Usage(m) => {
             let _ = writeln!(err, "refeng: {m}");
         }
-        CliError::Spec(SpecError::Filter(_)) => {
+        CliError::Spec(SpecError::Filter(_)) | CliError::Flag { .. } => {
             let _ = writeln!(
                 err,
                 "{e}\n\nRun 'refeng {} --help' for more information",
@@ -456,6 +545,26 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
             containers::attach(ctx, a)
         }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => containers::top(ctx, a),
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            containers::port(ctx, a)
+        }
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
+            containers::diff(ctx, a)
+        }
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            containers::export(ctx, a)
+        }
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            containers::commit(ctx, a)
+        }
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            containers::update(ctx, a)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(ctx, a),
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            containers::stats(ctx, a)
+        }
         Command::Container(ContainerCommand::Inspect(a)) => {
             inspect::inspect_typed(ctx, a, inspect::Kind::Container)
         }
@@ -463,6 +572,10 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(ctx, a),
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(ctx, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(ctx, a),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(ctx, a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(ctx, a),
+        Command::Image(ImageCommand::Prune(a)) => images::prune(ctx, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
         Command::Image(ImageCommand::Inspect(a)) => {
             inspect::inspect_typed(ctx, a, inspect::Kind::Image)
@@ -471,6 +584,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(ctx, *a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+        Command::Completion(a) => completion::completion(a),
+        Command::Man(a) => completion::man(a),
     }
 }
 

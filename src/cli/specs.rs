@@ -32,7 +32,7 @@ pub enum SpecError {
     #[error("invalid argument {0:?} for \"--mount\" flag: {1}")]
     Mount(String, String),
     /// a size such as `512m` that does not parse
-    #[error("invalid size: {0:?}")]
+    #[error("invalid size: '{0}'")]
     Size(String),
     /// a `--cpus` value that does not parse
     #[error("invalid argument {0:?} for \"--cpus\" flag: not a number of CPUs")]
