@@ -763,6 +763,80 @@ fn url_contexts() {
     );
 }
 
+/// A `git daemon` on a loopback port, ended by pid when dropped.
+struct GitDaemon(std::process::Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn git_contexts() {
+    let base = world().work.path().join("git");
+    let repo = base.join("repo");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(repo.join("sub")).unwrap();
+    fs::write(
+        repo.join("sub/Dockerfile"),
+        "FROM bb:base\nCOPY a.txt /a.txt\nRUN cat /a.txt\n",
+    )
+    .unwrap();
+    fs::write(repo.join("sub/a.txt"), "from git\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "ctx"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _daemon = GitDaemon(
+        Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(&base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("git://127.0.0.1:{port}/repo#main:sub");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut c = case("git", PathBuf::new(), &[]);
+    c.arg = Some(&url);
+    let outs = compare(&c);
+    for out in &outs {
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("from git"),
+            "{out:?}"
+        );
+    }
+}
+
 fn main() {
     engine_support::run(
         &[
@@ -777,6 +851,7 @@ fn main() {
             ("quiet_and_iidfile", &quiet_and_iidfile),
             ("client_side_errors", &client_side_errors),
             ("url_contexts", &url_contexts),
+            ("git_contexts", &git_contexts),
         ],
         || {
             if let Some(w) = W.get() {
