@@ -128,9 +128,12 @@ fn normalise(text: &[u8]) -> String {
     let long = regex::Regex::new("sha256:[0-9a-f]{64}").unwrap();
     let short = regex::Regex::new("\\b[0-9a-f]{12}\\b").unwrap();
     let text = long.replace_all(&text, "sha256:<id>");
-    // Intermediate updates of the sending line depend on timing: keep its last one.
+    // Intermediate updates of the progress lines depend on timing: keep the last one.
     let sending =
-        regex::Regex::new("(Sending build context to Docker daemon +[^\\r]*\\r)+").unwrap();
+        regex::Regex::new(
+            "(Sending build context to Docker daemon +[^\\r]*\\r)+|(Downloading build context from remote url: [^\\r]*\\r)+",
+        )
+        .unwrap();
     let text = sending.replace_all(&text, |c: &regex::Captures| {
         let all = c.get(0).unwrap().as_str();
         let last = all.trim_end_matches('\r').rsplit('\r').next().unwrap_or("");
@@ -483,7 +486,10 @@ fn failing_run() {
         )],
     );
     let outs = compare(&case("fail", dir.clone(), &[]));
-    assert!(!outs[0].status.success());
+    // The failed RUN's status is the exit code, on both daemons.
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+    }
     assert!(
         String::from_utf8_lossy(&outs[0].stderr).contains("returned a non-zero code: 3"),
         "{:?}",
@@ -666,6 +672,171 @@ fn client_side_errors() {
     );
 }
 
+/// Serves `files` (path, body) over HTTP/1.0 on a loopback port, for as long as the test
+/// binary runs; returns the base URL.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).map_or(true, |n| n == 0) || l.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = first.split(' ').nth(1).unwrap_or("");
+            let mut conn = r.into_inner();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(body);
+                }
+                None => {
+                    let _ = conn.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                }
+            }
+        }
+    });
+    base
+}
+
+fn url_contexts() {
+    let dir = context(
+        "urlctx",
+        &[
+            ("a.txt", "from a URL\n"),
+            (
+                "Dockerfile",
+                &format!("FROM bb:base\nCOPY . /app\n{LIST}\n"),
+            ),
+        ],
+    );
+    let tar = Command::new("tar")
+        .args(["-C", dir.to_str().unwrap(), "-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let base = serve(vec![
+        ("/ctx.tar", tar.stdout),
+        (
+            "/Dockerfile",
+            b"FROM bb:base\nRUN echo from a URL Dockerfile\n".to_vec(),
+        ),
+    ]);
+    for (name, path) in [("urltar", "/ctx.tar"), ("urldf", "/Dockerfile")] {
+        let url = format!("{base}{path}");
+        let mut c = case(name, PathBuf::new(), &[]);
+        c.arg = Some(&url);
+        let outs = compare(&c);
+        for out in &outs {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.starts_with(&format!("Downloading build context from remote url: {url}")),
+                "{text}"
+            );
+            assert!(text.contains("from a URL"), "{text}");
+        }
+    }
+    // A URL that is not there: docker's message, exit 1.
+    let url = format!("{base}/nope");
+    let host = world().refengd.host();
+    let out = run(
+        client(Client::Refeng, &host, &["build", &url], Path::new("/")),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "unable to prepare context: unable to download remote context {url}"
+        )),
+        "{err}"
+    );
+}
+
+/// A `git daemon` on a loopback port, ended by pid when dropped.
+struct GitDaemon(std::process::Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn git_contexts() {
+    let base = world().work.path().join("git");
+    let repo = base.join("repo");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(repo.join("sub")).unwrap();
+    fs::write(
+        repo.join("sub/Dockerfile"),
+        "FROM bb:base\nCOPY a.txt /a.txt\nRUN cat /a.txt\n",
+    )
+    .unwrap();
+    fs::write(repo.join("sub/a.txt"), "from git\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "ctx"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _daemon = GitDaemon(
+        Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(&base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("git://127.0.0.1:{port}/repo#main:sub");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut c = case("git", PathBuf::new(), &[]);
+    c.arg = Some(&url);
+    let outs = compare(&c);
+    for out in &outs {
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("from git"),
+            "{out:?}"
+        );
+    }
+}
+
 fn main() {
     engine_support::run(
         &[
@@ -679,6 +850,8 @@ fn main() {
             ("failing_run", &failing_run),
             ("quiet_and_iidfile", &quiet_and_iidfile),
             ("client_side_errors", &client_side_errors),
+            ("url_contexts", &url_contexts),
+            ("git_contexts", &git_contexts),
         ],
         || {
             if let Some(w) = W.get() {

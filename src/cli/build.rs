@@ -502,42 +502,86 @@ impl Read for TarPipe {
     }
 }
 
-/// Counts what is sent and prints docker's `Sending build context to Docker daemon  SIZE`
-/// as its progress reader does: an update each 512 kB (at most every 100 ms), the last one
-/// at the end followed by a line end.
-struct Sending<'a, R> {
+/// Counts what passes and prints a progress line as docker's progress reader does through
+/// its raw formatter (`ACTION PROGRESS\r`): an update each 512 kB (each 1% of a known size if
+/// less), at most every 100 ms, and the last one at the end.
+struct Progress<'a, R> {
     inner: R,
     out: &'a mut dyn Write,
+    action: String,
+    /// The size when known (a download's Content-Length), else 0.
+    total: u64,
+    /// Print the updates before the last (docker shows only the last one of the upload
+    /// when stdout is not a terminal).
+    updates: bool,
+    /// End the last update with a line end (the upload's; a download's does not get one).
+    newline: bool,
     current: u64,
     last_update: u64,
     last_print: Option<Instant>,
+    ended: bool,
 }
 
-impl<R: Read> Sending<'_, R> {
+impl<'a, R> Progress<'a, R> {
+    fn new(inner: R, out: &'a mut dyn Write, action: String) -> Self {
+        Progress {
+            inner,
+            out,
+            action,
+            total: 0,
+            updates: false,
+            newline: true,
+            current: 0,
+            last_update: 0,
+            last_print: None,
+            ended: false,
+        }
+    }
+
+    /// docker's `JSONProgress.String` for a width of 200 (what it takes when not a terminal).
+    fn text(&self) -> String {
+        let current = human_size(self.current as f64, 4);
+        if self.total == 0 {
+            return format!("{current:>8}");
+        }
+        let half = ((self.current as f64 / self.total as f64 * 100.0) as usize / 2).min(50);
+        let bar = format!("[{}>{}] ", "=".repeat(half), " ".repeat(50 - half));
+        if self.current > self.total {
+            format!("{bar}{current:>8}")
+        } else {
+            format!("{bar}{current:>8}/{}", human_size(self.total as f64, 4))
+        }
+    }
+
     fn print(&mut self, last: bool) {
-        let line = format!(
-            "Sending build context to Docker daemon {:>8}\r",
-            human_size(self.current as f64, 4)
-        );
+        let line = format!("{} {}\r", self.action, self.text());
         let _ = self.out.write_all(line.as_bytes());
-        if last {
+        if last && self.newline {
             let _ = self.out.write_all(b"\r\n");
         }
         let _ = self.out.flush();
     }
 }
 
-impl<R: Read> Read for Sending<'_, R> {
+impl<R: Read> Read for Progress<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.current += n as u64;
+        let mut every = 512 * 1024;
+        if self.total > 0 {
+            every = every.min(self.total / 100);
+        }
         if n == 0 {
-            self.print(true);
-        } else if self.current - self.last_update > 512 * 1024 {
+            if !self.ended {
+                self.ended = true;
+                self.print(true);
+            }
+        } else if self.current - self.last_update > every {
             self.last_update = self.current;
-            if self
-                .last_print
-                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+            if self.updates
+                && self
+                    .last_print
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
             {
                 self.last_print = Some(Instant::now());
                 self.print(false);
@@ -546,6 +590,8 @@ impl<R: Read> Read for Sending<'_, R> {
         Ok(n)
     }
 }
+
+const SENDING: &str = "Sending build context to Docker daemon";
 
 /// Remembers the `errorDetail.code` of the message stream passing through (docker's exit
 /// code for a failed build: the failed `RUN`'s status when the daemon gives it).
@@ -764,16 +810,22 @@ fn download(url: &str, out: &mut dyn Write) -> Result<Vec<u8>, CliError> {
         ),
     };
     let resp = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let total = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let mut body = Vec::new();
-    resp.into_body()
-        .into_reader()
-        .read_to_end(&mut body)
-        .map_err(|e| fail(e.to_string()))?;
-    let _ = write!(
+    let mut p = Progress::new(
+        resp.into_body().into_reader(),
         out,
-        "Downloading build context from remote url: {url} {:>8}\r\r\n",
-        human_size(body.len() as f64, 4)
+        format!("Downloading build context from remote url: {url}"),
     );
+    p.total = total;
+    p.updates = true;
+    p.newline = false;
+    p.read_to_end(&mut body).map_err(|e| fail(e.to_string()))?;
     Ok(body)
 }
 
@@ -848,6 +900,10 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<(), CliError> {
     let quiet = a.quiet;
     let progress: &mut dyn Write = if quiet { &mut prog } else { &mut stdout };
     let mut git_dir = None;
+    let terminal = !quiet && io::stdout().is_terminal();
+    // A downloaded archive is sent without a line of its own, as docker does (its upload
+    // progress never sees the end of that stream); a downloaded Dockerfile gets both lines.
+    let mut silent_send = false;
     let (source, dockerfile) = if a.context == "-" {
         from_reader(io::stdin(), a.file.as_deref())?
     } else if Path::new(&a.context).symlink_metadata().is_ok() {
@@ -864,6 +920,11 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<(), CliError> {
         (Source::Dir(c), name)
     } else if a.context.starts_with("http://") || a.context.starts_with("https://") {
         let body = download(&a.context, progress)?;
+        if is_archive(&body[..body.len().min(ARCHIVE_HEADER)]) {
+            silent_send = true;
+        } else {
+            let _ = progress.write_all(b"\r\n");
+        }
         from_reader(io::Cursor::new(body), a.file.as_deref())?
     } else {
         return Err(prepare_error(format!(
@@ -895,16 +956,15 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<(), CliError> {
                     }
                 }
             });
-            let mut sending = Sending {
-                inner: TarPipe {
+            let mut sending = Progress::new(
+                TarPipe {
                     pipe: reader,
                     failed: fail_rx,
                 },
-                out: progress,
-                current: 0,
-                last_update: 0,
-                last_print: None,
-            };
+                progress,
+                SENDING.into(),
+            );
+            sending.updates = terminal;
             let r = ctx.client.request(
                 "POST",
                 &path,
@@ -916,13 +976,10 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<(), CliError> {
             r
         }
         Source::Stream(mut r) => {
-            let mut sending = Sending {
-                inner: &mut r,
-                out: progress,
-                current: 0,
-                last_update: 0,
-                last_print: None,
-            };
+            let mut sink = io::sink();
+            let out: &mut dyn Write = if silent_send { &mut sink } else { progress };
+            let mut sending = Progress::new(&mut r, out, SENDING.into());
+            sending.updates = terminal;
             let r = ctx.client.request(
                 "POST",
                 &path,
@@ -1053,17 +1110,19 @@ mod tests {
     #[test]
     fn the_sending_line_is_dockers() {
         let mut out = Vec::new();
-        let mut s = Sending {
-            inner: &[0u8; 2048][..],
-            out: &mut out,
-            current: 0,
-            last_update: 0,
-            last_print: None,
-        };
+        let mut s = Progress::new(&[0u8; 2048][..], &mut out, SENDING.into());
         io::copy(&mut s, &mut io::sink()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Sending build context to Docker daemon  2.048kB\r\r\n"
+        );
+        let mut out = Vec::new();
+        let mut d = Progress::new(&[0u8; 10240][..], &mut out, "Downloading".into());
+        d.total = 10240;
+        io::copy(&mut d, &mut io::sink()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("Downloading [{}>]  10.24kB/10.24kB\r", "=".repeat(50))
         );
     }
 }

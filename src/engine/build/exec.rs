@@ -590,6 +590,20 @@ impl ImageSource for StoreSource {
 #[derive(Debug)]
 struct Failed(String);
 
+impl Failed {
+    /// `errorDetail.code`: a failed `RUN`'s exit status, which dockerd gives there (its
+    /// `JSONError` code) and the docker CLI then exits with. Read back from the message this
+    /// builder words itself, so that the one place that builds it stays the only one.
+    fn code(&self) -> Option<i64> {
+        self.0
+            .strip_prefix("The command '")?
+            .rsplit_once("' returned a non-zero code: ")?
+            .1
+            .parse()
+            .ok()
+    }
+}
+
 impl<E: std::fmt::Display> From<E> for Failed {
     fn from(e: E) -> Failed {
         Failed(e.to_string())
@@ -691,9 +705,13 @@ impl Engine {
                 }
                 Err(e) => Err(Failed(e.to_string())),
             };
-            if let Err(Failed(m)) = result {
+            if let Err(f) = result {
+                let detail = match f.code() {
+                    Some(code) => json!({"code": code, "message": f.0}),
+                    None => json!({"message": f.0}),
+                };
                 let _ = tx
-                    .send(line(&json!({"errorDetail": {"message": m}, "error": m})))
+                    .send(line(&json!({"errorDetail": detail, "error": f.0})))
                     .await;
             }
         });
