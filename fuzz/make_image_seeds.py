@@ -50,7 +50,8 @@ layers = {
     "dev_overflow": tar([ti("d", tarfile.BLKTYPE, devmajor=4096, devminor=2**20)], fmt=tarfile.GNU_FORMAT),
     "overlay_xattr": tar([(lambda i: (setattr(i[0], "pax_headers", {"SCHILY.xattr.trusted.overlay.opaque": "y"}), i)[1])(ti("d", tarfile.DIRTYPE))]),
     "pax_size_mismatch": header("PaxHeaders/f", "x", 13) + b"13 size=1024\n".ljust(512, b"\0") + header("f", "0", 1) + b"x".ljust(512, b"\0") + bytes(1024),
-    "truncated_header": tar([ti("a", data=b"abc")])[:700],
+    # Cut inside the second header (an end inside the last padding is the end, as Go reads it).
+    "truncated_header": tar([ti("a", data=b"abc"), ti("b", data=b"x")])[:1024 + 100],
     "long_pax_record": header("PaxHeaders/f", "x", 1 << 30) + bytes(512),
 }
 layers["gzip_bomb"] = gzip.compress(tar([ti("zeros", data=bytes(8 << 20))]), 9)
