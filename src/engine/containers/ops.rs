@@ -886,7 +886,7 @@ impl Engine {
         let start = *rx.borrow();
         let (tx, out) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let answer = |code: i32| json!({"StatusCode": code, "Error": null});
+            let answer = |code: i32| json!({"Error": null, "StatusCode": code});
             loop {
                 let s: WaitState = *rx.borrow_and_update();
                 let done = match cond {
