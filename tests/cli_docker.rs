@@ -936,6 +936,66 @@ fn image_verbs() {
     });
 }
 
+/// volume ls/create/inspect/rm/prune and network ls/inspect (no network is made: the daemons
+/// here touch no host interface).
+fn volumes_and_networks() {
+    let w = world();
+    let cleanup = || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                let _ = run(
+                    w,
+                    d,
+                    Client::Docker,
+                    &["volume", "rm", "-f", &format!("cli-{me}-vol")],
+                    None,
+                );
+            }
+        }
+    };
+    with_cleanup(&[], || {
+        same(&["volume", "create", "--label", "made=@", "cli-@-vol"]);
+        same(&[
+            "volume",
+            "ls",
+            "--filter",
+            "label=made",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Labels}}",
+        ]);
+        same_table(&["volume", "ls", "--filter", "label=made"]);
+        same(&["volume", "ls", "-q", "--filter", "label=made=@"]);
+        same(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Labels}}",
+            "cli-@-vol",
+        ]);
+        same(&["volume", "inspect", "nope"]);
+        same(&["volume", "rm", "cli-@-vol", "nope"]);
+        same(&["volume", "prune", "-f", "--filter", "label=nothing=here"]);
+        same(&[
+            "network",
+            "ls",
+            "--filter",
+            "name=none",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ]);
+        same(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+            "none",
+            "host",
+        ]);
+        same(&["network", "inspect", "nope"]);
+    });
+    cleanup();
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1239,6 +1299,7 @@ fn main() {
         ("interactive_sessions", &interactive_sessions),
         ("container_inspection_verbs", &container_inspection_verbs),
         ("image_verbs", &image_verbs),
+        ("volumes_and_networks", &volumes_and_networks),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {
