@@ -41,7 +41,8 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   # What refengd started (its containerd, shims) names our directory: end it by pid.
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$work/"; then
+    # (A process may be gone between the glob and the read: the redirection's error is hidden.)
+    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "$work/"; then
       kill -9 "${p#/proc/}" 2>/dev/null || true
     fi
   done

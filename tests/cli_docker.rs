@@ -907,18 +907,93 @@ fn image_verbs() {
         same(&["save", "-o", "/nonexistent/dir/x.tar", "busybox"]);
         same(&["save", "-o", &file("never.tar"), "nope"]);
         same(&["tag", "busybox", "cli-@-tag:2"]);
-        same(&[
-            "images",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            "cli-@-tag",
-        ]);
+        // One image with several tags: docker orders its rows by Go's map order, which
+        // changes from run to run, so the lines are compared sorted.
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let args = [
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "cli-@-tag",
+            ];
+            let (theirs, ours) = both(d, &args, None);
+            let sorted = |o: &Outcome| {
+                let mut l: Vec<String> = o.stdout.lines().map(str::to_owned).collect();
+                l.sort();
+                (o.code, l, o.stderr.clone())
+            };
+            assert_eq!(
+                sorted(&ours),
+                sorted(&theirs),
+                "images by reference on {d:?}"
+            );
+        }
         same(&["rmi", "cli-@-tag:2"]);
         same(&["tag", "nope", "cli-@-tag:2"]);
         same(&["image", "prune", "-f", "--filter", "label=nothing=here"]);
         same(&["pull", "127.0.0.1:1/cli/none"]);
         same(&["pull", "-q", "127.0.0.1:1/cli/none:v1"]);
     });
+}
+
+/// volume ls/create/inspect/rm/prune and network ls/inspect (no network is made: the daemons
+/// here touch no host interface).
+fn volumes_and_networks() {
+    let w = world();
+    let cleanup = || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                let _ = run(
+                    w,
+                    d,
+                    Client::Docker,
+                    &["volume", "rm", "-f", &format!("cli-{me}-vol")],
+                    None,
+                );
+            }
+        }
+    };
+    with_cleanup(&[], || {
+        same(&["volume", "create", "--label", "made=@", "cli-@-vol"]);
+        same(&[
+            "volume",
+            "ls",
+            "--filter",
+            "label=made",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Labels}}",
+        ]);
+        same_table(&["volume", "ls", "--filter", "label=made"]);
+        same(&["volume", "ls", "-q", "--filter", "label=made=@"]);
+        same(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Labels}}",
+            "cli-@-vol",
+        ]);
+        same(&["volume", "inspect", "nope"]);
+        same(&["volume", "rm", "cli-@-vol", "nope"]);
+        same(&["volume", "prune", "-f", "--filter", "label=nothing=here"]);
+        same(&[
+            "network",
+            "ls",
+            "--filter",
+            "name=none",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}",
+        ]);
+        same(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Driver}}",
+            "none",
+            "host",
+        ]);
+        same(&["network", "inspect", "nope"]);
+    });
+    cleanup();
 }
 
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
@@ -1224,6 +1299,7 @@ fn main() {
         ("interactive_sessions", &interactive_sessions),
         ("container_inspection_verbs", &container_inspection_verbs),
         ("image_verbs", &image_verbs),
+        ("volumes_and_networks", &volumes_and_networks),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -69,7 +69,35 @@ pub fn refuse_unsupported(args: &[std::ffi::OsString]) -> Option<CliError> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let verb_at = words.iter().position(|w| w == "run" || w == "create")?;
+    // The command word: the first word that is no global flag or its value, then the one
+    // after `container`; only `run` and `create` are checked.
+    let mut i = 1;
+    while i < words.len() && words[i].starts_with('-') {
+        let takes_value = !words[i].contains('=')
+            && matches!(
+                words[i].as_str(),
+                "-H" | "--host"
+                    | "-c"
+                    | "--context"
+                    | "--config"
+                    | "-l"
+                    | "--log-level"
+                    | "--tlscacert"
+                    | "--tlscert"
+                    | "--tlskey"
+            );
+        i += if takes_value { 2 } else { 1 };
+    }
+    if words.get(i).map(String::as_str) == Some("container") {
+        i += 1;
+    }
+    let verb_at = i;
+    if !matches!(
+        words.get(verb_at).map(String::as_str),
+        Some("run" | "create")
+    ) {
+        return None;
+    }
     // Only the flags before the image: what follows belongs to the container's command.
     for w in &words[verb_at + 1..] {
         if !w.starts_with('-') {
@@ -1832,6 +1860,25 @@ mod tests {
         let e = refuse_unsupported(&args).unwrap();
         assert!(e.to_string().contains("--pid"), "{e}");
         let args: Vec<std::ffi::OsString> = ["refeng", "run", "busybox", "ls", "--pid"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert!(refuse_unsupported(&args).is_none());
+        let args: Vec<std::ffi::OsString> = [
+            "refeng",
+            "-H",
+            "unix:///x",
+            "container",
+            "create",
+            "--link=a",
+            "busybox",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        assert!(refuse_unsupported(&args).is_some());
+        // `run` as another command's argument is not the run command.
+        let args: Vec<std::ffi::OsString> = ["refeng", "exec", "c", "run", "--pid"]
             .iter()
             .map(Into::into)
             .collect();

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod specs;
 pub mod stream;
 pub mod system;
+pub mod volumes;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -237,6 +238,39 @@ pub enum Command {
     /// Manage Docker
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+}
+
+/// `refeng volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List volumes
+    #[command(visible_alias = "list")]
+    Ls(volumes::LsArgs),
+    /// Create a volume
+    Create(volumes::VolumeCreateArgs),
+    /// Display detailed information on one or more volumes
+    Inspect(volumes::InspectArgs),
+    /// Remove one or more volumes
+    #[command(visible_alias = "remove")]
+    Rm(volumes::VolumeRmArgs),
+    /// Remove unused local volumes
+    Prune(volumes::VolumePruneArgs),
+}
+
+/// `refeng network ...` (listing and inspection).
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls(volumes::LsArgs),
+    /// Display detailed information on one or more networks
+    Inspect(volumes::InspectArgs),
 }
 
 /// `refeng container ...`.
@@ -495,7 +529,10 @@ fn command_path() -> String {
             }
             continue;
         }
-        let group = matches!(a.as_str(), "container" | "image" | "system");
+        let group = matches!(
+            a.as_str(),
+            "container" | "image" | "system" | "volume" | "network"
+        );
         words.push(a);
         if !group {
             break;
@@ -584,6 +621,13 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(ctx, *a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+        Command::Volume(VolumeCommand::Ls(a)) => volumes::volume_ls(ctx, a),
+        Command::Volume(VolumeCommand::Create(a)) => volumes::volume_create(ctx, a),
+        Command::Volume(VolumeCommand::Inspect(a)) => volumes::volume_inspect(ctx, a),
+        Command::Volume(VolumeCommand::Rm(a)) => volumes::volume_rm(ctx, a),
+        Command::Volume(VolumeCommand::Prune(a)) => volumes::volume_prune(ctx, a),
+        Command::Network(NetworkCommand::Ls(a)) => volumes::network_ls(ctx, a),
+        Command::Network(NetworkCommand::Inspect(a)) => volumes::network_inspect(ctx, a),
         Command::Completion(a) => completion::completion(a),
         Command::Man(a) => completion::man(a),
     }
