@@ -9,16 +9,19 @@
 #   benches/build.sh                          # builds refengd and refeng-containerd (release)
 #   SKIP_BUILD=1 REFENG_BIN_DIR=target/debug benches/build.sh
 #   CLIENT=curl benches/build.sh              # POST /build with curl instead of the docker CLI
+#   CLIENT=refeng benches/build.sh            # refeng build on refengd, docker build on dockerd
 #
 # With CLIENT=curl the context tar is made before the clock starts and sent by curl, so the
 # numbers are the daemons' own: the docker CLI's start and API negotiation (about 40 ms here)
 # are the same on both sides and, on a warm build, most of refengd's total.
+# With CLIENT=refeng each engine gets its own client, as a user of each has it: `refeng build`
+# against refengd, `docker build` against dockerd (issue 18's comparison: the whole stack).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   cargo build --manifest-path "$repo/Cargo.toml" --release --bin refengd --bin refeng-containerd \
-    --bin refeng-shim --bin containerd-shim-refeng-v2 --bin refeng-runc >&2
+    --bin refeng-shim --bin containerd-shim-refeng-v2 --bin refeng-runc --bin refeng >&2
 fi
 bin="${REFENG_BIN_DIR:-$repo/target/release}"
 runs=${RUNS:-3}
@@ -99,8 +102,10 @@ build() { # socket, flags...
     echo $(( t1 - t0 ))
     return
   fi
+  local c=$cli
+  [[ $client == refeng && $s == "$work/refeng/d.sock" ]] && c=$bin/refeng
   t0=$(ms)
-  DOCKER_HOST="unix://$s" DOCKER_BUILDKIT=0 "$cli" build --network none -q -t bench:out "$@" \
+  DOCKER_HOST="unix://$s" DOCKER_BUILDKIT=0 "$c" build --network none -q -t bench:out "$@" \
     "$work/ctx" >/dev/null
   echo $(( $(ms) - t0 ))
 }

@@ -1108,6 +1108,45 @@ mod tests {
     }
 
     #[test]
+    fn registry_config_carries_config_json_credentials_as_dockerd_reads_them() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode("user:secret");
+        fs::write(
+            dir.path().join("config.json"),
+            json!({"auths": {"127.0.0.1:5000": {"auth": auth}, "http://other:5001/v2/": {"identitytoken": "tok"}}})
+                .to_string(),
+        )
+        .unwrap();
+        let ctx = Ctx {
+            client: super::super::client::Client::new(super::super::client::Endpoint {
+                transport: super::super::client::Transport::Unix(dir.path().join("sock")),
+                address: "unix:///nowhere".into(),
+                refengd_default: false,
+            }),
+            config_dir: dir.path().to_path_buf(),
+        };
+        let header = registry_config(&ctx);
+        let got = crate::engine::auth::decode_config(&header).unwrap();
+        let by_host: BTreeMap<String, String> = got
+            .iter()
+            .map(|(h, c)| (h.clone(), format!("{c:?}")))
+            .collect();
+        assert_eq!(by_host["127.0.0.1:5000"], "Basic(user, ***)");
+        assert_eq!(by_host["other:5001"], "IdentityToken(***)");
+        // Without a config.json: an empty object, as docker sends.
+        let empty = tempfile::tempdir().unwrap();
+        let ctx = Ctx {
+            config_dir: empty.path().to_path_buf(),
+            ..ctx
+        };
+        let plain = base64::engine::general_purpose::URL_SAFE
+            .decode(registry_config(&ctx))
+            .unwrap();
+        assert_eq!(plain, b"{}");
+    }
+
+    #[test]
     fn the_sending_line_is_dockers() {
         let mut out = Vec::new();
         let mut s = Progress::new(&[0u8; 2048][..], &mut out, SENDING.into());
@@ -1119,6 +1158,7 @@ mod tests {
         let mut out = Vec::new();
         let mut d = Progress::new(&[0u8; 10240][..], &mut out, "Downloading".into());
         d.total = 10240;
+        d.newline = false;
         io::copy(&mut d, &mut io::sink()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
