@@ -512,6 +512,68 @@ pub fn key_values(items: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The fuzz target's check of the CLI's parsers of outside input: the first line names the
+/// parser (`format`, `filter`, `env`, `port`, `volume`, `mount`, `tmpfs`, `size`, `cpus`,
+/// `restart`), the rest is its input. Returns whether the input was accepted.
+///
+/// # Panics
+/// When an accepted input breaks the parser's own contract (a published port that is not
+/// exposed, an env line without `=`, a template that fails to render the fields it was
+/// parsed for in a way other than an error): the fuzz target's findings.
+#[must_use]
+pub fn check_inputs(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let (kind, input) = text.split_once('\n').unwrap_or((&text, ""));
+    match kind {
+        "format" => {
+            let Ok(f) = super::format::Format::parse(input, "{{.ID}}") else {
+                return false;
+            };
+            let row = super::format::row(&[("ID", "0123456789ab".into()), ("Names", "n".into())]);
+            let doc = super::format::from_json(
+                &json!({"Config": {"Labels": {"a": "b"}, "Env": ["A=1"]}, "N": null}),
+            );
+            let _ = f.render(&row);
+            let _ = f.render(&doc);
+            true
+        }
+        "filter" => match filters(&input.lines().map(str::to_owned).collect::<Vec<_>>()) {
+            Ok(v) => {
+                assert!(v.is_object());
+                true
+            }
+            Err(_) => false,
+        },
+        "env" => match env_file("fuzz", input, |k| (k == "SET").then(|| "1".to_owned())) {
+            Ok(lines) => {
+                assert!(lines.iter().all(|l| l.contains('=')), "{lines:?}");
+                true
+            }
+            Err(_) => false,
+        },
+        "port" => match ports(&input.lines().map(str::to_owned).collect::<Vec<_>>()) {
+            Ok((exposed, bindings)) => {
+                assert!(bindings.keys().all(|k| exposed.contains_key(k)));
+                true
+            }
+            Err(_) => false,
+        },
+        "volume" => volume(input).is_ok(),
+        "mount" => match mount(input) {
+            Ok(m) => {
+                assert!(m["Target"].is_string() && m["Type"].is_string());
+                true
+            }
+            Err(_) => false,
+        },
+        "tmpfs" => tmpfs(input).is_ok(),
+        "size" => size(input).is_ok_and(|n| n >= 0),
+        "cpus" => cpus(input).is_ok_and(|n| n >= 0),
+        "restart" => restart(input).is_ok(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,67 +682,5 @@ mod tests {
         assert_eq!(restart("on-failure:3").unwrap()["MaximumRetryCount"], 3);
         assert!(restart("sometimes").is_err());
         assert!(restart("always:3").is_err());
-    }
-}
-
-/// The fuzz target's check of the CLI's parsers of outside input: the first line names the
-/// parser (`format`, `filter`, `env`, `port`, `volume`, `mount`, `tmpfs`, `size`, `cpus`,
-/// `restart`), the rest is its input. Returns whether the input was accepted.
-///
-/// # Panics
-/// When an accepted input breaks the parser's own contract (a published port that is not
-/// exposed, an env line without `=`, a template that fails to render the fields it was
-/// parsed for in a way other than an error): the fuzz target's findings.
-#[must_use]
-pub fn check_inputs(data: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(data);
-    let (kind, input) = text.split_once('\n').unwrap_or((&text, ""));
-    match kind {
-        "format" => {
-            let Ok(f) = super::format::Format::parse(input, "{{.ID}}") else {
-                return false;
-            };
-            let row = super::format::row(&[("ID", "0123456789ab".into()), ("Names", "n".into())]);
-            let doc = super::format::from_json(
-                &json!({"Config": {"Labels": {"a": "b"}, "Env": ["A=1"]}, "N": null}),
-            );
-            let _ = f.render(&row);
-            let _ = f.render(&doc);
-            true
-        }
-        "filter" => match filters(&input.lines().map(str::to_owned).collect::<Vec<_>>()) {
-            Ok(v) => {
-                assert!(v.is_object());
-                true
-            }
-            Err(_) => false,
-        },
-        "env" => match env_file("fuzz", input, |k| (k == "SET").then(|| "1".to_owned())) {
-            Ok(lines) => {
-                assert!(lines.iter().all(|l| l.contains('=')), "{lines:?}");
-                true
-            }
-            Err(_) => false,
-        },
-        "port" => match ports(&input.lines().map(str::to_owned).collect::<Vec<_>>()) {
-            Ok((exposed, bindings)) => {
-                assert!(bindings.keys().all(|k| exposed.contains_key(k)));
-                true
-            }
-            Err(_) => false,
-        },
-        "volume" => volume(input).is_ok(),
-        "mount" => match mount(input) {
-            Ok(m) => {
-                assert!(m["Target"].is_string() && m["Type"].is_string());
-                true
-            }
-            Err(_) => false,
-        },
-        "tmpfs" => tmpfs(input).is_ok(),
-        "size" => size(input).is_ok_and(|n| n >= 0),
-        "cpus" => cpus(input).is_ok_and(|n| n >= 0),
-        "restart" => restart(input).is_ok(),
-        _ => false,
     }
 }
