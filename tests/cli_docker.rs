@@ -996,6 +996,54 @@ fn volumes_and_networks() {
     cleanup();
 }
 
+/// `events` and `system events` bounded by `--since`/`--until`, so the stream ends: the
+/// daemon's record of a container made and removed for this test, in each layout.
+fn events_since_until() {
+    let w = world();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    with_cleanup(&["cli-events"], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let since = now().to_string();
+            d.docker_ok(w, &["create", "--name", "cli-events", "busybox", "true"]);
+            d.docker_ok(w, &["rm", "cli-events"]);
+            let until = now() + 1;
+            // Past `--until` the daemon replays its log and ends the stream at once.
+            while now() <= until {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let until = until.to_string();
+            let bounded = ["--since", since.as_str(), "--until", until.as_str()];
+            for args in [
+                &["events", "--filter", "container=cli-events"][..],
+                &["system", "events", "--filter", "type=container"][..],
+                &[
+                    "events",
+                    "-f",
+                    "container=cli-events",
+                    "--format",
+                    "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Status}} {{.Scope}}",
+                ][..],
+                &["events", "--filter", "event=destroy", "--format", "json"][..],
+            ] {
+                let args: Vec<&str> = args.iter().chain(&bounded).copied().collect();
+                let (theirs, ours) = both(d, &args, None);
+                assert_eq!(theirs.code, 0, "{theirs:?}");
+                assert!(theirs.stdout.contains("destroy"), "{args:?}: {theirs:?}");
+                assert_eq!(
+                    ours, theirs,
+                    "refeng (left) and docker (right) differ for {args:?} on {d:?}"
+                );
+            }
+        }
+    });
+    same_failure(&["events", "--format", "{{.Nope"], "Error parsing format: ");
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1300,6 +1348,7 @@ fn main() {
         ("container_inspection_verbs", &container_inspection_verbs),
         ("image_verbs", &image_verbs),
         ("volumes_and_networks", &volumes_and_networks),
+        ("events_since_until", &events_since_until),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

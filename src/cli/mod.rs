@@ -225,6 +225,8 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Get real time events from the server
+    Events(system::EventsArgs),
     /// Generate the autocompletion script for the specified shell
     Completion(completion::CompletionArgs),
     /// Write man pages for refeng and each of its commands to a directory
@@ -362,6 +364,8 @@ pub enum ImageCommand {
 pub enum SystemCommand {
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Get real time events from the server
+    Events(system::EventsArgs),
 }
 
 /// What a command runs with: the client and where the docker config lives.
@@ -621,6 +625,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(ctx, *a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+        Command::Events(a) | Command::System(SystemCommand::Events(a)) => system::events(ctx, a),
         Command::Volume(VolumeCommand::Ls(a)) => volumes::volume_ls(ctx, a),
         Command::Volume(VolumeCommand::Create(a)) => volumes::volume_create(ctx, a),
         Command::Volume(VolumeCommand::Inspect(a)) => volumes::volume_inspect(ctx, a),
@@ -658,6 +663,8 @@ mod tests {
             "refeng build -t a:1 -t b --build-arg X=1 --rm=false -f - --label l=v .",
             "refeng image build -q --iidfile /tmp/id -",
             "refeng logs -f --tail 5 -t c",
+            "refeng events --since 10m --until 1700000000 -f type=container --format json",
+            "refeng system events --filter event=create",
         ] {
             let args: Vec<String> = line.split(' ').map(str::to_owned).collect();
             if let Err(e) = Cli::try_parse_from(&args) {
