@@ -1044,6 +1044,20 @@ fn events_since_until() {
     same_failure(&["events", "--format", "{{.Nope"], "Error parsing format: ");
 }
 
+/// `system df` and `system df -v` over the test's images, containers and volumes.
+fn system_df() {
+    same_table(&["system", "df"]);
+    same_table(&["system", "df", "-v"]);
+    same(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}}: {{.TotalCount}} {{.Active}} {{.Size}} {{.Reclaimable}}",
+    ]);
+    same(&["system", "df", "--format", "raw"]);
+    same(&["system", "df", "--format", "json"]);
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1349,6 +1363,7 @@ fn main() {
         ("image_verbs", &image_verbs),
         ("volumes_and_networks", &volumes_and_networks),
         ("events_since_until", &events_since_until),
+        ("system_df", &system_df),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -200,7 +200,7 @@ const IMAGES_TABLE_DIGESTS: &str =
 
 /// The rows of one image: one per tag, else one per repository of its digests, else
 /// `<none>`, as docker's image list shows them.
-fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
+pub(crate) fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
     let strs = |k: &str| -> Vec<String> {
         img[k]
             .as_array()
@@ -279,11 +279,11 @@ fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Va
                 ("VirtualSize", format::human_size(size, 4)),
                 (
                     "SharedSize",
-                    na(shared, &|v| format::human_size(v as f64, 3)),
+                    na(shared, &|v| format::human_size(v as f64, 4)),
                 ),
                 (
                     "UniqueSize",
-                    na(shared, &|v| format::human_size(size - v as f64, 3)),
+                    na(shared, &|v| format::human_size(size - v as f64, 4)),
                 ),
                 ("Containers", na(containers, &|v| v.to_string())),
             ])

@@ -366,6 +366,8 @@ pub enum SystemCommand {
     Info(system::InfoArgs),
     /// Get real time events from the server
     Events(system::EventsArgs),
+    /// Show docker disk usage
+    Df(system::DfArgs),
 }
 
 /// What a command runs with: the client and where the docker config lives.
@@ -626,6 +628,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
         Command::Events(a) | Command::System(SystemCommand::Events(a)) => system::events(ctx, a),
+        Command::System(SystemCommand::Df(a)) => system::df(ctx, a),
         Command::Volume(VolumeCommand::Ls(a)) => volumes::volume_ls(ctx, a),
         Command::Volume(VolumeCommand::Create(a)) => volumes::volume_create(ctx, a),
         Command::Volume(VolumeCommand::Inspect(a)) => volumes::volume_inspect(ctx, a),

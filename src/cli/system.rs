@@ -509,3 +509,300 @@ pub fn events(ctx: &Ctx, a: EventsArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// `refeng system df`.
+#[derive(Debug, clap::Args)]
+pub struct DfArgs {
+    /// Format output using a custom template ('table', 'json' or a Go template)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `units.HumanSize` with docker's `(N%)` share of a total, as `system df` words reclaimable space.
+fn share(part: i64, total: i64) -> String {
+    let size = format::human_size(part as f64, 4);
+    if total > 0 {
+        format!("{size} ({}%)", part.saturating_mul(100) / total)
+    } else {
+        size
+    }
+}
+
+fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key].as_array().map_or(&[][..], Vec::as_slice)
+}
+
+/// The summary rows of `system df`, one per kind of object, with the docker CLI's arithmetic
+/// (`cli/command/formatter/disk_usage.go`).
+fn df_summary(du: &Value) -> Vec<gtmpl::Value> {
+    let images = list(du, "Images");
+    let layers = du["LayersSize"].as_i64().unwrap_or(0);
+    let used: i64 = images
+        .iter()
+        .filter(|i| i["Containers"].as_i64().unwrap_or(0) != 0)
+        .filter(|i| i["Size"].as_i64() != Some(-1) && i["SharedSize"].as_i64() != Some(-1))
+        .map(|i| i["Size"].as_i64().unwrap_or(0) - i["SharedSize"].as_i64().unwrap_or(0))
+        .sum();
+    let images_row = format::row(&[
+        ("Type", "Images".into()),
+        ("TotalCount", images.len().to_string()),
+        (
+            "Active",
+            images
+                .iter()
+                .filter(|i| i["Containers"].as_i64().unwrap_or(0) > 0)
+                .count()
+                .to_string(),
+        ),
+        ("Size", format::human_size(layers as f64, 4)),
+        ("Reclaimable", share(layers - used, layers)),
+    ]);
+    let containers = list(du, "Containers");
+    let active = |c: &Value| {
+        let s = c["State"].as_str().unwrap_or("");
+        s.contains("running") || s.contains("paused") || s.contains("restarting")
+    };
+    let rw = |c: &Value| c["SizeRw"].as_i64().unwrap_or(0);
+    let total: i64 = containers.iter().map(rw).sum();
+    let idle: i64 = containers.iter().filter(|c| !active(c)).map(rw).sum();
+    let containers_row = format::row(&[
+        ("Type", "Containers".into()),
+        ("TotalCount", containers.len().to_string()),
+        (
+            "Active",
+            containers.iter().filter(|c| active(c)).count().to_string(),
+        ),
+        ("Size", format::human_size(total as f64, 4)),
+        ("Reclaimable", share(idle, total)),
+    ]);
+    let volumes = list(du, "Volumes");
+    let refs = |v: &Value| v["UsageData"]["RefCount"].as_i64().unwrap_or(-1);
+    let vsize = |v: &Value| v["UsageData"]["Size"].as_i64().unwrap_or(-1).max(0);
+    let total: i64 = volumes.iter().map(vsize).sum();
+    let unused: i64 = volumes.iter().filter(|v| refs(v) == 0).map(vsize).sum();
+    let volumes_row = format::row(&[
+        ("Type", "Local Volumes".into()),
+        ("TotalCount", volumes.len().to_string()),
+        (
+            "Active",
+            volumes.iter().filter(|v| refs(v) > 0).count().to_string(),
+        ),
+        ("Size", format::human_size(total as f64, 4)),
+        ("Reclaimable", share(unused, total)),
+    ]);
+    let cache = list(du, "BuildCache");
+    let shared = |b: &Value| b["Shared"].as_bool().unwrap_or(false);
+    let in_use = |b: &Value| b["InUse"].as_bool().unwrap_or(false);
+    let bsize = |b: &Value| b["Size"].as_i64().unwrap_or(0);
+    let builder: i64 = cache.iter().filter(|b| !shared(b)).map(bsize).sum();
+    let busy: i64 = cache
+        .iter()
+        .filter(|b| in_use(b) && !shared(b))
+        .map(bsize)
+        .sum();
+    let cache_row = format::row(&[
+        ("Type", "Build Cache".into()),
+        ("TotalCount", cache.len().to_string()),
+        (
+            "Active",
+            cache.iter().filter(|b| in_use(b)).count().to_string(),
+        ),
+        ("Size", format::human_size(builder as f64, 4)),
+        (
+            "Reclaimable",
+            format::human_size((builder - busy) as f64, 4),
+        ),
+    ]);
+    vec![images_row, containers_row, volumes_row, cache_row]
+}
+
+/// `system df -v`'s four tables, each under its title (`verboseWriteTable` in the docker CLI).
+fn df_verbose(du: &Value) -> Result<String, CliError> {
+    let section = |rows: &[gtmpl::Value], fmt: &str, header: &[(&'static str, &'static str)]| {
+        let f = Format::parse(fmt, "")?;
+        let mut buf = Vec::new();
+        f.print(&mut buf, &header.iter().copied().collect(), rows)?;
+        Ok::<String, CliError>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let images: Vec<gtmpl::Value> = list(du, "Images")
+        .iter()
+        .filter_map(|i| {
+            // Only the first tag shows; an image without one shows as <none>.
+            let first = i["RepoTags"]
+                .as_array()
+                .and_then(|t| t.first())
+                .and_then(Value::as_str)
+                .filter(|t| *t != "<none>:<none>");
+            let mut one = i.clone();
+            one["RepoTags"] = json!(first.into_iter().collect::<Vec<_>>());
+            one["RepoDigests"] = json!([]);
+            super::images::image_rows(&one, false, false)
+                .into_iter()
+                .next()
+        })
+        .collect();
+    let containers: Vec<gtmpl::Value> = list(du, "Containers")
+        .iter()
+        .map(|c| {
+            // The virtual size is not shown here.
+            let mut c = c.clone();
+            c["SizeRootFs"] = json!(0);
+            super::containers::ps_row(&c, false)
+        })
+        .collect();
+    let na = |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".into() } else { f(n) };
+    let volumes: Vec<gtmpl::Value> = list(du, "Volumes")
+        .iter()
+        .map(|v| {
+            let u = &v["UsageData"];
+            format::row(&[
+                ("Name", v["Name"].as_str().unwrap_or("").to_owned()),
+                (
+                    "Links",
+                    na(u["RefCount"].as_i64().unwrap_or(-1), &|n| n.to_string()),
+                ),
+                (
+                    "Size",
+                    na(u["Size"].as_i64().unwrap_or(-1), &|n| {
+                        format::human_size(n as f64, 4)
+                    }),
+                ),
+            ])
+        })
+        .collect();
+    let since = |t: &Value| {
+        t.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| format::ago(t.timestamp()))
+            .unwrap_or_default()
+    };
+    let cache: Vec<gtmpl::Value> = list(du, "BuildCache")
+        .iter()
+        .map(|b| {
+            let id = b["ID"].as_str().unwrap_or("");
+            let id = id.split_once(':').map_or(id, |(_, h)| h);
+            let mut id: String = id.chars().take(12).collect();
+            if b["InUse"].as_bool().unwrap_or(false) {
+                id.push('*');
+            }
+            format::row(&[
+                ("ID", id),
+                ("CacheType", b["Type"].as_str().unwrap_or("").to_owned()),
+                (
+                    "Size",
+                    format::human_size(b["Size"].as_f64().unwrap_or(0.0), 3),
+                ),
+                ("CreatedSince", since(&b["CreatedAt"])),
+                ("LastUsedSince", since(&b["LastUsedAt"])),
+                (
+                    "UsageCount",
+                    b["UsageCount"].as_i64().unwrap_or(0).to_string(),
+                ),
+                ("Shared", b["Shared"].as_bool().unwrap_or(false).to_string()),
+            ])
+        })
+        .collect();
+    let mut text = String::from("Images space usage:\n\n");
+    text.push_str(&section(
+        &images,
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
+        &[
+            ("Repository", "REPOSITORY"),
+            ("Tag", "TAG"),
+            ("ID", "IMAGE ID"),
+            ("CreatedSince", "CREATED"),
+            ("Size", "SIZE"),
+            ("SharedSize", "SHARED SIZE"),
+            ("UniqueSize", "UNIQUE SIZE"),
+            ("Containers", "CONTAINERS"),
+        ],
+    )?);
+    text.push_str("\nContainers space usage:\n\n");
+    text.push_str(&section(
+        &containers,
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+        &[
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Command", "COMMAND"),
+            ("LocalVolumes", "LOCAL VOLUMES"),
+            ("Size", "SIZE"),
+            ("RunningFor", "CREATED"),
+            ("Status", "STATUS"),
+            ("Names", "NAMES"),
+        ],
+    )?);
+    text.push_str("\nLocal Volumes space usage:\n\n");
+    text.push_str(&section(
+        &volumes,
+        "table {{.Name}}\t{{.Links}}\t{{.Size}}",
+        &[
+            ("Name", "VOLUME NAME"),
+            ("Links", "LINKS"),
+            ("Size", "SIZE"),
+        ],
+    )?);
+    let cache_size: i64 = list(du, "BuildCache")
+        .iter()
+        .filter(|b| !b["Shared"].as_bool().unwrap_or(false))
+        .map(|b| b["Size"].as_i64().unwrap_or(0))
+        .sum();
+    text.push_str(&format!(
+        "\nBuild cache usage: {}\n\n",
+        format::human_size(cache_size as f64, 4)
+    ));
+    text.push_str(&section(
+        &cache,
+        "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}",
+        &[
+            ("ID", "CACHE ID"),
+            ("CacheType", "CACHE TYPE"),
+            ("Size", "SIZE"),
+            ("CreatedSince", "CREATED"),
+            ("LastUsedSince", "LAST USED"),
+            ("UsageCount", "USAGE"),
+            ("Shared", "SHARED"),
+        ],
+    )?);
+    Ok(text)
+}
+
+/// `system df`: the space images, containers, volumes and the build cache take.
+///
+/// # Errors
+/// The daemon's; templates that do not parse; `--format` other than `table` with `-v`, which
+/// docker renders from its own Go types and refeng does not.
+pub fn df(ctx: &Ctx, a: DfArgs) -> Result<(), CliError> {
+    let format = a.format.clone().unwrap_or_default();
+    if a.verbose && !(format.is_empty() || format == "table") {
+        return Err(CliError::Usage(
+            "--format is not supported with --verbose".into(),
+        ));
+    }
+    let du: Value = ctx.client.get_json("/system/df")?;
+    let mut out = std::io::stdout().lock();
+    if a.verbose {
+        let text = df_verbose(&du)?;
+        return out
+            .write_all(text.as_bytes())
+            .map_err(CliError::io("stdout"));
+    }
+    let text = match format.as_str() {
+        "" | "table" => "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        "raw" => "type: {{.Type}}\ntotal: {{.TotalCount}}\nactive: {{.Active}}\nsize: {{.Size}}\nreclaimable: {{.Reclaimable}}\n",
+        other => other,
+    };
+    let f = Format::parse(text, "")?;
+    let header = std::collections::BTreeMap::from([
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ]);
+    f.print(&mut out, &header, &df_summary(&du))?;
+    Ok(())
+}
