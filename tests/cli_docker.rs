@@ -1058,6 +1058,44 @@ fn system_df() {
     same(&["system", "df", "--format", "json"]);
 }
 
+/// `system prune` limited by a label to containers made for each CLI, so the shared fixtures
+/// stay: each CLI's exited container is removed and named in its output.
+fn system_prune() {
+    let w = world();
+    with_cleanup(&["@-prune"], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                let name = format!("cli-{me}-x-prune");
+                let label = format!("made=cli-{me}-x");
+                d.docker_ok(
+                    w,
+                    &["create", "--name", &name, "-l", &label, "busybox", "true"],
+                );
+            }
+            let (theirs, ours) = both(
+                d,
+                &["system", "prune", "-f", "--filter", "label=made=@"],
+                None,
+            );
+            assert!(
+                theirs.stdout.starts_with("Deleted Containers:\n<id>\n"),
+                "{theirs:?}"
+            );
+            assert_eq!(ours, theirs, "system prune on {d:?}");
+            let gone = run(
+                w,
+                d,
+                Client::Docker,
+                &["ps", "-aq", "--filter", "label=made"],
+                None,
+            );
+            assert_eq!(gone.stdout, "", "{gone:?}");
+        }
+    });
+    same(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
+    same(&["system", "prune", "--filter", "label=nothing=here"]);
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1364,6 +1402,7 @@ fn main() {
         ("volumes_and_networks", &volumes_and_networks),
         ("events_since_until", &events_since_until),
         ("system_df", &system_df),
+        ("system_prune", &system_prune),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -368,6 +368,8 @@ pub enum SystemCommand {
     Events(system::EventsArgs),
     /// Show docker disk usage
     Df(system::DfArgs),
+    /// Remove unused data
+    Prune(system::PruneArgs),
 }
 
 /// What a command runs with: the client and where the docker config lives.
@@ -629,6 +631,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
         Command::Events(a) | Command::System(SystemCommand::Events(a)) => system::events(ctx, a),
         Command::System(SystemCommand::Df(a)) => system::df(ctx, a),
+        Command::System(SystemCommand::Prune(a)) => system::prune(ctx, a),
         Command::Volume(VolumeCommand::Ls(a)) => volumes::volume_ls(ctx, a),
         Command::Volume(VolumeCommand::Create(a)) => volumes::volume_create(ctx, a),
         Command::Volume(VolumeCommand::Inspect(a)) => volumes::volume_inspect(ctx, a),

@@ -806,3 +806,196 @@ pub fn df(ctx: &Ctx, a: DfArgs) -> Result<(), CliError> {
     f.print(&mut out, &header, &df_summary(&du))?;
     Ok(())
 }
+
+/// `refeng system prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// What `system prune` asks before it removes anything (docker's `confirmationTemplate`).
+fn prune_warning(a: &PruneArgs) -> String {
+    let mut warnings = vec![
+        "all stopped containers",
+        "all networks not used by at least one container",
+    ];
+    if a.volumes {
+        warnings.push("all anonymous volumes not used by at least one container");
+    }
+    warnings.push(if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    });
+    warnings.push(if a.all {
+        "all build cache"
+    } else {
+        "unused build cache"
+    });
+    let mut text = String::from("WARNING! This will remove:");
+    for w in warnings {
+        text.push_str(&format!("\n  - {w}"));
+    }
+    text.push('\n');
+    let mut shown: Vec<&String> = a
+        .filter
+        .iter()
+        .filter(|f| {
+            let key = f.split_once('=').map_or(f.as_str(), |(k, _)| k);
+            matches!(key, "label" | "label!" | "until")
+        })
+        .collect();
+    shown.sort();
+    if !shown.is_empty() {
+        text.push_str("\n  Items to be pruned will be filtered with:");
+        for f in shown {
+            text.push_str(&format!("\n  - {f}"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// One prune request with `filters`; its answer.
+fn prune_one(ctx: &Ctx, path: &str, filters: &[String], extra: &str) -> Result<Value, CliError> {
+    let mut query = Vec::new();
+    if !filters.is_empty() {
+        let f = super::specs::filters(filters)?.to_string();
+        query.push(format!(
+            "filters={}",
+            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
+        ));
+    }
+    if !extra.is_empty() {
+        query.push(extra.to_owned());
+    }
+    let path = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    Ok(ctx
+        .client
+        .request("POST", &path, &[], super::client::Body::None)?
+        .ok()?
+        .json()?)
+}
+
+/// `title` and the strings under `key` of a prune answer, a line each, then a blank line;
+/// nothing when none were removed.
+fn removed(v: &Value, key: &str, title: &str) -> String {
+    let items: Vec<&str> = list(v, key).iter().filter_map(Value::as_str).collect();
+    if items.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("{title}\n");
+    for i in items {
+        text.push_str(i);
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+/// `system prune`: containers, networks, volumes (with `--volumes`), images and the build
+/// cache in docker's order, each printing what it removed as it goes, then the total.
+///
+/// # Errors
+/// The daemon's (the first failing prune ends the command, as docker's does); filters that do
+/// not parse; `until` with `--volumes`, which volume prune does not take.
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
+    if a.volumes
+        && a.filter
+            .iter()
+            .any(|f| f.split_once('=').map_or(f.as_str(), |(k, _)| k) == "until")
+    {
+        return Err(CliError::Status {
+            code: 1,
+            message: "ERROR: The \"until\" filter is not supported with \"--volumes\"".into(),
+        });
+    }
+    if !a.force {
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "{}\nAre you sure you want to continue? [y/N] ",
+            prune_warning(&a)
+        )
+        .and_then(|()| out.flush())
+        .map_err(CliError::io("stdout"))?;
+        drop(out);
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(CliError::io("stdin"))?;
+        // A refusal is no failure: docker 28 ends with status 0 and says nothing more.
+        if !matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Ok(());
+        }
+    }
+    let mut reclaimed: u64 = 0;
+    let mut out = std::io::stdout().lock();
+    let mut print = |text: String| -> Result<(), CliError> {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::io("stdout"))
+    };
+    let space = |v: &Value| v["SpaceReclaimed"].as_u64().unwrap_or(0);
+
+    let v = prune_one(ctx, "/containers/prune", &a.filter, "")?;
+    let text = removed(&v, "ContainersDeleted", "Deleted Containers:");
+    if !text.is_empty() {
+        reclaimed += space(&v);
+    }
+    print(text)?;
+    let v = prune_one(ctx, "/networks/prune", &a.filter, "")?;
+    print(removed(&v, "NetworksDeleted", "Deleted Networks:"))?;
+    if a.volumes {
+        let v = prune_one(ctx, "/volumes/prune", &a.filter, "")?;
+        let text = removed(&v, "VolumesDeleted", "Deleted Volumes:");
+        if !text.is_empty() {
+            reclaimed += space(&v);
+        }
+        print(text)?;
+    }
+    let mut image_filters = a.filter.clone();
+    image_filters.push(format!("dangling={}", !a.all));
+    let v = prune_one(ctx, "/images/prune", &image_filters, "")?;
+    let images = list(&v, "ImagesDeleted");
+    if !images.is_empty() {
+        let mut text = String::from("Deleted Images:\n");
+        for d in images {
+            if let Some(u) = d["Untagged"].as_str() {
+                text.push_str(&format!("untagged: {u}\n"));
+            }
+            if let Some(x) = d["Deleted"].as_str() {
+                text.push_str(&format!("deleted: {x}\n"));
+            }
+        }
+        text.push('\n');
+        reclaimed += space(&v);
+        print(text)?;
+    }
+    let all = if a.all { "all=1" } else { "" };
+    let v = prune_one(ctx, "/build/prune", &a.filter, all)?;
+    let text = removed(&v, "CachesDeleted", "Deleted build cache objects:");
+    if !text.is_empty() {
+        reclaimed += space(&v);
+    }
+    print(text)?;
+    print(format!(
+        "Total reclaimed space: {}\n",
+        format::human_size(reclaimed as f64, 4)
+    ))
+}
