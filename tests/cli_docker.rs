@@ -1096,6 +1096,51 @@ fn system_prune() {
     same(&["system", "prune", "--filter", "label=nothing=here"]);
 }
 
+/// The network verbs on paths that make no bridge: creating one would add an interface to
+/// the host on both daemons (refengd's `--bridge none` and dockerd's `--bridge=none` only
+/// leave out the default network), so `create` is compared where the CLI refuses the
+/// addresses before asking, and `rm`, `connect`, `disconnect` and `prune` on what exists.
+fn network_verbs() {
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/16",
+        "--gateway",
+        "10.98.0.1",
+        "cli-@-net",
+    ]);
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/16",
+        "--subnet",
+        "10.100.0.0/16",
+        "--ip-range",
+        "10.99.1.0/24",
+        "--ip-range",
+        "10.99.2.0/24",
+        "cli-@-net",
+    ]);
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "nope",
+        "--gateway",
+        "10.1.0.1",
+        "cli-@-net",
+    ]);
+    same(&["network", "rm", "nope"]);
+    same(&["network", "rm", "-f", "nope"]);
+    same(&["network", "connect", "nope", "cli-running"]);
+    same(&["network", "disconnect", "nope", "cli-running"]);
+    same(&["network", "connect", "none", "nope"]);
+    same(&["network", "prune", "-f", "--filter", "label=nothing=here"]);
+    same(&["network", "ls", "-q", "--filter", "name=cli-"]);
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1403,6 +1448,7 @@ fn main() {
         ("events_since_until", &events_since_until),
         ("system_df", &system_df),
         ("system_prune", &system_prune),
+        ("network_verbs", &network_verbs),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -265,7 +265,7 @@ pub enum VolumeCommand {
     Prune(volumes::VolumePruneArgs),
 }
 
-/// `refeng network ...` (listing and inspection).
+/// `refeng network ...`.
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// List networks
@@ -273,6 +273,17 @@ pub enum NetworkCommand {
     Ls(volumes::LsArgs),
     /// Display detailed information on one or more networks
     Inspect(volumes::InspectArgs),
+    /// Create a network
+    Create(volumes::NetworkCreateArgs),
+    /// Remove one or more networks
+    #[command(visible_alias = "remove")]
+    Rm(volumes::NetworkRmArgs),
+    /// Connect a container to a network
+    Connect(volumes::NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(volumes::NetworkDisconnectArgs),
+    /// Remove all unused networks
+    Prune(volumes::NetworkPruneArgs),
 }
 
 /// `refeng container ...`.
@@ -639,6 +650,11 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Volume(VolumeCommand::Prune(a)) => volumes::volume_prune(ctx, a),
         Command::Network(NetworkCommand::Ls(a)) => volumes::network_ls(ctx, a),
         Command::Network(NetworkCommand::Inspect(a)) => volumes::network_inspect(ctx, a),
+        Command::Network(NetworkCommand::Create(a)) => volumes::network_create(ctx, a),
+        Command::Network(NetworkCommand::Rm(a)) => volumes::network_rm(ctx, a),
+        Command::Network(NetworkCommand::Connect(a)) => volumes::network_connect(ctx, a),
+        Command::Network(NetworkCommand::Disconnect(a)) => volumes::network_disconnect(ctx, a),
+        Command::Network(NetworkCommand::Prune(a)) => volumes::network_prune(ctx, a),
         Command::Completion(a) => completion::completion(a),
         Command::Man(a) => completion::man(a),
     }
