@@ -1141,6 +1141,15 @@ fn network_verbs() {
     same(&["network", "ls", "-q", "--filter", "name=cli-"]);
 }
 
+/// `push` where no registry is reached: a name the daemon has no image for, and the CLI's own
+/// refusals. A push that reaches a registry is not compared here (this binary runs none).
+fn push_refusals() {
+    same(&["push", "cli-none/nothing-here:1"]);
+    same(&["push", "-q", "127.0.0.1:9/nothing-here"]);
+    same(&["push", "-a", "busybox:latest"]);
+    same_failure(&["image", "push", "Bad-Name"], "invalid reference format");
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1449,6 +1458,7 @@ fn main() {
         ("system_df", &system_df),
         ("system_prune", &system_prune),
         ("network_verbs", &network_verbs),
+        ("push_refusals", &push_refusals),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

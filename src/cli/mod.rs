@@ -211,6 +211,8 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Download an image from a registry
     Pull(images::PullArgs),
+    /// Upload an image to a registry
+    Push(images::PushArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -366,6 +368,8 @@ pub enum ImageCommand {
     History(images::HistoryArgs),
     /// Download an image from a registry
     Pull(images::PullArgs),
+    /// Upload an image to a registry
+    Push(images::PushArgs),
     /// Remove unused images
     Prune(images::ImagePruneArgs),
 }
@@ -631,6 +635,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(ctx, a),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(ctx, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(ctx, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(ctx, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(ctx, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
         Command::Image(ImageCommand::Inspect(a)) => {
