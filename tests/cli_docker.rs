@@ -1150,6 +1150,23 @@ fn push_refusals() {
     same_failure(&["image", "push", "Bad-Name"], "invalid reference format");
 }
 
+/// `login` where the daemon reaches no registry (its error, through `POST /auth`), the CLI's
+/// own refusals, and `logout`, which only edits config.json. Storing credentials is covered by
+/// the unit tests of `cli::login`.
+fn login_logout() {
+    let pw = world().dir.join("password");
+    std::fs::write(&pw, "secret\n").unwrap();
+    same_with(
+        &["login", "-u", "someone", "--password-stdin", "127.0.0.1:9"],
+        Some(&pw),
+        false,
+    );
+    same(&["login", "--password-stdin", "127.0.0.1:9"]);
+    same(&["login", "127.0.0.1:9"]);
+    same(&["logout", "127.0.0.1:9"]);
+    same(&["logout", "http://127.0.0.1:9/v2/"]);
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1459,6 +1476,7 @@ fn main() {
         ("system_prune", &system_prune),
         ("network_verbs", &network_verbs),
         ("push_refusals", &push_refusals),
+        ("login_logout", &login_logout),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

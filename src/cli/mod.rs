@@ -10,6 +10,7 @@ pub mod containers;
 pub mod format;
 pub mod images;
 pub mod inspect;
+pub mod login;
 pub mod specs;
 pub mod stream;
 pub mod system;
@@ -213,6 +214,10 @@ pub enum Command {
     Pull(images::PullArgs),
     /// Upload an image to a registry
     Push(images::PushArgs),
+    /// Authenticate to a registry
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -636,6 +641,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(ctx, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(ctx, a),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(ctx, a),
+        Command::Login(a) => login::login(ctx, a),
+        Command::Logout(a) => login::logout(ctx, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(ctx, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
         Command::Image(ImageCommand::Inspect(a)) => {
