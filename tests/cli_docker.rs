@@ -996,6 +996,177 @@ fn volumes_and_networks() {
     cleanup();
 }
 
+/// `events` and `system events` bounded by `--since`/`--until`, so the stream ends: the
+/// daemon's record of a container made and removed for this test, in each layout.
+fn events_since_until() {
+    let w = world();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    with_cleanup(&["cli-events"], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let since = now().to_string();
+            d.docker_ok(w, &["create", "--name", "cli-events", "busybox", "true"]);
+            d.docker_ok(w, &["rm", "cli-events"]);
+            let until = now() + 1;
+            // Past `--until` the daemon replays its log and ends the stream at once.
+            while now() <= until {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let until = until.to_string();
+            let bounded = ["--since", since.as_str(), "--until", until.as_str()];
+            for args in [
+                &["events", "--filter", "container=cli-events"][..],
+                &["system", "events", "--filter", "type=container"][..],
+                &[
+                    "events",
+                    "-f",
+                    "container=cli-events",
+                    "--format",
+                    "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Status}} {{.Scope}}",
+                ][..],
+                &["events", "--filter", "event=destroy", "--format", "json"][..],
+            ] {
+                let args: Vec<&str> = args.iter().chain(&bounded).copied().collect();
+                let (theirs, ours) = both(d, &args, None);
+                assert_eq!(theirs.code, 0, "{theirs:?}");
+                assert!(theirs.stdout.contains("destroy"), "{args:?}: {theirs:?}");
+                assert_eq!(
+                    ours, theirs,
+                    "refeng (left) and docker (right) differ for {args:?} on {d:?}"
+                );
+            }
+        }
+    });
+    same_failure(&["events", "--format", "{{.Nope"], "Error parsing format: ");
+}
+
+/// `system df` and `system df -v` over the test's images, containers and volumes.
+fn system_df() {
+    same_table(&["system", "df"]);
+    same_table(&["system", "df", "-v"]);
+    same(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}}: {{.TotalCount}} {{.Active}} {{.Size}} {{.Reclaimable}}",
+    ]);
+    same(&["system", "df", "--format", "raw"]);
+    same(&["system", "df", "--format", "json"]);
+}
+
+/// `system prune` limited by a label to containers made for each CLI, so the shared fixtures
+/// stay: each CLI's exited container is removed and named in its output.
+fn system_prune() {
+    let w = world();
+    with_cleanup(&["@-prune"], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                let name = format!("cli-{me}-x-prune");
+                let label = format!("made=cli-{me}-x");
+                d.docker_ok(
+                    w,
+                    &["create", "--name", &name, "-l", &label, "busybox", "true"],
+                );
+            }
+            let (theirs, ours) = both(
+                d,
+                &["system", "prune", "-f", "--filter", "label=made=@"],
+                None,
+            );
+            assert!(
+                theirs.stdout.starts_with("Deleted Containers:\n<id>\n"),
+                "{theirs:?}"
+            );
+            assert_eq!(ours, theirs, "system prune on {d:?}");
+            let gone = run(
+                w,
+                d,
+                Client::Docker,
+                &["ps", "-aq", "--filter", "label=made"],
+                None,
+            );
+            assert_eq!(gone.stdout, "", "{gone:?}");
+        }
+    });
+    same(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
+    same(&["system", "prune", "--filter", "label=nothing=here"]);
+}
+
+/// The network verbs on paths that make no bridge: creating one would add an interface to
+/// the host on both daemons (refengd's `--bridge none` and dockerd's `--bridge=none` only
+/// leave out the default network), so `create` is compared where the CLI refuses the
+/// addresses before asking, and `rm`, `connect`, `disconnect` and `prune` on what exists.
+fn network_verbs() {
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/16",
+        "--gateway",
+        "10.98.0.1",
+        "cli-@-net",
+    ]);
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/16",
+        "--subnet",
+        "10.100.0.0/16",
+        "--ip-range",
+        "10.99.1.0/24",
+        "--ip-range",
+        "10.99.2.0/24",
+        "cli-@-net",
+    ]);
+    same(&[
+        "network",
+        "create",
+        "--subnet",
+        "nope",
+        "--gateway",
+        "10.1.0.1",
+        "cli-@-net",
+    ]);
+    same(&["network", "rm", "nope"]);
+    same(&["network", "rm", "-f", "nope"]);
+    same(&["network", "connect", "nope", "cli-running"]);
+    same(&["network", "disconnect", "nope", "cli-running"]);
+    same(&["network", "connect", "none", "nope"]);
+    same(&["network", "prune", "-f", "--filter", "label=nothing=here"]);
+    same(&["network", "ls", "-q", "--filter", "name=cli-"]);
+}
+
+/// `push` where no registry is reached: a name the daemon has no image for, and the CLI's own
+/// refusals. A push that reaches a registry is not compared here (this binary runs none).
+fn push_refusals() {
+    same(&["push", "cli-none/nothing-here:1"]);
+    same(&["push", "-q", "127.0.0.1:9/nothing-here"]);
+    same(&["push", "-a", "busybox:latest"]);
+    same_failure(&["image", "push", "Bad-Name"], "invalid reference format");
+}
+
+/// `login` where the daemon reaches no registry (its error, through `POST /auth`), the CLI's
+/// own refusals, and `logout`, which only edits config.json. Storing credentials is covered by
+/// the unit tests of `cli::login`.
+fn login_logout() {
+    let pw = world().dir.join("password");
+    std::fs::write(&pw, "secret\n").unwrap();
+    same_with(
+        &["login", "-u", "someone", "--password-stdin", "127.0.0.1:9"],
+        Some(&pw),
+        false,
+    );
+    same(&["login", "--password-stdin", "127.0.0.1:9"]);
+    same(&["login", "127.0.0.1:9"]);
+    same(&["logout", "127.0.0.1:9"]);
+    same(&["logout", "http://127.0.0.1:9/v2/"]);
+}
+
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
 fn addresses_and_contexts() {
     let w = world();
@@ -1300,6 +1471,12 @@ fn main() {
         ("container_inspection_verbs", &container_inspection_verbs),
         ("image_verbs", &image_verbs),
         ("volumes_and_networks", &volumes_and_networks),
+        ("events_since_until", &events_since_until),
+        ("system_df", &system_df),
+        ("system_prune", &system_prune),
+        ("network_verbs", &network_verbs),
+        ("push_refusals", &push_refusals),
+        ("login_logout", &login_logout),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -965,7 +965,7 @@ pub fn displayable_ports(ports: &[Value]) -> String {
     result.join(", ")
 }
 
-fn ps_row(c: &Value, no_trunc: bool) -> gtmpl::Value {
+pub(crate) fn ps_row(c: &Value, no_trunc: bool) -> gtmpl::Value {
     let id = c["Id"].as_str().unwrap_or("");
     let image = c["Image"].as_str().unwrap_or("");
     let image_id = c["ImageID"].as_str().unwrap_or("");

@@ -200,7 +200,7 @@ const IMAGES_TABLE_DIGESTS: &str =
 
 /// The rows of one image: one per tag, else one per repository of its digests, else
 /// `<none>`, as docker's image list shows them.
-fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
+pub(crate) fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
     let strs = |k: &str| -> Vec<String> {
         img[k]
             .as_array()
@@ -279,11 +279,11 @@ fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Va
                 ("VirtualSize", format::human_size(size, 4)),
                 (
                     "SharedSize",
-                    na(shared, &|v| format::human_size(v as f64, 3)),
+                    na(shared, &|v| format::human_size(v as f64, 4)),
                 ),
                 (
                     "UniqueSize",
-                    na(shared, &|v| format::human_size(size - v as f64, 3)),
+                    na(shared, &|v| format::human_size(size - v as f64, 4)),
                 ),
                 ("Containers", na(containers, &|v| v.to_string())),
             ])
@@ -878,4 +878,58 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<(), CliError> {
         display_messages(r, &mut out, term)?;
     }
     writeln!(out, "{reference}").map_err(CliError::io("stdout"))
+}
+
+/// `push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Push all tags of an image to the repository
+    #[arg(short, long = "all-tags")]
+    pub all_tags: bool,
+    /// Suppress verbose output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// NAME[:TAG]
+    pub image: String,
+}
+
+/// `push`: the daemon's progress as `pull` shows it, or with `-q` only the full name.
+///
+/// # Errors
+/// A tag with `--all-tags`; the daemon's and the registry's.
+pub fn push(ctx: &Ctx, a: PushArgs) -> Result<(), CliError> {
+    let fail = |message: String| CliError::Status { code: 1, message };
+    let reference =
+        crate::image::registry::Reference::parse(&a.image).map_err(|e| fail(e.to_string()))?;
+    if a.image.contains('@') {
+        return Err(fail(
+            "refeng push takes NAME[:TAG], not a digest reference".into(),
+        ));
+    }
+    let (repo, tag) = split_tag(&a.image);
+    if a.all_tags && tag.is_some() {
+        return Err(fail("tag can't be used with --all-tags/-a".into()));
+    }
+    let mut out = std::io::stdout().lock();
+    if !a.all_tags && tag.is_none() && !a.quiet {
+        writeln!(out, "Using default tag: latest").map_err(CliError::io("stdout"))?;
+    }
+    // The daemon's route takes the name with its slashes (`/images/{name:.*}/push`).
+    let name: Vec<String> = repo.split('/').map(path_escape).collect();
+    let mut path = format!("/images/{}/push", name.join("/"));
+    if !a.all_tags {
+        path.push_str(&format!("?tag={}", q(tag.unwrap_or("latest"))));
+    }
+    let auth = registry_auth(ctx, repo).unwrap_or_else(|| "e30=".into());
+    let r = ctx
+        .client
+        .request("POST", &path, &[("X-Registry-Auth", &auth)], Body::None)?
+        .ok()?;
+    if a.quiet {
+        display_messages(r, &mut std::io::sink(), false)?;
+        writeln!(out, "{reference}").map_err(CliError::io("stdout"))
+    } else {
+        let term = std::io::stdout().is_terminal();
+        display_messages(r, &mut out, term).map(|_| ())
+    }
 }

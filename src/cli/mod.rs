@@ -10,6 +10,7 @@ pub mod containers;
 pub mod format;
 pub mod images;
 pub mod inspect;
+pub mod login;
 pub mod specs;
 pub mod stream;
 pub mod system;
@@ -211,6 +212,12 @@ pub enum Command {
     History(images::HistoryArgs),
     /// Download an image from a registry
     Pull(images::PullArgs),
+    /// Upload an image to a registry
+    Push(images::PushArgs),
+    /// Authenticate to a registry
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -225,6 +232,8 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Get real time events from the server
+    Events(system::EventsArgs),
     /// Generate the autocompletion script for the specified shell
     Completion(completion::CompletionArgs),
     /// Write man pages for refeng and each of its commands to a directory
@@ -263,7 +272,7 @@ pub enum VolumeCommand {
     Prune(volumes::VolumePruneArgs),
 }
 
-/// `refeng network ...` (listing and inspection).
+/// `refeng network ...`.
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// List networks
@@ -271,6 +280,17 @@ pub enum NetworkCommand {
     Ls(volumes::LsArgs),
     /// Display detailed information on one or more networks
     Inspect(volumes::InspectArgs),
+    /// Create a network
+    Create(volumes::NetworkCreateArgs),
+    /// Remove one or more networks
+    #[command(visible_alias = "remove")]
+    Rm(volumes::NetworkRmArgs),
+    /// Connect a container to a network
+    Connect(volumes::NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(volumes::NetworkDisconnectArgs),
+    /// Remove all unused networks
+    Prune(volumes::NetworkPruneArgs),
 }
 
 /// `refeng container ...`.
@@ -353,6 +373,8 @@ pub enum ImageCommand {
     History(images::HistoryArgs),
     /// Download an image from a registry
     Pull(images::PullArgs),
+    /// Upload an image to a registry
+    Push(images::PushArgs),
     /// Remove unused images
     Prune(images::ImagePruneArgs),
 }
@@ -362,6 +384,12 @@ pub enum ImageCommand {
 pub enum SystemCommand {
     /// Display system-wide information
     Info(system::InfoArgs),
+    /// Get real time events from the server
+    Events(system::EventsArgs),
+    /// Show docker disk usage
+    Df(system::DfArgs),
+    /// Remove unused data
+    Prune(system::PruneArgs),
 }
 
 /// What a command runs with: the client and where the docker config lives.
@@ -612,6 +640,9 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(ctx, a),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(ctx, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(ctx, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(ctx, a),
+        Command::Login(a) => login::login(ctx, a),
+        Command::Logout(a) => login::logout(ctx, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(ctx, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a),
         Command::Image(ImageCommand::Inspect(a)) => {
@@ -621,6 +652,9 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(ctx, *a),
         Command::Version(a) => system::version(ctx, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(ctx, a),
+        Command::Events(a) | Command::System(SystemCommand::Events(a)) => system::events(ctx, a),
+        Command::System(SystemCommand::Df(a)) => system::df(ctx, a),
+        Command::System(SystemCommand::Prune(a)) => system::prune(ctx, a),
         Command::Volume(VolumeCommand::Ls(a)) => volumes::volume_ls(ctx, a),
         Command::Volume(VolumeCommand::Create(a)) => volumes::volume_create(ctx, a),
         Command::Volume(VolumeCommand::Inspect(a)) => volumes::volume_inspect(ctx, a),
@@ -628,6 +662,11 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Volume(VolumeCommand::Prune(a)) => volumes::volume_prune(ctx, a),
         Command::Network(NetworkCommand::Ls(a)) => volumes::network_ls(ctx, a),
         Command::Network(NetworkCommand::Inspect(a)) => volumes::network_inspect(ctx, a),
+        Command::Network(NetworkCommand::Create(a)) => volumes::network_create(ctx, a),
+        Command::Network(NetworkCommand::Rm(a)) => volumes::network_rm(ctx, a),
+        Command::Network(NetworkCommand::Connect(a)) => volumes::network_connect(ctx, a),
+        Command::Network(NetworkCommand::Disconnect(a)) => volumes::network_disconnect(ctx, a),
+        Command::Network(NetworkCommand::Prune(a)) => volumes::network_prune(ctx, a),
         Command::Completion(a) => completion::completion(a),
         Command::Man(a) => completion::man(a),
     }
@@ -658,6 +697,8 @@ mod tests {
             "refeng build -t a:1 -t b --build-arg X=1 --rm=false -f - --label l=v .",
             "refeng image build -q --iidfile /tmp/id -",
             "refeng logs -f --tail 5 -t c",
+            "refeng events --since 10m --until 1700000000 -f type=container --format json",
+            "refeng system events --filter event=create",
         ] {
             let args: Vec<String> = line.split(' ').map(str::to_owned).collect();
             if let Err(e) = Cli::try_parse_from(&args) {

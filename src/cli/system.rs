@@ -360,3 +360,642 @@ fn server_info(s: &Value) -> String {
     t.push('\n');
     t
 }
+
+/// `refeng events` and `refeng system events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template ('json' or a Go template)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show all events created since timestamp
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// An event as docker's templates see it: the Go field names of `events.Message`, which differ
+/// from its JSON keys (`status` is `.Status`, `timeNano` is `.TimeNano`).
+fn event_fields(e: &Value) -> Value {
+    json!({
+        "Status": e["status"].as_str().unwrap_or(""),
+        "ID": e["id"].as_str().unwrap_or(""),
+        "From": e["from"].as_str().unwrap_or(""),
+        "Type": e["Type"].as_str().unwrap_or(""),
+        "Action": e["Action"].as_str().unwrap_or(""),
+        "Actor": {
+            "ID": e["Actor"]["ID"].as_str().unwrap_or(""),
+            "Attributes": e["Actor"]["Attributes"].as_object().cloned().unwrap_or_default(),
+        },
+        "Scope": e["scope"].as_str().unwrap_or(""),
+        "Time": e["time"].as_i64().unwrap_or(0),
+        "TimeNano": e["timeNano"].as_i64().unwrap_or(0),
+    })
+}
+
+/// A time in Go's `RFC3339NanoFixed` layout and local time, as `events` prints it.
+fn rfc3339_nano_fixed(nanos: i64) -> String {
+    let t = chrono::DateTime::from_timestamp(
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000) as u32,
+    )
+    .unwrap_or_default()
+    .with_timezone(&chrono::Local);
+    let zone = if t.offset().local_minus_utc() == 0 {
+        "Z".to_owned()
+    } else {
+        t.format("%:z").to_string()
+    };
+    format!("{}{zone}", t.format("%Y-%m-%dT%H:%M:%S%.9f"))
+}
+
+/// One event in docker's default layout: time, type, action, actor and its sorted attributes.
+fn event_line(e: &Value) -> String {
+    let mut line = String::new();
+    let nanos = e["timeNano"].as_i64().unwrap_or(0);
+    let secs = e["time"].as_i64().unwrap_or(0);
+    if nanos != 0 {
+        line.push_str(&rfc3339_nano_fixed(nanos));
+        line.push(' ');
+    } else if secs != 0 {
+        line.push_str(&rfc3339_nano_fixed(secs.saturating_mul(1_000_000_000)));
+        line.push(' ');
+    }
+    line.push_str(&format!(
+        "{} {} {}",
+        e["Type"].as_str().unwrap_or(""),
+        e["Action"].as_str().unwrap_or(""),
+        e["Actor"]["ID"].as_str().unwrap_or("")
+    ));
+    if let Some(attrs) = e["Actor"]["Attributes"]
+        .as_object()
+        .filter(|a| !a.is_empty())
+    {
+        let mut pairs: Vec<String> = attrs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        pairs.sort();
+        line.push_str(&format!(" ({})", pairs.join(", ")));
+    }
+    line.push('\n');
+    line
+}
+
+/// `events`: the daemon's events since `--since` (or now), printed as they come, until
+/// `--until` or until interrupted.
+///
+/// # Errors
+/// A format that does not parse (exit 64, as docker), bad times and filters, the daemon's.
+pub fn events(ctx: &Ctx, a: EventsArgs) -> Result<(), CliError> {
+    // `json` prints the daemon's message as it came, which is how Go marshals the same struct.
+    let template = match a.format.as_deref() {
+        None | Some("") | Some("json") => None,
+        Some(text) => {
+            let f = Format::parse(text, "").map_err(|e| CliError::Status {
+                code: 64,
+                message: format!("Error parsing format: {e}"),
+            })?;
+            // docker also runs the template on an empty message here; gtmpl, unlike Go, fails
+            // on a missing map key (`.Actor.Attributes.name`), so a template that fails on a
+            // value fails at the first event instead.
+            Some(f)
+        }
+    };
+    let raw_json = a.format.as_deref() == Some("json");
+    let mut query = Vec::new();
+    if let Some(s) = &a.since {
+        query.push(format!("since={}", super::containers::timestamp(s)?));
+    }
+    if let Some(u) = &a.until {
+        query.push(format!("until={}", super::containers::timestamp(u)?));
+    }
+    if !a.filter.is_empty() {
+        let f = super::specs::filters(&a.filter)?.to_string();
+        query.push(format!(
+            "filters={}",
+            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
+        ));
+    }
+    let path = if query.is_empty() {
+        "/events".to_owned()
+    } else {
+        format!("/events?{}", query.join("&"))
+    };
+    let r = ctx
+        .client
+        .request("GET", &path, &[], super::client::Body::None)?
+        .ok()?;
+    let reader = std::io::BufReader::new(r);
+    let mut out = std::io::stdout().lock();
+    for e in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
+        let e = e.map_err(|e| {
+            CliError::from(super::client::ClientError::Protocol(format!(
+                "event stream: {e}"
+            )))
+        })?;
+        let text = match &template {
+            None if raw_json => format!("{e}\n"),
+            None => event_line(&e),
+            Some(f) => format!("{}\n", f.render(&format::from_json(&event_fields(&e)))?),
+        };
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::io("stdout"))?;
+    }
+    Ok(())
+}
+
+/// `refeng system df`.
+#[derive(Debug, clap::Args)]
+pub struct DfArgs {
+    /// Format output using a custom template ('table', 'json' or a Go template)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `units.HumanSize` with docker's `(N%)` share of a total, as `system df` words reclaimable space.
+fn share(part: i64, total: i64) -> String {
+    let size = format::human_size(part as f64, 4);
+    if total > 0 {
+        format!("{size} ({}%)", part.saturating_mul(100) / total)
+    } else {
+        size
+    }
+}
+
+fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v[key].as_array().map_or(&[][..], Vec::as_slice)
+}
+
+/// The summary rows of `system df`, one per kind of object, with the docker CLI's arithmetic
+/// (`cli/command/formatter/disk_usage.go`).
+fn df_summary(du: &Value) -> Vec<gtmpl::Value> {
+    let images = list(du, "Images");
+    let layers = du["LayersSize"].as_i64().unwrap_or(0);
+    let used: i64 = images
+        .iter()
+        .filter(|i| i["Containers"].as_i64().unwrap_or(0) != 0)
+        .filter(|i| i["Size"].as_i64() != Some(-1) && i["SharedSize"].as_i64() != Some(-1))
+        .map(|i| i["Size"].as_i64().unwrap_or(0) - i["SharedSize"].as_i64().unwrap_or(0))
+        .sum();
+    let images_row = format::row(&[
+        ("Type", "Images".into()),
+        ("TotalCount", images.len().to_string()),
+        (
+            "Active",
+            images
+                .iter()
+                .filter(|i| i["Containers"].as_i64().unwrap_or(0) > 0)
+                .count()
+                .to_string(),
+        ),
+        ("Size", format::human_size(layers as f64, 4)),
+        ("Reclaimable", share(layers - used, layers)),
+    ]);
+    let containers = list(du, "Containers");
+    let active = |c: &Value| {
+        let s = c["State"].as_str().unwrap_or("");
+        s.contains("running") || s.contains("paused") || s.contains("restarting")
+    };
+    let rw = |c: &Value| c["SizeRw"].as_i64().unwrap_or(0);
+    let total: i64 = containers.iter().map(rw).sum();
+    let idle: i64 = containers.iter().filter(|c| !active(c)).map(rw).sum();
+    let containers_row = format::row(&[
+        ("Type", "Containers".into()),
+        ("TotalCount", containers.len().to_string()),
+        (
+            "Active",
+            containers.iter().filter(|c| active(c)).count().to_string(),
+        ),
+        ("Size", format::human_size(total as f64, 4)),
+        ("Reclaimable", share(idle, total)),
+    ]);
+    let volumes = list(du, "Volumes");
+    let refs = |v: &Value| v["UsageData"]["RefCount"].as_i64().unwrap_or(-1);
+    let vsize = |v: &Value| v["UsageData"]["Size"].as_i64().unwrap_or(-1).max(0);
+    let total: i64 = volumes.iter().map(vsize).sum();
+    let unused: i64 = volumes.iter().filter(|v| refs(v) == 0).map(vsize).sum();
+    let volumes_row = format::row(&[
+        ("Type", "Local Volumes".into()),
+        ("TotalCount", volumes.len().to_string()),
+        (
+            "Active",
+            volumes.iter().filter(|v| refs(v) > 0).count().to_string(),
+        ),
+        ("Size", format::human_size(total as f64, 4)),
+        ("Reclaimable", share(unused, total)),
+    ]);
+    let cache = list(du, "BuildCache");
+    let shared = |b: &Value| b["Shared"].as_bool().unwrap_or(false);
+    let in_use = |b: &Value| b["InUse"].as_bool().unwrap_or(false);
+    let bsize = |b: &Value| b["Size"].as_i64().unwrap_or(0);
+    let builder: i64 = cache.iter().filter(|b| !shared(b)).map(bsize).sum();
+    let busy: i64 = cache
+        .iter()
+        .filter(|b| in_use(b) && !shared(b))
+        .map(bsize)
+        .sum();
+    let cache_row = format::row(&[
+        ("Type", "Build Cache".into()),
+        ("TotalCount", cache.len().to_string()),
+        (
+            "Active",
+            cache.iter().filter(|b| in_use(b)).count().to_string(),
+        ),
+        ("Size", format::human_size(builder as f64, 4)),
+        (
+            "Reclaimable",
+            format::human_size((builder - busy) as f64, 4),
+        ),
+    ]);
+    vec![images_row, containers_row, volumes_row, cache_row]
+}
+
+/// `system df -v`'s four tables, each under its title (`verboseWriteTable` in the docker CLI).
+fn df_verbose(du: &Value) -> Result<String, CliError> {
+    let section = |rows: &[gtmpl::Value], fmt: &str, header: &[(&'static str, &'static str)]| {
+        let f = Format::parse(fmt, "")?;
+        let mut buf = Vec::new();
+        f.print(&mut buf, &header.iter().copied().collect(), rows)?;
+        Ok::<String, CliError>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let images: Vec<gtmpl::Value> = list(du, "Images")
+        .iter()
+        .filter_map(|i| {
+            // Only the first tag shows; an image without one shows as <none>.
+            let first = i["RepoTags"]
+                .as_array()
+                .and_then(|t| t.first())
+                .and_then(Value::as_str)
+                .filter(|t| *t != "<none>:<none>");
+            let mut one = i.clone();
+            one["RepoTags"] = json!(first.into_iter().collect::<Vec<_>>());
+            one["RepoDigests"] = json!([]);
+            super::images::image_rows(&one, false, false)
+                .into_iter()
+                .next()
+        })
+        .collect();
+    let containers: Vec<gtmpl::Value> = list(du, "Containers")
+        .iter()
+        .map(|c| {
+            // The virtual size is not shown here.
+            let mut c = c.clone();
+            c["SizeRootFs"] = json!(0);
+            super::containers::ps_row(&c, false)
+        })
+        .collect();
+    let na = |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".into() } else { f(n) };
+    let volumes: Vec<gtmpl::Value> = list(du, "Volumes")
+        .iter()
+        .map(|v| {
+            let u = &v["UsageData"];
+            format::row(&[
+                ("Name", v["Name"].as_str().unwrap_or("").to_owned()),
+                (
+                    "Links",
+                    na(u["RefCount"].as_i64().unwrap_or(-1), &|n| n.to_string()),
+                ),
+                (
+                    "Size",
+                    na(u["Size"].as_i64().unwrap_or(-1), &|n| {
+                        format::human_size(n as f64, 4)
+                    }),
+                ),
+            ])
+        })
+        .collect();
+    let since = |t: &Value| {
+        t.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| format::ago(t.timestamp()))
+            .unwrap_or_default()
+    };
+    let cache: Vec<gtmpl::Value> = list(du, "BuildCache")
+        .iter()
+        .map(|b| {
+            let id = b["ID"].as_str().unwrap_or("");
+            let id = id.split_once(':').map_or(id, |(_, h)| h);
+            let mut id: String = id.chars().take(12).collect();
+            if b["InUse"].as_bool().unwrap_or(false) {
+                id.push('*');
+            }
+            format::row(&[
+                ("ID", id),
+                ("CacheType", b["Type"].as_str().unwrap_or("").to_owned()),
+                (
+                    "Size",
+                    format::human_size(b["Size"].as_f64().unwrap_or(0.0), 3),
+                ),
+                ("CreatedSince", since(&b["CreatedAt"])),
+                ("LastUsedSince", since(&b["LastUsedAt"])),
+                (
+                    "UsageCount",
+                    b["UsageCount"].as_i64().unwrap_or(0).to_string(),
+                ),
+                ("Shared", b["Shared"].as_bool().unwrap_or(false).to_string()),
+            ])
+        })
+        .collect();
+    let mut text = String::from("Images space usage:\n\n");
+    text.push_str(&section(
+        &images,
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
+        &[
+            ("Repository", "REPOSITORY"),
+            ("Tag", "TAG"),
+            ("ID", "IMAGE ID"),
+            ("CreatedSince", "CREATED"),
+            ("Size", "SIZE"),
+            ("SharedSize", "SHARED SIZE"),
+            ("UniqueSize", "UNIQUE SIZE"),
+            ("Containers", "CONTAINERS"),
+        ],
+    )?);
+    text.push_str("\nContainers space usage:\n\n");
+    text.push_str(&section(
+        &containers,
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+        &[
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Command", "COMMAND"),
+            ("LocalVolumes", "LOCAL VOLUMES"),
+            ("Size", "SIZE"),
+            ("RunningFor", "CREATED"),
+            ("Status", "STATUS"),
+            ("Names", "NAMES"),
+        ],
+    )?);
+    text.push_str("\nLocal Volumes space usage:\n\n");
+    text.push_str(&section(
+        &volumes,
+        "table {{.Name}}\t{{.Links}}\t{{.Size}}",
+        &[
+            ("Name", "VOLUME NAME"),
+            ("Links", "LINKS"),
+            ("Size", "SIZE"),
+        ],
+    )?);
+    let cache_size: i64 = list(du, "BuildCache")
+        .iter()
+        .filter(|b| !b["Shared"].as_bool().unwrap_or(false))
+        .map(|b| b["Size"].as_i64().unwrap_or(0))
+        .sum();
+    text.push_str(&format!(
+        "\nBuild cache usage: {}\n\n",
+        format::human_size(cache_size as f64, 4)
+    ));
+    text.push_str(&section(
+        &cache,
+        "table {{.ID}}\t{{.CacheType}}\t{{.Size}}\t{{.CreatedSince}}\t{{.LastUsedSince}}\t{{.UsageCount}}\t{{.Shared}}",
+        &[
+            ("ID", "CACHE ID"),
+            ("CacheType", "CACHE TYPE"),
+            ("Size", "SIZE"),
+            ("CreatedSince", "CREATED"),
+            ("LastUsedSince", "LAST USED"),
+            ("UsageCount", "USAGE"),
+            ("Shared", "SHARED"),
+        ],
+    )?);
+    Ok(text)
+}
+
+/// `system df`: the space images, containers, volumes and the build cache take.
+///
+/// # Errors
+/// The daemon's; templates that do not parse; `--format` other than `table` with `-v`, which
+/// docker renders from its own Go types and refeng does not.
+pub fn df(ctx: &Ctx, a: DfArgs) -> Result<(), CliError> {
+    let format = a.format.clone().unwrap_or_default();
+    if a.verbose && !(format.is_empty() || format == "table") {
+        return Err(CliError::Usage(
+            "--format is not supported with --verbose".into(),
+        ));
+    }
+    let du: Value = ctx.client.get_json("/system/df")?;
+    let mut out = std::io::stdout().lock();
+    if a.verbose {
+        let text = df_verbose(&du)?;
+        return out
+            .write_all(text.as_bytes())
+            .map_err(CliError::io("stdout"));
+    }
+    let text = match format.as_str() {
+        "" | "table" => "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        "raw" => "type: {{.Type}}\ntotal: {{.TotalCount}}\nactive: {{.Active}}\nsize: {{.Size}}\nreclaimable: {{.Reclaimable}}\n",
+        other => other,
+    };
+    let f = Format::parse(text, "")?;
+    let header = std::collections::BTreeMap::from([
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ]);
+    f.print(&mut out, &header, &df_summary(&du))?;
+    Ok(())
+}
+
+/// `refeng system prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// What `system prune` asks before it removes anything (docker's `confirmationTemplate`).
+fn prune_warning(a: &PruneArgs) -> String {
+    let mut warnings = vec![
+        "all stopped containers",
+        "all networks not used by at least one container",
+    ];
+    if a.volumes {
+        warnings.push("all anonymous volumes not used by at least one container");
+    }
+    warnings.push(if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    });
+    warnings.push(if a.all {
+        "all build cache"
+    } else {
+        "unused build cache"
+    });
+    let mut text = String::from("WARNING! This will remove:");
+    for w in warnings {
+        text.push_str(&format!("\n  - {w}"));
+    }
+    text.push('\n');
+    let mut shown: Vec<&String> = a
+        .filter
+        .iter()
+        .filter(|f| {
+            let key = f.split_once('=').map_or(f.as_str(), |(k, _)| k);
+            matches!(key, "label" | "label!" | "until")
+        })
+        .collect();
+    shown.sort();
+    if !shown.is_empty() {
+        text.push_str("\n  Items to be pruned will be filtered with:");
+        for f in shown {
+            text.push_str(&format!("\n  - {f}"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// One prune request with `filters`; its answer.
+fn prune_one(ctx: &Ctx, path: &str, filters: &[String], extra: &str) -> Result<Value, CliError> {
+    let mut query = Vec::new();
+    if !filters.is_empty() {
+        let f = super::specs::filters(filters)?.to_string();
+        query.push(format!(
+            "filters={}",
+            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
+        ));
+    }
+    if !extra.is_empty() {
+        query.push(extra.to_owned());
+    }
+    let path = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    Ok(ctx
+        .client
+        .request("POST", &path, &[], super::client::Body::None)?
+        .ok()?
+        .json()?)
+}
+
+/// `title` and the strings under `key` of a prune answer, a line each, then a blank line;
+/// nothing when none were removed.
+fn removed(v: &Value, key: &str, title: &str) -> String {
+    let items: Vec<&str> = list(v, key).iter().filter_map(Value::as_str).collect();
+    if items.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("{title}\n");
+    for i in items {
+        text.push_str(i);
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+/// `system prune`: containers, networks, volumes (with `--volumes`), images and the build
+/// cache in docker's order, each printing what it removed as it goes, then the total.
+///
+/// # Errors
+/// The daemon's (the first failing prune ends the command, as docker's does); filters that do
+/// not parse; `until` with `--volumes`, which volume prune does not take.
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
+    if a.volumes
+        && a.filter
+            .iter()
+            .any(|f| f.split_once('=').map_or(f.as_str(), |(k, _)| k) == "until")
+    {
+        return Err(CliError::Status {
+            code: 1,
+            message: "ERROR: The \"until\" filter is not supported with \"--volumes\"".into(),
+        });
+    }
+    if !a.force {
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "{}\nAre you sure you want to continue? [y/N] ",
+            prune_warning(&a)
+        )
+        .and_then(|()| out.flush())
+        .map_err(CliError::io("stdout"))?;
+        drop(out);
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(CliError::io("stdin"))?;
+        // A refusal is no failure: docker 28 ends with status 0 and says nothing more.
+        if !matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Ok(());
+        }
+    }
+    let mut reclaimed: u64 = 0;
+    let mut out = std::io::stdout().lock();
+    let mut print = |text: String| -> Result<(), CliError> {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::io("stdout"))
+    };
+    let space = |v: &Value| v["SpaceReclaimed"].as_u64().unwrap_or(0);
+
+    let v = prune_one(ctx, "/containers/prune", &a.filter, "")?;
+    let text = removed(&v, "ContainersDeleted", "Deleted Containers:");
+    if !text.is_empty() {
+        reclaimed += space(&v);
+    }
+    print(text)?;
+    let v = prune_one(ctx, "/networks/prune", &a.filter, "")?;
+    print(removed(&v, "NetworksDeleted", "Deleted Networks:"))?;
+    if a.volumes {
+        let v = prune_one(ctx, "/volumes/prune", &a.filter, "")?;
+        let text = removed(&v, "VolumesDeleted", "Deleted Volumes:");
+        if !text.is_empty() {
+            reclaimed += space(&v);
+        }
+        print(text)?;
+    }
+    let mut image_filters = a.filter.clone();
+    image_filters.push(format!("dangling={}", !a.all));
+    let v = prune_one(ctx, "/images/prune", &image_filters, "")?;
+    let images = list(&v, "ImagesDeleted");
+    if !images.is_empty() {
+        let mut text = String::from("Deleted Images:\n");
+        for d in images {
+            if let Some(u) = d["Untagged"].as_str() {
+                text.push_str(&format!("untagged: {u}\n"));
+            }
+            if let Some(x) = d["Deleted"].as_str() {
+                text.push_str(&format!("deleted: {x}\n"));
+            }
+        }
+        text.push('\n');
+        reclaimed += space(&v);
+        print(text)?;
+    }
+    let all = if a.all { "all=1" } else { "" };
+    let v = prune_one(ctx, "/build/prune", &a.filter, all)?;
+    let text = removed(&v, "CachesDeleted", "Deleted build cache objects:");
+    if !text.is_empty() {
+        reclaimed += space(&v);
+    }
+    print(text)?;
+    print(format!(
+        "Total reclaimed space: {}\n",
+        format::human_size(reclaimed as f64, 4)
+    ))
+}

@@ -371,3 +371,323 @@ pub fn network_ls(ctx: &Ctx, a: LsArgs) -> Result<(), CliError> {
 pub fn network_inspect(ctx: &Ctx, a: InspectArgs) -> Result<(), CliError> {
     inspect_objects(ctx, a, "/networks")
 }
+
+/// `network create`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkCreateArgs {
+    /// Enable manual container attachment
+    #[arg(long)]
+    pub attachable: bool,
+    /// Driver to manage the Network
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// IPv4 or IPv6 Gateway for the master subnet
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Allocate container ip from a sub-range
+    #[arg(long = "ip-range")]
+    pub ip_range: Vec<String>,
+    /// Enable or disable IPv6 networking
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Set metadata on a network
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Set driver specific options
+    #[arg(short, long = "opt")]
+    pub opt: Vec<String>,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    /// The network's name
+    pub name: String,
+}
+
+/// An address and a prefix length (`10.1.0.0/16`).
+fn cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    Some((ip.parse().ok()?, len.parse().ok()?))
+}
+
+/// Whether `data` (an address, or a CIDR's address) lies inside `subnet`: the docker CLI's
+/// `subnetMatches`, with its errors.
+fn subnet_matches(subnet: &str, data: &str) -> Result<bool, CliError> {
+    let fail = |message: String| CliError::Status { code: 1, message };
+    let (net, len) = cidr(subnet)
+        .ok_or_else(|| fail(format!("invalid subnet: invalid CIDR address: {subnet}")))?;
+    let ip = if data.contains('/') {
+        cidr(data)
+            .ok_or_else(|| fail(format!("invalid CIDR address: {data}")))?
+            .0
+    } else {
+        match data.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => return Ok(false),
+        }
+    };
+    let masked = |a: u128, bits: u32| {
+        let len = u32::from(len).min(bits);
+        if len == 0 {
+            0
+        } else {
+            a >> (bits - len)
+        }
+    };
+    Ok(match (net, ip) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+            masked(u128::from(u32::from(n)), 32) == masked(u128::from(u32::from(i)), 32)
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+            masked(u128::from(n), 128) == masked(u128::from(i), 128)
+        }
+        _ => false,
+    })
+}
+
+/// The IPAM pools of `network create`: each `--ip-range` and `--gateway` goes to the
+/// `--subnet` that holds it, with the checks and messages of the docker CLI's
+/// `createIPAMConfig`.
+fn ipam_pools(a: &NetworkCreateArgs) -> Result<Vec<Value>, CliError> {
+    let fail = |message: String| CliError::Status { code: 1, message };
+    if a.subnet.len() < a.ip_range.len() || a.subnet.len() < a.gateway.len() {
+        return Err(fail(
+            "every ip-range or gateway must have a corresponding subnet".into(),
+        ));
+    }
+    let mut pools: Vec<serde_json::Map<String, Value>> = Vec::new();
+    for (i, s) in a.subnet.iter().enumerate() {
+        for k in &a.subnet[..i] {
+            if subnet_matches(s, k)? || subnet_matches(k, s)? {
+                return Err(fail(
+                    "multiple overlapping subnet configuration is not supported".into(),
+                ));
+            }
+        }
+        pools.push(serde_json::Map::from_iter([(
+            "Subnet".to_owned(),
+            json!(s),
+        )]));
+    }
+    for (key, values, what, multiple) in [
+        ("IPRange", &a.ip_range, "range", "ranges"),
+        ("Gateway", &a.gateway, "gateway", "gateways"),
+    ] {
+        let on = if key == "IPRange" { "on" } else { "for" };
+        for v in values {
+            let mut matched = false;
+            for (i, s) in a.subnet.iter().enumerate() {
+                if !subnet_matches(s, v)? {
+                    continue;
+                }
+                if let Some(old) = pools[i].get(key).and_then(Value::as_str) {
+                    return Err(fail(format!(
+                        "cannot configure multiple {multiple} ({v}, {old}) {on} the same subnet ({s})"
+                    )));
+                }
+                pools[i].insert(key.to_owned(), json!(v));
+                matched = true;
+            }
+            if !matched {
+                return Err(fail(format!("no matching subnet for {what} {v}")));
+            }
+        }
+    }
+    Ok(pools.into_iter().map(Value::Object).collect())
+}
+
+/// `network create`: prints the new network's id.
+///
+/// # Errors
+/// Gateways and ranges outside every subnet; the daemon's.
+pub fn network_create(ctx: &Ctx, a: NetworkCreateArgs) -> Result<(), CliError> {
+    let body = json!({
+        "Name": a.name,
+        "Driver": a.driver,
+        "EnableIPv6": a.ipv6,
+        "IPAM": {"Driver": "default", "Config": ipam_pools(&a)?, "Options": {}},
+        "Internal": a.internal,
+        "Attachable": a.attachable,
+        "Options": specs::key_values(&a.opt),
+        "Labels": specs::key_values(&a.label),
+    });
+    let v: Value = ctx
+        .client
+        .request("POST", "/networks/create", &[], Body::json(&body))?
+        .ok()?
+        .json()?;
+    if let Some(w) = v["Warning"].as_str().filter(|w| !w.is_empty()) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{w}");
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", v["Id"].as_str().unwrap_or("")).map_err(CliError::io("stdout"))
+}
+
+/// `network rm`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkRmArgs {
+    /// Do not error if the network does not exist
+    #[arg(short, long)]
+    pub force: bool,
+    /// Networks
+    #[arg(required = true, value_name = "NETWORK")]
+    pub networks: Vec<String>,
+}
+
+/// `network rm`: prints each removed name.
+///
+/// # Errors
+/// Exit 1 when any removal failed (each error printed).
+pub fn network_rm(ctx: &Ctx, a: NetworkRmArgs) -> Result<(), CliError> {
+    let mut failed = false;
+    for n in &a.networks {
+        match ctx.client.call(
+            "DELETE",
+            &format!("/networks/{}", path_escape(n)),
+            Body::None,
+        ) {
+            Ok(_) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{n}").map_err(CliError::io("stdout"))?;
+            }
+            Err(e) if a.force && e.status() == Some(404) => {}
+            Err(e) => {
+                failed = true;
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{e}");
+            }
+        }
+    }
+    // docker 28 ends with a status error without a message, which prints as Go words it.
+    if failed {
+        return Err(CliError::Status {
+            code: 1,
+            message: "exit status 1".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `network connect`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkConnectArgs {
+    /// Add network-scoped alias for the container
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// IPv4 address (e.g., "172.30.100.104")
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// IPv6 address (e.g., "2001:db8::33")
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// The network
+    pub network: String,
+    /// The container
+    pub container: String,
+}
+
+/// `network connect`: silent on success.
+///
+/// # Errors
+/// The daemon's.
+pub fn network_connect(ctx: &Ctx, a: NetworkConnectArgs) -> Result<(), CliError> {
+    let mut ipam = serde_json::Map::new();
+    if let Some(ip) = &a.ip {
+        ipam.insert("IPv4Address".into(), json!(ip));
+    }
+    if let Some(ip) = &a.ip6 {
+        ipam.insert("IPv6Address".into(), json!(ip));
+    }
+    let body = json!({
+        "Container": a.container,
+        "EndpointConfig": {"IPAMConfig": ipam, "Aliases": a.alias},
+    });
+    ctx.client.call(
+        "POST",
+        &format!("/networks/{}/connect", path_escape(&a.network)),
+        Body::json(&body),
+    )?;
+    Ok(())
+}
+
+/// `network disconnect`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    pub force: bool,
+    /// The network
+    pub network: String,
+    /// The container
+    pub container: String,
+}
+
+/// `network disconnect`: silent on success.
+///
+/// # Errors
+/// The daemon's.
+pub fn network_disconnect(ctx: &Ctx, a: NetworkDisconnectArgs) -> Result<(), CliError> {
+    let body = json!({"Container": a.container, "Force": a.force});
+    ctx.client.call(
+        "POST",
+        &format!("/networks/{}/disconnect", path_escape(&a.network)),
+        Body::json(&body),
+    )?;
+    Ok(())
+}
+
+/// `network prune`.
+#[derive(Debug, clap::Args)]
+pub struct NetworkPruneArgs {
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `network prune`: prints the removed networks (nothing when none were; networks take no
+/// space, so no total).
+///
+/// # Errors
+/// The daemon's; filters that do not parse.
+pub fn network_prune(ctx: &Ctx, a: NetworkPruneArgs) -> Result<(), CliError> {
+    if !super::containers::confirm(
+        a.force,
+        "WARNING! This will remove all custom networks not used by at least one container.",
+    )? {
+        return Ok(());
+    }
+    let v: Value = ctx
+        .client
+        .request(
+            "POST",
+            &format!("/networks/prune{}", filters_query(&a.filter)?),
+            &[],
+            Body::None,
+        )?
+        .ok()?
+        .json()?;
+    let deleted: Vec<&str> = v["NetworksDeleted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::from("Deleted Networks:\n");
+    for d in deleted {
+        text.push_str(d);
+        text.push('\n');
+    }
+    text.push('\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .map_err(CliError::io("stdout"))
+}
