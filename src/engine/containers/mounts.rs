@@ -194,21 +194,34 @@ pub fn open_subpath(m: &MountPoint) -> Result<std::os::fd::OwnedFd, ApiError> {
 /// between could redirect. Unmounted and removed on drop (the container keeps its own mount).
 #[derive(Debug)]
 pub struct StagedSubpath {
+    /// The mount's destination in the container.
+    pub destination: String,
     /// Where it is bound.
     pub path: std::path::PathBuf,
     mounted: bool,
 }
 
-/// Binds the subpath of `m` at `at` (made as a directory or a file, as the subpath is).
+/// Detaches and removes a staged place (`mounted`: whether a bind may be on it).
+fn unstage(path: &std::path::Path, mounted: bool) {
+    if mounted {
+        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(path).or_else(|_| std::fs::remove_file(path));
+}
+
+/// Binds the subpath of `m` at `at` (made as a directory or a file, as the subpath is), after
+/// what an earlier start may have left there (a daemon that died before its drop).
 ///
 /// # Errors
 /// `BadRequest` when the subpath cannot be opened; `Internal` when the bind fails.
 pub fn stage_subpath(m: &MountPoint, at: &std::path::Path) -> Result<StagedSubpath, ApiError> {
+    unstage(at, true);
     let fd = open_subpath(m)?;
     let st = nix::sys::stat::fstat(&fd)
         .map_err(|e| ApiError::internal("stat of a volume subpath", e))?;
     let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let mut staged = StagedSubpath {
+        destination: m.destination.clone(),
         path: at.to_path_buf(),
         mounted: false,
     };
@@ -245,22 +258,22 @@ pub fn stage_subpath(m: &MountPoint, at: &std::path::Path) -> Result<StagedSubpa
 
 impl Drop for StagedSubpath {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir(&self.path).or_else(|_| std::fs::remove_file(&self.path));
+        unstage(&self.path, self.mounted);
     }
 }
 
 /// Points the bind of each subpath mount in `spec` at its staged place; true when one was.
-pub fn set_subpath_sources(spec: &mut Value, staged: &[(String, std::path::PathBuf)]) -> bool {
+pub fn set_subpath_sources(spec: &mut Value, staged: &[StagedSubpath]) -> bool {
     let Some(list) = spec["mounts"].as_array_mut() else {
         return false;
     };
     let mut changed = false;
-    for (destination, path) in staged {
-        if let Some(e) = list.iter_mut().find(|e| e["destination"] == *destination) {
-            e["source"] = json!(path);
+    for s in staged {
+        if let Some(e) = list
+            .iter_mut()
+            .find(|e| e["destination"] == s.destination.as_str())
+        {
+            e["source"] = json!(s.path);
             changed = true;
         }
     }

@@ -191,49 +191,51 @@ impl Engine {
             (e.stored.clone(), e.hub.clone())
         };
         let ctd = &self.containers.ctd;
-        let mut spec = stored.spec.clone();
-        let mut changed = false;
-        if let Some(other) = stored.network.strip_prefix("container:") {
-            let pid = {
-                let map = self.containers.lock();
-                map.get(other)
-                    .filter(|o| o.lc.status() == Status::Running)
-                    .map(|o| o.stored.state.pid)
-            };
-            let Some(pid) = pid.filter(|p| *p > 0) else {
-                return Err(ApiError::Conflict(format!(
-                    "cannot join network of a non running container: {other}"
-                )));
-            };
-            changed |= spec::set_netns(&mut spec, &format!("/proc/{pid}/ns/net"));
-        }
+        let netns = match stored.network.strip_prefix("container:") {
+            Some(other) => {
+                let pid = {
+                    let map = self.containers.lock();
+                    map.get(other)
+                        .filter(|o| o.lc.status() == Status::Running)
+                        .map(|o| o.stored.state.pid)
+                };
+                let Some(pid) = pid.filter(|p| *p > 0) else {
+                    return Err(ApiError::Conflict(format!(
+                        "cannot join network of a non running container: {other}"
+                    )));
+                };
+                Some(format!("/proc/{pid}/ns/net"))
+            }
+            None => None,
+        };
         // Volumes mounted from a subpath: each is resolved inside its volume now and bound at
         // a private place the runtime binds from; the places go once the task exists (the
         // container keeps its mounts).
-        let mut staged = Vec::new();
-        for (i, m) in stored
+        let staged = stored
             .mounts
             .iter()
             .filter(|m| m.kind == super::mounts::MountKind::Volume && !m.subpath.is_empty())
             .enumerate()
-        {
-            let at = self
-                .containers
-                .run_dir
-                .join(id)
-                .join("subpaths")
-                .join(i.to_string());
-            let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir(&at).or_else(|_| std::fs::remove_file(&at));
-            staged.push((m.destination.clone(), super::mounts::stage_subpath(m, &at)?));
-        }
-        let places: Vec<(String, std::path::PathBuf)> = staged
-            .iter()
-            .map(|(d, s)| (d.clone(), s.path.clone()))
-            .collect();
-        changed |= super::mounts::set_subpath_sources(&mut spec, &places);
-        if changed {
-            ctd.update_spec(id, &spec).await?;
+            .map(|(i, m)| {
+                let at = self
+                    .containers
+                    .run_dir
+                    .join(id)
+                    .join("subpaths")
+                    .join(i.to_string());
+                super::mounts::stage_subpath(m, &at)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The spec is copied only when this start changes it.
+        if netns.is_some() || !staged.is_empty() {
+            let mut spec = stored.spec.clone();
+            let mut changed = super::mounts::set_subpath_sources(&mut spec, &staged);
+            if let Some(path) = &netns {
+                changed |= spec::set_netns(&mut spec, path);
+            }
+            if changed {
+                ctd.update_spec(id, &spec).await?;
+            }
         }
         // A task left from an earlier run (its exit already recorded) goes first.
         let _ = ctd.delete_task(id).await;
