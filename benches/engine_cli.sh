@@ -11,55 +11,9 @@
 #        REFENG_BIN=target/release ...            (default target/debug, built here if missing)
 set -euo pipefail
 runs=${1:-15}
-here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${REFENG_ENGINE_CLI_INNER:-}" ]; then
-  [ "$(id -u)" = 0 ] || { echo "engine_cli: needs root" >&2; exit 1; }
-  bin=${REFENG_BIN:-$here/target/debug}
-  if [ ! -x "$bin/refengd" ]; then
-    cargo build --manifest-path "$here/Cargo.toml" --bin refengd --bin refeng-containerd \
-      --bin refeng-shim --bin containerd-shim-refeng-v2 --bin refeng-runc >&2
-  fi
-  exec unshare --net --mount --propagation private -- \
-    env REFENG_ENGINE_CLI_INNER=1 REFENG_BIN="$bin" bash "$0" "$@"
-fi
-ip link set lo up
-bin=$REFENG_BIN
-cli=/usr/local/bin/docker
-work=$(mktemp -d /tmp/refeng-engine-cli.XXXXXX)
-pids=()
-cleanup() {
-  for h in "$work/refeng.sock" "$work/docker.sock"; do
-    ids=$(DOCKER_HOST="unix://$h" "$cli" ps -aq 2>/dev/null || true)
-    [ -z "$ids" ] || DOCKER_HOST="unix://$h" "$cli" rm -f $ids >/dev/null 2>&1 || true
-  done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  # What the daemons started (dockerd's containerd, shims) names our directory: end it by pid.
-  for p in /proc/[0-9]*; do
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "$work/"; then
-      kill -9 "${p#/proc/}" 2>/dev/null || true
-    fi
-  done
-  sleep 0.5
-  { grep " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
-  rm -rf "$work" || echo "engine_cli: $work is left behind" >&2
-}
-trap cleanup EXIT
-on() { local h=$1; shift; DOCKER_HOST="unix://$work/$h.sock" "$cli" "$@"; }
-
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/proc" "$work/rootfs/sys" \
-  "$work/rootfs/dev" "$work/rootfs/tmp"
-cp /usr/bin/busybox "$work/rootfs/bin/busybox"
-for a in $(/usr/bin/busybox --list); do
-  [ "$a" = busybox ] || ln -s busybox "$work/rootfs/bin/$a"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
-echo 'root:x:0:' > "$work/rootfs/etc/group"
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
-echo '{}' > "$work/refeng.json"
-echo '{}' > "$work/docker.json"
+name=engine_cli
+# shellcheck source=benches/two_engines.sh
+source "$(dirname "$0")/two_engines.sh"
 "$bin/refengd" -H "unix://$work/refeng.sock" --data-root "$work/refeng-data" \
   --exec-root "$work/refeng-exec" --config-file "$work/refeng.json" >"$work/refengd.log" 2>&1 &
 pids+=($!)
