@@ -2,13 +2,14 @@
 //! did (`/containers/create`, `/images/delete`, ...) on the one in-process bus; clients publish
 //! and forward their own, and subscribe with containerd's filters.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use containerd_client::services::v1::{ForwardRequest, PublishRequest, SubscribeRequest};
 use containerd_client::types::Envelope;
 use prost_types::Any;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
+use tonic::Status;
 
 use super::error::Error;
 use super::filters::{Fields, Filter};
@@ -19,15 +20,19 @@ use super::identifiers;
 const BACKLOG: usize = 4096;
 
 /// The bus. Cloning it gives another handle to the same bus.
-#[derive(Debug, Clone)]
+///
+/// Each subscriber has its own queue of the events its filter passes, bounded by [`BACKLOG`]:
+/// a queue takes memory only for what it holds, so a bus nobody listens to, or whose listeners
+/// keep up, holds next to nothing (a broadcast ring would hold all its slots from the start).
+#[derive(Debug, Clone, Default)]
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<Envelope>>,
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
 }
 
-impl Default for EventBus {
-    fn default() -> Self {
-        Self::new()
-    }
+#[derive(Debug)]
+struct Subscriber {
+    filter: Filter,
+    tx: mpsc::Sender<Result<Envelope, Status>>,
 }
 
 impl Fields for Envelope {
@@ -237,9 +242,7 @@ pub fn to_any<E: prost::Name>(event: &E) -> Any {
 impl EventBus {
     /// A new bus with no subscribers.
     pub fn new() -> Self {
-        EventBus {
-            tx: broadcast::channel(BACKLOG).0,
-        }
+        EventBus::default()
     }
 
     /// Publishes an event of the daemon in namespace `ns` under `topic`.
@@ -261,41 +264,35 @@ impl EventBus {
     pub fn forward(&self, envelope: Envelope) {
         tracing::debug!(topic = %envelope.topic, namespace = %envelope.namespace, "event");
         // No subscriber is not an error: the event is simply not seen by anyone.
-        let _ = self.tx.send(Arc::new(envelope));
-    }
-
-    /// A receiver of every event published from now on.
-    pub fn receiver(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.tx.subscribe()
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subscribers.retain(|s| {
+            if !s.filter.matches(&envelope) {
+                return !s.tx.is_closed();
+            }
+            match s.tx.try_send(Ok(envelope.clone())) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(topic = %envelope.topic, "event subscriber fell behind: event dropped");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
     }
 
     /// A stream of the events from now on that pass `filter`.
     pub fn subscribe(&self, filter: Filter) -> ResponseStream<Envelope> {
-        let mut rx = self.receiver();
-        let (tx, out) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                // A subscriber that went away ends its task at once, not at the next event.
-                let next = tokio::select! {
-                    next = rx.recv() => next,
-                    () = tx.closed() => return,
-                };
-                match next {
-                    Ok(env) => {
-                        if filter.matches(env.as_ref())
-                            && tx.send(Ok(Envelope::clone(&env))).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event subscriber fell behind");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        grpc::stream_from(out)
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subscribers.retain(|s| !s.tx.is_closed());
+        subscribers.push(Subscriber { filter, tx });
+        grpc::stream_from(rx)
     }
 }
 

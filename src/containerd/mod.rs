@@ -324,6 +324,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "garbage collection at start failed");
         }
     });
+    // An idle daemon gives its metadata store's memory back (see `Metadata::release_idle`).
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METADATA_IDLE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !d.metadata.is_idle(METADATA_IDLE) {
+                continue;
+            }
+            let d = d.clone();
+            // Closing writes redb's allocator state back: a blocking thread's work.
+            let _ =
+                tokio::task::spawn_blocking(move || d.metadata.release_idle(METADATA_IDLE)).await;
+        }
+    });
     router.serve(listener).await?;
     Ok(())
 }
+
+/// How long the metadata store stays open without use.
+const METADATA_IDLE: std::time::Duration = std::time::Duration::from_secs(10);

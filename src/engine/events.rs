@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::filters::Filters;
@@ -181,30 +181,27 @@ pub fn validate_filters(f: &Filters) -> Result<(), ApiError> {
 /// An event with its place in the log.
 pub type Numbered = (u64, Event);
 
+/// How many events an `/events` client may fall behind before it misses some.
+const LIVE_BACKLOG: usize = 1024;
+
 /// The log and the live feed.
-#[derive(Debug)]
+///
+/// Each `/events` client has its own bounded queue, which takes memory only for what it holds
+/// (a broadcast ring would hold all its slots from the daemon's start, listened to or not).
+#[derive(Debug, Default)]
 pub struct EventLog {
     log: Mutex<VecDeque<(u64, Event)>>,
-    seq: Mutex<u64>,
-    tx: broadcast::Sender<(u64, Event)>,
-}
-
-impl Default for EventLog {
-    fn default() -> Self {
-        EventLog {
-            log: Mutex::new(VecDeque::with_capacity(LOG_LIMIT)),
-            seq: Mutex::new(0),
-            tx: broadcast::channel(1024).0,
-        }
-    }
+    /// The last sequence number given, and the live queues: one lock, so that every queue
+    /// sees the log's order and a new one misses nothing.
+    live: Mutex<(u64, Vec<mpsc::Sender<Numbered>>)>,
 }
 
 impl EventLog {
     /// Records `event` and sends it to every subscriber.
     pub fn emit(&self, event: Event) {
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        *seq += 1;
-        let n = *seq;
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.0 += 1;
+        let n = live.0;
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             if log.len() == LOG_LIMIT {
@@ -212,20 +209,29 @@ impl EventLog {
             }
             log.push_back((n, event.clone()));
         }
-        // Sent while the sequence lock is held, so subscribers see the log's order.
-        let _ = self.tx.send((n, event));
+        live.1.retain(|tx| match tx.try_send((n, event.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(action = %event.action, "an /events client fell behind: event dropped");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 
     /// How many `/events` streams are open.
     pub fn listeners(&self) -> usize {
-        self.tx.receiver_count()
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.1.iter().filter(|tx| !tx.is_closed()).count()
     }
 
     /// A live subscription and a copy of the log taken after it started, so that nothing falls
     /// between the two (the sequence numbers tell the overlap).
-    pub fn subscribe(&self) -> (broadcast::Receiver<Numbered>, Vec<Numbered>) {
-        let _seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        let rx = self.tx.subscribe();
+    pub fn subscribe(&self) -> (mpsc::Receiver<Numbered>, Vec<Numbered>) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let (tx, rx) = mpsc::channel(LIVE_BACKLOG);
+        live.1.retain(|tx| !tx.is_closed());
+        live.1.push(tx);
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         (rx, log.iter().cloned().collect())
     }

@@ -716,8 +716,8 @@ fn events_stream(engine: &Arc<Engine>, query: &Query) -> Result<Response<Body>, 
             };
             tokio::select! {
                 r = next => match r {
-                    None => return,
-                    Some(Ok((n, e))) => {
+                    None | Some(None) => return,
+                    Some(Some((n, e))) => {
                         if n <= last {
                             continue;
                         }
@@ -726,10 +726,6 @@ fn events_stream(engine: &Arc<Engine>, query: &Query) -> Result<Response<Body>, 
                             return;
                         }
                     }
-                    Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(k))) => {
-                        tracing::warn!(missed = k, "an /events client fell behind");
-                    }
-                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
                 },
                 () = tx.closed() => return,
             }
