@@ -32,7 +32,9 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
     --bin refeng-containerd >&2
 fi
 daemon="${REFENG_CONTAINERD:-$repo/target/$target/containerd/refeng-containerd}"
-settle=${SETTLE_SECONDS:-5}
+# Idle means idle: refeng-containerd closes its metadata store after 10 s without use (checked
+# every 5 s), so the default settle waits past that.
+settle=${SETTLE_SECONDS:-20}
 
 work=$(mktemp -d /tmp/ctdrss.XXXXXX)
 pids=()
