@@ -1536,6 +1536,24 @@ fn cp_both_ways() {
                 "{}",
                 trees[0]
             );
+            // On a terminal: the summary on stderr, with what went over the connection.
+            let [theirs, ours] = ["docker", "refeng"].map(|me| {
+                let name = format!("cli-{me}-x");
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!(
+                        "{me} cp {name}-cp:/d {out}/tty-d; {me} cp {name}-cp:/d/f {out}/; \
+                         {me} cp {file} {name}-cp:/tty; echo EXIT=$?; sleep 60",
+                        out = out_root.join(&name).display(),
+                        file = s("file"),
+                    ),
+                );
+                t.wait_line("EXIT=0");
+                t.screen().replace(&name, "@")
+            });
+            assert_eq!(ours, theirs, "on a terminal, on {d:?}");
+            assert!(theirs.contains("Successfully copied"), "{theirs}");
             clean(&names);
         }
     }));

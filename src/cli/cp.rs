@@ -560,6 +560,8 @@ fn rebased<R: Read + Send + 'static>(
             let data = src.data();
             out.append(&e, data)?;
         }
+        // The rest of the stream (its end blocks) is read too, as docker's progress counts it.
+        io::copy(&mut src.into_inner(), &mut io::sink())?;
         out.finish()?.flush()
     });
     Ok((reader, thread))
