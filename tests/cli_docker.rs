@@ -138,6 +138,16 @@ struct Outcome {
 
 /// Runs one CLI against one daemon, bounded in time so that a hang fails the test.
 fn run(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> Outcome {
+    let out = cli(w, d, c, args, stdin).output().expect("run the CLI");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The command line of one CLI against one daemon, bounded in time.
+fn cli(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> Command {
     let program = match c {
         Client::Docker => DOCKER_CLI,
         Client::Refeng => REFENG,
@@ -155,12 +165,7 @@ fn run(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> 
         Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
         None => cmd.stdin(Stdio::null()),
     };
-    let out = cmd.output().expect("run the CLI");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }
 
 /// Ids (12 or 64 hex digits) replaced by `<id>`, each CLI's name for itself and for its
@@ -1243,6 +1248,324 @@ fn addresses_and_contexts() {
     assert_eq!(o.code, 125, "{o:?}");
 }
 
+/// One local tree as `path kind mode uid:gid size target-or-content` lines, sorted.
+fn tree(root: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+        let p = root.join(rel);
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let (kind, what) = if ft.is_symlink() {
+            ("l", std::fs::read_link(&p).unwrap().display().to_string())
+        } else if ft.is_dir() {
+            ("d", String::new())
+        } else if ft.is_file() {
+            (
+                "f",
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned(),
+            )
+        } else {
+            ("o", String::new())
+        };
+        out.push(format!(
+            "{} {kind} {:o} {}:{} {what:?}",
+            rel.display(),
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid()
+        ));
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                walk(root, &rel.join(e.unwrap().file_name()), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, Path::new("."), &mut out);
+    out.sort();
+    out.join("\n")
+}
+
+/// `cp` with both CLIs on `d`, compared as [`same`] does; docker's own error lines from its tar
+/// goroutine (`level=error msg="Can't add file ..."`, printed or not as the race goes) left out.
+#[track_caller]
+fn same_cp(d: Daemon, args: &[&str], stdin: Option<&Path>) {
+    let (mut theirs, ours) = both(d, args, stdin);
+    theirs.stderr = theirs
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("level=error"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        ours, theirs,
+        "refeng (left) and docker (right) differ for {args:?} on {d:?}"
+    );
+}
+
+/// What `cp SRC -` wrote, listed by GNU tar (dates left out: each CLI reads its own container).
+fn cp_listing(w: &World, d: Daemon, c: Client, args: &[&str]) -> (i32, String) {
+    let out = cli(w, d, c, args, None).output().unwrap();
+    let mut tar = Command::new("tar")
+        .args(["-tvf", "-", "--numeric-owner"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    let listed = tar.wait_with_output().unwrap();
+    let date = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d").unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    (
+        out.status.code().unwrap_or(-1),
+        date.replace_all(&text, "<date>").into_owned(),
+    )
+}
+
+/// `cp` both ways on containers of each CLI's own (a running one, a stopped one, one running
+/// as `user`): files, directories, `dir/.`, missing destinations, symlinks with and without
+/// `-L`, `-a`, tar archives on stdout and stdin, and the refusals (a missing path, a directory
+/// onto a file on either side, a file onto a missing directory, a conflict inside the tree),
+/// compared by output, exit code, and the trees made on both sides.
+fn cp_both_ways() {
+    let names = ["@-cp", "@-cp-stopped", "@-cp-user"];
+    let w = world();
+    let src = w.dir.join("cp-src");
+    let out_root = w.dir.join("cp-out");
+    let small_tar = w.dir.join("cp-small.tar");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+        std::fs::write(src.join("file"), "local\n").unwrap();
+        std::os::unix::fs::chown(src.join("file"), Some(1234), Some(5678)).unwrap();
+        std::fs::write(src.join("dir/sub/b"), "b\n").unwrap();
+        std::os::unix::fs::symlink("file", src.join("lnk")).unwrap();
+        std::os::unix::fs::symlink("dir", src.join("dirlnk")).unwrap();
+        let made = Command::new("tar")
+            .arg("-C")
+            .arg(src.join("dir"))
+            .arg("-cf")
+            .arg(&small_tar)
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let s = |p: &str| src.join(p).to_string_lossy().into_owned();
+        let out = out_root.join("@").to_string_lossy().into_owned();
+        let o = |p: &str| format!("{out}/{p}");
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let _ = std::fs::remove_dir_all(&out_root);
+            for me in ["docker", "refeng"] {
+                let name = format!("cli-{me}-x");
+                std::fs::create_dir_all(out_root.join(&name)).unwrap();
+                // A file where an archive brings a directory.
+                std::fs::write(out_root.join(&name).join("d"), "in the way\n").unwrap();
+                d.docker_ok(
+                    w,
+                    &[
+                        "run",
+                        "-d",
+                        "--name",
+                        &format!("{name}-cp"),
+                        "busybox",
+                        "sh",
+                        "-c",
+                        "mkdir -p /d/sub && echo hello > /d/f && echo x > /d/sub/g && \
+                         ln -s /d/f /d/link && ln -s f /d/rel && ln -s /d /dl && \
+                         echo file > /dir && sleep 1000",
+                    ],
+                );
+                d.docker_ok(
+                    w,
+                    &[
+                        "run",
+                        "--name",
+                        &format!("{name}-cp-stopped"),
+                        "busybox",
+                        "sh",
+                        "-c",
+                        "mkdir /s && echo stopped > /s/f",
+                    ],
+                );
+                d.docker_ok(
+                    w,
+                    &[
+                        "run",
+                        "-d",
+                        "-u",
+                        "user",
+                        "--name",
+                        &format!("{name}-cp-user"),
+                        "busybox",
+                        "sleep",
+                        "1000",
+                    ],
+                );
+            }
+            // Wait for the running container's files.
+            for me in ["docker", "refeng"] {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let c = format!("cli-{me}-x-cp");
+                while run(
+                    w,
+                    d,
+                    Client::Docker,
+                    &["exec", &c, "test", "-f", "/dir"],
+                    None,
+                )
+                .code
+                    != 0
+                {
+                    assert!(std::time::Instant::now() < deadline, "{c} never set up");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+            // Out of a container.
+            for args in [
+                vec!["cp", "@-cp:/d/f", &o("")],
+                vec!["cp", "@-cp:/d", &o("d1")],
+                vec!["cp", "@-cp:/d/.", &o("d2")],
+                vec!["cp", "@-cp:/d/", &o("d3")],
+                vec!["cp", "@-cp:/d/f", &o("d1/")],
+                vec!["cp", "@-cp:/d/f", &o("newfile")],
+                vec!["cp", "@-cp:/d/link", &o("l1")],
+                vec!["cp", "-L", "@-cp:/d/link", &o("l2")],
+                vec!["cp", "--follow-link", "@-cp:/d/rel", &o("l3")],
+                vec!["cp", "@-cp:/d/rel", &o("")],
+                vec!["container", "cp", "-q", "@-cp:/dl/", &o("dl")],
+                vec!["cp", "@-cp-stopped:/s", &o("stopped")],
+                vec!["cp", "@-cp:/d/f", &o("nodir/x")],
+                vec!["cp", "@-cp:/d/f", &o("missing/")],
+                vec!["cp", "@-cp:/d", &o("newfile")],
+                vec!["cp", "@-cp:/d", &o("")],
+                vec!["cp", "@-cp:/nope", &o("")],
+                vec!["cp", "@-cp:/d/f", "/dev/null"],
+                vec!["cp", "nope-nothing:/d", &o("")],
+                vec!["cp", &o("a"), &o("b")],
+                vec!["cp", "@-cp:/a", "@-cp:/b"],
+                vec!["cp", "", "@-cp:/"],
+            ] {
+                same_cp(d, &args, None);
+            }
+            let trees: Vec<String> = ["docker", "refeng"]
+                .iter()
+                .map(|me| tree(&out_root.join(format!("cli-{me}-x"))))
+                .collect();
+            assert_eq!(trees[1], trees[0], "local trees (refeng, docker) on {d:?}");
+            assert!(trees[0].contains("./l2 f"), "{}", trees[0]);
+            // Archives on stdout.
+            for args in [
+                &["cp", "@-cp:/d", "-"][..],
+                &["cp", "@-cp:/d/.", "-"],
+                &["cp", "@-cp:/d/f", "-"],
+                &["cp", "-L", "@-cp:/d/link", "-"],
+                &["cp", "@-cp-stopped:/s/", "-"],
+            ] {
+                let [theirs, ours] = ["docker", "refeng"].map(|me| {
+                    let args: Vec<String> = args
+                        .iter()
+                        .map(|a| a.replace('@', &format!("cli-{me}-x")))
+                        .collect();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let c = if me == "docker" {
+                        Client::Docker
+                    } else {
+                        Client::Refeng
+                    };
+                    cp_listing(w, d, c, &args)
+                });
+                assert_eq!(ours, theirs, "{args:?} on {d:?}");
+                assert_eq!(theirs.0, 0, "{args:?} on {d:?}");
+            }
+            // Into a container.
+            for args in [
+                vec!["cp", &s("file"), "@-cp:/t1"],
+                vec!["cp", &s("dir"), "@-cp:/t2"],
+                vec!["cp", &s("dir/."), "@-cp:/t3"],
+                vec!["cp", &s("dir"), "@-cp:/d"],
+                vec!["cp", &s("file"), "@-cp:/d/"],
+                vec!["cp", &s("lnk"), "@-cp:/t4"],
+                vec!["cp", "-L", &s("lnk"), "@-cp:/t5"],
+                vec!["cp", &s("dirlnk/"), "@-cp:/t6"],
+                vec!["cp", &s("dirlnk"), "@-cp:/t7"],
+                vec!["cp", &s("file"), "@-cp:/dl"],
+                vec!["cp", &s("file"), "@-cp:/d/link"],
+                vec!["cp", &s("file"), "@-cp-stopped:/s/new"],
+                vec!["cp", "-a", &s("file"), "@-cp-user:/tmp/a"],
+                vec!["cp", &s("file"), "@-cp-user:/tmp/b"],
+                vec!["cp", &s("dir"), "@-cp:/d/f"],
+                vec!["cp", &s("file"), "@-cp:/nodir/x"],
+                vec!["cp", &s("file"), "@-cp:/newdir/"],
+                vec!["cp", &s("nope"), "@-cp:/"],
+                vec!["cp", &s("file/"), "@-cp:/t9"],
+                vec!["cp", "-", "@-cp:/t10"],
+                vec!["cp", "-", "@-cp:/d/f"],
+                vec!["cp", &s("file"), "nope-nothing:/x"],
+            ] {
+                same_cp(d, &args, None);
+            }
+            same_cp(d, &["cp", "-", "@-cp:/d"], Some(&small_tar));
+            same_cp(d, &["cp", "-", "@-cp:/d/sub"], Some(&small_tar));
+            // A directory where the container has a file: the daemon's refusal.
+            same_cp(d, &["cp", &s("dir"), "@-cp:/"], None);
+            same_cp(d, &["cp", "@-cp-stopped:/s/new", &o("from-stopped")], None);
+            let listing = "find /t1 /t2 /t3 /t4 /t5 /t6 /t7 /d /dl /tmp/a /tmp/b 2>/dev/null | \
+                           sort | xargs stat -c '%n %F %a %u:%g %s %N'";
+            for c in ["@-cp", "@-cp-user"] {
+                let [theirs, ours] = ["docker", "refeng"].map(|me| {
+                    let c = c.replace('@', &format!("cli-{me}-x"));
+                    run(
+                        w,
+                        d,
+                        Client::Docker,
+                        &["exec", &c, "sh", "-c", listing],
+                        None,
+                    )
+                    .stdout
+                });
+                assert_eq!(ours, theirs, "{c} on {d:?}");
+                assert!(!theirs.is_empty(), "{c} on {d:?}");
+            }
+            let trees: Vec<String> = ["docker", "refeng"]
+                .iter()
+                .map(|me| tree(&out_root.join(format!("cli-{me}-x"))))
+                .collect();
+            assert_eq!(trees[1], trees[0], "local trees (refeng, docker) on {d:?}");
+            assert!(
+                trees[0].contains("./from-stopped f 644 0:0 \"local\\n\""),
+                "{}",
+                trees[0]
+            );
+            // On a terminal: the summary on stderr, with what went over the connection.
+            let [theirs, ours] = ["docker", "refeng"].map(|me| {
+                let name = format!("cli-{me}-x");
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!(
+                        "{me} cp {name}-cp:/d {out}/tty-d; {me} cp {name}-cp:/d/f {out}/; \
+                         {me} cp {file} {name}-cp:/tty; echo EXIT=$?; sleep 60",
+                        out = out_root.join(&name).display(),
+                        file = s("file"),
+                    ),
+                );
+                t.wait_line("EXIT=0");
+                t.screen().replace(&name, "@")
+            });
+            assert_eq!(ours, theirs, "on a terminal, on {d:?}");
+            assert!(theirs.contains("Successfully copied"), "{theirs}");
+            clean(&names);
+        }
+    }));
+    clean(&names);
+    let _ = std::fs::remove_dir_all(&src);
+    let _ = std::fs::remove_dir_all(&out_root);
+    let _ = std::fs::remove_file(&small_tar);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// A private tmux server (its own socket) running one command in a 100x30 window; dropping it
 /// ends that server.
 struct Tmux {
@@ -1477,6 +1800,7 @@ fn main() {
         ("network_verbs", &network_verbs),
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
+        ("cp_both_ways", &cp_both_ways),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

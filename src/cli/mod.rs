@@ -7,6 +7,7 @@ pub mod build;
 pub mod client;
 pub mod completion;
 pub mod containers;
+pub mod cp;
 pub mod format;
 pub mod images;
 pub mod inspect;
@@ -196,6 +197,8 @@ pub enum Command {
     Diff(containers::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Create a new image from a container's changes
     Commit(containers::CommitArgs),
     /// Update configuration of one or more containers
@@ -338,6 +341,8 @@ pub enum ContainerCommand {
     Diff(containers::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cp::CpArgs),
     /// Create a new image from a container's changes
     Commit(containers::CommitArgs),
     /// Update configuration of one or more containers
@@ -620,6 +625,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
         Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
             containers::export(ctx, a)
         }
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => cp::cp(ctx, a),
         Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
             containers::commit(ctx, a)
         }

@@ -553,6 +553,26 @@ fn write_archive<W: Write>(r: Resolved, p: &ContainerPath, out: W) -> io::Result
     w.out.finish()
 }
 
+/// Archives the entry `last` of the directory `parent` as `name` (a directory as `name/` and
+/// its tree), as [`write_archive`] does for a container's path: the docker CLI's `TarResource`
+/// for a local `docker cp` source is the same walk (`TarWithOptions` with `RebaseNames`).
+///
+/// # Errors
+/// A failed read of the tree or write of the archive.
+pub fn archive_entry<W: Write>(
+    parent: BorrowedFd<'_>,
+    last: &[u8],
+    name: Vec<u8>,
+    out: W,
+) -> io::Result<W> {
+    let mut w = TreeWriter {
+        out: Builder::new(out),
+        links: HashMap::new(),
+    };
+    w.child(parent, last, name)?;
+    w.out.finish()
+}
+
 /// The user a `copyUIDGID` copy gives the files to: `Config.User` (`name`, `uid`,
 /// `name:group`, `uid:gid`) looked up in the container's `/etc/passwd` and `/etc/group`.
 fn container_owner(root: BorrowedFd<'_>, user: &str) -> Result<(u32, u32), String> {
