@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -235,6 +235,31 @@ fn fs_err(op: &'static str, path: &[u8]) -> impl FnOnce(Errno) -> LayerError {
         op,
         path,
         source: io::Error::from(e),
+    }
+}
+
+/// The largest write [`copy_in_chunks`] makes.
+const WRITE_CHUNK: u64 = 1 << 20;
+
+/// Copies `size` bytes of `from` into `to` in writes of up to [`WRITE_CHUNK`] bytes, each filled
+/// from as many reads as it takes. `io::copy`'s 8 KiB buffer turned a large file from a request
+/// body, whose reads return what one HTTP frame holds, into thousands of small writes.
+fn copy_in_chunks(from: &mut impl Read, to: &mut File, size: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(size.clamp(1, WRITE_CHUNK)).unwrap_or(1)];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        to.write_all(&buf[..filled])?;
+        if filled < buf.len() {
+            return Ok(());
+        }
     }
 }
 
@@ -616,10 +641,12 @@ impl Applier {
                 )
                 .map_err(fs_err("create", &e.path))?;
                 let mut f = File::from(fd);
-                io::copy(&mut reader.data(), &mut f).map_err(|err| LayerError::Fs {
-                    op: "write",
-                    path: lossy(&e.path),
-                    source: err,
+                copy_in_chunks(&mut reader.data(), &mut f, e.size).map_err(|err| {
+                    LayerError::Fs {
+                        op: "write",
+                        path: lossy(&e.path),
+                        source: err,
+                    }
                 })?;
                 self.set_meta_fd(OwnedFd::from(f), e, &e.path)?;
             }
