@@ -611,6 +611,97 @@ fn run_rm_delivers_all_output() {
     assert_eq!(c.ok(&["ps", "-aq"]), "", "--rm left containers");
 }
 
+/// The digest of an empty layer (a tar of nothing: its two zero blocks), what dockerd commits
+/// for a container that changed nothing.
+const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// The snapshots containerd holds for refengd (namespace `moby`), by key.
+fn snapshot_keys() -> BTreeSet<String> {
+    let sock = world()
+        .containerd
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or_else(
+            || d().dir().join("exec/containerd/containerd.sock"),
+            containerd_support::Daemon::socket,
+        );
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "moby", "snapshots", "ls"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr snapshots ls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// The mount points the runtime needs (/etc/hosts, /etc/hostname, /etc/resolv.conf, ...) live
+/// in an init layer below the container's writable layer, as dockerd keeps them: a commit of a
+/// container that only ran `true` is the empty layer, and neither `run --rm` nor removing the
+/// container and the committed image leaves a snapshot behind.
+fn commits_leave_the_mount_points_out() {
+    let c = ours();
+    let _m = Made(&c, &["il"]);
+    let before = snapshot_keys();
+    c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
+    assert_eq!(snapshot_keys(), before, "run --rm left snapshots");
+    c.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "il",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        c.ok(&["diff", "il"]),
+        "",
+        "docker diff of a container that ran true"
+    );
+    c.ok(&["commit", "il", "il-img:1"]);
+    let layers: Vec<String> = serde_json::from_str(&c.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RootFS.Layers}}",
+        "il-img:1",
+    ]))
+    .unwrap();
+    assert_eq!(
+        layers.last().map(String::as_str),
+        Some(EMPTY_LAYER),
+        "the committed layer of {layers:?}"
+    );
+    // The mount points are there for the runtime all the same.
+    let hosts = c.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "il-img:1",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(hosts.contains("localhost"), "{hosts}");
+    c.ok(&["rm", "il"]);
+    c.ok(&["rmi", "il-img:1"]);
+    eventually(
+        "the snapshots to go with the container and the image",
+        || snapshot_keys() == before,
+    );
+}
+
 /// `wait` answers once the output is in the log: `logs` right after it has every line, even
 /// of a process that wrote much just before it exited.
 fn wait_answers_after_the_output_is_logged() {
@@ -1361,6 +1452,10 @@ fn main() {
         ("wait_conditions", &wait_conditions),
         ("restart_policies", &restart_policies),
         ("run_rm_delivers_all_output", &run_rm_delivers_all_output),
+        (
+            "commits_leave_the_mount_points_out",
+            &commits_leave_the_mount_points_out,
+        ),
         (
             "wait_answers_after_the_output_is_logged",
             &wait_answers_after_the_output_is_logged,

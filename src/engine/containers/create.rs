@@ -1,7 +1,8 @@
 //! `POST /containers/create`: the name, the image (through the image code's resolver), the
 //! Config merged with the image's as dockerd merges it, the files dockerd writes, the
-//! snapshot (Snapshots.Prepare over the image's top chain id), the user from the container's
-//! own `/etc/passwd` and `/etc/group`, the OCI spec, Containers.Create, and the record.
+//! snapshots (the init layer over the image's top chain id, the writable layer over it), the
+//! user from the container's own `/etc/passwd` and `/etc/group`, the OCI spec,
+//! Containers.Create, and the record.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use super::super::Engine;
 use super::body::{self, CreateBody};
 use super::mounts::{self, MountKind, MountPoint};
 use super::spec::{self, NetworkMode, SpecInput};
-use super::{etc, io, names, Entry, RunState, Stored, WaitState};
+use super::{etc, init_layer, io, names, Entry, RunState, Stored, WaitState};
 use crate::engine::network::DEFAULT_NETWORK;
 use crate::image::registry::Reference;
 use refeng_spec::engine::{Refusal, RestartPolicy};
@@ -238,9 +239,12 @@ fn merge_image(cfg: &mut body::Config, image: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads `files` (paths inside the root filesystem) from a snapshot, by mounting its mounts
-/// read-only on a private directory for the time of the read. Missing files read as empty.
-fn read_from_rootfs(
+/// Makes the container's init layer in the active snapshot of `mounts` (the image's
+/// filesystem with an empty layer on top), mounted on a private directory for the time it
+/// takes: the mount points ([`init_layer::populate`]), then the copy-up of `copies` into their
+/// volumes, as dockerd's happens from the rootfs with its init layer. Returns `files` (paths
+/// inside the root filesystem), read on the way; missing files read as empty.
+fn make_init_layer(
     mounts: &[containerd_client::types::Mount],
     scratch: &Path,
     files: &[&str],
@@ -262,7 +266,7 @@ fn read_from_rootfs(
             let (fstype, flags) = if bind {
                 (None, MsFlags::MS_BIND | MsFlags::MS_REC)
             } else {
-                (Some(m.r#type.as_str()), MsFlags::MS_RDONLY)
+                (Some(m.r#type.as_str()), MsFlags::empty())
             };
             let data = opts.join(",");
             mount(
@@ -278,6 +282,8 @@ fn read_from_rootfs(
             )
             .map_err(|e| ApiError::internal(&format!("mounting the snapshot ({})", m.r#type), e))?;
         }
+        init_layer::populate(&target)
+            .map_err(|e| ApiError::Internal(format!("making the init layer: {e}")))?;
         for (path, volume) in copies {
             copy_up(&target, path, volume)?;
         }
@@ -637,7 +643,7 @@ impl Engine {
         let spec = match result {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.containers.ctd.remove_snapshot(&id).await;
+                let _ = self.containers.ctd.remove_partial_snapshots(&id).await;
                 let _ = std::fs::remove_dir_all(&dir);
                 drop_made(self);
                 return Err(e);
@@ -693,7 +699,7 @@ impl Engine {
         };
         if let Err(e) = inserted {
             let _ = self.containers.ctd.delete_container(&id).await;
-            let _ = self.containers.ctd.remove_snapshot(&id).await;
+            let _ = self.containers.ctd.remove_snapshots(&id).await;
             let _ = std::fs::remove_dir_all(&dir);
             drop_made(self);
             return Err(e);
@@ -737,15 +743,18 @@ impl Engine {
             .map_err(|e| ApiError::internal(&format!("creating {}", p.dir.display()), e))?;
         // The image must be unpacked: a pull unpacks it; one whose snapshot went away is
         // refused with what to do.
-        let mounts = reg.ctd.prepare(p.id, &top).await.map_err(|e| match e {
-            ApiError::NotFound(m) => ApiError::Conflict(format!(
-                "the image {} is not unpacked ({m}); pull it again",
-                p.image_ref
-            )),
-            other => other,
-        })?;
+        let init = reg
+            .ctd
+            .prepare_init(p.id, &top)
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) => ApiError::Conflict(format!(
+                    "the image {} is not unpacked ({m}); pull it again",
+                    p.image_ref
+                )),
+                other => other,
+            })?;
         let scratch = reg.run_dir.join(format!("{}-peek", p.id));
-        let m2 = mounts.clone();
         // A volume that is empty gets the image's content at its path (the copy-up), unless
         // `nocopy`; one with options is mounted first, so the content lands in its tmpfs.
         let mut copies = Vec::new();
@@ -765,13 +774,15 @@ impl Engine {
             copies.push((m.destination.clone(), PathBuf::from(&m.source)));
         }
         let files = tokio::task::spawn_blocking(move || {
-            read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"], &copies)
+            make_init_layer(&init, &scratch, &["/etc/passwd", "/etc/group"], &copies)
         })
         .await;
         for n in &held {
             self.volumes.release(n);
         }
         let files = files.map_err(|e| ApiError::internal("reading the user database", e))??;
+        reg.ctd.commit_init(p.id).await?;
+        reg.ctd.prepare(p.id).await?;
         let user = etc::resolve_user(
             &p.config.user,
             &files[0],

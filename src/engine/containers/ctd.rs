@@ -1,5 +1,5 @@
 //! The containerd calls a container needs, through the gRPC clients only: Snapshots
-//! (Prepare, Mounts, Remove), Containers (Create, Update, Delete) and Tasks (Create, Start,
+//! (Prepare, Commit, Stat, Mounts, Remove), Containers (Create, Update, Delete) and Tasks (Create, Start,
 //! Kill, Wait, Delete, Pause, Resume, Get, Exec, ResizePty, CloseIO, ListPids, Metrics).
 
 use std::collections::HashMap;
@@ -8,7 +8,8 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
-    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
 };
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
@@ -22,6 +23,7 @@ use containerd_client::types::Mount;
 use super::super::backend::Backend;
 use super::super::error::ApiError;
 use super::super::store::SNAPSHOTTER;
+use super::init_layer;
 
 /// The type URL containerd stores an OCI spec under.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -63,9 +65,9 @@ fn any_spec(spec: &serde_json::Value) -> prost_types::Any {
     }
 }
 
-/// The lease that holds a container's snapshot between Prepare and the container record.
-fn prepare_lease(key: &str) -> String {
-    format!("refengd-prepare-{key}")
+/// The lease that holds a container's snapshots between Prepare and the container record.
+fn prepare_lease(id: &str) -> String {
+    format!("refengd-prepare-{id}")
 }
 
 /// The engine's handle on containerd for containers.
@@ -89,34 +91,103 @@ impl Ctd {
         TasksClient::new(self.backend.channel())
     }
 
-    /// Snapshots.Prepare of the container's writable layer `key` over `parent` (a chain id).
+    /// Snapshots.Prepare of the active snapshot container `id`'s init layer is made in
+    /// ([`init_layer::active_key`]), over `parent` (the image's top chain id).
     ///
     /// # Errors
     /// The call's status, mapped.
     ///
-    /// The snapshot is made under a lease ([`prepare_lease`]) until the container record that
-    /// names it exists: a garbage collection in between (after another container's removal)
-    /// must not take it, which the real containerd's does.
-    pub async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+    /// The init layer and then the container's snapshot are made under a lease
+    /// ([`prepare_lease`]) until the container record that names the snapshot exists: a
+    /// garbage collection in between (after another container's removal) must not take them,
+    /// which the real containerd's does.
+    pub async fn prepare_init(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
         let store = super::super::store::Store::new(self.backend.clone());
-        let lease = prepare_lease(key);
         store
-            .lease(&lease, std::time::Duration::from_secs(600))
+            .lease(&prepare_lease(id), std::time::Duration::from_secs(600))
             .await?;
-        let mut req = self.backend.request(PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: key.into(),
-            parent: parent.into(),
-            labels: HashMap::new(),
-        });
-        if let Ok(l) = lease.parse() {
-            req.metadata_mut().insert("containerd-lease", l);
-        }
+        let key = init_layer::active_key(id);
         SnapshotsClient::new(self.backend.channel())
-            .prepare(req)
+            .prepare(self.leased(
+                id,
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: key.clone(),
+                    parent: parent.into(),
+                    labels: HashMap::new(),
+                },
+            ))
             .await
             .map(|r| r.into_inner().mounts)
             .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {key}"), &s))
+    }
+
+    /// Snapshots.Commit of container `id`'s init layer, once populated, as
+    /// [`init_layer::snapshot`], under the lease of [`Ctd::prepare_init`].
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn commit_init(&self, id: &str) -> Result<(), ApiError> {
+        let name = init_layer::snapshot(id);
+        SnapshotsClient::new(self.backend.channel())
+            .commit(self.leased(
+                id,
+                CommitSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    name: name.clone(),
+                    key: init_layer::active_key(id),
+                    labels: HashMap::new(),
+                },
+            ))
+            .await
+            .map(|_| ())
+            .map_err(|s| ApiError::from_grpc(&format!("committing snapshot {name}"), &s))
+    }
+
+    /// Snapshots.Prepare of container `id`'s writable layer (the snapshot `id`) over its
+    /// committed init layer, under the lease of [`Ctd::prepare_init`].
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn prepare(&self, id: &str) -> Result<Vec<Mount>, ApiError> {
+        SnapshotsClient::new(self.backend.channel())
+            .prepare(self.leased(
+                id,
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.into(),
+                    parent: init_layer::snapshot(id),
+                    labels: HashMap::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().mounts)
+            .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {id}"), &s))
+    }
+
+    /// A request under the lease that holds container `id`'s snapshots until its record.
+    fn leased<T>(&self, id: &str, msg: T) -> tonic::Request<T> {
+        let mut req = self.backend.request(msg);
+        if let Ok(l) = prepare_lease(id).parse() {
+            req.metadata_mut().insert("containerd-lease", l);
+        }
+        req
+    }
+
+    /// The parent of snapshot `key` (Snapshots.Stat): a container's init layer, or for a
+    /// container made before init layers, its image's top chain id.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn parent_of(&self, key: &str) -> Result<String, ApiError> {
+        SnapshotsClient::new(self.backend.channel())
+            .stat(self.backend.request(StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().info.map(|i| i.parent).unwrap_or_default())
+            .map_err(|s| ApiError::from_grpc(&format!("snapshot {key}"), &s))
     }
 
     /// Snapshots.Mounts of `key`.
@@ -134,11 +205,28 @@ impl Ctd {
             .map_err(|s| ApiError::from_grpc(&format!("mounts of snapshot {key}"), &s))
     }
 
-    /// Snapshots.Remove of `key`; absent is fine.
+    /// Snapshots.Remove of container `id`'s writable layer, then of its init layer (a parent
+    /// goes after its child); absent is fine (a container made before init layers has none).
     ///
     /// # Errors
-    /// Other failures of the call.
-    pub async fn remove_snapshot(&self, key: &str) -> Result<(), ApiError> {
+    /// Other failures of the calls.
+    pub async fn remove_snapshots(&self, id: &str) -> Result<(), ApiError> {
+        self.remove_snapshot(id).await?;
+        self.remove_snapshot(&init_layer::snapshot(id)).await
+    }
+
+    /// What a create that failed midway made: [`Ctd::remove_snapshots`] and the init layer's
+    /// active snapshot, in case the failure came before its commit.
+    ///
+    /// # Errors
+    /// Other failures of the calls.
+    pub async fn remove_partial_snapshots(&self, id: &str) -> Result<(), ApiError> {
+        self.remove_snapshots(id).await?;
+        self.remove_snapshot(&init_layer::active_key(id)).await
+    }
+
+    /// Snapshots.Remove of `key`; absent is fine.
+    async fn remove_snapshot(&self, key: &str) -> Result<(), ApiError> {
         match SnapshotsClient::new(self.backend.channel())
             .remove(self.backend.request(RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
