@@ -611,10 +611,6 @@ fn run_rm_delivers_all_output() {
     assert_eq!(c.ok(&["ps", "-aq"]), "", "--rm left containers");
 }
 
-/// The digest of an empty layer (a tar of nothing: its two zero blocks), what dockerd commits
-/// for a container that changed nothing.
-const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
-
 /// The snapshots containerd holds for refengd (namespace `moby`), by key.
 fn snapshot_keys() -> BTreeSet<String> {
     let sock = world()
@@ -645,9 +641,41 @@ fn snapshot_keys() -> BTreeSet<String> {
         .collect()
 }
 
+/// The layers of `image`.
+fn layers_of(c: &Cli, image: &str) -> Vec<String> {
+    serde_json::from_str(&c.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]))
+        .unwrap()
+}
+
+/// What a commit of a container that only ran `true` gives: its `docker diff`, the number of
+/// layers the commit added, and the size `docker history` gives its step.
+fn unchanged_commit(c: &Cli, name: &str) -> (String, usize, String) {
+    c.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        name,
+        "busybox",
+        "true",
+    ]);
+    let diff = c.ok(&["diff", name]);
+    let image = format!("{name}-img:1");
+    c.ok(&["commit", name, &image]);
+    let added = layers_of(c, &image).len() - layers_of(c, "busybox").len();
+    let size = c.ok(&["history", "--format", "{{.Size}}", &image]);
+    c.ok(&["rm", name]);
+    c.ok(&["rmi", &image]);
+    (
+        diff,
+        added,
+        size.lines().next().unwrap_or_default().to_string(),
+    )
+}
+
 /// The mount points the runtime needs (/etc/hosts, /etc/hostname, /etc/resolv.conf, ...) live
 /// in an init layer below the container's writable layer, as dockerd keeps them: a commit of a
-/// container that only ran `true` is the empty layer, and neither `run --rm` nor removing the
+/// container that only ran `true` adds no layer, and neither `run --rm` nor removing the
 /// container and the committed image leaves a snapshot behind.
 fn commits_leave_the_mount_points_out() {
     let c = ours();
@@ -655,6 +683,15 @@ fn commits_leave_the_mount_points_out() {
     let before = snapshot_keys();
     c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
     assert_eq!(snapshot_keys(), before, "run --rm left snapshots");
+    assert_eq!(
+        unchanged_commit(&c, "il"),
+        (String::new(), 0, "0B".to_string())
+    );
+    eventually(
+        "the snapshots to go with the container and the image",
+        || snapshot_keys() == before,
+    );
+    // The mount points are there for the runtime all the same, and a change is a layer.
     c.ok(&[
         "run",
         "--network",
@@ -662,44 +699,28 @@ fn commits_leave_the_mount_points_out() {
         "--name",
         "il",
         "busybox",
-        "true",
+        "sh",
+        "-c",
+        "cat /etc/hosts > /copy",
     ]);
-    assert_eq!(
-        c.ok(&["diff", "il"]),
-        "",
-        "docker diff of a container that ran true"
-    );
-    c.ok(&["commit", "il", "il-img:1"]);
-    let layers: Vec<String> = serde_json::from_str(&c.ok(&[
-        "image",
-        "inspect",
-        "-f",
-        "{{json .RootFS.Layers}}",
-        "il-img:1",
-    ]))
-    .unwrap();
-    assert_eq!(
-        layers.last().map(String::as_str),
-        Some(EMPTY_LAYER),
-        "the committed layer of {layers:?}"
-    );
-    // The mount points are there for the runtime all the same.
-    let hosts = c.ok(&[
+    c.ok(&["commit", "il", "il-img:2"]);
+    let copy = c.ok(&[
         "run",
         "--rm",
         "--network",
         "none",
-        "il-img:1",
+        "il-img:2",
         "cat",
-        "/etc/hosts",
+        "/copy",
     ]);
-    assert!(hosts.contains("localhost"), "{hosts}");
-    c.ok(&["rm", "il"]);
-    c.ok(&["rmi", "il-img:1"]);
-    eventually(
-        "the snapshots to go with the container and the image",
-        || snapshot_keys() == before,
+    assert!(copy.contains("localhost"), "{copy}");
+    assert_eq!(
+        layers_of(&c, "il-img:2").len(),
+        layers_of(&c, "busybox").len() + 1
     );
+    c.ok(&["rm", "il"]);
+    c.ok(&["rmi", "il-img:2"]);
+    eventually("the snapshots to go again", || snapshot_keys() == before);
 }
 
 /// `wait` answers once the output is in the log: `logs` right after it has every line, even
@@ -1410,14 +1431,29 @@ type Comparison = fn(&Cli, &Cli);
 
 /// One private dockerd for the comparisons below; each comparison reports on its own, and
 /// dockerd is stopped (and its state removed) when they are done, also after failures.
+/// A commit of a container that changed nothing adds no layer in either engine, only a step
+/// in the history, and `docker diff` lists the same nothing: the runtime's mount points are no
+/// change.
+fn unchanged_commits_match_dockerd(o: &Cli, t: &Cli) {
+    let got: Vec<_> = [o, t]
+        .into_iter()
+        .map(|c| {
+            let _m = Made(c, &["ilc"]);
+            unchanged_commit(c, "ilc")
+        })
+        .collect();
+    assert_eq!(got[0], got[1], "refengd's, then dockerd's");
+}
+
 fn differential_against_dockerd() {
     let dockerd = Dockerd::start();
     let t = Cli::Theirs(&dockerd);
     import(&t, &world().tar);
     let o = ours();
     let mut failed = Vec::new();
-    let parts: [(&str, Comparison); 3] = [
+    let parts: [(&str, Comparison); 4] = [
         ("inspect shapes", inspect_shapes_match_dockerd),
+        ("unchanged commits", unchanged_commits_match_dockerd),
         ("cli failures", cli_failures_match_dockerd),
         ("ps lines and wait", ps_lines_and_wait_match_dockerd),
     ];

@@ -379,7 +379,9 @@ impl ImageState {
         chain
     }
 
-    /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff).
+    /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff, a
+    /// commit's). A layer without a change is left out, the step kept in the history only, as
+    /// dockerd's `NewChildImage` does for a diff id that `layer.IsEmpty`.
     fn commit_layer(
         &mut self,
         config: &ImageConfig,
@@ -388,6 +390,9 @@ impl ImageState {
         layer: Descriptor,
     ) {
         self.commit(config, container, created_by, None);
+        if layer.digest == EMPTY_LAYER {
+            return;
+        }
         if let Some(h) = self.doc["history"]
             .as_array_mut()
             .and_then(|h| h.last_mut())
@@ -443,6 +448,9 @@ impl ImageState {
         self.id = Digest::sha256(&serde_json::to_vec(&self.doc).unwrap_or_default()).to_string();
     }
 }
+
+/// The diff id of a layer without a change: a tar of nothing, its two zero blocks.
+const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
 /// The files the container's mounts need in its root filesystem, which a container made
 /// before init layers ([`init_layer`]) has in its writable layer; dockerd keeps them in an
@@ -2316,6 +2324,30 @@ fn is_archive(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_without_a_change_stays_out_of_the_image() {
+        let layer = |digest: &str| Descriptor {
+            media_type: format::OCI_LAYER.into(),
+            digest: digest.into(),
+            size: 1024,
+            annotations: HashMap::new(),
+        };
+        let c = ImageConfig::default();
+        let mut state = ImageState::scratch();
+        state.commit_layer(&c, &c, "true", layer(EMPTY_LAYER));
+        let changed = Digest::sha256(b"a change").to_string();
+        state.commit_layer(&c, &c, "touch /x", layer(&changed));
+        assert_eq!(state.doc["rootfs"]["diff_ids"], json!([changed]));
+        assert_eq!(state.layers.len(), 1);
+        let h = state.doc["history"].as_array().unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0]["empty_layer"], json!(true));
+        assert!(h[1].get("empty_layer").is_none(), "{h:?}");
+        // The empty layer's diff id is that of a tar of nothing.
+        let tar = Builder::new(Vec::new()).finish().unwrap();
+        assert_eq!(Digest::sha256(&tar).to_string(), EMPTY_LAYER);
+    }
 
     #[test]
     fn globs_match_like_go_filepath_match() {
