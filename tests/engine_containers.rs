@@ -675,14 +675,40 @@ fn unchanged_commit(c: &Cli, name: &str) -> (String, usize, String) {
 
 /// The mount points the runtime needs (/etc/hosts, /etc/hostname, /etc/resolv.conf, ...) live
 /// in an init layer below the container's writable layer, as dockerd keeps them: a commit of a
-/// container that only ran `true` adds no layer, and neither `run --rm` nor removing the
-/// container and the committed image leaves a snapshot behind.
+/// container that only ran `true` adds no layer. The init layer is one per image, shared by its
+/// containers: `run --rm` leaves no snapshot behind, and removing an image (its containers
+/// first) removes its init layer too.
 fn commits_leave_the_mount_points_out() {
     let c = ours();
-    let _m = Made(&c, &["il"]);
+    let _m = Made(&c, &["il", "il-a", "il-b"]);
+    // The first container of busybox may make its init layer; it stays for the next ones.
+    c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
     let before = snapshot_keys();
+    assert_eq!(
+        before.iter().filter(|k| k.ends_with("-init")).count(),
+        1,
+        "busybox's init layer: {before:?}"
+    );
     c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
     assert_eq!(snapshot_keys(), before, "run --rm left snapshots");
+    for n in ["il-a", "il-b"] {
+        c.ok(&[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            n,
+            "busybox",
+            "true",
+        ]);
+    }
+    let two = snapshot_keys();
+    assert_eq!(
+        two.len(),
+        before.len() + 2,
+        "two containers share one: {two:?}"
+    );
+    c.ok(&["rm", "il-a", "il-b"]);
     assert_eq!(
         unchanged_commit(&c, "il"),
         (String::new(), 0, "0B".to_string())
@@ -718,9 +744,19 @@ fn commits_leave_the_mount_points_out() {
         layers_of(&c, "il-img:2").len(),
         layers_of(&c, "busybox").len() + 1
     );
+    // il-img:2's container made it an init layer of its own, which goes with the image.
+    assert_eq!(
+        snapshot_keys()
+            .iter()
+            .filter(|k| k.ends_with("-init"))
+            .count(),
+        2
+    );
     c.ok(&["rm", "il"]);
     c.ok(&["rmi", "il-img:2"]);
-    eventually("the snapshots to go again", || snapshot_keys() == before);
+    eventually("the snapshots to go with the image", || {
+        snapshot_keys() == before
+    });
 }
 
 /// `wait` answers once the output is in the log: `logs` right after it has every line, even

@@ -1248,7 +1248,7 @@ impl Run {
         let parent = ctd.parent_of(id).await?;
         let mounts = ctd.mounts(id).await?;
         let layer = self.diff(&parent, mounts).await?;
-        if parent == init_layer::snapshot(id) {
+        if init_layer::is_init(&parent) {
             Ok(layer)
         } else {
             self.strip_mount_points(layer).await

@@ -91,28 +91,46 @@ impl Ctd {
         TasksClient::new(self.backend.channel())
     }
 
-    /// Snapshots.Prepare of the active snapshot container `id`'s init layer is made in
-    /// ([`init_layer::active_key`]), over `parent` (the image's top chain id).
+    /// The lease that holds what container `id`'s create makes ([`prepare_lease`]) until the
+    /// container record that names its snapshot exists: a garbage collection in between (after
+    /// another container's removal) must not take the snapshot, nor an init layer just made,
+    /// which the real containerd's does. Call it first.
     ///
     /// # Errors
     /// The call's status, mapped.
-    ///
-    /// The init layer and then the container's snapshot are made under a lease
-    /// ([`prepare_lease`]) until the container record that names the snapshot exists: a
-    /// garbage collection in between (after another container's removal) must not take them,
-    /// which the real containerd's does.
-    pub async fn prepare_init(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
-        let store = super::super::store::Store::new(self.backend.clone());
-        store
+    pub async fn hold(&self, id: &str) -> Result<(), ApiError> {
+        super::super::store::Store::new(self.backend.clone())
             .lease(&prepare_lease(id), std::time::Duration::from_secs(600))
-            .await?;
-        let key = init_layer::active_key(id);
+            .await
+    }
+
+    /// Snapshots.Prepare of container `id`'s writable layer (the snapshot `id`) over `parent`
+    /// (its image's init layer), under [`Ctd::hold`]'s lease.
+    ///
+    /// # Errors
+    /// The call's status, mapped: `NotFound` when `parent` does not exist.
+    pub async fn prepare(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        self.prepare_key(id, id, parent).await
+    }
+
+    /// Snapshots.Prepare of the active snapshot an init layer is made in for container `id`
+    /// ([`init_layer::active_key`]) over `parent` (the image's top chain id), under
+    /// [`Ctd::hold`]'s lease.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn prepare_init(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        self.prepare_key(id, &init_layer::active_key(id), parent)
+            .await
+    }
+
+    async fn prepare_key(&self, id: &str, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
         SnapshotsClient::new(self.backend.channel())
             .prepare(self.leased(
                 id,
                 PrepareSnapshotRequest {
                     snapshotter: SNAPSHOTTER.into(),
-                    key: key.clone(),
+                    key: key.into(),
                     parent: parent.into(),
                     labels: HashMap::new(),
                 },
@@ -122,47 +140,33 @@ impl Ctd {
             .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {key}"), &s))
     }
 
-    /// Snapshots.Commit of container `id`'s init layer, once populated, as
-    /// [`init_layer::snapshot`], under the lease of [`Ctd::prepare_init`].
+    /// Snapshots.Commit of the init layer made for container `id`, once populated, as `name`,
+    /// under [`Ctd::hold`]'s lease. Another create that made the same init layer first is
+    /// fine: this one's active snapshot is removed and theirs serves.
     ///
     /// # Errors
-    /// The call's status, mapped.
-    pub async fn commit_init(&self, id: &str) -> Result<(), ApiError> {
-        let name = init_layer::snapshot(id);
-        SnapshotsClient::new(self.backend.channel())
+    /// The calls' status, mapped.
+    pub async fn commit_init(&self, id: &str, name: &str) -> Result<(), ApiError> {
+        let key = init_layer::active_key(id);
+        let committed = SnapshotsClient::new(self.backend.channel())
             .commit(self.leased(
                 id,
                 CommitSnapshotRequest {
                     snapshotter: SNAPSHOTTER.into(),
-                    name: name.clone(),
-                    key: init_layer::active_key(id),
+                    name: name.into(),
+                    key: key.clone(),
                     labels: HashMap::new(),
                 },
             ))
-            .await
-            .map(|_| ())
-            .map_err(|s| ApiError::from_grpc(&format!("committing snapshot {name}"), &s))
-    }
-
-    /// Snapshots.Prepare of container `id`'s writable layer (the snapshot `id`) over its
-    /// committed init layer, under the lease of [`Ctd::prepare_init`].
-    ///
-    /// # Errors
-    /// The call's status, mapped.
-    pub async fn prepare(&self, id: &str) -> Result<Vec<Mount>, ApiError> {
-        SnapshotsClient::new(self.backend.channel())
-            .prepare(self.leased(
-                id,
-                PrepareSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.into(),
-                    key: id.into(),
-                    parent: init_layer::snapshot(id),
-                    labels: HashMap::new(),
-                },
-            ))
-            .await
-            .map(|r| r.into_inner().mounts)
-            .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {id}"), &s))
+            .await;
+        match committed {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => self.remove_snapshot(&key).await,
+            Err(s) => Err(ApiError::from_grpc(
+                &format!("committing snapshot {name}"),
+                &s,
+            )),
+        }
     }
 
     /// A request under the lease that holds container `id`'s snapshots until its record.
@@ -205,28 +209,22 @@ impl Ctd {
             .map_err(|s| ApiError::from_grpc(&format!("mounts of snapshot {key}"), &s))
     }
 
-    /// Snapshots.Remove of container `id`'s writable layer, then of its init layer (a parent
-    /// goes after its child); absent is fine (a container made before init layers has none).
-    ///
-    /// # Errors
-    /// Other failures of the calls.
-    pub async fn remove_snapshots(&self, id: &str) -> Result<(), ApiError> {
-        self.remove_snapshot(id).await?;
-        self.remove_snapshot(&init_layer::snapshot(id)).await
-    }
-
-    /// What a create that failed midway made: [`Ctd::remove_snapshots`] and the init layer's
-    /// active snapshot, in case the failure came before its commit.
+    /// What a create that failed midway made: the container's snapshot and the active
+    /// snapshot of an init layer it was making. An init layer it committed stays: the image
+    /// holds it for the next container.
     ///
     /// # Errors
     /// Other failures of the calls.
     pub async fn remove_partial_snapshots(&self, id: &str) -> Result<(), ApiError> {
-        self.remove_snapshots(id).await?;
+        self.remove_snapshot(id).await?;
         self.remove_snapshot(&init_layer::active_key(id)).await
     }
 
     /// Snapshots.Remove of `key`; absent is fine.
-    async fn remove_snapshot(&self, key: &str) -> Result<(), ApiError> {
+    ///
+    /// # Errors
+    /// Other failures of the call.
+    pub async fn remove_snapshot(&self, key: &str) -> Result<(), ApiError> {
         match SnapshotsClient::new(self.backend.channel())
             .remove(self.backend.request(RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),

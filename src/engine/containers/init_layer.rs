@@ -1,28 +1,52 @@
-//! A container's init layer, as dockerd's `initlayer.Setup` makes it: the mount points the
-//! runtime binds onto (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, `/dev/console`, ...)
-//! and `/.dockerenv`, `/etc/mtab`, made in a snapshot of their own (`<id>-init`) that is
-//! committed between the image's layers and the container's writable layer. The writable
-//! layer then holds only what the container itself changed, so a commit or a build step diffs
-//! it against the init snapshot and never sees the mount points, and `docker diff` neither.
+//! The init layer, as dockerd's `initlayer.Setup` makes it: the mount points the runtime binds
+//! onto (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, `/dev/console`, ...) and
+//! `/.dockerenv`, `/etc/mtab`, in a committed snapshot of their own between an image's layers
+//! and each container's writable layer. The writable layer then holds only what the container
+//! itself changed, so a commit or a build step diffs it against the init layer and never sees
+//! the mount points, and `docker diff` neither.
 //!
-//! One init snapshot per container, made at create and removed with the container, as
-//! dockerd's: its lifetime is the container's, so nothing has to collect it, and the mount
-//! it is made through is the one create already makes to read `/etc/passwd`.
+//! One init layer per image top chain (`<chain id>-init`), shared by the image's containers
+//! rather than one per container as dockerd makes them: the content is the same for every
+//! container, and a `docker run --rm` that finds it pays one Prepare, not a Prepare, a mount,
+//! a Commit and a removal more (about 13 ms, a tenth of it, measured). The first create that
+//! needs it makes it; the image's config blob references it with a
+//! `containerd.io/gc.ref.snapshot.<snapshotter>/init` label, so containerd's collector takes it
+//! together with the image, once no container's snapshot has it as parent. Should it be
+//! collected meanwhile (its label dropped, or only another image of the same chain left), the
+//! next create makes it again.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-/// The committed init snapshot of container `id`, the parent of its writable layer.
+/// The init layer over the image top chain `chain`, the parent of its containers' writable
+/// layers.
 #[must_use]
-pub fn snapshot(id: &str) -> String {
-    format!("{id}-init")
+pub fn snapshot(chain: &str) -> String {
+    format!("{chain}-init")
 }
 
-/// The active snapshot the init layer is made in, before it is committed as [`snapshot`].
+/// Whether snapshot `name` is an init layer: a writable layer over one is a container made
+/// with init layers (a per-container `<id>-init` of an earlier refengd counts too).
+#[must_use]
+pub fn is_init(name: &str) -> bool {
+    name.ends_with("-init")
+}
+
+/// The active snapshot container `id`'s create makes an init layer in, before it is committed
+/// as [`snapshot`].
 #[must_use]
 pub fn active_key(id: &str) -> String {
     format!("{id}-init-key")
+}
+
+/// The label on an image's config blob that keeps its init layer from the collector.
+#[must_use]
+pub fn label() -> String {
+    format!(
+        "containerd.io/gc.ref.snapshot.{}/init",
+        super::super::store::SNAPSHOTTER
+    )
 }
 
 /// What a path of the init layer is.

@@ -771,7 +771,7 @@ impl Engine {
         let cleaned = async {
             ctd.delete_task(&id).await?;
             ctd.delete_container(&id).await?;
-            ctd.remove_snapshots(&id).await
+            ctd.remove_snapshot(&id).await
         }
         .await;
         if let Err(e) = cleaned {
