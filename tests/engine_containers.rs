@@ -684,11 +684,8 @@ fn commits_leave_the_mount_points_out() {
     // The first container of busybox may make its init layer; it stays for the next ones.
     c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
     let before = snapshot_keys();
-    assert_eq!(
-        before.iter().filter(|k| k.ends_with("-init")).count(),
-        1,
-        "busybox's init layer: {before:?}"
-    );
+    let inits = |keys: &BTreeSet<String>| keys.iter().filter(|k| k.ends_with("-init")).count();
+    assert!(inits(&before) >= 1, "busybox's init layer: {before:?}");
     c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
     assert_eq!(snapshot_keys(), before, "run --rm left snapshots");
     for n in ["il-a", "il-b"] {
@@ -708,6 +705,7 @@ fn commits_leave_the_mount_points_out() {
         before.len() + 2,
         "two containers share one: {two:?}"
     );
+    assert_eq!(inits(&two), inits(&before), "{two:?}");
     c.ok(&["rm", "il-a", "il-b"]);
     assert_eq!(
         unchanged_commit(&c, "il"),
@@ -745,13 +743,7 @@ fn commits_leave_the_mount_points_out() {
         layers_of(&c, "busybox").len() + 1
     );
     // il-img:2's container made it an init layer of its own, which goes with the image.
-    assert_eq!(
-        snapshot_keys()
-            .iter()
-            .filter(|k| k.ends_with("-init"))
-            .count(),
-        2
-    );
+    assert_eq!(inits(&snapshot_keys()), inits(&before) + 1);
     c.ok(&["rm", "il"]);
     c.ok(&["rmi", "il-img:2"]);
     eventually("the snapshots to go with the image", || {
