@@ -611,6 +611,146 @@ fn run_rm_delivers_all_output() {
     assert_eq!(c.ok(&["ps", "-aq"]), "", "--rm left containers");
 }
 
+/// The snapshots containerd holds for refengd (namespace `moby`), by key.
+fn snapshot_keys() -> BTreeSet<String> {
+    let sock = world()
+        .containerd
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or_else(
+            || d().dir().join("exec/containerd/containerd.sock"),
+            containerd_support::Daemon::socket,
+        );
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "moby", "snapshots", "ls"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr snapshots ls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// The layers of `image`.
+fn layers_of(c: &Cli, image: &str) -> Vec<String> {
+    serde_json::from_str(&c.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]))
+        .unwrap()
+}
+
+/// What a commit of a container that only ran `true` gives: its `docker diff`, the number of
+/// layers the commit added, and the size `docker history` gives its step.
+fn unchanged_commit(c: &Cli, name: &str) -> (String, usize, String) {
+    c.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        name,
+        "busybox",
+        "true",
+    ]);
+    let diff = c.ok(&["diff", name]);
+    let image = format!("{name}-img:1");
+    c.ok(&["commit", name, &image]);
+    let added = layers_of(c, &image).len() - layers_of(c, "busybox").len();
+    let size = c.ok(&["history", "--format", "{{.Size}}", &image]);
+    c.ok(&["rm", name]);
+    c.ok(&["rmi", &image]);
+    (
+        diff,
+        added,
+        size.lines().next().unwrap_or_default().to_string(),
+    )
+}
+
+/// The mount points the runtime needs (/etc/hosts, /etc/hostname, /etc/resolv.conf, ...) live
+/// in an init layer below the container's writable layer, as dockerd keeps them: a commit of a
+/// container that only ran `true` adds no layer. The init layer is one per image, shared by its
+/// containers: `run --rm` leaves no snapshot behind, and removing an image (its containers
+/// first) removes its init layer too.
+fn commits_leave_the_mount_points_out() {
+    let c = ours();
+    let _m = Made(&c, &["il", "il-a", "il-b"]);
+    // The first container of busybox may make its init layer; it stays for the next ones.
+    c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
+    let before = snapshot_keys();
+    let inits = |keys: &BTreeSet<String>| keys.iter().filter(|k| k.ends_with("-init")).count();
+    assert!(inits(&before) >= 1, "busybox's init layer: {before:?}");
+    c.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
+    assert_eq!(snapshot_keys(), before, "run --rm left snapshots");
+    for n in ["il-a", "il-b"] {
+        c.ok(&[
+            "create",
+            "--network",
+            "none",
+            "--name",
+            n,
+            "busybox",
+            "true",
+        ]);
+    }
+    let two = snapshot_keys();
+    assert_eq!(
+        two.len(),
+        before.len() + 2,
+        "two containers share one: {two:?}"
+    );
+    assert_eq!(inits(&two), inits(&before), "{two:?}");
+    c.ok(&["rm", "il-a", "il-b"]);
+    assert_eq!(
+        unchanged_commit(&c, "il"),
+        (String::new(), 0, "0B".to_string())
+    );
+    eventually(
+        "the snapshots to go with the container and the image",
+        || snapshot_keys() == before,
+    );
+    // The mount points are there for the runtime all the same, and a change is a layer.
+    c.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "il",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hosts > /copy",
+    ]);
+    c.ok(&["commit", "il", "il-img:2"]);
+    let copy = c.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "il-img:2",
+        "cat",
+        "/copy",
+    ]);
+    assert!(copy.contains("localhost"), "{copy}");
+    assert_eq!(
+        layers_of(&c, "il-img:2").len(),
+        layers_of(&c, "busybox").len() + 1
+    );
+    // il-img:2's container made it an init layer of its own, which goes with the image.
+    assert_eq!(inits(&snapshot_keys()), inits(&before) + 1);
+    c.ok(&["rm", "il"]);
+    c.ok(&["rmi", "il-img:2"]);
+    eventually("the snapshots to go with the image", || {
+        snapshot_keys() == before
+    });
+}
+
 /// `wait` answers once the output is in the log: `logs` right after it has every line, even
 /// of a process that wrote much just before it exited.
 fn wait_answers_after_the_output_is_logged() {
@@ -1319,14 +1459,29 @@ type Comparison = fn(&Cli, &Cli);
 
 /// One private dockerd for the comparisons below; each comparison reports on its own, and
 /// dockerd is stopped (and its state removed) when they are done, also after failures.
+/// A commit of a container that changed nothing adds no layer in either engine, only a step
+/// in the history, and `docker diff` lists the same nothing: the runtime's mount points are no
+/// change.
+fn unchanged_commits_match_dockerd(o: &Cli, t: &Cli) {
+    let got: Vec<_> = [o, t]
+        .into_iter()
+        .map(|c| {
+            let _m = Made(c, &["ilc"]);
+            unchanged_commit(c, "ilc")
+        })
+        .collect();
+    assert_eq!(got[0], got[1], "refengd's, then dockerd's");
+}
+
 fn differential_against_dockerd() {
     let dockerd = Dockerd::start();
     let t = Cli::Theirs(&dockerd);
     import(&t, &world().tar);
     let o = ours();
     let mut failed = Vec::new();
-    let parts: [(&str, Comparison); 3] = [
+    let parts: [(&str, Comparison); 4] = [
         ("inspect shapes", inspect_shapes_match_dockerd),
+        ("unchanged commits", unchanged_commits_match_dockerd),
         ("cli failures", cli_failures_match_dockerd),
         ("ps lines and wait", ps_lines_and_wait_match_dockerd),
     ];
@@ -1361,6 +1516,10 @@ fn main() {
         ("wait_conditions", &wait_conditions),
         ("restart_policies", &restart_policies),
         ("run_rm_delivers_all_output", &run_rm_delivers_all_output),
+        (
+            "commits_leave_the_mount_points_out",
+            &commits_leave_the_mount_points_out,
+        ),
         (
             "wait_answers_after_the_output_is_logged",
             &wait_answers_after_the_output_is_logged,

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use super::cache;
 use super::dockerignore::clean;
+use crate::engine::containers::init_layer;
 use crate::engine::error::ApiError;
 use crate::engine::image_archive::{body_reader, Staging};
 use crate::engine::images::{familiar, line, DANGLING};
@@ -378,7 +379,9 @@ impl ImageState {
         chain
     }
 
-    /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff).
+    /// Commits a step whose layer containerd already has (a `RUN`'s or `WORKDIR`'s diff, a
+    /// commit's). A layer without a change is left out, the step kept in the history only, as
+    /// dockerd's `NewChildImage` does for a diff id that `layer.IsEmpty`.
     fn commit_layer(
         &mut self,
         config: &ImageConfig,
@@ -387,6 +390,9 @@ impl ImageState {
         layer: Descriptor,
     ) {
         self.commit(config, container, created_by, None);
+        if layer.digest == EMPTY_LAYER {
+            return;
+        }
         if let Some(h) = self.doc["history"]
             .as_array_mut()
             .and_then(|h| h.last_mut())
@@ -443,8 +449,12 @@ impl ImageState {
     }
 }
 
-/// The files the container's mounts need in its root filesystem; dockerd keeps them in an
-/// init layer below the container's, so a `RUN` never commits them.
+/// The diff id of a layer without a change: a tar of nothing, its two zero blocks.
+const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// The files the container's mounts need in its root filesystem, which a container made
+/// before init layers ([`init_layer`]) has in its writable layer; dockerd keeps them in an
+/// init layer below the container's, so a `RUN` or a commit never has them.
 const MOUNT_POINTS: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 /// A file written through a buffer, hashed (sha256) and counted as it is written.
@@ -1168,7 +1178,7 @@ impl Run {
             .to_owned();
         self.say(&format!(" ---> Running in {}\n", short(&id)))
             .await;
-        let outcome = self.run_container(&id, &state.top_chain()).await;
+        let outcome = self.run_container(&id).await;
         let failed = !matches!(outcome, Ok((0, _)));
         if self.forcerm || (self.rm && !failed) {
             // With its anonymous volumes (an image's VOLUME), as dockerd's builder removes it.
@@ -1193,11 +1203,7 @@ impl Run {
     }
 
     /// Starts the container, forwards its output, and on success diffs its snapshot.
-    async fn run_container(
-        &self,
-        id: &str,
-        parent_chain: &str,
-    ) -> Result<(u32, Option<Descriptor>), Failed> {
+    async fn run_container(&self, id: &str) -> Result<(u32, Option<Descriptor>), Failed> {
         let wait = self.engine.container_wait(id, "next-exit")?;
         self.engine.container_start(id).await?;
         let log = self.engine.containers.log_path(id);
@@ -1229,9 +1235,24 @@ impl Run {
         if code != 0 {
             return Ok((code, None));
         }
-        let mounts = self.engine.containers.ctd.mounts(id).await?;
-        let layer = self.diff(parent_chain, mounts).await?;
-        Ok((0, Some(self.strip_mount_points(layer).await?)))
+        Ok((0, Some(self.container_layer(id).await?)))
+    }
+
+    /// Container `id`'s changes as an uncompressed layer in containerd: Diff.Diff of its
+    /// writable layer against its parent, the init layer, which holds the mount points, so
+    /// the layer is right as it comes. A container made before init layers (its record
+    /// survives an upgrade) has its image as the parent and the mount points in its writable
+    /// layer: its layer is rewritten without them.
+    async fn container_layer(&self, id: &str) -> Result<Descriptor, Failed> {
+        let ctd = &self.engine.containers.ctd;
+        let parent = ctd.parent_of(id).await?;
+        let mounts = ctd.mounts(id).await?;
+        let layer = self.diff(&parent, mounts).await?;
+        if init_layer::is_init(&parent) {
+            Ok(layer)
+        } else {
+            self.strip_mount_points(layer).await
+        }
     }
 
     /// Sends the json-file log's lines from `offset` on; the new offset.
@@ -2305,6 +2326,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_layer_without_a_change_stays_out_of_the_image() {
+        let layer = |digest: &str| Descriptor {
+            media_type: format::OCI_LAYER.into(),
+            digest: digest.into(),
+            size: 1024,
+            annotations: HashMap::new(),
+        };
+        let c = ImageConfig::default();
+        let mut state = ImageState::scratch();
+        state.commit_layer(&c, &c, "true", layer(EMPTY_LAYER));
+        let changed = Digest::sha256(b"a change").to_string();
+        state.commit_layer(&c, &c, "touch /x", layer(&changed));
+        assert_eq!(state.doc["rootfs"]["diff_ids"], json!([changed]));
+        assert_eq!(state.layers.len(), 1);
+        let h = state.doc["history"].as_array().unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0]["empty_layer"], json!(true));
+        assert!(h[1].get("empty_layer").is_none(), "{h:?}");
+        // The empty layer's diff id is that of a tar of nothing.
+        let tar = Builder::new(Vec::new()).finish().unwrap();
+        assert_eq!(Digest::sha256(&tar).to_string(), EMPTY_LAYER);
+    }
+
+    #[test]
     fn globs_match_like_go_filepath_match() {
         let re = glob_regex("a*.txt").unwrap();
         assert!(re.is_match("ab.txt"));
@@ -2448,9 +2493,7 @@ impl Run {
             .image_of(&image.id, &image.manifest)
             .await
             .ok_or_else(|| Failed(format!("the image {} of the container", image.id)))?;
-        let mounts = self.engine.containers.ctd.mounts(&stored.id).await?;
-        let layer = self.diff(&state.top_chain(), mounts).await?;
-        let made = self.strip_mount_points(layer).await?;
+        let made = self.container_layer(&stored.id).await?;
         let mut cmd = vec![stored.path.clone()];
         cmd.extend(stored.args.iter().cloned());
         state.commit_layer(config, container, &cmd.join(" "), made);

@@ -1,7 +1,8 @@
 //! `POST /containers/create`: the name, the image (through the image code's resolver), the
 //! Config merged with the image's as dockerd merges it, the files dockerd writes, the
-//! snapshot (Snapshots.Prepare over the image's top chain id), the user from the container's
-//! own `/etc/passwd` and `/etc/group`, the OCI spec, Containers.Create, and the record.
+//! snapshots (the writable layer over the image's init layer, made first if missing), the
+//! user from the container's own `/etc/passwd` and `/etc/group`, the OCI spec,
+//! Containers.Create, and the record.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use super::super::Engine;
 use super::body::{self, CreateBody};
 use super::mounts::{self, MountKind, MountPoint};
 use super::spec::{self, NetworkMode, SpecInput};
-use super::{etc, io, names, Entry, RunState, Stored, WaitState};
+use super::{etc, init_layer, io, names, Entry, RunState, Stored, WaitState};
 use crate::engine::network::DEFAULT_NETWORK;
 use crate::image::registry::Reference;
 use refeng_spec::engine::{Refusal, RestartPolicy};
@@ -238,13 +239,17 @@ fn merge_image(cfg: &mut body::Config, image: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads `files` (paths inside the root filesystem) from a snapshot, by mounting its mounts
-/// read-only on a private directory for the time of the read. Missing files read as empty.
+/// Reads `files` (paths inside the root filesystem) from a snapshot, by mounting its mounts on
+/// a private directory for the time it takes, and copies `copies` up into their volumes (as
+/// dockerd's copy-up reads the rootfs with its init layer). With `populate` the snapshot is
+/// an init layer being made: mounted read-write and given its mount points
+/// ([`init_layer::populate`]); otherwise it is mounted read-only. Missing files read as empty.
 fn read_from_rootfs(
     mounts: &[containerd_client::types::Mount],
     scratch: &Path,
     files: &[&str],
     copies: &[(String, PathBuf)],
+    populate: bool,
 ) -> Result<Vec<String>, ApiError> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     let target = scratch.join("rootfs");
@@ -262,7 +267,12 @@ fn read_from_rootfs(
             let (fstype, flags) = if bind {
                 (None, MsFlags::MS_BIND | MsFlags::MS_REC)
             } else {
-                (Some(m.r#type.as_str()), MsFlags::MS_RDONLY)
+                let flags = if populate {
+                    MsFlags::empty()
+                } else {
+                    MsFlags::MS_RDONLY
+                };
+                (Some(m.r#type.as_str()), flags)
             };
             let data = opts.join(",");
             mount(
@@ -277,6 +287,10 @@ fn read_from_rootfs(
                 },
             )
             .map_err(|e| ApiError::internal(&format!("mounting the snapshot ({})", m.r#type), e))?;
+        }
+        if populate {
+            init_layer::populate(&target)
+                .map_err(|e| ApiError::Internal(format!("making the init layer: {e}")))?;
         }
         for (path, volume) in copies {
             copy_up(&target, path, volume)?;
@@ -637,7 +651,7 @@ impl Engine {
         let spec = match result {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.containers.ctd.remove_snapshot(&id).await;
+                let _ = self.containers.ctd.remove_partial_snapshots(&id).await;
                 let _ = std::fs::remove_dir_all(&dir);
                 drop_made(self);
                 return Err(e);
@@ -725,6 +739,39 @@ impl Engine {
         self.events.emit(Event::new("container", action, id, attrs));
     }
 
+    /// Makes the init layer `init` over the image top chain `top` (see [`init_layer`]) for
+    /// the create of container `id`: an active snapshot given the mount points, committed,
+    /// and referenced from the image's config blob so that it lives as long as the image.
+    async fn make_init_layer(
+        &self,
+        id: &str,
+        top: &str,
+        init: &str,
+        image: &Resolved,
+        image_ref: &str,
+    ) -> Result<(), ApiError> {
+        let ctd = &self.containers.ctd;
+        // The image must be unpacked: a pull unpacks it; one whose snapshot went away is
+        // refused with what to do.
+        let mounts = ctd.prepare_init(id, top).await.map_err(|e| match e {
+            ApiError::NotFound(m) => ApiError::Conflict(format!(
+                "the image {image_ref} is not unpacked ({m}); pull it again"
+            )),
+            other => other,
+        })?;
+        let scratch = self.containers.run_dir.join(format!("{id}-init"));
+        tokio::task::spawn_blocking(move || read_from_rootfs(&mounts, &scratch, &[], &[], true))
+            .await
+            .map_err(|e| ApiError::internal("making the init layer", e))??;
+        ctd.commit_init(id, init).await?;
+        let label = HashMap::from([(init_layer::label(), init.to_string())]);
+        if let Err(e) = self.store().add_labels(&image.id, label).await {
+            // The container holds it all the same; the next create after it makes it again.
+            tracing::warn!(image = %image.id, error = %e, "the init layer is not referenced by its image");
+        }
+        Ok(())
+    }
+
     async fn create_resources(&self, p: CreateParts<'_>) -> Result<Value, ApiError> {
         let reg = &self.containers;
         let top = p
@@ -735,17 +782,17 @@ impl Engine {
             .ok_or_else(|| ApiError::Internal(format!("image {} has no layers", p.image.id)))?;
         std::fs::create_dir_all(p.dir)
             .map_err(|e| ApiError::internal(&format!("creating {}", p.dir.display()), e))?;
-        // The image must be unpacked: a pull unpacks it; one whose snapshot went away is
-        // refused with what to do.
-        let mounts = reg.ctd.prepare(p.id, &top).await.map_err(|e| match e {
-            ApiError::NotFound(m) => ApiError::Conflict(format!(
-                "the image {} is not unpacked ({m}); pull it again",
-                p.image_ref
-            )),
-            other => other,
-        })?;
+        reg.ctd.hold(p.id).await?;
+        let init = init_layer::snapshot(&top);
+        let mounts = match reg.ctd.prepare(p.id, &init).await {
+            Err(ApiError::NotFound(_)) => {
+                self.make_init_layer(p.id, &top, &init, p.image, p.image_ref)
+                    .await?;
+                reg.ctd.prepare(p.id, &init).await?
+            }
+            other => other?,
+        };
         let scratch = reg.run_dir.join(format!("{}-peek", p.id));
-        let m2 = mounts.clone();
         // A volume that is empty gets the image's content at its path (the copy-up), unless
         // `nocopy`; one with options is mounted first, so the content lands in its tmpfs.
         let mut copies = Vec::new();
@@ -765,7 +812,13 @@ impl Engine {
             copies.push((m.destination.clone(), PathBuf::from(&m.source)));
         }
         let files = tokio::task::spawn_blocking(move || {
-            read_from_rootfs(&m2, &scratch, &["/etc/passwd", "/etc/group"], &copies)
+            read_from_rootfs(
+                &mounts,
+                &scratch,
+                &["/etc/passwd", "/etc/group"],
+                &copies,
+                false,
+            )
         })
         .await;
         for n in &held {

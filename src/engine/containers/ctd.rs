@@ -1,5 +1,5 @@
 //! The containerd calls a container needs, through the gRPC clients only: Snapshots
-//! (Prepare, Mounts, Remove), Containers (Create, Update, Delete) and Tasks (Create, Start,
+//! (Prepare, Commit, Stat, Mounts, Remove), Containers (Create, Update, Delete) and Tasks (Create, Start,
 //! Kill, Wait, Delete, Pause, Resume, Get, Exec, ResizePty, CloseIO, ListPids, Metrics).
 
 use std::collections::HashMap;
@@ -8,7 +8,8 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
-    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
 };
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
@@ -22,6 +23,7 @@ use containerd_client::types::Mount;
 use super::super::backend::Backend;
 use super::super::error::ApiError;
 use super::super::store::SNAPSHOTTER;
+use super::init_layer;
 
 /// The type URL containerd stores an OCI spec under.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -63,9 +65,9 @@ fn any_spec(spec: &serde_json::Value) -> prost_types::Any {
     }
 }
 
-/// The lease that holds a container's snapshot between Prepare and the container record.
-fn prepare_lease(key: &str) -> String {
-    format!("refengd-prepare-{key}")
+/// The lease that holds a container's snapshots between Prepare and the container record.
+fn prepare_lease(id: &str) -> String {
+    format!("refengd-prepare-{id}")
 }
 
 /// The engine's handle on containerd for containers.
@@ -89,34 +91,107 @@ impl Ctd {
         TasksClient::new(self.backend.channel())
     }
 
-    /// Snapshots.Prepare of the container's writable layer `key` over `parent` (a chain id).
+    /// The lease that holds what container `id`'s create makes ([`prepare_lease`]) until the
+    /// container record that names its snapshot exists: a garbage collection in between (after
+    /// another container's removal) must not take the snapshot, nor an init layer just made,
+    /// which the real containerd's does. Call it first.
     ///
     /// # Errors
     /// The call's status, mapped.
+    pub async fn hold(&self, id: &str) -> Result<(), ApiError> {
+        super::super::store::Store::new(self.backend.clone())
+            .lease(&prepare_lease(id), std::time::Duration::from_secs(600))
+            .await
+    }
+
+    /// Snapshots.Prepare of container `id`'s writable layer (the snapshot `id`) over `parent`
+    /// (its image's init layer), under [`Ctd::hold`]'s lease.
     ///
-    /// The snapshot is made under a lease ([`prepare_lease`]) until the container record that
-    /// names it exists: a garbage collection in between (after another container's removal)
-    /// must not take it, which the real containerd's does.
-    pub async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
-        let store = super::super::store::Store::new(self.backend.clone());
-        let lease = prepare_lease(key);
-        store
-            .lease(&lease, std::time::Duration::from_secs(600))
-            .await?;
-        let mut req = self.backend.request(PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: key.into(),
-            parent: parent.into(),
-            labels: HashMap::new(),
-        });
-        if let Ok(l) = lease.parse() {
-            req.metadata_mut().insert("containerd-lease", l);
-        }
+    /// # Errors
+    /// The call's status, mapped: `NotFound` when `parent` does not exist.
+    pub async fn prepare(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        self.prepare_key(id, id, parent).await
+    }
+
+    /// Snapshots.Prepare of the active snapshot an init layer is made in for container `id`
+    /// ([`init_layer::active_key`]) over `parent` (the image's top chain id), under
+    /// [`Ctd::hold`]'s lease.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn prepare_init(&self, id: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
+        self.prepare_key(id, &init_layer::active_key(id), parent)
+            .await
+    }
+
+    async fn prepare_key(&self, id: &str, key: &str, parent: &str) -> Result<Vec<Mount>, ApiError> {
         SnapshotsClient::new(self.backend.channel())
-            .prepare(req)
+            .prepare(self.leased(
+                id,
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: key.into(),
+                    parent: parent.into(),
+                    labels: HashMap::new(),
+                },
+            ))
             .await
             .map(|r| r.into_inner().mounts)
             .map_err(|s| ApiError::from_grpc(&format!("preparing snapshot {key}"), &s))
+    }
+
+    /// Snapshots.Commit of the init layer made for container `id`, once populated, as `name`,
+    /// under [`Ctd::hold`]'s lease. Another create that made the same init layer first is
+    /// fine: this one's active snapshot is removed and theirs serves.
+    ///
+    /// # Errors
+    /// The calls' status, mapped.
+    pub async fn commit_init(&self, id: &str, name: &str) -> Result<(), ApiError> {
+        let key = init_layer::active_key(id);
+        let committed = SnapshotsClient::new(self.backend.channel())
+            .commit(self.leased(
+                id,
+                CommitSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    name: name.into(),
+                    key: key.clone(),
+                    labels: HashMap::new(),
+                },
+            ))
+            .await;
+        match committed {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => self.remove_snapshot(&key).await,
+            Err(s) => Err(ApiError::from_grpc(
+                &format!("committing snapshot {name}"),
+                &s,
+            )),
+        }
+    }
+
+    /// A request under the lease that holds container `id`'s snapshots until its record.
+    fn leased<T>(&self, id: &str, msg: T) -> tonic::Request<T> {
+        let mut req = self.backend.request(msg);
+        if let Ok(l) = prepare_lease(id).parse() {
+            req.metadata_mut().insert("containerd-lease", l);
+        }
+        req
+    }
+
+    /// The parent of snapshot `key` (Snapshots.Stat): a container's init layer, or for a
+    /// container made before init layers, its image's top chain id.
+    ///
+    /// # Errors
+    /// The call's status, mapped.
+    pub async fn parent_of(&self, key: &str) -> Result<String, ApiError> {
+        SnapshotsClient::new(self.backend.channel())
+            .stat(self.backend.request(StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().info.map(|i| i.parent).unwrap_or_default())
+            .map_err(|s| ApiError::from_grpc(&format!("snapshot {key}"), &s))
     }
 
     /// Snapshots.Mounts of `key`.
@@ -132,6 +207,17 @@ impl Ctd {
             .await
             .map(|r| r.into_inner().mounts)
             .map_err(|s| ApiError::from_grpc(&format!("mounts of snapshot {key}"), &s))
+    }
+
+    /// What a create that failed midway made: the container's snapshot and the active
+    /// snapshot of an init layer it was making. An init layer it committed stays: the image
+    /// holds it for the next container.
+    ///
+    /// # Errors
+    /// Other failures of the calls.
+    pub async fn remove_partial_snapshots(&self, id: &str) -> Result<(), ApiError> {
+        self.remove_snapshot(id).await?;
+        self.remove_snapshot(&init_layer::active_key(id)).await
     }
 
     /// Snapshots.Remove of `key`; absent is fine.

@@ -20,12 +20,13 @@ use super::super::Engine;
 use crate::image::snapshot::{MountGuard, MountSpec};
 use crate::image::tar::Builder;
 
-/// The writable layer and the image's layers (top first) of a snapshot's mounts.
+/// The writable layer and the layers below it (top first) of a snapshot's mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layers {
     /// The writable layer.
     pub upper: PathBuf,
-    /// The image's layers, top first (empty for an image without layers).
+    /// The container's init layer (its mount points) and the image's layers, top first (empty
+    /// for an image without layers).
     pub lower: Vec<PathBuf>,
 }
 

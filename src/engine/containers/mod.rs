@@ -4,8 +4,9 @@
 //! ([`super::lifecycle`]); effects happen first, the transition once they succeeded.
 //!
 //! Files: [`body`] parses the create body, [`spec`] makes the OCI spec, [`etc`] the files
-//! dockerd writes, [`names`] names and ids, [`ctd`] the containerd calls, [`io`] FIFOs and the
-//! json-file log, [`create`], [`ops`] (start, stop, kill, wait, remove, ...), [`view`]
+//! dockerd writes, [`names`] names and ids, [`ctd`] the containerd calls, [`init_layer`] the
+//! mount points below each writable layer, [`io`] FIFOs and the json-file log, [`create`],
+//! [`ops`] (start, stop, kill, wait, remove, ...), [`view`]
 //! (inspect, list) and [`attach`] (attach and logs).
 
 pub mod archive;
@@ -16,6 +17,7 @@ pub mod ctd;
 pub mod etc;
 pub mod files;
 pub mod health;
+pub mod init_layer;
 pub mod io;
 pub mod mounts;
 pub mod names;
