@@ -362,6 +362,27 @@ fn copy_with_dockerignore() {
     c.sizes_differ = true;
     let outs = compare(&c);
     assert!(String::from_utf8_lossy(&outs[0].stdout).contains("/app/keep/x.log\n"));
+    // The CLI decides a path with its directory's results (MatchesUsingParentResults): the
+    // exception `!keep.log` was never tried on the directory, so it does not bring back
+    // `keep.log/c.txt`, though `Matches` alone would keep that file.
+    let dir = context(
+        "ignore-parent",
+        &[
+            (
+                "Dockerfile",
+                &format!("FROM bb:base\nCOPY . /app\n{LIST}\n"),
+            ),
+            (".dockerignore", "**/c.txt\n!keep.log\n"),
+            ("a.txt", "a\n"),
+            ("c.txt", "no\n"),
+            ("keep.log/c.txt", "no\n"),
+            ("keep.log/d.txt", "d\n"),
+        ],
+    );
+    let outs = compare(&case("ignore-parent", dir, &[]));
+    let text = String::from_utf8_lossy(&outs[0].stdout);
+    assert!(text.contains("/app/keep.log/d.txt\n"), "{text}");
+    assert!(!text.contains("c.txt"), "{text}");
 }
 
 fn args_target_labels() {

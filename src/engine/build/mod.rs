@@ -91,8 +91,9 @@ pub fn check_build_context(data: &[u8]) -> bool {
 /// `true`: the patterns parsed.
 ///
 /// # Panics
-/// When the walk sends a path that the patterns ignore (other than one kept by an exception
-/// below an ignored directory's pattern): the fuzz target's findings.
+/// When the walk sends a path that the CLI's walk ignores (decided directory by directory, as
+/// `MatchesUsingParentResults`; without exceptions, one that `matches` ignores): the fuzz
+/// target's findings.
 #[must_use]
 pub fn check_dockerignore(data: &[u8]) -> bool {
     let text = String::from_utf8_lossy(data);
@@ -110,7 +111,22 @@ pub fn check_dockerignore(data: &[u8]) -> bool {
         at = parent;
     }
     for sent in d.context_paths(&entries, "Dockerfile") {
-        assert!(!d.matches(&sent), "{sent} is ignored but sent");
+        // The CLI's walk decides each path with what its directory's check found.
+        let mut found: Option<Vec<bool>> = None;
+        let mut ignored = false;
+        let mut at = String::new();
+        for part in sent.split('/') {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            let (i, f) = d.matches_using_parent(&at, found.as_deref());
+            (ignored, found) = (i, Some(f));
+        }
+        assert!(!ignored, "{sent} is ignored but sent");
+        if !d.has_exclusions() {
+            assert!(!d.matches(&sent), "{sent} is ignored but sent");
+        }
     }
     true
 }
