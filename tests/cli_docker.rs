@@ -950,6 +950,15 @@ fn image_verbs() {
         same(&["tag", "nope", "cli-@-tag:2"]);
         same(&["image", "prune", "-f", "--filter", "label=nothing=here"]);
         same(&["pull", "127.0.0.1:1/cli/none"]);
+        // --all-tags: the name alone (no tag) in the request, refusals of a tag or digest.
+        same(&["pull", "-a", "127.0.0.1:1/cli/none"]);
+        same(&["image", "pull", "--all-tags", "127.0.0.1:1/cli/none:v1"]);
+        same(&[
+            "pull",
+            "-a",
+            "-q",
+            "127.0.0.1:1/cli/none@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ]);
         same(&["pull", "-q", "127.0.0.1:1/cli/none:v1"]);
     });
 }
