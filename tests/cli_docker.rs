@@ -1192,6 +1192,49 @@ fn login_logout() {
     same(&["login", "127.0.0.1:9"]);
     same(&["logout", "127.0.0.1:9"]);
     same(&["logout", "http://127.0.0.1:9/v2/"]);
+    // On a terminal: the prompts (the password unseen), and the refusals of empty answers.
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let [theirs, ours] = ["docker", "refeng"].map(|me| {
+            let t = Tmux::start(
+                w,
+                d,
+                &format!(
+                    "{me} login 127.0.0.1:9; echo A=$?; {me} login -u bob 127.0.0.1:9; \
+                     echo B=$?; {me} login 127.0.0.1:9; echo C=$?; \
+                     {me} login -u bob 127.0.0.1:9; echo D=$?; sleep 60"
+                ),
+            );
+            // Waits until `text` shows `n` times: a prompt is typed into only once it is up
+            // (with its echo off).
+            let shown = |text: &str, n: usize| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while t.screen().matches(text).count() < n {
+                    assert!(std::time::Instant::now() < deadline, "{}", t.screen());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            shown("Username:", 1);
+            t.keys(&["me", "Enter"]);
+            shown("Password:", 1);
+            t.keys(&["secret", "Enter"]);
+            t.wait_line("A=1");
+            shown("Password:", 2);
+            t.keys(&["secret", "Enter"]);
+            t.wait_line("B=1");
+            shown("Username:", 2);
+            t.keys(&["Enter"]);
+            t.wait_line("C=1");
+            shown("Password:", 3);
+            t.keys(&["Enter"]);
+            t.wait_line("D=1");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            t.screen()
+        });
+        assert_eq!(ours, theirs, "login prompts on {d:?}");
+        assert!(!theirs.contains("secret"), "{theirs}");
+    }
 }
 
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
