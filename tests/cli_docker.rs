@@ -148,12 +148,25 @@ fn run(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> 
 
 /// The command line of one CLI against one daemon, bounded in time.
 fn cli(w: &World, d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> Command {
+    cli_bounded(w, d, c, args, stdin, &["-k", "5", "90"])
+}
+
+/// As [`cli`], with the `timeout` arguments given.
+fn cli_bounded(
+    w: &World,
+    d: Daemon,
+    c: Client,
+    args: &[&str],
+    stdin: Option<&Path>,
+    bound: &[&str],
+) -> Command {
     let program = match c {
         Client::Docker => DOCKER_CLI,
         Client::Refeng => REFENG,
     };
     let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", "90", program])
+    cmd.args(bound)
+        .arg(program)
         .args(args)
         .env("DOCKER_HOST", d.host(w))
         .env("DOCKER_CONFIG", w.dir.join(format!("config-{c:?}")))
@@ -937,6 +950,15 @@ fn image_verbs() {
         same(&["tag", "nope", "cli-@-tag:2"]);
         same(&["image", "prune", "-f", "--filter", "label=nothing=here"]);
         same(&["pull", "127.0.0.1:1/cli/none"]);
+        // --all-tags: the name alone (no tag) in the request, refusals of a tag or digest.
+        same(&["pull", "-a", "127.0.0.1:1/cli/none"]);
+        same(&["image", "pull", "--all-tags", "127.0.0.1:1/cli/none:v1"]);
+        same(&[
+            "pull",
+            "-a",
+            "-q",
+            "127.0.0.1:1/cli/none@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ]);
         same(&["pull", "-q", "127.0.0.1:1/cli/none:v1"]);
     });
 }
@@ -1170,6 +1192,49 @@ fn login_logout() {
     same(&["login", "127.0.0.1:9"]);
     same(&["logout", "127.0.0.1:9"]);
     same(&["logout", "http://127.0.0.1:9/v2/"]);
+    // On a terminal: the prompts (the password unseen), and the refusals of empty answers.
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let [theirs, ours] = ["docker", "refeng"].map(|me| {
+            let t = Tmux::start(
+                w,
+                d,
+                &format!(
+                    "{me} login 127.0.0.1:9; echo A=$?; {me} login -u bob 127.0.0.1:9; \
+                     echo B=$?; {me} login 127.0.0.1:9; echo C=$?; \
+                     {me} login -u bob 127.0.0.1:9; echo D=$?; sleep 60"
+                ),
+            );
+            // Waits until `text` shows `n` times: a prompt is typed into only once it is up
+            // (with its echo off).
+            let shown = |text: &str, n: usize| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while t.screen().matches(text).count() < n {
+                    assert!(std::time::Instant::now() < deadline, "{}", t.screen());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            shown("Username:", 1);
+            t.keys(&["me", "Enter"]);
+            shown("Password:", 1);
+            t.keys(&["secret", "Enter"]);
+            t.wait_line("A=1");
+            shown("Password:", 2);
+            t.keys(&["secret", "Enter"]);
+            t.wait_line("B=1");
+            shown("Username:", 2);
+            t.keys(&["Enter"]);
+            t.wait_line("C=1");
+            shown("Password:", 3);
+            t.keys(&["Enter"]);
+            t.wait_line("D=1");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            t.screen()
+        });
+        assert_eq!(ours, theirs, "login prompts on {d:?}");
+        assert!(!theirs.contains("secret"), "{theirs}");
+    }
 }
 
 /// `-H`, `DOCKER_HOST`, contexts and the messages when nothing answers.
@@ -1566,6 +1631,110 @@ fn cp_both_ways() {
     }
 }
 
+/// What a CLI writes in its first `seconds` (then killed: docker's live `stats` does not end on
+/// SIGTERM), normalised.
+fn first_seconds(w: &World, d: Daemon, c: Client, args: &[&str], seconds: u64) -> String {
+    let out = cli_bounded(w, d, c, args, None, &["-s", "KILL", &seconds.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    norm(&String::from_utf8_lossy(&out.stdout), c)
+}
+
+/// Live `stats` (without `--no-stream`) with both CLIs on both daemons: on a pipe, the bytes of
+/// a tick (the table from the top left, then again with each line erased to its end, then the
+/// rest of the screen erased) for `--format` and table formats, the default table's shape; a
+/// missing container's error; on a terminal (tmux), the redrawn table, whose line turns to
+/// `--` once the container is removed.
+fn stats_streaming() {
+    with_cleanup(&["@-stats"], || {
+        let w = world();
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                d.docker_ok(
+                    w,
+                    &[
+                        "run",
+                        "-d",
+                        "--name",
+                        &format!("cli-{me}-x-stats"),
+                        "busybox",
+                        "sleep",
+                        "1000",
+                    ],
+                );
+            }
+            let both_first = |args: &[&str]| -> [String; 2] {
+                [(Client::Docker, "docker"), (Client::Refeng, "refeng")].map(|(c, me)| {
+                    let args: Vec<String> = args
+                        .iter()
+                        .map(|a| a.replace('@', &format!("cli-{me}-x")))
+                        .collect();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    first_seconds(w, d, c, &args, 3)
+                })
+            };
+            let tick = |s: &str| -> String {
+                let end = s.find("\x1b[J").map_or(s.len(), |i| i + 3);
+                s[..end].to_owned()
+            };
+            for format in [
+                "{{.Name}} {{.PIDs}} {{.Container}}",
+                "table {{.Name}}\t{{.PIDs}}",
+            ] {
+                let [theirs, ours] = both_first(&["stats", "--format", format, "@-stats"]);
+                assert_eq!(tick(&ours), tick(&theirs), "{format} on {d:?}");
+                assert!(theirs.contains("\x1b[H"), "{theirs:?}");
+                assert!(theirs.contains("cli-CLI-x-stats"), "{theirs:?}");
+                // More than one tick in three seconds.
+                for o in [&ours, &theirs] {
+                    assert!(o.matches("\x1b[J").count() >= 2, "{format} on {d:?}: {o:?}");
+                }
+            }
+            let [theirs, ours] = both_first(&["container", "stats", "@-stats"]);
+            let shape = |s: &str| -> (usize, String) {
+                let t = tick(s);
+                let header = t.lines().next().unwrap_or("").split_whitespace().collect();
+                (t.lines().count(), header)
+            };
+            assert_eq!(shape(&ours), shape(&theirs), "{ours:?}\n{theirs:?}");
+            let [theirs, ours] = both_first(&["stats", "-a", "--format", "{{.Name}}"]);
+            let names = |s: &str| -> Vec<String> {
+                let mut v: Vec<String> = tick(s)
+                    .lines()
+                    .map(|l| l.replace("\x1b[H", ""))
+                    .filter(|l| !l.is_empty() && !l.contains('\x1b'))
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(names(&ours), names(&theirs), "stats -a on {d:?}");
+            assert!(
+                names(&theirs).iter().any(|n| n == "cli-exited"),
+                "{theirs:?}"
+            );
+            let (theirs, ours) = both(d, &["stats", "nope-nothing"], None);
+            assert_eq!(ours, theirs, "stats nope-nothing on {d:?}");
+            assert_eq!(theirs.code, 1, "{theirs:?}");
+
+            let screens = ["docker", "refeng"].map(|me| {
+                let name = format!("cli-{me}-x-stats");
+                let t = Tmux::start(
+                    w,
+                    d,
+                    &format!("{me} stats --format 'table {{{{.Name}}}}\\t{{{{.PIDs}}}}' {name}"),
+                );
+                t.wait_line(&format!("{name}   1"));
+                let running = t.screen().replace(&name, "@");
+                d.docker_ok(w, &["rm", "-f", &name]);
+                t.wait_line(&format!("{name}   --"));
+                (running, t.screen().replace(&name, "@"))
+            });
+            assert_eq!(screens[1], screens[0], "on a terminal, on {d:?}");
+        }
+    });
+}
+
 /// A private tmux server (its own socket) running one command in a 100x30 window; dropping it
 /// ends that server.
 struct Tmux {
@@ -1801,6 +1970,7 @@ fn main() {
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
         ("cp_both_ways", &cp_both_ways),
+        ("stats_streaming", &stats_streaming),
     ];
     engine_support::run(tests, || {
         if let Some(w) = WORLD.get() {

@@ -2345,7 +2345,7 @@ pub struct StatsArgs {
 }
 
 /// One container's stats line from one Engine API stats sample, with docker's arithmetic.
-fn stats_row(s: &Value, no_trunc: bool) -> gtmpl::Value {
+fn stats_row(s: &Value, container: &str, no_trunc: bool) -> gtmpl::Value {
     let n = |v: &Value| v.as_f64().unwrap_or(0.0);
     let cpu = &s["cpu_stats"];
     let pre = &s["precpu_stats"];
@@ -2400,7 +2400,7 @@ fn stats_row(s: &Value, no_trunc: bool) -> gtmpl::Value {
     let hs = |v: f64| format::human_size(v, 3);
     format::row(&[
         ("ID", short_id(id, no_trunc)),
-        ("Container", short_id(id, no_trunc)),
+        ("Container", container.to_owned()),
         ("Name", name.to_owned()),
         ("CPUPerc", format!("{cpu_pct:.2}%")),
         (
@@ -2421,15 +2421,63 @@ fn stats_row(s: &Value, no_trunc: bool) -> gtmpl::Value {
     ])
 }
 
-/// `stats --no-stream`: one sample of each container.
+/// The line of a container whose stats stopped (docker's `IsInvalid`): its id and name from the
+/// last sample, `--` for every value.
+fn invalid_stats_row(last: Option<&Value>, container: &str, no_trunc: bool) -> gtmpl::Value {
+    let id = last.and_then(|s| s["id"].as_str()).unwrap_or("");
+    let name = last
+        .and_then(|s| s["name"].as_str())
+        .filter(|n| n.len() > 1)
+        .map_or("--", |n| n.trim_start_matches('/'));
+    let dash = || "--".to_owned();
+    format::row(&[
+        ("ID", short_id(id, no_trunc)),
+        ("Container", container.to_owned()),
+        ("Name", name.to_owned()),
+        ("CPUPerc", dash()),
+        ("MemUsage", "-- / --".to_owned()),
+        ("MemPerc", dash()),
+        ("NetIO", dash()),
+        ("BlockIO", dash()),
+        ("PIDs", dash()),
+    ])
+}
+
+/// The column titles of `stats`.
+fn stats_header() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("ID", "CONTAINER ID"),
+        ("Container", "CONTAINER"),
+        ("Name", "NAME"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ])
+}
+
+/// The `--format` of `stats` (the config file's `statsFormat`, else the table).
+fn stats_format(ctx: &Ctx, a: &StatsArgs) -> Result<Format, CliError> {
+    let table = "{{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+    Ok(Format::parse(
+        &a.format
+            .clone()
+            .or_else(|| ctx.config_value("statsFormat"))
+            .unwrap_or_else(|| "table".into()),
+        table,
+    )?)
+}
+
+/// `stats`: a live table redrawn every half second (docker's `RunStats`), or with
+/// `--no-stream` one sample of each container.
 ///
 /// # Errors
-/// The daemon's; streaming (without `--no-stream`) is not supported yet.
+/// The daemon's; for named containers, the failure of any of them before its first sample.
 pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
     if !a.no_stream {
-        return Err(CliError::Usage(
-            "refeng stats streams no live display yet: use --no-stream".into(),
-        ));
+        return stats_stream(ctx, &a);
     }
     let names: Vec<String> = if a.containers.is_empty() {
         let list: Vec<Value> = ctx.client.get_json(if a.all {
@@ -2450,7 +2498,15 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
             .client
             .get_json::<Value>(&format!("/containers/{}/stats?stream=0", path_escape(n)))
         {
-            Ok(s) => rows.push(stats_row(&s, a.no_trunc)),
+            Ok(s) => {
+                // docker's key: the name given, or the short id of a listed container.
+                let key = if a.containers.is_empty() {
+                    short_id(n, false)
+                } else {
+                    n.clone()
+                };
+                rows.push(stats_row(&s, &key, a.no_trunc));
+            }
             Err(e) => {
                 failed = true;
                 let mut err = std::io::stderr().lock();
@@ -2458,25 +2514,8 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
             }
         }
     }
-    let table = "{{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
-    let f = Format::parse(
-        &a.format
-            .clone()
-            .or_else(|| ctx.config_value("statsFormat"))
-            .unwrap_or_else(|| "table".into()),
-        table,
-    )?;
-    let header = BTreeMap::from([
-        ("ID", "CONTAINER ID"),
-        ("Container", "CONTAINER"),
-        ("Name", "NAME"),
-        ("CPUPerc", "CPU %"),
-        ("MemUsage", "MEM USAGE / LIMIT"),
-        ("MemPerc", "MEM %"),
-        ("NetIO", "NET I/O"),
-        ("BlockIO", "BLOCK I/O"),
-        ("PIDs", "PIDS"),
-    ]);
+    let f = stats_format(ctx, &a)?;
+    let header = stats_header();
     // As docker: a container that cannot be read means no table at all.
     if failed {
         return Err(CliError::Exit(1));
@@ -2484,4 +2523,268 @@ pub fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     f.print(&mut out, &header, &rows)?;
     Ok(())
+}
+
+/// One container a live `stats` follows (docker's `Stats`): its key (the name given, or the
+/// short id of a listed container), its last sample and whether that still stands.
+#[derive(Debug)]
+struct Followed {
+    key: String,
+    sample: Option<Value>,
+    /// docker's `IsInvalid`: the stream ended, failed or went quiet; the line shows `--`.
+    invalid: bool,
+    /// Why the stats could not be read, reported for named containers.
+    error: Option<String>,
+    /// The first sample came, or an error took its place (docker's `waitFirst`).
+    settled: bool,
+    /// When the last sample (or the start) was: two quiet seconds make the line invalid.
+    heard: std::time::Instant,
+}
+
+type Followers = std::sync::Arc<std::sync::Mutex<Vec<Followed>>>;
+
+/// How long a container may send nothing before its line turns to `--` (docker's collector).
+const STATS_QUIET: Duration = Duration::from_secs(2);
+
+/// Follows `key` unless it is followed already: a thread reads its stats stream.
+fn follow(client: &std::sync::Arc<super::client::Client>, list: &Followers, key: String) {
+    {
+        let mut l = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if l.iter().any(|f| f.key == key) {
+            return;
+        }
+        l.push(Followed {
+            key: key.clone(),
+            sample: None,
+            invalid: false,
+            error: None,
+            settled: false,
+            heard: std::time::Instant::now(),
+        });
+    }
+    let client = client.clone();
+    let list = list.clone();
+    std::thread::spawn(move || collect_stats(&client, &list, &key));
+}
+
+/// Reads the stats stream of `key` into its [`Followed`] until the stream ends or the
+/// container is no longer followed.
+fn collect_stats(client: &super::client::Client, list: &Followers, key: &str) {
+    // Applies `f` to the followed container; false once it is no longer followed.
+    let update = |f: &mut dyn FnMut(&mut Followed)| -> bool {
+        let mut l = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match l.iter_mut().find(|x| x.key == key) {
+            Some(x) => {
+                f(x);
+                true
+            }
+            None => false,
+        }
+    };
+    let path = format!("/containers/{}/stats?stream=1", path_escape(key));
+    let resp = match client
+        .request("GET", &path, &[], Body::None)
+        .and_then(super::client::Response::ok)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            update(&mut |f| {
+                f.error = Some(e.to_string());
+                f.invalid = true;
+                f.settled = true;
+            });
+            return;
+        }
+    };
+    let samples = serde_json::Deserializer::from_reader(BufReader::new(resp)).into_iter::<Value>();
+    for sample in samples {
+        let mut sample = Some(sample);
+        let followed = update(&mut |f| match sample.take() {
+            Some(Ok(v)) => {
+                f.sample = Some(v);
+                f.invalid = false;
+                f.error = None;
+                f.settled = true;
+                f.heard = std::time::Instant::now();
+            }
+            Some(Err(e)) => {
+                f.error = Some(e.to_string());
+                f.invalid = true;
+                f.settled = true;
+            }
+            None => {}
+        });
+        if !followed {
+            return;
+        }
+    }
+    // The stream ended (the container was removed, or the daemon went away).
+    update(&mut |f| {
+        f.invalid = true;
+        f.settled = true;
+    });
+}
+
+/// The containers a `stats` without names follows: those listed now, then those the
+/// daemon's events start (and, with `-a`, create), less those that die (without `-a`).
+/// Subscribed before listing, as docker does, so a start in between is not missed.
+fn follow_all(
+    client: &std::sync::Arc<super::client::Client>,
+    list: &Followers,
+    all: bool,
+    errors: mpsc::Sender<Option<CliError>>,
+) -> Result<(), CliError> {
+    let filters = q(r#"{"type":["container"]}"#);
+    let events = client
+        .request(
+            "GET",
+            &format!("/events?filters={filters}"),
+            &[],
+            Body::None,
+        )?
+        .ok()?;
+    {
+        let client = client.clone();
+        let list = list.clone();
+        std::thread::spawn(move || {
+            let stream =
+                serde_json::Deserializer::from_reader(BufReader::new(events)).into_iter::<Value>();
+            for ev in stream {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    // A stream cut short (the daemon restarting) ends the display quietly,
+                    // as docker's does on an unexpected EOF.
+                    Err(e) if e.is_eof() => {
+                        let _ = errors.send(None);
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = errors.send(Some(CliError::Client(ClientError::Io(e.into()))));
+                        return;
+                    }
+                };
+                let action = ev["Action"]
+                    .as_str()
+                    .or(ev["status"].as_str())
+                    .unwrap_or("");
+                let id = ev["Actor"]["ID"]
+                    .as_str()
+                    .or(ev["id"].as_str())
+                    .unwrap_or("");
+                let key = short_id(id, false);
+                match action {
+                    "start" => follow(&client, &list, key),
+                    "create" if all => follow(&client, &list, key),
+                    "die" if !all => list
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .retain(|f| f.key != key),
+                    _ => {}
+                }
+            }
+            // The daemon closed the stream: docker reports its decoder's EOF.
+            let _ = errors.send(Some(CliError::Status {
+                code: 1,
+                message: "EOF".into(),
+            }));
+        });
+    }
+    let listed: Vec<Value> = client.get_json(if all {
+        "/containers/json?all=1"
+    } else {
+        "/containers/json"
+    })?;
+    for c in &listed {
+        if let Some(id) = c["Id"].as_str() {
+            follow(client, list, short_id(id, false));
+        }
+    }
+    Ok(())
+}
+
+/// docker's live `stats`: every half second the table is drawn again from the top left, each
+/// line followed by an erase to its end and the rest of the screen erased after it. On a pipe
+/// the same bytes are written (docker does not look), so a reader sees one table per tick.
+fn stats_stream(ctx: &Ctx, a: &StatsArgs) -> Result<(), CliError> {
+    let client = std::sync::Arc::new(super::client::Client::new(ctx.client.endpoint().clone()));
+    client.version()?;
+    let list: Followers = std::sync::Arc::default();
+    let show_all = a.containers.is_empty();
+    let (errors, failures) = mpsc::channel();
+    if show_all {
+        follow_all(&client, &list, a.all, errors)?;
+    } else {
+        drop(errors);
+        for name in &a.containers {
+            follow(&client, &list, name.clone());
+        }
+    }
+    // Until every container has sent its first sample (or failed, or kept quiet too long).
+    let start = std::time::Instant::now();
+    loop {
+        let settled = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .all(|f| f.settled);
+        if settled || start.elapsed() > STATS_QUIET {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !show_all {
+        let errs: Vec<String> = list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|f| f.error.clone())
+            .collect();
+        if !errs.is_empty() {
+            return Err(CliError::Status {
+                code: 1,
+                message: errs.join("\n"),
+            });
+        }
+    }
+    let f = stats_format(ctx, a)?;
+    let header = stats_header();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let rows: Vec<gtmpl::Value> = {
+            let mut l = list
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            l.iter_mut()
+                .map(|x| {
+                    if x.heard.elapsed() > STATS_QUIET {
+                        x.invalid = true;
+                    }
+                    match (&x.sample, x.invalid) {
+                        (Some(s), false) => stats_row(s, &x.key, a.no_trunc),
+                        (last, _) => invalid_stats_row(last.as_ref(), &x.key, a.no_trunc),
+                    }
+                })
+                .collect()
+        };
+        let mut table = b"\x1b[H".to_vec();
+        f.print(&mut table, &header, &rows)?;
+        let table = String::from_utf8_lossy(&table).into_owned();
+        let mut screen = table.clone();
+        for line in table.split('\n') {
+            screen.push_str(line);
+            screen.push_str(" \x1b[K\n");
+        }
+        screen.push_str("\x1b[J");
+        let mut out = std::io::stdout().lock();
+        out.write_all(screen.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(CliError::io("stdout"))?;
+        if let Ok(e) = failures.try_recv() {
+            return e.map_or(Ok(()), Err);
+        }
+    }
 }

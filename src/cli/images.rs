@@ -839,16 +839,28 @@ pub struct PullArgs {
 /// # Errors
 /// The daemon's and the registry's.
 pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<(), CliError> {
-    if a.all_tags {
-        return Err(CliError::Usage(
-            "refeng pull does not support --all-tags yet".into(),
-        ));
-    }
-    let reference =
+    let mut reference =
         crate::image::registry::Reference::parse(&a.image).map_err(|e| CliError::Status {
             code: 1,
             message: e.to_string(),
         })?;
+    if a.all_tags {
+        if a.image.contains('@') || split_tag(&a.image).1.is_some() {
+            return Err(CliError::Status {
+                code: 1,
+                message: "tag can't be used with --all-tags/-a".into(),
+            });
+        }
+        // docker's client sends the name alone (no `tag`): the daemon pulls every tag, and
+        // the name is printed without one.
+        let (repo, _) = split_tag(&a.image);
+        let mut path = format!("/images/create?fromImage={}", q(repo));
+        if let Some(p) = &a.platform {
+            path.push_str(&format!("&platform={}", q(&p.to_lowercase())));
+        }
+        reference.tag = None;
+        return pull_with(ctx, &a, repo, &path, &reference.to_string());
+    }
     let (repo, tag) = match a.image.split_once('@') {
         Some((r, d)) => (r.to_owned(), d.to_owned()),
         None => {
@@ -865,10 +877,15 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<(), CliError> {
     if let Some(p) = &a.platform {
         path.push_str(&format!("&platform={}", q(p)));
     }
-    let auth = registry_auth(ctx, &repo).unwrap_or_else(|| "e30=".into());
+    pull_with(ctx, &a, &repo, &path, &reference.to_string())
+}
+
+/// The pull request `path` for `repo`, its progress shown, then `name`.
+fn pull_with(ctx: &Ctx, a: &PullArgs, repo: &str, path: &str, name: &str) -> Result<(), CliError> {
+    let auth = registry_auth(ctx, repo).unwrap_or_else(|| "e30=".into());
     let r = ctx
         .client
-        .request("POST", &path, &[("X-Registry-Auth", &auth)], Body::None)?
+        .request("POST", path, &[("X-Registry-Auth", &auth)], Body::None)?
         .ok()?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
@@ -877,7 +894,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<(), CliError> {
         let term = std::io::stdout().is_terminal();
         display_messages(r, &mut out, term)?;
     }
-    writeln!(out, "{reference}").map_err(CliError::io("stdout"))
+    writeln!(out, "{name}").map_err(CliError::io("stdout"))
 }
 
 /// `push`.

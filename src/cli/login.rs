@@ -197,12 +197,19 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<(), CliError> {
         }
         a.password.clone()
     };
-    let (Some(username), Some(password)) = (a.username.clone(), password) else {
-        return Err(fail(
-            "Error: Cannot perform an interactive login from a non TTY device",
-        ));
-    };
     let key = server_key(a.server.as_deref());
+    let path = ctx.config_dir.join("config.json");
+    let username = a
+        .username
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    let password = password.filter(|p| !p.trim().is_empty());
+    let (username, password) = match (username, password) {
+        (Some(u), Some(p)) => (u, p),
+        (username, password) => prompt_credentials(&path, &key, username, password)?,
+    };
     let body = json!({"username": username, "password": password, "serveraddress": key});
     let v: Value = ctx
         .client
@@ -213,7 +220,6 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<(), CliError> {
         .as_str()
         .filter(|t| !t.is_empty())
         .map_or(password.as_str(), |t| t);
-    let path = ctx.config_dir.join("config.json");
     if store(&path, &key, &username, secret)? {
         let _ = write!(
             err,
@@ -224,6 +230,127 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", v["Status"].as_str().unwrap_or("Login Succeeded"))
         .map_err(CliError::io("stdout"))
+}
+
+/// The username config.json keeps for `key` (base64 `user:secret` in `auths`), offered as the
+/// prompt's default.
+fn stored_username(path: &Path, key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let config = load(path).ok()?;
+    let auth = config["auths"][key]["auth"].as_str()?;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let text = String::from_utf8(text).ok()?;
+    let user = text.split_once(':')?.0.trim();
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+/// docker's `ReadInput`: `message` on stdout, a line from stdin, trimmed.
+fn read_input(message: &str) -> Result<String, CliError> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{message}")
+        .and_then(|()| out.flush())
+        .map_err(CliError::io("stdout"))?;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(CliError::io("stdin"))?;
+    Ok(line.trim().to_owned())
+}
+
+/// The terminal's echo, off while it lives (a password is typed unseen).
+struct EchoOff(Option<nix::sys::termios::Termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return EchoOff(None);
+        };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        if tcsetattr(&stdin, SetArg::TCSANOW, &quiet).is_err() {
+            return EchoOff(None);
+        }
+        EchoOff(Some(saved))
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let stdin = std::io::stdin();
+            if nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, saved)
+                .is_err()
+            {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(
+                    err,
+                    "Error: failed to restore terminal state to echo input: run stty echo"
+                );
+            }
+        }
+    }
+}
+
+/// docker's `PromptUserForCredentials`: what the flags left out asked on the terminal,
+/// `Username (stored): ` offering the stored name, the password typed without echo.
+fn prompt_credentials(
+    path: &Path,
+    key: &str,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<(String, String), CliError> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            "Error: Cannot perform an interactive login from a non TTY device",
+        ));
+    }
+    if key == HUB && username.is_none() && password.is_none() {
+        // docker 28 signs in to Docker Hub through a browser (a device code) here.
+        return Err(fail(
+            "refeng login: Docker Hub's web-based (device code) login is not supported: \
+             give the username with -u/--username",
+        ));
+    }
+    let username = match username {
+        Some(u) => u,
+        None => {
+            let stored = stored_username(path, key);
+            let message = match &stored {
+                Some(d) => format!("Username ({d}): "),
+                None => "Username: ".to_owned(),
+            };
+            let mut u = read_input(&message)?;
+            if u.is_empty() {
+                u = stored.unwrap_or_default();
+            }
+            if u.is_empty() {
+                return Err(fail("Error: Non-null Username Required"));
+            }
+            u
+        }
+    };
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let echo = EchoOff::new();
+            let p = read_input("Password: ");
+            drop(echo);
+            let mut out = std::io::stdout().lock();
+            writeln!(out).map_err(CliError::io("stdout"))?;
+            let p = p?;
+            if p.is_empty() {
+                return Err(fail("Error: Password Required"));
+            }
+            p
+        }
+    };
+    Ok((username, password))
 }
 
 /// `logout`: forgets the credentials of the registry under each key docker may have kept
