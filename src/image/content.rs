@@ -390,6 +390,7 @@ impl ContentStore {
             file,
             hasher,
             offset,
+            written_back: offset,
             limit,
             expected: expected.cloned(),
             expected_size,
@@ -740,10 +741,16 @@ pub struct Writer<'a> {
     file: nix::fcntl::Flock<File>,
     hasher: Hasher,
     offset: u64,
+    /// Up to where writeback was started (see [`WRITEBACK_STEP`]).
+    written_back: u64,
     limit: u64,
     expected: Option<Digest>,
     expected_size: Option<u64>,
 }
+
+/// After each this many bytes, a writer starts their writeback, so that the `fsync` at commit
+/// waits for the last few MiB rather than the whole blob (54 ms for a 50 MiB layer here).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Writer<'_> {
     /// Bytes already written (where a resumed ingest continues).
@@ -772,6 +779,7 @@ impl Writer<'_> {
     pub fn truncate(&mut self) -> Result<(), ContentError> {
         self.file.set_len(0).map_err(io_err(&self.dir))?;
         self.offset = 0;
+        self.written_back = 0;
         self.hasher = self
             .expected
             .as_ref()
@@ -857,6 +865,14 @@ impl Write for Writer<'_> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        if self.offset - self.written_back >= WRITEBACK_STEP {
+            crate::sys::durable::start_writeback(
+                &self.file,
+                self.written_back,
+                self.offset - self.written_back,
+            );
+            self.written_back = self.offset;
+        }
         Ok(n)
     }
 

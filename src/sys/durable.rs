@@ -119,6 +119,22 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Starts writing `len` bytes of `file` from `offset` back to the disk, without waiting for
+/// them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). A hint that makes a later `fsync` of a
+/// large file short, since most of it is on its way by then; it promises no durability itself.
+/// Failures are ignored for the same reason: the `fsync` that follows reports them.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the fd is open for `file`'s lifetime, which covers the call; the kernel only
+    // reads the arguments and touches no memory of ours.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 /// The directory a destination lives in (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
