@@ -11,6 +11,7 @@
 mod containerd_support;
 mod engine_support;
 mod peers;
+mod registry_support;
 use containerd_support::archive::rootfs;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 use engine_support::{Refengd, DOCKER_CLI};
 use peers::dockerd::Dockerd;
+use registry_support::RegistryServer;
 
 const REFENG: &str = env!("CARGO_BIN_EXE_refeng");
 
@@ -1169,12 +1171,123 @@ fn network_verbs() {
 }
 
 /// `push` where no registry is reached: a name the daemon has no image for, and the CLI's own
-/// refusals. A push that reaches a registry is not compared here (this binary runs none).
+/// refusals. A push that reaches a registry is compared in [`push_pull_registry`].
 fn push_refusals() {
     same(&["push", "cli-none/nothing-here:1"]);
     same(&["push", "-q", "127.0.0.1:9/nothing-here"]);
     same(&["push", "-a", "busybox:latest"]);
     same_failure(&["image", "push", "Bad-Name"], "invalid reference format");
+}
+
+/// Runs `steps` with one CLI on `d` against `reg`: in an argument `REG` becomes the registry's
+/// host and `@` a name of the CLI's own. Outputs are normalised as by [`both`], with the
+/// registry's host (its port differs per CLI) and the CLI's config folder folded into one.
+fn against_registry(
+    d: Daemon,
+    c: Client,
+    reg: &RegistryServer,
+    steps: &[(&[&str], Option<&Path>)],
+) -> Vec<Outcome> {
+    let w = world();
+    let me = match c {
+        Client::Docker => "docker",
+        Client::Refeng => "refeng",
+    };
+    let config = w.dir.join(format!("config-{c:?}"));
+    let fold = |s: &str| {
+        let s = s
+            .replace(&reg.host(), "REG")
+            .replace(&config.to_string_lossy().into_owned(), "CONFIG");
+        norm(&s, c)
+    };
+    steps
+        .iter()
+        .map(|(args, stdin)| {
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| {
+                    a.replace("REG", &reg.host())
+                        .replace('@', &format!("cli-{me}-x"))
+                })
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = run(w, d, c, &args, *stdin);
+            Outcome {
+                code: o.code,
+                stdout: fold(&o.stdout),
+                stderr: fold(&o.stderr),
+            }
+        })
+        .collect()
+}
+
+/// `tag`, `push` to a loopback registry, `rmi` and `pull` back: each CLI on each daemon pushes
+/// to a registry of its own, so neither finds the other's layers there (or mounts them from
+/// the other's repository) and both print the lines of a first push.
+fn push_pull_registry() {
+    let w = world();
+    let made = Mutex::new(Vec::<String>::new());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let [theirs, ours] = [Client::Docker, Client::Refeng].map(|c| {
+                let reg = RegistryServer::plain();
+                let me = match c {
+                    Client::Docker => "docker",
+                    Client::Refeng => "refeng",
+                };
+                made.lock()
+                    .unwrap()
+                    .push(format!("{}/cli-{me}-x:1", reg.host()));
+                let steps: &[(&[&str], Option<&Path>)] = &[
+                    (&["tag", "busybox:latest", "REG/@:1"], None),
+                    (&["push", "REG/@:1"], None),
+                    (&["rmi", "REG/@:1"], None),
+                    (&["pull", "REG/@:1"], None),
+                    (
+                        &[
+                            "image",
+                            "inspect",
+                            "-f",
+                            "{{.RepoTags}} {{.RepoDigests}}",
+                            "REG/@:1",
+                        ],
+                        None,
+                    ),
+                    (&["push", "-q", "REG/@:1"], None),
+                    (&["rmi", "REG/@:1"], None),
+                    (&["pull", "-q", "REG/@:1"], None),
+                    (&["pull", "REG/@:2"], None),
+                    (&["rmi", "REG/@:1"], None),
+                ];
+                against_registry(d, c, &reg, steps)
+            });
+            assert!(
+                theirs[1].stdout.contains("1: digest: sha256:<id> size: "),
+                "{theirs:?}"
+            );
+            assert!(
+                theirs[3]
+                    .stdout
+                    .contains("Status: Downloaded newer image for REG/cli-CLI-x:1"),
+                "{theirs:?}"
+            );
+            assert_ne!(theirs[8].code, 0, "{theirs:?}");
+            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(
+                    o, t,
+                    "refeng (left) and docker (right) differ at step {i} on {d:?}"
+                );
+            }
+        }
+    }));
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        for tag in made.lock().unwrap().iter() {
+            let _ = run(w, d, Client::Docker, &["rmi", tag], None);
+        }
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
 }
 
 /// `login` where the daemon reaches no registry (its error, through `POST /auth`), the CLI's
@@ -1969,6 +2082,7 @@ fn main() {
         ("network_verbs", &network_verbs),
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
+        ("push_pull_registry", &push_pull_registry),
         ("cp_both_ways", &cp_both_ways),
         ("stats_streaming", &stats_streaming),
     ];
