@@ -1290,8 +1290,99 @@ fn push_pull_registry() {
     }
 }
 
+/// `login` against a registry with htpasswd auth (a wrong password, then the right one), the
+/// entry each CLI stores in its own config.json, a `push` that needs it, and `logout`, after
+/// which the entry is gone and the push is refused.
+fn login_logout_registry() {
+    let w = world();
+    let right = w.dir.join("right-password");
+    let wrong = w.dir.join("wrong-password");
+    std::fs::write(&right, "s3cret\n").unwrap();
+    std::fs::write(&wrong, "wrong\n").unwrap();
+    let made = Mutex::new(Vec::<String>::new());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let [theirs, ours] = [Client::Docker, Client::Refeng].map(|c| {
+                let reg = RegistryServer::basic(&[("alice", "s3cret")]);
+                let me = match c {
+                    Client::Docker => "docker",
+                    Client::Refeng => "refeng",
+                };
+                made.lock()
+                    .unwrap()
+                    .push(format!("{}/cli-{me}-x:1", reg.host()));
+                let login = ["login", "-u", "alice", "--password-stdin", "REG"];
+                let stored = || {
+                    let config = w.dir.join(format!("config-{c:?}")).join("config.json");
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+                    v["auths"][reg.host()].clone()
+                };
+                let mut out = against_registry(
+                    d,
+                    c,
+                    &reg,
+                    &[
+                        (&login, Some(&wrong)),
+                        (&login, Some(&right)),
+                        (&["tag", "busybox:latest", "REG/@:1"], None),
+                        (&["push", "-q", "REG/@:1"], None),
+                    ],
+                );
+                let entry = stored();
+                out.extend(against_registry(
+                    d,
+                    c,
+                    &reg,
+                    &[
+                        (&["logout", "REG"], None),
+                        (&["logout", "REG"], None),
+                        (&["push", "-q", "REG/@:1"], None),
+                        (&["rmi", "REG/@:1"], None),
+                    ],
+                ));
+                (out, entry, stored())
+            });
+            let (theirs, entry, after) = theirs;
+            assert_ne!(theirs[0].code, 0, "{theirs:?}");
+            assert!(theirs[1].stdout.contains("Login Succeeded"), "{theirs:?}");
+            assert_eq!(theirs[3].code, 0, "{theirs:?}");
+            assert_ne!(theirs[6].code, 0, "{theirs:?}");
+            use base64::Engine as _;
+            let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+            assert_eq!(
+                entry,
+                serde_json::json!({ "auth": auth }),
+                "docker on {d:?}"
+            );
+            assert_eq!(after, serde_json::Value::Null, "docker on {d:?}");
+            let (ours, our_entry, our_after) = ours;
+            assert_eq!(our_entry, entry, "refeng's config.json entry on {d:?}");
+            assert_eq!(
+                our_after, after,
+                "refeng's config.json after logout on {d:?}"
+            );
+            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(
+                    o, t,
+                    "refeng (left) and docker (right) differ at step {i} on {d:?}"
+                );
+            }
+        }
+    }));
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        for tag in made.lock().unwrap().iter() {
+            let _ = run(w, d, Client::Docker, &["rmi", tag], None);
+        }
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// `login` where the daemon reaches no registry (its error, through `POST /auth`), the CLI's
-/// own refusals, and `logout`, which only edits config.json. Storing credentials is covered by
+/// own refusals, and `logout`, which only edits config.json. A login that succeeds is compared in
+/// [`login_logout_registry`]; storing credentials is also covered by
 /// the unit tests of `cli::login`.
 fn login_logout() {
     let pw = world().dir.join("password");
@@ -2083,6 +2174,7 @@ fn main() {
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
         ("push_pull_registry", &push_pull_registry),
+        ("login_logout_registry", &login_logout_registry),
         ("cp_both_ways", &cp_both_ways),
         ("stats_streaming", &stats_streaming),
     ];
