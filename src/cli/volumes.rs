@@ -188,7 +188,15 @@ pub struct InspectArgs {
     pub names: Vec<String>,
 }
 
-fn inspect_objects(ctx: &Ctx, a: InspectArgs, base: &str) -> Result<(), CliError> {
+/// Runs `inspect` for `base`'s objects; `typed` gives a decoded answer the fields the docker
+/// CLI's Go type has although the JSON left them out, so a template sees their zero values as
+/// docker's does instead of failing on them.
+fn inspect_objects(
+    ctx: &Ctx,
+    a: InspectArgs,
+    base: &str,
+    typed: fn(&mut Value),
+) -> Result<(), CliError> {
     let template = a
         .format
         .as_deref()
@@ -213,8 +221,9 @@ fn inspect_objects(ctx: &Ctx, a: InspectArgs, base: &str) -> Result<(), CliError
     match template {
         Some(t) => {
             for raw in &raws {
-                let v: Value = serde_json::from_slice(raw)
+                let mut v: Value = serde_json::from_slice(raw)
                     .map_err(|e| super::client::ClientError::Protocol(e.to_string()))?;
+                typed(&mut v);
                 writeln!(out, "{}", t.render(&format::from_json(&v))?)
                     .map_err(CliError::io("stdout"))?;
             }
@@ -244,7 +253,7 @@ fn inspect_objects(ctx: &Ctx, a: InspectArgs, base: &str) -> Result<(), CliError
 /// # Errors
 /// Exit 1 when a volume is missing (its error printed).
 pub fn volume_inspect(ctx: &Ctx, a: InspectArgs) -> Result<(), CliError> {
-    inspect_objects(ctx, a, "/volumes")
+    inspect_objects(ctx, a, "/volumes", |_| ())
 }
 
 /// `volume prune`.
@@ -369,7 +378,21 @@ pub fn network_ls(ctx: &Ctx, a: LsArgs) -> Result<(), CliError> {
 /// # Errors
 /// Exit 1 when a network is missing (its error printed).
 pub fn network_inspect(ctx: &Ctx, a: InspectArgs) -> Result<(), CliError> {
-    inspect_objects(ctx, a, "/networks")
+    inspect_objects(ctx, a, "/networks", network_zero_values)
+}
+
+/// The `omitempty` fields of an IPAM config (docker's `network.IPAMConfig`: a dockerd given
+/// only a subnet sends no `Gateway`), at their Go zero values.
+fn network_zero_values(v: &mut Value) {
+    let Some(configs) = v.pointer_mut("/IPAM/Config").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for c in configs.iter_mut().filter_map(Value::as_object_mut) {
+        for k in ["Subnet", "IPRange", "Gateway"] {
+            c.entry(k).or_insert_with(|| json!(""));
+        }
+        c.entry("AuxiliaryAddresses").or_insert_with(|| json!({}));
+    }
 }
 
 /// `network create`.
@@ -690,4 +713,25 @@ pub fn network_prune(ctx: &Ctx, a: NetworkPruneArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .map_err(CliError::io("stdout"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipam_configs_get_the_fields_docker_leaves_out() {
+        let mut v = json!({"IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}, {"Gateway": "g"}]}});
+        network_zero_values(&mut v);
+        assert_eq!(
+            v["IPAM"]["Config"],
+            json!([
+                {"Subnet": "10.1.0.0/24", "IPRange": "", "Gateway": "", "AuxiliaryAddresses": {}},
+                {"Subnet": "", "IPRange": "", "Gateway": "g", "AuxiliaryAddresses": {}},
+            ])
+        );
+        let mut none = json!({"IPAM": {"Config": null}});
+        network_zero_values(&mut none);
+        assert_eq!(none, json!({"IPAM": {"Config": null}}));
+    }
 }
