@@ -6,6 +6,8 @@
 //!
 //! One refengd (bridge `none`) and one dockerd (no bridge, no iptables) serve the binary; the
 //! runner stops both by pid at the end, also after failures, and removes what they left.
+//! The whole binary re-runs itself inside `unshare --net --mount`, so the user networks the
+//! network cases make (a bridge each) touch no host interface or route.
 
 #[path = "containerd_support/mod.rs"]
 mod containerd_support;
@@ -16,6 +18,9 @@ use containerd_support::archive::rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// Set in the copy of the binary that runs inside the private namespaces.
+const INNER: &str = "REFENG_CLI_DOCKER_TEST_INNER";
 use std::sync::{Mutex, OnceLock};
 
 use engine_support::{Refengd, DOCKER_CLI};
@@ -965,8 +970,7 @@ fn image_verbs() {
     });
 }
 
-/// volume ls/create/inspect/rm/prune and network ls/inspect (no network is made: the daemons
-/// here touch no host interface).
+/// volume ls/create/inspect/rm/prune and network ls/inspect of the networks every daemon has.
 fn volumes_and_networks() {
     let w = world();
     let cleanup = || {
@@ -1125,10 +1129,9 @@ fn system_prune() {
     same(&["system", "prune", "--filter", "label=nothing=here"]);
 }
 
-/// The network verbs on paths that make no bridge: creating one would add an interface to
-/// the host on both daemons (refengd's `--bridge none` and dockerd's `--bridge=none` only
-/// leave out the default network), so `create` is compared where the CLI refuses the
-/// addresses before asking, and `rm`, `connect`, `disconnect` and `prune` on what exists.
+/// The network verbs on paths that make no bridge: `create` where the CLI refuses the
+/// addresses before asking, and `rm`, `connect`, `disconnect` and `prune` on what exists. A
+/// network that is made is compared in [`network_lifecycle`].
 fn network_verbs() {
     same(&[
         "network",
@@ -1137,7 +1140,7 @@ fn network_verbs() {
         "10.99.0.0/16",
         "--gateway",
         "10.98.0.1",
-        "cli-@-net",
+        "@-net",
     ]);
     same(&[
         "network",
@@ -1150,7 +1153,7 @@ fn network_verbs() {
         "10.99.1.0/24",
         "--ip-range",
         "10.99.2.0/24",
-        "cli-@-net",
+        "@-net",
     ]);
     same(&[
         "network",
@@ -1159,7 +1162,7 @@ fn network_verbs() {
         "nope",
         "--gateway",
         "10.1.0.1",
-        "cli-@-net",
+        "@-net",
     ]);
     same(&["network", "rm", "nope"]);
     same(&["network", "rm", "-f", "nope"]);
@@ -1168,6 +1171,148 @@ fn network_verbs() {
     same(&["network", "connect", "none", "nope"]);
     same(&["network", "prune", "-f", "--filter", "label=nothing=here"]);
     same(&["network", "ls", "-q", "--filter", "name=cli-"]);
+}
+
+/// A user bridge network's life with a running container: `network create` (with a subnet of
+/// the test's, so both CLIs get the same addresses), `ls`, `inspect -f`, `run --network`,
+/// `connect` with an address and an alias, a second `connect`, `disconnect`, an `rm` refused
+/// while an endpoint is left, and `rm`. Each CLI's networks are gone before the other's are
+/// made, so both get the same subnet.
+fn network_lifecycle() {
+    let w = world();
+    let cleanup = || {
+        clean(&["@-netc"]);
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            for me in ["docker", "refeng"] {
+                for net in ["net", "net2"] {
+                    let n = format!("cli-{me}-x-{net}");
+                    let _ = run(w, d, Client::Docker, &["network", "rm", &n], None);
+                }
+            }
+        }
+    };
+    let steps: &[&[&str]] = &[
+        &["network", "create", "--subnet", "10.231.1.0/24", "@-net"],
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.231.2.0/24",
+            "--label",
+            "made=@",
+            "@-net2",
+        ],
+        &[
+            "network",
+            "ls",
+            "--filter",
+            "name=@-net",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}} {{.Internal}} {{.Labels}}",
+        ],
+        &["network", "ls", "--filter", "name=@-net"],
+        &["network", "ls", "-q", "--filter", "label=made=@"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "@-netc",
+            "--network",
+            "@-net",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+        &[
+            "network",
+            "connect",
+            "--ip",
+            "10.231.2.5",
+            "--alias",
+            "other",
+            "@-net2",
+            "@-netc",
+        ],
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Driver}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} \
+             {{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}} {{.Labels}}",
+            "@-net",
+            "@-net2",
+        ],
+        &[
+            "inspect",
+            "-f",
+            // Not `range` over the map: gtmpl walks a map in hash order, Go in key order.
+            "{{len .NetworkSettings.Networks}} {{with index .NetworkSettings.Networks \"@-net\"}}\
+             {{.IPAddress}} {{.Aliases}}{{end}} {{with index .NetworkSettings.Networks \"@-net2\"}}\
+             {{.IPAddress}} {{.IPAMConfig.IPv4Address}} {{.Aliases}}{{end}}",
+            "@-netc",
+        ],
+        // Interface indexes count every link made in the namespace: left out.
+        &[
+            "exec",
+            "@-netc",
+            "sh",
+            "-c",
+            "ip -4 -o addr show | sed 's/^[0-9]*: //'",
+        ],
+        &["network", "connect", "@-net2", "@-netc"],
+        &["network", "disconnect", "@-net2", "@-netc"],
+        &["network", "inspect", "-f", "{{len .Containers}}", "@-net2"],
+        &["network", "rm", "@-net"],
+        &["rm", "-f", "@-netc"],
+        &["network", "rm", "@-net", "@-net2"],
+        &["network", "ls", "-q", "--filter", "name=@-net"],
+    ];
+    with_cleanup(&[], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let [theirs, ours] = [Client::Docker, Client::Refeng].map(|c| {
+                let me = match c {
+                    Client::Docker => "docker",
+                    Client::Refeng => "refeng",
+                };
+                steps
+                    .iter()
+                    .map(|args| {
+                        let args: Vec<String> = args
+                            .iter()
+                            .map(|a| a.replace('@', &format!("cli-{me}-x")))
+                            .collect();
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        let o = run(w, d, c, &args, None);
+                        Outcome {
+                            code: o.code,
+                            stdout: norm(&o.stdout, c),
+                            stderr: norm(&o.stderr, c),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            assert!(theirs[0].stdout.starts_with("<id>"), "{theirs:?}");
+            assert!(theirs[9].stdout.contains("10.231.2.5/24"), "{theirs:?}");
+            assert_ne!(theirs[10].code, 0, "{theirs:?}");
+            assert_ne!(theirs[13].code, 0, "{theirs:?}");
+            assert_eq!(
+                theirs[16],
+                Outcome {
+                    code: 0,
+                    stdout: String::new(),
+                    stderr: String::new()
+                }
+            );
+            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(
+                    o, t,
+                    "refeng (left) and docker (right) differ for {:?} on {d:?}",
+                    steps[i]
+                );
+            }
+        }
+    });
+    cleanup();
 }
 
 /// `push` where no registry is reached: a name the daemon has no image for, and the CLI's own
@@ -2145,11 +2290,33 @@ fn interactive_sessions() {
     });
 }
 
+/// Runs the binary again inside a fresh network and mount namespace, passing its arguments.
+fn reexec_in_private_namespaces() -> ! {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(INNER, "1")
+        .status()
+        .expect("run unshare");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the CLI tests run as root (they start daemons)"
     );
+    if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
+        reexec_in_private_namespaces();
+    }
+    if std::env::var_os(INNER).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
+        assert!(up.is_ok_and(|s| s.success()), "lo up");
+    }
     let tests: &[(&str, &dyn Fn())] = &[
         ("version_and_info", &version_and_info),
         ("images_list", &images_list),
@@ -2171,6 +2338,7 @@ fn main() {
         ("system_df", &system_df),
         ("system_prune", &system_prune),
         ("network_verbs", &network_verbs),
+        ("network_lifecycle", &network_lifecycle),
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
         ("push_pull_registry", &push_pull_registry),
