@@ -1435,6 +1435,60 @@ fn push_pull_registry() {
     }
 }
 
+/// `push` and `pull` on a terminal (tmux): the screen each CLI leaves once done, with its
+/// per-layer lines redrawn in place, is the same for refeng and docker. Each CLI has a registry
+/// of its own, so both push and pull every layer.
+fn push_pull_on_a_terminal() {
+    let w = world();
+    let made = Mutex::new(Vec::<(Daemon, String)>::new());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let [theirs, ours] = ["docker", "refeng"].map(|me| {
+                let reg = RegistryServer::plain();
+                let name = format!("{}/cli-{me}-tty:1", reg.host());
+                made.lock().unwrap().push((d, name.clone()));
+                d.docker_ok(w, &["tag", "busybox:latest", &name]);
+                let fold = |s: String| {
+                    norm(
+                        &s.replace(&reg.host(), "REG")
+                            .replace(&format!("cli-{me}-tty"), "@"),
+                        Client::Docker,
+                    )
+                };
+                let on_terminal = |verb: &str| {
+                    let t = Tmux::start(
+                        w,
+                        d,
+                        &format!("{me} {verb} {name}; r=$?; printf '\\nEXIT=%s\\n' $r; sleep 60"),
+                    );
+                    t.wait_line("EXIT=0");
+                    fold(t.screen())
+                };
+                let pushed = on_terminal("push");
+                d.docker_ok(w, &["rmi", &name]);
+                let pulled = on_terminal("pull");
+                (pushed, pulled)
+            });
+            assert!(theirs.0.contains(": Pushed"), "{}", theirs.0);
+            assert!(
+                theirs
+                    .1
+                    .contains("Status: Downloaded newer image for REG/@:1"),
+                "{}",
+                theirs.1
+            );
+            assert_eq!(ours.0, theirs.0, "push on a terminal, on {d:?}");
+            assert_eq!(ours.1, theirs.1, "pull on a terminal, on {d:?}");
+        }
+    }));
+    for (d, name) in made.lock().unwrap().iter() {
+        let _ = run(w, *d, Client::Docker, &["rmi", name], None);
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// `login` against a registry with htpasswd auth (a wrong password, then the right one), the
 /// entry each CLI stores in its own config.json, a `push` that needs it, and `logout`, after
 /// which the entry is gone and the push is refused.
@@ -2342,6 +2396,7 @@ fn main() {
         ("push_refusals", &push_refusals),
         ("login_logout", &login_logout),
         ("push_pull_registry", &push_pull_registry),
+        ("push_pull_on_a_terminal", &push_pull_on_a_terminal),
         ("login_logout_registry", &login_logout_registry),
         ("cp_both_ways", &cp_both_ways),
         ("stats_streaming", &stats_streaming),
