@@ -1366,11 +1366,35 @@ fn against_registry(
         .collect()
 }
 
+/// Asserts the two CLIs' outcomes alike step by step, naming the first step that differs.
+#[track_caller]
+fn steps_alike(ours: &[Outcome], theirs: &[Outcome], d: Daemon) {
+    for (i, (o, t)) in ours.iter().zip(theirs).enumerate() {
+        assert_eq!(
+            o, t,
+            "refeng (left) and docker (right) differ at step {i} on {d:?}"
+        );
+    }
+}
+
+/// Removes the tags a registry case recorded in `made`, on both daemons, then raises the
+/// case's panic if it had one.
+fn remove_tags_then(made: &Mutex<Vec<String>>, r: std::thread::Result<()>) {
+    let w = world();
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        for tag in made.lock().unwrap().iter() {
+            let _ = run(w, d, Client::Docker, &["rmi", tag], None);
+        }
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// `tag`, `push` to a loopback registry, `rmi` and `pull` back: each CLI on each daemon pushes
 /// to a registry of its own, so neither finds the other's layers there (or mounts them from
 /// the other's repository) and both print the lines of a first push.
 fn push_pull_registry() {
-    let w = world();
     let made = Mutex::new(Vec::<String>::new());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for d in [Daemon::Refengd, Daemon::Dockerd] {
@@ -1417,22 +1441,10 @@ fn push_pull_registry() {
                 "{theirs:?}"
             );
             assert_ne!(theirs[8].code, 0, "{theirs:?}");
-            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
-                assert_eq!(
-                    o, t,
-                    "refeng (left) and docker (right) differ at step {i} on {d:?}"
-                );
-            }
+            steps_alike(&ours, &theirs, d);
         }
     }));
-    for d in [Daemon::Refengd, Daemon::Dockerd] {
-        for tag in made.lock().unwrap().iter() {
-            let _ = run(w, d, Client::Docker, &["rmi", tag], None);
-        }
-    }
-    if let Err(p) = r {
-        std::panic::resume_unwind(p);
-    }
+    remove_tags_then(&made, r);
 }
 
 /// `push` and `pull` on a terminal (tmux): the screen each CLI leaves once done, with its
@@ -1561,22 +1573,10 @@ fn login_logout_registry() {
                 our_after, after,
                 "refeng's config.json after logout on {d:?}"
             );
-            for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
-                assert_eq!(
-                    o, t,
-                    "refeng (left) and docker (right) differ at step {i} on {d:?}"
-                );
-            }
+            steps_alike(&ours, &theirs, d);
         }
     }));
-    for d in [Daemon::Refengd, Daemon::Dockerd] {
-        for tag in made.lock().unwrap().iter() {
-            let _ = run(w, d, Client::Docker, &["rmi", tag], None);
-        }
-    }
-    if let Err(p) = r {
-        std::panic::resume_unwind(p);
-    }
+    remove_tags_then(&made, r);
 }
 
 /// `login` where the daemon reaches no registry (its error, through `POST /auth`), the CLI's
