@@ -2344,26 +2344,13 @@ fn interactive_sessions() {
     });
 }
 
-/// Runs the binary again inside a fresh network and mount namespace, passing its arguments.
-fn reexec_in_private_namespaces() -> ! {
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(INNER, "1")
-        .status()
-        .expect("run unshare");
-    std::process::exit(status.code().unwrap_or(1));
-}
-
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the CLI tests run as root (they start daemons)"
     );
     if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
-        reexec_in_private_namespaces();
+        engine_support::reexec_in_private_namespaces(INNER);
     }
     if std::env::var_os(INNER).is_some() {
         let up = Command::new("ip")

@@ -1141,19 +1141,6 @@ fn inspect_and_port_match_a_private_dockerd() {
     theirs_cli(&["network", "rm", "dapp"]);
 }
 
-/// Runs the binary again inside a fresh network and mount namespace, passing its arguments.
-fn reexec_in_private_namespaces() -> ! {
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(INNER, "1")
-        .status()
-        .expect("run unshare");
-    std::process::exit(status.code().unwrap_or(1));
-}
-
 /// `docker stats` and `GET /containers/{id}/stats`: dockerd's JSON with cgroup numbers (CPU,
 /// memory against the limit, pids) and the container's eth0 counters, one-shot, with a
 /// previous sample, streamed, and zero for a stopped container.
@@ -1256,7 +1243,7 @@ fn main() {
         "the engine tests run as root"
     );
     if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
-        reexec_in_private_namespaces();
+        engine_support::reexec_in_private_namespaces(INNER);
     }
     if std::env::var_os(INNER).is_some() {
         let up = Command::new("ip")

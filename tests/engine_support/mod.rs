@@ -535,3 +535,18 @@ pub fn run(tests: &[(&str, &dyn Fn())], finally: impl FnOnce()) -> ! {
     }
     std::process::exit(i32::from(!failed.is_empty()));
 }
+
+/// Runs the test binary again inside a fresh network and mount namespace, passing its
+/// arguments, with `inner_env` set so that the second run knows it is the inner one; exits
+/// with its status.
+pub fn reexec_in_private_namespaces(inner_env: &str) -> ! {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(inner_env, "1")
+        .status()
+        .expect("run unshare");
+    std::process::exit(status.code().unwrap_or(1));
+}
