@@ -662,9 +662,7 @@ fn build_args(items: &[String]) -> Value {
     Value::Object(m)
 }
 
-fn q(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use super::q;
 
 /// The query of `POST /build` for these flags.
 fn query(a: &BuildArgs, dockerfile: &str) -> Result<String, CliError> {

@@ -127,9 +127,7 @@ pub fn path_escape(s: &str) -> String {
     out
 }
 
-fn q(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use super::q;
 
 /// `run` and `create`.
 #[derive(Debug, clap::Args)]
@@ -2289,39 +2287,14 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
     if !confirm(a.force, "WARNING! This will remove all stopped containers.")? {
         return Ok(());
     }
-    let mut path = "/containers/prune".to_owned();
-    if !a.filter.is_empty() {
-        path.push_str(&format!(
-            "?filters={}",
-            q(&specs::filters(&a.filter)?.to_string())
-        ));
-    }
-    let v: Value = ctx
-        .client
-        .request("POST", &path, &[], Body::None)?
-        .ok()?
-        .json()?;
-    let mut out = std::io::stdout().lock();
-    let deleted: Vec<&str> = v["ContainersDeleted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let mut text = String::new();
-    if !deleted.is_empty() {
-        text.push_str("Deleted Containers:\n");
-        for d in deleted {
-            text.push_str(d);
-            text.push('\n');
-        }
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "Total reclaimed space: {}\n",
-        format::human_size(v["SpaceReclaimed"].as_f64().unwrap_or(0.0), 4)
+    let v = super::system::prune_one(ctx, "/containers/prune", &a.filter, "")?;
+    let mut text = super::system::removed(&v, "ContainersDeleted", "Deleted Containers:");
+    text.push_str(&super::system::total_reclaimed(
+        v["SpaceReclaimed"].as_f64().unwrap_or(0.0),
     ));
-    out.write_all(text.as_bytes())
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
         .map_err(CliError::io("stdout"))
 }
 

@@ -449,8 +449,11 @@ fn parse_stat(header: Option<&str>) -> Result<PathStat, String> {
 }
 
 fn archive_path(container: &str, path: &str) -> String {
-    let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    format!("/containers/{}/archive?path={q}", path_escape(container))
+    format!(
+        "/containers/{}/archive?path={}",
+        path_escape(container),
+        super::q(path)
+    )
 }
 
 /// `HEAD /containers/{id}/archive`: the stat of a container path; any failure is `None`, as

@@ -11,9 +11,7 @@ use super::containers::path_escape;
 use super::format::{self, short_id, Format};
 use super::{specs, CliError, Ctx};
 
-fn q(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use super::q;
 
 /// `name` with `:latest` when it names neither a tag nor a digest, as docker prints it.
 pub fn with_default_tag(name: &str) -> String {
@@ -785,32 +783,10 @@ pub fn prune(ctx: &Ctx, a: ImagePruneArgs) -> Result<(), CliError> {
     }
     let mut filters = a.filter.clone();
     filters.push(format!("dangling={}", !a.all));
-    let path = format!(
-        "/images/prune?filters={}",
-        q(&specs::filters(&filters)?.to_string())
-    );
-    let v: Value = ctx
-        .client
-        .request("POST", &path, &[], Body::None)?
-        .ok()?
-        .json()?;
-    let mut text = String::new();
-    let deleted = v["ImagesDeleted"].as_array().cloned().unwrap_or_default();
-    if !deleted.is_empty() {
-        text.push_str("Deleted Images:\n");
-        for d in deleted {
-            if let Some(u) = d["Untagged"].as_str() {
-                text.push_str(&format!("untagged: {u}\n"));
-            }
-            if let Some(x) = d["Deleted"].as_str() {
-                text.push_str(&format!("deleted: {x}\n"));
-            }
-        }
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "Total reclaimed space: {}\n",
-        format::human_size(v["SpaceReclaimed"].as_f64().unwrap_or(0.0), 4)
+    let v = super::system::prune_one(ctx, "/images/prune", &filters, "")?;
+    let mut text = super::system::images_removed(&v);
+    text.push_str(&super::system::total_reclaimed(
+        v["SpaceReclaimed"].as_f64().unwrap_or(0.0),
     ));
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())

@@ -26,6 +26,22 @@ use client::{Client, ClientError};
 use format::FormatError;
 use specs::SpecError;
 
+/// `s` as a query value (form-urlencoded, as Go's `url.Values` encodes it).
+pub(crate) fn q(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `?filters=<JSON>` for docker's `--filter` values, or nothing when there are none.
+///
+/// # Errors
+/// A filter that does not parse.
+pub(crate) fn filters_query(f: &[String]) -> Result<String, CliError> {
+    if f.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!("?filters={}", q(&specs::filters(f)?.to_string())))
+}
+
 /// What a command can fail with; each maps to docker's exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

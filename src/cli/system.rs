@@ -475,11 +475,7 @@ pub fn events(ctx: &Ctx, a: EventsArgs) -> Result<(), CliError> {
         query.push(format!("until={}", super::containers::timestamp(u)?));
     }
     if !a.filter.is_empty() {
-        let f = super::specs::filters(&a.filter)?.to_string();
-        query.push(format!(
-            "filters={}",
-            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
-        ));
+        query.push(super::filters_query(&a.filter)?.split_off(1));
     }
     let path = if query.is_empty() {
         "/events".to_owned()
@@ -868,23 +864,17 @@ fn prune_warning(a: &PruneArgs) -> String {
 }
 
 /// One prune request with `filters`; its answer.
-fn prune_one(ctx: &Ctx, path: &str, filters: &[String], extra: &str) -> Result<Value, CliError> {
-    let mut query = Vec::new();
-    if !filters.is_empty() {
-        let f = super::specs::filters(filters)?.to_string();
-        query.push(format!(
-            "filters={}",
-            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
-        ));
-    }
+pub(crate) fn prune_one(
+    ctx: &Ctx,
+    path: &str,
+    filters: &[String],
+    extra: &str,
+) -> Result<Value, CliError> {
+    let mut path = format!("{path}{}", super::filters_query(filters)?);
     if !extra.is_empty() {
-        query.push(extra.to_owned());
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(extra);
     }
-    let path = if query.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", query.join("&"))
-    };
     Ok(ctx
         .client
         .request("POST", &path, &[], super::client::Body::None)?
@@ -894,7 +884,7 @@ fn prune_one(ctx: &Ctx, path: &str, filters: &[String], extra: &str) -> Result<V
 
 /// `title` and the strings under `key` of a prune answer, a line each, then a blank line;
 /// nothing when none were removed.
-fn removed(v: &Value, key: &str, title: &str) -> String {
+pub(crate) fn removed(v: &Value, key: &str, title: &str) -> String {
     let items: Vec<&str> = list(v, key).iter().filter_map(Value::as_str).collect();
     if items.is_empty() {
         return String::new();
@@ -906,6 +896,31 @@ fn removed(v: &Value, key: &str, title: &str) -> String {
     }
     text.push('\n');
     text
+}
+
+/// The `Deleted Images:` block of an image prune's answer (untagged and deleted lines), then
+/// a blank line; nothing when none were removed.
+pub(crate) fn images_removed(v: &Value) -> String {
+    let images = list(v, "ImagesDeleted");
+    if images.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("Deleted Images:\n");
+    for d in images {
+        if let Some(u) = d["Untagged"].as_str() {
+            text.push_str(&format!("untagged: {u}\n"));
+        }
+        if let Some(x) = d["Deleted"].as_str() {
+            text.push_str(&format!("deleted: {x}\n"));
+        }
+    }
+    text.push('\n');
+    text
+}
+
+/// A prune's last line.
+pub(crate) fn total_reclaimed(bytes: f64) -> String {
+    format!("Total reclaimed space: {}\n", format::human_size(bytes, 4))
 }
 
 /// `system prune`: containers, networks, volumes (with `--volumes`), images and the build
@@ -925,24 +940,9 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
             message: "ERROR: The \"until\" filter is not supported with \"--volumes\"".into(),
         });
     }
-    if !a.force {
-        let mut out = std::io::stdout().lock();
-        write!(
-            out,
-            "{}\nAre you sure you want to continue? [y/N] ",
-            prune_warning(&a)
-        )
-        .and_then(|()| out.flush())
-        .map_err(CliError::io("stdout"))?;
-        drop(out);
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(CliError::io("stdin"))?;
-        // A refusal is no failure: docker 28 ends with status 0 and says nothing more.
-        if !matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-            return Ok(());
-        }
+    // A refusal is no failure: docker 28 ends with status 0 and says nothing more.
+    if !super::containers::confirm(a.force, &prune_warning(&a))? {
+        return Ok(());
     }
     let mut reclaimed: u64 = 0;
     let mut out = std::io::stdout().lock();
@@ -972,18 +972,8 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
     let mut image_filters = a.filter.clone();
     image_filters.push(format!("dangling={}", !a.all));
     let v = prune_one(ctx, "/images/prune", &image_filters, "")?;
-    let images = list(&v, "ImagesDeleted");
-    if !images.is_empty() {
-        let mut text = String::from("Deleted Images:\n");
-        for d in images {
-            if let Some(u) = d["Untagged"].as_str() {
-                text.push_str(&format!("untagged: {u}\n"));
-            }
-            if let Some(x) = d["Deleted"].as_str() {
-                text.push_str(&format!("deleted: {x}\n"));
-            }
-        }
-        text.push('\n');
+    let text = images_removed(&v);
+    if !text.is_empty() {
         reclaimed += space(&v);
         print(text)?;
     }
@@ -994,8 +984,5 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<(), CliError> {
         reclaimed += space(&v);
     }
     print(text)?;
-    print(format!(
-        "Total reclaimed space: {}\n",
-        format::human_size(reclaimed as f64, 4)
-    ))
+    print(total_reclaimed(reclaimed as f64))
 }

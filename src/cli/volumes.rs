@@ -11,9 +11,7 @@ use super::containers::path_escape;
 use super::format::{self, short_id, Format};
 use super::{specs, CliError, Ctx};
 
-fn q(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use super::filters_query;
 
 /// `volume ls` and `network ls`.
 #[derive(Debug, clap::Args)]
@@ -30,13 +28,6 @@ pub struct LsArgs {
     /// Only display names (volumes) or IDs (networks)
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-fn filters_query(f: &[String]) -> Result<String, CliError> {
-    if f.is_empty() {
-        return Ok(String::new());
-    }
-    Ok(format!("?filters={}", q(&specs::filters(f)?.to_string())))
 }
 
 fn labels_text(v: &Value) -> String {
@@ -287,34 +278,10 @@ pub fn volume_prune(ctx: &Ctx, a: VolumePruneArgs) -> Result<(), CliError> {
     if a.all {
         filters.push("all=true".into());
     }
-    let v: Value = ctx
-        .client
-        .request(
-            "POST",
-            &format!("/volumes/prune{}", filters_query(&filters)?),
-            &[],
-            Body::None,
-        )?
-        .ok()?
-        .json()?;
-    let mut text = String::new();
-    let deleted: Vec<&str> = v["VolumesDeleted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if !deleted.is_empty() {
-        text.push_str("Deleted Volumes:\n");
-        for d in deleted {
-            text.push_str(d);
-            text.push('\n');
-        }
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "Total reclaimed space: {}\n",
-        format::human_size(v["SpaceReclaimed"].as_f64().unwrap_or(0.0), 4)
+    let v = super::system::prune_one(ctx, "/volumes/prune", &filters, "")?;
+    let mut text = super::system::removed(&v, "VolumesDeleted", "Deleted Volumes:");
+    text.push_str(&super::system::total_reclaimed(
+        v["SpaceReclaimed"].as_f64().unwrap_or(0.0),
     ));
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
@@ -685,31 +652,8 @@ pub fn network_prune(ctx: &Ctx, a: NetworkPruneArgs) -> Result<(), CliError> {
     )? {
         return Ok(());
     }
-    let v: Value = ctx
-        .client
-        .request(
-            "POST",
-            &format!("/networks/prune{}", filters_query(&a.filter)?),
-            &[],
-            Body::None,
-        )?
-        .ok()?
-        .json()?;
-    let deleted: Vec<&str> = v["NetworksDeleted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if deleted.is_empty() {
-        return Ok(());
-    }
-    let mut text = String::from("Deleted Networks:\n");
-    for d in deleted {
-        text.push_str(d);
-        text.push('\n');
-    }
-    text.push('\n');
+    let v = super::system::prune_one(ctx, "/networks/prune", &a.filter, "")?;
+    let text = super::system::removed(&v, "NetworksDeleted", "Deleted Networks:");
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .map_err(CliError::io("stdout"))
