@@ -9,6 +9,7 @@
 //! One refengd and one dockerd serve the binary; both are stopped by pid at the end, also after
 //! a failure; each case removes its images (also when it fails, through a guard).
 
+mod busybox_pair;
 mod engine_support;
 mod peers;
 mod rootfs;
@@ -17,48 +18,19 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use engine_support::{Refengd, DOCKER_CLI};
-use peers::dockerd::Dockerd;
+use engine_support::DOCKER_CLI;
 use serde_json::Value;
 
 const REFENG: &str = env!("CARGO_BIN_EXE_refeng");
 
-struct World {
-    refengd: Refengd,
-    dockerd: Mutex<Option<Dockerd>>,
-    work: tempfile::TempDir,
-}
+use busybox_pair::BusyboxPair as World;
 
 static W: OnceLock<World> = OnceLock::new();
 
 fn world() -> &'static World {
-    W.get_or_init(|| {
-        let refengd = Refengd::start();
-        let dockerd = Dockerd::start();
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("rootfs");
-        rootfs::busybox(&root);
-        let tar = work.path().join("busybox.tar");
-        rootfs::tar(&root, &tar);
-        let args = [
-            "import",
-            "--change",
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "bb:base",
-        ];
-        refengd.docker(&args);
-        dockerd.docker(&args);
-        World {
-            refengd,
-            dockerd: Mutex::new(Some(dockerd)),
-            work,
-        }
-    })
+    W.get_or_init(|| World::start(|_| {}))
 }
 
 /// The two daemons, by name, with their `DOCKER_HOST`.

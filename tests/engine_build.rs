@@ -7,6 +7,7 @@
 //! One refengd and one dockerd serve the binary; both are stopped by pid at the end, also after
 //! a failure.
 
+mod busybox_pair;
 mod engine_support;
 mod peers;
 mod rootfs;
@@ -16,48 +17,19 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use engine_support::Refengd;
 use peers::dockerd::Dockerd;
 use refeng::image::layer::decompress;
 use refeng::image::tar::{Kind, Reader, TarLimits};
 use serde_json::Value;
 
-struct World {
-    refengd: Refengd,
-    dockerd: Mutex<Option<Dockerd>>,
-    work: tempfile::TempDir,
-}
+use busybox_pair::BusyboxPair as World;
 
 static W: OnceLock<World> = OnceLock::new();
 
 fn world() -> &'static World {
-    W.get_or_init(|| {
-        let refengd = Refengd::start();
-        let dockerd = Dockerd::start();
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("rootfs");
-        rootfs::busybox(&root);
-        let tar = work.path().join("busybox.tar");
-        rootfs::tar(&root, &tar);
-        let args = [
-            "import",
-            "--change",
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "bb:base",
-        ];
-        refengd.docker(&args);
-        dockerd.docker(&args);
-        World {
-            refengd,
-            dockerd: Mutex::new(Some(dockerd)),
-            work,
-        }
-    })
+    W.get_or_init(|| World::start(|_| {}))
 }
 
 fn with_dockerd<T>(f: impl FnOnce(&Dockerd) -> T) -> T {

@@ -13,6 +13,7 @@
 //! after a failure. Each test removes its containers, volumes and files when it ends, failed
 //! or not.
 
+mod busybox_pair;
 mod engine_support;
 mod peers;
 mod rootfs;
@@ -22,50 +23,26 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use engine_support::{try_request, HttpResponse, Refengd};
 use peers::dockerd::Dockerd;
 use refeng::image::tar::{Builder, Entry, Kind};
 
-struct World {
-    refengd: Refengd,
-    dockerd: Mutex<Option<Dockerd>>,
-    work: tempfile::TempDir,
-}
+use busybox_pair::BusyboxPair as World;
 
 static W: OnceLock<World> = OnceLock::new();
 
-/// The image `bb:base` (busybox) in both daemons.
+/// The image `bb:base` (busybox, with a file and a relative symlink under `/img`) in both
+/// daemons.
 fn world() -> &'static World {
     W.get_or_init(|| {
-        let refengd = Refengd::start();
-        let dockerd = Dockerd::start();
-        let work = tempfile::tempdir().unwrap();
-        let root = work.path().join("rootfs");
-        rootfs::busybox(&root);
-        fs::create_dir_all(root.join("img/sub")).unwrap();
-        fs::write(root.join("img/sub/file"), "from the image\n").unwrap();
-        std::os::unix::fs::symlink("sub/file", root.join("img/rel")).unwrap();
-        let tar = work.path().join("busybox.tar");
-        rootfs::tar(&root, &tar);
-        let args = [
-            "import",
-            "--change",
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "bb:base",
-        ];
-        refengd.docker(&args);
-        dockerd.docker(&args);
-        World {
-            refengd,
-            dockerd: Mutex::new(Some(dockerd)),
-            work,
-        }
+        World::start(|root| {
+            fs::create_dir_all(root.join("img/sub")).unwrap();
+            fs::write(root.join("img/sub/file"), "from the image\n").unwrap();
+            std::os::unix::fs::symlink("sub/file", root.join("img/rel")).unwrap();
+        })
     })
 }
 
