@@ -15,10 +15,10 @@ name=engine_cli
 # shellcheck source=benches/two_engines.sh
 source "$(dirname "$0")/two_engines.sh"
 "$bin/refengd" -H "unix://$work/refeng.sock" --data-root "$work/refeng-data" \
-  --exec-root "$work/refeng-exec" --config-file "$work/refeng.json" >"$work/refengd.log" 2>&1 &
+  --exec-root "$run/refeng-exec" --config-file "$work/refeng.json" >"$work/refengd.log" 2>&1 &
 pids+=($!)
 /usr/sbin/dockerd -H "unix://$work/docker.sock" --data-root "$work/docker-data" \
-  --exec-root "$work/docker-exec" --pidfile "$work/dockerd.pid" --config-file "$work/docker.json" \
+  --exec-root "$run/docker-exec" --pidfile "$work/dockerd.pid" --config-file "$work/docker.json" \
   --exec-opt native.cgroupdriver=cgroupfs --bip 10.66.0.1/24 >"$work/dockerd.log" 2>&1 &
 pids+=($!)
 for h in refeng docker; do

@@ -14,11 +14,11 @@ name=engine_cp
 # shellcheck source=benches/two_engines.sh
 source "$(dirname "$0")/two_engines.sh"
 "$bin/refengd" -H "unix://$work/refeng.sock" --data-root "$work/refeng-data" \
-  --exec-root "$work/refeng-exec" --config-file "$work/refeng.json" --bridge none \
+  --exec-root "$run/refeng-exec" --config-file "$work/refeng.json" --bridge none \
   >"$work/refengd.log" 2>&1 &
 pids+=($!)
 /usr/sbin/dockerd -H "unix://$work/docker.sock" --data-root "$work/docker-data" \
-  --exec-root "$work/docker-exec" --pidfile "$work/dockerd.pid" --config-file "$work/docker.json" \
+  --exec-root "$run/docker-exec" --pidfile "$work/dockerd.pid" --config-file "$work/docker.json" \
   --exec-opt native.cgroupdriver=cgroupfs --bridge none --iptables=false \
   >"$work/dockerd.log" 2>&1 &
 pids+=($!)

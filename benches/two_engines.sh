@@ -4,7 +4,8 @@
 # Runs the calling script again inside `unshare --net --mount` (builds the debug binaries when
 # REFENG_BIN has none), then gives it: $bin (refeng's programs), $cli, $work (a private
 # directory, removed at exit together with the containers, processes and mounts that name it,
-# ended by pid), `on refeng|docker ARGS...` (the CLI against that daemon), `pids` (processes to
+# ended by pid), $run (where the daemons' exec roots go: a tmpfs, as /run is on a standard host;
+# this VM's /run is on the disk, and `RUN_ON_DISK=1` keeps them there), `on refeng|docker ARGS...` (the CLI against that daemon), `pids` (processes to
 # end at exit), $work/busybox.tar (busybox-static as a root filesystem) and the empty daemon
 # configs $work/refeng.json and $work/docker.json. Starting the daemons is the caller's: their
 # flags differ per bench.
@@ -44,6 +45,15 @@ cleanup() {
   rm -rf "$work" || echo "$name: $work is left behind" >&2
 }
 trap cleanup EXIT
+# A tmpfs for the exec roots and for /run itself (refeng-shim's runtime state, iptables' lock),
+# both private to this mount namespace.
+run=$work
+if [ -z "${RUN_ON_DISK:-}" ]; then
+  mount -t tmpfs -o mode=0755 bench-run /run
+  run=$work/run
+  mkdir -p "$run"
+  mount -t tmpfs -o mode=0755 bench-exec "$run"
+fi
 on() { local h=$1; shift; DOCKER_HOST="unix://$work/$h.sock" "$cli" "$@"; }
 
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/proc" "$work/rootfs/sys" \
