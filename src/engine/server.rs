@@ -506,13 +506,26 @@ async fn dispatch(
             Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
         }
         Route::Build => {
-            let mut req_query = super::build::exec::BuildRequest::parse(req.uri().query())?;
-            req_query.credentials = super::auth::decode_config(
-                req.headers()
-                    .get("X-Registry-Config")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            )?;
+            let parsed =
+                super::build::exec::BuildRequest::parse(req.uri().query()).and_then(|mut q| {
+                    q.credentials = super::auth::decode_config(
+                        req.headers()
+                            .get("X-Registry-Config")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or(""),
+                    )?;
+                    Ok(q)
+                });
+            let req_query = match parsed {
+                Ok(q) => q,
+                Err(e) => {
+                    // The context the client is sending is read and dropped, as dockerd's Go
+                    // server reads what a handler left: the docker CLI then reads the refusal
+                    // instead of failing on a broken pipe in the middle of its upload.
+                    drop(super::image_archive::body_reader(req.into_body()));
+                    return Err(e);
+                }
+            };
             let rx = engine.build(req.into_body(), req_query).await?;
             Ok(streamed(rx, "application/json"))
         }
