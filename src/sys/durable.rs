@@ -79,13 +79,50 @@ pub fn write_with<F>(path: &Path, mode: u32, fill: F) -> Result<(), DurableWrite
 where
     F: FnOnce(&mut File) -> io::Result<()>,
 {
-    let fail = |step| {
-        move |source| DurableWriteError {
-            path: path.to_path_buf(),
-            step,
-            source,
-        }
+    let tmp = stage(path, mode, fill)?;
+    tmp.persist(path)
+        .map_err(|e| failure(path, Step::Rename, e.error))?;
+    sync_dir(parent_dir(path)).map_err(|e| failure(path, Step::SyncDir, e))
+}
+
+/// Replaces several files of one directory `dir` (name, mode, content), each as [`write`]
+/// does, with one `fsync` of the directory after all the renames instead of one per file: for
+/// a set written together, such as a container's `hosts`, `hostname` and `resolv.conf`.
+///
+/// # Errors
+/// As [`write`], for the first file that fails; the files before it are replaced (durable only
+/// when the error is not at [`Step::SyncDir`]), the ones after it are untouched.
+pub fn write_all_in(dir: &Path, files: &[(&str, u32, &[u8])]) -> Result<(), DurableWriteError> {
+    let mut staged = Vec::with_capacity(files.len());
+    for &(name, mode, bytes) in files {
+        let path = dir.join(name);
+        let tmp = stage(&path, mode, |f| f.write_all(bytes))?;
+        staged.push((path, tmp));
+    }
+    let Some(last) = staged.last().map(|(p, _)| p.clone()) else {
+        return Ok(());
     };
+    for (path, tmp) in staged {
+        tmp.persist(&path)
+            .map_err(|e| failure(&path, Step::Rename, e.error))?;
+    }
+    sync_dir(dir).map_err(|e| failure(&last, Step::SyncDir, e))
+}
+
+fn failure(path: &Path, step: Step, source: io::Error) -> DurableWriteError {
+    DurableWriteError {
+        path: path.to_path_buf(),
+        step,
+        source,
+    }
+}
+
+/// The new content of `path` in a synced temp file beside it, not yet renamed into place.
+fn stage<F>(path: &Path, mode: u32, fill: F) -> Result<tempfile::NamedTempFile, DurableWriteError>
+where
+    F: FnOnce(&mut File) -> io::Result<()>,
+{
+    let fail = |step| move |source| failure(path, step, source);
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -107,8 +144,7 @@ where
         .set_permissions(Permissions::from_mode(mode))
         .map_err(fail(Step::SetMode))?;
     tmp.as_file().sync_all().map_err(fail(Step::SyncFile))?;
-    tmp.persist(path).map_err(|e| fail(Step::Rename)(e.error))?;
-    sync_dir(dir).map_err(fail(Step::SyncDir))
+    Ok(tmp)
 }
 
 /// `fsync` of a directory: makes the entries created, renamed or removed in it durable.
@@ -267,6 +303,43 @@ mod tests {
         });
         assert!(contents.contains(&std::fs::read(&path).unwrap()));
         assert_eq!(names(dir.path()), ["shared"]);
+    }
+
+    #[test]
+    fn a_set_of_files_is_replaced_together_with_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hosts"), "old hosts, longer than the new").unwrap();
+        write_all_in(
+            dir.path(),
+            &[
+                ("hosts", 0o644, b"h"),
+                ("hostname", 0o600, b"n"),
+                ("resolv.conf", 0o640, b"r"),
+            ],
+        )
+        .unwrap();
+        for (name, mode, content) in [("hosts", 0o644, "h"), ("hostname", 0o600, "n")] {
+            let p = dir.path().join(name);
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), content);
+            assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, mode);
+        }
+        assert_eq!(names(dir.path()), ["hostname", "hosts", "resolv.conf"]);
+        write_all_in(dir.path(), &[]).unwrap();
+    }
+
+    #[test]
+    fn a_set_whose_later_file_cannot_be_staged_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hosts"), "old").unwrap();
+        // A file in a directory that does not exist: staging fails before any rename.
+        let err = write_all_in(
+            dir.path(),
+            &[("hosts", 0o644, b"new"), ("gone/f", 0o644, b"x")],
+        )
+        .unwrap_err();
+        assert_eq!(err.step, Step::CreateTemp);
+        assert_eq!(std::fs::read(dir.path().join("hosts")).unwrap(), b"old");
+        assert_eq!(names(dir.path()), ["hosts"]);
     }
 
     #[test]

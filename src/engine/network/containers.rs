@@ -581,15 +581,16 @@ pub fn resolve_attachments(
 /// # Errors
 /// `Internal` when a write fails.
 pub fn write_etc(dir: &Path, f: &EtcFiles) -> Result<(), ApiError> {
-    for (name, text) in [
-        ("hosts", &f.hosts),
-        ("hostname", &f.hostname),
-        ("resolv.conf", &f.resolv_conf),
-    ] {
-        crate::sys::durable::write(&dir.join(name), 0o644, text.as_bytes())
-            .map_err(|e| ApiError::internal(&format!("writing {name}"), e))?;
-    }
-    Ok(())
+    // Written as one set: one fsync of the directory for the three.
+    crate::sys::durable::write_all_in(
+        dir,
+        &[
+            ("hosts", 0o644, f.hosts.as_bytes()),
+            ("hostname", 0o644, f.hostname.as_bytes()),
+            ("resolv.conf", 0o644, f.resolv_conf.as_bytes()),
+        ],
+    )
+    .map_err(|e| ApiError::internal("writing the container's hosts, hostname and resolv.conf", e))
 }
 
 #[cfg(test)]
