@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -387,41 +386,18 @@ impl DirContext {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let ft = md.file_type();
-            let kind = if ft.is_dir() {
-                Kind::Directory
-            } else if ft.is_symlink() {
-                Kind::Symlink
-            } else if ft.is_file() {
-                Kind::File
-            } else if ft.is_fifo() {
-                Kind::Fifo
-            } else if ft.is_char_device() {
-                Kind::CharDevice
-            } else if ft.is_block_device() {
-                Kind::BlockDevice
-            } else {
-                // Sockets are not archived (Go's tar has no type for them).
-                continue;
-            };
-            let name = if kind == Kind::Directory {
+            let name = if md.is_dir() {
                 format!("{rel}/")
             } else {
                 rel.clone()
             };
-            let mut e = Entry::new(name.into_bytes(), kind);
-            e.mode = md.mode() & 0o7777;
-            e.mtime = md.mtime();
-            match kind {
-                Kind::Symlink => {
-                    e.link = fs::read_link(&path)?.as_os_str().as_bytes().to_vec();
-                }
-                Kind::CharDevice | Kind::BlockDevice => {
-                    e.dev_major = u64::from(nix::sys::stat::major(md.rdev()) as u32);
-                    e.dev_minor = u64::from(nix::sys::stat::minor(md.rdev()) as u32);
-                }
-                _ => {}
-            }
+            // Sockets are not archived (Go's tar has no type for them).
+            let Some(mut e) = Entry::from_metadata(name, &path, &md)? else {
+                continue;
+            };
+            // Owned by root, as the docker CLI sends a context.
+            (e.uid, e.gid) = (0, 0);
+            let kind = e.kind;
             if kind == Kind::File && rel == ".dockerignore" {
                 if let Some(x) = &self.extra {
                     let text = x.dockerignore(Some(&fs::read(&path)?));

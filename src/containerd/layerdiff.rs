@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::image::layer::WHITEOUT_PREFIX;
@@ -116,45 +116,21 @@ fn append<W: Write>(
     out: &mut Builder<W>,
 ) -> io::Result<()> {
     let path = root.join(rel);
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        Kind::Directory
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_char_device() {
-        Kind::CharDevice
-    } else if ft.is_block_device() {
-        Kind::BlockDevice
-    } else if ft.is_fifo() {
-        Kind::Fifo
-    } else if ft.is_file() {
-        Kind::File
-    } else {
-        // Sockets have no tar form; tar and containerd skip them too.
-        return Ok(());
-    };
     let mut name = rel.as_os_str().as_bytes().to_vec();
-    if kind == Kind::Directory {
+    if md.is_dir() {
         name.push(b'/');
     }
-    let mut e = Entry::new(name.clone(), kind);
-    e.mode = md.mode() & 0o7777;
-    e.uid = u64::from(md.uid());
-    e.gid = u64::from(md.gid());
-    e.mtime = md.mtime();
+    // Sockets have no tar form; tar and containerd skip them too.
+    let Some(mut e) = Entry::from_metadata(name.clone(), &path, md)? else {
+        return Ok(());
+    };
+    let kind = e.kind;
     e.mtime_nsec = u32::try_from(md.mtime_nsec()).unwrap_or(0);
     if let Some(c) = clamp {
         if e.mtime > c {
             e.mtime = c;
             e.mtime_nsec = 0;
         }
-    }
-    if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
-        e.dev_major = nix::sys::stat::major(md.rdev());
-        e.dev_minor = nix::sys::stat::minor(md.rdev());
-    }
-    if kind == Kind::Symlink {
-        e.link = fs::read_link(&path)?.as_os_str().as_bytes().to_vec();
     }
     if let Ok(list) = xattr::list(&path) {
         for k in list {

@@ -103,6 +103,27 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The entry type for a file of type `ft`; `None` for a socket, which tar has no type for.
+    #[must_use]
+    pub fn of(ft: std::fs::FileType) -> Option<Kind> {
+        use std::os::unix::fs::FileTypeExt;
+        Some(if ft.is_dir() {
+            Kind::Directory
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::CharDevice
+        } else if ft.is_block_device() {
+            Kind::BlockDevice
+        } else {
+            return None;
+        })
+    }
+
     fn flag(self) -> u8 {
         match self {
             Kind::File => b'0',
@@ -167,6 +188,39 @@ impl Entry {
             dev_minor: 0,
             xattrs: Vec::new(),
         }
+    }
+
+    /// The entry named `name` for the file at `path` whose metadata (links not followed) is
+    /// `md`: its type, permission bits, owner, modification time in seconds, a symlink's target
+    /// (read from `path`) and a device's numbers. The size stays 0 (the caller sets it with the
+    /// data it appends), and so do `mtime_nsec` and the xattrs. `None` for a socket.
+    ///
+    /// # Errors
+    /// Reading a symlink's target.
+    pub fn from_metadata(
+        name: impl Into<Vec<u8>>,
+        path: &std::path::Path,
+        md: &std::fs::Metadata,
+    ) -> io::Result<Option<Entry>> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let Some(kind) = Kind::of(md.file_type()) else {
+            return Ok(None);
+        };
+        let mut e = Entry::new(name, kind);
+        e.mode = md.mode() & 0o7777;
+        e.uid = u64::from(md.uid());
+        e.gid = u64::from(md.gid());
+        e.mtime = md.mtime();
+        match kind {
+            Kind::Symlink => e.link = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec(),
+            Kind::CharDevice | Kind::BlockDevice => {
+                e.dev_major = nix::sys::stat::major(md.rdev());
+                e.dev_minor = nix::sys::stat::minor(md.rdev());
+            }
+            _ => {}
+        }
+        Ok(Some(e))
     }
 }
 
@@ -917,5 +971,60 @@ mod tests {
         fix_checksum(&mut b);
         let mut r = Reader::new(&b[..], TarLimits::default());
         assert!(matches!(r.next_entry(), Err(TarError::BadNumber { .. })));
+    }
+
+    #[test]
+    fn entries_from_metadata_carry_what_the_file_has() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "data").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4751)).unwrap();
+        let md = std::fs::symlink_metadata(&file).unwrap();
+        let e = Entry::from_metadata("f", &file, &md).unwrap().unwrap();
+        assert_eq!((e.kind, e.mode, e.size), (Kind::File, 0o4751, 0));
+        assert_eq!(
+            (e.uid, e.gid, e.mtime),
+            (u64::from(md.uid()), u64::from(md.gid()), md.mtime())
+        );
+
+        let link = dir.path().join("l");
+        // Not UTF-8: the target's bytes are kept as they are.
+        let target = std::ffi::OsStr::from_bytes(b"../target \xff");
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let md = std::fs::symlink_metadata(&link).unwrap();
+        let e = Entry::from_metadata("l", &link, &md).unwrap().unwrap();
+        assert_eq!(
+            (e.kind, e.link.as_slice()),
+            (Kind::Symlink, b"../target \xff".as_slice())
+        );
+
+        let md = std::fs::symlink_metadata(dir.path()).unwrap();
+        let e = Entry::from_metadata("d/", dir.path(), &md)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.kind, e.path.as_slice()),
+            (Kind::Directory, b"d/".as_slice())
+        );
+
+        let fifo = dir.path().join("p");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let md = std::fs::symlink_metadata(&fifo).unwrap();
+        assert_eq!(
+            Entry::from_metadata("p", &fifo, &md).unwrap().unwrap().kind,
+            Kind::Fifo
+        );
+
+        let null = std::path::Path::new("/dev/null");
+        let md = std::fs::symlink_metadata(null).unwrap();
+        let e = Entry::from_metadata("null", null, &md).unwrap().unwrap();
+        assert_eq!((e.kind, e.dev_major, e.dev_minor), (Kind::CharDevice, 1, 3));
+
+        let sock = dir.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let md = std::fs::symlink_metadata(&sock).unwrap();
+        assert!(Entry::from_metadata("s", &sock, &md).unwrap().is_none());
     }
 }

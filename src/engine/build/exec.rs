@@ -1810,38 +1810,20 @@ fn expand(root: &std::path::Path, pattern: &str) -> Result<Vec<String>, Failed> 
 
 /// Reads `real` (and below it, links not followed) into `out` under `key`.
 fn read_tree(real: &std::path::Path, key: &str, out: &mut Context) -> Result<(), Failed> {
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(real)?;
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        Kind::Directory
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_file() {
-        Kind::File
-    } else {
+    let entry = Entry::from_metadata(key, real, &meta)?;
+    let Some(mut entry) =
+        entry.filter(|e| matches!(e.kind, Kind::Directory | Kind::Symlink | Kind::File))
+    else {
         return Err(Failed(format!(
             "{key}: copying a device, socket or FIFO is not supported by refengd's builder"
         )));
     };
-    let mut entry = Entry::new(key.as_bytes().to_vec(), kind);
-    entry.mode = meta.mode() & 0o7777;
-    entry.uid = u64::from(meta.uid());
-    entry.gid = u64::from(meta.gid());
-    entry.mtime = meta.mtime();
+    let kind = entry.kind;
     let mut data = Vec::new();
-    match kind {
-        Kind::File => {
-            data = std::fs::read(real)?;
-            entry.size = data.len() as u64;
-        }
-        Kind::Symlink => {
-            entry.link = std::fs::read_link(real)?
-                .to_string_lossy()
-                .into_owned()
-                .into_bytes();
-        }
-        _ => {}
+    if kind == Kind::File {
+        data = std::fs::read(real)?;
+        entry.size = data.len() as u64;
     }
     if key.is_empty() {
         // The root itself: only what is below it.
