@@ -972,9 +972,9 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<(), CliError> {
     };
     let mut buffered: Vec<u8> = Vec::new();
     let result = if quiet {
-        display_messages(&mut stream, &mut buffered, false)
+        display_messages(&mut stream, &mut buffered, None)
     } else {
-        let terminal = io::stdout().is_terminal();
+        let terminal = super::stream::terminal_width(io::stdout());
         display_messages(&mut stream, &mut stdout, terminal)
     };
     let messages = match result {

@@ -36,15 +36,19 @@ pub fn split_tag(r: &str) -> (&str, Option<&str>) {
 
 /// Prints a JSON message stream (pull, load, import) as the docker CLI does on a
 /// non-terminal: progress updates are left out, statuses one per line; a message with an
-/// error ends it with that error. On a terminal, each layer keeps one line that is updated.
+/// error ends it with that error. On a terminal (`terminal` is its width, from
+/// [`super::stream::terminal_width`]), each layer keeps one line that is updated, its progress
+/// drawn from `progressDetail` at that width.
 ///
 /// # Errors
 /// The stream's own error message, or a broken connection.
 pub fn display_messages(
     r: impl Read,
     out: &mut impl Write,
-    terminal: bool,
+    terminal: Option<u16>,
 ) -> Result<Vec<Value>, CliError> {
+    let width = terminal.unwrap_or(super::progress::DAEMON_WIDTH);
+    let terminal = terminal.is_some();
     let mut lines_of: BTreeMap<String, usize> = BTreeMap::new();
     let mut count = 0usize;
     let mut all = Vec::new();
@@ -66,7 +70,15 @@ pub fn display_messages(
         }
         let id = m["id"].as_str().unwrap_or("");
         let status = m["status"].as_str().unwrap_or("");
-        let progress = m["progress"].as_str().unwrap_or("");
+        // The detail drawn here, as docker's CLI draws it; the daemon's own text only without.
+        let drawn;
+        let progress = match m.get("progressDetail") {
+            Some(d) => {
+                drawn = super::progress::render_detail(d, width);
+                drawn.as_str()
+            }
+            None => m["progress"].as_str().unwrap_or(""),
+        };
         let has_progress = m["progressDetail"]["current"].as_i64().unwrap_or(0) > 0
             || m["progressDetail"]["total"].as_i64().unwrap_or(0) > 0;
         let w = |out: &mut dyn Write, s: &str| -> Result<(), CliError> {
@@ -138,10 +150,10 @@ pub fn pull_quietly(ctx: &Ctx, image: &str, quiet: bool) -> Result<(), CliError>
         .request("POST", &path, &headers, Body::None)?
         .ok()?;
     if quiet {
-        display_messages(r, &mut std::io::sink(), false)?;
+        display_messages(r, &mut std::io::sink(), None)?;
     } else {
         let mut err = std::io::stderr().lock();
-        let term = std::io::stderr().is_terminal();
+        let term = super::stream::terminal_width(std::io::stderr());
         display_messages(r, &mut err, term)?;
     }
     Ok(())
@@ -398,7 +410,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<(), CliError> {
     let json = r.header("Content-Type").is_some_and(|t| t.contains("json"));
     let mut out = std::io::stdout().lock();
     if json {
-        let term = !a.quiet && std::io::stdout().is_terminal();
+        let term = super::stream::terminal_width(std::io::stdout()).filter(|_| !a.quiet);
         display_messages(r, &mut out, term)?;
     } else {
         let mut r = r;
@@ -476,7 +488,7 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<(), CliError> {
     };
     let r = r.ok()?;
     let mut out = std::io::stdout().lock();
-    display_messages(r, &mut out, false)?;
+    display_messages(r, &mut out, None)?;
     Ok(())
 }
 
@@ -617,13 +629,13 @@ mod tests {
             "\n",
         );
         let mut out = Vec::new();
-        display_messages(stream.as_bytes(), &mut out, false).unwrap();
+        display_messages(stream.as_bytes(), &mut out, None).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "latest: Pulling from library/busybox\nabc: Pull complete\nLoaded image: busybox:latest\n"
         );
         let bad = r#"{"errorDetail":{"message":"boom"},"error":"boom"}"#;
-        assert!(display_messages(bad.as_bytes(), &mut Vec::new(), false).is_err());
+        assert!(display_messages(bad.as_bytes(), &mut Vec::new(), None).is_err());
     }
 }
 
@@ -865,9 +877,9 @@ fn pull_with(ctx: &Ctx, a: &PullArgs, repo: &str, path: &str, name: &str) -> Res
         .ok()?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
-        display_messages(r, &mut std::io::sink(), false)?;
+        display_messages(r, &mut std::io::sink(), None)?;
     } else {
-        let term = std::io::stdout().is_terminal();
+        let term = super::stream::terminal_width(std::io::stdout());
         display_messages(r, &mut out, term)?;
     }
     writeln!(out, "{name}").map_err(CliError::io("stdout"))
@@ -919,10 +931,10 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<(), CliError> {
         .request("POST", &path, &[("X-Registry-Auth", &auth)], Body::None)?
         .ok()?;
     if a.quiet {
-        display_messages(r, &mut std::io::sink(), false)?;
+        display_messages(r, &mut std::io::sink(), None)?;
         writeln!(out, "{reference}").map_err(CliError::io("stdout"))
     } else {
-        let term = std::io::stdout().is_terminal();
+        let term = super::stream::terminal_width(std::io::stdout());
         display_messages(r, &mut out, term).map(|_| ())
     }
 }

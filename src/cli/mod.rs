@@ -12,6 +12,7 @@ pub mod format;
 pub mod images;
 pub mod inspect;
 pub mod login;
+pub mod progress;
 pub mod specs;
 pub mod stream;
 pub mod system;

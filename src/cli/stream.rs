@@ -94,6 +94,16 @@ pub fn terminal_size() -> Option<(u16, u16)> {
         .filter(|(h, w)| *h > 0 && *w > 0)
 }
 
+/// The width of the terminal `fd` is, as docker's progress drawing takes it: `None` when `fd`
+/// is no terminal, 200 columns when its size cannot be read.
+pub fn terminal_width(fd: impl AsFd) -> Option<u16> {
+    let fd = fd.as_fd();
+    if !nix::unistd::isatty(fd).unwrap_or(false) {
+        return None;
+    }
+    Some(crate::sys::tty::window_size(fd).map_or(super::progress::DAEMON_WIDTH, |(_, w)| w))
+}
+
 /// How a stream session ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {

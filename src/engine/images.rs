@@ -1187,27 +1187,17 @@ pub(super) async fn forward(tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
     let _ = tx.send(line(&v)).await;
 }
 
-/// The CLI's own bar, which dockerd sends beside `progressDetail` for older clients.
+/// The progress text dockerd sends beside `progressDetail` for older clients: docker's own
+/// drawing at dockerd's 200 columns.
 pub(super) fn progress_bar(current: u64, total: u64) -> String {
-    let width = 50u64;
-    let filled = usize::try_from(
-        (current.min(total).saturating_mul(width))
-            .checked_div(total)
-            .unwrap_or(0),
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    crate::cli::progress::render(
+        n(current),
+        n(total),
+        "",
+        false,
+        crate::cli::progress::DAEMON_WIDTH,
     )
-    .unwrap_or(0);
-    let bar = if filled >= width as usize {
-        "=".repeat(width as usize)
-    } else if filled == 0 {
-        format!(">{}", " ".repeat(width as usize - 1))
-    } else {
-        format!(
-            "{}>{}",
-            "=".repeat(filled),
-            " ".repeat(width as usize - filled - 1)
-        )
-    };
-    format!("[{bar}] {current}B/{total}B")
 }
 
 /// The registry client's error, as dockerd classes it: refused credentials 401, a missing
@@ -1287,8 +1277,11 @@ mod tests {
     }
 
     #[test]
-    fn progress_bars_fill() {
+    fn progress_texts_are_dockerds() {
         assert!(progress_bar(0, 100).starts_with("[>"));
-        assert!(progress_bar(100, 100).starts_with(&format!("[{}]", "=".repeat(50))));
+        assert_eq!(
+            progress_bar(2_129_920, 2_129_920),
+            format!("[{}>]   2.13MB/2.13MB", "=".repeat(50))
+        );
     }
 }
