@@ -135,6 +135,15 @@ impl Query {
         )
     }
 
+    /// A boolean parameter as dockerd's `httputils.BoolValueOrDefault` reads it: `default`
+    /// when absent, else as [`Query::bool`].
+    pub fn bool_or(&self, key: &str, default: bool) -> bool {
+        if self.get(key).is_none() {
+            return default;
+        }
+        self.bool(key)
+    }
+
     /// The `filters` parameter, parsed.
     ///
     /// # Errors
@@ -530,7 +539,8 @@ async fn dispatch(
             Ok(streamed(rx, "application/json"))
         }
         Route::ImagesLoad => {
-            let quiet = query.bool("quiet");
+            // Quiet unless asked otherwise, as dockerd (the docker CLI always says which).
+            let quiet = query.bool_or("quiet", true);
             let answer = engine.images_load(req.into_body(), quiet).await?;
             // One chunk per JSON line, as dockerd streams them: docker-py decodes chunk by
             // chunk.
