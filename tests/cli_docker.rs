@@ -1501,6 +1501,28 @@ fn push_pull_on_a_terminal() {
     }
 }
 
+/// `load` on a terminal: the per-layer progress lines as docker draws them (the last frame of
+/// the screen), then `Loaded image:`, compared with the docker CLI's on each daemon.
+fn load_on_a_terminal() {
+    let w = world();
+    let other = file("other.tar");
+    for d in [Daemon::Refengd, Daemon::Dockerd] {
+        let [theirs, ours] = ["docker", "refeng"].map(|me| {
+            // Absent first, so that every layer is loaded (and drawn).
+            let _ = run(w, d, Client::Docker, &["rmi", "other:1"], None);
+            let t = Tmux::start(
+                w,
+                d,
+                &format!("{me} load -i {other}; r=$?; printf '\\nEXIT=%s\\n' $r; sleep 60"),
+            );
+            t.wait_line("EXIT=0");
+            norm(&t.screen(), Client::Docker)
+        });
+        assert!(theirs.contains("Loaded image: other:1"), "{theirs}");
+        assert_eq!(ours, theirs, "load on a terminal, on {d:?}");
+    }
+}
+
 /// `login` against a registry with htpasswd auth (a wrong password, then the right one), the
 /// entry each CLI stores in its own config.json, a `push` that needs it, and `logout`, after
 /// which the entry is gone and the push is refused.
@@ -2384,6 +2406,7 @@ fn main() {
         ("login_logout", &login_logout),
         ("push_pull_registry", &push_pull_registry),
         ("push_pull_on_a_terminal", &push_pull_on_a_terminal),
+        ("load_on_a_terminal", &load_on_a_terminal),
         ("login_logout_registry", &login_logout_registry),
         ("cp_both_ways", &cp_both_ways),
         ("stats_streaming", &stats_streaming),
