@@ -1075,6 +1075,55 @@ fn tty_console_size() {
     assert_eq!(r.text().trim(), "12 34");
 }
 
+/// A stopped task of the container left in containerd (made here with `ctr`, behind refengd's
+/// back, as one a crash could leave) does not stop `docker start`: it is deleted and the task
+/// made again.
+fn start_replaces_a_stale_task() {
+    let c = ours();
+    let _m = Made(&c, &["stale"]);
+    c.ok(&["create", "--name", "stale", "busybox", "sh", "-c", "exit 3"]);
+    let id = c
+        .ok(&["inspect", "-f", "{{.Id}}", "stale"])
+        .trim()
+        .to_string();
+    let sock = match world().containerd.lock().unwrap().as_ref() {
+        Some(real) => real.socket(),
+        None => d().dir().join("exec/containerd/containerd.sock"),
+    };
+    let ctr = |args: &[&str]| {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "moby"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr");
+        assert!(out.status.success(), "ctr {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ctr(&["tasks", "start", "-d", &id]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctr(&["tasks", "ls"])
+        .lines()
+        .any(|l| l.starts_with(id.as_str()) && l.contains("STOPPED"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no stopped task: {}",
+            ctr(&["tasks", "ls"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.ok(&["start", "stale"]);
+    assert_eq!(c.ok(&["wait", "stale"]).trim(), "3");
+    assert_eq!(
+        c.ok(&["inspect", "-f", "{{.State.ExitCode}}", "stale"])
+            .trim(),
+        "3"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Differential: the same scenario on both engines.
 
@@ -1531,6 +1580,7 @@ fn main() {
         ("docker_py_containers", &docker_py_containers),
         ("options_reach_the_container", &options_reach_the_container),
         ("tty_console_size", &tty_console_size),
+        ("start_replaces_a_stale_task", &start_replaces_a_stale_task),
         ("tty_stdin_survives_a_detach", &tty_stdin_survives_a_detach),
         (
             "differential_against_dockerd",

@@ -317,7 +317,9 @@ impl Ctd {
         }
     }
 
-    /// Tasks.Create over the snapshot's mounts; returns the pid.
+    /// Tasks.Create over the snapshot's mounts; returns the pid. A task left from an earlier
+    /// run (its exit already recorded) is deleted and the create made again: one call in the
+    /// usual case, where deleting first cost every start a second one.
     ///
     /// # Errors
     /// The call's status, mapped.
@@ -327,18 +329,21 @@ impl Ctd {
         rootfs: Vec<Mount>,
         io: &Stdio,
     ) -> Result<u32, ApiError> {
-        self.tasks()
-            .create(self.backend.request(CreateTaskRequest {
-                container_id: id.into(),
-                rootfs,
-                stdin: io.stdin.clone(),
-                stdout: io.stdout.clone(),
-                stderr: io.stderr.clone(),
-                terminal: io.terminal,
-                ..Default::default()
-            }))
-            .await
-            .map(|r| r.into_inner().pid)
+        let request = || CreateTaskRequest {
+            container_id: id.into(),
+            rootfs: rootfs.clone(),
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            terminal: io.terminal,
+            ..Default::default()
+        };
+        let mut r = self.tasks().create(self.backend.request(request())).await;
+        if matches!(&r, Err(s) if s.code() == tonic::Code::AlreadyExists) {
+            self.delete_task(id).await?;
+            r = self.tasks().create(self.backend.request(request())).await;
+        }
+        r.map(|r| r.into_inner().pid)
             .map_err(|s| ApiError::from_grpc(&format!("creating the task of {id}"), &s))
     }
 

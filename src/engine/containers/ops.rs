@@ -237,8 +237,6 @@ impl Engine {
                 ctd.update_spec(id, &spec).await?;
             }
         }
-        // A task left from an earlier run (its exit already recorded) goes first.
-        let _ = ctd.delete_task(id).await;
         self.network_attach(&stored).await?;
         let log = match stored.log {
             Some(rot) => Some(Arc::new(std::sync::Mutex::new(
