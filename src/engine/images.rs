@@ -584,6 +584,25 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::resolve`] through the catalogue's memory of targets: a target resolved before
+    /// costs no read (a container create reads the manifest and config of its image otherwise).
+    ///
+    /// # Errors
+    /// As [`Engine::resolve`].
+    pub(crate) async fn resolve_known(
+        &self,
+        target: &Descriptor,
+    ) -> Result<Arc<Resolved>, ApiError> {
+        if let Some(r) = self.known(&target.digest) {
+            return Ok(r);
+        }
+        let r = Arc::new(self.resolve(target).await?);
+        if let Ok(mut m) = self.resolved.lock() {
+            m.insert(target.digest.clone(), r.clone());
+        }
+        Ok(r)
+    }
+
     /// The image a target digest names, if the catalogue resolved it before (its documents
     /// never change; whether it is still there is the caller's to check).
     pub(crate) fn known(&self, target: &str) -> Option<Arc<Resolved>> {

@@ -352,7 +352,8 @@ impl Engine {
         if let Ok(r) = Reference::parse(name) {
             if let Some(img) = store.image(&r.to_string()).await? {
                 if let Some(t) = img.target {
-                    return Ok((img.name, self.resolve(&t).await?));
+                    let r = self.resolve_known(&t).await?;
+                    return Ok((img.name, Resolved::clone(&r)));
                 }
             }
         }
@@ -363,7 +364,7 @@ impl Engine {
                 let Some(t) = img.target.clone() else {
                     continue;
                 };
-                let Ok(r) = self.resolve(&t).await else {
+                let Ok(r) = self.resolve_known(&t).await else {
                     continue;
                 };
                 if r.id.trim_start_matches("sha256:").starts_with(hex) {
@@ -375,7 +376,7 @@ impl Engine {
                         }
                         continue;
                     }
-                    found = Some((img.name, r));
+                    found = Some((img.name, Resolved::clone(&r)));
                 }
             }
             if let Some(f) = found {
