@@ -1075,6 +1075,11 @@ fn events_since_until() {
         }
     });
     same_failure(&["events", "--format", "{{.Nope"], "Error parsing format: ");
+    // docker runs the template once on an empty message first: `slice` fails on its empty ID.
+    same_failure(
+        &["events", "--until", "1", "--format", "{{slice .ID 0 12}}"],
+        "Error parsing format: ",
+    );
 }
 
 /// `system df` and `system df -v` over the test's images, containers and volumes.

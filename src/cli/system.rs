@@ -456,13 +456,15 @@ pub fn events(ctx: &Ctx, a: EventsArgs) -> Result<(), CliError> {
     let template = match a.format.as_deref() {
         None | Some("") | Some("json") => None,
         Some(text) => {
-            let f = Format::parse(text, "").map_err(|e| CliError::Status {
+            let parse_error = |e| CliError::Status {
                 code: 64,
                 message: format!("Error parsing format: {e}"),
-            })?;
-            // docker also runs the template on an empty message here; gtmpl, unlike Go, fails
-            // on a missing map key (`.Actor.Attributes.name`), so a template that fails on a
-            // value fails at the first event instead.
+            };
+            let f = Format::parse(text, "").map_err(parse_error)?;
+            // As docker does, the template runs once on an empty message before any event, so
+            // one that fails on a value (`{{slice .ID 0 12}}`) is refused as not parsing.
+            f.render(&format::from_json(&event_fields(&Value::Null)))
+                .map_err(parse_error)?;
             Some(f)
         }
     };
