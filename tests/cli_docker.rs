@@ -398,6 +398,80 @@ fn version_and_info() {
     ]);
 }
 
+/// A container with labels given out of key order: Go's templates walk and print a map in key
+/// order, and refeng's must too (it once walked them in hash order).
+fn labels_in_key_order() {
+    let w = world();
+    with_cleanup(&["cli-labels"], || {
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            d.docker_ok(
+                w,
+                &[
+                    "create",
+                    "--name",
+                    "cli-labels",
+                    "-l",
+                    "zeta=6",
+                    "-l",
+                    "b=2",
+                    "-l",
+                    "B=0",
+                    "-l",
+                    "c.d=3",
+                    "-l",
+                    "a=1",
+                    "-l",
+                    "mid=x=4",
+                    "busybox",
+                    "true",
+                ],
+            );
+        }
+        same(&[
+            "inspect",
+            "--format",
+            "{{range $k,$v := .Config.Labels}}{{$k}}={{$v}};{{end}}",
+            "cli-labels",
+        ]);
+        same(&[
+            "inspect",
+            "--format",
+            "{{.Config.Labels}} {{range .Config.Labels}}{{.}},{{end}} {{json .Config.Labels}} \
+             {{index .Config.Labels \"mid\"}} {{.Config.Cmd}}",
+            "cli-labels",
+        ]);
+        // `{{.Labels}}` of a list row is docker's own string, joined in Go's map order, which
+        // Go makes random on every run: the same labels, in an order not to compare.
+        for d in [Daemon::Refengd, Daemon::Dockerd] {
+            let args = [
+                "ps",
+                "-a",
+                "--filter",
+                "name=cli-labels",
+                "--format",
+                "{{.Labels}}",
+            ];
+            let (theirs, ours) = both(d, &args, None);
+            let items = |o: &Outcome| {
+                let mut l: Vec<String> =
+                    o.stdout.trim_end().split(',').map(str::to_owned).collect();
+                l.sort();
+                (o.code, l)
+            };
+            assert_eq!(items(&theirs).1.len(), 6, "{theirs:?}");
+            assert_eq!(items(&ours), items(&theirs), "{args:?} on {d:?}");
+        }
+        // Go's parser refuses a function it does not know, even with no row to call it on.
+        same(&[
+            "images",
+            "--filter",
+            "reference=cli-no-such",
+            "--format",
+            "{{.ID | nope}}",
+        ]);
+    });
+}
+
 fn images_list() {
     same_table(&["images"]);
     same_table(&["images", "-a"]);
@@ -1075,6 +1149,15 @@ fn events_since_until() {
         }
     });
     same_failure(&["events", "--format", "{{.Nope"], "Error parsing format: ");
+    // docker runs the template once on an empty message first: `slice` fails on its empty ID,
+    // `index` on a number for a map's key (a value error, not a parse error), and with
+    // `--until` in the past, a CLI that skipped the run would end at once with no event.
+    for format in ["{{slice .ID 0 12}}", "{{index .Actor.Attributes 1}}"] {
+        same_failure(
+            &["events", "--until", "1", "--format", format],
+            "Error parsing format: ",
+        );
+    }
 }
 
 /// `system df` and `system df -v` over the test's images, containers and volumes.
@@ -1245,10 +1328,9 @@ fn network_lifecycle() {
         &[
             "inspect",
             "-f",
-            // Not `range` over the map: gtmpl walks a map in hash order, Go in key order.
-            "{{len .NetworkSettings.Networks}} {{with index .NetworkSettings.Networks \"@-net\"}}\
-             {{.IPAddress}} {{.Aliases}}{{end}} {{with index .NetworkSettings.Networks \"@-net2\"}}\
-             {{.IPAddress}} {{.IPAMConfig.IPv4Address}} {{.Aliases}}{{end}}",
+            "{{len .NetworkSettings.Networks}} {{range $n, $e := .NetworkSettings.Networks}}\
+             {{$n}} {{$e.IPAddress}} {{$e.Aliases}};{{end}} \
+             {{with index .NetworkSettings.Networks \"@-net2\"}}{{.IPAMConfig.IPv4Address}}{{end}}",
             "@-netc",
         ],
         // Interface indexes count every link made in the namespace: left out.
@@ -2387,6 +2469,7 @@ fn main() {
             "inspect_images_and_containers",
             &inspect_images_and_containers,
         ),
+        ("labels_in_key_order", &labels_in_key_order),
         ("load_and_import", &load_and_import),
         ("run_foreground", &run_foreground),
         ("run_failures_exit_codes", &run_failures_exit_codes),

@@ -963,7 +963,7 @@ pub fn displayable_ports(ports: &[Value]) -> String {
     result.join(", ")
 }
 
-pub(crate) fn ps_row(c: &Value, no_trunc: bool) -> gtmpl::Value {
+pub(crate) fn ps_row(c: &Value, no_trunc: bool) -> gotmpl::Value {
     let id = c["Id"].as_str().unwrap_or("");
     let image = c["Image"].as_str().unwrap_or("");
     let image_id = c["ImageID"].as_str().unwrap_or("");
@@ -1140,7 +1140,7 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> Result<(), CliError> {
     };
     let f = Format::parse(&fmt_text, &default_table)?;
     let list: Vec<Value> = ctx.client.get_json(&path)?;
-    let rows: Vec<gtmpl::Value> = list.iter().map(|c| ps_row(c, a.no_trunc)).collect();
+    let rows: Vec<gotmpl::Value> = list.iter().map(|c| ps_row(c, a.no_trunc)).collect();
     let mut out = std::io::stdout().lock();
     f.print(&mut out, &ps_header(), &rows)?;
     Ok(())
@@ -2318,7 +2318,7 @@ pub struct StatsArgs {
 }
 
 /// One container's stats line from one Engine API stats sample, with docker's arithmetic.
-fn stats_row(s: &Value, container: &str, no_trunc: bool) -> gtmpl::Value {
+fn stats_row(s: &Value, container: &str, no_trunc: bool) -> gotmpl::Value {
     let n = |v: &Value| v.as_f64().unwrap_or(0.0);
     let cpu = &s["cpu_stats"];
     let pre = &s["precpu_stats"];
@@ -2396,7 +2396,7 @@ fn stats_row(s: &Value, container: &str, no_trunc: bool) -> gtmpl::Value {
 
 /// The line of a container whose stats stopped (docker's `IsInvalid`): its id and name from the
 /// last sample, `--` for every value.
-fn invalid_stats_row(last: Option<&Value>, container: &str, no_trunc: bool) -> gtmpl::Value {
+fn invalid_stats_row(last: Option<&Value>, container: &str, no_trunc: bool) -> gotmpl::Value {
     let id = last.and_then(|s| s["id"].as_str()).unwrap_or("");
     let name = last
         .and_then(|s| s["name"].as_str())
@@ -2727,7 +2727,7 @@ fn stats_stream(ctx: &Ctx, a: &StatsArgs) -> Result<(), CliError> {
     let header = stats_header();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let rows: Vec<gtmpl::Value> = {
+        let rows: Vec<gotmpl::Value> = {
             let mut l = list
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -1,11 +1,13 @@
-//! Output as the docker CLI prints it: `--format` Go templates (gtmpl, with docker's template
-//! functions and its `table` and `json` forms), tables aligned as Go's tabwriter aligns them,
-//! and docker's human units for sizes and durations.
+//! Output as the docker CLI prints it: `--format` Go templates (gotmpl, a port of Go's
+//! text/template, with docker's template functions and its `table` and `json` forms), tables
+//! aligned as Go's tabwriter aligns them, and docker's human units for sizes and durations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
-use gtmpl::{Context, FuncError, Template, Value};
+use gotmpl::parse::{Expr, ListNode, Node, Parser, PipeNode};
+use gotmpl::{Template, TemplateError, Value};
 
 /// A `--format` that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +55,10 @@ impl Format {
         };
         // Escapes as the docker CLI expands them, so shells need not pass real tabs.
         let body = body.replace("\\t", "\t").replace("\\n", "\n");
-        let mut template = Template::default();
-        add_funcs(&mut template);
-        template
-            .parse(go_printing(&body))
+        let template = add_funcs(Template::new(""))
+            .parse(&body)
             .map_err(|e| FormatError::Parse(e.to_string()))?;
+        check_functions(&body)?;
         Ok(Format { table, template })
     }
 
@@ -72,7 +73,7 @@ impl Format {
     /// [`FormatError::Execute`] when the template fails on it.
     pub fn render(&self, v: &Value) -> Result<String, FormatError> {
         self.template
-            .render(&Context::from(v.clone()))
+            .execute_to_string(v)
             .map_err(|e| FormatError::Execute(e.to_string()))
     }
 
@@ -89,11 +90,11 @@ impl Format {
     ) -> Result<(), FormatError> {
         let mut text = String::new();
         if self.table {
-            let h: HashMap<String, Value> = header
+            let h: BTreeMap<Arc<str>, Value> = header
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .map(|(k, v)| (Arc::from(*k), Value::from(*v)))
                 .collect();
-            text.push_str(&self.render(&Value::Object(h))?);
+            text.push_str(&self.render(&Value::from(h))?);
             text.push('\n');
         }
         for r in rows {
@@ -109,139 +110,86 @@ impl Format {
     }
 }
 
-/// Routes what each plain action prints through `goprint`, so values print as Go's
-/// text/template prints them (`[a b]`, `map[k:v]`, `<no value>`): gtmpl prints lists and maps
-/// in Rust's debug form. Control actions (`if`, `range`, `end`, ...), comments and variable
-/// declarations are left as they are.
-fn go_printing(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 32);
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        // The action's end: the first `}}` outside a quoted string.
-        let mut end = None;
-        let mut quote: Option<char> = None;
-        let mut escaped = false;
-        for (i, c) in after.char_indices() {
-            match quote {
-                Some(q) => {
-                    if escaped {
-                        escaped = false;
-                    } else if c == '\\' && q == '"' {
-                        escaped = true;
-                    } else if c == q {
-                        quote = None;
-                    }
+/// Refuses a call of a function that does not exist, as Go's parser does (`function "x" not
+/// defined`): gotmpl finds out only when it makes the call, which a list with no rows never
+/// does.
+fn check_functions(body: &str) -> Result<(), FormatError> {
+    let parse_error = |e: TemplateError| FormatError::Parse(e.to_string());
+    let (tree, defines) = Parser::new(body, "{{", "}}")
+        .and_then(Parser::parse)
+        .map_err(parse_error)?;
+    let mut calls = Vec::new();
+    for list in std::iter::once(&tree).chain(defines.iter().map(|d| &d.body)) {
+        list_calls(list, &mut calls);
+    }
+    for (line, name) in calls {
+        // Asked of gotmpl itself, so its builtins need no list of their own here.
+        let probe = add_funcs(Template::new(""))
+            .parse(&format!("{{{{{name}}}}}"))
+            .map_err(parse_error)?;
+        if let Err(TemplateError::UndefinedFunction(_)) = probe.execute_to_string(&Value::Nil) {
+            return Err(FormatError::Parse(format!(
+                "template: :{line}: function {name:?} not defined"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The functions a template calls, with their lines, in the order Go's parser meets them.
+fn list_calls<'a>(list: &'a ListNode, calls: &mut Vec<(usize, &'a str)>) {
+    for node in &list.nodes {
+        match node {
+            Node::List(l) => list_calls(l, calls),
+            Node::Action(a) => pipe_calls(&a.pipe, calls),
+            Node::If(b) | Node::Range(b) | Node::With(b) => {
+                pipe_calls(&b.pipe, calls);
+                list_calls(&b.body, calls);
+                if let Some(e) = &b.else_body {
+                    list_calls(e, calls);
                 }
-                None => {
-                    if c == '"' || c == '`' || c == '\'' {
-                        quote = Some(c);
-                    } else if after[i..].starts_with("}}") {
-                        end = Some(i);
-                        break;
-                    }
+            }
+            Node::Template(t) => {
+                if let Some(p) = &t.pipe {
+                    pipe_calls(p, calls);
                 }
             }
-        }
-        let Some(end) = end else {
-            // Unterminated: left for the parser to report.
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let inner = &after[..end];
-        let (lead, body) = match inner.strip_prefix('-') {
-            Some(b) if b.starts_with(char::is_whitespace) => ("-", b),
-            _ => ("", inner),
-        };
-        let (body, trail) = match body.strip_suffix('-') {
-            Some(b) if b.ends_with(char::is_whitespace) => (b, "-"),
-            _ => (body, ""),
-        };
-        let word = body
-            .trim_start()
-            .split(|c: char| c.is_whitespace())
-            .next()
-            .unwrap_or("");
-        let control = matches!(
-            word,
-            "if" | "else"
-                | "end"
-                | "range"
-                | "with"
-                | "define"
-                | "template"
-                | "block"
-                | "break"
-                | "continue"
-        ) || body.trim_start().starts_with("/*")
-            || body.trim().is_empty()
-            || body.contains(":=")
-            || (body.trim_start().starts_with('$') && body.contains(" = "));
-        out.push_str("{{");
-        if control {
-            out.push_str(inner);
-        } else {
-            if !lead.is_empty() {
-                out.push_str("- ");
-            }
-            out.push_str(&format!("goprint ({})", body.trim()));
-            if !trail.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(trail);
-        }
-        out.push_str("}}");
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A value as Go's `fmt` prints it with `%v`.
-pub fn go_value(v: &Value) -> String {
-    match v {
-        Value::NoValue | Value::Nil => "<no value>".into(),
-        Value::Function(_) => String::new(),
-        Value::Bool(b) => b.to_string(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Array(a) => {
-            let items: Vec<String> = a.iter().map(go_inner).collect();
-            format!("[{}]", items.join(" "))
-        }
-        Value::Object(o) | Value::Map(o) => {
-            let sorted: BTreeMap<&String, &Value> = o.iter().collect();
-            let items: Vec<String> = sorted
-                .into_iter()
-                .map(|(k, v)| format!("{k}:{}", go_inner(v)))
-                .collect();
-            format!("map[{}]", items.join(" "))
+            Node::Define(d) => list_calls(&d.body, calls),
+            Node::Text(_) | Node::Break(_) | Node::Continue(_) => {}
         }
     }
 }
 
-/// A nested value: Go prints a nil inside a list or map as `<nil>`.
-fn go_inner(v: &Value) -> String {
-    match v {
-        Value::NoValue | Value::Nil => "<nil>".into(),
-        other => go_value(other),
+fn pipe_calls<'a>(pipe: &'a PipeNode, calls: &mut Vec<(usize, &'a str)>) {
+    for c in &pipe.commands {
+        for e in &c.args {
+            expr_calls(e, calls);
+        }
     }
 }
 
-fn f_goprint(args: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(
-        args.last().map_or_else(String::new, go_value),
-    ))
+fn expr_calls<'a>(e: &'a Expr, calls: &mut Vec<(usize, &'a str)>) {
+    match e {
+        Expr::Identifier(pos, name) => calls.push((pos.line, name.as_str())),
+        Expr::Pipe(_, p) => pipe_calls(p, calls),
+        Expr::Chain(_, inner, _) => expr_calls(inner, calls),
+        Expr::Dot(_)
+        | Expr::Field(..)
+        | Expr::Variable(..)
+        | Expr::String(..)
+        | Expr::Number(..)
+        | Expr::Bool(..)
+        | Expr::Nil(_) => {}
+    }
 }
 
 /// A row of string fields (what docker's list formatters expose) as a template value.
 pub fn row(fields: &[(&str, String)]) -> Value {
-    Value::Object(
+    Value::from(
         fields
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
-            .collect(),
+            .map(|(k, v)| (Arc::from(*k), Value::from(v.as_str())))
+            .collect::<BTreeMap<Arc<str>, Value>>(),
     )
 }
 
@@ -252,93 +200,83 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         serde_json::Value::Bool(b) => Value::Bool(*b),
         serde_json::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                Value::from(i)
+                Value::Int(i)
             } else if let Some(u) = n.as_u64() {
-                Value::from(u)
+                Value::Uint(u)
             } else {
-                Value::from(n.as_f64().unwrap_or(0.0))
+                Value::Float(n.as_f64().unwrap_or(0.0))
             }
         }
-        serde_json::Value::String(s) => Value::String(s.clone()),
-        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
-        serde_json::Value::Object(o) => {
-            Value::Object(o.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
-        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(from_json).collect::<Vec<_>>()),
+        serde_json::Value::Object(o) => Value::from(
+            o.iter()
+                .map(|(k, v)| (Arc::from(k.as_str()), from_json(v)))
+                .collect::<BTreeMap<Arc<str>, Value>>(),
+        ),
     }
 }
 
-/// A template value back as JSON (object keys sorted, as Go's encoder sorts a map's).
+/// A template value back as JSON (object keys sorted, as Go's encoder sorts a map's: the
+/// template's maps are kept in key order).
 pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
-        Value::NoValue | Value::Nil | Value::Function(_) => serde_json::Value::Null,
+        Value::Nil | Value::Function(_) => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
-        Value::String(s) => serde_json::Value::String(s.clone()),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                serde_json::Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                serde_json::Value::from(u)
-            } else {
-                n.as_f64()
-                    .map_or(serde_json::Value::Null, serde_json::Value::from)
-            }
-        }
-        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
-        Value::Object(o) | Value::Map(o) => {
-            let sorted: BTreeMap<&String, serde_json::Value> =
-                o.iter().map(|(k, v)| (k, to_json(v))).collect();
-            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Uint(u) => serde_json::Value::from(*u),
+        Value::Float(f) => serde_json::Value::from(*f),
+        Value::String(s) => serde_json::Value::String(s.to_string()),
+        Value::List(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Map(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
         }
     }
 }
 
-fn arg_str(args: &[Value], i: usize) -> Result<String, FuncError> {
+/// An argument as the string docker's functions take; a missing one is an error.
+fn arg_str(args: &[Value], i: usize) -> Result<String, TemplateError> {
     match args.get(i) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(Value::Bool(b)) => Ok(b.to_string()),
-        Some(Value::Nil) | Some(Value::NoValue) => Ok(String::new()),
+        Some(Value::Nil) => Ok(String::new()),
         Some(other) => Ok(other.to_string()),
-        None => Err(FuncError::Generic(format!("missing argument {}", i + 1))),
+        None => Err(TemplateError::Exec(format!("missing argument {}", i + 1))),
     }
 }
 
-fn f_json(args: &[Value]) -> Result<Value, FuncError> {
+fn f_json(args: &[Value]) -> Result<Value, TemplateError> {
     let v = args.first().map_or(serde_json::Value::Null, to_json);
-    Ok(Value::String(go_json_escape(&v.to_string())))
+    Ok(Value::from(go_json_escape(&v.to_string())))
 }
 
-fn f_join(args: &[Value]) -> Result<Value, FuncError> {
+fn f_join(args: &[Value]) -> Result<Value, TemplateError> {
     let sep = arg_str(args, 1)?;
     match args.first() {
-        Some(Value::Array(a)) => {
-            let parts: Result<Vec<String>, FuncError> =
+        Some(Value::List(a)) => {
+            let parts: Result<Vec<String>, TemplateError> =
                 (0..a.len()).map(|i| arg_str(a, i)).collect();
-            Ok(Value::String(parts?.join(&sep)))
+            Ok(Value::from(parts?.join(&sep)))
         }
-        _ => Ok(Value::String(arg_str(args, 0)?)),
+        _ => Ok(Value::from(arg_str(args, 0)?)),
     }
 }
 
-fn f_split(args: &[Value]) -> Result<Value, FuncError> {
+fn f_split(args: &[Value]) -> Result<Value, TemplateError> {
     let s = arg_str(args, 0)?;
     let sep = arg_str(args, 1)?;
-    Ok(Value::Array(
-        s.split(sep.as_str())
-            .map(|p| Value::String(p.to_owned()))
-            .collect(),
+    Ok(Value::from(
+        s.split(sep.as_str()).map(Value::from).collect::<Vec<_>>(),
     ))
 }
 
-fn f_lower(args: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(arg_str(args, 0)?.to_lowercase()))
+fn f_lower(args: &[Value]) -> Result<Value, TemplateError> {
+    Ok(Value::from(arg_str(args, 0)?.to_lowercase()))
 }
 
-fn f_upper(args: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(arg_str(args, 0)?.to_uppercase()))
+fn f_upper(args: &[Value]) -> Result<Value, TemplateError> {
+    Ok(Value::from(arg_str(args, 0)?.to_uppercase()))
 }
 
-fn f_title(args: &[Value]) -> Result<Value, FuncError> {
+fn f_title(args: &[Value]) -> Result<Value, TemplateError> {
     let s = arg_str(args, 0)?;
     let mut out = String::with_capacity(s.len());
     let mut start = true;
@@ -350,25 +288,25 @@ fn f_title(args: &[Value]) -> Result<Value, FuncError> {
         }
         start = !c.is_alphanumeric();
     }
-    Ok(Value::String(out))
+    Ok(Value::from(out))
 }
 
-fn f_truncate(args: &[Value]) -> Result<Value, FuncError> {
+fn f_truncate(args: &[Value]) -> Result<Value, TemplateError> {
     let s = arg_str(args, 0)?;
     let n: usize = arg_str(args, 1)?
         .parse()
-        .map_err(|_| FuncError::Generic("truncate: length is not a number".into()))?;
-    Ok(Value::String(s.chars().take(n).collect()))
+        .map_err(|_| TemplateError::Exec("truncate: length is not a number".into()))?;
+    Ok(Value::from(s.chars().take(n).collect::<String>()))
 }
 
-fn f_pad(args: &[Value]) -> Result<Value, FuncError> {
+fn f_pad(args: &[Value]) -> Result<Value, TemplateError> {
     let s = arg_str(args, 0)?;
-    let num = |i| -> Result<usize, FuncError> {
+    let num = |i| -> Result<usize, TemplateError> {
         arg_str(args, i)?
             .parse()
-            .map_err(|_| FuncError::Generic("pad: not a number".into()))
+            .map_err(|_| TemplateError::Exec("pad: not a number".into()))
     };
-    Ok(Value::String(format!(
+    Ok(Value::from(format!(
         "{}{s}{}",
         " ".repeat(num(1)?),
         " ".repeat(num(2)?)
@@ -383,17 +321,17 @@ fn go_json_escape(s: &str) -> String {
         .replace('&', "\\u0026")
 }
 
-/// The functions docker adds to its templates.
-fn add_funcs(t: &mut Template) {
-    t.add_func("goprint", f_goprint);
-    t.add_func("json", f_json);
-    t.add_func("join", f_join);
-    t.add_func("split", f_split);
-    t.add_func("lower", f_lower);
-    t.add_func("upper", f_upper);
-    t.add_func("title", f_title);
-    t.add_func("truncate", f_truncate);
-    t.add_func("pad", f_pad);
+/// The functions docker adds to its templates (text/template's own, `println` and the rest,
+/// come with gotmpl).
+fn add_funcs(t: Template) -> Template {
+    t.func("json", f_json)
+        .func("join", f_join)
+        .func("split", f_split)
+        .func("lower", f_lower)
+        .func("upper", f_upper)
+        .func("title", f_title)
+        .func("truncate", f_truncate)
+        .func("pad", f_pad)
 }
 
 /// Aligns tab-separated cells as Go's `text/tabwriter` does with docker's settings
@@ -635,6 +573,65 @@ mod tests {
         assert_eq!(
             ellipsis("abcdefghijklmnopqrstuvwxyz", 20),
             "abcdefghijklmnopqrs…"
+        );
+    }
+
+    /// Go's text/template walks a map in key order and `fmt` prints one sorted; the keys here
+    /// are written out of order (serde_json keeps insertion order), so neither hash order nor
+    /// insertion order passes.
+    #[test]
+    fn maps_range_and_print_in_key_order() {
+        let doc = from_json(&serde_json::json!({
+            "Labels": {"zeta": "6", "b": "2", "B": "0", "c.d": "3", "a": "1", "mid": "4"},
+            "Nested": {"z": {"y": "1", "x": "2"}, "m": {"k": "v"}},
+            "List": ["x", "y"],
+        }));
+        let render = |t: &str| Format::parse(t, "").unwrap().render(&doc).unwrap();
+        assert_eq!(
+            render("{{range $k,$v := .Labels}}{{$k}}={{$v}};{{end}}"),
+            "B=0;a=1;b=2;c.d=3;mid=4;zeta=6;"
+        );
+        assert_eq!(render("{{range .Labels}}{{.}},{{end}}"), "0,1,2,3,4,6,");
+        assert_eq!(
+            render("{{range $k, $v := .Nested}}{{$k}}:{{range $i, $w := $v}}{{$i}}={{$w}} {{end}}|{{end}}"),
+            "m:k=v |z:x=2 y=1 |"
+        );
+        assert_eq!(
+            render(r#"{{index .Labels "a"}} {{index .Nested "z" "x"}}"#),
+            "1 2"
+        );
+        assert_eq!(render("{{.Labels}}"), "map[B:0 a:1 b:2 c.d:3 mid:4 zeta:6]");
+        assert_eq!(render("{{.Nested}}"), "map[m:map[k:v] z:map[x:2 y:1]]");
+        assert_eq!(render("{{.List}}"), "[x y]");
+        // The same map through `json`: Go's encoder sorts a map's keys too.
+        assert_eq!(
+            render("{{json .Nested}}"),
+            r#"{"m":{"k":"v"},"z":{"x":"2","y":"1"}}"#
+        );
+    }
+
+    /// The functions docker adds, and text/template's own next to them.
+    #[test]
+    fn docker_functions() {
+        let doc = from_json(&serde_json::json!({"S": "a-b c", "L": ["x", "y"], "H": "<&>"}));
+        let render = |t: &str| Format::parse(t, "").unwrap().render(&doc).unwrap();
+        assert_eq!(
+            render(r#"{{join .L ","}}|{{split .S "-"}}|{{lower "AbC"}}|{{upper .S}}|{{title .S}}"#),
+            "x,y|[a b c]|abc|A-B C|A-B C"
+        );
+        assert_eq!(
+            render(r#"[{{pad .S 1 2}}]{{truncate .S 3}}|{{json .H}}|{{len .L}}"#),
+            r#"[ a-b c  ]a-b|"\u003c\u0026\u003e"|2"#
+        );
+        assert_eq!(
+            render(r#"{{println "a" 1}}{{printf "%05d" 42}}"#),
+            "a 1\n00042"
+        );
+        // Go's parser refuses an unknown function, even where it would never be called.
+        let e = Format::parse("{{if false}}\n{{.S | nope}}{{end}}", "").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"template parsing error: template: :2: function "nope" not defined"#
         );
     }
 

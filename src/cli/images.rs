@@ -210,7 +210,7 @@ const IMAGES_TABLE_DIGESTS: &str =
 
 /// The rows of one image: one per tag, else one per repository of its digests, else
 /// `<none>`, as docker's image list shows them.
-pub(crate) fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gtmpl::Value> {
+pub(crate) fn image_rows(img: &Value, no_trunc: bool, digests_shown: bool) -> Vec<gotmpl::Value> {
     let strs = |k: &str| -> Vec<String> {
         img[k]
             .as_array()
@@ -342,7 +342,7 @@ pub fn images(ctx: &Ctx, a: ImagesArgs) -> Result<(), CliError> {
     // docker fills the digest column when it is asked for, by flag or by the template.
     let digests_shown = a.digests || fmt_text.contains(".Digest");
     let list: Vec<Value> = ctx.client.get_json(&path)?;
-    let rows: Vec<gtmpl::Value> = list
+    let rows: Vec<gotmpl::Value> = list
         .iter()
         .flat_map(|i| image_rows(i, a.no_trunc, digests_shown))
         .collect();
@@ -691,7 +691,7 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<(), CliError> {
     let list: Vec<Value> = ctx
         .client
         .get_json(&format!("/images/{}/history", path_escape(&a.image)))?;
-    let rows: Vec<gtmpl::Value> = list
+    let rows: Vec<gotmpl::Value> = list
         .iter()
         .map(|h| {
             let id = h["Id"].as_str().unwrap_or("");

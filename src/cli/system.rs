@@ -456,13 +456,15 @@ pub fn events(ctx: &Ctx, a: EventsArgs) -> Result<(), CliError> {
     let template = match a.format.as_deref() {
         None | Some("") | Some("json") => None,
         Some(text) => {
-            let f = Format::parse(text, "").map_err(|e| CliError::Status {
+            let parse_error = |e| CliError::Status {
                 code: 64,
                 message: format!("Error parsing format: {e}"),
-            })?;
-            // docker also runs the template on an empty message here; gtmpl, unlike Go, fails
-            // on a missing map key (`.Actor.Attributes.name`), so a template that fails on a
-            // value fails at the first event instead.
+            };
+            let f = Format::parse(text, "").map_err(parse_error)?;
+            // As docker does, the template runs once on an empty message before any event, so
+            // one that fails on a value (`{{slice .ID 0 12}}`) is refused as not parsing.
+            f.render(&format::from_json(&event_fields(&Value::Null)))
+                .map_err(parse_error)?;
             Some(f)
         }
     };
@@ -533,7 +535,7 @@ fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 /// The summary rows of `system df`, one per kind of object, with the docker CLI's arithmetic
 /// (`cli/command/formatter/disk_usage.go`).
-fn df_summary(du: &Value) -> Vec<gtmpl::Value> {
+fn df_summary(du: &Value) -> Vec<gotmpl::Value> {
     let images = list(du, "Images");
     let layers = du["LayersSize"].as_i64().unwrap_or(0);
     let used: i64 = images
@@ -617,13 +619,13 @@ fn df_summary(du: &Value) -> Vec<gtmpl::Value> {
 
 /// `system df -v`'s four tables, each under its title (`verboseWriteTable` in the docker CLI).
 fn df_verbose(du: &Value) -> Result<String, CliError> {
-    let section = |rows: &[gtmpl::Value], fmt: &str, header: &[(&'static str, &'static str)]| {
+    let section = |rows: &[gotmpl::Value], fmt: &str, header: &[(&'static str, &'static str)]| {
         let f = Format::parse(fmt, "")?;
         let mut buf = Vec::new();
         f.print(&mut buf, &header.iter().copied().collect(), rows)?;
         Ok::<String, CliError>(String::from_utf8_lossy(&buf).into_owned())
     };
-    let images: Vec<gtmpl::Value> = list(du, "Images")
+    let images: Vec<gotmpl::Value> = list(du, "Images")
         .iter()
         .filter_map(|i| {
             // Only the first tag shows; an image without one shows as <none>.
@@ -640,7 +642,7 @@ fn df_verbose(du: &Value) -> Result<String, CliError> {
                 .next()
         })
         .collect();
-    let containers: Vec<gtmpl::Value> = list(du, "Containers")
+    let containers: Vec<gotmpl::Value> = list(du, "Containers")
         .iter()
         .map(|c| {
             // The virtual size is not shown here.
@@ -650,7 +652,7 @@ fn df_verbose(du: &Value) -> Result<String, CliError> {
         })
         .collect();
     let na = |n: i64, f: &dyn Fn(i64) -> String| if n < 0 { "N/A".into() } else { f(n) };
-    let volumes: Vec<gtmpl::Value> = list(du, "Volumes")
+    let volumes: Vec<gotmpl::Value> = list(du, "Volumes")
         .iter()
         .map(|v| {
             let u = &v["UsageData"];
@@ -675,7 +677,7 @@ fn df_verbose(du: &Value) -> Result<String, CliError> {
             .map(|t| format::ago(t.timestamp()))
             .unwrap_or_default()
     };
-    let cache: Vec<gtmpl::Value> = list(du, "BuildCache")
+    let cache: Vec<gotmpl::Value> = list(du, "BuildCache")
         .iter()
         .map(|b| {
             let id = b["ID"].as_str().unwrap_or("");

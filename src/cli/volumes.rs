@@ -51,7 +51,7 @@ pub fn volume_ls(ctx: &Ctx, a: LsArgs) -> Result<(), CliError> {
         .get_json(&format!("/volumes{}", filters_query(&a.filter)?))?;
     let mut vols: Vec<Value> = v["Volumes"].as_array().cloned().unwrap_or_default();
     vols.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
-    let rows: Vec<gtmpl::Value> = vols
+    let rows: Vec<gotmpl::Value> = vols
         .iter()
         .map(|v| {
             format::row(&[
@@ -297,7 +297,7 @@ pub fn network_ls(ctx: &Ctx, a: LsArgs) -> Result<(), CliError> {
         .client
         .get_json(&format!("/networks{}", filters_query(&a.filter)?))?;
     list.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
-    let rows: Vec<gtmpl::Value> = list
+    let rows: Vec<gotmpl::Value> = list
         .iter()
         .map(|n| {
             format::row(&[
