@@ -440,6 +440,13 @@ fn labels_in_key_order() {
              {{index .Config.Labels \"mid\"}} {{.Config.Cmd}}",
             "cli-labels",
         ]);
+        // `json` of a struct: its fields in their order, as docker's CLI encodes them again.
+        same(&[
+            "inspect",
+            "--format",
+            "{{json .State}} {{json .Config}} {{json .HostConfig.RestartPolicy}}",
+            "cli-labels",
+        ]);
         // `{{.Labels}}` of a list row is docker's own string, joined in Go's map order, which
         // Go makes random on every run: the same labels, in an order not to compare.
         for d in [Daemon::Refengd, Daemon::Dockerd] {

@@ -193,7 +193,9 @@ pub fn row(fields: &[(&str, String)]) -> Value {
     )
 }
 
-/// A JSON document (an inspect answer) as a template value.
+/// A JSON document (an inspect answer) as a template value. The template's maps are kept in
+/// key order (Go ranges over a map so); an object whose keys came in another order (a Go
+/// struct's fields, as the daemon encoded them) has that order remembered for `{{json}}`.
 pub fn from_json(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Nil,
@@ -209,16 +211,22 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::from(a.iter().map(from_json).collect::<Vec<_>>()),
-        serde_json::Value::Object(o) => Value::from(
-            o.iter()
-                .map(|(k, v)| (Arc::from(k.as_str()), from_json(v)))
-                .collect::<BTreeMap<Arc<str>, Value>>(),
-        ),
+        serde_json::Value::Object(o) => {
+            let map = Arc::new(
+                o.iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), from_json(v)))
+                    .collect::<BTreeMap<Arc<str>, Value>>(),
+            );
+            if !o.keys().is_sorted() {
+                key_order::remember(&map, o.keys().map(|k| Arc::from(k.as_str())).collect());
+            }
+            Value::Map(map)
+        }
     }
 }
 
-/// A template value back as JSON (object keys sorted, as Go's encoder sorts a map's: the
-/// template's maps are kept in key order).
+/// A template value back as JSON: a map in the key order its JSON object had (a struct's
+/// field order, as docker's CLI encodes a struct), else sorted, as Go's encoder sorts a map's.
 pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Nil | Value::Function(_) => serde_json::Value::Null,
@@ -228,9 +236,66 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         Value::Float(f) => serde_json::Value::from(*f),
         Value::String(s) => serde_json::Value::String(s.to_string()),
         Value::List(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
-        Value::Map(o) => {
-            serde_json::Value::Object(o.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
-        }
+        Value::Map(o) => match key_order::of(o) {
+            Some(keys) => serde_json::Value::Object(
+                keys.iter()
+                    .filter_map(|k| o.get(k).map(|v| (k.to_string(), to_json(v))))
+                    .collect(),
+            ),
+            None => serde_json::Value::Object(
+                o.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect(),
+            ),
+        },
+    }
+}
+
+/// The original key order of maps made from JSON objects, by the map's identity: template
+/// values share their maps (`.State` is the same map as in the document), so the map `json`
+/// gets is the one [`from_json`] made. Entries hold the map weakly and go with it.
+mod key_order {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::{Arc, Weak};
+
+    use gotmpl::Value;
+
+    type Map = BTreeMap<Arc<str>, Value>;
+
+    pub(super) struct Table {
+        pub(super) by_address: HashMap<usize, (Weak<Map>, Vec<Arc<str>>)>,
+        /// The size after the last sweep of dead entries.
+        swept: usize,
+    }
+
+    thread_local! {
+        pub(super) static TABLE: RefCell<Table> = RefCell::new(Table { by_address: HashMap::new(), swept: 0 });
+    }
+
+    /// Remembers `keys` as the order of `map`.
+    pub(super) fn remember(map: &Arc<Map>, keys: Vec<Arc<str>>) {
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            // A long stream (events, stats) makes maps without end: the dead go now and then.
+            if t.by_address.len() > 2 * t.swept + 256 {
+                t.by_address.retain(|_, (w, _)| w.strong_count() > 0);
+                t.swept = t.by_address.len();
+            }
+            t.by_address
+                .insert(Arc::as_ptr(map) as usize, (Arc::downgrade(map), keys));
+        });
+    }
+
+    /// The remembered order of `map`, when it is that map's (same allocation, same keys).
+    pub(super) fn of(map: &Arc<Map>) -> Option<Vec<Arc<str>>> {
+        TABLE.with(|t| {
+            let t = t.borrow();
+            let (weak, keys) = t.by_address.get(&(Arc::as_ptr(map) as usize))?;
+            let alive = weak.upgrade()?;
+            (Arc::ptr_eq(&alive, map)
+                && keys.len() == map.len()
+                && keys.iter().all(|k| map.contains_key(k)))
+            .then(|| keys.clone())
+        })
     }
 }
 
@@ -541,6 +606,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_keeps_a_documents_key_order_and_ranges_sort() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"State": {"Status": "exited", "Running": false, "ExitCode": 3},
+                "Config": {"Labels": {"a": "1", "b": "2"}}}"#,
+        )
+        .unwrap();
+        let v = from_json(&doc);
+        let f = Format::parse("{{json .State}} {{json .Config.Labels}}", "").unwrap();
+        assert_eq!(
+            f.render(&v).unwrap(),
+            r#"{"Status":"exited","Running":false,"ExitCode":3} {"a":"1","b":"2"}"#
+        );
+        let f = Format::parse("{{range $k, $v := .State}}{{$k}} {{end}}", "").unwrap();
+        assert_eq!(f.render(&v).unwrap(), "ExitCode Running Status ");
+        // A map made otherwise (a row) has no remembered order: sorted, as Go encodes a map.
+        let f = Format::parse("{{json .}}", "").unwrap();
+        let row = Value::from(
+            [("z", 1i64), ("a", 2)]
+                .iter()
+                .map(|(k, n)| (Arc::from(*k), Value::Int(*n)))
+                .collect::<BTreeMap<Arc<str>, Value>>(),
+        );
+        assert_eq!(f.render(&row).unwrap(), r#"{"a":2,"z":1}"#);
+    }
+
+    #[test]
+    fn remembered_orders_go_with_their_maps() {
+        for i in 0..2000 {
+            let doc = serde_json::json!({"z": i, "a": {"y": 1, "b": 2}});
+            let v = from_json(&doc);
+            assert_eq!(
+                to_json(&v).to_string(),
+                format!(r#"{{"z":{i},"a":{{"y":1,"b":2}}}}"#)
+            );
+        }
+        // The dead ones were swept on the way: the table stays small.
+        let live = key_order::TABLE.with(|t| t.borrow().by_address.len());
+        assert!(live < 1000, "{live} entries kept");
+    }
+
+    #[test]
     fn tables_align_as_tabwriter() {
         let t = tabwrite("A\tBB\tC\nxxxxxxxxxxxxxx\ty\tz\n", 10, 3);
         // Column 0: 14 + 3 padding; column 1: the minimum width 10.
@@ -603,10 +709,11 @@ mod tests {
         assert_eq!(render("{{.Labels}}"), "map[B:0 a:1 b:2 c.d:3 mid:4 zeta:6]");
         assert_eq!(render("{{.Nested}}"), "map[m:map[k:v] z:map[x:2 y:1]]");
         assert_eq!(render("{{.List}}"), "[x y]");
-        // The same map through `json`: Go's encoder sorts a map's keys too.
+        // Through `json`, the document's own order: a daemon sends a map's keys sorted (Go's
+        // encoder sorts them) and a struct's in field order, which docker's CLI encodes again.
         assert_eq!(
             render("{{json .Nested}}"),
-            r#"{"m":{"k":"v"},"z":{"x":"2","y":"1"}}"#
+            r#"{"z":{"y":"1","x":"2"},"m":{"k":"v"}}"#
         );
     }
 
