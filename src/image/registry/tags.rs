@@ -311,4 +311,34 @@ mod tests {
         assert_eq!(resolve_link(base, cur, "https://evil/v2/x"), None);
         assert_eq!(resolve_link(base, cur, "//evil/v2/x"), None);
     }
+
+    proptest::proptest! {
+        /// A next link after another link, behind parameters whose quoted values hold commas
+        /// and semicolons, is found.
+        #[test]
+        fn the_next_link_is_found_behind_other_links_and_parameters(
+            other in "[a-z/?&=.:]{0,12}",
+            target in "[a-z/?&=.:]{0,20}",
+            params in proptest::collection::vec(("[a-z]{1,5}", "[a-z ,;]{0,8}"), 0..3),
+            quoted in proptest::bool::ANY,
+        ) {
+            let params: String = params.iter().map(|(k, v)| format!("{k}=\"{v}\"; ")).collect();
+            let rel = if quoted { "\"next\"" } else { "next" };
+            let value = format!("<{other}>; rel=\"prev\"; title=\"a, b\", <{target}>; {params}rel={rel}");
+            proptest::prop_assert_eq!(next_link(&value), Some(target.as_str()));
+        }
+
+        /// Whatever a registry sends as `Link`: no panic, a found target is one that stood
+        /// between `<` and `>`, and where it leads is a path on the registry.
+        #[test]
+        fn any_link_header_reads_without_panicking(value in "[<>;,=\" a-z/?&:.\u{e9}\t]{0,60}") {
+            if let Some(t) = next_link(&value) {
+                let bracketed = format!("<{t}>");
+                proptest::prop_assert!(value.contains(&bracketed));
+                if let Some(r) = resolve_link("http://h:1", "/v2/a/tags/list?n=1", t) {
+                    proptest::prop_assert!(r.starts_with('/'));
+                }
+            }
+        }
+    }
 }
