@@ -626,6 +626,20 @@ fn registry_auth() {
     std::fs::remove_file(cfg.join("config.json")).unwrap();
     assert!(out.contains("Downloaded newer image"), "{out}");
     w.refengd.docker(&["rmi", &p.reference]);
+    // Every tag (the repository has one): the tag list asks for the same credentials.
+    let repo = p.reference.trim_end_matches(":1");
+    let r = create(w, &[("fromImage", repo)], None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = create(w, &[("fromImage", repo)], Some(&right));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().ends_with(&format!(
+            "{{\"status\":\"Status: Downloaded newer image for {repo}\"}}\n"
+        )),
+        "{}",
+        r.text()
+    );
+    w.refengd.docker(&["rmi", &p.reference]);
 }
 
 fn docker_py() {
@@ -1701,7 +1715,44 @@ fn pull_all_tags() {
         let mut sorted = listed.clone();
         sorted.sort();
         assert_eq!(sorted, ["1", "2", "3"]);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let [theirs, ours] = both(true);
+        // One pull event, for the repository (refengd's pull of one tag names the tag).
+        let events = |on_dockerd: bool| -> Vec<Value> {
+            let until = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1;
+            let path = format!(
+                "/v1.41/events?since={since}&until={until}&filters={}",
+                form_urlencoded::byte_serialize(br#"{"type":["image"]}"#).collect::<String>()
+            );
+            let r = if on_dockerd {
+                engine_support::try_request(&sock, "GET", &path, &[], None).unwrap()
+            } else {
+                w.refengd.request("GET", &path, None)
+            };
+            // Whole seconds can reach back to the test before: only this registry's images.
+            r.json_lines()
+                .iter()
+                .filter(|e| {
+                    e["Actor"]["ID"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&host))
+                })
+                .map(|e| json!([e["Action"], e["Actor"]]))
+                .collect()
+        };
+        let theirs_events = events(true);
+        assert_eq!(
+            theirs_events,
+            [json!(["pull", {"ID": repo, "Attributes": {"name": repo}}])]
+        );
+        assert_eq!(events(false), theirs_events, "events");
         let pulling: Vec<String> = listed
             .iter()
             .map(|t| format!("{t}: Pulling from test/multi"))
