@@ -1804,9 +1804,8 @@ fn pull_all_tags() {
         let theirs = images(true);
         assert_eq!(theirs.len(), 3, "{theirs:?}");
         assert_eq!(images(false), theirs);
-        // Again: nothing new (refengd still downloads into its staging store, so only the
-        // tag, digest and status lines are compared).
-        let [theirs, ours] = both(false);
+        // Again: nothing new, and no layer lines for images the daemon has.
+        let [theirs, ours] = both(true);
         assert_eq!(
             theirs.last().map(String::as_str),
             Some(format!("Status: Image is up to date for {repo}").as_str())
@@ -1850,6 +1849,26 @@ fn pull_all_tags() {
                 "{program} on {daemon} (left), docker on dockerd (right)"
             );
         }
+        // One tag again, whose base layer the other tags' images hold (the CLI loop left
+        // dockerd without them).
+        both(true);
+        let two = format!("{repo}:2");
+        let _ = w.refengd.docker_cmd(&["rmi", &two]).output();
+        let _ = dockerd.command(&["rmi", &two]).output();
+        let [theirs, ours] = [true, false].map(|on_dockerd| {
+            let r = pull_raw(on_dockerd, &two);
+            assert_eq!(r.status, 200, "dockerd {on_dockerd}: {}", r.text());
+            pull_outline(&stream_lines(&r.json_lines()), true)
+        });
+        assert_eq!(
+            theirs
+                .iter()
+                .filter(|l| l.ends_with(": Already exists"))
+                .count(),
+            1,
+            "{theirs:#?}"
+        );
+        assert_eq!(ours, theirs, "refengd (left) and dockerd (right), one tag");
         // An unknown repository, and one without tags.
         for name in [
             format!("{host}/test/nosuch"),

@@ -854,7 +854,8 @@ impl Engine {
         if tag.is_empty() && names_repository_only(from_image) {
             return self.pull_all_tags(client, reference, staging).await;
         }
-        let (mut progress_rx, mut done_rx) = start_registry_pull(client, &reference, &staging);
+        let (mut progress_rx, mut done_rx) =
+            start_registry_pull(client, self.store(), &reference, &staging);
         // Wait for the first sign of life: progress means the stream starts; an early result
         // is answered as a whole.
         let first = tokio::select! {
@@ -891,18 +892,22 @@ impl Engine {
                 .or_else(|| reference.digest.as_ref().map(ToString::to_string))
                 .unwrap_or_default();
             let _ = tx.send(pulling_from(&reference, &short_tag)).await;
-            let mut present = BTreeSet::new();
+            let mut lines = PullLines::new(engine.store());
             let result = match early_result {
                 Some(r) => r,
                 None => {
                     if let Some(ev) = &first_event {
-                        forward_pull(&tx, ev, &mut present).await;
+                        lines.forward(&tx, ev).await;
                     }
-                    drain(progress_rx, done_rx, &tx, &mut present).await
+                    drain(progress_rx, done_rx, &tx, &mut lines).await
                 }
             };
             let outcome = match result {
-                Ok((store, pulled)) => engine.transfer(&store, &pulled, &name, &present, &tx).await,
+                Ok((store, pulled)) => {
+                    engine
+                        .transfer(&store, &pulled, &name, &lines.present, &tx)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let _ = tokio::fs::remove_dir_all(&staging).await;
@@ -930,8 +935,8 @@ impl Engine {
     /// (`docker pull -a`): the registry's tag list first (its refusal is the answer, 404
     /// `repository … not found` for an unknown repository), then each tag in the registry's
     /// order in one stream, each with its `Pulling from` (id: the tag), layer and `Digest:`
-    /// lines, and one `Status:` line for the repository at the end. The tags share one staging
-    /// store, so a layer an earlier tag brought is `Already exists` for the later ones.
+    /// lines, and one `Status:` line for the repository at the end. A layer an earlier tag
+    /// brought is `Already exists` for the later ones (it is in containerd by then).
     async fn pull_all_tags(
         self: &Arc<Self>,
         client: Arc<Client>,
@@ -954,12 +959,13 @@ impl Engine {
             for t in &tags {
                 let one = reference.with_tag(t);
                 let _ = tx.send(pulling_from(&one, t)).await;
-                let (progress_rx, done_rx) = start_registry_pull(client.clone(), &one, &staging);
-                let mut present = BTreeSet::new();
-                let outcome = match drain(progress_rx, done_rx, &tx, &mut present).await {
+                let (progress_rx, done_rx) =
+                    start_registry_pull(client.clone(), engine.store(), &one, &staging);
+                let mut lines = PullLines::new(engine.store());
+                let outcome = match drain(progress_rx, done_rx, &tx, &mut lines).await {
                     Ok((store, pulled)) => {
                         engine
-                            .transfer(&store, &pulled, &one.to_string(), &present, &tx)
+                            .transfer(&store, &pulled, &one.to_string(), &lines.present, &tx)
                             .await
                     }
                     Err(e) => Err(e),
@@ -1223,9 +1229,11 @@ fn names_repository_only(from_image: &str) -> bool {
 type RegistryPull = Result<(ContentStore, crate::image::registry::pull::Pulled), ApiError>;
 
 /// Starts the registry client's pull of `reference` into the staging store at `staging` on a
-/// blocking thread: its progress events, and its result once it ends.
+/// blocking thread: its progress events, and its result once it ends. Layers containerd has
+/// (asked through `containerd`) are `Already exists` and not downloaded again, as dockerd's.
 fn start_registry_pull(
     client: Arc<Client>,
+    containerd: Store,
     reference: &Reference,
     staging: &std::path::Path,
 ) -> (
@@ -1236,12 +1244,24 @@ fn start_registry_pull(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let reference = reference.clone();
     let staging = staging.to_path_buf();
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let in_containerd = |d: &Digest| {
+            handle
+                .block_on(containerd.info(&d.to_string()))
+                .is_ok_and(|i| i.is_some())
+        };
         let result = ContentStore::open(&staging, Limits::default())
             .map_err(|e| ApiError::internal("opening the staging store", e))
             .and_then(|store| {
                 client
-                    .pull(&reference, &store, None, &Forward(progress_tx))
+                    .pull_with(
+                        &reference,
+                        &store,
+                        None,
+                        &Forward(progress_tx),
+                        &in_containerd,
+                    )
                     .map(|p| (store, p))
                     .map_err(|e| registry_error(&reference, &e))
             });
@@ -1250,24 +1270,23 @@ fn start_registry_pull(
     (progress_rx, done_rx)
 }
 
-/// Forwards a registry pull's progress into the response stream until it ends; the layers
-/// reported `Already exists` are added to `present`.
+/// Forwards a registry pull's progress into the response stream until it ends.
 async fn drain(
     mut progress_rx: mpsc::UnboundedReceiver<ProgressEvent>,
     mut done_rx: tokio::sync::oneshot::Receiver<RegistryPull>,
     tx: &mpsc::Sender<Bytes>,
-    present: &mut BTreeSet<String>,
+    lines: &mut PullLines,
 ) -> RegistryPull {
     let ended = || ApiError::Internal("the pull ended without a result".into());
     loop {
         tokio::select! {
             e = progress_rx.recv() => match e {
-                Some(ev) => forward_pull(tx, &ev, present).await,
+                Some(ev) => lines.forward(tx, &ev).await,
                 None => return done_rx.await.unwrap_or_else(|_| Err(ended())),
             },
             r = &mut done_rx => {
                 while let Ok(ev) = progress_rx.try_recv() {
-                    forward_pull(tx, &ev, present).await;
+                    lines.forward(tx, &ev).await;
                 }
                 return r.unwrap_or_else(|_| Err(ended()));
             }
@@ -1275,16 +1294,43 @@ async fn drain(
     }
 }
 
-/// [`forward`] for a pull, remembering the layers that were `Already exists`.
-async fn forward_pull(
-    tx: &mpsc::Sender<Bytes>,
-    ev: &ProgressEvent,
-    present: &mut BTreeSet<String>,
-) {
-    if let ProgressEvent::AlreadyExists { id } = ev {
-        present.insert(id.to_string());
+/// What one reference's pull sends of the registry client's progress, as dockerd words it.
+struct PullLines {
+    containerd: Store,
+    /// The layers (digests) reported `Already exists`: their last line.
+    present: BTreeSet<String>,
+    /// containerd has the manifest already: dockerd prints no layer lines for an image it has.
+    known: bool,
+}
+
+impl PullLines {
+    fn new(containerd: Store) -> Self {
+        PullLines {
+            containerd,
+            present: BTreeSet::new(),
+            known: false,
+        }
     }
-    forward(tx, ev).await;
+
+    async fn forward(&mut self, tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
+        match ev {
+            ProgressEvent::Resolved { digest, .. } => {
+                self.known = self
+                    .containerd
+                    .info(&digest.to_string())
+                    .await
+                    .is_ok_and(|i| i.is_some());
+            }
+            ProgressEvent::AlreadyExists { id } => {
+                self.present.insert(id.to_string());
+                if self.known {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        forward(tx, ev).await;
+    }
 }
 
 /// dockerd's first line for each reference a pull resolves: the repository's path in its
