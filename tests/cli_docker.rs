@@ -1482,7 +1482,8 @@ fn remove_tags_then(made: &Mutex<Vec<String>>, r: std::thread::Result<()>) {
 
 /// `tag`, `push` to a loopback registry, `rmi` and `pull` back: each CLI on each daemon pushes
 /// to a registry of its own, so neither finds the other's layers there (or mounts them from
-/// the other's repository) and both print the lines of a first push.
+/// the other's repository) and both print the lines of a first push. `pull -a` pulls the
+/// repository's one tag, and fails for a repository the registry does not have.
 fn push_pull_registry() {
     let made = Mutex::new(Vec::<String>::new());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1516,6 +1517,10 @@ fn push_pull_registry() {
                     (&["pull", "-q", "REG/@:1"], None),
                     (&["pull", "REG/@:2"], None),
                     (&["rmi", "REG/@:1"], None),
+                    // Every tag (the registry has one), then a repository it does not have.
+                    (&["pull", "-a", "REG/@"], None),
+                    (&["rmi", "REG/@:1"], None),
+                    (&["pull", "-a", "REG/@-none"], None),
                 ];
                 against_registry(d, c, &reg, steps)
             });
@@ -1530,6 +1535,17 @@ fn push_pull_registry() {
                 "{theirs:?}"
             );
             assert_ne!(theirs[8].code, 0, "{theirs:?}");
+            assert!(
+                theirs[10].stdout.starts_with("1: Pulling from cli-CLI-x\n")
+                    && theirs[10].stdout.ends_with(
+                        "Status: Downloaded newer image for REG/cli-CLI-x\nREG/cli-CLI-x\n"
+                    ),
+                "{theirs:?}"
+            );
+            assert!(
+                theirs[12].code != 0 && theirs[12].stderr.contains("not found"),
+                "{theirs:?}"
+            );
             steps_alike(&ours, &theirs, d);
         }
     }));

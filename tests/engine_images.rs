@@ -11,6 +11,7 @@ mod peers;
 mod registry_images;
 mod registry_support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -174,6 +175,10 @@ fn main() {
             ("image_events_tell_pull_tag_untag_delete", &image_events),
             ("images_work_over_the_real_containerd", &real_containerd),
             ("inspect_and_list_match_dockerd", &differential),
+            (
+                "pull_without_a_tag_pulls_every_tag_as_dockerd",
+                &pull_all_tags,
+            ),
             (
                 "load_and_save_interoperate_with_dockerd",
                 &load_and_save_interoperate_with_dockerd,
@@ -620,6 +625,20 @@ fn registry_auth() {
     let out = w.refengd.docker(&["pull", &p.reference]);
     std::fs::remove_file(cfg.join("config.json")).unwrap();
     assert!(out.contains("Downloaded newer image"), "{out}");
+    w.refengd.docker(&["rmi", &p.reference]);
+    // Every tag (the repository has one): the tag list asks for the same credentials.
+    let repo = p.reference.trim_end_matches(":1");
+    let r = create(w, &[("fromImage", repo)], None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = create(w, &[("fromImage", repo)], Some(&right));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().ends_with(&format!(
+            "{{\"status\":\"Status: Downloaded newer image for {repo}\"}}\n"
+        )),
+        "{}",
+        r.text()
+    );
     w.refengd.docker(&["rmi", &p.reference]);
 }
 
@@ -1597,4 +1616,324 @@ fn load_relabels() {
     let again = d.dir().join("relabel-again.tar");
     d.docker(&["save", "-o", again.to_str().unwrap(), "rl/img:1"]);
     d.docker(&["rmi", "rl/img:1"]);
+}
+
+/// One line of a pull's output, from the JSON stream or the CLI's text: its id (a layer, a tag,
+/// or none) and its status.
+type PullLine = (String, String);
+
+/// The lines of a pull's JSON stream.
+fn stream_lines(lines: &[Value]) -> Vec<PullLine> {
+    lines
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+            match l.get("error") {
+                Some(e) => (String::new(), format!("error: {e}")),
+                None => (text("id"), text("status")),
+            }
+        })
+        .collect()
+}
+
+/// The lines a CLI printed for a pull on a pipe (`id: status`, or a line alone).
+fn cli_lines(out: &str) -> Vec<PullLine> {
+    out.lines()
+        .map(|l| match l.split_once(": ") {
+            Some((id, status))
+                if !id.contains(' ') && !matches!(id, "Digest" | "Status" | "Error") =>
+            {
+                (id.to_owned(), status.to_owned())
+            }
+            _ => (String::new(), l.to_owned()),
+        })
+        .collect()
+}
+
+/// A pull's output with what two daemons may differ in left out: of each layer only its last
+/// line if that is `Pull complete` or `Already exists` (dockerd and refengd report the download
+/// steps before it differently, and concurrent layers interleave), sorted, at the end of its
+/// tag's part; with `layers` false no layer lines at all.
+fn pull_outline(lines: &[PullLine], layers: bool) -> Vec<String> {
+    let is_layer = |id: &str| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut out = Vec::new();
+    let mut part: BTreeMap<String, String> = BTreeMap::new();
+    let flush = |part: &mut BTreeMap<String, String>, out: &mut Vec<String>| {
+        for (id, last) in std::mem::take(part) {
+            if layers && (last == "Pull complete" || last == "Already exists") {
+                out.push(format!("{id}: {last}"));
+            }
+        }
+    };
+    for (id, status) in lines {
+        if is_layer(id) {
+            part.insert(id.clone(), status.clone());
+            continue;
+        }
+        if status.starts_with("Digest: ") || status.starts_with("Pulling from ") {
+            flush(&mut part, &mut out);
+        }
+        out.push(if id.is_empty() {
+            status.clone()
+        } else {
+            format!("{id}: {status}")
+        });
+    }
+    flush(&mut part, &mut out);
+    out
+}
+
+/// `POST /images/create?fromImage=REPO` with no tag pulls every tag of the repository in the
+/// registry's order, in one stream, as dockerd does for `docker pull -a`: compared with a
+/// private dockerd pulling from the same registry (three tags sharing a base layer), then the
+/// images each holds, a second pull (up to date), the docker CLI's and refeng's `pull -a`, an
+/// unknown repository and one whose tags were all deleted.
+fn pull_all_tags() {
+    let w = world();
+    let registry = RegistryServer::plain();
+    let host = registry.host();
+    for (tag, layers) in [
+        ("1", &[(21, 24 << 10)][..]),
+        ("2", &[(21, 24 << 10), (22, 8 << 10)][..]),
+        ("3", &[(21, 24 << 10), (23, 8 << 10)][..]),
+    ] {
+        push_image(
+            &registry,
+            &format!("test/multi:{tag}"),
+            layers,
+            "multi",
+            "2026-04-01T00:00:00Z",
+            None,
+        );
+    }
+    push_image(
+        &registry,
+        "test/emptied:1",
+        &[(24, 4 << 10)],
+        "emptied",
+        "2026-04-01T00:00:00Z",
+        None,
+    );
+    // Every tag of test/emptied gone: the registry lists `"tags": null`.
+    std::fs::remove_dir_all(
+        registry
+            .storage_dir()
+            .join("docker/registry/v2/repositories/test/emptied/_manifests/tags/1"),
+    )
+    .unwrap();
+    let repo = format!("{host}/test/multi");
+    let dockerd = peers::dockerd::Dockerd::start();
+    let sock = dockerd.dir().join("docker.sock");
+    let pull_raw = |on_dockerd: bool, name: &str| {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("fromImage", name)
+            .finish();
+        let path = format!("/v1.41/images/create?{q}");
+        if on_dockerd {
+            engine_support::try_request(&sock, "POST", &path, &[], None).unwrap()
+        } else {
+            w.refengd.request("POST", &path, None)
+        }
+    };
+    let both = |layers: bool| -> [Vec<String>; 2] {
+        [true, false].map(|on_dockerd| {
+            let r = pull_raw(on_dockerd, &repo);
+            assert_eq!(r.status, 200, "dockerd {on_dockerd}: {}", r.text());
+            pull_outline(&stream_lines(&r.json_lines()), layers)
+        })
+    };
+    let remove_all = || {
+        for t in ["1", "2", "3"] {
+            let name = format!("{repo}:{t}");
+            let _ = w.refengd.docker_cmd(&["rmi", &name]).output();
+            let _ = dockerd.command(&["rmi", &name]).output();
+        }
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The registry's order, which is not sorted (docker-registry lists its directory).
+        let listed: Vec<String> = Client::new(ClientConfig::default())
+            .tags(&Reference::parse(&repo).unwrap())
+            .unwrap();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["1", "2", "3"]);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let [theirs, ours] = both(true);
+        // One pull event, for the repository (refengd's pull of one tag names the tag).
+        let events = |on_dockerd: bool| -> Vec<Value> {
+            let until = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1;
+            let path = format!(
+                "/v1.41/events?since={since}&until={until}&filters={}",
+                form_urlencoded::byte_serialize(br#"{"type":["image"]}"#).collect::<String>()
+            );
+            let r = if on_dockerd {
+                engine_support::try_request(&sock, "GET", &path, &[], None).unwrap()
+            } else {
+                w.refengd.request("GET", &path, None)
+            };
+            // Whole seconds can reach back to the test before: only this registry's images.
+            r.json_lines()
+                .iter()
+                .filter(|e| {
+                    e["Actor"]["ID"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&host))
+                })
+                .map(|e| json!([e["Action"], e["Actor"]]))
+                .collect()
+        };
+        let theirs_events = events(true);
+        assert_eq!(
+            theirs_events,
+            [json!(["pull", {"ID": repo, "Attributes": {"name": repo}}])]
+        );
+        assert_eq!(events(false), theirs_events, "events");
+        let pulling: Vec<String> = listed
+            .iter()
+            .map(|t| format!("{t}: Pulling from test/multi"))
+            .collect();
+        assert_eq!(
+            theirs
+                .iter()
+                .filter(|l| l.contains("Pulling from"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            pulling,
+            "{theirs:#?}"
+        );
+        assert_eq!(
+            theirs
+                .iter()
+                .filter(|l| l.ends_with("Already exists"))
+                .count(),
+            2,
+            "the base layer exists for the second and third tag: {theirs:#?}"
+        );
+        assert_eq!(
+            theirs.last().map(String::as_str),
+            Some(format!("Status: Downloaded newer image for {repo}").as_str())
+        );
+        assert_eq!(ours, theirs, "refengd (left) and dockerd (right)");
+        // The same images, named alike.
+        let images = |on_dockerd: bool| -> BTreeSet<String> {
+            let path = format!(
+                "/v1.41/images/json?filters={}",
+                form_urlencoded::byte_serialize(
+                    json!({"reference": [repo.clone()]}).to_string().as_bytes()
+                )
+                .collect::<String>()
+            );
+            let v = if on_dockerd {
+                engine_support::try_request(&sock, "GET", &path, &[], None)
+                    .unwrap()
+                    .json()
+            } else {
+                w.refengd.request("GET", &path, None).json()
+            };
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| format!("{} {}", i["Id"], i["RepoTags"]))
+                .collect()
+        };
+        let theirs = images(true);
+        assert_eq!(theirs.len(), 3, "{theirs:?}");
+        assert_eq!(images(false), theirs);
+        // Again: nothing new, and no layer lines for images the daemon has.
+        let [theirs, ours] = both(true);
+        assert_eq!(
+            theirs.last().map(String::as_str),
+            Some(format!("Status: Image is up to date for {repo}").as_str())
+        );
+        assert_eq!(theirs.len(), 7, "{theirs:#?}");
+        assert_eq!(
+            ours, theirs,
+            "refengd (left) and dockerd (right), up to date"
+        );
+        // The docker CLI 28 and refeng, each on both daemons, from nothing.
+        let mut outlines = Vec::new();
+        for program in [engine_support::DOCKER_CLI, env!("CARGO_BIN_EXE_refeng")] {
+            for daemon in [dockerd.host(), w.refengd.host()] {
+                remove_all();
+                let out = std::process::Command::new(program)
+                    .args(["pull", "-a", &repo])
+                    .env("DOCKER_HOST", &daemon)
+                    .env("DOCKER_CONFIG", w.refengd.dir().join("cli"))
+                    .env_remove("DOCKER_CONTEXT")
+                    .env_remove("DOCKER_API_VERSION")
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{program} on {daemon}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                outlines.push((program, daemon, pull_outline(&cli_lines(&text), true)));
+            }
+        }
+        let (_, _, first) = &outlines[0];
+        assert_eq!(first.last(), Some(&repo), "{first:#?}");
+        assert!(
+            first.iter().any(|l| l.ends_with("Already exists")),
+            "{first:#?}"
+        );
+        for (program, daemon, o) in &outlines[1..] {
+            assert_eq!(
+                o, first,
+                "{program} on {daemon} (left), docker on dockerd (right)"
+            );
+        }
+        // One tag again, whose base layer the other tags' images hold (the CLI loop left
+        // dockerd without them).
+        both(true);
+        let two = format!("{repo}:2");
+        let _ = w.refengd.docker_cmd(&["rmi", &two]).output();
+        let _ = dockerd.command(&["rmi", &two]).output();
+        let [theirs, ours] = [true, false].map(|on_dockerd| {
+            let r = pull_raw(on_dockerd, &two);
+            assert_eq!(r.status, 200, "dockerd {on_dockerd}: {}", r.text());
+            pull_outline(&stream_lines(&r.json_lines()), true)
+        });
+        assert_eq!(
+            theirs
+                .iter()
+                .filter(|l| l.ends_with(": Already exists"))
+                .count(),
+            1,
+            "{theirs:#?}"
+        );
+        assert_eq!(ours, theirs, "refengd (left) and dockerd (right), one tag");
+        // An unknown repository, and one without tags.
+        for name in [
+            format!("{host}/test/nosuch"),
+            format!("{host}/test/emptied"),
+        ] {
+            let [d, g] = [true, false].map(|on_dockerd| {
+                let r = pull_raw(on_dockerd, &name);
+                let body = if r.status == 200 {
+                    r.json_lines()
+                } else {
+                    vec![r.json()]
+                };
+                (r.status, body)
+            });
+            assert_eq!(g, d, "{name}: refengd (left) and dockerd (right)");
+        }
+        let d = pull_raw(true, &format!("{host}/test/nosuch"));
+        assert_eq!(d.status, 404, "{}", d.text());
+    }));
+    remove_all();
+    drop(dockerd);
+    drop(registry);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
 }

@@ -71,12 +71,13 @@ fn registry_challenge_seeds_parse_or_fail_cleanly() {
 
 #[test]
 fn registry_response_seeds_parse_or_fail_cleanly() {
-    use refeng::image::registry::{auth, errors};
+    use refeng::image::registry::{auth, errors, tags};
+    let (mut links, mut tag_lists) = (0, 0);
     for (name, bytes) in seeds("registry_responses") {
         let Some((&which, rest)) = bytes.split_first() else {
             continue;
         };
-        match which % 3 {
+        match which % 4 {
             0 => {
                 if let Ok((t, _)) = auth::TokenResponse::parse(rest) {
                     assert!(!t.is_empty(), "{name}");
@@ -85,6 +86,26 @@ fn registry_response_seeds_parse_or_fail_cleanly() {
             1 => {
                 let text = errors::describe(400, &errors::parse_error_body(rest));
                 assert!(!text.chars().any(char::is_control), "{name}");
+            }
+            3 => {
+                let (head, body) = match rest.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&rest[..i], &rest[i + 1..]),
+                    None => (&rest[..0], rest),
+                };
+                if let Some(link) = std::str::from_utf8(head).ok().and_then(tags::next_link) {
+                    let t = tags::resolve_link("http://127.0.0.1:5000", "/v2/a/tags/list", link);
+                    assert!(t.is_none_or(|t| t.starts_with('/')), "{name}");
+                    links += 1;
+                }
+                if let Ok(list) = tags::parse_tag_list(body) {
+                    for t in &list {
+                        assert!(
+                            refeng::image::registry::Reference::parse(&format!("a:{t}")).is_ok(),
+                            "{name}: {t:?}"
+                        );
+                    }
+                    tag_lists += 1;
+                }
             }
             _ => {
                 if let Ok(c) = auth::DockerConfig::parse(rest, Path::new("config.json")) {
@@ -99,6 +120,11 @@ fn registry_response_seeds_parse_or_fail_cleanly() {
             }
         }
     }
+    // The tag list seeds hold pages with a next link and pages that parse.
+    assert!(
+        links >= 1 && tag_lists >= 2,
+        "{links} links, {tag_lists} tag lists"
+    );
 }
 
 #[test]

@@ -404,6 +404,31 @@ fn token_auth_scopes_refresh_and_mounts() {
         "the expired token was not refreshed"
     );
 
+    // Listing tags authenticates as a pull does: a fresh client asks for a pull token first.
+    let lister = client_as(&reg.host(), "reader", "pw");
+    let before = reader_pull_tokens(&tokens);
+    assert_eq!(lister.tags(&dest).unwrap(), ["1"]);
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.user.as_deref() == Some("reader")
+                && r.status == 200
+                && r.scopes == ["repository:team/app:pull"]),
+        "{:?}",
+        tokens.requests()
+    );
+    assert!(reader_pull_tokens(&tokens) > before);
+    let e = lister
+        .tags(&reference(&format!("{}/team/none", reg.host())))
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Refused { status: 404, code, message, .. }
+            if code == "NAME_UNKNOWN" && message == "repository name not known to registry"),
+        "{}",
+        error_chain(&e)
+    );
+
     // The reader may not push: a clear refusal, not a loop.
     let e = push(
         &reader,
@@ -847,4 +872,153 @@ fn pulling_what_the_store_has_fetches_nothing() {
     assert!(proxy.requests()[before..]
         .iter()
         .all(|r| !r.path().starts_with("/v2/again/")));
+}
+
+/// A registry that answers `GET /v2/<repo>/tags/list` from `pages` (the request target with
+/// its query, then the `Link` header to send, if any, with `SELF` for its own URL, and the
+/// tags) and records each target asked for; anything else gets 404 `NAME_UNKNOWN`.
+fn tag_server(
+    pages: Vec<(String, Option<String>, Vec<&'static str>)>,
+) -> (
+    registry_support::Listener,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let server = registry_support::Listener::start(move |mut s| {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        let Some(target) = head
+            .strip_prefix("GET ")
+            .and_then(|h| h.split(' ').next())
+            .map(str::to_owned)
+        else {
+            if head.contains(" HTTP/1.1") {
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+            return;
+        };
+        log.lock().unwrap().push(target.clone());
+        match pages.iter().find(|(t, _, _)| *t == target) {
+            Some((_, link, tags)) => {
+                let body = serde_json::json!({"name": "r", "tags": tags}).to_string();
+                let me = format!("http://{}", s.local_addr().unwrap());
+                let link = link
+                    .as_ref()
+                    .map(|l| format!("Link: {}\r\n", l.replace("SELF", &me)))
+                    .unwrap_or_default();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{link}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            None => {
+                let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    (server, asked)
+}
+
+#[test]
+fn tag_lists_follow_next_links_and_last() {
+    let page = |t: &str, link: Option<&str>, tags: Vec<&'static str>| {
+        (t.to_owned(), link.map(str::to_owned), tags)
+    };
+    // Links: absolute on the same registry (`SELF` is the server's own URL), then relative.
+    let (server, asked) = tag_server(vec![
+        page(
+            "/v2/linked/tags/list?n=2",
+            Some(r#"<SELF/v2/linked/tags/list?n=2&last=b>; rel="next""#),
+            vec!["b", "a"],
+        ),
+        page(
+            "/v2/linked/tags/list?n=2&last=b",
+            Some(r#"<list?n=2&last=d>; rel="next""#),
+            vec!["d", "c"],
+        ),
+        page("/v2/linked/tags/list?n=2&last=d", None, vec!["e"]),
+        // No links: a full page asks again from its last tag.
+        page("/v2/unlinked/tags/list?n=2", None, vec!["1", "2"]),
+        page("/v2/unlinked/tags/list?n=2&last=2", None, vec!["3", "4"]),
+        page("/v2/unlinked/tags/list?n=2&last=4", None, vec![]),
+        // A registry that ignores `last`: its first page again ends the listing.
+        page("/v2/stuck/tags/list?n=1", None, vec!["x"]),
+        page("/v2/stuck/tags/list?n=1&last=x", None, vec!["x"]),
+        // A link back to itself.
+        page(
+            "/v2/loop/tags/list",
+            Some(r#"</v2/loop/tags/list>; rel="next""#),
+            vec!["v1"],
+        ),
+        // A link to another host would take the credentials along.
+        page(
+            "/v2/away/tags/list",
+            Some(r#"<http://10.0.0.1/v2/away/tags/list?last=a>; rel="next""#),
+            vec!["a"],
+        ),
+        page("/v2/empty/tags/list", None, vec![]),
+        page("/v2/bad/tags/list", None, vec!["ok", "-bad"]),
+    ]);
+    let host = format!("127.0.0.1:{}", server.addr().port());
+    let c = client();
+    let r = |repo: &str| reference(&format!("{host}/{repo}"));
+    assert_eq!(
+        c.tags_paged(&r("linked"), Some(2)).unwrap(),
+        ["b", "a", "d", "c", "e"]
+    );
+    assert_eq!(
+        c.tags_paged(&r("unlinked"), Some(2)).unwrap(),
+        ["1", "2", "3", "4"]
+    );
+    assert_eq!(c.tags_paged(&r("stuck"), Some(1)).unwrap(), ["x"]);
+    assert_eq!(c.tags(&r("loop")).unwrap(), ["v1"]);
+    assert!(c.tags(&r("empty")).unwrap().is_empty());
+    // Without a page size, no `n` and no `last`: only links lead on.
+    assert_eq!(c.tags(&r("unlinked:9")).unwrap_err().to_string(), format!("list tags of {host}/unlinked: repository not found (it does not exist or you may not read it) (HTTP 404, NAME_UNKNOWN: repository name not known to registry)"));
+    let e = c.tags(&r("away")).unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Protocol { what, .. } if what.contains("off the registry")),
+        "{}",
+        error_chain(&e)
+    );
+    let e = c.tags(&r("bad")).unwrap_err();
+    assert!(
+        error_chain(&e).contains(r#""-bad", which is not a valid tag"#),
+        "{}",
+        error_chain(&e)
+    );
+    let asked = asked.lock().unwrap().clone();
+    for want in [
+        "/v2/linked/tags/list?n=2&last=d",
+        "/v2/unlinked/tags/list?n=2&last=4",
+        "/v2/stuck/tags/list?n=1&last=x",
+    ] {
+        assert!(
+            asked.iter().any(|a| a == want),
+            "{want} not asked: {asked:?}"
+        );
+    }
+    assert_eq!(
+        asked.iter().filter(|a| a.starts_with("/v2/loop/")).count(),
+        2,
+        "{asked:?}"
+    );
+    assert!(
+        !asked
+            .iter()
+            .any(|a| a.contains("away") && a.contains("last")),
+        "{asked:?}"
+    );
+    drop(server);
 }

@@ -823,11 +823,13 @@ impl Engine {
 
     /// `POST /images/create?fromImage=…`: checks the request, starts the pull, and answers with
     /// its JSON progress stream once the registry resolved the reference (a failure before
-    /// that is a plain error answer with its status, as dockerd's).
+    /// that is a plain error answer with its status, as dockerd's). A name with neither tag nor
+    /// digest (and no `tag` parameter, which is what `docker pull -a` sends) pulls every tag
+    /// of the repository, see [`Engine::pull_all_tags`].
     ///
     /// # Errors
     /// `BadRequest` for a bad reference or parameter, the registry's refusal before any
-    /// progress (404 for an unknown manifest, 401 for refused credentials).
+    /// progress (404 for an unknown manifest or repository, 401 for refused credentials).
     pub async fn pull(
         self: &Arc<Self>,
         from_image: &str,
@@ -857,34 +859,22 @@ impl Engine {
         if let Some(c) = credentials {
             creds = creds.with(&reference.registry, c);
         }
-        let client = Client::new(ClientConfig {
+        let client = Arc::new(Client::new(ClientConfig {
             credentials: creds,
             insecure_registries: config.insecure_registries.clone(),
             ..ClientConfig::default()
-        });
+        }));
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let staging = config.data_root.join("tmp").join(format!(
             "pull-{}-{}",
             std::process::id(),
             SERIAL.fetch_add(1, Ordering::Relaxed)
         ));
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
-        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-        {
-            let reference = reference.clone();
-            let staging = staging.clone();
-            tokio::task::spawn_blocking(move || {
-                let result = ContentStore::open(&staging, Limits::default())
-                    .map_err(|e| ApiError::internal("opening the staging store", e))
-                    .and_then(|store| {
-                        client
-                            .pull(&reference, &store, None, &Forward(progress_tx))
-                            .map(|p| (store, p))
-                            .map_err(|e| registry_error(&reference, &e))
-                    });
-                let _ = done_tx.send(result);
-            });
+        if tag.is_empty() && names_repository_only(from_image) {
+            return self.pull_all_tags(client, reference, staging).await;
         }
+        let (mut progress_rx, mut done_rx) =
+            start_registry_pull(client, self.store(), &reference, &staging);
         // Wait for the first sign of life: progress means the stream starts; an early result
         // is answered as a whole.
         let first = tokio::select! {
@@ -898,16 +888,19 @@ impl Engine {
             other => other,
         };
         let (tx, rx) = mpsc::channel::<Bytes>(64);
-        let early_result = match first {
+        let (early_result, first_event) = match first {
             Err(Ok(Err(e))) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(e);
             }
-            Err(Ok(Ok(done))) => Some(Ok(done)),
-            Err(Err(_)) => Some(Err(ApiError::Internal(
-                "the pull ended without a result".into(),
-            ))),
-            Ok(_) => None,
+            Err(Ok(Ok(done))) => (Some(Ok(done)), None),
+            Err(Err(_)) => (
+                Some(Err(ApiError::Internal(
+                    "the pull ended without a result".into(),
+                ))),
+                None,
+            ),
+            Ok(ev) => (None, ev),
         };
         let engine = self.clone();
         tokio::spawn(async move {
@@ -917,50 +910,30 @@ impl Engine {
                 .clone()
                 .or_else(|| reference.digest.as_ref().map(ToString::to_string))
                 .unwrap_or_default();
-            let _ = tx
-                .send(line(&json!({
-                    "status": format!("Pulling from {}", familiar(&reference.name())),
-                    "id": short_tag,
-                })))
-                .await;
+            let _ = tx.send(pulling_from(&reference, &short_tag)).await;
+            let mut lines = PullLines::new(engine.store());
             let result = match early_result {
                 Some(r) => r,
-                None => loop {
-                    tokio::select! {
-                        e = progress_rx.recv() => match e {
-                            Some(ev) => forward(&tx, &ev).await,
-                            None => {
-                                break done_rx.await.unwrap_or_else(|_| {
-                                    Err(ApiError::Internal("the pull ended without a result".into()))
-                                });
-                            }
-                        },
-                        r = &mut done_rx => {
-                            while let Ok(ev) = progress_rx.try_recv() {
-                                forward(&tx, &ev).await;
-                            }
-                            break r.unwrap_or_else(|_| Err(ApiError::Internal("the pull ended without a result".into())));
-                        }
+                None => {
+                    if let Some(ev) = &first_event {
+                        lines.forward(&tx, ev).await;
                     }
-                },
+                    drain(progress_rx, done_rx, &tx, &mut lines).await
+                }
             };
             let outcome = match result {
-                Ok((store, pulled)) => engine.transfer(&store, &pulled, &name, &tx).await,
+                Ok((store, pulled)) => {
+                    engine
+                        .transfer(&store, &pulled, &name, &lines.present, &tx)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let _ = tokio::fs::remove_dir_all(&staging).await;
             match outcome {
-                Ok((top, fresh)) => {
+                Ok(fresh) => {
                     let f = familiar(&name);
-                    let _ = tx
-                        .send(line(&json!({"status": format!("Digest: {top}")})))
-                        .await;
-                    let status = if fresh {
-                        format!("Status: Downloaded newer image for {f}")
-                    } else {
-                        format!("Status: Image is up to date for {f}")
-                    };
-                    let _ = tx.send(line(&json!({"status": status}))).await;
+                    let _ = tx.send(status_line(&f, fresh)).await;
                     engine.events.emit(Event::new(
                         "image",
                         "pull",
@@ -977,25 +950,99 @@ impl Engine {
         Ok(rx)
     }
 
-    /// Copies a pulled image from the staging store into containerd, names it and unpacks it.
-    /// Returns the target digest and whether the name now points somewhere new.
+    /// A pull of every tag of `reference`'s repository, as dockerd's for a name alone
+    /// (`docker pull -a`): the registry's tag list first (its refusal is the answer, 404
+    /// `repository … not found` for an unknown repository), then each tag in the registry's
+    /// order in one stream, each with its `Pulling from` (id: the tag), layer and `Digest:`
+    /// lines, and one `Status:` line for the repository at the end. A layer an earlier tag
+    /// brought is `Already exists` for the later ones (it is in containerd by then).
+    async fn pull_all_tags(
+        self: &Arc<Self>,
+        client: Arc<Client>,
+        reference: Reference,
+        staging: std::path::PathBuf,
+    ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        let tags = {
+            let client = client.clone();
+            let reference = reference.clone();
+            tokio::task::spawn_blocking(move || client.tags(&reference))
+                .await
+                .map_err(|e| ApiError::internal("listing tags", e))?
+        }
+        .map_err(|e| tag_list_error(&reference, &e))?;
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut fresh = false;
+            let mut failure = None;
+            for t in &tags {
+                let one = reference.with_tag(t);
+                let _ = tx.send(pulling_from(&one, t)).await;
+                let (progress_rx, done_rx) =
+                    start_registry_pull(client.clone(), engine.store(), &one, &staging);
+                let mut lines = PullLines::new(engine.store());
+                let outcome = match drain(progress_rx, done_rx, &tx, &mut lines).await {
+                    Ok((store, pulled)) => {
+                        engine
+                            .transfer(&store, &pulled, &one.to_string(), &lines.present, &tx)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(f) => fresh |= f,
+                    Err(e) => {
+                        tracing::warn!(reference = %one, error = %e, "pull failed");
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            let repo = familiar(&reference.name());
+            match failure {
+                None => {
+                    let _ = tx.send(status_line(&repo, fresh)).await;
+                    engine.events.emit(Event::new(
+                        "image",
+                        "pull",
+                        &repo,
+                        BTreeMap::from([("name".to_string(), repo.clone())]),
+                    ));
+                }
+                Some(e) => {
+                    let _ = tx.send(error_line(&e)).await;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Copies a pulled image from the staging store into containerd, names it, unpacks it and
+    /// sends its `Digest:` line. Returns whether the name now points somewhere new. The
+    /// layers in `present` were `Already exists` and get no `Pull complete`.
     async fn transfer(
         &self,
         staging: &ContentStore,
         pulled: &crate::image::registry::pull::Pulled,
         name: &str,
+        present: &BTreeSet<String>,
         tx: &mpsc::Sender<Bytes>,
-    ) -> Result<(Digest, bool), ApiError> {
+    ) -> Result<bool, ApiError> {
         let done = self
             .transfer_staged(
                 staging,
                 &[(pulled.target.clone(), vec![name.to_string()])],
                 tx,
-                Unpacking::Pull,
+                Unpacking::Pull { present },
             )
             .await?;
-        let fresh = done.first().is_some_and(|t| t.fresh);
-        Ok((pulled.target.clone(), fresh))
+        let _ = tx
+            .send(line(
+                &json!({"status": format!("Digest: {}", pulled.target)}),
+            ))
+            .await;
+        Ok(done.first().is_some_and(|t| t.fresh))
     }
 
     /// Copies images from a staging store into containerd under one lease (blobs containerd
@@ -1010,7 +1057,7 @@ impl Engine {
         staging: &ContentStore,
         images: &[(Digest, Vec<String>)],
         tx: &mpsc::Sender<Bytes>,
-        how: Unpacking,
+        how: Unpacking<'_>,
     ) -> Result<Vec<Transferred>, ApiError> {
         let store = self.store();
         // Resolving in the staging store labels what it walks (index -> manifests, manifest ->
@@ -1097,8 +1144,9 @@ impl Engine {
                         .chars()
                         .take(12)
                         .collect();
-                    if !store.has_snapshot(chain).await? {
-                        if how == Unpacking::Pull {
+                    let unpacked = store.has_snapshot(chain).await?;
+                    if !unpacked {
+                        if matches!(how, Unpacking::Pull { .. }) {
                             let _ = tx
                                 .send(line(
                                     &json!({"status": "Extracting", "progressDetail": {}, "id": short}),
@@ -1110,7 +1158,12 @@ impl Engine {
                             .await?;
                     }
                     let done = match how {
-                        Unpacking::Pull => {
+                        // dockerd's `Already exists` is the layer's last line.
+                        Unpacking::Pull { present } if unpacked && present.contains(&layer.digest) => {
+                            parent = chain.clone();
+                            continue;
+                        }
+                        Unpacking::Pull { .. } => {
                             json!({"status": "Pull complete", "progressDetail": {}, "id": short})
                         }
                         Unpacking::Load => {
@@ -1151,17 +1204,21 @@ impl Engine {
 
 /// What [`Engine::transfer_staged`] reports per layer: pull's or load's progress lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Unpacking {
-    /// `Extracting` / `Pull complete`.
-    Pull,
+pub(super) enum Unpacking<'a> {
+    /// `Extracting` / `Pull complete`, but nothing more for the layers (digests) in `present`,
+    /// which the pull reported as `Already exists`.
+    Pull {
+        /// layers already reported
+        present: &'a BTreeSet<String>,
+    },
     /// `Loading layer`.
     Load,
 }
 
-impl Unpacking {
+impl Unpacking<'_> {
     fn verb(self) -> &'static str {
         match self {
-            Unpacking::Pull => "pull",
+            Unpacking::Pull { .. } => "pull",
             Unpacking::Load => "load",
         }
     }
@@ -1174,6 +1231,171 @@ pub(super) struct Transferred {
     pub resolved: Resolved,
     /// Whether one of its names now points somewhere new.
     pub fresh: bool,
+}
+
+/// Whether `from_image` names a repository alone: no tag after its last `/`, no digest (what
+/// `docker pull -a` sends, and dockerd then pulls every tag).
+fn names_repository_only(from_image: &str) -> bool {
+    !from_image.contains('@')
+        && !from_image
+            .rsplit('/')
+            .next()
+            .unwrap_or(from_image)
+            .contains(':')
+}
+
+/// What [`start_registry_pull`] ends with.
+type RegistryPull = Result<(ContentStore, crate::image::registry::pull::Pulled), ApiError>;
+
+/// Starts the registry client's pull of `reference` into the staging store at `staging` on a
+/// blocking thread: its progress events, and its result once it ends. Layers containerd has
+/// (asked through `containerd`) are `Already exists` and not downloaded again, as dockerd's.
+fn start_registry_pull(
+    client: Arc<Client>,
+    containerd: Store,
+    reference: &Reference,
+    staging: &std::path::Path,
+) -> (
+    mpsc::UnboundedReceiver<ProgressEvent>,
+    tokio::sync::oneshot::Receiver<RegistryPull>,
+) {
+    let (progress_tx, progress_rx) = mpsc::unbounded_channel::<ProgressEvent>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let reference = reference.clone();
+    let staging = staging.to_path_buf();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let in_containerd = |d: &Digest| {
+            handle
+                .block_on(containerd.info(&d.to_string()))
+                .is_ok_and(|i| i.is_some())
+        };
+        let result = ContentStore::open(&staging, Limits::default())
+            .map_err(|e| ApiError::internal("opening the staging store", e))
+            .and_then(|store| {
+                client
+                    .pull_with(
+                        &reference,
+                        &store,
+                        None,
+                        &Forward(progress_tx),
+                        &in_containerd,
+                    )
+                    .map(|p| (store, p))
+                    .map_err(|e| registry_error(&reference, &e))
+            });
+        let _ = done_tx.send(result);
+    });
+    (progress_rx, done_rx)
+}
+
+/// Forwards a registry pull's progress into the response stream until it ends.
+async fn drain(
+    mut progress_rx: mpsc::UnboundedReceiver<ProgressEvent>,
+    mut done_rx: tokio::sync::oneshot::Receiver<RegistryPull>,
+    tx: &mpsc::Sender<Bytes>,
+    lines: &mut PullLines,
+) -> RegistryPull {
+    let ended = || ApiError::Internal("the pull ended without a result".into());
+    loop {
+        tokio::select! {
+            e = progress_rx.recv() => match e {
+                Some(ev) => lines.forward(tx, &ev).await,
+                None => return done_rx.await.unwrap_or_else(|_| Err(ended())),
+            },
+            r = &mut done_rx => {
+                while let Ok(ev) = progress_rx.try_recv() {
+                    lines.forward(tx, &ev).await;
+                }
+                return r.unwrap_or_else(|_| Err(ended()));
+            }
+        }
+    }
+}
+
+/// What one reference's pull sends of the registry client's progress, as dockerd words it.
+struct PullLines {
+    containerd: Store,
+    /// The layers (digests) reported `Already exists`: their last line.
+    present: BTreeSet<String>,
+    /// containerd has the manifest already: dockerd prints no layer lines for an image it has.
+    known: bool,
+}
+
+impl PullLines {
+    fn new(containerd: Store) -> Self {
+        PullLines {
+            containerd,
+            present: BTreeSet::new(),
+            known: false,
+        }
+    }
+
+    async fn forward(&mut self, tx: &mpsc::Sender<Bytes>, ev: &ProgressEvent) {
+        match ev {
+            ProgressEvent::Resolved { digest, .. } => {
+                self.known = self
+                    .containerd
+                    .info(&digest.to_string())
+                    .await
+                    .is_ok_and(|i| i.is_some());
+            }
+            ProgressEvent::AlreadyExists { id } => {
+                self.present.insert(id.to_string());
+                if self.known {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        forward(tx, ev).await;
+    }
+}
+
+/// dockerd's first line for each reference a pull resolves: the repository's path in its
+/// registry (`library/busybox`, without the registry), the tag or digest as its id.
+fn pulling_from(reference: &Reference, id: &str) -> Bytes {
+    line(&json!({
+        "status": format!("Pulling from {}", reference.repository),
+        "id": id,
+    }))
+}
+
+/// A pull's last line.
+fn status_line(name: &str, fresh: bool) -> Bytes {
+    let status = if fresh {
+        format!("Status: Downloaded newer image for {name}")
+    } else {
+        format!("Status: Image is up to date for {name}")
+    };
+    line(&json!({ "status": status }))
+}
+
+/// A refused tag list as dockerd words it: an unknown repository is 404 `repository NAME not
+/// found: name unknown: MESSAGE` (distribution's error code in words, then the registry's
+/// message); the rest as for any registry error.
+fn tag_list_error(r: &Reference, e: &crate::image::registry::RegistryError) -> ApiError {
+    use crate::image::registry::RegistryError as E;
+    match e {
+        E::Refused {
+            status: 404,
+            code,
+            message,
+            text,
+            ..
+        } => {
+            let cause = if code.is_empty() {
+                text.clone()
+            } else {
+                format!("{}: {message}", code.to_lowercase().replace('_', " "))
+            };
+            ApiError::NotFound(format!(
+                "repository {} not found: {cause}",
+                familiar(&r.name())
+            ))
+        }
+        _ => registry_error(r, e),
+    }
 }
 
 /// An error with its sources, `: `-joined (the image and registry errors keep their detail in

@@ -548,9 +548,11 @@ impl Puller {
         {
             return Ok(());
         }
-        let registry = Reference::parse(reference)
-            .map(|r| r.registry)
-            .map_err(|e| format!("invalid reference format: {e}"))?;
+        let parsed =
+            Reference::parse(reference).map_err(|e| format!("invalid reference format: {e}"))?;
+        // With its tag (`latest` when it has none): a name alone would pull every tag.
+        let full = parsed.to_string();
+        let registry = parsed.registry;
         let creds = self
             .credentials
             .iter()
@@ -558,7 +560,7 @@ impl Puller {
             .map(|(_, c)| c.clone());
         handle.block_on(async {
             let mut rx = engine
-                .pull(reference, "", "", creds)
+                .pull(&full, "", "", creds)
                 .await
                 .map_err(|e| e.to_string())?;
             while let Some(b) = rx.recv().await {

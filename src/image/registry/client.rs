@@ -216,7 +216,7 @@ impl Client {
     }
 
     /// `https://host` or, for an insecure registry that does not speak TLS, `http://host`.
-    fn base_url(&self, r: &Reference) -> Result<String, RegistryError> {
+    pub(crate) fn base_url(&self, r: &Reference) -> Result<String, RegistryError> {
         let host = r.api_host();
         if let Some(s) = self.lock_hosts().get(host).and_then(|h| h.scheme) {
             return Ok(format!("{s}://{host}"));
@@ -564,6 +564,10 @@ impl Client {
             operation: format!("{op} {r}"),
             status,
             code: entries.first().map(|e| e.code.clone()).unwrap_or_default(),
+            message: entries
+                .first()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
             text: errors::describe(status, &entries),
         }
     }

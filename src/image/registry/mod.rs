@@ -1,8 +1,8 @@
-//! The registry client: pull and push images over the OCI distribution spec (and Docker
-//! registries' v2 API, which it grew from), with Docker's reference normalisation, basic and
-//! bearer-token authentication, credentials from a docker `config.json`, resumable parallel
-//! downloads straight into the content store, unpacking as layers arrive, chunked, monolithic
-//! and cross-repository uploads, and per-layer progress.
+//! The registry client: pull and push images and list a repository's tags over the OCI
+//! distribution spec (and Docker registries' v2 API, which it grew from), with Docker's reference
+//! normalisation, basic and bearer-token authentication, credentials from a docker `config.json`,
+//! resumable parallel downloads straight into the content store, unpacking as layers arrive,
+//! chunked, monolithic and cross-repository uploads, and per-layer progress.
 //!
 //! Why our own client over the `oci-client` crate: it is async only (reqwest and tokio inside a
 //! store and snapshotter that are synchronous), it takes the bearer token's lifetime only from a
@@ -18,6 +18,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod tags;
 pub mod tls;
 
 use std::time::Duration;
@@ -136,6 +137,8 @@ pub enum RegistryError {
         status: u16,
         /// the first registry error code, if any
         code: String,
+        /// the registry's message with that code, if any
+        message: String,
         /// the registry's errors in plain words
         text: String,
     },
@@ -146,6 +149,15 @@ pub enum RegistryError {
         registry: String,
         /// how
         what: String,
+    },
+    /// a page of a tag list does not parse
+    #[error("registry {registry} sent a tag list refeng cannot read")]
+    TagList {
+        /// the registry
+        registry: String,
+        /// why
+        #[source]
+        source: tags::TagListError,
     },
     /// the registry served a schema1 manifest
     #[error("{reference} is a Docker schema1 image, which is not supported (deprecated since 2017): push it again with a current docker or convert it")]

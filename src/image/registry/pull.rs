@@ -72,13 +72,31 @@ impl Client {
     /// # Errors
     /// [`RegistryError`]: the registry's refusals in plain words, auth failures, digest
     /// mismatches, [`RegistryError::Schema1`], download failures after every retry.
-    #[tracing::instrument(skip_all, fields(reference = %r))]
     pub fn pull(
         &self,
         r: &Reference,
         content: &ContentStore,
         unpack_into: Option<(&Snapshotter, &ApplyOptions)>,
         progress: &dyn ProgressSink,
+    ) -> Result<Pulled, RegistryError> {
+        self.pull_with(r, content, unpack_into, progress, &|_| false)
+    }
+
+    /// [`Client::pull`] for a caller that keeps layers elsewhere too (refengd's staging store
+    /// before containerd): a layer `elsewhere` says it has is reported `AlreadyExists` and not
+    /// downloaded into `content`. Ignored when unpacking, which reads every layer from
+    /// `content`.
+    ///
+    /// # Errors
+    /// As [`Client::pull`].
+    #[tracing::instrument(skip_all, fields(reference = %r))]
+    pub fn pull_with(
+        &self,
+        r: &Reference,
+        content: &ContentStore,
+        unpack_into: Option<(&Snapshotter, &ApplyOptions)>,
+        progress: &dyn ProgressSink,
+        elsewhere: &dyn Fn(&Digest) -> bool,
     ) -> Result<Pulled, RegistryError> {
         let lease = content.temporary_lease("pull")?;
         let (bytes, declared, top_digest) = self.resolve_manifest(r, content)?;
@@ -166,6 +184,11 @@ impl Client {
             if content.contains(l) {
                 progress.report(ProgressEvent::AlreadyExists { id: l.clone() });
                 state.insert(l.clone(), LayerState::Done);
+            } else if unpack_into.is_none() && elsewhere(l) {
+                progress.report(ProgressEvent::AlreadyExists { id: l.clone() });
+                state.insert(l.clone(), LayerState::Done);
+                // Not in `content`: nothing to label there.
+                continue;
             } else {
                 progress.report(ProgressEvent::Waiting { id: l.clone() });
                 state.insert(l.clone(), LayerState::Pending);

@@ -227,7 +227,7 @@ impl std::str::FromStr for Reference {
 }
 
 /// distribution/reference: `[\w][\w.-]{0,127}`.
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_TAG
