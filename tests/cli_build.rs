@@ -799,10 +799,13 @@ fn git_contexts() {
         .local_addr()
         .unwrap()
         .port();
+    // git-daemon itself, not `git daemon`: git runs it as a child that SIGKILL on git would
+    // leave running.
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
     let _daemon = GitDaemon(
-        Command::new("git")
+        Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
