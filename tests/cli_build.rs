@@ -805,11 +805,7 @@ fn git_contexts() {
     let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
     let _daemon = GitDaemon(
         Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args([
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(&base)
