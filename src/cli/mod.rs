@@ -176,52 +176,12 @@ pub struct Cli {
 /// The commands, docker's names.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create and run a new container from an image
-    Run(containers::RunArgs),
-    /// Create a new container
-    Create(containers::RunArgs),
+    #[command(flatten)]
+    Containers(ContainerVerb),
     /// List containers
     Ps(containers::PsArgs),
     /// Remove one or more containers
     Rm(containers::RmArgs),
-    /// Start one or more stopped containers
-    Start(containers::StartArgs),
-    /// Stop one or more running containers
-    Stop(containers::StopArgs),
-    /// Restart one or more containers
-    Restart(containers::StopArgs),
-    /// Kill one or more running containers
-    Kill(containers::KillArgs),
-    /// Block until one or more containers stop, then print their exit codes
-    Wait(containers::NamesArgs),
-    /// Fetch the logs of a container
-    Logs(containers::LogsArgs),
-    /// Pause all processes within one or more containers
-    Pause(containers::NamesArgs),
-    /// Unpause all processes within one or more containers
-    Unpause(containers::NamesArgs),
-    /// Rename a container
-    Rename(containers::RenameArgs),
-    /// Execute a command in a running container
-    Exec(containers::ExecArgs),
-    /// Attach local standard input, output, and error streams to a running container
-    Attach(containers::AttachArgs),
-    /// Display the running processes of a container
-    Top(containers::TopArgs),
-    /// List port mappings or a specific mapping for the container
-    Port(containers::PortArgs),
-    /// Inspect changes to files or directories on a container's filesystem
-    Diff(containers::DiffArgs),
-    /// Export a container's filesystem as a tar archive
-    Export(containers::ExportArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(cp::CpArgs),
-    /// Create a new image from a container's changes
-    Commit(containers::CommitArgs),
-    /// Update configuration of one or more containers
-    Update(containers::UpdateArgs),
-    /// Display a live stream of container(s) resource usage statistics
-    Stats(containers::StatsArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Load an image from a tar archive or STDIN
@@ -313,19 +273,13 @@ pub enum NetworkCommand {
     Prune(volumes::NetworkPruneArgs),
 }
 
-/// `refeng container ...`.
+/// The container commands that are both top-level (`refeng run`) and under `refeng container`.
 #[derive(Debug, Subcommand)]
-pub enum ContainerCommand {
+pub enum ContainerVerb {
     /// Create and run a new container from an image
-    Run(containers::RunArgs),
+    Run(Box<containers::RunArgs>),
     /// Create a new container
-    Create(containers::RunArgs),
-    /// List containers
-    #[command(visible_aliases = ["ps", "list"])]
-    Ls(containers::PsArgs),
-    /// Remove one or more containers
-    #[command(visible_alias = "remove")]
-    Rm(containers::RmArgs),
+    Create(Box<containers::RunArgs>),
     /// Start one or more stopped containers
     Start(containers::StartArgs),
     /// Stop one or more running containers
@@ -348,8 +302,6 @@ pub enum ContainerCommand {
     Exec(containers::ExecArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(containers::AttachArgs),
-    /// Display detailed information on one or more containers
-    Inspect(inspect::TypedInspectArgs),
     /// Display the running processes of a container
     Top(containers::TopArgs),
     /// List port mappings or a specific mapping for the container
@@ -364,10 +316,25 @@ pub enum ContainerCommand {
     Commit(containers::CommitArgs),
     /// Update configuration of one or more containers
     Update(containers::UpdateArgs),
-    /// Remove all stopped containers
-    Prune(containers::PruneArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(containers::StatsArgs),
+}
+
+/// `refeng container ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    #[command(flatten)]
+    Verb(ContainerVerb),
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(containers::PsArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(containers::RmArgs),
+    /// Display detailed information on one or more containers
+    Inspect(inspect::TypedInspectArgs),
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
 }
 
 /// `refeng image ...`.
@@ -473,17 +440,15 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
 
 /// Runs a command that talks to the daemon.
 fn run_command(command: Command, cli: &Cli) -> i32 {
-    let run_like = matches!(
-        command,
-        Command::Run(_)
-            | Command::Create(_)
-            | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
-    );
     let verb = match &command {
-        Command::Run(_) | Command::Container(ContainerCommand::Run(_)) => Some("run"),
-        Command::Create(_) | Command::Container(ContainerCommand::Create(_)) => Some("create"),
+        Command::Containers(v) | Command::Container(ContainerCommand::Verb(v)) => match v {
+            ContainerVerb::Run(_) => Some("run"),
+            ContainerVerb::Create(_) => Some("create"),
+            _ => None,
+        },
         _ => None,
     };
+    let run_like = verb.is_some();
     let config_dir = address::config_dir(cli.config.as_deref());
     let tls = address::TlsFlags {
         tls: cli.tls,
@@ -591,68 +556,38 @@ fn command_path() -> String {
     words.join(" ")
 }
 
+fn verb(ctx: &Ctx, v: ContainerVerb) -> Result<(), CliError> {
+    match v {
+        ContainerVerb::Run(a) => containers::run(ctx, *a),
+        ContainerVerb::Create(a) => containers::create_cmd(ctx, *a),
+        ContainerVerb::Start(a) => containers::start(ctx, a),
+        ContainerVerb::Stop(a) => containers::stop(ctx, a, "stop"),
+        ContainerVerb::Restart(a) => containers::stop(ctx, a, "restart"),
+        ContainerVerb::Kill(a) => containers::kill(ctx, a),
+        ContainerVerb::Wait(a) => containers::wait(ctx, a),
+        ContainerVerb::Logs(a) => containers::logs(ctx, a),
+        ContainerVerb::Pause(a) => containers::simple(ctx, a, "pause"),
+        ContainerVerb::Unpause(a) => containers::simple(ctx, a, "unpause"),
+        ContainerVerb::Rename(a) => containers::rename(ctx, a),
+        ContainerVerb::Exec(a) => containers::exec(ctx, a),
+        ContainerVerb::Attach(a) => containers::attach(ctx, a),
+        ContainerVerb::Top(a) => containers::top(ctx, a),
+        ContainerVerb::Port(a) => containers::port(ctx, a),
+        ContainerVerb::Diff(a) => containers::diff(ctx, a),
+        ContainerVerb::Export(a) => containers::export(ctx, a),
+        ContainerVerb::Cp(a) => cp::cp(ctx, a),
+        ContainerVerb::Commit(a) => containers::commit(ctx, a),
+        ContainerVerb::Update(a) => containers::update(ctx, a),
+        ContainerVerb::Stats(a) => containers::stats(ctx, a),
+    }
+}
+
 fn dispatch(ctx: &Ctx, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => containers::run(ctx, a),
-        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
-            containers::create_cmd(ctx, a)
-        }
+        Command::Containers(v) | Command::Container(ContainerCommand::Verb(v)) => verb(ctx, v),
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(ctx, a),
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => containers::rm(ctx, a),
-        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
-            containers::start(ctx, a)
-        }
-        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
-            containers::stop(ctx, a, "stop")
-        }
-        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
-            containers::stop(ctx, a, "restart")
-        }
-        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
-            containers::kill(ctx, a)
-        }
-        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
-            containers::wait(ctx, a)
-        }
-        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
-            containers::logs(ctx, a)
-        }
-        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
-            containers::simple(ctx, a, "pause")
-        }
-        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
-            containers::simple(ctx, a, "unpause")
-        }
-        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
-            containers::rename(ctx, a)
-        }
-        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
-            containers::exec(ctx, a)
-        }
-        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
-            containers::attach(ctx, a)
-        }
-        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => containers::top(ctx, a),
-        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
-            containers::port(ctx, a)
-        }
-        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
-            containers::diff(ctx, a)
-        }
-        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
-            containers::export(ctx, a)
-        }
-        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => cp::cp(ctx, a),
-        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
-            containers::commit(ctx, a)
-        }
-        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
-            containers::update(ctx, a)
-        }
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(ctx, a),
-        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
-            containers::stats(ctx, a)
-        }
         Command::Container(ContainerCommand::Inspect(a)) => {
             inspect::inspect_typed(ctx, a, inspect::Kind::Container)
         }
