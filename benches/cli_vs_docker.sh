@@ -12,58 +12,14 @@
 #                                                 the CLI's cost is a release build's number)
 set -euo pipefail
 runs=${1:-30}
-here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${REFENG_CLI_BENCH_INNER:-}" ]; then
-  [ "$(id -u)" = 0 ] || { echo "cli_vs_docker: needs root" >&2; exit 1; }
-  bin=${REFENG_BIN:-$here/target/debug}
-  for b in refeng refengd refeng-containerd refeng-shim containerd-shim-refeng-v2 refeng-runc; do
-    if [ ! -x "$bin/$b" ]; then
-      cargo build --manifest-path "$here/Cargo.toml" --bin refeng --bin refengd \
-        --bin refeng-containerd --bin refeng-shim --bin containerd-shim-refeng-v2 \
-        --bin refeng-runc >&2
-      break
-    fi
-  done
-  exec unshare --net --mount --propagation private -- \
-    env REFENG_CLI_BENCH_INNER=1 REFENG_BIN="$bin" bash "$0" "$@"
-fi
-ip link set lo up
-bin=$REFENG_BIN
-docker=/usr/local/bin/docker
+name=cli_vs_docker
+# shellcheck source=benches/two_engines.sh
+source "$(dirname "$0")/two_engines.sh"
+docker=$cli
 refeng=$bin/refeng
-work=$(mktemp -d /tmp/refeng-cli-bench.XXXXXX)
 sock=$work/refeng.sock
-pids=()
-cleanup() {
-  ids=$(DOCKER_HOST="unix://$sock" "$docker" ps -aq 2>/dev/null || true)
-  [ -z "$ids" ] || DOCKER_HOST="unix://$sock" "$docker" rm -f $ids >/dev/null 2>&1 || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  # What refengd started (its containerd, shims) names our directory: end it by pid.
-  for p in /proc/[0-9]*; do
-    # (A process may be gone between the glob and the read: the redirection's error is hidden.)
-    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "$work/"; then
-      kill -9 "${p#/proc/}" 2>/dev/null || true
-    fi
-  done
-  sleep 0.5
-  { grep " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
-  rm -rf "$work" || echo "cli_vs_docker: $work is left behind" >&2
-}
-trap cleanup EXIT
-
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/proc" "$work/rootfs/sys" \
-  "$work/rootfs/dev" "$work/rootfs/tmp" "$work/cfg"
-cp /usr/bin/busybox "$work/rootfs/bin/busybox"
-for a in $(/usr/bin/busybox --list); do
-  [ "$a" = busybox ] || ln -s busybox "$work/rootfs/bin/$a"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
-echo '{}' > "$work/refeng.json"
-"$bin/refengd" -H "unix://$sock" --data-root "$work/data" --exec-root "$work/exec" \
+mkdir -p "$work/cfg"
+"$bin/refengd" -H "unix://$sock" --data-root "$work/data" --exec-root "$run/exec" \
   --config-file "$work/refeng.json" --bridge none >"$work/refengd.log" 2>&1 &
 pids+=($!)
 export DOCKER_HOST="unix://$sock" DOCKER_CONFIG="$work/cfg"

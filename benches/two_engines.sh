@@ -1,5 +1,6 @@
-# Sourced by the benches that run refengd and dockerd 20.10 side by side through the same docker
-# CLI 28 (engine_cli.sh, engine_cp.sh), with `name` set to the script's name first:
+# Sourced by the benches that run refengd (and dockerd 20.10) in a private namespace and drive
+# them with the docker CLI 28 (engine_cli.sh, engine_cp.sh, cli_vs_docker.sh), with `name` set to
+# the script's name first:
 #   name=engine_cp; source "$(dirname "$0")/two_engines.sh"
 # Runs the calling script again inside `unshare --net --mount` (builds the debug binaries when
 # REFENG_BIN has none), then gives it: $bin (refeng's programs), $cli, $work (a private
@@ -13,10 +14,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${REFENG_TWO_ENGINES_INNER:-}" ]; then
   [ "$(id -u)" = 0 ] || { echo "$name: needs root" >&2; exit 1; }
   bin=${REFENG_BIN:-$here/target/debug}
-  if [ ! -x "$bin/refengd" ]; then
-    cargo build --manifest-path "$here/Cargo.toml" --bin refengd --bin refeng-containerd \
-      --bin refeng-shim --bin containerd-shim-refeng-v2 --bin refeng-runc >&2
-  fi
+  for b in refeng refengd; do
+    if [ ! -x "$bin/$b" ]; then
+      cargo build --manifest-path "$here/Cargo.toml" --bin refeng --bin refengd \
+        --bin refeng-containerd --bin refeng-shim --bin containerd-shim-refeng-v2 \
+        --bin refeng-runc >&2
+      break
+    fi
+  done
   exec unshare --net --mount --propagation private -- \
     env REFENG_TWO_ENGINES_INNER=1 REFENG_BIN="$bin" bash "$0" "$@"
 fi
