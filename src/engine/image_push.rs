@@ -64,7 +64,7 @@ impl Engine {
             ));
         }
         // Without a tag anywhere, every tag of the repository (the CLI's --all-tags).
-        let all_tags = tag.is_empty() && !name.rsplit('/').next().unwrap_or("").contains(':');
+        let all_tags = tag.is_empty() && super::images::names_repository_only(name);
         let repo = asked.name();
         let mut wanted: Vec<(String, Arc<super::images::Resolved>)> = Vec::new();
         for (n, r) in self.catalog().await? {

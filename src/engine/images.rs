@@ -1235,7 +1235,7 @@ pub(super) struct Transferred {
 
 /// Whether `from_image` names a repository alone: no tag after its last `/`, no digest (what
 /// `docker pull -a` sends, and dockerd then pulls every tag).
-fn names_repository_only(from_image: &str) -> bool {
+pub(super) fn names_repository_only(from_image: &str) -> bool {
     !from_image.contains('@')
         && !from_image
             .rsplit('/')

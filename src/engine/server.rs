@@ -515,10 +515,16 @@ async fn dispatch(
             Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
         }
         Route::Build => {
+            // Taken first: a refusal below reads the context the client is sending before it
+            // answers, as the archive upload does, so the docker CLI reads the refusal instead
+            // of failing on a broken pipe in the middle of its upload.
+            let (parts, body) = req.into_parts();
+            let body = super::image_archive::body_reader(body);
             let parsed =
-                super::build::exec::BuildRequest::parse(req.uri().query()).and_then(|mut q| {
+                super::build::exec::BuildRequest::parse(parts.uri.query()).and_then(|mut q| {
                     q.credentials = super::auth::decode_config(
-                        req.headers()
+                        parts
+                            .headers
                             .get("X-Registry-Config")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or(""),
@@ -527,15 +533,9 @@ async fn dispatch(
                 });
             let req_query = match parsed {
                 Ok(q) => q,
-                Err(e) => {
-                    // The context the client is sending is read and dropped, as dockerd's Go
-                    // server reads what a handler left: the docker CLI then reads the refusal
-                    // instead of failing on a broken pipe in the middle of its upload.
-                    drop(super::image_archive::body_reader(req.into_body()));
-                    return Err(e);
-                }
+                Err(e) => return Err(super::containers::archive::drained(body, e).await),
             };
-            let rx = engine.build(req.into_body(), req_query).await?;
+            let rx = engine.build(body, req_query).await?;
             Ok(streamed(rx, "application/json"))
         }
         Route::ImagesLoad => {

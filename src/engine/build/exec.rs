@@ -35,7 +35,7 @@ use super::cache;
 use super::dockerignore::clean;
 use crate::engine::containers::init_layer;
 use crate::engine::error::ApiError;
-use crate::engine::image_archive::{body_reader, Staging};
+use crate::engine::image_archive::{BodyReader, Staging};
 use crate::engine::images::{familiar, line, DANGLING};
 use crate::engine::store::SNAPSHOTTER;
 use crate::engine::Engine;
@@ -652,12 +652,11 @@ impl Engine {
     /// # Errors
     /// `BadRequest` for a context or Dockerfile that does not read or parse (dockerd answers
     /// those before its stream starts); later failures are the stream's `errorDetail` line.
-    pub async fn build(
+    pub(in crate::engine) async fn build(
         self: &Arc<Self>,
-        body: hyper::body::Incoming,
+        reader: BodyReader,
         req: BuildRequest,
     ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-        let reader = body_reader(body);
         let context = tokio::task::spawn_blocking(move || read_context(reader))
             .await
             .map_err(|e| ApiError::internal("reading the context", e))?

@@ -338,7 +338,7 @@ fn copy_up(root: &Path, path: &str, volume: &Path) -> Result<(), ApiError> {
 
 impl Engine {
     /// Finds an image for a container: a reference, a full id or a unique id prefix.
-    async fn image_for_container(&self, name: &str) -> Result<(String, Resolved), ApiError> {
+    async fn image_for_container(&self, name: &str) -> Result<(String, Arc<Resolved>), ApiError> {
         let store = super::super::store::Store::new(self.backend.clone());
         let not_found = || {
             let last = name.rsplit('/').next().unwrap_or(name);
@@ -353,13 +353,13 @@ impl Engine {
             if let Some(img) = store.image(&r.to_string()).await? {
                 if let Some(t) = img.target {
                     let r = self.resolve_known(&t).await?;
-                    return Ok((img.name, Resolved::clone(&r)));
+                    return Ok((img.name, r));
                 }
             }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut found: Option<(String, Resolved)> = None;
+            let mut found: Option<(String, Arc<Resolved>)> = None;
             for img in store.images().await? {
                 let Some(t) = img.target.clone() else {
                     continue;
@@ -376,7 +376,7 @@ impl Engine {
                         }
                         continue;
                     }
-                    found = Some((img.name, Resolved::clone(&r)));
+                    found = Some((img.name, r));
                 }
             }
             if let Some(f) = found {
