@@ -459,12 +459,7 @@ fn labels_in_key_order() {
                 "{{.Labels}}",
             ];
             let (theirs, ours) = both(d, &args, None);
-            let items = |o: &Outcome| {
-                let mut l: Vec<String> =
-                    o.stdout.trim_end().split(',').map(str::to_owned).collect();
-                l.sort();
-                (o.code, l)
-            };
+            let items = |o: &Outcome| (o.code, sorted_parts(&o.stdout, ','));
             assert_eq!(items(&theirs).1.len(), 6, "{theirs:?}");
             assert_eq!(items(&ours), items(&theirs), "{args:?} on {d:?}");
         }
@@ -1023,11 +1018,7 @@ fn image_verbs() {
                 "cli-@-tag",
             ];
             let (theirs, ours) = both(d, &args, None);
-            let sorted = |o: &Outcome| {
-                let mut l: Vec<String> = o.stdout.lines().map(str::to_owned).collect();
-                l.sort();
-                (o.code, l, o.stderr.clone())
-            };
+            let sorted = |o: &Outcome| (o.code, sorted_parts(&o.stdout, '\n'), o.stderr.clone());
             assert_eq!(
                 sorted(&ours),
                 sorted(&theirs),
@@ -2471,20 +2462,20 @@ fn interactive_sessions() {
     });
 }
 
+/// `text` without its trailing whitespace, split at `sep` and sorted: docker output whose
+/// order is Go's map order, which changes from run to run.
+fn sorted_parts(text: &str, sep: char) -> Vec<String> {
+    let mut parts: Vec<String> = text.trim_end().split(sep).map(str::to_owned).collect();
+    parts.sort();
+    parts
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the CLI tests run as root (they start daemons)"
     );
-    if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
-        engine_support::reexec_in_private_namespaces(INNER);
-    }
-    if std::env::var_os(INNER).is_some() {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        assert!(up.is_ok_and(|s| s.success()), "lo up");
-    }
+    engine_support::in_private_namespaces(INNER);
     let tests: &[(&str, &dyn Fn())] = &[
         ("version_and_info", &version_and_info),
         ("images_list", &images_list),

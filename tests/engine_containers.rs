@@ -611,8 +611,9 @@ fn run_rm_delivers_all_output() {
     assert_eq!(c.ok(&["ps", "-aq"]), "", "--rm left containers");
 }
 
-/// The snapshots containerd holds for refengd (namespace `moby`), by key.
-fn snapshot_keys() -> BTreeSet<String> {
+/// `ctr -n moby ARGS` against the containerd refengd drives (its own, or the real one of the
+/// second pass); fails the test when ctr fails; returns its stdout.
+fn ctr_moby(args: &[&str]) -> String {
     let sock = world()
         .containerd
         .lock()
@@ -625,16 +626,22 @@ fn snapshot_keys() -> BTreeSet<String> {
     let out = Command::new("ctr")
         .arg("--address")
         .arg(&sock)
-        .args(["-n", "moby", "snapshots", "ls"])
+        .args(["-n", "moby"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run ctr");
     assert!(
         out.status.success(),
-        "ctr snapshots ls: {}",
+        "ctr {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The snapshots containerd holds for refengd (namespace `moby`), by key.
+fn snapshot_keys() -> BTreeSet<String> {
+    ctr_moby(&["snapshots", "ls"])
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next().map(String::from))
@@ -1086,32 +1093,16 @@ fn start_replaces_a_stale_task() {
         .ok(&["inspect", "-f", "{{.Id}}", "stale"])
         .trim()
         .to_string();
-    let sock = match world().containerd.lock().unwrap().as_ref() {
-        Some(real) => real.socket(),
-        None => d().dir().join("exec/containerd/containerd.sock"),
-    };
-    let ctr = |args: &[&str]| {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&sock)
-            .args(["-n", "moby"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ctr");
-        assert!(out.status.success(), "ctr {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    ctr(&["tasks", "start", "-d", &id]);
+    ctr_moby(&["tasks", "start", "-d", &id]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ctr(&["tasks", "ls"])
+    while !ctr_moby(&["tasks", "ls"])
         .lines()
         .any(|l| l.starts_with(id.as_str()) && l.contains("STOPPED"))
     {
         assert!(
             Instant::now() < deadline,
             "no stopped task: {}",
-            ctr(&["tasks", "ls"])
+            ctr_moby(&["tasks", "ls"])
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1242,15 +1242,7 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the engine tests run as root"
     );
-    if std::env::var_os(INNER).is_none() && !std::env::args().any(|a| a == "--list") {
-        engine_support::reexec_in_private_namespaces(INNER);
-    }
-    if std::env::var_os(INNER).is_some() {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        assert!(up.is_ok_and(|s| s.success()), "lo up");
-    }
+    engine_support::in_private_namespaces(INNER);
     engine_support::run(
         &[
             (

@@ -536,10 +536,26 @@ pub fn run(tests: &[(&str, &dyn Fn())], finally: impl FnOnce()) -> ! {
     std::process::exit(i32::from(!failed.is_empty()));
 }
 
+/// Makes the test binary run inside a fresh network and mount namespace: the first run starts
+/// it again there ([`reexec_in_private_namespaces`]) and exits with its status; the inner run
+/// (`inner_env` set) brings its loopback up. `--list` runs where it is.
+pub fn in_private_namespaces(inner_env: &str) {
+    if std::env::var_os(inner_env).is_none() {
+        if !std::env::args().any(|a| a == "--list") {
+            reexec_in_private_namespaces(inner_env);
+        }
+        return;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    assert!(up.is_ok_and(|s| s.success()), "lo up");
+}
+
 /// Runs the test binary again inside a fresh network and mount namespace, passing its
 /// arguments, with `inner_env` set so that the second run knows it is the inner one; exits
 /// with its status.
-pub fn reexec_in_private_namespaces(inner_env: &str) -> ! {
+fn reexec_in_private_namespaces(inner_env: &str) -> ! {
     let exe = std::env::current_exe().unwrap();
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
