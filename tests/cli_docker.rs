@@ -243,25 +243,30 @@ fn squeeze(s: &str) -> String {
 
 /// Runs `args` with both CLIs on `d`; `@` in an argument becomes a name of each CLI's own.
 fn both(d: Daemon, args: &[&str], stdin: Option<&Path>) -> (Outcome, Outcome) {
-    let w = world();
-    let one = |c: Client| {
-        let me = match c {
-            Client::Docker => "docker",
-            Client::Refeng => "refeng",
-        };
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.replace('@', &format!("cli-{me}-x")))
-            .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = run(w, d, c, &args, stdin);
-        Outcome {
-            code: o.code,
-            stdout: norm(&o.stdout, c),
-            stderr: norm(&o.stderr, c),
-        }
+    (
+        one(d, Client::Docker, args, stdin),
+        one(d, Client::Refeng, args, stdin),
+    )
+}
+
+/// Runs `args` with client `c` on `d`, `@` in an argument made a name of that CLI's own, its
+/// output normalised.
+fn one(d: Daemon, c: Client, args: &[&str], stdin: Option<&Path>) -> Outcome {
+    let me = match c {
+        Client::Docker => "docker",
+        Client::Refeng => "refeng",
     };
-    (one(Client::Docker), one(Client::Refeng))
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace('@', &format!("cli-{me}-x")))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(world(), d, c, &args, stdin);
+    Outcome {
+        code: o.code,
+        stdout: norm(&o.stdout, c),
+        stderr: norm(&o.stderr, c),
+    }
 }
 
 /// Both CLIs fail with the same code, nothing on stdout and an error that starts with
@@ -1350,25 +1355,9 @@ fn network_lifecycle() {
     with_cleanup(&[], || {
         for d in [Daemon::Refengd, Daemon::Dockerd] {
             let [theirs, ours] = [Client::Docker, Client::Refeng].map(|c| {
-                let me = match c {
-                    Client::Docker => "docker",
-                    Client::Refeng => "refeng",
-                };
                 steps
                     .iter()
-                    .map(|args| {
-                        let args: Vec<String> = args
-                            .iter()
-                            .map(|a| a.replace('@', &format!("cli-{me}-x")))
-                            .collect();
-                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                        let o = run(w, d, c, &args, None);
-                        Outcome {
-                            code: o.code,
-                            stdout: norm(&o.stdout, c),
-                            stderr: norm(&o.stderr, c),
-                        }
-                    })
+                    .map(|args| one(d, c, args, None))
                     .collect::<Vec<_>>()
             });
             assert!(theirs[0].stdout.starts_with("<id>"), "{theirs:?}");
